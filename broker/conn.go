@@ -1,0 +1,444 @@
+package broker
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/holdfast/holdfast/codec"
+	"github.com/holdfast/holdfast/persist"
+	"github.com/holdfast/holdfast/session"
+)
+
+// stallWait is how long a publisher waits for a subscriber's full outbound buffer to drain before
+// that subscriber is marked stalled and its QoS 0 messages are dropped. A subscriber that keeps
+// reading drains far faster than this, so it loses nothing; one that stopped costs each
+// publisher this much once.
+const stallWait = 500 * time.Millisecond
+
+// readBufferSize is the per-connection read buffer: big enough to decode many small packets per
+// read system call.
+const readBufferSize = 16 << 10
+
+// conn is one client connection: a reader goroutine (serve) that decodes and handles packets, a
+// writer goroutine (writeLoop) that sends the outbound buffer and the session's queue, and, once
+// the client publishes at QoS > 0, a deliver goroutine that completes publishes in order after
+// their commit.
+type conn struct {
+	srv *Server
+	nc  net.Conn
+	r   *codec.Reader
+	log zerolog.Logger
+
+	// Set by the reader during CONNECT, read-only afterwards.
+	clientID  string
+	level     byte
+	sess      *session.Session
+	keepAlive time.Duration
+	will      *codec.Will
+
+	cleanExit bool // DISCONNECT received: the will is discarded [MQTT-3.1.2-10]
+
+	omu      sync.Mutex
+	obuf     []byte        // encoded packets waiting for the writer
+	oclosed  bool          // writer gone: appends are dropped
+	stalled  bool          // a QoS 0 publish timed out waiting for room
+	waiters  int           // goroutines waiting on drained
+	drained  chan struct{} // closed and renewed when the writer takes obuf, if anyone waits
+	omax     int
+	wakeCh   chan struct{} // one slot: the writer has work
+	closing  chan struct{} // closed once: both loops stop
+	closeOne sync.Once
+
+	writerOn   bool          // the writer goroutine was started (reader-owned)
+	ended      chan struct{} // closed when teardown is complete
+	writerDone chan struct{}
+	jobs       chan *pubJob // publishes waiting for their commit, in arrival order
+	pending    atomic.Int32 // jobs not yet finished
+	deliverOn  bool         // the deliver goroutine runs (reader-owned)
+	deliverEnd chan struct{}
+
+	scratch delivery // reused for publishes completed inline by the reader
+}
+
+func newConn(s *Server, nc net.Conn) *conn {
+	c := &conn{
+		srv:        s,
+		nc:         nc,
+		r:          codec.NewReader(bufio.NewReaderSize(nc, readBufferSize), s.cfg.Limits.MaxPacketSize),
+		omax:       s.cfg.Limits.MaxOutboundBytes,
+		drained:    make(chan struct{}),
+		wakeCh:     make(chan struct{}, 1),
+		closing:    make(chan struct{}),
+		writerDone: make(chan struct{}),
+		deliverEnd: make(chan struct{}),
+		ended:      make(chan struct{}),
+	}
+	c.log = s.log.With().Str("remote", nc.RemoteAddr().String()).Logger()
+	return c
+}
+
+// serve is the reader goroutine: CONNECT, then packets until the connection ends.
+func (c *conn) serve() {
+	defer c.srv.wg.Done()
+	defer c.teardown()
+	c.nc.SetReadDeadline(time.Now().Add(c.srv.cfg.Limits.ConnectTimeout.Duration))
+	p, err := c.r.ReadPacket()
+	if err != nil && !errors.Is(err, codec.ErrUnsupportedProtocol) {
+		c.logReadError("before CONNECT", err)
+		return
+	}
+	cp, ok := p.(*codec.Connect)
+	if !ok {
+		// [MQTT-3.1.0-1] the first packet from the client must be CONNECT.
+		c.log.Warn().Stringer("packet", p.Type()).Msg("closing: first packet is not CONNECT [MQTT-3.1.0-1]")
+		return
+	}
+	if !c.handleConnect(cp, err) {
+		return
+	}
+	c.readLoop()
+}
+
+func (c *conn) readLoop() {
+	var deadlineSet time.Time
+	for {
+		if c.keepAlive > 0 {
+			// Refreshing the deadline on every packet costs a timer update; a quarter of the
+			// keep-alive's precision is plenty [MQTT-3.1.2-24].
+			if now := time.Now(); now.Sub(deadlineSet) > c.keepAlive/8 {
+				c.nc.SetReadDeadline(now.Add(c.keepAlive * 3 / 2))
+				deadlineSet = now
+			}
+		}
+		c.waitRoom()
+		p, err := c.r.ReadPacket()
+		if err != nil {
+			c.logReadError("", err)
+			return
+		}
+		if err := c.handle(p); err != nil {
+			if !errors.Is(err, errDisconnect) {
+				c.log.Warn().Err(err).Msg("closing connection")
+			}
+			return
+		}
+	}
+}
+
+var errDisconnect = errors.New("client sent DISCONNECT")
+
+func (c *conn) logReadError(when string, err error) {
+	ev := c.log.Warn()
+	switch {
+	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
+		ev = c.log.Debug()
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		if c.clientID == "" {
+			ev = ev.Str("reason", "no CONNECT within limits.connect_timeout")
+		} else {
+			ev = ev.Str("reason", "keep-alive expired [MQTT-3.1.2-24]")
+		}
+	case errors.Is(err, codec.ErrMalformed), errors.Is(err, codec.ErrPacketTooLarge):
+		ev = ev.Str("reason", "malformed packet")
+	}
+	select {
+	case <-c.closing:
+		ev = c.log.Debug() // we closed it ourselves (take-over, shutdown, write failure)
+	default:
+	}
+	if when != "" {
+		ev = ev.Str("when", when)
+	}
+	ev.Err(err).Msg("connection closed")
+}
+
+// handle dispatches one packet after CONNECT. An error closes the connection.
+func (c *conn) handle(p codec.Packet) error {
+	switch p := p.(type) {
+	case *codec.Publish:
+		return c.handlePublish(p)
+	case *codec.Puback:
+		c.acked(p.PacketID, codec.TypePuback)
+	case *codec.Pubrec:
+		c.handlePubrec(p.PacketID)
+	case *codec.Pubrel:
+		c.handlePubrel(p.PacketID)
+	case *codec.Pubcomp:
+		c.acked(p.PacketID, codec.TypePubcomp)
+	case *codec.Subscribe:
+		return c.handleSubscribe(p)
+	case *codec.Unsubscribe:
+		return c.handleUnsubscribe(p)
+	case *codec.Pingreq:
+		c.sendControl(&codec.Pingresp{}) // [MQTT-3.12.4-1]
+	case *codec.Disconnect:
+		c.cleanExit = true
+		return errDisconnect
+	case *codec.Connect:
+		return errors.New("second CONNECT is a protocol violation [MQTT-3.1.0-2]")
+	default:
+		return errors.New("client sent a server-only packet " + p.Type().String())
+	}
+	return nil
+}
+
+// acked handles PUBACK and PUBCOMP from the client for a message we sent.
+func (c *conn) acked(pid uint16, kind codec.Type) {
+	seq, ok := c.sess.Ack(pid, kind)
+	if !ok || !c.sess.Persistent {
+		return
+	}
+	var b persist.Batch
+	b.Ack(c.clientID, seq)
+	c.srv.store.Submit(&b, c.srv.logCommitError("acknowledging a message"))
+}
+
+// handlePubrec answers PUBREC with PUBREL; for a persistent session only after "PUBREC received"
+// is on disk, so that a crash cannot make the broker send the PUBLISH again as if new.
+func (c *conn) handlePubrec(pid uint16) {
+	seq, ok := c.sess.Pubrec(pid)
+	if !ok || !c.sess.Persistent {
+		c.sendControl(&codec.Pubrel{PacketID: pid}) // [MQTT-4.3.3-1]
+		return
+	}
+	var b persist.Batch
+	b.SetQueueState(c.clientID, seq, persist.Released, pid)
+	c.srv.store.Submit(&b, func(_ uint64, err error) {
+		if err != nil {
+			c.commitFailed(err)
+			return
+		}
+		c.sendControl(&codec.Pubrel{PacketID: pid})
+	})
+}
+
+// handlePubrel releases an inbound QoS 2 message; PUBCOMP follows once that is durable and every
+// earlier publish of this connection is answered.
+func (c *conn) handlePubrel(pid uint16) {
+	j := &pubJob{ack: &codec.Pubcomp{PacketID: pid}} // [MQTT-4.3.3-2]
+	if c.sess.RemoveInbound(pid) && c.sess.Persistent {
+		j.d.batch.DeleteInbound(c.clientID, pid)
+	}
+	c.submit(j)
+}
+
+// sendControl queues a packet for the writer. Control packets are never dropped: a client that
+// does not read its acknowledgements stops being read (waitRoom) and then hits the write deadline.
+func (c *conn) sendControl(p codec.Packet) {
+	c.omu.Lock()
+	if !c.oclosed {
+		c.obuf = p.Append(c.obuf)
+	}
+	c.omu.Unlock()
+	c.Wake()
+}
+
+// sendRaw queues already-encoded packets.
+func (c *conn) sendRaw(b []byte) {
+	c.omu.Lock()
+	if !c.oclosed {
+		c.obuf = append(c.obuf, b...)
+	}
+	c.omu.Unlock()
+	c.Wake()
+}
+
+// Wake implements session.Outlet.
+func (c *conn) Wake() {
+	select {
+	case c.wakeCh <- struct{}{}:
+	default:
+	}
+}
+
+// SendPublish implements session.Outlet: a QoS 0 message straight into the outbound buffer. When
+// the buffer is full the publisher waits for the writer (slowing the publisher down rather than
+// losing messages); a subscriber that drains nothing for stallWait is marked stalled and its QoS 0
+// messages are dropped until it catches up.
+func (c *conn) SendPublish(p *codec.Publish) {
+	c.omu.Lock()
+	var timer *time.Timer
+	for len(c.obuf) > 0 && len(c.obuf) >= c.omax && !c.oclosed {
+		if c.stalled {
+			c.omu.Unlock()
+			c.srv.stats.DroppedSlow.Add(1)
+			return
+		}
+		if timer == nil {
+			timer = time.NewTimer(stallWait)
+			defer timer.Stop()
+		}
+		ch := c.drained
+		c.waiters++
+		c.omu.Unlock()
+		timedOut := false
+		select {
+		case <-ch:
+		case <-timer.C:
+			timedOut = true
+		case <-c.closing:
+		}
+		c.omu.Lock()
+		c.waiters--
+		if timedOut && !c.stalled {
+			c.stalled = true
+			c.log.Warn().Int("buffered_bytes", len(c.obuf)).Msg("subscriber is not reading: dropping its QoS 0 messages until it catches up")
+		}
+	}
+	if c.oclosed {
+		c.omu.Unlock()
+		return
+	}
+	c.obuf = p.Append(c.obuf)
+	c.omu.Unlock()
+	c.Wake()
+}
+
+// waitRoom holds the reader while this connection's own outbound buffer is over its limit (a
+// client that publishes but does not read its acknowledgements).
+func (c *conn) waitRoom() {
+	c.omu.Lock()
+	for len(c.obuf) > c.omax && !c.oclosed {
+		ch := c.drained
+		c.waiters++
+		c.omu.Unlock()
+		select {
+		case <-ch:
+		case <-c.closing:
+		}
+		c.omu.Lock()
+		c.waiters--
+	}
+	c.omu.Unlock()
+}
+
+// writeLoop sends the outbound buffer and what the session's queue allows, in large writes.
+func (c *conn) writeLoop() {
+	defer c.srv.wg.Done()
+	defer close(c.writerDone)
+	var wbuf []byte
+	var out session.Outgoing
+	timeout := c.srv.cfg.Limits.WriteTimeout.Duration
+	for {
+		select {
+		case <-c.wakeCh:
+		case <-c.closing:
+			return
+		}
+		for {
+			c.omu.Lock()
+			wbuf, c.obuf = c.obuf, wbuf[:0]
+			if c.waiters > 0 {
+				close(c.drained)
+				c.drained = make(chan struct{})
+			}
+			c.omu.Unlock()
+
+			if c.sess != nil {
+				out.Now, out.After = wbuf, out.After[:0]
+				if err := c.sess.Fill(&out); err != nil {
+					c.log.Error().Err(err).Msg("reading the session queue failed")
+					c.close()
+					return
+				}
+				wbuf = out.Now
+				if out.Batch.Len() > 0 {
+					c.submitSendState(&out)
+				}
+			}
+			if len(wbuf) == 0 {
+				break
+			}
+			c.nc.SetWriteDeadline(time.Now().Add(timeout))
+			n, err := c.nc.Write(wbuf)
+			c.srv.stats.BytesOut.Add(int64(n))
+			if err != nil {
+				if errors.Is(err, os.ErrDeadlineExceeded) {
+					c.log.Warn().Dur("write_timeout", timeout).Msg("closing: client accepted no data within limits.write_timeout")
+				} else {
+					c.log.Debug().Err(err).Msg("write failed")
+				}
+				c.close()
+				return
+			}
+			c.omu.Lock()
+			c.stalled = false
+			c.omu.Unlock()
+			if cap(wbuf) > 4*c.omax {
+				wbuf = nil // a burst grew it; do not keep it for an idle connection
+			}
+		}
+	}
+}
+
+// submitSendState hands the in-flight state of what Fill sent to persist. QoS 2 messages (in
+// out.After) go on the wire only once their packet identifiers are durable.
+func (c *conn) submitSendState(out *session.Outgoing) {
+	b := out.Batch
+	out.Batch = persist.Batch{}
+	if len(out.After) == 0 {
+		c.srv.store.Submit(&b, c.srv.logCommitError("recording a sent message"))
+		return
+	}
+	after := append([]byte(nil), out.After...)
+	c.srv.store.Submit(&b, func(_ uint64, err error) {
+		if err != nil {
+			c.commitFailed(err)
+			return
+		}
+		c.sendRaw(after)
+	})
+}
+
+// commitFailed closes a connection whose acknowledgement depended on a write that failed: the
+// client will retry, and nothing unacknowledged is lost.
+func (c *conn) commitFailed(err error) {
+	if !errors.Is(err, persist.ErrClosed) {
+		c.log.Error().Err(err).Msg("store write failed: closing the connection without acknowledging")
+	}
+	c.close()
+}
+
+// close asks both loops to stop; the reader's teardown does the rest.
+func (c *conn) close() {
+	c.closeOne.Do(func() {
+		close(c.closing)
+		c.nc.Close()
+	})
+}
+
+// shutdown is close for a server that is shutting down.
+func (c *conn) shutdown() { c.close() }
+
+// teardown runs once, when the reader returns.
+func (c *conn) teardown() {
+	c.close()
+	if c.writerOn {
+		<-c.writerDone
+	}
+	c.omu.Lock()
+	c.oclosed = true
+	c.obuf = nil
+	if c.waiters > 0 {
+		close(c.drained)
+		c.drained = make(chan struct{})
+	}
+	c.omu.Unlock()
+	if c.deliverOn {
+		close(c.jobs)
+		<-c.deliverEnd
+	}
+	if c.sess != nil {
+		c.endSession()
+	}
+	c.srv.removeConn(c)
+	close(c.ended)
+}

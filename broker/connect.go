@@ -1,0 +1,166 @@
+package broker
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"time"
+
+	"github.com/holdfast/holdfast/codec"
+	"github.com/holdfast/holdfast/persist"
+	"github.com/holdfast/holdfast/session"
+)
+
+// maxV31ClientID is MQTT 3.1's limit on client identifiers; 3.1.1 allows up to 65,535 bytes.
+const maxV31ClientID = 23
+
+// handleConnect applies the CONNECT rules, takes over or creates the session, starts the writer
+// and queues CONNACK. It returns false when the connection must close. decodeErr is
+// codec.ErrUnsupportedProtocol or nil.
+func (c *conn) handleConnect(cp *codec.Connect, decodeErr error) bool {
+	c.level = cp.ProtocolLevel
+	if decodeErr != nil {
+		c.log.Warn().Str("protocol", cp.ProtocolName).Uint8("level", cp.ProtocolLevel).
+			Msg("refused: unsupported protocol level [MQTT-3.1.2-2]")
+		c.refuse(codec.RefusedProtocolVersion)
+		return false
+	}
+	id := cp.ClientID
+	switch {
+	case id == "" && cp.ProtocolLevel == codec.Level31:
+		c.log.Warn().Msg("refused: MQTT 3.1 requires a client identifier")
+		c.refuse(codec.RefusedIdentifierRejected)
+		return false
+	case id == "" && !cp.CleanSession:
+		c.log.Warn().Msg("refused: empty client identifier with clean session 0 [MQTT-3.1.3-8]")
+		c.refuse(codec.RefusedIdentifierRejected)
+		return false
+	case id == "":
+		id = newClientID() // [MQTT-3.1.3-6]
+	case cp.ProtocolLevel == codec.Level31 && len(id) > maxV31ClientID && c.srv.cfg.Limits.StrictClientID:
+		c.log.Warn().Int("length", len(id)).
+			Msg("refused: MQTT 3.1 client identifier longer than 23 bytes (limits.strict_client_id)")
+		c.refuse(codec.RefusedIdentifierRejected)
+		return false
+	}
+	if !c.srv.cfg.Auth.AllowAnonymous && !cp.HasUsername {
+		c.log.Warn().Msg("refused: anonymous clients are not allowed (auth.allow_anonymous)")
+		c.refuse(codec.RefusedNotAuthorized)
+		return false
+	}
+	c.clientID = id
+	c.log = c.log.With().Str("client_id", id).Logger()
+	c.keepAlive = time.Duration(cp.KeepAlive) * time.Second
+	c.will = cp.Will
+
+	old, ok := c.srv.claim(c)
+	if !ok {
+		c.refuse(codec.RefusedServerUnavailable)
+		return false
+	}
+	if old != nil {
+		// [MQTT-3.1.4-2] the existing connection of this client id is closed; wait until it has
+		// let go of the session so that only one writer ever serves it.
+		old.log.Info().Msg("closing: client id taken over by a new connection [MQTT-3.1.4-2]")
+		old.close()
+		<-old.ended
+	}
+
+	present, err := c.openSession(cp)
+	if err != nil {
+		c.log.Error().Err(err).Msg("refused: store write failed")
+		c.refuse(codec.RefusedServerUnavailable)
+		return false
+	}
+	c.srv.wg.Add(1)
+	c.writerOn = true
+	go c.writeLoop()
+	// The session-present byte is reserved (0) in MQTT 3.1 [MQTT-3.2.2-1..3].
+	c.sendControl(&codec.Connack{SessionPresent: present && c.level == codec.Level311})
+	c.sess.Attach(c.level, c)
+	c.log.Debug().Bool("clean_session", cp.CleanSession).Bool("session_present", present).
+		Uint8("level", c.level).Msg("connected")
+	return true
+}
+
+// openSession finds or creates the session for c.clientID and makes it durable before CONNACK,
+// so that session-present tells the truth after a crash. It reports whether a session was
+// resumed.
+func (c *conn) openSession(cp *codec.Connect) (bool, error) {
+	srv := c.srv
+	existing := srv.sessions.Get(c.clientID)
+	var b persist.Batch
+	present := false
+	switch {
+	case !cp.CleanSession && existing != nil && existing.Persistent:
+		c.sess = existing
+		present = true
+	default:
+		if existing != nil {
+			srv.discardSession(existing, &b) // [MQTT-3.1.2-6] clean session discards the previous one
+		}
+		c.sess = session.New(c.clientID, !cp.CleanSession, c.level, &srv.sessOpts, srv.store)
+		srv.sessions.Put(c.sess)
+	}
+	if c.sess.Persistent {
+		b.PutSession(c.clientID, persist.SessionRecord{ProtocolLevel: c.level})
+	}
+	if b.Len() > 0 {
+		// Also a barrier: acknowledgements the previous connection submitted are on disk before
+		// this one reads the queue.
+		if _, err := srv.store.Commit(&b); err != nil {
+			return false, err
+		}
+	}
+	return present, nil
+}
+
+// refuse writes a CONNACK with an error code directly (the writer has not started) and leaves
+// the reader to close the connection [MQTT-3.2.2-5].
+func (c *conn) refuse(code codec.ConnackCode) {
+	c.nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.Limits.WriteTimeout.Duration))
+	c.nc.Write((&codec.Connack{ReturnCode: code}).Append(nil))
+}
+
+// endSession runs in teardown: a clean session ends with its connection, a persistent one goes
+// offline with its queue on disk, and an unexpected close publishes the will.
+func (c *conn) endSession() {
+	srv := c.srv
+	c.sess.Detach()
+	if !c.sess.Persistent {
+		srv.discardSession(c.sess, nil)
+	} else {
+		var b persist.Batch
+		b.PutSession(c.clientID, c.sess.Record())
+		srv.store.Submit(&b, srv.logCommitError("recording a session going offline"))
+	}
+	if c.will != nil && !c.cleanExit && !srv.isClosing() {
+		// [MQTT-3.1.2-8] the will is published when the connection ends without DISCONNECT.
+		srv.publishWill(c.will, c.log)
+	}
+}
+
+// claim makes c the owner of its client id and returns the previous owner, if any. It fails when
+// the server is shutting down.
+func (s *Server) claim(c *conn) (*conn, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return nil, false
+	}
+	old := s.owners[c.clientID]
+	s.owners[c.clientID] = c
+	return old, true
+}
+
+func (s *Server) isClosing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
+}
+
+// newClientID returns a unique identifier for a client that sent an empty one.
+func newClientID() string {
+	var b [12]byte
+	rand.Read(b[:])
+	return "holdfast-" + hex.EncodeToString(b[:])
+}

@@ -1,0 +1,342 @@
+package broker
+
+import (
+	"github.com/rs/zerolog"
+
+	"github.com/holdfast/holdfast/codec"
+	"github.com/holdfast/holdfast/persist"
+	"github.com/holdfast/holdfast/retain"
+	"github.com/holdfast/holdfast/router"
+	"github.com/holdfast/holdfast/session"
+)
+
+// delivery is one routed PUBLISH: what must be written before it is acknowledged, and who gets
+// it once it is.
+type delivery struct {
+	msg        *persist.Message
+	batch      persist.Batch      // queue entries for persistent sessions, retained update, inbound QoS 2 id
+	durable    []*session.Session // persistent targets, told in the commit callback (commit order)
+	durableQoS []byte
+	memory     []*session.Session // clean-session targets at QoS 1/2, queued in memory after the commit
+	memoryQoS  []byte
+	outlets    []session.Outlet // online targets at QoS 0
+	retain     *retain.Message  // the retained store's update, applied in commit order
+}
+
+// pubJob is a packet of one connection that completes after a commit: a routed PUBLISH, or a
+// PUBREL or duplicate QoS 2 PUBLISH that must be answered in order behind earlier ones.
+type pubJob struct {
+	d          delivery
+	ack        codec.Packet // PUBACK, PUBREC or PUBCOMP to send once done; nil for QoS 0
+	inboundPID uint16       // QoS 2: forgotten again if the commit fails, so the retry is routed
+	done       chan struct{}
+	err        error
+}
+
+// handlePublish routes an inbound PUBLISH. PUBACK/PUBREC go out only after every matching
+// persistent session's queue entry is durable; subscribers get the message only after that too,
+// so a crash can never deliver a message whose publisher will send it again as new.
+func (c *conn) handlePublish(p *codec.Publish) error {
+	srv := c.srv
+	srv.stats.MessagesIn.Add(1)
+	srv.stats.BytesIn.Add(int64(len(p.Payload)))
+	if p.QoS == 0 && !p.Retain && c.pending.Load() == 0 && !srv.cfg.Limits.QueueQoS0Offline {
+		srv.fanOutQoS0(p) // the fast path: nothing to store, nothing to wait for
+		return nil
+	}
+	if p.QoS == 2 && !c.sess.AddInbound(p.PacketID) {
+		// A retransmission of a message already routed: answer again, do not route twice
+		// [MQTT-4.3.3-2].
+		c.submit(&pubJob{ack: &codec.Pubrec{PacketID: p.PacketID}})
+		return nil
+	}
+	j := &pubJob{}
+	srv.route(&j.d, p)
+	switch p.QoS {
+	case 1:
+		j.ack = &codec.Puback{PacketID: p.PacketID} // [MQTT-4.3.2-2]
+	case 2:
+		j.ack = &codec.Pubrec{PacketID: p.PacketID} // [MQTT-4.3.3-2]
+		j.inboundPID = p.PacketID
+		if c.sess.Persistent {
+			j.d.batch.PutInbound(c.clientID, p.PacketID)
+		}
+	}
+	c.submit(j)
+	return nil
+}
+
+// fanOutQoS0 sends a QoS 0 message to every online subscriber, straight into their outbound
+// buffers.
+func (s *Server) fanOutQoS0(p *codec.Publish) {
+	mp := s.getMatches()
+	matches := s.trie.Match(p.Topic, *mp)
+	out := codec.Publish{Topic: p.Topic, Payload: p.Payload}
+	for _, m := range matches {
+		sess := s.sessions.Get(m.ClientID)
+		if sess == nil {
+			continue
+		}
+		if o := sess.Outlet(); o != nil {
+			o.SendPublish(&out)
+		} else {
+			s.stats.DroppedOffline.Add(1)
+		}
+	}
+	*mp = matches
+	s.matchPool.Put(mp)
+}
+
+func (s *Server) getMatches() *[]router.Subscriber {
+	if mp, ok := s.matchPool.Get().(*[]router.Subscriber); ok {
+		*mp = (*mp)[:0]
+		return mp
+	}
+	mp := make([]router.Subscriber, 0, 16)
+	return &mp
+}
+
+// route decides, for every matching session, how p reaches it, and reserves room in the queues of
+// those that queue it. Forwarded copies never carry the retain flag [MQTT-3.3.1-9].
+func (s *Server) route(d *delivery, p *codec.Publish) {
+	d.msg = &persist.Message{Topic: p.Topic, Payload: p.Payload, QoS: p.QoS}
+	if p.Retain {
+		// [MQTT-3.3.1-5] store (or, with an empty payload, clear [MQTT-3.3.1-10]) the retained message.
+		if len(p.Payload) == 0 {
+			d.batch.DeleteRetained(p.Topic)
+		} else {
+			d.batch.PutRetained(&persist.Message{Topic: p.Topic, Payload: p.Payload, QoS: p.QoS, Retain: true})
+		}
+		d.retain = &retain.Message{Topic: p.Topic, Payload: p.Payload, QoS: p.QoS}
+	}
+	mp := s.getMatches()
+	matches := s.trie.Match(p.Topic, *mp)
+	var targets []persist.Target
+	for _, m := range matches {
+		sess := s.sessions.Get(m.ClientID)
+		if sess == nil {
+			continue
+		}
+		qos := min(p.QoS, m.QoS) // [MQTT-3.8.4-6]
+		if qos == 0 {
+			if o := sess.Outlet(); o != nil {
+				d.outlets = append(d.outlets, o)
+				continue
+			}
+			if !sess.Persistent || !s.cfg.Limits.QueueQoS0Offline {
+				s.stats.DroppedOffline.Add(1)
+				continue
+			}
+		}
+		if !sess.Reserve(len(p.Payload)) {
+			s.stats.DroppedQueueFull.Add(1)
+			s.dropLog.Warn().Str("client_id", sess.ID).Str("topic", p.Topic).
+				Msg("session queue full (limits.max_queued_messages / max_queued_bytes): message dropped for this session")
+			continue
+		}
+		if sess.Persistent {
+			targets = append(targets, persist.Target{ClientID: sess.ID, QoS: qos})
+			d.durable = append(d.durable, sess)
+			d.durableQoS = append(d.durableQoS, qos)
+		} else {
+			d.memory = append(d.memory, sess)
+			d.memoryQoS = append(d.memoryQoS, qos)
+		}
+	}
+	*mp = matches
+	s.matchPool.Put(mp)
+	if len(targets) > 0 {
+		d.batch.Enqueue(d.msg, targets)
+	}
+}
+
+// committed runs in persist's callback, in commit order: it hands the entry to each persistent
+// session (whose in-memory window relies on that order) and updates the retained index.
+func (d *delivery) committed(s *Server, seq uint64) {
+	for i, sess := range d.durable {
+		sess.Committed(seq, d.msg, d.durableQoS[i])
+	}
+	if d.retain != nil {
+		s.retained.Set(d.retain)
+	}
+}
+
+// abandon gives back the queue reservations of a delivery whose commit failed.
+func (d *delivery) abandon() {
+	for _, sess := range d.durable {
+		sess.Unreserve(len(d.msg.Payload))
+	}
+	for _, sess := range d.memory {
+		sess.Unreserve(len(d.msg.Payload))
+	}
+}
+
+// finish delivers to clean sessions and QoS 0 subscribers, after the commit.
+func (s *Server) finish(d *delivery) {
+	for i, sess := range d.memory {
+		sess.Enqueue(d.msg, d.memoryQoS[i])
+	}
+	if len(d.outlets) > 0 {
+		out := codec.Publish{Topic: d.msg.Topic, Payload: d.msg.Payload}
+		for _, o := range d.outlets {
+			o.SendPublish(&out)
+		}
+	}
+}
+
+// submit starts j's commit and queues it behind this connection's earlier jobs; a job with
+// nothing to write and nothing ahead of it completes at once.
+func (c *conn) submit(j *pubJob) {
+	if j.d.batch.Len() > 0 {
+		j.done = make(chan struct{})
+		c.srv.store.Submit(&j.d.batch, func(seq uint64, err error) {
+			if err != nil {
+				j.err = err
+			} else {
+				j.d.committed(c.srv, seq)
+			}
+			close(j.done)
+		})
+	} else if c.pending.Load() == 0 {
+		c.complete(j)
+		return
+	}
+	if !c.deliverOn {
+		c.deliverOn = true
+		c.jobs = make(chan *pubJob, 256)
+		c.srv.wg.Add(1)
+		go c.deliverLoop()
+	}
+	c.pending.Add(1)
+	c.jobs <- j // blocks when 256 are waiting: the publisher is read no faster than the disk
+}
+
+// deliverLoop completes jobs in arrival order as their commits finish.
+func (c *conn) deliverLoop() {
+	defer c.srv.wg.Done()
+	defer close(c.deliverEnd)
+	for j := range c.jobs {
+		if j.done != nil {
+			<-j.done
+		}
+		c.complete(j)
+		c.pending.Add(-1)
+	}
+}
+
+func (c *conn) complete(j *pubJob) {
+	if j.err != nil {
+		j.d.abandon()
+		if j.inboundPID != 0 {
+			c.sess.RemoveInbound(j.inboundPID)
+		}
+		c.commitFailed(j.err)
+		return
+	}
+	c.srv.finish(&j.d)
+	if j.ack != nil {
+		c.sendControl(j.ack)
+	}
+}
+
+// handleSubscribe grants every filter, makes a persistent session's subscriptions durable, then
+// answers SUBACK and sends the matching retained messages.
+func (c *conn) handleSubscribe(p *codec.Subscribe) error {
+	codes := make([]byte, len(p.Subscriptions))
+	var b persist.Batch
+	for i, sub := range p.Subscriptions {
+		codes[i] = sub.QoS // [MQTT-3.9.3-1] granted as requested
+		c.sess.Subscribe(sub.Filter, sub.QoS)
+		c.srv.trie.Subscribe(c.clientID, sub.Filter, sub.QoS) // [MQTT-3.8.4-3] replaces an identical filter
+		if c.sess.Persistent {
+			b.PutSubscription(c.clientID, persist.Subscription{Filter: sub.Filter, QoS: sub.QoS})
+		}
+	}
+	if b.Len() > 0 {
+		if _, err := c.srv.store.Commit(&b); err != nil {
+			return err
+		}
+	}
+	c.sendControl(&codec.Suback{PacketID: p.PacketID, ReturnCodes: codes}) // [MQTT-3.8.4-1]
+	for i, sub := range p.Subscriptions {
+		if codes[i] != codec.SubackFailure {
+			c.srv.sendRetained(c.sess, sub.Filter, codes[i]) // [MQTT-3.3.1-6]
+		}
+	}
+	return nil
+}
+
+// sendRetained delivers the retained messages matching filter to sess, with the retain flag set.
+func (s *Server) sendRetained(sess *session.Session, filter string, granted byte) {
+	for _, m := range s.retained.Match(filter, nil) {
+		qos := min(m.QoS, granted)
+		if qos == 0 {
+			if o := sess.Outlet(); o != nil {
+				o.SendPublish(&codec.Publish{Topic: m.Topic, Payload: m.Payload, Retain: true})
+			}
+			continue
+		}
+		if !sess.Reserve(len(m.Payload)) {
+			s.stats.DroppedQueueFull.Add(1)
+			continue
+		}
+		msg := &persist.Message{Topic: m.Topic, Payload: m.Payload, QoS: m.QoS, Retain: true}
+		if !sess.Persistent {
+			sess.Enqueue(msg, qos)
+			continue
+		}
+		var b persist.Batch
+		b.Enqueue(msg, []persist.Target{{ClientID: sess.ID, QoS: qos}})
+		s.store.Submit(&b, func(seq uint64, err error) {
+			if err != nil {
+				sess.Unreserve(len(msg.Payload))
+				s.logCommitError("queueing a retained message")(0, err)
+				return
+			}
+			sess.Committed(seq, msg, qos)
+		})
+	}
+}
+
+// handleUnsubscribe removes the filters and answers UNSUBACK, even when none matched
+// [MQTT-3.10.4-4], [MQTT-3.10.4-5].
+func (c *conn) handleUnsubscribe(p *codec.Unsubscribe) error {
+	var b persist.Batch
+	for _, f := range p.Filters {
+		if c.sess.Unsubscribe(f) {
+			c.srv.trie.Unsubscribe(c.clientID, f)
+			if c.sess.Persistent {
+				b.DeleteSubscription(c.clientID, f)
+			}
+		}
+	}
+	if b.Len() > 0 {
+		if _, err := c.srv.store.Commit(&b); err != nil {
+			return err
+		}
+	}
+	c.sendControl(&codec.Unsuback{PacketID: p.PacketID})
+	return nil
+}
+
+// publishWill publishes a will message as if its client had sent it, and waits until it is done.
+func (s *Server) publishWill(w *codec.Will, log zerolog.Logger) {
+	var d delivery
+	s.route(&d, &codec.Publish{Topic: w.Topic, Payload: w.Payload, QoS: w.QoS, Retain: w.Retain})
+	if d.batch.Len() > 0 {
+		done := make(chan error, 1)
+		s.store.Submit(&d.batch, func(seq uint64, err error) {
+			if err == nil {
+				d.committed(s, seq)
+			}
+			done <- err
+		})
+		if err := <-done; err != nil {
+			d.abandon()
+			log.Error().Err(err).Msg("will message not published: store write failed")
+			return
+		}
+	}
+	s.finish(&d)
+	log.Debug().Str("topic", w.Topic).Msg("will published")
+}

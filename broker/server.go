@@ -1,0 +1,326 @@
+// Package broker is the hub: it accepts connections, runs each one's reader and writer, and wires
+// the codec, the router, the retained store, the sessions and persist together.
+//
+// Lock order: Server.mu, then session.Session's lock, then conn.omu. No lock is held across
+// network I/O or while waiting for a commit.
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/holdfast/holdfast/config"
+	"github.com/holdfast/holdfast/persist"
+	"github.com/holdfast/holdfast/retain"
+	"github.com/holdfast/holdfast/router"
+	"github.com/holdfast/holdfast/session"
+)
+
+// ErrServerClosed is returned by Serve after Shutdown.
+var ErrServerClosed = errors.New("broker: server closed")
+
+// Server is one broker instance.
+type Server struct {
+	cfg      *config.Config
+	log      zerolog.Logger
+	dropLog  zerolog.Logger // sampled: a full queue can drop thousands of messages a second
+	store    *persist.Store
+	trie     *router.Trie
+	retained *retain.Store
+	sessions *session.Registry
+	sessOpts session.Options
+	stats    Stats
+
+	mu        sync.Mutex
+	owners    map[string]*conn // client id -> the connection holding it
+	conns     map[*conn]struct{}
+	listeners []net.Listener
+	closing   bool
+
+	wg   sync.WaitGroup // every goroutine the server started
+	quit chan struct{}
+
+	matchPool sync.Pool // *[]router.Subscriber
+}
+
+// Stats are counters for operators and tests; all fields are updated atomically.
+type Stats struct {
+	Connections      atomic.Int64 // currently connected clients
+	ConnectionsTotal atomic.Int64
+	MessagesIn       atomic.Int64 // PUBLISH packets received
+	MessagesOut      atomic.Int64 // PUBLISH packets sent (estimated per write batch)
+	BytesIn          atomic.Int64
+	BytesOut         atomic.Int64
+	DroppedQueueFull atomic.Int64 // messages not queued because a session was at its limit
+	DroppedSlow      atomic.Int64 // QoS 0 messages dropped for a subscriber that stopped reading
+	DroppedOffline   atomic.Int64 // QoS 0 messages for offline sessions, not queued by configuration
+}
+
+// New rebuilds the broker's state from store and returns a server ready to Serve. The store
+// stays the caller's to close, after Shutdown.
+func New(cfg *config.Config, store *persist.Store, log zerolog.Logger) (*Server, error) {
+	s := &Server{
+		cfg:      cfg,
+		log:      log,
+		store:    store,
+		trie:     router.New(),
+		retained: retain.New(),
+		sessions: session.NewRegistry(),
+		sessOpts: session.Options{
+			MaxInflight:       cfg.Limits.MaxInflight,
+			MaxQueuedMessages: cfg.Limits.MaxQueuedMessages,
+			MaxQueuedBytes:    cfg.Limits.MaxQueuedBytes,
+			MemoryWindow:      max(256, cfg.Limits.MaxInflight),
+		},
+		owners: make(map[string]*conn),
+		conns:  make(map[*conn]struct{}),
+		quit:   make(chan struct{}),
+	}
+	s.dropLog = log.Sample(&zerolog.BurstSampler{Burst: 5, Period: time.Second})
+	if err := s.recover(); err != nil {
+		return nil, err
+	}
+	if exp := cfg.Limits.SessionExpiry.Duration; exp > 0 {
+		s.wg.Add(1)
+		go s.expireLoop(exp)
+	}
+	return s, nil
+}
+
+// recover rebuilds sessions, the subscription trie and the retained index from the store.
+func (s *Server) recover() error {
+	start := time.Now()
+	st, err := s.store.Recover()
+	if err != nil {
+		return fmt.Errorf("recovering state: %w", err)
+	}
+	queued := 0
+	for i := range st.Sessions {
+		ss := &st.Sessions[i]
+		sess := session.Restore(ss, &s.sessOpts, s.store)
+		s.sessions.Put(sess)
+		for _, sub := range ss.Subscriptions {
+			s.trie.Subscribe(ss.ClientID, sub.Filter, sub.QoS)
+		}
+		queued += ss.QueuedCount
+	}
+	for _, m := range st.Retained {
+		s.retained.Set(&retain.Message{Topic: m.Topic, Payload: m.Payload, QoS: m.QoS})
+	}
+	s.log.Info().
+		Int("sessions", len(st.Sessions)).
+		Int("queued", queued).
+		Int("retained", len(st.Retained)).
+		Dur("took", time.Since(start)).
+		Msg("recovered state")
+	return nil
+}
+
+// ListenAndServe opens every listener of the configuration and serves them until Shutdown. It
+// returns once all listeners are open; accept loops run in the background.
+func (s *Server) ListenAndServe() error {
+	for i, lc := range s.cfg.Listeners {
+		l, err := net.Listen("tcp", lc.Address)
+		if err != nil {
+			return fmt.Errorf("listener[%d] (%s %s): %w", i, lc.Type, lc.Address, err)
+		}
+		s.log.Info().Str("type", lc.Type).Str("address", l.Addr().String()).Msg("listening")
+		if err := s.Serve(l); err != nil {
+			l.Close()
+			return err
+		}
+	}
+	return nil
+}
+
+// Serve accepts MQTT connections from l in the background until Shutdown.
+func (s *Server) Serve(l net.Listener) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return ErrServerClosed
+	}
+	s.listeners = append(s.listeners, l)
+	s.wg.Add(1)
+	go s.acceptLoop(l)
+	return nil
+}
+
+// Addrs returns the addresses of the open listeners.
+func (s *Server) Addrs() []net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]net.Addr, len(s.listeners))
+	for i, l := range s.listeners {
+		out[i] = l.Addr()
+	}
+	return out
+}
+
+func (s *Server) acceptLoop(l net.Listener) {
+	defer s.wg.Done()
+	var backoff time.Duration
+	for {
+		nc, err := l.Accept()
+		if err != nil {
+			select {
+			case <-s.quit:
+				return
+			default:
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of file descriptors and the like: back off instead of spinning.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.log.Error().Err(err).Dur("retry_in", backoff).Msg("accept failed")
+			select {
+			case <-time.After(backoff):
+			case <-s.quit:
+				return
+			}
+			continue
+		}
+		backoff = 0
+		if !s.admit(nc) {
+			continue
+		}
+	}
+}
+
+// admit registers a new connection and starts its reader, unless the server is closing or full.
+func (s *Server) admit(nc net.Conn) bool {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		nc.Close()
+		return false
+	}
+	if max := s.cfg.Limits.MaxConnections; max > 0 && len(s.conns) >= max {
+		s.mu.Unlock()
+		s.log.Warn().Str("remote", nc.RemoteAddr().String()).Int("max_connections", max).Msg("connection refused: limits.max_connections reached")
+		nc.Close()
+		return false
+	}
+	c := newConn(s, nc)
+	s.conns[c] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	s.stats.Connections.Add(1)
+	s.stats.ConnectionsTotal.Add(1)
+	go c.serve()
+	return true
+}
+
+func (s *Server) removeConn(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	if c.clientID != "" && s.owners[c.clientID] == c {
+		delete(s.owners, c.clientID)
+	}
+	s.mu.Unlock()
+	s.stats.Connections.Add(-1)
+}
+
+// Shutdown stops accepting, closes every connection, and waits for all goroutines until ctx ends.
+// Acknowledged work is already durable; the caller closes the store afterwards. Idempotent.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	if !s.closing {
+		s.closing = true
+		close(s.quit)
+		for _, l := range s.listeners {
+			l.Close()
+		}
+		for c := range s.conns {
+			c.shutdown()
+		}
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Stats returns the live counters.
+func (s *Server) Stats() *Stats { return &s.stats }
+
+// expireLoop removes persistent sessions that have been offline longer than exp.
+func (s *Server) expireLoop(exp time.Duration) {
+	defer s.wg.Done()
+	every := min(max(exp/10, 100*time.Millisecond), time.Minute)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.quit:
+			return
+		case <-t.C:
+			s.expireSessions(time.Now().Add(-exp))
+		}
+	}
+}
+
+func (s *Server) expireSessions(cutoff time.Time) {
+	for _, sess := range s.sessions.Snapshot() {
+		if !sess.Persistent || sess.Online() || sess.OfflineSince().After(cutoff) {
+			continue
+		}
+		s.mu.Lock()
+		// The owners map is the connect lock: a client connecting now holds its id there.
+		if s.owners[sess.ID] != nil || sess.Online() {
+			s.mu.Unlock()
+			continue
+		}
+		s.discardSession(sess, nil)
+		s.mu.Unlock()
+		s.log.Info().Str("client_id", sess.ID).Time("offline_since", sess.OfflineSince()).Msg("session expired")
+	}
+}
+
+// discardSession removes sess with everything it owns, from memory now and from disk with b (or
+// in a commit of its own when b is nil). Callers hold the client id (s.mu or ownership of the id).
+func (s *Server) discardSession(sess *session.Session, b *persist.Batch) {
+	s.sessions.Remove(sess)
+	for f := range sess.Subscriptions() {
+		s.trie.Unsubscribe(sess.ID, f)
+	}
+	if !sess.Persistent {
+		return
+	}
+	if b != nil {
+		b.DeleteSession(sess.ID)
+		return
+	}
+	var own persist.Batch
+	own.DeleteSession(sess.ID)
+	s.store.Submit(&own, s.logCommitError("deleting session "+sess.ID))
+}
+
+// logCommitError returns a completion callback for writes nobody waits on.
+func (s *Server) logCommitError(what string) func(uint64, error) {
+	return func(_ uint64, err error) {
+		if err != nil && !errors.Is(err, persist.ErrClosed) {
+			s.log.Error().Err(err).Str("what", what).Msg("store write failed")
+		}
+	}
+}

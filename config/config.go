@@ -1,0 +1,220 @@
+// Package config reads holdfast's TOML configuration. The defaults are the embedded config.toml
+// (decoded first); a user file is decoded on top of them, so a missing key keeps its default.
+// Unknown keys and out-of-range values are errors that name the key and the file.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Config is the whole configuration.
+type Config struct {
+	DataDir    string     `toml:"data_dir"`
+	Durability string     `toml:"durability"`
+	Log        Log        `toml:"log"`
+	Listeners  []Listener `toml:"listener"`
+	Auth       Auth       `toml:"auth"`
+	Limits     Limits     `toml:"limits"`
+	Store      Store      `toml:"store"`
+}
+
+// Log configures zerolog.
+type Log struct {
+	Level  string `toml:"level"`
+	Format string `toml:"format"`
+}
+
+// Listener is one socket the broker accepts MQTT connections on.
+type Listener struct {
+	Type    string `toml:"type"`
+	Address string `toml:"address"`
+}
+
+// Auth says who may connect.
+type Auth struct {
+	AllowAnonymous bool `toml:"allow_anonymous"`
+}
+
+// Limits bound what one client can cost the broker.
+type Limits struct {
+	MaxConnections    int      `toml:"max_connections"`
+	MaxPacketSize     int      `toml:"max_packet_size"`
+	MaxInflight       int      `toml:"max_inflight"`
+	MaxQueuedMessages int      `toml:"max_queued_messages"`
+	MaxQueuedBytes    int64    `toml:"max_queued_bytes"`
+	MaxOutboundBytes  int      `toml:"max_outbound_bytes"`
+	QueueQoS0Offline  bool     `toml:"queue_qos0_offline"`
+	SessionExpiry     Duration `toml:"session_expiry"`
+	ConnectTimeout    Duration `toml:"connect_timeout"`
+	WriteTimeout      Duration `toml:"write_timeout"`
+	StrictClientID    bool     `toml:"strict_client_id"`
+}
+
+// Store tunes the Badger store behind persist.
+type Store struct {
+	AsyncInterval    Duration `toml:"async_interval"`
+	MemTableSize     int64    `toml:"memtable_size"`
+	NumMemtables     int      `toml:"num_memtables"`
+	BlockCacheSize   int64    `toml:"block_cache_size"`
+	IndexCacheSize   int64    `toml:"index_cache_size"`
+	ValueLogFileSize int64    `toml:"value_log_file_size"`
+	GCInterval       Duration `toml:"gc_interval"`
+	GCDiscardRatio   float64  `toml:"gc_discard_ratio"`
+}
+
+// Duration is a time.Duration written as a Go duration string ("10s", "5m").
+type Duration struct{ time.Duration }
+
+// UnmarshalText parses a Go duration string.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("not a duration (want e.g. \"10s\", \"5m\"): %q", b)
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalText writes the duration back as a string.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// Load decodes defaults, then the user's file contents (data may be nil), and validates the result.
+// name is the file name used in error messages.
+func Load(defaults []byte, name string, data []byte) (*Config, error) {
+	var c Config
+	if err := decode(defaults, "embedded config.toml", &c); err != nil {
+		return nil, err
+	}
+	if data != nil {
+		// A file that declares listeners replaces the default list rather than adding to it.
+		defaultListeners := c.Listeners
+		c.Listeners = nil
+		if err := decode(data, name, &c); err != nil {
+			return nil, err
+		}
+		if c.Listeners == nil {
+			c.Listeners = defaultListeners
+		}
+	}
+	if err := c.validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return &c, nil
+}
+
+func decode(data []byte, name string, c *Config) error {
+	md, err := toml.Decode(string(data), c)
+	if err != nil {
+		var perr toml.ParseError
+		if errors.As(err, &perr) {
+			return fmt.Errorf("%s: %s", name, perr.ErrorWithPosition())
+		}
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		keys := make([]string, len(und))
+		for i, k := range und {
+			keys[i] = k.String()
+		}
+		return fmt.Errorf("%s: unknown key %s", name, strings.Join(keys, ", "))
+	}
+	return nil
+}
+
+// keyError names the offending key.
+func keyError(key, format string, args ...any) error {
+	return fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...))
+}
+
+func (c *Config) validate() error {
+	switch c.Durability {
+	case "sync", "async", "none":
+	default:
+		return keyError("durability", "must be \"sync\", \"async\" or \"none\", not %q", c.Durability)
+	}
+	if c.DataDir == "" && c.Durability != "none" {
+		return keyError("data_dir", "must not be empty unless durability = \"none\"")
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		return keyError("log.level", "must be debug, info, warn or error, not %q", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "auto", "console", "json":
+	default:
+		return keyError("log.format", "must be auto, console or json, not %q", c.Log.Format)
+	}
+	if len(c.Listeners) == 0 {
+		return keyError("listener", "at least one listener is needed")
+	}
+	for i, l := range c.Listeners {
+		key := fmt.Sprintf("listener[%d]", i)
+		if l.Type != "tcp" {
+			return keyError(key+".type", "must be \"tcp\", not %q", l.Type)
+		}
+		if _, _, err := net.SplitHostPort(l.Address); err != nil {
+			return keyError(key+".address", "not host:port: %q", l.Address)
+		}
+	}
+	lim := &c.Limits
+	if lim.MaxConnections < 0 {
+		return keyError("limits.max_connections", "must be >= 0, not %d", lim.MaxConnections)
+	}
+	if lim.MaxPacketSize < 2 || lim.MaxPacketSize > 268435455+5 {
+		return keyError("limits.max_packet_size", "must be between 2 and 268435460, not %d", lim.MaxPacketSize)
+	}
+	if lim.MaxInflight < 1 || lim.MaxInflight > 65535 {
+		return keyError("limits.max_inflight", "must be between 1 and 65535, not %d", lim.MaxInflight)
+	}
+	if lim.MaxQueuedMessages < 1 {
+		return keyError("limits.max_queued_messages", "must be >= 1, not %d", lim.MaxQueuedMessages)
+	}
+	if lim.MaxQueuedBytes < 0 {
+		return keyError("limits.max_queued_bytes", "must be >= 0, not %d", lim.MaxQueuedBytes)
+	}
+	if lim.MaxOutboundBytes < 1024 {
+		return keyError("limits.max_outbound_bytes", "must be >= 1024, not %d", lim.MaxOutboundBytes)
+	}
+	for _, d := range []struct {
+		key string
+		v   time.Duration
+		min time.Duration
+	}{
+		{"limits.session_expiry", lim.SessionExpiry.Duration, 0},
+		{"limits.connect_timeout", lim.ConnectTimeout.Duration, time.Millisecond},
+		{"limits.write_timeout", lim.WriteTimeout.Duration, time.Millisecond},
+		{"store.async_interval", c.Store.AsyncInterval.Duration, time.Millisecond},
+		{"store.gc_interval", c.Store.GCInterval.Duration, time.Second},
+	} {
+		if d.v < d.min {
+			return keyError(d.key, "must be at least %s, not %s", d.min, d.v)
+		}
+	}
+	st := &c.Store
+	if st.MemTableSize < 1<<20 {
+		return keyError("store.memtable_size", "must be at least 1 MiB, not %d", st.MemTableSize)
+	}
+	if st.NumMemtables < 1 {
+		return keyError("store.num_memtables", "must be >= 1, not %d", st.NumMemtables)
+	}
+	if st.BlockCacheSize < 0 {
+		return keyError("store.block_cache_size", "must be >= 0, not %d", st.BlockCacheSize)
+	}
+	if st.IndexCacheSize < 0 {
+		return keyError("store.index_cache_size", "must be >= 0, not %d", st.IndexCacheSize)
+	}
+	if st.ValueLogFileSize < 1<<20 || st.ValueLogFileSize >= 2<<30 {
+		return keyError("store.value_log_file_size", "must be between 1 MiB and 2 GiB, not %d", st.ValueLogFileSize)
+	}
+	if st.GCDiscardRatio <= 0 || st.GCDiscardRatio >= 1 {
+		return keyError("store.gc_discard_ratio", "must be between 0 and 1 (exclusive), not %g", st.GCDiscardRatio)
+	}
+	return nil
+}

@@ -1,0 +1,465 @@
+// Package session holds one client's MQTT state — subscriptions, the outbound queue and its
+// in-flight window, packet identifiers, inbound QoS 2 identifiers — and the registry of sessions.
+//
+// A persistent session (clean-session=0) keeps its queue on disk through persist: in memory it
+// holds at most a window of entries, and reads the rest as the window frees, so an offline
+// client with a million queued messages costs a few counters, not a million messages. A clean
+// session lives only as long as its connection and keeps everything in memory.
+//
+// Sequence numbers of persistent entries are assigned by persist's single writer in commit
+// order, and Committed is called in that order, so "highest seq held in memory" versus
+// "highest seq committed" is enough to know whether the disk holds entries memory does not.
+package session
+
+import (
+	"sync"
+	"time"
+
+	"github.com/holdfast/holdfast/codec"
+	"github.com/holdfast/holdfast/persist"
+)
+
+// Options bound one session.
+type Options struct {
+	MaxInflight       int   // unacknowledged QoS 1/2 messages sent to the client
+	MaxQueuedMessages int   // entries not yet acknowledged, in-flight included
+	MaxQueuedBytes    int64 // their payload bytes; 0 = unlimited
+	MemoryWindow      int   // persistent sessions: queued entries held in memory beyond the in-flight window
+}
+
+// Session is one client's state. All methods are safe for concurrent use.
+type Session struct {
+	ID         string
+	Persistent bool // clean-session=0: survives disconnects and restarts
+
+	opts  *Options
+	store *persist.Store // only for persistent sessions
+
+	mu          sync.Mutex
+	level       byte
+	subs        map[string]byte
+	pending     []*persist.QueueEntry // queued, not yet sent, in order
+	inflight    []*persist.QueueEntry // sent, awaiting acknowledgement, in send order
+	byPID       map[uint16]*persist.QueueEntry
+	resend      bool // the in-flight entries must be sent again (new connection)
+	queued      int  // every unacknowledged entry: pending, in flight, and on disk only
+	queuedBytes int64
+	lastQueued  uint64 // persistent: highest seq committed for this session
+	lastLoaded  uint64 // persistent: highest seq held in memory (or already acknowledged)
+	gen         uint64 // bumped on detach, so a disk read that raced a detach is discarded
+	nextPID     uint16
+	inbound     map[uint16]struct{}
+	outlet      Outlet // non-nil while a connection is attached
+	offlineAt   time.Time
+}
+
+// New returns a session. store is used only when persistent is true.
+func New(id string, persistent bool, level byte, opts *Options, store *persist.Store) *Session {
+	return &Session{
+		ID:         id,
+		Persistent: persistent,
+		opts:       opts,
+		store:      store,
+		level:      level,
+		subs:       make(map[string]byte),
+		byPID:      make(map[uint16]*persist.QueueEntry),
+		inbound:    make(map[uint16]struct{}),
+		offlineAt:  time.Now(),
+	}
+}
+
+// Restore returns a persistent session rebuilt from what persist recovered at start.
+func Restore(st *persist.SessionState, opts *Options, store *persist.Store) *Session {
+	s := New(st.ClientID, true, st.Record.ProtocolLevel, opts, store)
+	for _, sub := range st.Subscriptions {
+		s.subs[sub.Filter] = sub.QoS
+	}
+	s.queued = st.QueuedCount
+	s.queuedBytes = st.QueuedBytes
+	s.lastQueued = st.LastSeq
+	for _, pid := range st.InboundQoS2 {
+		s.inbound[pid] = struct{}{}
+	}
+	if !st.Record.DisconnectedAt.IsZero() {
+		s.offlineAt = st.Record.DisconnectedAt
+	}
+	return s
+}
+
+// Level is the protocol level of the last connection.
+func (s *Session) Level() byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.level
+}
+
+// Outlet is the connection a session is attached to.
+type Outlet interface {
+	// Wake tells the connection's writer that Fill has something new. It must not block (a send on
+	// a one-slot channel), since it may run under the session's lock.
+	Wake()
+	// SendPublish writes a QoS 0 message straight to the connection, bypassing the queue.
+	SendPublish(p *codec.Publish)
+}
+
+// Attach marks the session online behind o. Everything in flight is sent again with DUP set
+// [MQTT-4.4.0-1].
+func (s *Session) Attach(level byte, o Outlet) {
+	s.mu.Lock()
+	s.level = level
+	s.outlet = o
+	s.resend = true
+	s.mu.Unlock()
+	o.Wake()
+}
+
+// Outlet returns the attached connection, or nil while offline.
+func (s *Session) Outlet() Outlet {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.outlet
+}
+
+// Detach marks the session offline. A persistent session drops its in-memory window: the entries
+// stay on disk with their in-flight state and are read again on the next Attach.
+func (s *Session) Detach() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.outlet = nil
+	s.offlineAt = time.Now()
+	if s.Persistent {
+		s.pending = nil
+		s.inflight = nil
+		clear(s.byPID)
+		s.lastLoaded = 0
+		s.gen++
+	}
+}
+
+// Online reports whether a connection is attached.
+func (s *Session) Online() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.outlet != nil
+}
+
+// OfflineSince is when the last connection went away (meaningful only while offline).
+func (s *Session) OfflineSince() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.offlineAt
+}
+
+// Record is what persist stores for this session.
+func (s *Session) Record() persist.SessionRecord {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := persist.SessionRecord{ProtocolLevel: s.level}
+	if s.outlet == nil {
+		r.DisconnectedAt = s.offlineAt
+	}
+	return r
+}
+
+// Subscribe records a granted subscription and reports whether it is new.
+func (s *Session) Subscribe(filter string, qos byte) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, had := s.subs[filter]
+	s.subs[filter] = qos
+	return !had
+}
+
+// Unsubscribe forgets a subscription and reports whether it existed.
+func (s *Session) Unsubscribe(filter string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, had := s.subs[filter]
+	delete(s.subs, filter)
+	return had
+}
+
+// Subscriptions returns a copy of the filters and their granted QoS.
+func (s *Session) Subscriptions() map[string]byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := make(map[string]byte, len(s.subs))
+	for f, q := range s.subs {
+		m[f] = q
+	}
+	return m
+}
+
+// Reserve counts a message of size payload bytes against the queue limits before it is queued.
+// It returns false, counting nothing, when the session is full: the message is dropped for this
+// session only.
+func (s *Session) Reserve(size int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.queued >= s.opts.MaxQueuedMessages {
+		return false
+	}
+	if s.opts.MaxQueuedBytes > 0 && s.queuedBytes+int64(size) > s.opts.MaxQueuedBytes {
+		return false
+	}
+	s.queued++
+	s.queuedBytes += int64(size)
+	return true
+}
+
+// Unreserve gives back a reservation whose message was never queued (its commit failed).
+func (s *Session) Unreserve(size int) {
+	s.mu.Lock()
+	s.release(size)
+	s.mu.Unlock()
+}
+
+func (s *Session) release(size int) {
+	s.queued--
+	s.queuedBytes -= int64(size)
+}
+
+// Queued returns the number of unacknowledged entries and their payload bytes.
+func (s *Session) Queued() (int, int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.queued, s.queuedBytes
+}
+
+// Enqueue adds a reserved message to a clean session's in-memory queue.
+func (s *Session) Enqueue(m *persist.Message, qos byte) {
+	s.mu.Lock()
+	s.pending = append(s.pending, &persist.QueueEntry{QoS: qos, Message: m})
+	if s.outlet != nil {
+		s.outlet.Wake()
+	}
+	s.mu.Unlock()
+}
+
+// Committed tells a persistent session that persist durably queued seq for it. It must be called
+// in commit order (persist's completion callbacks run in that order). The entry is kept in memory
+// only while the session is online, nothing older waits on disk, and the window has room.
+func (s *Session) Committed(seq uint64, m *persist.Message, qos byte) {
+	s.mu.Lock()
+	inMemory := s.outlet != nil && s.lastLoaded == s.lastQueued && len(s.pending) < s.opts.MemoryWindow
+	s.lastQueued = seq
+	if inMemory {
+		s.lastLoaded = seq
+		s.pending = append(s.pending, &persist.QueueEntry{Seq: seq, QoS: qos, Message: m})
+	}
+	if s.outlet != nil {
+		s.outlet.Wake()
+	}
+	s.mu.Unlock()
+}
+
+// Outgoing is what the writer must send from the queue: Now can be written at once; After must
+// wait until Batch is durable (a QoS 2 message is sent only once its packet identifier is on disk,
+// so that a crash can never make it look new to the client). Batch may hold state writes for QoS 1
+// entries too, which nobody waits for.
+type Outgoing struct {
+	Now   []byte
+	After []byte
+	Batch persist.Batch
+}
+
+// Fill appends to o what the writer should send now: the in-flight entries again after an Attach
+// (with DUP, or PUBREL for those already past PUBREC), then new messages while the in-flight
+// window has room. For a persistent session it reads entries from disk when memory runs dry.
+func (s *Session) Fill(o *Outgoing) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.outlet == nil {
+		return nil
+	}
+	if s.resend {
+		s.resend = false
+		for _, e := range s.inflight {
+			s.appendResend(o, e)
+		}
+	}
+	for len(s.inflight) < s.opts.MaxInflight {
+		if len(s.pending) == 0 {
+			if !s.Persistent || s.lastLoaded >= s.lastQueued {
+				break
+			}
+			if err := s.loadLocked(o); err != nil {
+				return err
+			}
+			if len(s.pending) == 0 {
+				break
+			}
+			continue
+		}
+		e := s.pending[0]
+		s.pending[0] = nil
+		s.pending = s.pending[1:]
+		if len(s.pending) == 0 {
+			s.pending = nil // let the backing array go
+		}
+		s.send(o, e)
+	}
+	return nil
+}
+
+// loadLocked reads the next entries from disk. It drops the lock for the read; a Detach in the
+// meantime makes the result stale, and it is then thrown away. Every seq up to lastQueued as seen
+// before the read was committed before the read began, so a short read means memory has caught
+// up with the disk at least to that point.
+func (s *Session) loadLocked(o *Outgoing) error {
+	gen, after, upTo := s.gen, s.lastLoaded, s.lastQueued
+	limit := s.opts.MemoryWindow + s.opts.MaxInflight
+	s.mu.Unlock()
+	entries, err := s.store.ReadQueue(s.ID, after, limit)
+	s.mu.Lock()
+	if err != nil || gen != s.gen || s.outlet == nil {
+		return err
+	}
+	for i := range entries {
+		e := &entries[i]
+		if e.Seq <= s.lastLoaded {
+			continue
+		}
+		s.lastLoaded = e.Seq
+		if e.State == persist.Queued {
+			s.pending = append(s.pending, e)
+			continue
+		}
+		// In flight on an earlier connection: send again at once, whatever the window says.
+		s.inflight = append(s.inflight, e)
+		s.byPID[e.PacketID] = e
+		s.appendResend(o, e)
+	}
+	if len(entries) < limit {
+		s.lastLoaded = max(s.lastLoaded, upTo)
+	}
+	return nil
+}
+
+func (s *Session) appendResend(o *Outgoing, e *persist.QueueEntry) {
+	if e.State == persist.Released {
+		o.Now = (&codec.Pubrel{PacketID: e.PacketID}).Append(o.Now)
+		return
+	}
+	o.Now = publishPacket(e, true).Append(o.Now)
+}
+
+func (s *Session) send(o *Outgoing, e *persist.QueueEntry) {
+	if e.QoS == 0 {
+		// Queued for an offline client at QoS 0: no acknowledgement will come, so it is done now.
+		o.Now = publishPacket(e, false).Append(o.Now)
+		s.release(len(e.Message.Payload))
+		if s.Persistent {
+			o.Batch.Ack(s.ID, e.Seq)
+		}
+		return
+	}
+	e.PacketID = s.allocPID()
+	e.State = persist.Sent
+	s.inflight = append(s.inflight, e)
+	s.byPID[e.PacketID] = e
+	if !s.Persistent {
+		o.Now = publishPacket(e, false).Append(o.Now)
+		return
+	}
+	o.Batch.SetQueueState(s.ID, e.Seq, persist.Sent, e.PacketID)
+	if e.QoS == 2 {
+		o.After = publishPacket(e, false).Append(o.After)
+	} else {
+		o.Now = publishPacket(e, false).Append(o.Now)
+	}
+}
+
+func publishPacket(e *persist.QueueEntry, dup bool) *codec.Publish {
+	return &codec.Publish{
+		Dup:      dup,
+		QoS:      e.QoS,
+		Retain:   e.Message.Retain,
+		Topic:    e.Message.Topic,
+		PacketID: e.PacketID,
+		Payload:  e.Message.Payload,
+	}
+}
+
+// allocPID returns the next packet identifier not in flight. The window is far smaller than
+// 65,535, so this terminates quickly.
+func (s *Session) allocPID() uint16 {
+	for {
+		s.nextPID++
+		if s.nextPID == 0 {
+			s.nextPID = 1
+		}
+		if _, used := s.byPID[s.nextPID]; !used {
+			return s.nextPID
+		}
+	}
+}
+
+// removeInflight takes e out of the window; the caller holds s.mu.
+func (s *Session) removeInflight(e *persist.QueueEntry) {
+	delete(s.byPID, e.PacketID)
+	for i, x := range s.inflight {
+		if x == e {
+			s.inflight = append(s.inflight[:i], s.inflight[i+1:]...)
+			break
+		}
+	}
+	s.release(len(e.Message.Payload))
+}
+
+// Ack handles PUBACK (QoS 1) or PUBCOMP (QoS 2 after PUBREC). It returns the entry's seq and
+// whether the packet identifier matched an entry in the right state; persistent sessions then
+// delete the entry through persist.
+func (s *Session) Ack(pid uint16, kind codec.Type) (uint64, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.byPID[pid]
+	if !ok {
+		return 0, false
+	}
+	switch {
+	case kind == codec.TypePuback && e.QoS == 1:
+	case kind == codec.TypePubcomp && e.QoS == 2 && e.State == persist.Released:
+	default:
+		return 0, false
+	}
+	s.removeInflight(e)
+	if s.outlet != nil {
+		s.outlet.Wake() // the window has room again
+	}
+	return e.Seq, true
+}
+
+// Pubrec moves a QoS 2 entry to "PUBREC received, PUBREL sent". It returns the seq, and false if
+// the identifier is unknown or not awaiting PUBREC (a repeated PUBREC is answered again anyway).
+func (s *Session) Pubrec(pid uint16) (uint64, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.byPID[pid]
+	if !ok || e.QoS != 2 {
+		return 0, false
+	}
+	e.State = persist.Released
+	return e.Seq, true
+}
+
+// AddInbound records an inbound QoS 2 packet identifier awaiting PUBREL. It returns false if the
+// identifier is already recorded: the PUBLISH is a retransmission and must not be routed again.
+func (s *Session) AddInbound(pid uint16) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, dup := s.inbound[pid]; dup {
+		return false
+	}
+	s.inbound[pid] = struct{}{}
+	return true
+}
+
+// RemoveInbound forgets an inbound QoS 2 identifier on PUBREL and reports whether it was known.
+func (s *Session) RemoveInbound(pid uint16) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.inbound[pid]
+	delete(s.inbound, pid)
+	return ok
+}
