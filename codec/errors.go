@@ -1,0 +1,37 @@
+package codec
+
+import (
+	"errors"
+	"fmt"
+)
+
+// ErrMalformed reports a packet that breaks the encoding rules of the
+// specification: bad flags, a length that runs past the end of the packet,
+// ill-formed UTF-8, a wildcard in a topic name and so on. The error returned
+// wraps it with the packet type and field, e.g.
+// "malformed packet: PUBLISH topic name: contains wildcard '+'". The stream
+// cannot be trusted after it; close the connection [MQTT-4.8.0-1].
+var ErrMalformed = errors.New("malformed packet")
+
+// ErrPacketTooLarge reports a packet whose fixed header plus remaining length
+// exceeds the Reader's maximum packet size. It is detected from the fixed
+// header alone, before any of the body is read or allocated, so the body is
+// left unread and the connection must be closed.
+var ErrPacketTooLarge = errors.New("packet too large")
+
+// ErrUnsupportedProtocol reports a CONNECT with a known protocol name but a
+// (name, level) pair other than ("MQIsdp", 3) or ("MQTT", 4). It comes with a
+// *Connect holding ProtocolName and ProtocolLevel so that the broker can
+// answer CONNACK RefusedProtocolVersion before it disconnects [MQTT-3.1.2-2].
+var ErrUnsupportedProtocol = errors.New("unsupported protocol")
+
+// malformed builds the error for a rule broken by field of a t packet.
+func malformed(t Type, field, format string, args ...any) error {
+	return fmt.Errorf("%w: %s %s: %s", ErrMalformed, t, field, fmt.Sprintf(format, args...))
+}
+
+// malformedBy wraps an error from a validation helper, keeping it reachable
+// through errors.Is/As as well as ErrMalformed.
+func malformedBy(t Type, field string, err error) error {
+	return fmt.Errorf("%w: %s %s: %w", ErrMalformed, t, field, err)
+}

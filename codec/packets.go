@@ -1,0 +1,415 @@
+package codec
+
+import (
+	"encoding/binary"
+	"strconv"
+)
+
+// Type is the MQTT control packet type, the high nibble of the first byte.
+type Type byte
+
+// Values 0 and 15 are reserved in 3.x and never decoded.
+const (
+	TypeConnect Type = iota + 1
+	TypeConnack
+	TypePublish
+	TypePuback
+	TypePubrec
+	TypePubrel
+	TypePubcomp
+	TypeSubscribe
+	TypeSuback
+	TypeUnsubscribe
+	TypeUnsuback
+	TypePingreq
+	TypePingresp
+	TypeDisconnect
+)
+
+var typeNames = [...]string{
+	TypeConnect:     "CONNECT",
+	TypeConnack:     "CONNACK",
+	TypePublish:     "PUBLISH",
+	TypePuback:      "PUBACK",
+	TypePubrec:      "PUBREC",
+	TypePubrel:      "PUBREL",
+	TypePubcomp:     "PUBCOMP",
+	TypeSubscribe:   "SUBSCRIBE",
+	TypeSuback:      "SUBACK",
+	TypeUnsubscribe: "UNSUBSCRIBE",
+	TypeUnsuback:    "UNSUBACK",
+	TypePingreq:     "PINGREQ",
+	TypePingresp:    "PINGRESP",
+	TypeDisconnect:  "DISCONNECT",
+}
+
+// String returns the name the specification uses, e.g. "PUBLISH".
+func (t Type) String() string {
+	if t >= TypeConnect && t <= TypeDisconnect {
+		return typeNames[t]
+	}
+	return "Type(" + strconv.Itoa(int(t)) + ")"
+}
+
+// Protocol levels and the protocol names that go with them.
+const (
+	Level31  byte = 3 // MQTT 3.1, protocol name "MQIsdp"
+	Level311 byte = 4 // MQTT 3.1.1, protocol name "MQTT"
+
+	ProtocolName31  = "MQIsdp"
+	ProtocolName311 = "MQTT"
+)
+
+const (
+	// MaxRemainingLength is the largest value four bytes of remaining
+	// length can carry.
+	MaxRemainingLength = 268_435_455
+
+	// MaxPacketSize is the largest packet the protocol can express: the
+	// first byte, four bytes of remaining length and the body.
+	MaxPacketSize = 1 + 4 + MaxRemainingLength
+
+	// maxStringLen bounds every length-prefixed field (§1.5.3).
+	maxStringLen = 65535
+)
+
+// Packet is any decoded or to-be-encoded control packet.
+type Packet interface {
+	Type() Type
+	// Append encodes the whole packet (fixed header included) onto dst and
+	// returns the extended slice.
+	Append(dst []byte) []byte
+}
+
+// Connect is the first packet a client sends on a connection.
+type Connect struct {
+	ProtocolName  string
+	ProtocolLevel byte
+	CleanSession  bool
+	KeepAlive     uint16 // seconds
+	ClientID      string
+	Will          *Will // nil when the will flag is 0
+	Username      string
+	HasUsername   bool
+	Password      []byte
+	HasPassword   bool
+}
+
+// Will is the message the broker publishes when a client vanishes without
+// a DISCONNECT.
+type Will struct {
+	Topic   string
+	Payload []byte
+	QoS     byte
+	Retain  bool
+}
+
+// ConnackCode is the return code of a CONNACK.
+type ConnackCode byte
+
+// Codes 6-255 are reserved in 3.x.
+const (
+	Accepted                     ConnackCode = 0
+	RefusedProtocolVersion       ConnackCode = 1
+	RefusedIdentifierRejected    ConnackCode = 2
+	RefusedServerUnavailable     ConnackCode = 3
+	RefusedBadUsernameOrPassword ConnackCode = 4
+	RefusedNotAuthorized         ConnackCode = 5
+)
+
+var connackNames = [...]string{
+	Accepted:                     "accepted",
+	RefusedProtocolVersion:       "unacceptable protocol version",
+	RefusedIdentifierRejected:    "identifier rejected",
+	RefusedServerUnavailable:     "server unavailable",
+	RefusedBadUsernameOrPassword: "bad user name or password",
+	RefusedNotAuthorized:         "not authorized",
+}
+
+// String returns the meaning of the code for log lines.
+func (c ConnackCode) String() string {
+	if int(c) < len(connackNames) {
+		return connackNames[c]
+	}
+	return "ConnackCode(" + strconv.Itoa(int(c)) + ")"
+}
+
+// Connack answers a CONNECT. SessionPresent exists from 3.1.1 on; a broker
+// must leave it false when answering a 3.1 client, where the bit is reserved.
+type Connack struct {
+	SessionPresent bool
+	ReturnCode     ConnackCode
+}
+
+// Publish carries an application message in either direction.
+type Publish struct {
+	Dup      bool
+	QoS      byte
+	Retain   bool
+	Topic    string
+	PacketID uint16 // only when QoS > 0
+	Payload  []byte
+}
+
+// Puback acknowledges a QoS 1 PUBLISH.
+type Puback struct{ PacketID uint16 }
+
+// Pubrec is the first acknowledgement of a QoS 2 PUBLISH.
+type Pubrec struct{ PacketID uint16 }
+
+// Pubrel answers a PUBREC.
+type Pubrel struct{ PacketID uint16 }
+
+// Pubcomp answers a PUBREL and ends a QoS 2 exchange.
+type Pubcomp struct{ PacketID uint16 }
+
+// Subscription is one topic filter of a SUBSCRIBE and its requested QoS.
+type Subscription struct {
+	Filter string
+	QoS    byte
+}
+
+// Subscribe asks for one or more subscriptions.
+type Subscribe struct {
+	PacketID      uint16
+	Subscriptions []Subscription
+}
+
+// SubackFailure is the SUBACK return code for a refused subscription
+// (3.1.1 only; a 3.1 client does not know it).
+const SubackFailure byte = 0x80
+
+// Suback answers a SUBSCRIBE with one return code per filter, in order
+// [MQTT-3.9.3-1]: the granted QoS or SubackFailure.
+type Suback struct {
+	PacketID    uint16
+	ReturnCodes []byte
+}
+
+// Unsubscribe removes one or more subscriptions.
+type Unsubscribe struct {
+	PacketID uint16
+	Filters  []string
+}
+
+// Unsuback answers an UNSUBSCRIBE.
+type Unsuback struct{ PacketID uint16 }
+
+// Pingreq is a client's keep-alive probe.
+type Pingreq struct{}
+
+// Pingresp answers a PINGREQ.
+type Pingresp struct{}
+
+// Disconnect is a client's clean goodbye; the will is discarded.
+type Disconnect struct{}
+
+func (*Connect) Type() Type     { return TypeConnect }
+func (*Connack) Type() Type     { return TypeConnack }
+func (*Publish) Type() Type     { return TypePublish }
+func (*Puback) Type() Type      { return TypePuback }
+func (*Pubrec) Type() Type      { return TypePubrec }
+func (*Pubrel) Type() Type      { return TypePubrel }
+func (*Pubcomp) Type() Type     { return TypePubcomp }
+func (*Subscribe) Type() Type   { return TypeSubscribe }
+func (*Suback) Type() Type      { return TypeSuback }
+func (*Unsubscribe) Type() Type { return TypeUnsubscribe }
+func (*Unsuback) Type() Type    { return TypeUnsuback }
+func (*Pingreq) Type() Type     { return TypePingreq }
+func (*Pingresp) Type() Type    { return TypePingresp }
+func (*Disconnect) Type() Type  { return TypeDisconnect }
+
+// Bits of the CONNECT flags byte (§3.1.2).
+const (
+	connectReserved     = 0x01
+	connectCleanSession = 0x02
+	connectWill         = 0x04
+	connectWillQoSShift = 3
+	connectWillRetain   = 0x20
+	connectPassword     = 0x40
+	connectUsername     = 0x80
+)
+
+// Bits of the PUBLISH fixed-header flags (§3.3.1).
+const (
+	publishRetain   = 0x01
+	publishQoSShift = 1
+	publishDup      = 0x08
+)
+
+// flagsRequired is the fixed-header flags nibble of PUBREL, SUBSCRIBE and
+// UNSUBSCRIBE [MQTT-3.6.1-1], [MQTT-3.8.1-1], [MQTT-3.10.1-1].
+const flagsRequired = 0x02
+
+// Append implements Packet. Fields are written as given: a broker answering
+// or a client connecting is trusted to fill them in, the Reader is not.
+// Like every Append here it panics if a string or binary field exceeds
+// 65,535 bytes or the packet exceeds MaxRemainingLength, since that can only
+// be a programming error: nothing decoded by a Reader is that large.
+func (c *Connect) Append(dst []byte) []byte {
+	flags := byte(0)
+	n := 2 + len(c.ProtocolName) + 1 + 1 + 2 + 2 + len(c.ClientID)
+	if c.CleanSession {
+		flags |= connectCleanSession
+	}
+	if w := c.Will; w != nil {
+		flags |= connectWill | (w.QoS&3)<<connectWillQoSShift
+		if w.Retain {
+			flags |= connectWillRetain
+		}
+		n += 2 + len(w.Topic) + 2 + len(w.Payload)
+	}
+	if c.HasUsername {
+		flags |= connectUsername
+		n += 2 + len(c.Username)
+	}
+	if c.HasPassword {
+		flags |= connectPassword
+		n += 2 + len(c.Password)
+	}
+	dst = appendFixedHeader(dst, TypeConnect, 0, n)
+	dst = appendString(dst, c.ProtocolName)
+	dst = append(dst, c.ProtocolLevel, flags)
+	dst = binary.BigEndian.AppendUint16(dst, c.KeepAlive)
+	dst = appendString(dst, c.ClientID)
+	if w := c.Will; w != nil {
+		dst = appendString(dst, w.Topic)
+		dst = appendString(dst, w.Payload)
+	}
+	if c.HasUsername {
+		dst = appendString(dst, c.Username)
+	}
+	if c.HasPassword {
+		dst = appendString(dst, c.Password)
+	}
+	return dst
+}
+
+// Append implements Packet.
+func (c *Connack) Append(dst []byte) []byte {
+	var ack byte
+	if c.SessionPresent {
+		ack = 1
+	}
+	return append(dst, byte(TypeConnack)<<4, 2, ack, byte(c.ReturnCode))
+}
+
+// Append implements Packet. With QoS 0 no packet identifier is written
+// [MQTT-2.3.1-5].
+func (p *Publish) Append(dst []byte) []byte {
+	flags := (p.QoS & 3) << publishQoSShift
+	if p.Dup {
+		flags |= publishDup
+	}
+	if p.Retain {
+		flags |= publishRetain
+	}
+	n := 2 + len(p.Topic) + len(p.Payload)
+	if p.QoS > 0 {
+		n += 2
+	}
+	dst = appendFixedHeader(dst, TypePublish, flags, n)
+	dst = appendString(dst, p.Topic)
+	if p.QoS > 0 {
+		dst = binary.BigEndian.AppendUint16(dst, p.PacketID)
+	}
+	return append(dst, p.Payload...)
+}
+
+// Append implements Packet.
+func (p *Puback) Append(dst []byte) []byte { return appendAck(dst, TypePuback, 0, p.PacketID) }
+
+// Append implements Packet.
+func (p *Pubrec) Append(dst []byte) []byte { return appendAck(dst, TypePubrec, 0, p.PacketID) }
+
+// Append implements Packet.
+func (p *Pubrel) Append(dst []byte) []byte {
+	return appendAck(dst, TypePubrel, flagsRequired, p.PacketID)
+}
+
+// Append implements Packet.
+func (p *Pubcomp) Append(dst []byte) []byte { return appendAck(dst, TypePubcomp, 0, p.PacketID) }
+
+// Append implements Packet.
+func (p *Unsuback) Append(dst []byte) []byte { return appendAck(dst, TypeUnsuback, 0, p.PacketID) }
+
+// Append implements Packet.
+func (s *Subscribe) Append(dst []byte) []byte {
+	n := 2
+	for _, sub := range s.Subscriptions {
+		n += 2 + len(sub.Filter) + 1
+	}
+	dst = appendFixedHeader(dst, TypeSubscribe, flagsRequired, n)
+	dst = binary.BigEndian.AppendUint16(dst, s.PacketID)
+	for _, sub := range s.Subscriptions {
+		dst = appendString(dst, sub.Filter)
+		dst = append(dst, sub.QoS)
+	}
+	return dst
+}
+
+// Append implements Packet.
+func (s *Suback) Append(dst []byte) []byte {
+	dst = appendFixedHeader(dst, TypeSuback, 0, 2+len(s.ReturnCodes))
+	dst = binary.BigEndian.AppendUint16(dst, s.PacketID)
+	return append(dst, s.ReturnCodes...)
+}
+
+// Append implements Packet.
+func (u *Unsubscribe) Append(dst []byte) []byte {
+	n := 2
+	for _, f := range u.Filters {
+		n += 2 + len(f)
+	}
+	dst = appendFixedHeader(dst, TypeUnsubscribe, flagsRequired, n)
+	dst = binary.BigEndian.AppendUint16(dst, u.PacketID)
+	for _, f := range u.Filters {
+		dst = appendString(dst, f)
+	}
+	return dst
+}
+
+// Append implements Packet.
+func (*Pingreq) Append(dst []byte) []byte { return append(dst, byte(TypePingreq)<<4, 0) }
+
+// Append implements Packet.
+func (*Pingresp) Append(dst []byte) []byte { return append(dst, byte(TypePingresp)<<4, 0) }
+
+// Append implements Packet.
+func (*Disconnect) Append(dst []byte) []byte { return append(dst, byte(TypeDisconnect)<<4, 0) }
+
+// AppendRemainingLength appends n in the variable-length encoding of the
+// fixed header (§2.2.3): seven bits a byte, least significant first, the
+// top bit meaning "more follows". It panics if n is negative or larger than
+// MaxRemainingLength, which no valid packet can be.
+func AppendRemainingLength(dst []byte, n int) []byte {
+	if n < 0 || n > MaxRemainingLength {
+		panic("codec: remaining length " + strconv.Itoa(n) + " out of range")
+	}
+	for n >= 0x80 {
+		dst = append(dst, byte(n)|0x80)
+		n >>= 7
+	}
+	return append(dst, byte(n))
+}
+
+// The remaining length is computed before writing rather than backfilled, so
+// that the header never has to be shifted when it needs more than one byte.
+func appendFixedHeader(dst []byte, t Type, flags byte, remaining int) []byte {
+	dst = append(dst, byte(t)<<4|flags)
+	return AppendRemainingLength(dst, remaining)
+}
+
+func appendAck(dst []byte, t Type, flags byte, id uint16) []byte {
+	return append(dst, byte(t)<<4|flags, 2, byte(id>>8), byte(id))
+}
+
+// appendString writes a length-prefixed UTF-8 string or binary field; the
+// two share one wire form (§1.5.3).
+func appendString[S string | []byte](dst []byte, s S) []byte {
+	if len(s) > maxStringLen {
+		panic("codec: field of " + strconv.Itoa(len(s)) + " bytes exceeds 65535")
+	}
+	dst = binary.BigEndian.AppendUint16(dst, uint16(len(s)))
+	return append(dst, s...)
+}
