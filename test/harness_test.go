@@ -1,0 +1,196 @@
+// Package test holds black-box tests: they build the holdfast binary, run it as a child process
+// on loopback, and talk to it with our raw client and with third-party clients.
+package test
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// binary is the holdfast executable built once for the whole package.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "holdfast-test-bin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "holdfast")
+	build := exec.Command("go", "build", "-race", "-o", binary, "..")
+	if os.Getenv("HOLDFAST_TEST_NORACE") != "" {
+		build = exec.Command("go", "build", "-o", binary, "..")
+	}
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building holdfast:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// needTool returns the path of an external program, skipping the test when it is missing and
+// failing it under CI (where .ci/run must have installed it).
+func needTool(t *testing.T, name, debianPackage string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err == nil {
+		return p
+	}
+	msg := fmt.Sprintf("%s not found: install the Debian package %s", name, debianPackage)
+	if os.Getenv("CI") == "true" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+	return ""
+}
+
+// Broker is a holdfast child process.
+type Broker struct {
+	t       *testing.T
+	Dir     string // data directory
+	Config  string // config file path
+	Addr    string // TCP listener address
+	cmd     *exec.Cmd
+	logMu   sync.Mutex
+	log     strings.Builder
+	exited  chan struct{}
+	exitErr error
+}
+
+// BrokerConfig is the TOML written for a child broker; Extra is appended verbatim.
+type BrokerConfig struct {
+	Durability string // default "sync"
+	Extra      string
+}
+
+// StartBroker writes a config for a fresh data directory and starts holdfast on 127.0.0.1:0.
+func StartBroker(t *testing.T, bc BrokerConfig) *Broker {
+	t.Helper()
+	dir := t.TempDir()
+	if bc.Durability == "" {
+		bc.Durability = "sync"
+	}
+	cfg := fmt.Sprintf(`data_dir = %q
+durability = %q
+[log]
+level = "info"
+format = "json"
+[[listener]]
+type = "tcp"
+address = "127.0.0.1:0"
+[store]
+memtable_size = 16777216
+block_cache_size = 4194304
+index_cache_size = 4194304
+%s
+`, filepath.Join(dir, "data"), bc.Durability, bc.Extra)
+	path := filepath.Join(dir, "config.toml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b := &Broker{t: t, Dir: filepath.Join(dir, "data"), Config: path}
+	b.Start()
+	t.Cleanup(func() {
+		b.Kill()
+		if t.Failed() {
+			t.Logf("broker log:\n%s", b.Log())
+		}
+	})
+	return b
+}
+
+// Start runs the binary on the broker's config and waits until it listens.
+func (b *Broker) Start() {
+	b.t.Helper()
+	b.cmd = exec.Command(binary, "-c", b.Config)
+	stderr, err := b.cmd.StderrPipe()
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	if err := b.cmd.Start(); err != nil {
+		b.t.Fatal(err)
+	}
+	b.exited = make(chan struct{})
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(nil, 1<<20)
+		for sc.Scan() {
+			line := sc.Text()
+			b.logMu.Lock()
+			b.log.WriteString(line + "\n")
+			b.logMu.Unlock()
+			var rec struct {
+				Message string `json:"message"`
+				Address string `json:"address"`
+			}
+			if json.Unmarshal([]byte(line), &rec) == nil && rec.Message == "listening" {
+				select {
+				case addr <- rec.Address:
+				default:
+				}
+			}
+		}
+		io.Copy(io.Discard, stderr)
+	}()
+	go func() {
+		b.exitErr = b.cmd.Wait()
+		close(b.exited)
+	}()
+	select {
+	case b.Addr = <-addr:
+	case <-b.exited:
+		b.t.Fatalf("holdfast exited before listening: %v\n%s", b.exitErr, b.Log())
+	case <-time.After(60 * time.Second):
+		b.t.Fatalf("holdfast did not listen within 60 s\n%s", b.Log())
+	}
+}
+
+// Log returns everything the broker wrote to stderr.
+func (b *Broker) Log() string {
+	b.logMu.Lock()
+	defer b.logMu.Unlock()
+	return b.log.String()
+}
+
+// Kill sends SIGKILL and waits for the process to go.
+func (b *Broker) Kill() {
+	if b.cmd == nil || b.cmd.Process == nil {
+		return
+	}
+	select {
+	case <-b.exited:
+		return
+	default:
+	}
+	b.cmd.Process.Signal(syscall.SIGKILL)
+	<-b.exited
+}
+
+// Stop sends SIGTERM and waits for a clean exit.
+func (b *Broker) Stop() {
+	b.t.Helper()
+	b.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-b.exited:
+	case <-time.After(30 * time.Second):
+		b.Kill()
+		b.t.Fatalf("holdfast did not stop within 30 s of SIGTERM")
+	}
+	if b.exitErr != nil {
+		b.t.Fatalf("holdfast exited with %v\n%s", b.exitErr, b.Log())
+	}
+}
