@@ -64,8 +64,6 @@ type conn struct {
 	pending    atomic.Int32 // jobs not yet finished
 	deliverOn  bool         // the deliver goroutine runs (reader-owned)
 	deliverEnd chan struct{}
-
-	scratch delivery // reused for publishes completed inline by the reader
 }
 
 func newConn(s *Server, nc net.Conn) *conn {

@@ -309,7 +309,7 @@ func TestQueueLimitDropsForThatSessionOnly(t *testing.T) {
 	pub.MustConnect("pub", true)
 	for i := 1; i <= 5; i++ {
 		publish(t, pub, uint16(i), "lim", fmt.Sprint(i), 1, false) // never failed for the publisher
-		receive(t, other, 1)                                        // other keeps up, so its queue never fills
+		receive(t, other, 1)                                       // other keeps up, so its queue never fills
 	}
 	if d := b.srv.Stats().DroppedQueueFull.Load(); d != 2 {
 		t.Fatalf("dropped %d, want 2", d)
