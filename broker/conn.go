@@ -107,6 +107,9 @@ func (c *conn) serve() {
 
 func (c *conn) readLoop() {
 	var deadlineSet time.Time
+	if c.keepAlive == 0 {
+		c.nc.SetReadDeadline(time.Time{}) // keep-alive 0: no limit after the CONNECT deadline
+	}
 	for {
 		if c.keepAlive > 0 {
 			// Refreshing the deadline on every packet costs a timer update; a quarter of the

@@ -263,3 +263,15 @@ func TestWill(t *testing.T) {
 		}
 	})
 }
+
+func TestKeepAliveZeroHasNoReadDeadline(t *testing.T) {
+	b := startBroker(t, func(c *config.Config) { c.Limits.ConnectTimeout.Duration = 200 * time.Millisecond })
+	c := b.dial()
+	c.MustConnect("forever", true) // MustConnect uses keep-alive 60; send our own with 0
+	c2 := b.dial()
+	c2.Send(&codec.Connect{ProtocolName: "MQTT", ProtocolLevel: 4, ClientID: "zero", CleanSession: true})
+	mqtttest.Expect[*codec.Connack](c2)
+	time.Sleep(500 * time.Millisecond) // past the CONNECT deadline
+	c2.Send(&codec.Pingreq{})
+	mqtttest.Expect[*codec.Pingresp](c2)
+}

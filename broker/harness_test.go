@@ -84,7 +84,7 @@ func (b *testBroker) start() {
 	}
 	log := zerolog.Nop()
 	if os.Getenv("HOLDFAST_TEST_LOG") != "" {
-		log = zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.DebugLevel)
+		log = zerolog.New(os.Stderr).Level(zerolog.DebugLevel)
 	}
 	b.srv, err = New(b.cfg, b.store, log)
 	if err != nil {

@@ -1,6 +1,8 @@
 package broker
 
 import (
+	"time"
+
 	"github.com/rs/zerolog"
 
 	"github.com/holdfast/holdfast/codec"
@@ -63,7 +65,36 @@ func (c *conn) handlePublish(p *codec.Publish) error {
 		}
 	}
 	c.submit(j)
+	c.waitForSubscribers(&j.d)
 	return nil
+}
+
+// waitForSubscribers holds the reader (so the publisher is read no faster than its subscribers
+// take messages) while an online target's backlog is high. A target that does not drain within
+// stallWait is marked stuck and no longer waited for.
+func (c *conn) waitForSubscribers(d *delivery) {
+	var timer *time.Timer
+	for _, targets := range [][]*session.Session{d.durable, d.memory} {
+		for _, sess := range targets {
+			ch := sess.Congested()
+			if ch == nil {
+				continue
+			}
+			if timer == nil {
+				timer = time.NewTimer(stallWait)
+				defer timer.Stop()
+			}
+			select {
+			case <-ch:
+			case <-timer.C:
+				sess.MarkStuck()
+				c.log.Warn().Str("subscriber", sess.ID).Msg("subscriber is not keeping up: its queue grows up to its limit")
+				return
+			case <-c.closing:
+				return
+			}
+		}
+	}
 }
 
 // fanOutQoS0 sends a QoS 0 message to every online subscriber, straight into their outbound

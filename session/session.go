@@ -25,6 +25,7 @@ type Options struct {
 	MaxQueuedMessages int   // entries not yet acknowledged, in-flight included
 	MaxQueuedBytes    int64 // their payload bytes; 0 = unlimited
 	MemoryWindow      int   // persistent sessions: queued entries held in memory beyond the in-flight window
+	BacklogHigh       int   // an online session with this many unacknowledged entries slows its publishers
 }
 
 // Session is one client's state. All methods are safe for concurrent use.
@@ -49,6 +50,8 @@ type Session struct {
 	gen         uint64 // bumped on detach, so a disk read that raced a detach is discarded
 	nextPID     uint16
 	inbound     map[uint16]struct{}
+	drain       chan struct{} // closed when the backlog falls to BacklogHigh/2; nil when nobody waits
+	stuck       bool          // a publisher waited in vain: stop making publishers wait until it drains
 	outlet      Outlet // non-nil while a connection is attached
 	offlineAt   time.Time
 }
@@ -127,6 +130,7 @@ func (s *Session) Detach() {
 	defer s.mu.Unlock()
 	s.outlet = nil
 	s.offlineAt = time.Now()
+	s.endCongestion()
 	if s.Persistent {
 		s.pending = nil
 		s.inflight = nil
@@ -217,6 +221,42 @@ func (s *Session) Unreserve(size int) {
 func (s *Session) release(size int) {
 	s.queued--
 	s.queuedBytes -= int64(size)
+	if s.queued <= s.opts.BacklogHigh/2 {
+		s.endCongestion()
+	}
+}
+
+// endCongestion releases the publishers waiting on this session.
+func (s *Session) endCongestion() {
+	s.stuck = false
+	if s.drain != nil {
+		close(s.drain)
+		s.drain = nil
+	}
+}
+
+// Congested returns a channel that is closed once an online session's backlog has drained to half
+// of Options.BacklogHigh, or nil when a publisher need not wait: the backlog is below the mark,
+// the session is offline (nobody drains it now), or it is stuck. Publishers wait on it, so a busy
+// broker slows them down to what their subscribers take before any queue fills up.
+func (s *Session) Congested() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.outlet == nil || s.stuck || s.queued < s.opts.BacklogHigh {
+		return nil
+	}
+	if s.drain == nil {
+		s.drain = make(chan struct{})
+	}
+	return s.drain
+}
+
+// MarkStuck records that a publisher waited for this session in vain: publishers stop waiting for
+// it until its backlog drains (its queue limit still bounds it).
+func (s *Session) MarkStuck() {
+	s.mu.Lock()
+	s.stuck = true
+	s.mu.Unlock()
 }
 
 // Queued returns the number of unacknowledged entries and their payload bytes.

@@ -1,0 +1,75 @@
+package config
+
+import (
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+func defaults(t *testing.T) []byte {
+	t.Helper()
+	b, err := os.ReadFile("../config.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestDefaults(t *testing.T) {
+	c, err := Load(defaults(t), "config.toml", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Durability != "sync" || c.DataDir != "data" || c.Limits.MaxInflight != 20 ||
+		c.Limits.ConnectTimeout.Duration != 10*time.Second || len(c.Listeners) != 1 ||
+		c.Listeners[0].Address != "127.0.0.1:1883" || !c.Limits.StrictClientID {
+		t.Fatalf("unexpected defaults: %+v", c)
+	}
+}
+
+func TestUserFileOverridesOnlyWhatItSays(t *testing.T) {
+	c, err := Load(defaults(t), "my.toml", []byte("durability = \"async\"\n[limits]\nmax_inflight = 5\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Durability != "async" || c.Limits.MaxInflight != 5 || c.Limits.MaxQueuedMessages != 100000 || len(c.Listeners) != 1 {
+		t.Fatalf("merge wrong: %+v", c)
+	}
+}
+
+func TestListenersReplaceDefaults(t *testing.T) {
+	c, err := Load(defaults(t), "my.toml", []byte("[[listener]]\ntype = \"tcp\"\naddress = \"127.0.0.1:2883\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Listeners) != 1 || c.Listeners[0].Address != "127.0.0.1:2883" {
+		t.Fatalf("listeners %+v", c.Listeners)
+	}
+}
+
+func TestBadConfigNamesKeyAndFile(t *testing.T) {
+	for _, tc := range []struct{ name, toml, want string }{
+		{"unknown key", "[limits]\nmax_inflite = 3\n", "limits.max_inflite"},
+		{"unknown table", "[nope]\nx = 1\n", "nope"},
+		{"bad durability", "durability = \"fast\"\n", "durability"},
+		{"bad duration", "[limits]\nconnect_timeout = \"soon\"\n", "connect_timeout"},
+		{"zero inflight", "[limits]\nmax_inflight = 0\n", "limits.max_inflight"},
+		{"bad level", "[log]\nlevel = \"loud\"\n", "log.level"},
+		{"bad listener type", "[[listener]]\ntype = \"udp\"\naddress = \"127.0.0.1:1\"\n", "listener[0].type"},
+		{"bad address", "[[listener]]\ntype = \"tcp\"\naddress = \"nowhere\"\n", "listener[0].address"},
+		{"gc ratio", "[store]\ngc_discard_ratio = 1.5\n", "store.gc_discard_ratio"},
+		{"wrong type", "[limits]\nmax_inflight = \"many\"\n", "max_inflight"},
+		{"syntax", "durability = \n", "line 1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Load(defaults(t), "my.toml", []byte(tc.toml))
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			if !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "my.toml") {
+				t.Fatalf("error %q does not name %q and the file", err, tc.want)
+			}
+		})
+	}
+}
