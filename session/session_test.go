@@ -1,0 +1,148 @@
+package session
+
+import (
+	"bytes"
+	"fmt"
+	"testing"
+
+	"github.com/holdfast/holdfast/codec"
+	"github.com/holdfast/holdfast/persist"
+)
+
+type fakeOutlet struct{ wakes int }
+
+func (f *fakeOutlet) Wake()                      { f.wakes++ }
+func (f *fakeOutlet) SendPublish(*codec.Publish) {}
+
+func openStore(t *testing.T) *persist.Store {
+	t.Helper()
+	o := persist.DefaultOptions(t.TempDir())
+	o.MemTableSize = 4 << 20
+	st, err := persist.Open(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+// decode splits a Fill output into packets.
+func decode(t *testing.T, b []byte) []codec.Packet {
+	t.Helper()
+	r := codec.NewReader(bytes.NewReader(b), 0)
+	var out []codec.Packet
+	for {
+		p, err := r.ReadPacket()
+		if err != nil {
+			return out
+		}
+		out = append(out, p)
+	}
+}
+
+func TestReserveLimits(t *testing.T) {
+	s := New("c", false, 4, &Options{MaxInflight: 10, MaxQueuedMessages: 2, MaxQueuedBytes: 10, BacklogHigh: 100}, nil)
+	if !s.Reserve(4) || !s.Reserve(4) {
+		t.Fatal("reservations within limits refused")
+	}
+	if s.Reserve(1) {
+		t.Fatal("third message accepted past max_queued_messages=2")
+	}
+	s.Unreserve(4)
+	if s.Reserve(7) {
+		t.Fatal("accepted past max_queued_bytes=10")
+	}
+	if !s.Reserve(6) {
+		t.Fatal("refused within limits")
+	}
+}
+
+func TestCleanSessionWindowAndPacketIDs(t *testing.T) {
+	s := New("c", false, 4, &Options{MaxInflight: 2, MaxQueuedMessages: 100, BacklogHigh: 100}, nil)
+	out := &fakeOutlet{}
+	s.Attach(4, out)
+	for i := 0; i < 3; i++ {
+		s.Reserve(1)
+		s.Enqueue(&persist.Message{Topic: "t", Payload: []byte{byte(i)}, QoS: 1}, 1)
+	}
+	var o Outgoing
+	if err := s.Fill(&o); err != nil {
+		t.Fatal(err)
+	}
+	ps := decode(t, o.Now)
+	if len(ps) != 2 {
+		t.Fatalf("sent %d, want the window of 2", len(ps))
+	}
+	p0 := ps[0].(*codec.Publish)
+	if p0.PacketID == 0 || p0.PacketID == ps[1].(*codec.Publish).PacketID {
+		t.Fatalf("packet ids %d and %d must be distinct and non-zero", p0.PacketID, ps[1].(*codec.Publish).PacketID)
+	}
+	if _, ok := s.Ack(p0.PacketID, codec.TypePubcomp); ok {
+		t.Fatal("PUBCOMP accepted for a QoS 1 message")
+	}
+	if _, ok := s.Ack(p0.PacketID, codec.TypePuback); !ok {
+		t.Fatal("PUBACK not accepted")
+	}
+	o = Outgoing{}
+	s.Fill(&o)
+	if ps := decode(t, o.Now); len(ps) != 1 || ps[0].(*codec.Publish).Payload[0] != 2 {
+		t.Fatalf("after one ack got %v, want the third message", ps)
+	}
+	if n, _ := s.Queued(); n != 2 {
+		t.Fatalf("queued %d, want 2", n)
+	}
+}
+
+// A persistent session reads entries that did not fit in memory back from disk, in order.
+func TestPersistentSessionSpillsToDisk(t *testing.T) {
+	st := openStore(t)
+	opts := &Options{MaxInflight: 5, MaxQueuedMessages: 1000, MemoryWindow: 3, BacklogHigh: 1000}
+	s := New("p", true, 4, opts, st)
+	out := &fakeOutlet{}
+	s.Attach(4, out)
+	const n = 40
+	for i := 0; i < n; i++ {
+		m := &persist.Message{Topic: "t", Payload: []byte(fmt.Sprint(i)), QoS: 1}
+		s.Reserve(len(m.Payload))
+		var b persist.Batch
+		b.Enqueue(m, []persist.Target{{ClientID: "p", QoS: 1}})
+		seq, err := st.Commit(&b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Committed(seq, m, 1)
+	}
+	var got []string
+	for len(got) < n {
+		var o Outgoing
+		if err := s.Fill(&o); err != nil {
+			t.Fatal(err)
+		}
+		ps := decode(t, o.Now)
+		if len(ps) == 0 {
+			t.Fatalf("stalled after %d messages", len(got))
+		}
+		for _, p := range ps {
+			pub := p.(*codec.Publish)
+			got = append(got, string(pub.Payload))
+			if _, ok := s.Ack(pub.PacketID, codec.TypePuback); !ok {
+				t.Fatalf("ack of %d refused", pub.PacketID)
+			}
+		}
+	}
+	for i, g := range got {
+		if g != fmt.Sprint(i) {
+			t.Fatalf("message %d is %q: order lost", i, g)
+		}
+	}
+}
+
+func TestInboundQoS2(t *testing.T) {
+	s := New("c", false, 4, &Options{MaxInflight: 1, MaxQueuedMessages: 1, BacklogHigh: 10}, nil)
+	if !s.AddInbound(7) || s.AddInbound(7) {
+		t.Fatal("a repeated packet id must be reported once as new")
+	}
+	if !s.RemoveInbound(7) || s.RemoveInbound(7) {
+		t.Fatal("RemoveInbound must report the id once")
+	}
+}
