@@ -42,7 +42,7 @@ func (c *conn) handleConnect(cp *codec.Connect, decodeErr error) bool {
 		c.refuse(codec.RefusedIdentifierRejected)
 		return false
 	}
-	if !c.srv.cfg.Auth.AllowAnonymous && !cp.HasUsername {
+	if !c.srv.cfg.Auth.Anonymous() && !cp.HasUsername {
 		c.log.Warn().Msg("refused: anonymous clients are not allowed (auth.allow_anonymous)")
 		c.refuse(codec.RefusedNotAuthorized)
 		return false

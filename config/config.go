@@ -22,6 +22,7 @@ type Config struct {
 	Auth       Auth       `toml:"auth"`
 	Limits     Limits     `toml:"limits"`
 	Store      Store      `toml:"store"`
+	Admin      Admin      `toml:"admin"`
 }
 
 // Log configures zerolog.
@@ -32,13 +33,49 @@ type Log struct {
 
 // Listener is one socket the broker accepts MQTT connections on.
 type Listener struct {
-	Type    string `toml:"type"`
-	Address string `toml:"address"`
+	Type    string `toml:"type"`    // tcp | tls | ws | wss
+	Address string `toml:"address"` // host:port
+	Path    string `toml:"path"`    // ws, wss: URL path
+
+	CertFile          string `toml:"cert_file"`           // tls, wss
+	KeyFile           string `toml:"key_file"`            // tls, wss
+	ClientCAFile      string `toml:"client_ca_file"`      // tls, wss: verify client certificates (mutual TLS)
+	RequireClientCert bool   `toml:"require_client_cert"` // with client_ca_file: refuse clients without one
+	CertCNAsUsername  bool   `toml:"cert_cn_as_username"` // the client certificate's CN is the MQTT username
+	MinTLSVersion     string `toml:"min_tls_version"`     // "1.2" | "1.3"
+
+	AllowedOrigins []string `toml:"allowed_origins"` // ws, wss: empty = any
+	BehindProxy    bool     `toml:"behind_proxy"`    // ws, wss: trust X-Forwarded-For
+}
+
+// Loopback reports whether the listener is reachable from this machine only.
+func (l Listener) Loopback() bool {
+	host, _, err := net.SplitHostPort(l.Address)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // Auth says who may connect.
 type Auth struct {
-	AllowAnonymous bool `toml:"allow_anonymous"`
+	// AllowAnonymous lets clients in without a username. Unset, it is true when every listener is
+	// on loopback and no password file is given, and false otherwise: opening the broker to the
+	// network without authentication has to be said out loud.
+	AllowAnonymous *bool  `toml:"allow_anonymous"`
+	PasswordFile   string `toml:"password_file"` // Mosquitto format
+	ACLFile        string `toml:"acl_file"`      // Mosquitto format
+}
+
+// Admin is the operators' HTTP listener.
+type Admin struct {
+	Address     string   `toml:"address"`      // "" = off
+	Token       string   `toml:"token"`        // bearer token required when set
+	SysInterval Duration `toml:"sys_interval"` // $SYS topics period; 0 = off
 }
 
 // Limits bound what one client can cost the broker.
@@ -154,14 +191,13 @@ func (c *Config) validate() error {
 	if len(c.Listeners) == 0 {
 		return keyError("listener", "at least one listener is needed")
 	}
-	for i, l := range c.Listeners {
-		key := fmt.Sprintf("listener[%d]", i)
-		if l.Type != "tcp" {
-			return keyError(key+".type", "must be \"tcp\", not %q", l.Type)
+	for i := range c.Listeners {
+		if err := c.Listeners[i].validate(fmt.Sprintf("listener[%d]", i)); err != nil {
+			return err
 		}
-		if _, _, err := net.SplitHostPort(l.Address); err != nil {
-			return keyError(key+".address", "not host:port: %q", l.Address)
-		}
+	}
+	if err := c.validateAuth(); err != nil {
+		return err
 	}
 	lim := &c.Limits
 	if lim.MaxConnections < 0 {
@@ -192,6 +228,7 @@ func (c *Config) validate() error {
 		{"limits.write_timeout", lim.WriteTimeout.Duration, time.Millisecond},
 		{"store.async_interval", c.Store.AsyncInterval.Duration, time.Millisecond},
 		{"store.gc_interval", c.Store.GCInterval.Duration, time.Second},
+		{"admin.sys_interval", c.Admin.SysInterval.Duration, 0},
 	} {
 		if d.v < d.min {
 			return keyError(d.key, "must be at least %s, not %s", d.min, d.v)
@@ -218,3 +255,64 @@ func (c *Config) validate() error {
 	}
 	return nil
 }
+
+func (l *Listener) validate(key string) error {
+	switch l.Type {
+	case "tcp", "tls", "ws", "wss":
+	default:
+		return keyError(key+".type", "must be tcp, tls, ws or wss, not %q", l.Type)
+	}
+	if _, _, err := net.SplitHostPort(l.Address); err != nil {
+		return keyError(key+".address", "not host:port: %q", l.Address)
+	}
+	web := l.Type == "ws" || l.Type == "wss"
+	secure := l.Type == "tls" || l.Type == "wss"
+	if web && l.Path == "" {
+		l.Path = "/mqtt"
+	}
+	if web && !strings.HasPrefix(l.Path, "/") {
+		return keyError(key+".path", "must start with '/', not %q", l.Path)
+	}
+	if !web && (l.Path != "" || len(l.AllowedOrigins) > 0 || l.BehindProxy) {
+		return keyError(key, "path, allowed_origins and behind_proxy apply to ws and wss listeners only")
+	}
+	if secure && (l.CertFile == "" || l.KeyFile == "") {
+		return keyError(key+".cert_file", "a %s listener needs cert_file and key_file", l.Type)
+	}
+	if !secure && (l.CertFile != "" || l.KeyFile != "" || l.ClientCAFile != "" || l.MinTLSVersion != "") {
+		return keyError(key, "cert_file, key_file, client_ca_file and min_tls_version apply to tls and wss listeners only")
+	}
+	if (l.RequireClientCert || l.CertCNAsUsername) && l.ClientCAFile == "" {
+		return keyError(key+".client_ca_file", "require_client_cert and cert_cn_as_username need client_ca_file")
+	}
+	switch l.MinTLSVersion {
+	case "", "1.2", "1.3":
+	default:
+		return keyError(key+".min_tls_version", "must be \"1.2\" or \"1.3\", not %q", l.MinTLSVersion)
+	}
+	return nil
+}
+
+// validateAuth settles allow_anonymous and refuses an open network listener nobody asked for.
+func (c *Config) validateAuth() error {
+	allLoopback := true
+	for _, l := range c.Listeners {
+		allLoopback = allLoopback && l.Loopback()
+	}
+	if c.Auth.AllowAnonymous == nil {
+		anon := allLoopback && c.Auth.PasswordFile == ""
+		c.Auth.AllowAnonymous = &anon
+	}
+	if *c.Auth.AllowAnonymous || c.Auth.PasswordFile != "" {
+		return nil
+	}
+	for _, l := range c.Listeners {
+		if !l.CertCNAsUsername {
+			return keyError("auth.allow_anonymous", "no password_file and allow_anonymous = false: listener %s %s would admit nobody", l.Type, l.Address)
+		}
+	}
+	return nil
+}
+
+// Anonymous reports whether clients without a username are let in.
+func (a Auth) Anonymous() bool { return a.AllowAnonymous != nil && *a.AllowAnonymous }

@@ -73,3 +73,29 @@ func TestBadConfigNamesKeyAndFile(t *testing.T) {
 		})
 	}
 }
+
+func TestAnonymousDefaults(t *testing.T) {
+	c, err := Load(defaults(t), "my.toml", nil)
+	if err != nil || !c.Auth.Anonymous() {
+		t.Fatalf("loopback default: anonymous=%v err=%v, want allowed", c != nil && c.Auth.Anonymous(), err)
+	}
+	open := "[[listener]]\ntype = \"tcp\"\naddress = \"0.0.0.0:1883\"\n"
+	if _, err := Load(defaults(t), "my.toml", []byte(open)); err == nil || !strings.Contains(err.Error(), "auth.allow_anonymous") {
+		t.Fatalf("network listener without auth: err=%v, want one naming auth.allow_anonymous", err)
+	}
+	c, err = Load(defaults(t), "my.toml", []byte(open+"[auth]\nallow_anonymous = true\n"))
+	if err != nil || !c.Auth.Anonymous() {
+		t.Fatalf("said out loud: err=%v", err)
+	}
+	c, err = Load(defaults(t), "my.toml", []byte(open+"[auth]\npassword_file = \"pw\"\n"))
+	if err != nil || c.Auth.Anonymous() {
+		t.Fatalf("with a password file: err=%v anonymous=%v, want refused", err, c != nil && c.Auth.Anonymous())
+	}
+}
+
+func TestTLSListenerNeedsCertificate(t *testing.T) {
+	_, err := Load(defaults(t), "my.toml", []byte("[[listener]]\ntype = \"tls\"\naddress = \"127.0.0.1:8883\"\n"))
+	if err == nil || !strings.Contains(err.Error(), "listener[0].cert_file") {
+		t.Fatalf("err=%v", err)
+	}
+}
