@@ -1,0 +1,322 @@
+package persist
+
+import (
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+)
+
+type opKind uint8
+
+const (
+	opSet           opKind = iota // blind set of key/val
+	opDelete                      // blind delete of key
+	opDeleteSession               // cid: everything of the session
+	opEnqueue                     // Batch.enq
+	opAck                         // cid, seq
+)
+
+// op is one operation of a Batch. Keys and values are encoded by the
+// submitting goroutine, so the writer only hands them to Badger.
+type op struct {
+	kind opKind
+	key  []byte
+	val  []byte
+	cid  string
+	seq  uint64
+}
+
+// enqueueOp is the pre-encoded form of an Enqueue. Keys carry a zero
+// sequence number in their last 8 bytes; the writer fills it in.
+type enqueueOp struct {
+	bodyKey []byte // shared only
+	bodyVal []byte // shared only
+	keys    [][]byte
+	vals    [][]byte
+}
+
+// rec is a Badger entry written into the current transaction, kept so the
+// writer can replay a request into a fresh transaction.
+type rec struct {
+	key, val []byte
+	del      bool
+}
+
+// Batch collects operations that commit together, atomically (unless the batch
+// alone is larger than a Badger transaction; see Submit). Build it on any
+// goroutine; it is not safe for concurrent use, and it may be submitted once.
+// Methods copy what they keep, so the caller may reuse its buffers (topics,
+// payloads) once a method returns. Operations apply in the order they were
+// added.
+//
+// Invalid input (a key longer than MaxKeySize, a QoS above 2) does not panic:
+// the first such error is kept and the whole Batch fails with it, in order,
+// when submitted.
+type Batch struct {
+	ops       []op
+	enq       *enqueueOp
+	enqCalled bool
+	entries   int   // estimated Badger entries
+	bytes     int64 // key+value bytes
+	maxVal    int   // largest value, checked against the store's limit
+	err       error // first validation error
+
+	// Owned by Submit and the writer.
+	submitted bool
+	done      func(uint64, error)
+	ctl       func(w *writer) error // internal control request
+	seq       uint64
+	hasSeq    bool
+	result    error
+	applied   []rec
+	split     bool
+}
+
+// Len reports the number of operations added (an Enqueue counts once).
+func (b *Batch) Len() int { return len(b.ops) }
+
+func (b *Batch) fail(err error) {
+	if b.err == nil {
+		b.err = err
+	}
+}
+
+func (b *Batch) checkKey(k []byte) bool {
+	if len(k) > MaxKeySize {
+		b.fail(newError(ErrTooLarge, nil, "%s: key of %d bytes exceeds %d", describeKey(k), len(k), MaxKeySize))
+		return false
+	}
+	return true
+}
+
+func (b *Batch) checkCID(cid string) bool {
+	if len(cid) > 0xFFFF {
+		b.fail(newError(ErrTooLarge, nil, "client id of %d bytes exceeds 65535", len(cid)))
+		return false
+	}
+	return true
+}
+
+func (b *Batch) checkQoS(what string, qos byte) bool {
+	if qos > 2 {
+		b.fail(fmt.Errorf("persist: %s: QoS %d out of range", what, qos))
+		return false
+	}
+	return true
+}
+
+func (b *Batch) add(o op, entries int) {
+	b.ops = append(b.ops, o)
+	b.entries += entries
+	b.bytes += int64(len(o.key) + len(o.val))
+	b.maxVal = max(b.maxVal, len(o.val))
+}
+
+func (b *Batch) set(k, v []byte) {
+	if b.checkKey(k) {
+		b.add(op{kind: opSet, key: k, val: v}, 1)
+	}
+}
+
+func (b *Batch) del(k []byte) {
+	if b.checkKey(k) {
+		b.add(op{kind: opDelete, key: k}, 1)
+	}
+}
+
+// PutSession writes the session record of cid.
+func (b *Batch) PutSession(cid string, r SessionRecord) {
+	if b.checkCID(cid) {
+		b.set(sessionKey(cid), encodeSession(r))
+	}
+}
+
+// DeleteSession removes everything of cid: record, subscriptions, queue
+// entries (dropping their references to shared bodies), in-flight states and
+// inbound packet ids. The writer finds the keys by key-only iteration; a
+// session with a very long queue makes this one slow operation.
+func (b *Batch) DeleteSession(cid string) {
+	if b.checkCID(cid) && b.checkKey(queueKey(cid, 0)) {
+		b.add(op{kind: opDeleteSession, cid: cid}, 8)
+	}
+}
+
+// PutSubscription writes (or overwrites) a subscription of cid.
+func (b *Batch) PutSubscription(cid string, s Subscription) {
+	if b.checkCID(cid) && b.checkQoS("subscription "+s.Filter, s.QoS) {
+		b.set(subKey(cid, s.Filter), encodeSub(s.QoS))
+	}
+}
+
+// DeleteSubscription removes the subscription of cid to filter.
+func (b *Batch) DeleteSubscription(cid, filter string) {
+	if b.checkCID(cid) {
+		b.del(subKey(cid, filter))
+	}
+}
+
+// PutRetained stores m as the retained message of m.Topic. (An empty retained
+// PUBLISH clears: call DeleteRetained for that.)
+func (b *Batch) PutRetained(m *Message) {
+	if b.checkQoS("retained "+m.Topic, m.QoS) {
+		b.set(retainedKey(m.Topic), encodeRetained(m))
+	}
+}
+
+// DeleteRetained removes the retained message of topic.
+func (b *Batch) DeleteRetained(topic string) {
+	b.del(retainedKey(topic))
+}
+
+// Enqueue queues m for every target; the writer assigns the sequence number
+// (reported to the completion callback). Targets naming the same client twice
+// are merged, keeping the highest QoS. With exactly one target the message is
+// stored inline in the queue entry; with more, its body is stored once under
+// 0x06 seq and every entry refers to it. An Enqueue with no targets is ignored.
+// At most one Enqueue per Batch: a second one panics.
+func (b *Batch) Enqueue(m *Message, targets []Target) {
+	if b.enqCalled {
+		panic("persist: more than one Enqueue in a Batch")
+	}
+	b.enqCalled = true
+	if !b.checkQoS("message "+m.Topic, m.QoS) {
+		return
+	}
+	if len(m.Topic) > 0xFFFF {
+		b.fail(newError(ErrTooLarge, nil, "topic of %d bytes exceeds 65535", len(m.Topic)))
+		return
+	}
+	if uint64(len(m.Payload)) > math.MaxUint32 {
+		b.fail(newError(ErrTooLarge, nil, "payload of %d bytes", len(m.Payload)))
+		return
+	}
+	targets = dedupTargets(targets)
+	if len(targets) == 0 {
+		return
+	}
+	e := &enqueueOp{keys: make([][]byte, len(targets)), vals: make([][]byte, len(targets))}
+	var o op
+	o.kind = opEnqueue
+	if len(targets) == 1 {
+		t := targets[0]
+		if !b.checkCID(t.ClientID) || !b.checkQoS("target "+t.ClientID, t.QoS) {
+			return
+		}
+		e.keys[0] = queueKey(t.ClientID, 0)
+		e.vals[0] = encodeQueueInline(t.QoS, m)
+		b.bytes += int64(len(e.keys[0]) + len(e.vals[0]))
+		b.maxVal = max(b.maxVal, len(e.vals[0]))
+	} else {
+		e.bodyKey = bodyKey(0)
+		e.bodyVal = encodeBody(m)
+		b.bytes += int64(len(e.bodyKey) + len(e.bodyVal))
+		b.maxVal = max(b.maxVal, len(e.bodyVal))
+		shared := encodeQueueShared(0, len(m.Payload))
+		for i, t := range targets {
+			if !b.checkCID(t.ClientID) || !b.checkQoS("target "+t.ClientID, t.QoS) {
+				return
+			}
+			e.keys[i] = queueKey(t.ClientID, 0)
+			v := slices.Clone(shared)
+			v[1] = t.QoS
+			e.vals[i] = v
+			b.bytes += int64(len(e.keys[i]) + len(v))
+		}
+	}
+	for _, k := range e.keys {
+		if !b.checkKey(k) {
+			return
+		}
+	}
+	b.enq = e
+	b.ops = append(b.ops, o)
+	b.entries += len(e.keys)
+	if e.bodyKey != nil {
+		b.entries++
+	}
+}
+
+// dedupTargets merges targets naming the same client (highest QoS wins),
+// keeping first-seen order. The input is not modified.
+func dedupTargets(ts []Target) []Target {
+	if len(ts) < 2 {
+		return ts
+	}
+	if len(ts) <= 8 { // quadratic is cheaper than a map for the usual fan-out
+		out := make([]Target, 0, len(ts))
+	outer:
+		for _, t := range ts {
+			for i := range out {
+				if out[i].ClientID == t.ClientID {
+					out[i].QoS = max(out[i].QoS, t.QoS)
+					continue outer
+				}
+			}
+			out = append(out, t)
+		}
+		return out
+	}
+	idx := make(map[string]int, len(ts))
+	out := make([]Target, 0, len(ts))
+	for _, t := range ts {
+		if i, ok := idx[t.ClientID]; ok {
+			out[i].QoS = max(out[i].QoS, t.QoS)
+			continue
+		}
+		idx[t.ClientID] = len(out)
+		out = append(out, t)
+	}
+	return out
+}
+
+// SetQueueState records the outbound state of queue entry (cid, seq): Sent or
+// Released with its packet id; Queued removes the state. A blind write: it
+// does not check that the entry exists (Recover removes states left without
+// their entry).
+func (b *Batch) SetQueueState(cid string, seq uint64, state QueueState, pid uint16) {
+	if !b.checkCID(cid) {
+		return
+	}
+	switch state {
+	case Queued:
+		b.del(inflightKey(cid, seq))
+	case Sent, Released:
+		b.set(inflightKey(cid, seq), encodeInflight(state, pid))
+	default:
+		b.fail(fmt.Errorf("persist: unknown queue state %d", state))
+	}
+}
+
+// Ack removes queue entry (cid, seq) and its in-flight state, and the shared
+// body when this was its last reference. Acking an absent entry is a no-op.
+func (b *Batch) Ack(cid string, seq uint64) {
+	if b.checkCID(cid) && b.checkKey(queueKey(cid, seq)) {
+		b.add(op{kind: opAck, cid: cid, seq: seq}, 3)
+	}
+}
+
+// PutInbound records inbound QoS 2 packet id pid of cid as awaiting PUBREL.
+func (b *Batch) PutInbound(cid string, pid uint16) {
+	if b.checkCID(cid) {
+		b.set(inboundKey(cid, pid), inboundValue)
+	}
+}
+
+// DeleteInbound forgets inbound packet id pid of cid (PUBREL received).
+func (b *Batch) DeleteInbound(cid string, pid uint16) {
+	if b.checkCID(cid) {
+		b.del(inboundKey(cid, pid))
+	}
+}
+
+// String summarises the batch for logs.
+func (b *Batch) String() string {
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "batch(%d ops, ~%d entries, %d bytes", len(b.ops), b.entries, b.bytes)
+	if b.enq != nil {
+		fmt.Fprintf(&sb, ", enqueue to %d", len(b.enq.keys))
+	}
+	sb.WriteString(")")
+	return sb.String()
+}

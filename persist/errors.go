@@ -1,0 +1,67 @@
+package persist
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors. Every error persist returns that matches one of these wraps it
+// with context (the data directory, the family and key of a record); compare with
+// errors.Is.
+var (
+	// ErrLocked means the data directory is in use by another process: Badger
+	// could not take its exclusive flock on the directory. Another holdfast (or a
+	// backup tool) has the store open.
+	ErrLocked = errors.New("data directory locked")
+
+	// ErrVersion means the on-disk format version is unknown: newer than this
+	// build understands, or missing from a directory that holds data. The store
+	// is refused rather than misread.
+	ErrVersion = errors.New("unsupported on-disk format version")
+
+	// ErrCorrupt means a stored key or value does not decode: wrong length,
+	// unknown record version, out-of-range field, or a reference to a record
+	// that does not exist. The message names the family and key.
+	ErrCorrupt = errors.New("corrupt record")
+
+	// ErrClosed is returned (or passed to a completion callback) for work
+	// submitted after Close.
+	ErrClosed = errors.New("store closed")
+
+	// ErrTooLarge means a key or value exceeds what Badger can store: keys are
+	// limited to MaxKeySize bytes (family byte + client id + filter/topic), and a
+	// value to the value-log file size (1 MB in Durability None).
+	ErrTooLarge = errors.New("record too large")
+)
+
+// contextError carries a human message plus the sentinel it belongs to and,
+// optionally, the underlying cause. errors.Is sees both.
+type contextError struct {
+	sentinel error
+	msg      string
+	cause    error
+}
+
+func (e *contextError) Error() string {
+	if e.cause != nil {
+		return e.msg + ": " + e.cause.Error()
+	}
+	return e.msg
+}
+
+func (e *contextError) Unwrap() []error {
+	if e.cause != nil {
+		return []error{e.sentinel, e.cause}
+	}
+	return []error{e.sentinel}
+}
+
+// newError builds "persist: <msg>" that matches sentinel (and cause, if any).
+func newError(sentinel, cause error, format string, args ...any) error {
+	return &contextError{sentinel: sentinel, msg: "persist: " + fmt.Sprintf(format, args...), cause: cause}
+}
+
+// corruptf reports an undecodable record, naming its family and key.
+func corruptf(key []byte, format string, args ...any) error {
+	return newError(ErrCorrupt, nil, "%s: %s", describeKey(key), fmt.Sprintf(format, args...))
+}

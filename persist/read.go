@@ -1,0 +1,345 @@
+package persist
+
+import (
+	"cmp"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Recover reads everything the broker rebuilds at start: sessions with their
+// subscriptions, queue summaries and inbound QoS 2 packet ids, and the
+// retained messages. It runs on the writer goroutine, so call it once after
+// Open and before submitting work (it is correct later too, but it stalls
+// writes while it scans). It validates every value (ErrCorrupt names the
+// first bad key) and the shared-body references: a queue entry whose body is
+// missing is ErrCorrupt. It removes leftovers that carry no information:
+// in-flight states whose queue entry is gone and shared bodies that no entry
+// refers to (both logged at warn). Sessions without a record are reported
+// with Orphan set (see SessionState.Orphan).
+func (s *Store) Recover() (*State, error) {
+	var st *State
+	err := s.control(func(w *writer) error {
+		var err error
+		st, err = w.recover()
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+func (w *writer) recover() (*State, error) {
+	start := time.Now()
+	txn := w.db.NewTransaction(false)
+	defer txn.Discard()
+
+	sessions := make(map[string]*SessionState)
+	get := func(cid string) *SessionState {
+		ss := sessions[cid]
+		if ss == nil {
+			ss = &SessionState{ClientID: cid, Orphan: true}
+			sessions[cid] = ss
+		}
+		return ss
+	}
+	st := &State{}
+	var (
+		subs, queued, inflight, inbound int
+		strays, garbage                 [][]byte
+	)
+	// Shared references found in 0x04 values: seq -> count, and the first
+	// referring key (for the error message).
+	sharedRefs := make(map[uint64]int32)
+	firstRef := make(map[uint64][]byte)
+
+	scan := func(fam byte, prefetch bool, fn func(k, v []byte) error) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{fam}, PrefetchValues: prefetch, PrefetchSize: 256})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			item := it.Item()
+			k := item.Key()
+			err := item.Value(func(v []byte) error { return fn(k, v) })
+			if err != nil {
+				if !errors.Is(err, ErrCorrupt) {
+					err = fmt.Errorf("persist: read %s: %w", describeKey(k), err)
+				}
+				return err
+			}
+		}
+		return nil
+	}
+	cidOf := func(k []byte, restLen int) (string, []byte, error) {
+		cid, rest, ok := splitCID(k)
+		if !ok || (restLen >= 0 && len(rest) != restLen) {
+			return "", nil, corruptf(k, "malformed key")
+		}
+		return cid, rest, nil
+	}
+
+	err := scan(famSession, true, func(k, v []byte) error {
+		cid, _, err := cidOf(k, 0)
+		if err != nil {
+			return err
+		}
+		r, err := decodeSession(k, v)
+		if err != nil {
+			return err
+		}
+		ss := get(cid)
+		ss.Record, ss.Orphan = r, false
+		return nil
+	})
+	if err == nil {
+		err = scan(famSub, true, func(k, v []byte) error {
+			cid, rest, err := cidOf(k, -1)
+			if err != nil {
+				return err
+			}
+			qos, err := decodeSub(k, v)
+			if err != nil {
+				return err
+			}
+			ss := get(cid)
+			ss.Subscriptions = append(ss.Subscriptions, Subscription{Filter: string(rest), QoS: qos})
+			subs++
+			return nil
+		})
+	}
+	if err == nil {
+		err = scan(famRetained, true, func(k, v []byte) error {
+			m, err := decodeRetained(k, v)
+			if err == nil {
+				st.Retained = append(st.Retained, m)
+			}
+			return err
+		})
+	}
+	if err == nil {
+		err = scan(famQueue, true, func(k, v []byte) error {
+			cid, seq, err := parseSeqKey(k)
+			if err != nil {
+				return err
+			}
+			h, _, err := decodeQueue(k, v, false)
+			if err != nil {
+				return err
+			}
+			if h.shared() {
+				if sharedRefs[seq] == 0 {
+					firstRef[seq] = slices.Clone(k)
+				}
+				sharedRefs[seq]++
+			} else if w.refs[seq] > 0 {
+				return corruptf(k, "inline entry, but shared body seq %d exists", seq)
+			}
+			ss := get(cid)
+			ss.QueuedCount++
+			ss.QueuedBytes += int64(h.payloadSize)
+			ss.LastSeq = seq // keys ascend
+			queued++
+			return nil
+		})
+	}
+	if err == nil {
+		err = scan(famInflight, true, func(k, v []byte) error {
+			cid, seq, err := parseSeqKey(k)
+			if err != nil {
+				return err
+			}
+			if _, _, err := decodeInflight(k, v); err != nil {
+				return err
+			}
+			_, err = txn.Get(queueKey(cid, seq))
+			switch {
+			case errors.Is(err, badger.ErrKeyNotFound):
+				strays = append(strays, slices.Clone(k))
+				return nil
+			case err != nil:
+				return err
+			}
+			get(cid)
+			inflight++
+			return nil
+		})
+	}
+	if err == nil {
+		err = scan(famBody, true, func(k, v []byte) error {
+			if len(k) != 9 {
+				return corruptf(k, "malformed key")
+			}
+			if _, err := decodeBody(k, v, false); err != nil {
+				return err
+			}
+			if seq := seqOfKey(k); sharedRefs[seq] == 0 {
+				garbage = append(garbage, slices.Clone(k))
+			}
+			return nil
+		})
+	}
+	if err == nil {
+		err = scan(famInbound, true, func(k, v []byte) error {
+			cid, rest, err := cidOf(k, 2)
+			if err != nil {
+				return err
+			}
+			if err := decodeInbound(k, v); err != nil {
+				return err
+			}
+			ss := get(cid)
+			ss.InboundQoS2 = append(ss.InboundQoS2, binary.BigEndian.Uint16(rest))
+			inbound++
+			return nil
+		})
+	}
+	if err != nil {
+		return nil, err
+	}
+
+	// Every shared reference must have its body, and the counts must match
+	// what Open rebuilt from keys.
+	for seq, n := range sharedRefs {
+		if w.refs[seq] == 0 {
+			return nil, corruptf(firstRef[seq], "refers to shared body seq %d, which does not exist", seq)
+		}
+		if w.refs[seq] != n {
+			return nil, corruptf(firstRef[seq], "shared body seq %d: %d references by flag, %d by key", seq, n, w.refs[seq])
+		}
+	}
+	txn.Discard()
+
+	if len(strays)+len(garbage) > 0 {
+		w.s.log.Warn().Int("inflight_without_entry", len(strays)).Int("unreferenced_bodies", len(garbage)).
+			Msg("removing leftovers")
+		b := &Batch{}
+		for _, k := range append(strays, garbage...) {
+			b.del(k)
+		}
+		b.submitted = true
+		var cerr error
+		b.done = func(_ uint64, err error) { cerr = err }
+		w.process([]*Batch{b})
+		if cerr != nil {
+			return nil, cerr
+		}
+	}
+
+	orphans := 0
+	for _, ss := range sessions {
+		if ss.Orphan {
+			orphans++
+			w.s.log.Warn().Str("client", string(shorten([]byte(ss.ClientID)))).
+				Int("subscriptions", len(ss.Subscriptions)).Int("queued", ss.QueuedCount).
+				Int("inbound", len(ss.InboundQoS2)).Msg("session data without a session record")
+		}
+		slices.Sort(ss.InboundQoS2)
+	}
+	st.Sessions = make([]SessionState, 0, len(sessions))
+	for _, ss := range sessions {
+		st.Sessions = append(st.Sessions, *ss)
+	}
+	slices.SortFunc(st.Sessions, func(a, b SessionState) int { return cmp.Compare(a.ClientID, b.ClientID) })
+
+	w.s.log.Info().Int("sessions", len(st.Sessions)).Int("orphans", orphans).Int("subscriptions", subs).
+		Int("retained", len(st.Retained)).Int("queued", queued).Int("inflight", inflight).
+		Int("shared_bodies", len(sharedRefs)).Int("inbound_qos2", inbound).Uint64("next_seq", w.nextSeq).
+		Dur("took", time.Since(start)).Msg("recovered")
+	return st, nil
+}
+
+// ReadQueue returns up to limit queue entries of cid with seq > after, in seq
+// order, with State/PacketID joined from 0x05 and Message resolved (inline or
+// shared body), all from one read-only snapshot. limit <= 0 returns nothing.
+// Everything returned is a copy the caller owns.
+func (s *Store) ReadQueue(cid string, after uint64, limit int) ([]QueueEntry, error) {
+	if limit <= 0 || after == math.MaxUint64 || len(cid) > 0xFFFF {
+		return nil, nil
+	}
+	s.readMu.RLock()
+	defer s.readMu.RUnlock()
+	if s.dbClosed {
+		return nil, ErrClosed
+	}
+	txn := s.db.NewTransaction(false)
+	defer txn.Discard()
+
+	qPrefix := cidPrefix(famQueue, cid, 0)
+	fPrefix := cidPrefix(famInflight, cid, 0)
+	qit := txn.NewIterator(badger.IteratorOptions{Prefix: qPrefix, PrefetchValues: true, PrefetchSize: min(limit, 100)})
+	defer qit.Close()
+	fit := txn.NewIterator(badger.IteratorOptions{Prefix: fPrefix, PrefetchValues: true, PrefetchSize: 20})
+	defer fit.Close()
+	fit.Seek(inflightKey(cid, after+1))
+
+	var out []QueueEntry
+	for qit.Seek(queueKey(cid, after+1)); qit.Valid() && len(out) < limit; qit.Next() {
+		item := qit.Item()
+		k := item.Key()
+		if len(k) != len(qPrefix)+8 {
+			return nil, corruptf(k, "malformed key")
+		}
+		e := QueueEntry{Seq: seqOfKey(k)}
+		var h queueHeader
+		err := item.Value(func(v []byte) error {
+			var err error
+			h, e.Message, err = decodeQueue(k, v, true)
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		e.QoS = h.qos
+		if h.shared() {
+			if e.Message, err = readBody(txn, k, e.Seq); err != nil {
+				return nil, err
+			}
+		}
+		// Join the in-flight state: both iterators ascend by seq.
+		for ; fit.Valid(); fit.Next() {
+			fk := fit.Item().Key()
+			if len(fk) != len(fPrefix)+8 {
+				return nil, corruptf(fk, "malformed key")
+			}
+			fseq := seqOfKey(fk)
+			if fseq > e.Seq {
+				break
+			}
+			if fseq == e.Seq {
+				err := fit.Item().Value(func(v []byte) error {
+					var err error
+					e.State, e.PacketID, err = decodeInflight(fk, v)
+					return err
+				})
+				if err != nil {
+					return nil, err
+				}
+			}
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+func readBody(txn *badger.Txn, entryKey []byte, seq uint64) (*Message, error) {
+	bk := bodyKey(seq)
+	item, err := txn.Get(bk)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, corruptf(entryKey, "refers to shared body seq %d, which does not exist", seq)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("persist: read %s: %w", describeKey(bk), err)
+	}
+	var m *Message
+	err = item.Value(func(v []byte) error {
+		var err error
+		m, err = decodeBody(bk, v, true)
+		return err
+	})
+	return m, err
+}

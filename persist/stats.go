@@ -1,0 +1,124 @@
+package persist
+
+import (
+	"slices"
+	"sync/atomic"
+	"time"
+)
+
+// CommitLatencyBuckets returns the upper bounds of Stats.CommitHistogram; the
+// histogram's last bucket counts everything slower than the last bound.
+func CommitLatencyBuckets() []time.Duration { return slices.Clone(commitBuckets[:]) }
+
+var commitBuckets = [...]time.Duration{
+	100 * time.Microsecond,
+	250 * time.Microsecond,
+	500 * time.Microsecond,
+	time.Millisecond,
+	2500 * time.Microsecond,
+	5 * time.Millisecond,
+	10 * time.Millisecond,
+	25 * time.Millisecond,
+	50 * time.Millisecond,
+	100 * time.Millisecond,
+	250 * time.Millisecond,
+	time.Second,
+}
+
+// Stats are counters for metrics. Counters only grow.
+type Stats struct {
+	Requests uint64 // batches completed (callbacks called), including failed ones
+	Failed   uint64 // batches completed with an error
+	Commits  uint64 // Badger transaction commits (one fsync each in Sync mode)
+	Ops      uint64 // Badger entries (sets and deletes) committed
+	Splits   uint64 // commits forced by ErrTxnTooBig inside one batch
+	Syncs    uint64 // background fsyncs (Async mode)
+	Pending  int    // batches waiting in the request channel now
+
+	// Commit latency (Badger Txn.Commit, including the fsync in Sync mode).
+	LastCommit      time.Duration
+	MaxCommit       time.Duration
+	AvgCommit       time.Duration
+	CommitHistogram []uint64 // len(CommitLatencyBuckets())+1 counts
+
+	// Background fsync latency (Async mode).
+	LastSync time.Duration
+	MaxSync  time.Duration
+
+	GCRuns     uint64 // value-log GC passes (ticks)
+	GCRewrites uint64 // value-log files rewritten by GC
+
+	LSMBytes  int64 // from Badger's DB.Size
+	VlogBytes int64
+}
+
+type stats struct {
+	requests, failed, commits, ops, splits atomic.Uint64
+	commitNanos, lastCommit, maxCommit     atomic.Int64
+	hist                                   []atomic.Uint64
+	syncs                                  atomic.Uint64
+	lastSync, maxSync                      atomic.Int64
+	gcRuns, gcRewrites                     atomic.Uint64
+}
+
+func (s *stats) init() { s.hist = make([]atomic.Uint64, len(commitBuckets)+1) }
+
+func storeMax(a *atomic.Int64, v int64) {
+	for {
+		old := a.Load()
+		if v <= old || a.CompareAndSwap(old, v) {
+			return
+		}
+	}
+}
+
+func (s *stats) recordCommit(d time.Duration, entries int) {
+	s.commits.Add(1)
+	s.ops.Add(uint64(entries))
+	s.commitNanos.Add(int64(d))
+	s.lastCommit.Store(int64(d))
+	storeMax(&s.maxCommit, int64(d))
+	i := 0
+	for i < len(commitBuckets) && d > commitBuckets[i] {
+		i++
+	}
+	s.hist[i].Add(1)
+}
+
+func (s *stats) recordSync(d time.Duration) {
+	s.syncs.Add(1)
+	s.lastSync.Store(int64(d))
+	storeMax(&s.maxSync, int64(d))
+}
+
+// Stats returns a snapshot of the counters and the size on disk.
+func (s *Store) Stats() Stats {
+	st := Stats{
+		Requests:        s.stats.requests.Load(),
+		Failed:          s.stats.failed.Load(),
+		Commits:         s.stats.commits.Load(),
+		Ops:             s.stats.ops.Load(),
+		Splits:          s.stats.splits.Load(),
+		Syncs:           s.stats.syncs.Load(),
+		Pending:         len(s.reqCh),
+		LastCommit:      time.Duration(s.stats.lastCommit.Load()),
+		MaxCommit:       time.Duration(s.stats.maxCommit.Load()),
+		LastSync:        time.Duration(s.stats.lastSync.Load()),
+		MaxSync:         time.Duration(s.stats.maxSync.Load()),
+		GCRuns:          s.stats.gcRuns.Load(),
+		GCRewrites:      s.stats.gcRewrites.Load(),
+		CommitHistogram: make([]uint64, len(s.stats.hist)),
+	}
+	if st.Commits > 0 {
+		st.AvgCommit = time.Duration(s.stats.commitNanos.Load() / int64(st.Commits))
+	}
+	for i := range s.stats.hist {
+		st.CommitHistogram[i] = s.stats.hist[i].Load()
+	}
+	s.readMu.RLock()
+	if !s.dbClosed {
+		st.LSMBytes, st.VlogBytes = s.db.Size()
+	}
+	s.readMu.RUnlock()
+	return st
+}

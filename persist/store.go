@@ -1,0 +1,418 @@
+package persist
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
+	"github.com/rs/zerolog"
+)
+
+// FormatVersion is the on-disk format this build reads and writes.
+const FormatVersion uint32 = 1
+
+// slowThreshold: commits and syncs slower than this are logged at warn.
+const slowThreshold = time.Second
+
+// Store is the persistent store. All writes go through one writer goroutine
+// (see Submit); reads (ReadQueue, Stats) may run on any goroutine.
+type Store struct {
+	opt Options
+	db  *badger.DB
+	log zerolog.Logger
+
+	// mu guards closed. Submit holds it (read) only to check closed and to
+	// register in senders, never while blocked on the channel.
+	mu      sync.RWMutex
+	closed  bool
+	senders sync.WaitGroup
+	reqCh   chan *Batch
+
+	w          *writer
+	writerDone chan struct{}
+
+	stopBg chan struct{} // closes GC and async-sync goroutines
+	bgWG   sync.WaitGroup
+
+	// readMu keeps db.Close from running under a reader.
+	readMu   sync.RWMutex
+	dbClosed bool
+
+	closeOnce sync.Once
+	closeErr  error
+
+	stats stats
+}
+
+// Open opens (creating if needed) the store, checks the on-disk format version,
+// rebuilds the sequence counter and shared-body reference counts, and starts
+// the writer, the value-log GC and (Async) the sync ticker.
+func Open(o Options) (*Store, error) {
+	o, err := o.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	log := o.Logger.With().Str("component", "persist").Logger()
+
+	// Values up to the threshold live in the LSM tree, larger ones in the
+	// value log. Badger's default is 1 MB, but it must not exceed what one
+	// transaction holds (15% of a memtable).
+	threshold := min(int64(1<<20), o.MemTableSize*15/100/4)
+	bo := badger.DefaultOptions(o.Dir).
+		WithValueThreshold(threshold).
+		WithSyncWrites(o.Durability == Sync).
+		WithInMemory(o.Durability == None).
+		WithDetectConflicts(false).
+		WithNumVersionsToKeep(1).
+		WithMemTableSize(o.MemTableSize).
+		WithNumMemtables(o.NumMemtables).
+		WithBlockCacheSize(o.BlockCacheSize).
+		WithIndexCacheSize(o.IndexCacheSize).
+		WithValueLogFileSize(o.ValueLogFileSize).
+		WithLogger(badgerLogger{log.With().Str("lib", "badger").Logger()})
+	if o.BlockCacheSize == 0 {
+		// Badger requires a block cache for compressed tables (it panics
+		// otherwise); without a cache, store tables uncompressed.
+		bo = bo.WithCompression(options.None)
+	}
+	if o.Durability == None {
+		bo = bo.WithDir("").WithValueDir("")
+	}
+	db, err := badger.Open(bo)
+	if err != nil {
+		if strings.Contains(err.Error(), "Cannot acquire directory lock") {
+			return nil, newError(ErrLocked, nil, "data directory %s is in use by another holdfast process", o.Dir)
+		}
+		return nil, fmt.Errorf("persist: open %s: %w", o.Dir, err)
+	}
+	s := &Store{
+		opt:        o,
+		db:         db,
+		log:        log,
+		reqCh:      make(chan *Batch, o.MaxPending),
+		writerDone: make(chan struct{}),
+		stopBg:     make(chan struct{}),
+	}
+	s.stats.init()
+	if err := s.checkSchema(); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	start := time.Now()
+	idx, err := loadIndex(db)
+	if err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	s.w = newWriter(s, idx, threshold)
+	go s.w.run()
+	if o.Durability == Async {
+		s.bgWG.Add(1)
+		go s.syncLoop()
+	}
+	if o.Durability != None {
+		s.bgWG.Add(1)
+		go s.gcLoop()
+	}
+	ev := log.Info().
+		Str("dir", o.Dir).
+		Stringer("durability", o.Durability).
+		Int64("memory_bytes", o.MemoryBudget()).
+		Int64("memtable_bytes", o.MemTableSize).
+		Int("memtables", o.NumMemtables).
+		Int64("block_cache_bytes", o.BlockCacheSize).
+		Int64("index_cache_bytes", o.IndexCacheSize).
+		Uint64("next_seq", idx.nextSeq).
+		Int("shared_bodies", len(idx.refs)).
+		Dur("index_scan", time.Since(start))
+	if o.IndexCacheSize == 0 {
+		ev = ev.Bool("index_memory_unbounded", true)
+	}
+	if o.Durability == Async {
+		ev = ev.Dur("async_interval", o.AsyncInterval)
+	}
+	ev.Msg("store opened")
+	return s, nil
+}
+
+// checkSchema reads 0x00 "schema": absent on an empty store -> write version
+// 1; absent next to other keys, or newer -> ErrVersion.
+func (s *Store) checkSchema() error {
+	var (
+		format  uint32
+		writer  string
+		found   bool
+		nonMeta bool
+	)
+	err := s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(schemaKey)
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			it := txn.NewIterator(badger.IteratorOptions{})
+			defer it.Close()
+			it.Rewind()
+			nonMeta = it.Valid()
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		found = true
+		return item.Value(func(v []byte) error {
+			format, writer, err = decodeSchema(v)
+			return err
+		})
+	})
+	switch {
+	case err != nil:
+		return fmt.Errorf("persist: read format version in %s: %w", s.opt.Dir, err)
+	case !found && nonMeta:
+		return newError(ErrVersion, nil, "data directory %s holds data but no format version (not a holdfast store?)", s.opt.Dir)
+	case !found:
+		v := encodeSchema(FormatVersion, s.opt.WriterVersion)
+		if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(schemaKey, v) }); err != nil {
+			return fmt.Errorf("persist: write format version in %s: %w", s.opt.Dir, err)
+		}
+		s.log.Info().Uint32("format", FormatVersion).Msg("initialised new store")
+		return nil
+	case format > FormatVersion:
+		return newError(ErrVersion, nil, "data directory %s has format version %d (written by %q); this build reads version %d",
+			s.opt.Dir, format, writer, FormatVersion)
+	case format < FormatVersion:
+		// No older format exists yet; the first migration goes here.
+		return newError(ErrVersion, nil, "data directory %s has format version %d; this build reads version %d and has no migration from it",
+			s.opt.Dir, format, FormatVersion)
+	}
+	return nil
+}
+
+// index is what Open rebuilds from keys alone: the sequence counter and the
+// shared-body reference counts.
+type index struct {
+	nextSeq uint64
+	refs    map[uint64]int32
+}
+
+// loadIndex scans the 0x06 and 0x04 keys (no values): a queue entry refers to a
+// shared body exactly when a body with its sequence number exists, because a
+// sequence number belongs to one Enqueue.
+func loadIndex(db *badger.DB) (index, error) {
+	idx := index{refs: make(map[uint64]int32)}
+	var maxSeq uint64
+	err := db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{famBody}})
+		for it.Rewind(); it.Valid(); it.Next() {
+			k := it.Item().Key()
+			if len(k) != 9 {
+				it.Close()
+				return corruptf(k, "malformed key")
+			}
+			seq := seqOfKey(k)
+			idx.refs[seq] = 0
+			maxSeq = max(maxSeq, seq)
+		}
+		it.Close()
+		it = txn.NewIterator(badger.IteratorOptions{Prefix: []byte{famQueue}})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			_, seq, err := parseSeqKey(it.Item().Key())
+			if err != nil {
+				return err
+			}
+			maxSeq = max(maxSeq, seq)
+			if n, ok := idx.refs[seq]; ok {
+				idx.refs[seq] = n + 1
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return idx, err
+	}
+	if maxSeq == math.MaxUint64 {
+		return idx, corruptf(queueKey("", maxSeq), "sequence numbers exhausted")
+	}
+	idx.nextSeq = maxSeq + 1
+	return idx, nil
+}
+
+// Submit hands b to the writer and returns at once, blocking only while the
+// request channel (Options.MaxPending) is full. The writer packs every waiting
+// request into one Badger transaction, commits it once, and then calls each
+// request's done in submission order, on the writer goroutine:
+//
+//   - Sync: after the commit is fsynced; Async: after the commit (the fsync
+//     follows within AsyncInterval); None: after the in-memory commit.
+//   - seq is the sequence number assigned to b's Enqueue (0 if none or on error).
+//   - An empty Batch (or nil) is legal: it completes after everything
+//     submitted before it, an ordering barrier.
+//   - A Batch that does not fit into one Badger transaction even alone is
+//     split over several (logged at warn); it is then not atomic.
+//   - After Close, done is called at once, on the caller's goroutine, with
+//     ErrClosed.
+//
+// done may be nil. done must not block, and must not call Submit or Commit (the
+// writer would wait for itself when the channel is full); hand such work to
+// another goroutine. Do not touch b after Submit.
+func (s *Store) Submit(b *Batch, done func(seq uint64, err error)) {
+	if b == nil {
+		b = &Batch{}
+	}
+	if b.submitted {
+		panic("persist: Batch submitted twice")
+	}
+	b.submitted = true
+	b.done = done
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		if done != nil {
+			done(0, ErrClosed)
+		}
+		return
+	}
+	s.senders.Add(1)
+	s.mu.RUnlock()
+	s.reqCh <- b
+	s.senders.Done()
+}
+
+// Commit is Submit and wait: it returns the Enqueue's sequence number (0 if
+// none) once b is durable per the durability mode.
+func (s *Store) Commit(b *Batch) (uint64, error) {
+	type result struct {
+		seq uint64
+		err error
+	}
+	ch := make(chan result, 1)
+	s.Submit(b, func(seq uint64, err error) { ch <- result{seq, err} })
+	r := <-ch
+	return r.seq, r.err
+}
+
+// control runs fn on the writer goroutine, in order with submitted batches,
+// after everything before it has committed.
+func (s *Store) control(fn func(w *writer) error) error {
+	b := &Batch{ctl: fn}
+	_, err := s.Commit(b)
+	return err
+}
+
+// Close stops the value-log GC, lets the writer finish every submitted request
+// (their callbacks run), syncs, and closes Badger. It is idempotent; later calls
+// return the first call's result.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		close(s.stopBg)
+		s.bgWG.Wait()
+
+		s.mu.Lock()
+		s.closed = true
+		s.mu.Unlock()
+		s.senders.Wait() // every registered Submit has handed over its batch
+		close(s.reqCh)
+		<-s.writerDone
+
+		var errs []error
+		if s.opt.Durability == Async {
+			if err := s.db.Sync(); err != nil {
+				errs = append(errs, fmt.Errorf("persist: final sync: %w", err))
+			}
+		}
+		s.readMu.Lock()
+		s.dbClosed = true
+		if err := s.db.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("persist: close %s: %w", s.opt.Dir, err))
+		}
+		s.readMu.Unlock()
+		s.closeErr = errors.Join(errs...)
+		s.log.Info().Err(s.closeErr).Msg("store closed")
+	})
+	return s.closeErr
+}
+
+// syncLoop fsyncs every AsyncInterval (Async mode).
+func (s *Store) syncLoop() {
+	defer s.bgWG.Done()
+	t := time.NewTicker(s.opt.AsyncInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stopBg:
+			return
+		case <-t.C:
+		}
+		start := time.Now()
+		err := s.db.Sync()
+		d := time.Since(start)
+		s.stats.recordSync(d)
+		if err != nil {
+			s.log.Error().Err(err).Msg("sync failed")
+		} else if d > slowThreshold {
+			s.log.Warn().Dur("took", d).Msg("slow sync")
+		}
+	}
+}
+
+// gcLoop runs the value-log GC every GCInterval, repeating while Badger finds
+// a file worth rewriting.
+func (s *Store) gcLoop() {
+	defer s.bgWG.Done()
+	t := time.NewTicker(s.opt.GCInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stopBg:
+			return
+		case <-t.C:
+		}
+		start := time.Now()
+		s.stats.gcRuns.Add(1)
+		n := 0
+		for {
+			select {
+			case <-s.stopBg:
+				return
+			default:
+			}
+			err := s.db.RunValueLogGC(s.opt.GCDiscardRatio)
+			if err == nil {
+				n++
+				s.stats.gcRewrites.Add(1)
+				continue
+			}
+			if !errors.Is(err, badger.ErrNoRewrite) && !errors.Is(err, badger.ErrRejected) {
+				s.log.Warn().Err(err).Msg("value-log GC failed")
+			}
+			break
+		}
+		if n > 0 {
+			s.log.Debug().Int("files_rewritten", n).Dur("took", time.Since(start)).Msg("value-log GC")
+		}
+	}
+}
+
+// badgerLogger adapts Badger's logger to zerolog; Badger's info lines are
+// chatter, logged at debug.
+type badgerLogger struct{ l zerolog.Logger }
+
+func trimMsg(format string, args []any) string {
+	return strings.TrimRight(fmt.Sprintf(format, args...), "\n")
+}
+
+// emit formats only when the level is enabled: Badger logs at debug on every
+// write.
+func emit(e *zerolog.Event, f string, a []any) {
+	if e.Enabled() {
+		e.Msg(trimMsg(f, a))
+	}
+}
+
+func (b badgerLogger) Errorf(f string, a ...any)   { emit(b.l.Error(), f, a) }
+func (b badgerLogger) Warningf(f string, a ...any) { emit(b.l.Warn(), f, a) }
+func (b badgerLogger) Infof(f string, a ...any)    { emit(b.l.Debug(), f, a) }
+func (b badgerLogger) Debugf(f string, a ...any)   { emit(b.l.Debug(), f, a) }

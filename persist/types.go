@@ -1,0 +1,94 @@
+package persist
+
+import (
+	"strconv"
+	"time"
+)
+
+// SessionRecord is the 0x01 record of a persistent session.
+type SessionRecord struct {
+	ProtocolLevel  byte
+	DisconnectedAt time.Time // zero while connected
+}
+
+// Subscription is a persistent session's subscription (0x02).
+type Subscription struct {
+	Filter string
+	QoS    byte
+}
+
+// Message is a PUBLISH as persist stores it. Batch methods copy Topic and
+// Payload, so the caller may reuse the buffers once the method returns;
+// Messages returned by persist own their memory.
+type Message struct {
+	Topic   string
+	Payload []byte
+	QoS     byte // the published QoS
+	Retain  bool
+}
+
+// QueueState is the outbound delivery state of a queue entry (0x05).
+type QueueState uint8
+
+const (
+	// Queued: not sent yet (no 0x05 record).
+	Queued QueueState = iota
+	// Sent: PUBLISH sent with PacketID, waiting for PUBACK (QoS 1) or PUBREC (QoS 2).
+	Sent
+	// Released: QoS 2, PUBREC received and PUBREL sent, waiting for PUBCOMP.
+	Released
+)
+
+func (q QueueState) String() string {
+	switch q {
+	case Queued:
+		return "queued"
+	case Sent:
+		return "sent"
+	case Released:
+		return "released"
+	}
+	return "QueueState(" + strconv.Itoa(int(q)) + ")"
+}
+
+// QueueEntry is one message in a session's offline/outbound queue.
+type QueueEntry struct {
+	Seq      uint64
+	QoS      byte // delivery QoS for this session (min of published and granted)
+	State    QueueState
+	PacketID uint16 // when State != Queued
+	Message  *Message
+}
+
+// Target is one persistent session a message is queued for.
+type Target struct {
+	ClientID string
+	QoS      byte // delivery QoS
+}
+
+// State is what Recover reads for the broker to rebuild at start.
+type State struct {
+	Sessions []SessionState // sorted by client id
+	Retained []Message      // sorted by topic
+}
+
+// SessionState is one session's recovered state.
+type SessionState struct {
+	ClientID      string
+	Record        SessionRecord
+	Subscriptions []Subscription // sorted by filter
+	QueuedCount   int            // entries in 0x04 for this session
+	QueuedBytes   int64          // sum of their payload sizes
+	LastSeq       uint64         // highest seq queued for it (0 if none)
+	InboundQoS2   []uint16       // sorted
+
+	// Orphan is true when the store holds subscriptions, queue entries or
+	// inbound packet ids for this client but no session record (0x01). persist
+	// never creates that state itself (DeleteSession removes the record last),
+	// but a session layer can: an Enqueue routed to a session that a
+	// DeleteSession submitted just before removed. Recover neither drops the
+	// data nor refuses to start; it reports the client with Orphan set and a
+	// zero Record, logs a warning, and lets the session layer decide
+	// (typically DeleteSession).
+	Orphan bool
+}
