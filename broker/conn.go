@@ -70,7 +70,7 @@ func newConn(s *Server, nc net.Conn) *conn {
 	c := &conn{
 		srv:        s,
 		nc:         nc,
-		r:          codec.NewReader(bufio.NewReaderSize(nc, readBufferSize), s.cfg.Limits.MaxPacketSize),
+		r:          codec.NewReader(bufio.NewReaderSize(countingReader{nc, &s.stats.WireBytesIn}, readBufferSize), s.cfg.Limits.MaxPacketSize),
 		omax:       s.cfg.Limits.MaxOutboundBytes,
 		drained:    make(chan struct{}),
 		wakeCh:     make(chan struct{}, 1),
@@ -270,7 +270,7 @@ func (c *conn) SendPublish(p *codec.Publish) {
 	for len(c.obuf) > 0 && len(c.obuf) >= c.omax && !c.oclosed {
 		if c.stalled {
 			c.omu.Unlock()
-			c.srv.stats.DroppedSlow.Add(1)
+			c.srv.stats.drop(DropSlow)
 			return
 		}
 		if timer == nil {
@@ -300,6 +300,7 @@ func (c *conn) SendPublish(p *codec.Publish) {
 	}
 	c.obuf = p.Append(c.obuf)
 	c.omu.Unlock()
+	c.srv.stats.sent(0, len(p.Payload))
 	c.Wake()
 }
 
@@ -351,6 +352,13 @@ func (c *conn) writeLoop() {
 					return
 				}
 				wbuf = out.Now
+				for qos, n := range out.Sent {
+					if n > 0 {
+						c.srv.stats.MessagesOut[qos].Add(int64(n))
+						c.srv.stats.BytesOut[qos].Add(out.SentBytes[qos])
+						out.Sent[qos], out.SentBytes[qos] = 0, 0
+					}
+				}
 				if out.Batch.Len() > 0 {
 					c.submitSendState(&out)
 				}
@@ -360,7 +368,7 @@ func (c *conn) writeLoop() {
 			}
 			c.nc.SetWriteDeadline(time.Now().Add(timeout))
 			n, err := c.nc.Write(wbuf)
-			c.srv.stats.BytesOut.Add(int64(n))
+			c.srv.stats.WireBytesOut.Add(int64(n))
 			if err != nil {
 				if errors.Is(err, os.ErrDeadlineExceeded) {
 					c.log.Warn().Dur("write_timeout", timeout).Msg("closing: client accepted no data within limits.write_timeout")

@@ -117,6 +117,7 @@ func (c *conn) openSession(cp *codec.Connect) (bool, error) {
 // refuse writes a CONNACK with an error code directly (the writer has not started) and leaves
 // the reader to close the connection [MQTT-3.2.2-5].
 func (c *conn) refuse(code codec.ConnackCode) {
+	c.srv.stats.Refused[refuseReasonOf(code)].Add(1)
 	c.nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.Limits.WriteTimeout.Duration))
 	c.nc.Write((&codec.Connack{ReturnCode: code}).Append(nil))
 }

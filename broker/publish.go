@@ -40,8 +40,7 @@ type pubJob struct {
 // so a crash can never deliver a message whose publisher will send it again as new.
 func (c *conn) handlePublish(p *codec.Publish) error {
 	srv := c.srv
-	srv.stats.MessagesIn.Add(1)
-	srv.stats.BytesIn.Add(int64(len(p.Payload)))
+	srv.stats.received(p.QoS, len(p.Payload))
 	if p.QoS == 0 && !p.Retain && c.pending.Load() == 0 && !srv.cfg.Limits.QueueQoS0Offline {
 		srv.fanOutQoS0(p) // the fast path: nothing to store, nothing to wait for
 		return nil
@@ -111,7 +110,7 @@ func (s *Server) fanOutQoS0(p *codec.Publish) {
 		if o := sess.Outlet(); o != nil {
 			o.SendPublish(&out)
 		} else {
-			s.stats.DroppedOffline.Add(1)
+			s.stats.drop(DropOfflineQoS0)
 		}
 	}
 	*mp = matches
@@ -155,12 +154,12 @@ func (s *Server) route(d *delivery, p *codec.Publish) {
 				continue
 			}
 			if !sess.Persistent || !s.cfg.Limits.QueueQoS0Offline {
-				s.stats.DroppedOffline.Add(1)
+				s.stats.drop(DropOfflineQoS0)
 				continue
 			}
 		}
 		if !sess.Reserve(len(p.Payload)) {
-			s.stats.DroppedQueueFull.Add(1)
+			s.stats.drop(DropQueueFull)
 			s.dropLog.Warn().Str("client_id", sess.ID).Str("topic", p.Topic).
 				Msg("session queue full (limits.max_queued_messages / max_queued_bytes): message dropped for this session")
 			continue
@@ -308,7 +307,7 @@ func (s *Server) sendRetained(sess *session.Session, filter string, granted byte
 			continue
 		}
 		if !sess.Reserve(len(m.Payload)) {
-			s.stats.DroppedQueueFull.Add(1)
+			s.stats.drop(DropQueueFull)
 			continue
 		}
 		msg := &persist.Message{Topic: m.Topic, Payload: m.Payload, QoS: m.QoS, Retain: true}

@@ -311,7 +311,7 @@ func TestQueueLimitDropsForThatSessionOnly(t *testing.T) {
 		publish(t, pub, uint16(i), "lim", fmt.Sprint(i), 1, false) // never failed for the publisher
 		receive(t, other, 1)                                       // other keeps up, so its queue never fills
 	}
-	if d := b.srv.Stats().DroppedQueueFull.Load(); d != 2 {
+	if d := b.srv.Stats().Dropped[DropQueueFull].Load(); d != 2 {
 		t.Fatalf("dropped %d, want 2", d)
 	}
 	full = b.dial()

@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"net"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -48,19 +47,6 @@ type Server struct {
 	quit chan struct{}
 
 	matchPool sync.Pool // *[]router.Subscriber
-}
-
-// Stats are counters for operators and tests; all fields are updated atomically.
-type Stats struct {
-	Connections      atomic.Int64 // currently connected clients
-	ConnectionsTotal atomic.Int64
-	MessagesIn       atomic.Int64 // PUBLISH packets received
-	MessagesOut      atomic.Int64 // PUBLISH packets sent (estimated per write batch)
-	BytesIn          atomic.Int64
-	BytesOut         atomic.Int64
-	DroppedQueueFull atomic.Int64 // messages not queued because a session was at its limit
-	DroppedSlow      atomic.Int64 // QoS 0 messages dropped for a subscriber that stopped reading
-	DroppedOffline   atomic.Int64 // QoS 0 messages for offline sessions, not queued by configuration
 }
 
 // New rebuilds the broker's state from store and returns a server ready to Serve. The store
@@ -103,8 +89,16 @@ func (s *Server) recover() error {
 		return fmt.Errorf("recovering state: %w", err)
 	}
 	queued := 0
+	var orphans persist.Batch
 	for i := range st.Sessions {
 		ss := &st.Sessions[i]
+		if ss.Orphan {
+			// Data without a session record belongs to no session: a client connecting later
+			// must not inherit it.
+			s.log.Warn().Str("client_id", ss.ClientID).Int("queued", ss.QueuedCount).Msg("deleting data of a session without a record")
+			orphans.DeleteSession(ss.ClientID)
+			continue
+		}
 		sess := session.Restore(ss, &s.sessOpts, s.store)
 		s.sessions.Put(sess)
 		for _, sub := range ss.Subscriptions {
@@ -112,9 +106,16 @@ func (s *Server) recover() error {
 		}
 		queued += ss.QueuedCount
 	}
+	if orphans.Len() > 0 {
+		if _, err := s.store.Commit(&orphans); err != nil {
+			return fmt.Errorf("deleting orphaned session data: %w", err)
+		}
+	}
 	for _, m := range st.Retained {
 		s.retained.Set(&retain.Message{Topic: m.Topic, Payload: m.Payload, QoS: m.QoS})
 	}
+	s.stats.RecoveryTime = time.Since(start)
+	s.stats.Started = time.Now()
 	s.log.Info().
 		Int("sessions", len(st.Sessions)).
 		Int("queued", queued).
@@ -210,6 +211,7 @@ func (s *Server) admit(nc net.Conn) bool {
 	}
 	if max := s.cfg.Limits.MaxConnections; max > 0 && len(s.conns) >= max {
 		s.mu.Unlock()
+		s.stats.Refused[RefuseMaxConnections].Add(1)
 		s.log.Warn().Str("remote", nc.RemoteAddr().String()).Int("max_connections", max).Msg("connection refused: limits.max_connections reached")
 		nc.Close()
 		return false

@@ -298,9 +298,16 @@ func (s *Session) Committed(seq uint64, m *persist.Message, qos byte) {
 // so that a crash can never make it look new to the client). Batch may hold state writes for QoS 1
 // entries too, which nobody waits for.
 type Outgoing struct {
-	Now   []byte
-	After []byte
-	Batch persist.Batch
+	Now       []byte
+	After     []byte
+	Batch     persist.Batch
+	Sent      [3]int   // PUBLISH packets appended, by QoS (for the broker's counters)
+	SentBytes [3]int64 // their payload bytes
+}
+
+func (o *Outgoing) count(e *persist.QueueEntry) {
+	o.Sent[e.QoS]++
+	o.SentBytes[e.QoS] += int64(len(e.Message.Payload))
 }
 
 // Fill appends to o what the writer should send now: the in-flight entries again after an Attach
@@ -381,10 +388,12 @@ func (s *Session) appendResend(o *Outgoing, e *persist.QueueEntry) {
 		o.Now = (&codec.Pubrel{PacketID: e.PacketID}).Append(o.Now)
 		return
 	}
+	o.count(e)
 	o.Now = publishPacket(e, true).Append(o.Now)
 }
 
 func (s *Session) send(o *Outgoing, e *persist.QueueEntry) {
+	o.count(e)
 	if e.QoS == 0 {
 		// Queued for an offline client at QoS 0: no acknowledgement will come, so it is done now.
 		o.Now = publishPacket(e, false).Append(o.Now)

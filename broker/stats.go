@@ -1,0 +1,98 @@
+package broker
+
+import (
+	"sync/atomic"
+	"time"
+
+	"github.com/holdfast/holdfast/codec"
+)
+
+// DropReason says why a message was not delivered to one subscriber.
+type DropReason int
+
+// Why messages are dropped.
+const (
+	DropQueueFull    DropReason = iota // the session held limits.max_queued_messages / max_queued_bytes
+	DropSlow                           // QoS 0 for a subscriber that stopped reading
+	DropOfflineQoS0                    // QoS 0 for an offline session (limits.queue_qos0_offline = false)
+	DropNotAuthorized                  // the ACL refused the publish or the delivery
+	numDropReasons
+)
+
+var dropReasonNames = [numDropReasons]string{"queue_full", "slow_subscriber", "offline_qos0", "not_authorized"}
+
+func (r DropReason) String() string { return dropReasonNames[r] }
+
+// RefuseReason says why a connection was refused.
+type RefuseReason int
+
+// Why connections are refused.
+const (
+	RefuseProtocolVersion RefuseReason = iota
+	RefuseIdentifier
+	RefuseServerUnavailable
+	RefuseBadCredentials
+	RefuseNotAuthorized
+	RefuseMaxConnections
+	numRefuseReasons
+)
+
+var refuseReasonNames = [numRefuseReasons]string{"protocol_version", "identifier_rejected", "server_unavailable", "bad_credentials", "not_authorized", "max_connections"}
+
+func (r RefuseReason) String() string { return refuseReasonNames[r] }
+
+// refuseReasonOf maps a CONNACK code to its reason.
+func refuseReasonOf(code codec.ConnackCode) RefuseReason {
+	switch code {
+	case codec.RefusedProtocolVersion:
+		return RefuseProtocolVersion
+	case codec.RefusedIdentifierRejected:
+		return RefuseIdentifier
+	case codec.RefusedBadUsernameOrPassword:
+		return RefuseBadCredentials
+	case codec.RefusedNotAuthorized:
+		return RefuseNotAuthorized
+	default:
+		return RefuseServerUnavailable
+	}
+}
+
+// Stats are the broker's counters, updated atomically; metrics and $SYS read them.
+type Stats struct {
+	Started          time.Time
+	RecoveryTime     time.Duration
+	Connections      atomic.Int64 // currently open sockets
+	ConnectionsTotal atomic.Int64
+	Refused          [numRefuseReasons]atomic.Int64
+	MessagesIn       [3]atomic.Int64 // PUBLISH received, by QoS
+	BytesIn          [3]atomic.Int64 // their payload bytes
+	MessagesOut      [3]atomic.Int64 // PUBLISH sent (redeliveries included), by delivery QoS
+	BytesOut         [3]atomic.Int64 // their payload bytes
+	WireBytesIn      atomic.Int64    // everything read from sockets
+	WireBytesOut     atomic.Int64    // everything written to sockets
+	Dropped          [numDropReasons]atomic.Int64
+}
+
+func (st *Stats) drop(r DropReason) { st.Dropped[r].Add(1) }
+
+func (st *Stats) received(qos byte, payload int) {
+	st.MessagesIn[qos].Add(1)
+	st.BytesIn[qos].Add(int64(payload))
+}
+
+func (st *Stats) sent(qos byte, payload int) {
+	st.MessagesOut[qos].Add(1)
+	st.BytesOut[qos].Add(int64(payload))
+}
+
+// countingReader counts the bytes read from a connection (one atomic add per read system call).
+type countingReader struct {
+	r interface{ Read([]byte) (int, error) }
+	n *atomic.Int64
+}
+
+func (c countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
