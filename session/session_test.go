@@ -100,6 +100,11 @@ func TestPersistentSessionSpillsToDisk(t *testing.T) {
 	s := New("p", true, 4, opts, st)
 	out := &fakeOutlet{}
 	s.Attach(4, out)
+	var rec persist.Batch
+	rec.PutSession("p", persist.SessionRecord{ProtocolLevel: 4})
+	if _, err := st.Commit(&rec); err != nil {
+		t.Fatal(err)
+	}
 	const n = 40
 	for i := 0; i < n; i++ {
 		m := &persist.Message{Topic: "t", Payload: []byte(fmt.Sprint(i)), QoS: 1}
