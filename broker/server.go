@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -42,6 +43,7 @@ type Server struct {
 	conns     map[*conn]struct{}
 	listeners []net.Listener
 	closing   bool
+	ready     atomic.Bool // listeners open, accepting
 
 	wg   sync.WaitGroup // every goroutine the server started
 	quit chan struct{}
@@ -73,6 +75,10 @@ func New(cfg *config.Config, store *persist.Store, log zerolog.Logger) (*Server,
 	s.dropLog = log.Sample(&zerolog.BurstSampler{Burst: 5, Period: time.Second})
 	if err := s.recover(); err != nil {
 		return nil, err
+	}
+	if every := cfg.Admin.SysInterval.Duration; every > 0 {
+		s.wg.Add(1)
+		go s.sysLoop(every)
 	}
 	if exp := cfg.Limits.SessionExpiry.Duration; exp > 0 {
 		s.wg.Add(1)
@@ -152,8 +158,13 @@ func (s *Server) Serve(l net.Listener) error {
 	s.listeners = append(s.listeners, l)
 	s.wg.Add(1)
 	go s.acceptLoop(l)
+	s.ready.Store(true)
 	return nil
 }
+
+// Ready reports whether the broker accepts connections: state recovered, a listener open, not
+// shutting down.
+func (s *Server) Ready() bool { return s.ready.Load() }
 
 // Addrs returns the addresses of the open listeners.
 func (s *Server) Addrs() []net.Addr {
@@ -242,6 +253,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	if !s.closing {
 		s.closing = true
+		s.ready.Store(false)
 		close(s.quit)
 		for _, l := range s.listeners {
 			l.Close()

@@ -96,3 +96,34 @@ func (c countingReader) Read(p []byte) (int, error) {
 	c.n.Add(int64(n))
 	return n, err
 }
+
+// Gauges are the broker's current totals, computed on demand (a walk over the sessions).
+type Gauges struct {
+	ClientsConnected    int   // sessions with a connection
+	ClientsDisconnected int   // persistent sessions without one
+	Subscriptions       int   // (client, filter) pairs
+	Retained            int   // retained messages
+	QueuedMessages      int64 // unacknowledged messages over all sessions, in flight included
+	QueuedBytes         int64
+	Inflight            int64 // sent, awaiting acknowledgement
+}
+
+// Gauges computes the current totals.
+func (s *Server) Gauges() Gauges {
+	g := Gauges{Subscriptions: s.trie.Count(), Retained: s.retained.Len()}
+	for _, sess := range s.sessions.Snapshot() {
+		if sess.Online() {
+			g.ClientsConnected++
+		} else {
+			g.ClientsDisconnected++
+		}
+		n, b := sess.Queued()
+		g.QueuedMessages += int64(n)
+		g.QueuedBytes += b
+		g.Inflight += int64(sess.Inflight())
+	}
+	return g
+}
+
+// Uptime is the time since the broker started serving.
+func (s *Server) Uptime() time.Duration { return time.Since(s.stats.Started) }

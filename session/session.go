@@ -512,3 +512,10 @@ func (s *Session) RemoveInbound(pid uint16) bool {
 	delete(s.inbound, pid)
 	return ok
 }
+
+// Inflight returns the number of messages sent and not yet acknowledged.
+func (s *Session) Inflight() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.inflight)
+}

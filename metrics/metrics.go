@@ -1,0 +1,131 @@
+// Package metrics exposes the broker's and the store's counters in Prometheus' format. Every value
+// is read at scrape time from the counters the broker and persist keep anyway, so nothing is
+// counted twice and the hot paths pay nothing for metrics.
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/holdfast/holdfast/broker"
+	"github.com/holdfast/holdfast/persist"
+)
+
+// Registry returns a Prometheus registry with holdfast's metrics and the Go runtime's and the
+// process's standard ones.
+func Registry(srv *broker.Server, store *persist.Store) *prometheus.Registry {
+	r := prometheus.NewRegistry()
+	r.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		&collector{srv: srv, store: store},
+	)
+	return r
+}
+
+func desc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc("holdfast_"+name, help, labels, nil)
+}
+
+var (
+	connections      = desc("connections", "Open client connections.")
+	connectionsTotal = desc("connections_total", "Client connections accepted since start.")
+	refusedTotal     = desc("connections_refused_total", "Connections refused, by reason.", "reason")
+	clients          = desc("clients", "Sessions by state: connected, or disconnected (persistent sessions kept for an offline client).", "state")
+	messagesIn       = desc("messages_received_total", "PUBLISH packets received from clients, by QoS.", "qos")
+	messagesOut      = desc("messages_sent_total", "PUBLISH packets sent to clients (redeliveries included), by delivery QoS.", "qos")
+	bytesIn          = desc("payload_bytes_received_total", "Payload bytes of PUBLISH packets received, by QoS.", "qos")
+	bytesOut         = desc("payload_bytes_sent_total", "Payload bytes of PUBLISH packets sent, by delivery QoS.", "qos")
+	wireIn           = desc("network_bytes_received_total", "Bytes read from client connections.")
+	wireOut          = desc("network_bytes_sent_total", "Bytes written to client connections.")
+	dropped          = desc("messages_dropped_total", "Messages not delivered to a subscriber, by reason.", "reason")
+	queued           = desc("queued_messages", "Unacknowledged messages over all sessions, in flight included.")
+	queuedBytes      = desc("queued_payload_bytes", "Payload bytes of the queued messages.")
+	inflight         = desc("inflight_messages", "Messages sent and awaiting acknowledgement.")
+	subscriptions    = desc("subscriptions", "Subscriptions (client, filter).")
+	retained         = desc("retained_messages", "Retained messages.")
+	recovery         = desc("recovery_seconds", "Time spent rebuilding state from the store at start.")
+	uptime           = desc("uptime_seconds", "Seconds since the broker started serving.")
+
+	storeCommits     = desc("store_commits_total", "Group commits (one fsync each with durability = sync).")
+	storeOps         = desc("store_ops_total", "Store entries written or deleted by group commits.")
+	storeRequests    = desc("store_requests_total", "Write requests completed (many per group commit).")
+	storeFailed      = desc("store_requests_failed_total", "Write requests that failed.")
+	storePending     = desc("store_requests_pending", "Write requests waiting for the writer.")
+	storeCommitTime  = desc("store_commit_duration_seconds", "Latency of a group commit, fsync included.")
+	storeSyncs       = desc("store_background_syncs_total", "Background fsyncs (durability = async).")
+	storeSize        = desc("store_size_bytes", "Store size on disk, by part.", "part")
+	storeGCRuns      = desc("store_gc_runs_total", "Value-log garbage collection passes.")
+	storeGCRewrites  = desc("store_gc_rewrites_total", "Value-log files rewritten (space reclaimed) by garbage collection.")
+	storeBatchAvgOps = desc("store_commit_ops_average", "Average store entries per group commit since start: the batch size.")
+)
+
+type collector struct {
+	srv   *broker.Server
+	store *persist.Store
+}
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	prometheus.DescribeByCollect(c, ch)
+}
+
+var qosLabels = [3]string{"0", "1", "2"}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	st := c.srv.Stats()
+	counter := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
+	}
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	gauge(connections, float64(st.Connections.Load()))
+	counter(connectionsTotal, float64(st.ConnectionsTotal.Load()))
+	for r := range st.Refused {
+		counter(refusedTotal, float64(st.Refused[r].Load()), broker.RefuseReason(r).String())
+	}
+	for q := range qosLabels {
+		counter(messagesIn, float64(st.MessagesIn[q].Load()), qosLabels[q])
+		counter(messagesOut, float64(st.MessagesOut[q].Load()), qosLabels[q])
+		counter(bytesIn, float64(st.BytesIn[q].Load()), qosLabels[q])
+		counter(bytesOut, float64(st.BytesOut[q].Load()), qosLabels[q])
+	}
+	counter(wireIn, float64(st.WireBytesIn.Load()))
+	counter(wireOut, float64(st.WireBytesOut.Load()))
+	for r := range st.Dropped {
+		counter(dropped, float64(st.Dropped[r].Load()), broker.DropReason(r).String())
+	}
+	g := c.srv.Gauges()
+	gauge(clients, float64(g.ClientsConnected), "connected")
+	gauge(clients, float64(g.ClientsDisconnected), "disconnected")
+	gauge(queued, float64(g.QueuedMessages))
+	gauge(queuedBytes, float64(g.QueuedBytes))
+	gauge(inflight, float64(g.Inflight))
+	gauge(subscriptions, float64(g.Subscriptions))
+	gauge(retained, float64(g.Retained))
+	gauge(recovery, st.RecoveryTime.Seconds())
+	gauge(uptime, c.srv.Uptime().Seconds())
+
+	ps := c.store.Stats()
+	counter(storeCommits, float64(ps.Commits))
+	counter(storeOps, float64(ps.Ops))
+	counter(storeRequests, float64(ps.Requests))
+	counter(storeFailed, float64(ps.Failed))
+	gauge(storePending, float64(ps.Pending))
+	counter(storeSyncs, float64(ps.Syncs))
+	gauge(storeSize, float64(ps.LSMBytes), "lsm")
+	gauge(storeSize, float64(ps.VlogBytes), "value_log")
+	counter(storeGCRuns, float64(ps.GCRuns))
+	counter(storeGCRewrites, float64(ps.GCRewrites))
+	if ps.Commits > 0 {
+		gauge(storeBatchAvgOps, float64(ps.Ops)/float64(ps.Commits))
+	}
+	buckets := make(map[float64]uint64, len(ps.CommitHistogram))
+	var cum uint64
+	for i, b := range persist.CommitLatencyBuckets() {
+		cum += ps.CommitHistogram[i]
+		buckets[b.Seconds()] = cum
+	}
+	cum += ps.CommitHistogram[len(ps.CommitHistogram)-1]
+	ch <- prometheus.MustNewConstHistogram(storeCommitTime, cum, ps.AvgCommit.Seconds()*float64(ps.Commits), buckets)
+}
