@@ -17,6 +17,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/holdfast/holdfast/config"
+	"github.com/holdfast/holdfast/listener"
 	"github.com/holdfast/holdfast/persist"
 	"github.com/holdfast/holdfast/retain"
 	"github.com/holdfast/holdfast/router"
@@ -135,17 +136,51 @@ func (s *Server) recover() error {
 // returns once all listeners are open; accept loops run in the background.
 func (s *Server) ListenAndServe() error {
 	for i, lc := range s.cfg.Listeners {
-		l, err := net.Listen("tcp", lc.Address)
+		l, err := listener.Open(listener.Config{
+			Type:              lc.Type,
+			Address:           lc.Address,
+			Path:              lc.Path,
+			CertFile:          lc.CertFile,
+			KeyFile:           lc.KeyFile,
+			ClientCAFile:      lc.ClientCAFile,
+			RequireClientCert: lc.RequireClientCert,
+			CertCNAsUsername:  lc.CertCNAsUsername,
+			MinTLSVersion:     lc.MinTLSVersion,
+			AllowedOrigins:    lc.AllowedOrigins,
+			BehindProxy:       lc.BehindProxy,
+		}, s.log.With().Str("listener", lc.Type).Logger())
 		if err != nil {
-			return fmt.Errorf("listener[%d] (%s %s): %w", i, lc.Type, lc.Address, err)
+			return fmt.Errorf("listener[%d]: %w", i, err)
 		}
-		s.log.Info().Str("type", lc.Type).Str("address", l.Addr().String()).Msg("listening")
+		ev := s.log.Info().Str("type", lc.Type).Str("address", l.Addr().String())
+		if lc.Path != "" {
+			ev = ev.Str("path", lc.Path)
+		}
+		ev.Msg("listening")
+		if !lc.Loopback() && s.cfg.Auth.Anonymous() {
+			s.log.Warn().Str("type", lc.Type).Str("address", lc.Address).Msg("listener open to the network with anonymous access (auth.allow_anonymous = true)")
+		}
 		if err := s.Serve(l); err != nil {
 			l.Close()
 			return err
 		}
 	}
 	return nil
+}
+
+// ReloadCertificates re-reads the certificates of every TLS and WebSocket-over-TLS listener;
+// connected clients are not affected. A broken file keeps the old certificate.
+func (s *Server) ReloadCertificates() {
+	s.mu.Lock()
+	ls := append([]net.Listener(nil), s.listeners...)
+	s.mu.Unlock()
+	for _, l := range ls {
+		if r, ok := l.(listener.Listener); ok {
+			if err := r.Reload(); err != nil {
+				s.log.Error().Err(err).Str("address", l.Addr().String()).Msg("certificate not reloaded, keeping the old one")
+			}
+		}
+	}
 }
 
 // Serve accepts MQTT connections from l in the background until Shutdown.

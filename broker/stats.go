@@ -12,10 +12,10 @@ type DropReason int
 
 // Why messages are dropped.
 const (
-	DropQueueFull    DropReason = iota // the session held limits.max_queued_messages / max_queued_bytes
-	DropSlow                           // QoS 0 for a subscriber that stopped reading
-	DropOfflineQoS0                    // QoS 0 for an offline session (limits.queue_qos0_offline = false)
-	DropNotAuthorized                  // the ACL refused the publish or the delivery
+	DropQueueFull     DropReason = iota // the session held limits.max_queued_messages / max_queued_bytes
+	DropSlow                            // QoS 0 for a subscriber that stopped reading
+	DropOfflineQoS0                     // QoS 0 for an offline session (limits.queue_qos0_offline = false)
+	DropNotAuthorized                   // the ACL refused the publish or the delivery
 	numDropReasons
 )
 

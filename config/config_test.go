@@ -22,7 +22,7 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.Durability != "sync" || c.DataDir != "data" || c.Limits.MaxInflight != 20 ||
-		c.Limits.ConnectTimeout.Duration != 10*time.Second || len(c.Listeners) != 1 ||
+		c.Limits.ConnectTimeout.Duration != 10*time.Second || len(c.Listeners) != 2 || c.Listeners[1].Path != "/mqtt" ||
 		c.Listeners[0].Address != "127.0.0.1:1883" || !c.Limits.StrictClientID {
 		t.Fatalf("unexpected defaults: %+v", c)
 	}
@@ -33,7 +33,7 @@ func TestUserFileOverridesOnlyWhatItSays(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Durability != "async" || c.Limits.MaxInflight != 5 || c.Limits.MaxQueuedMessages != 100000 || len(c.Listeners) != 1 {
+	if c.Durability != "async" || c.Limits.MaxInflight != 5 || c.Limits.MaxQueuedMessages != 100000 || len(c.Listeners) != 2 {
 		t.Fatalf("merge wrong: %+v", c)
 	}
 }

@@ -52,7 +52,7 @@ type Session struct {
 	inbound     map[uint16]struct{}
 	drain       chan struct{} // closed when the backlog falls to BacklogHigh/2; nil when nobody waits
 	stuck       bool          // a publisher waited in vain: stop making publishers wait until it drains
-	outlet      Outlet // non-nil while a connection is attached
+	outlet      Outlet        // non-nil while a connection is attached
 	offlineAt   time.Time
 }
 

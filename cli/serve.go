@@ -1,0 +1,105 @@
+package cli
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/holdfast/holdfast/admin"
+	"github.com/holdfast/holdfast/broker"
+	"github.com/holdfast/holdfast/metrics"
+	"github.com/holdfast/holdfast/persist"
+)
+
+// shutdownTimeout bounds a graceful shutdown.
+const shutdownTimeout = 30 * time.Second
+
+func serve(env *Env, args []string) error {
+	fs := newFlags(env, "serve", "[-c config.toml]")
+	path := fs.String("c", "", "configuration file (TOML); without it the embedded defaults are used")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(env, *path)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg.Log, env.Stderr)
+	opts, err := storeOptions(cfg, log)
+	if err != nil {
+		return err
+	}
+	store, err := persist.Open(opts)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := store.Close(); err != nil {
+			log.Error().Err(err).Msg("closing the store")
+		}
+	}()
+	broker.Version = "holdfast " + env.Version
+	srv, err := broker.New(cfg, store, log.With().Str("component", "broker").Logger())
+	if err != nil {
+		return err
+	}
+	shutdown := func() {
+		ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			log.Warn().Err(err).Msg("shutdown did not finish in time")
+		}
+	}
+	if err := srv.ListenAndServe(); err != nil {
+		shutdown()
+		return err
+	}
+	var adm *admin.Server
+	if cfg.Admin.Address != "" {
+		adm, err = admin.Start(cfg.Admin.Address, cfg.Admin.Token, srv, store, metrics.Registry(srv, store), log.With().Str("component", "admin").Logger())
+		if err != nil {
+			shutdown()
+			return err
+		}
+	}
+	log.Info().Str("version", env.Version).Str("durability", cfg.Durability).Str("data_dir", cfg.DataDir).Msg("holdfast ready")
+
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sig)
+	for s := range sig {
+		if s == syscall.SIGHUP {
+			reload(env, *path, log)
+			srv.ReloadCertificates()
+			continue
+		}
+		log.Info().Stringer("signal", s).Msg("shutting down: no new connections, finishing pending commits")
+		break
+	}
+	if adm != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+		adm.Shutdown(ctx)
+		cancel()
+	}
+	shutdown()
+	log.Info().Msg("stopped")
+	return nil
+}
+
+// reload re-reads what can change without a restart; a broken file keeps the old settings.
+func reload(env *Env, path string, log zerolog.Logger) {
+	cfg, err := loadConfig(env, path)
+	if err != nil {
+		log.Error().Err(err).Msg("SIGHUP: configuration not reloaded, keeping the old one")
+		return
+	}
+	level, _ := zerolog.ParseLevel(cfg.Log.Level)
+	if old := zerolog.GlobalLevel(); old != level {
+		zerolog.SetGlobalLevel(level)
+		log.Info().Stringer("from", old).Stringer("to", level).Msg("SIGHUP: log level changed")
+	}
+}
