@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -41,6 +42,12 @@ type pubJob struct {
 func (c *conn) handlePublish(p *codec.Publish) error {
 	srv := c.srv
 	srv.stats.received(p.QoS, len(p.Payload))
+	if lim := srv.cfg.Limits.MaxTopicLevels; lim > 0 && topicLevels(p.Topic) > lim {
+		// Acknowledged and dropped: the client is not punished for a topic the broker will not route.
+		srv.stats.drop(DropTopicLevels)
+		c.log.Debug().Str("topic", p.Topic).Msg("publish dropped: more levels than limits.max_topic_levels")
+		return c.acknowledgeOnly(p)
+	}
 	if p.QoS == 0 && !p.Retain && c.pending.Load() == 0 && !srv.cfg.Limits.QueueQoS0Offline {
 		srv.fanOutQoS0(p) // the fast path: nothing to store, nothing to wait for
 		return nil
@@ -94,6 +101,18 @@ func (c *conn) waitForSubscribers(d *delivery) {
 			}
 		}
 	}
+}
+
+// acknowledgeOnly answers a PUBLISH that is not routed, in order behind earlier ones.
+func (c *conn) acknowledgeOnly(p *codec.Publish) error {
+	switch p.QoS {
+	case 1:
+		c.submit(&pubJob{ack: &codec.Puback{PacketID: p.PacketID}})
+	case 2:
+		c.sess.AddInbound(p.PacketID) // so that the PUBREL finds it
+		c.submit(&pubJob{ack: &codec.Pubrec{PacketID: p.PacketID}})
+	}
+	return nil
 }
 
 // fanOutQoS0 sends a QoS 0 message to every online subscriber, straight into their outbound
@@ -276,6 +295,16 @@ func (c *conn) handleSubscribe(p *codec.Subscribe) error {
 	var b persist.Batch
 	for i, sub := range p.Subscriptions {
 		codes[i] = sub.QoS // [MQTT-3.9.3-1] granted as requested
+		if why := c.refuseSubscription(sub.Filter); why != "" {
+			c.log.Info().Str("filter", sub.Filter).Str("reason", why).Msg("subscription refused")
+			if c.level == codec.Level31 {
+				// MQTT 3.1 has no failure code: like Mosquitto, answer with the requested QoS
+				// but do not subscribe.
+				continue
+			}
+			codes[i] = codec.SubackFailure // [MQTT-3.9.3-2]
+			continue
+		}
 		c.sess.Subscribe(sub.Filter, sub.QoS)
 		c.srv.trie.Subscribe(c.clientID, sub.Filter, sub.QoS) // [MQTT-3.8.4-3] replaces an identical filter
 		if c.sess.Persistent {
@@ -295,6 +324,21 @@ func (c *conn) handleSubscribe(p *codec.Subscribe) error {
 	}
 	return nil
 }
+
+// refuseSubscription returns why filter may not be subscribed, or "".
+func (c *conn) refuseSubscription(filter string) string {
+	lim := &c.srv.cfg.Limits
+	if lim.MaxTopicLevels > 0 && topicLevels(filter) > lim.MaxTopicLevels {
+		return "more levels than limits.max_topic_levels"
+	}
+	if lim.MaxSubscriptions > 0 && c.sess.NumSubscriptions() >= lim.MaxSubscriptions && !c.sess.Has(filter) {
+		return "limits.max_subscriptions reached"
+	}
+	return ""
+}
+
+// topicLevels counts the levels of a topic name or filter.
+func topicLevels(topic string) int { return strings.Count(topic, "/") + 1 }
 
 // sendRetained delivers the retained messages matching filter to sess, with the retain flag set.
 func (s *Server) sendRetained(sess *session.Session, filter string, granted byte) {

@@ -338,3 +338,42 @@ func TestSessionExpiry(t *testing.T) {
 		t.Fatal("expired session came back after restart")
 	}
 }
+
+func TestSubscriptionLimits(t *testing.T) {
+	b := startBroker(t, func(c *config.Config) {
+		c.Limits.MaxSubscriptions = 2
+		c.Limits.MaxTopicLevels = 3
+	})
+	c := b.dial()
+	c.MustConnect("lim", true)
+	if codes := c.Subscribe(1, 1, "a", "b", "c"); codes[0] != 1 || codes[1] != 1 || codes[2] != codec.SubackFailure {
+		t.Fatalf("SUBACK %v, want [1 1 0x80]: a third subscription is over limits.max_subscriptions", codes)
+	}
+	if codes := c.Subscribe(2, 2, "a"); codes[0] != 2 {
+		t.Fatalf("re-subscribing an existing filter at the limit: %v", codes)
+	}
+	c.Send(&codec.Unsubscribe{PacketID: 3, Filters: []string{"b"}})
+	mqtttest.Expect[*codec.Unsuback](c)
+	if codes := c.Subscribe(4, 0, "x/y/z/w"); codes[0] != codec.SubackFailure {
+		t.Fatalf("4-level filter with max_topic_levels=3: %v", codes)
+	}
+	// A publish with too many levels is acknowledged and dropped.
+	publish(t, c, 5, "a/b/c/d", "m", 1, false)
+	if got := b.srv.Stats().Dropped[DropTopicLevels].Load(); got != 1 {
+		t.Fatalf("dropped %d, want 1", got)
+	}
+	// A 3.1 client gets its requested QoS back (no failure code in 3.1) but is not subscribed.
+	old := b.dial()
+	if ack := old.Connect(&codec.Connect{ProtocolName: "MQIsdp", ProtocolLevel: codec.Level31, ClientID: "v31", CleanSession: true}); ack.ReturnCode != 0 {
+		t.Fatal(ack)
+	}
+	if codes := old.Subscribe(1, 1, "m1", "m2", "m3"); codes[2] != 1 {
+		t.Fatalf("3.1 SUBACK %v, want the requested QoS for the refused third filter", codes)
+	}
+	publish(t, c, 6, "m3", "m", 1, false)
+	old.ExpectSilence(200 * time.Millisecond)
+	publish(t, c, 7, "m2", "m", 1, false)
+	if p := mqtttest.Expect[*codec.Publish](old); p.Topic != "m2" {
+		t.Fatalf("got %s", mqtttest.String(p))
+	}
+}

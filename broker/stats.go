@@ -16,10 +16,11 @@ const (
 	DropSlow                            // QoS 0 for a subscriber that stopped reading
 	DropOfflineQoS0                     // QoS 0 for an offline session (limits.queue_qos0_offline = false)
 	DropNotAuthorized                   // the ACL refused the publish or the delivery
+	DropTopicLevels                     // the topic has more levels than limits.max_topic_levels
 	numDropReasons
 )
 
-var dropReasonNames = [numDropReasons]string{"queue_full", "slow_subscriber", "offline_qos0", "not_authorized"}
+var dropReasonNames = [numDropReasons]string{"queue_full", "slow_subscriber", "offline_qos0", "not_authorized", "topic_levels"}
 
 func (r DropReason) String() string { return dropReasonNames[r] }
 

@@ -91,6 +91,8 @@ type Limits struct {
 	ConnectTimeout    Duration `toml:"connect_timeout"`
 	WriteTimeout      Duration `toml:"write_timeout"`
 	StrictClientID    bool     `toml:"strict_client_id"`
+	MaxSubscriptions  int      `toml:"max_subscriptions"` // per client; 0 = unlimited
+	MaxTopicLevels    int      `toml:"max_topic_levels"`  // in topic names and filters; 0 = unlimited
 }
 
 // Store tunes the Badger store behind persist.
@@ -214,6 +216,12 @@ func (c *Config) validate() error {
 	}
 	if lim.MaxQueuedBytes < 0 {
 		return keyError("limits.max_queued_bytes", "must be >= 0, not %d", lim.MaxQueuedBytes)
+	}
+	if lim.MaxSubscriptions < 0 {
+		return keyError("limits.max_subscriptions", "must be >= 0, not %d", lim.MaxSubscriptions)
+	}
+	if lim.MaxTopicLevels < 0 {
+		return keyError("limits.max_topic_levels", "must be >= 0, not %d", lim.MaxTopicLevels)
 	}
 	if lim.MaxOutboundBytes < 1024 {
 		return keyError("limits.max_outbound_bytes", "must be >= 1024, not %d", lim.MaxOutboundBytes)

@@ -519,3 +519,18 @@ func (s *Session) Inflight() int {
 	defer s.mu.Unlock()
 	return len(s.inflight)
 }
+
+// Has reports whether filter is subscribed.
+func (s *Session) Has(filter string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.subs[filter]
+	return ok
+}
+
+// NumSubscriptions returns the number of filters subscribed.
+func (s *Session) NumSubscriptions() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.subs)
+}
