@@ -23,7 +23,7 @@ type delivery struct {
 	memory     []*session.Session // clean-session targets at QoS 1/2, queued in memory after the commit
 	memoryQoS  []byte
 	outlets    []session.Outlet // online targets at QoS 0
-	retain     *retain.Message  // the retained store's update, applied in commit order
+	retain     *retain.Message  // the retained store's update, applied when the batch is submitted
 }
 
 // pubJob is a packet of one connection that completes after a commit: a routed PUBLISH, or a
@@ -200,14 +200,26 @@ func (s *Server) route(d *delivery, p *codec.Publish) {
 }
 
 // committed runs in persist's callback, in commit order: it hands the entry to each persistent
-// session (whose in-memory window relies on that order) and updates the retained index.
-func (d *delivery) committed(s *Server, seq uint64) {
+// session, whose in-memory window relies on that order.
+func (d *delivery) committed(seq uint64) {
 	for i, sess := range d.durable {
 		sess.Committed(seq, d.msg, d.durableQoS[i])
 	}
-	if d.retain != nil {
-		s.retained.Set(d.retain)
+}
+
+// submitDelivery hands d's batch to persist. A retained update goes into the in-memory index at
+// the same moment, under one lock, so that a SUBSCRIBE handled while the commit is under way
+// already finds the message (it would otherwise miss it both live and retained), and so that
+// memory and disk see concurrent updates of one topic in the same order.
+func (s *Server) submitDelivery(d *delivery, done func(uint64, error)) {
+	if d.retain == nil {
+		s.store.Submit(&d.batch, done)
+		return
 	}
+	s.retainMu.Lock()
+	s.retained.Set(d.retain)
+	s.store.Submit(&d.batch, done)
+	s.retainMu.Unlock()
 }
 
 // abandon gives back the queue reservations of a delivery whose commit failed.
@@ -238,11 +250,11 @@ func (s *Server) finish(d *delivery) {
 func (c *conn) submit(j *pubJob) {
 	if j.d.batch.Len() > 0 {
 		j.done = make(chan struct{})
-		c.srv.store.Submit(&j.d.batch, func(seq uint64, err error) {
+		c.srv.submitDelivery(&j.d, func(seq uint64, err error) {
 			if err != nil {
 				j.err = err
 			} else {
-				j.d.committed(c.srv, seq)
+				j.d.committed(seq)
 			}
 			close(j.done)
 		})
@@ -399,9 +411,9 @@ func (s *Server) publishWill(w *codec.Will, log zerolog.Logger) {
 	s.route(&d, &codec.Publish{Topic: w.Topic, Payload: w.Payload, QoS: w.QoS, Retain: w.Retain})
 	if d.batch.Len() > 0 {
 		done := make(chan error, 1)
-		s.store.Submit(&d.batch, func(seq uint64, err error) {
+		s.submitDelivery(&d, func(seq uint64, err error) {
 			if err == nil {
-				d.committed(s, seq)
+				d.committed(seq)
 			}
 			done <- err
 		})

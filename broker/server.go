@@ -35,6 +35,7 @@ type Server struct {
 	store    *persist.Store
 	trie     *router.Trie
 	retained *retain.Store
+	retainMu sync.Mutex // orders retained updates in memory as they are submitted to the store
 	sessions *session.Registry
 	sessOpts session.Options
 	stats    Stats
