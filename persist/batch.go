@@ -32,6 +32,7 @@ type op struct {
 type enqueueOp struct {
 	bodyKey []byte // shared only
 	bodyVal []byte // shared only
+	cids    []string
 	keys    [][]byte
 	vals    [][]byte
 }
@@ -128,7 +129,10 @@ func (b *Batch) del(k []byte) {
 // PutSession writes the session record of cid.
 func (b *Batch) PutSession(cid string, r SessionRecord) {
 	if b.checkCID(cid) {
-		b.set(sessionKey(cid), encodeSession(r))
+		if k := sessionKey(cid); b.checkKey(k) {
+			// The writer tracks which sessions have records, hence the cid.
+			b.add(op{kind: opSet, key: k, val: encodeSession(r), cid: cid}, 1)
+		}
 	}
 }
 
@@ -174,7 +178,9 @@ func (b *Batch) DeleteRetained(topic string) {
 // are merged, keeping the highest QoS. With exactly one target the message is
 // stored inline in the queue entry; with more, its body is stored once under
 // 0x06 seq and every entry refers to it. An Enqueue with no targets is ignored.
-// At most one Enqueue per Batch: a second one panics.
+// At most one Enqueue per Batch: a second one panics. A target whose session record does not
+// exist when the writer applies the batch (deleted by an earlier batch) is skipped, so a publish
+// racing a session's deletion never leaves queue entries without a session.
 func (b *Batch) Enqueue(m *Message, targets []Target) {
 	if b.enqCalled {
 		panic("persist: more than one Enqueue in a Batch")
@@ -195,7 +201,7 @@ func (b *Batch) Enqueue(m *Message, targets []Target) {
 	if len(targets) == 0 {
 		return
 	}
-	e := &enqueueOp{keys: make([][]byte, len(targets)), vals: make([][]byte, len(targets))}
+	e := &enqueueOp{cids: make([]string, len(targets)), keys: make([][]byte, len(targets)), vals: make([][]byte, len(targets))}
 	var o op
 	o.kind = opEnqueue
 	if len(targets) == 1 {
@@ -203,6 +209,7 @@ func (b *Batch) Enqueue(m *Message, targets []Target) {
 		if !b.checkCID(t.ClientID) || !b.checkQoS("target "+t.ClientID, t.QoS) {
 			return
 		}
+		e.cids[0] = t.ClientID
 		e.keys[0] = queueKey(t.ClientID, 0)
 		e.vals[0] = encodeQueueInline(t.QoS, m)
 		b.bytes += int64(len(e.keys[0]) + len(e.vals[0]))
@@ -217,6 +224,7 @@ func (b *Batch) Enqueue(m *Message, targets []Target) {
 			if !b.checkCID(t.ClientID) || !b.checkQoS("target "+t.ClientID, t.QoS) {
 				return
 			}
+			e.cids[i] = t.ClientID
 			e.keys[i] = queueKey(t.ClientID, 0)
 			v := slices.Clone(shared)
 			v[1] = t.QoS

@@ -2,6 +2,7 @@ package persist
 
 import (
 	"fmt"
+	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -41,6 +42,11 @@ func BenchmarkGroupCommit(b *testing.B) {
 			s := openBench(b)
 			payload := make([]byte, 256)
 			var next atomic.Int64
+			cids := make([]string, par*runtime.GOMAXPROCS(0))
+			for i := range cids {
+				cids[i] = fmt.Sprintf("sub%d", i+1) // the names RunParallel's goroutines take
+			}
+			putSessions(b, s, cids...)
 			b.SetParallelism(par)
 			b.ReportAllocs()
 			b.ResetTimer()
@@ -66,6 +72,7 @@ func BenchmarkGroupCommit(b *testing.B) {
 // the cost group commit avoids.
 func BenchmarkSyncPerMessage(b *testing.B) {
 	s := openBench(b)
+	putSessions(b, s, "sub")
 	payload := make([]byte, 256)
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -87,9 +94,12 @@ func BenchmarkFanOut(b *testing.B) {
 	s := openBench(b)
 	payload := make([]byte, 256)
 	targets := make([]Target, 100)
+	cids := make([]string, len(targets))
 	for i := range targets {
 		targets[i] = Target{fmt.Sprintf("sub%03d", i), 1}
+		cids[i] = targets[i].ClientID
 	}
+	putSessions(b, s, cids...)
 	b.ResetTimer()
 	start := time.Now()
 	for i := 0; i < b.N; i++ {
@@ -107,6 +117,7 @@ func BenchmarkFanOut(b *testing.B) {
 // queue, a third of them in-flight, a quarter with shared bodies.
 func BenchmarkReadQueue(b *testing.B) {
 	s := openBench(b)
+	putSessions(b, s, "reader", "other")
 	const n = 20000
 	payload := make([]byte, 256)
 	var seqs []uint64

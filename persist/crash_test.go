@@ -28,6 +28,9 @@ func TestCrashChild(t *testing.T) {
 		fmt.Println("open:", err)
 		os.Exit(3)
 	}
+	// Session records first: Enqueue skips targets without one. Idempotent
+	// across rounds.
+	putSessions(t, s, "crash0", "crash1", "crash2", "crash3", "crash4", "crash5", "crash6", "crash7", "shared")
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for g := 0; g < 8; g++ {
@@ -101,7 +104,7 @@ func TestCrashNoAckedLoss(t *testing.T) {
 			if lost > 0 {
 				t.Errorf("round %d: %s: %d of %d acknowledged seqs lost", round, cid, lost, len(seqs))
 			}
-			if ss := session(st, cid); ss == nil || ss.QueuedCount < len(seqs) {
+			if ss := session(st, cid); ss == nil || ss.Orphan || ss.QueuedCount < len(seqs) {
 				t.Errorf("%s: recovered %+v, %d acknowledged", cid, ss, len(seqs))
 			}
 		}

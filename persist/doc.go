@@ -85,7 +85,12 @@
 //   - every body has at least one entry and the in-memory count equals the
 //     number of entries;
 //   - no 0x05 without its 0x04 (Recover deletes strays, which a session layer
-//     can create by submitting a state change after the Ack).
+//     can create by submitting a state change after the Ack);
+//   - no 0x04 without its client's 0x01: Enqueue skips a target whose record
+//     does not exist when the writer applies the batch (the writer keeps the
+//     set of client ids with records). Subscriptions and inbound packet ids
+//     are blind writes, and older stores may hold orphans: Recover reports
+//     them (SessionState.Orphan), Verify lists them.
 //
 // # Versioning
 //
@@ -106,6 +111,25 @@
 // what the broker rebuilds (sessions with subscriptions, queue sizes, inbound
 // packet ids; retained messages). Queue contents stay on disk: ReadQueue pages
 // through a session's queue from one snapshot.
+//
+// # Backup, restore, verify, inspect
+//
+// Store.Backup streams a snapshot of the live store (one Badger read
+// transaction, so whole batches or nothing) in Badger's backup format while
+// writes go on, and returns the version to pass as since to the next,
+// incremental, backup: the highest version it wrote (Badger skips versions
+// <= since, so not that version + 1). Restore loads a full backup and its
+// incrementals into an empty directory with DB.Load. Incrementals cannot
+// carry deletes whose markers compaction dropped (see Backup): take full
+// backups regularly.
+//
+// Verify and InspectDir open a stopped store read-only (Badger refuses while
+// a broker holds the directory, ErrLocked, and after a crash until a
+// read-write open has replayed the write-ahead log, ErrUnclean) and check
+// every key and value against the layout above, reporting problems by key.
+// Store.Inspect lists the same inventory from a live store. Badger reads a
+// value-log entry it cannot read as an empty value, without an error; no
+// holdfast value is empty, so Verify, Recover and Backup all catch it.
 //
 // # Memory
 //

@@ -32,6 +32,24 @@ var (
 	// limited to MaxKeySize bytes (family byte + client id + filter/topic), and a
 	// value to the value-log file size (1 MB in Durability None).
 	ErrTooLarge = errors.New("record too large")
+
+	// ErrNotEmpty means Restore was given a directory that already holds
+	// something (a store, a MANIFEST, any file): a restore only ever fills an
+	// empty or new directory, so it can never merge into or overwrite a store.
+	ErrNotEmpty = errors.New("directory not empty")
+
+	// ErrNotSupported means the operation does not exist in the store's
+	// durability mode: Backup of a Durability None store, which keeps nothing
+	// on disk and promises nothing across restarts.
+	ErrNotSupported = errors.New("not supported in this durability mode")
+
+	// ErrUnclean means Verify or InspectDir found a data directory that was
+	// not closed cleanly (the broker crashed, was killed or lost power):
+	// Badger opens such a directory read-only only after a read-write open has
+	// replayed and truncated its write-ahead log (.mem files). Opening the
+	// store once (holdfast start, or Open then Close) does that; Open itself
+	// recovers a crashed store and needs nothing else.
+	ErrUnclean = errors.New("data directory not closed cleanly")
 )
 
 // contextError carries a human message plus the sentinel it belongs to and,

@@ -14,6 +14,9 @@ func TestGroupCommit(t *testing.T) {
 		workers = 64
 		each    = 200
 	)
+	for g := 0; g < workers; g++ {
+		ts.sessions(fmt.Sprintf("w%02d", g))
+	}
 	// Every callback, in the order the writer ran them (one goroutine).
 	var calls []uint64
 	var wg sync.WaitGroup

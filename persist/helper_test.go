@@ -132,7 +132,8 @@ func (ts *testStore) reopen() {
 
 // checkInvariants scans raw Badger: every shared queue entry's body exists,
 // reference counts match refs, no body without references, no 0x05 without
-// its 0x04, every value decodes.
+// its 0x04, no 0x04 without its client's 0x01 record (Enqueue skips clients
+// without one), every value decodes.
 func checkInvariants(db *badger.DB, refs map[uint64]int32) error {
 	return db.View(func(txn *badger.Txn) error {
 		counts := map[uint64]int32{}
@@ -152,9 +153,12 @@ func checkInvariants(db *badger.DB, refs map[uint64]int32) error {
 			}
 		}
 		forEach(famQueue, func(k, v []byte) error {
-			_, seq, err := parseSeqKey(k)
+			cid, seq, err := parseSeqKey(k)
 			if err != nil {
 				return err
+			}
+			if _, err := txn.Get(sessionKey(cid)); err != nil {
+				return fmt.Errorf("%s without session record: %w", describeKey(k), err)
 			}
 			h, _, err := decodeQueue(k, v, true)
 			if err != nil {
@@ -272,4 +276,43 @@ func containsAll(s string, subs ...string) bool {
 		}
 	}
 	return true
+}
+
+// putSessions commits a session record for every cid: Enqueue skips targets
+// whose record does not exist when the writer applies the batch.
+func putSessions(t testing.TB, s *Store, cids ...string) {
+	t.Helper()
+	// Chunks that fit into one transaction of the smallest test memtable.
+	for len(cids) > 0 {
+		n := min(len(cids), 500)
+		b := &Batch{}
+		for _, c := range cids[:n] {
+			b.PutSession(c, SessionRecord{ProtocolLevel: 4})
+		}
+		if _, err := s.Commit(b); err != nil {
+			t.Fatalf("PutSession: %v", err)
+		}
+		cids = cids[n:]
+	}
+}
+
+// sessions commits a session record for every cid.
+func (ts *testStore) sessions(cids ...string) {
+	ts.t.Helper()
+	putSessions(ts.t, ts.Store, cids...)
+}
+
+// rawUpdate closes the store, runs fn in a raw Badger transaction on its
+// directory (to build states persist's API cannot), and reopens it.
+func (ts *testStore) rawUpdate(fn func(*badger.Txn) error) {
+	ts.t.Helper()
+	if err := ts.Close(); err != nil {
+		ts.t.Fatalf("Close: %v", err)
+	}
+	rawUpdate(ts.t, ts.dir, fn)
+	s, err := Open(ts.opt)
+	if err != nil {
+		ts.t.Fatalf("reopen: %v", err)
+	}
+	ts.Store = s
 }

@@ -193,18 +193,30 @@ func (s *Store) checkSchema() error {
 // index is what Open rebuilds from keys alone: the sequence counter and the
 // shared-body reference counts.
 type index struct {
-	nextSeq uint64
-	refs    map[uint64]int32
+	nextSeq  uint64
+	refs     map[uint64]int32
+	sessions map[string]struct{} // client ids with a session record
 }
 
 // loadIndex scans the 0x06 and 0x04 keys (no values): a queue entry refers to a
 // shared body exactly when a body with its sequence number exists, because a
 // sequence number belongs to one Enqueue.
 func loadIndex(db *badger.DB) (index, error) {
-	idx := index{refs: make(map[uint64]int32)}
+	idx := index{refs: make(map[uint64]int32), sessions: make(map[string]struct{})}
 	var maxSeq uint64
 	err := db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{famBody}})
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{famSession}})
+		for it.Rewind(); it.Valid(); it.Next() {
+			cid, _, ok := splitCID(it.Item().Key())
+			if !ok {
+				k := it.Item().KeyCopy(nil)
+				it.Close()
+				return corruptf(k, "malformed key")
+			}
+			idx.sessions[cid] = struct{}{}
+		}
+		it.Close()
+		it = txn.NewIterator(badger.IteratorOptions{Prefix: []byte{famBody}})
 		for it.Rewind(); it.Valid(); it.Next() {
 			k := it.Item().Key()
 			if len(k) != 9 {

@@ -205,6 +205,7 @@ func TestEnqueueInlineAndShared(t *testing.T) {
 // deleted in the same transaction.
 func TestEnqueueAndAckInOneBatch(t *testing.T) {
 	ts := openTest(t)
+	ts.sessions("x", "y")
 	b := &Batch{}
 	b.Enqueue(msg("t", "p", 1), []Target{{"x", 1}, {"y", 1}})
 	seq := ts.commit(b)
@@ -314,6 +315,7 @@ func TestDeleteSessionSeesSameTxn(t *testing.T) {
 	ts := openTest(t)
 	b := &Batch{}
 	b.PutSession("x", SessionRecord{ProtocolLevel: 4})
+	b.PutSession("y", SessionRecord{ProtocolLevel: 4})
 	b.Enqueue(msg("t", "p", 1), []Target{{"x", 1}, {"y", 1}})
 	b.DeleteSession("x")
 	ts.commit(b)
@@ -327,6 +329,7 @@ func TestDeleteSessionSeesSameTxn(t *testing.T) {
 
 func TestReadQueueAfterLimit(t *testing.T) {
 	ts := openTest(t)
+	ts.sessions("q", "other")
 	var seqs []uint64
 	for i := 0; i < 20; i++ {
 		b := &Batch{}
@@ -371,6 +374,7 @@ func TestReadQueueAfterLimit(t *testing.T) {
 
 func TestQueueStateJoinAndReopen(t *testing.T) {
 	ts := openTest(t)
+	ts.sessions("s", "u")
 	var seqs []uint64
 	for i := 0; i < 6; i++ {
 		b := &Batch{}
@@ -428,9 +432,13 @@ func TestQueueStateJoinAndReopen(t *testing.T) {
 // A state written for an entry that is gone is removed by Recover.
 func TestStrayInflightRemoved(t *testing.T) {
 	ts := openTest(t, skipLiveCheck())
+	ts.sessions("s")
 	b := &Batch{}
 	b.Enqueue(msg("t", "p", 1), []Target{{"s", 1}})
 	seq := ts.commit(b)
+	if n := len(rawKeys(t, ts.db, famQueue)); n != 1 {
+		t.Fatalf("queue keys = %d", n)
+	}
 	b = &Batch{}
 	b.Ack("s", seq)
 	ts.commit(b)
@@ -444,7 +452,7 @@ func TestStrayInflightRemoved(t *testing.T) {
 	if n := len(rawKeys(t, ts.db, famInflight)); n != 0 {
 		t.Fatalf("in-flight keys after Recover = %d", n)
 	}
-	if len(st.Sessions) != 0 {
+	if len(st.Sessions) != 1 || st.Sessions[0].ClientID != "s" || st.Sessions[0].Orphan || st.Sessions[0].QueuedCount != 0 {
 		t.Errorf("sessions = %+v", st.Sessions)
 	}
 	if !strings.Contains(ts.logs.String(), "removing leftovers") {
@@ -452,40 +460,70 @@ func TestStrayInflightRemoved(t *testing.T) {
 	}
 }
 
+// Session data without a record: persist no longer creates queue entries for
+// such a client (Enqueue skips it), but a store written before that rule, a
+// blind PutSubscription/PutInbound, or a record lost some other way leaves
+// orphans. Here "ghost" loses its record by a raw Badger delete while it has a
+// shared queue entry, an inline one and an in-flight state.
 func TestOrphanSessionData(t *testing.T) {
 	ts := openTest(t)
+	ts.sessions("known", "ghost")
 	b := &Batch{}
-	b.PutSession("known", SessionRecord{ProtocolLevel: 4})
 	b.Enqueue(msg("t", "p", 1), []Target{{"known", 1}, {"ghost", 1}})
-	b.PutSubscription("ghost2", Subscription{Filter: "f", QoS: 1})
+	shared := ts.commit(b)
+	b = &Batch{}
+	b.Enqueue(msg("t", "solo", 1), []Target{{"ghost", 1}})
+	solo := ts.commit(b)
+	b = &Batch{}
+	b.SetQueueState("ghost", solo, Sent, 9)
+	b.PutSubscription("ghost2", Subscription{Filter: "f", QoS: 1}) // blind write, no record needed
+	b.PutInbound("ghost2", 5)
 	ts.commit(b)
+	ts.rawUpdate(func(txn *badger.Txn) error { return txn.Delete(sessionKey("ghost")) })
+
 	st := ts.recover()
 	if ss := session(st, "known"); ss == nil || ss.Orphan {
 		t.Errorf("known = %+v", ss)
 	}
 	g := session(st, "ghost")
-	if g == nil || !g.Orphan || g.QueuedCount != 1 || g.Record != (SessionRecord{}) {
+	if g == nil || !g.Orphan || g.QueuedCount != 2 || g.LastSeq != solo || g.Record != (SessionRecord{}) {
 		t.Errorf("ghost = %+v", g)
 	}
-	if g2 := session(st, "ghost2"); g2 == nil || !g2.Orphan || len(g2.Subscriptions) != 1 {
+	if g2 := session(st, "ghost2"); g2 == nil || !g2.Orphan || len(g2.Subscriptions) != 1 || !slices.Equal(g2.InboundQoS2, []uint16{5}) {
 		t.Errorf("ghost2 = %+v", g2)
 	}
 	if !strings.Contains(ts.logs.String(), "session data without a session record") {
 		t.Errorf("no warning: %s", ts.logs)
 	}
-	// The session layer's cleanup works on orphans.
+	// The writer learnt at Open that ghost has no record: a new Enqueue skips it.
+	b = &Batch{}
+	b.Enqueue(msg("t", "late", 1), []Target{{"ghost", 1}, {"known", 1}})
+	late := ts.commit(b)
+	if q := ts.readQueue("ghost", solo, 10); len(q) != 0 {
+		t.Errorf("Enqueue wrote to an orphan: %v", q)
+	}
+	// The session layer's cleanup works on orphans, dropping ghost's reference
+	// to the shared body and keeping known's.
 	b = &Batch{}
 	b.DeleteSession("ghost")
 	b.DeleteSession("ghost2")
 	ts.commit(b)
 	st = ts.recover()
-	if len(st.Sessions) != 1 {
+	if len(st.Sessions) != 1 || st.Sessions[0].ClientID != "known" || st.Sessions[0].QueuedCount != 2 {
 		t.Errorf("sessions after cleanup = %+v", st.Sessions)
+	}
+	q := ts.readQueue("known", 0, 10)
+	if len(q) != 2 || q[0].Seq != shared || string(q[0].Message.Payload) != "p" || q[1].Seq != late {
+		t.Errorf("queue of known = %v", q)
+	}
+	if keys := rawKeys(t, ts.db, famBody); len(keys) != 2 {
+		t.Errorf("bodies = %d, want 2 (seq %d and %d)", len(keys), shared, late)
 	}
 }
 
 func TestSubmitOrderAndBarrier(t *testing.T) {
 	ts := openTest(t)
+	ts.sessions("o", "p")
 	const n = 500
 	var order []int
 	var seqs []uint64
@@ -539,6 +577,7 @@ func TestSubmitOrderAndBarrier(t *testing.T) {
 
 func TestCloseAndSubmitAfterClose(t *testing.T) {
 	ts := openTest(t)
+	ts.sessions("c")
 	// Submitted before Close: completed by Close.
 	got := make(chan error, 100)
 	for i := 0; i < 100; i++ {
@@ -578,6 +617,7 @@ func TestCloseAndSubmitAfterClose(t *testing.T) {
 func TestDurabilityModes(t *testing.T) {
 	t.Run("async", func(t *testing.T) {
 		ts := openTest(t, withOptions(func(o *Options) { o.Durability = Async; o.AsyncInterval = time.Millisecond }))
+		ts.sessions("c")
 		b := &Batch{}
 		b.Enqueue(msg("t", "p", 1), []Target{{"c", 1}})
 		ts.commit(b)
@@ -595,6 +635,7 @@ func TestDurabilityModes(t *testing.T) {
 	})
 	t.Run("none", func(t *testing.T) {
 		ts := openTest(t, withOptions(func(o *Options) { o.Durability = None; o.Dir = "" }))
+		ts.sessions("c", "d")
 		b := &Batch{}
 		b.Enqueue(msg("t", "p", 1), []Target{{"c", 1}, {"d", 1}})
 		seq := ts.commit(b)
@@ -612,6 +653,7 @@ func TestDurabilityModes(t *testing.T) {
 
 func TestLargeValue(t *testing.T) {
 	ts := openTest(t)
+	ts.sessions("a", "b")
 	payload := bytes.Repeat([]byte("0123456789abcdef"), 3<<16) // 3 MB: into the value log
 	b := &Batch{}
 	b.Enqueue(&Message{Topic: "big", Payload: payload, QoS: 1}, []Target{{"a", 1}, {"b", 1}})
@@ -719,6 +761,14 @@ func TestTxnTooBig(t *testing.T) {
 	targets := make([]Target, n)
 	for i := range targets {
 		targets[i] = Target{fmt.Sprintf("c%05d", i), 1}
+	}
+	cids := make([]string, n)
+	for i, tg := range targets {
+		cids[i] = tg.ClientID
+	}
+	ts.sessions(cids...)
+	if n := ts.Stats().Splits; n != 0 {
+		t.Fatalf("%d splits before the big Enqueue", n)
 	}
 	b := &Batch{}
 	b.Enqueue(msg("fan", "out", 1), targets)
@@ -877,6 +927,7 @@ func TestCorruptValue(t *testing.T) {
 	}
 	b := &Batch{}
 	b.PutSession("victim-client", SessionRecord{ProtocolLevel: 4})
+	b.PutSession("other", SessionRecord{ProtocolLevel: 4})
 	b.Enqueue(msg("t", "p", 1), []Target{{"victim-client", 1}, {"other", 1}})
 	seq, err := s.Commit(b)
 	if err != nil {
@@ -969,5 +1020,124 @@ func TestValueLogGC(t *testing.T) {
 		t.Error("GC never ran")
 	} else {
 		t.Logf("GC passes: %d, files rewritten: %d", st.GCRuns, st.GCRewrites)
+	}
+}
+
+// Enqueue skips targets whose session record does not exist when the writer
+// applies the batch.
+func TestEnqueueSkipsTargetsWithoutRecord(t *testing.T) {
+	ts := openTest(t)
+	ts.sessions("a", "c")
+	refs := func(seq uint64) int32 {
+		var n int32
+		_ = ts.control(func(w *writer) error { n = w.refs[seq]; return nil })
+		return n
+	}
+	queueCIDs := func() []string {
+		var cids []string
+		for _, k := range rawKeys(t, ts.db, famQueue) {
+			cid, _, _ := splitCID(k)
+			cids = append(cids, cid)
+		}
+		return cids
+	}
+
+	// [a, b], b has no record: only a's entry; the body is shared (two
+	// targets) with one reference.
+	b := &Batch{}
+	b.Enqueue(&Message{Topic: "t/ab", Payload: []byte("for a"), QoS: 2, Retain: true}, []Target{{"a", 1}, {"b", 2}})
+	seq := ts.commit(b)
+	if got := queueCIDs(); !slices.Equal(got, []string{"a"}) {
+		t.Fatalf("queue entries of %q, want only a", got)
+	}
+	if keys := rawKeys(t, ts.db, famBody); len(keys) != 1 || seqOfKey(keys[0]) != seq {
+		t.Fatalf("bodies = %x, want seq %d", keys, seq)
+	}
+	if n := refs(seq); n != 1 {
+		t.Fatalf("refs = %d, want 1", n)
+	}
+	want := QueueEntry{Seq: seq, QoS: 1, Message: &Message{Topic: "t/ab", Payload: []byte("for a"), QoS: 2, Retain: true}}
+	check := func() {
+		t.Helper()
+		if q := ts.readQueue("a", 0, 10); len(q) != 1 || !entryEqual(q[0], want) {
+			t.Fatalf("queue of a = %v, want %s", q, fmtEntry(want))
+		}
+		if q := ts.readQueue("b", 0, 10); len(q) != 0 {
+			t.Fatalf("queue of b = %v", q)
+		}
+	}
+	check()
+	ts.reopen() // the count is rebuilt from keys
+	st := ts.recover()
+	check()
+	if n := refs(seq); n != 1 {
+		t.Fatalf("refs after reopen = %d, want 1", n)
+	}
+	if session(st, "b") != nil {
+		t.Fatalf("b recovered: %+v", session(st, "b"))
+	}
+	// Its last (only) Ack deletes the body.
+	b = &Batch{}
+	b.Ack("a", seq)
+	ts.commit(b)
+	if keys := rawKeys(t, ts.db, famBody); len(keys) != 0 {
+		t.Fatalf("bodies after the last Ack = %x", keys)
+	}
+	if n := refs(seq); n != 0 {
+		t.Fatalf("refs after the last Ack = %d", n)
+	}
+
+	// No target has a record: nothing written, not even the body, but a seq
+	// is still reported (and not given out again).
+	for _, targets := range [][]Target{{{"x", 1}}, {{"x", 1}, {"y", 1}}} {
+		b = &Batch{}
+		b.Enqueue(msg("t/none", "lost", 1), targets)
+		s := ts.commit(b)
+		if s <= seq {
+			t.Fatalf("seq %d after %d", s, seq)
+		}
+		seq = s
+		if q, bodies := rawKeys(t, ts.db, famQueue), rawKeys(t, ts.db, famBody); len(q)+len(bodies) != 0 {
+			t.Fatalf("Enqueue to %v wrote %d queue entries, %d bodies", targets, len(q), len(bodies))
+		}
+	}
+
+	// DeleteSession, then Enqueue in a later batch: nothing for that client.
+	b = &Batch{}
+	b.DeleteSession("c")
+	ts.commit(b)
+	b = &Batch{}
+	b.Enqueue(msg("t", "after delete", 1), []Target{{"c", 1}})
+	ts.commit(b)
+	b = &Batch{}
+	b.Enqueue(msg("t", "after delete, shared", 1), []Target{{"c", 1}, {"a", 0}})
+	s2 := ts.commit(b)
+	if got := queueCIDs(); !slices.Equal(got, []string{"a"}) {
+		t.Fatalf("queue entries of %q, want only a", got)
+	}
+	if q := ts.readQueue("a", 0, 10); len(q) != 1 || q[0].Seq != s2 || string(q[0].Message.Payload) != "after delete, shared" {
+		t.Fatalf("queue of a = %v", q)
+	}
+
+	// Within one batch operations apply in order: a record put before the
+	// Enqueue counts, one deleted before it or put after it does not.
+	b = &Batch{}
+	b.PutSession("d", SessionRecord{ProtocolLevel: 5})
+	b.DeleteSession("a")
+	b.Enqueue(msg("t", "same batch", 1), []Target{{"a", 1}, {"d", 1}, {"e", 1}})
+	b.PutSession("e", SessionRecord{ProtocolLevel: 5})
+	s3 := ts.commit(b)
+	if got := queueCIDs(); !slices.Equal(got, []string{"d"}) {
+		t.Fatalf("queue entries of %q, want only d", got)
+	}
+	if q := ts.readQueue("d", 0, 10); len(q) != 1 || q[0].Seq != s3 {
+		t.Fatalf("queue of d = %v", q)
+	}
+	// Later batches see e's record.
+	b = &Batch{}
+	b.Enqueue(msg("t", "e now", 1), []Target{{"e", 1}})
+	ts.commit(b)
+	if q := ts.readQueue("e", 0, 10); len(q) != 1 {
+		t.Fatalf("queue of e = %v", q)
 	}
 }

@@ -83,12 +83,15 @@ type SessionState struct {
 	InboundQoS2   []uint16       // sorted
 
 	// Orphan is true when the store holds subscriptions, queue entries or
-	// inbound packet ids for this client but no session record (0x01). persist
-	// never creates that state itself (DeleteSession removes the record last),
-	// but a session layer can: an Enqueue routed to a session that a
-	// DeleteSession submitted just before removed. Recover neither drops the
-	// data nor refuses to start; it reports the client with Orphan set and a
-	// zero Record, logs a warning, and lets the session layer decide
-	// (typically DeleteSession).
+	// inbound packet ids for this client but no session record (0x01).
+	// persist does not create queue entries for such a client (Enqueue skips
+	// targets without a record, so a publish racing a DeleteSession leaves
+	// nothing), but subscriptions and inbound packet ids are blind writes a
+	// session layer can submit after the DeleteSession, and a store written
+	// before that rule, or restored from an incremental backup that missed a
+	// delete, can hold any of them. Recover neither drops the data nor
+	// refuses to start; it reports the client with Orphan set and a zero
+	// Record, logs a warning, and lets the session layer decide (typically
+	// DeleteSession).
 	Orphan bool
 }

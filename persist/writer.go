@@ -27,6 +27,12 @@ type writer struct {
 	maxValue int
 
 	nextSeq uint64
+	// Client ids with a session record (Enqueue skips the others), kept like the reference
+	// counts: known is what is committed, txnKnown and reqKnown the changes (true = record put,
+	// false = deleted) of the open transaction and of the request being applied.
+	known    map[string]struct{}
+	txnKnown map[string]bool
+	reqKnown map[string]bool
 
 	// Shared-body reference counts: refs is what is committed; txnDelta the
 	// changes of requests applied to the open transaction; reqDelta those of
@@ -51,6 +57,9 @@ func newWriter(s *Store, idx index, valueThreshold int64) *writer {
 		maxBytes: s.opt.MaxBatchBytes,
 		maxValue: int(s.opt.ValueLogFileSize),
 		nextSeq:  idx.nextSeq,
+		known:    idx.sessions,
+		txnKnown: make(map[string]bool),
+		reqKnown: make(map[string]bool),
 		refs:     idx.refs,
 		txnDelta: make(map[uint64]int32),
 		reqDelta: make(map[uint64]int32),
@@ -116,6 +125,10 @@ func (w *writer) process(reqs []*Batch) {
 				w.txnDelta[seq] += d
 			}
 			clear(w.reqDelta)
+			for cid, put := range w.reqKnown {
+				w.txnKnown[cid] = put
+			}
+			clear(w.reqKnown)
 			w.pending = append(w.pending, b)
 			i++
 		case errors.Is(err, errTxnFull):
@@ -132,6 +145,7 @@ func (w *writer) process(reqs []*Batch) {
 				}
 			}
 			clear(w.reqDelta)
+			clear(w.reqKnown)
 			b.applied = nil
 			b.result = err
 			w.pending = append(w.pending, b)
@@ -175,8 +189,10 @@ func (w *writer) commit() error {
 		for seq, d := range w.txnDelta {
 			w.addRef(seq, d)
 		}
+		w.settleKnown(w.txnKnown)
 	}
 	clear(w.txnDelta)
+	clear(w.txnKnown)
 	for _, b := range w.pending {
 		if b.result == nil && err != nil {
 			b.result = fmt.Errorf("persist: commit: %w", err)
@@ -239,6 +255,30 @@ func (w *writer) discardAndReplay() {
 	}
 }
 
+// isKnown reports whether cid has a session record as the open transaction sees it.
+func (w *writer) isKnown(cid string) bool {
+	if v, ok := w.reqKnown[cid]; ok {
+		return v
+	}
+	if v, ok := w.txnKnown[cid]; ok {
+		return v
+	}
+	_, ok := w.known[cid]
+	return ok
+}
+
+// settleKnown makes the changes in delta committed.
+func (w *writer) settleKnown(delta map[string]bool) {
+	for cid, put := range delta {
+		if put {
+			w.known[cid] = struct{}{}
+		} else {
+			delete(w.known, cid)
+		}
+	}
+	clear(delta)
+}
+
 // count is the reference count of shared body seq as the open transaction
 // sees it.
 func (w *writer) count(seq uint64) int32 {
@@ -283,6 +323,7 @@ func (w *writer) write(key, val []byte, del bool) error {
 			w.addRef(seq, d)
 		}
 		clear(w.reqDelta)
+		w.settleKnown(w.reqKnown)
 		b.applied = b.applied[:0]
 		b.split = true
 	}
@@ -294,6 +335,7 @@ func (w *writer) apply(b *Batch) error {
 	defer func() { w.cur = nil }()
 	b.applied = b.applied[:0]
 	clear(w.reqDelta)
+	clear(w.reqKnown)
 	if b.err != nil {
 		return b.err
 	}
@@ -307,6 +349,9 @@ func (w *writer) apply(b *Batch) error {
 		switch o.kind {
 		case opSet:
 			err = w.write(o.key, o.val, false)
+			if o.key[0] == famSession {
+				w.reqKnown[o.cid] = true
+			}
 		case opDelete:
 			err = w.write(o.key, nil, true)
 		case opEnqueue:
@@ -315,6 +360,7 @@ func (w *writer) apply(b *Batch) error {
 			err = w.ack(o.cid, o.seq)
 		case opDeleteSession:
 			err = w.deleteSession(o.cid)
+			w.reqKnown[o.cid] = false
 		}
 		if err != nil {
 			return err
@@ -336,12 +382,24 @@ func (w *writer) enqueue(b *Batch) error {
 			binary.BigEndian.PutUint64(k[len(k)-8:], b.seq)
 		}
 	}
+	live := 0
+	for _, cid := range e.cids {
+		if w.isKnown(cid) {
+			live++
+		}
+	}
+	if live == 0 {
+		return nil
+	}
 	if e.bodyKey != nil {
 		if err := w.write(e.bodyKey, e.bodyVal, false); err != nil {
 			return err
 		}
 	}
 	for i, k := range e.keys {
+		if !w.isKnown(e.cids[i]) {
+			continue
+		}
 		if err := w.write(k, e.vals[i], false); err != nil {
 			return err
 		}
