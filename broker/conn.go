@@ -12,6 +12,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/holdfast/holdfast/auth"
 	"github.com/holdfast/holdfast/codec"
 	"github.com/holdfast/holdfast/persist"
 	"github.com/holdfast/holdfast/session"
@@ -43,6 +44,7 @@ type conn struct {
 	sess      *session.Session
 	keepAlive time.Duration
 	will      *codec.Will
+	ident     auth.Client // who the client authenticated as, for the ACL
 
 	cleanExit bool // DISCONNECT received: the will is discarded [MQTT-3.1.2-10]
 

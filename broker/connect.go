@@ -51,6 +51,10 @@ func (c *conn) handleConnect(cp *codec.Connect, decodeErr error) bool {
 	c.log = c.log.With().Str("client_id", id).Logger()
 	c.keepAlive = time.Duration(cp.KeepAlive) * time.Second
 	c.will = cp.Will
+	if c.will != nil && !c.srv.canPublish(&c.ident, c.will.Topic) {
+		// Checked again when it is published; refusing it here tells the client early.
+		c.log.Info().Str("topic", c.will.Topic).Msg("will topic not allowed by the ACL: the will will not be published")
+	}
 
 	old, ok := c.srv.claim(c)
 	if !ok {
@@ -76,6 +80,7 @@ func (c *conn) handleConnect(cp *codec.Connect, decodeErr error) bool {
 	go c.writeLoop()
 	// The session-present byte is reserved (0) in MQTT 3.1 [MQTT-3.2.2-1..3].
 	c.sendControl(&codec.Connack{SessionPresent: present && c.level == codec.Level311})
+	c.sess.SetIdentity(session.Identity{Username: c.ident.Username, Anonymous: c.ident.Anonymous})
 	c.sess.Attach(c.level, c)
 	c.log.Debug().Bool("clean_session", cp.CleanSession).Bool("session_present", present).
 		Uint8("level", c.level).Msg("connected")
@@ -135,8 +140,14 @@ func (c *conn) endSession() {
 		srv.store.Submit(&b, srv.logCommitError("recording a session going offline"))
 	}
 	if c.will != nil && !c.cleanExit && !srv.isClosing() {
-		// [MQTT-3.1.2-8] the will is published when the connection ends without DISCONNECT.
-		srv.publishWill(c.will, c.log)
+		// [MQTT-3.1.2-8] the will is published when the connection ends without DISCONNECT,
+		// if the ACL lets its client publish there now.
+		if srv.canPublish(&c.ident, c.will.Topic) {
+			srv.publishWill(c.will, c.log)
+		} else {
+			srv.stats.drop(DropNotAuthorized)
+			c.log.Info().Str("topic", c.will.Topic).Msg("will not published: the ACL refuses its topic")
+		}
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/holdfast/holdfast/auth"
 	"github.com/holdfast/holdfast/codec"
 	"github.com/holdfast/holdfast/persist"
 	"github.com/holdfast/holdfast/retain"
@@ -48,14 +49,20 @@ func (c *conn) handlePublish(p *codec.Publish) error {
 		c.log.Debug().Str("topic", p.Topic).Msg("publish dropped: more levels than limits.max_topic_levels")
 		return c.acknowledgeOnly(p)
 	}
-	if p.QoS == 0 && !p.Retain && c.pending.Load() == 0 && !srv.cfg.Limits.QueueQoS0Offline {
-		srv.fanOutQoS0(p) // the fast path: nothing to store, nothing to wait for
-		return nil
+	if !srv.canPublish(&c.ident, p.Topic) {
+		// Acknowledged at its QoS and dropped, so the client has no reason to retry.
+		srv.stats.drop(DropNotAuthorized)
+		c.log.Debug().Str("topic", p.Topic).Msg("publish dropped: not allowed by the ACL")
+		return c.acknowledgeOnly(p)
 	}
 	if p.QoS == 2 && !c.sess.AddInbound(p.PacketID) {
 		// A retransmission of a message already routed: answer again, do not route twice
 		// [MQTT-4.3.3-2].
 		c.submit(&pubJob{ack: &codec.Pubrec{PacketID: p.PacketID}})
+		return nil
+	}
+	if p.QoS == 0 && !p.Retain && c.pending.Load() == 0 && !srv.cfg.Limits.QueueQoS0Offline {
+		srv.fanOutQoS0(p) // the fast path: nothing to store, nothing to wait for
 		return nil
 	}
 	j := &pubJob{}
@@ -103,6 +110,20 @@ func (c *conn) waitForSubscribers(d *delivery) {
 	}
 }
 
+// mayReceive applies the ACL's read rules to one delivery (a subscription made before an ACL
+// reload is checked against the new rules here).
+func (s *Server) mayReceive(acl *auth.ACL, sess *session.Session, topic string) bool {
+	if acl == nil {
+		return true
+	}
+	id := sess.Identity()
+	if acl.CanReceive(auth.Client{ID: sess.ID, Username: id.Username, Anonymous: id.Anonymous}, topic) {
+		return true
+	}
+	s.stats.drop(DropNotAuthorized)
+	return false
+}
+
 // acknowledgeOnly answers a PUBLISH that is not routed, in order behind earlier ones.
 func (c *conn) acknowledgeOnly(p *codec.Publish) error {
 	switch p.QoS {
@@ -121,9 +142,10 @@ func (s *Server) fanOutQoS0(p *codec.Publish) {
 	mp := s.getMatches()
 	matches := s.trie.Match(p.Topic, *mp)
 	out := codec.Publish{Topic: p.Topic, Payload: p.Payload}
+	acl := s.auth.Load().acl
 	for _, m := range matches {
 		sess := s.sessions.Get(m.ClientID)
-		if sess == nil {
+		if sess == nil || !s.mayReceive(acl, sess, p.Topic) {
 			continue
 		}
 		if o := sess.Outlet(); o != nil {
@@ -161,9 +183,10 @@ func (s *Server) route(d *delivery, p *codec.Publish) {
 	mp := s.getMatches()
 	matches := s.trie.Match(p.Topic, *mp)
 	var targets []persist.Target
+	acl := s.auth.Load().acl
 	for _, m := range matches {
 		sess := s.sessions.Get(m.ClientID)
-		if sess == nil {
+		if sess == nil || !s.mayReceive(acl, sess, p.Topic) {
 			continue
 		}
 		qos := min(p.QoS, m.QoS) // [MQTT-3.8.4-6]
@@ -345,6 +368,9 @@ func (c *conn) refuseSubscription(filter string) string {
 	}
 	if lim.MaxSubscriptions > 0 && c.sess.NumSubscriptions() >= lim.MaxSubscriptions && !c.sess.Has(filter) {
 		return "limits.max_subscriptions reached"
+	}
+	if !c.srv.canSubscribe(&c.ident, filter) {
+		return "not allowed by the ACL"
 	}
 	return ""
 }

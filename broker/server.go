@@ -29,16 +29,18 @@ var ErrServerClosed = errors.New("broker: server closed")
 
 // Server is one broker instance.
 type Server struct {
-	cfg      *config.Config
-	log      zerolog.Logger
-	dropLog  zerolog.Logger // sampled: a full queue can drop thousands of messages a second
-	store    *persist.Store
-	trie     *router.Trie
-	retained *retain.Store
-	retainMu sync.Mutex // orders retained updates in memory as they are submitted to the store
-	sessions *session.Registry
-	sessOpts session.Options
-	stats    Stats
+	cfg        *config.Config
+	log        zerolog.Logger
+	dropLog    zerolog.Logger // sampled: a full queue can drop thousands of messages a second
+	store      *persist.Store
+	trie       *router.Trie
+	retained   *retain.Store
+	retainMu   sync.Mutex // orders retained updates in memory as they are submitted to the store
+	auth       atomic.Pointer[authRules]
+	checkSlots chan struct{} // bounds concurrent password checks
+	sessions   *session.Registry
+	sessOpts   session.Options
+	stats      Stats
 
 	mu        sync.Mutex
 	owners    map[string]*conn // client id -> the connection holding it
@@ -75,6 +77,12 @@ func New(cfg *config.Config, store *persist.Store, log zerolog.Logger) (*Server,
 		quit:   make(chan struct{}),
 	}
 	s.dropLog = log.Sample(&zerolog.BurstSampler{Burst: 5, Period: time.Second})
+	s.checkSlots = passwordCheckSlots()
+	rules, err := s.loadAuth()
+	if err != nil {
+		return nil, err
+	}
+	s.auth.Store(rules)
 	if err := s.recover(); err != nil {
 		return nil, err
 	}

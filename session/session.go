@@ -53,6 +53,7 @@ type Session struct {
 	drain       chan struct{} // closed when the backlog falls to BacklogHigh/2; nil when nobody waits
 	stuck       bool          // a publisher waited in vain: stop making publishers wait until it drains
 	outlet      Outlet        // non-nil while a connection is attached
+	identity    Identity
 	offlineAt   time.Time
 }
 
@@ -533,4 +534,26 @@ func (s *Session) NumSubscriptions() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.subs)
+}
+
+// Identity is who owns a session: the username its client authenticated with.
+type Identity struct {
+	Username  string
+	Anonymous bool
+	Known     bool // false for a session recovered from a store that did not record it
+}
+
+// SetIdentity records the owner of the session.
+func (s *Session) SetIdentity(id Identity) {
+	s.mu.Lock()
+	id.Known = true
+	s.identity = id
+	s.mu.Unlock()
+}
+
+// Identity returns the owner of the session.
+func (s *Session) Identity() Identity {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.identity
 }

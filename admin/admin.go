@@ -1,0 +1,152 @@
+// Package admin is the operators' HTTP listener: Prometheus metrics, health and readiness probes,
+// online backups and a JSON inventory of sessions. It is off unless configured, and requires a
+// bearer token when one is set.
+package admin
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/rs/zerolog"
+
+	"github.com/holdfast/holdfast/broker"
+	"github.com/holdfast/holdfast/persist"
+)
+
+// NextSinceTrailer is the HTTP trailer of GET /backup carrying the version to pass as since for
+// the next incremental backup (known only once the stream is written).
+const NextSinceTrailer = "Holdfast-Next-Since"
+
+// Server is the admin HTTP server.
+type Server struct {
+	http *http.Server
+	l    net.Listener
+	done chan struct{}
+}
+
+// Start listens on address and serves until Shutdown.
+func Start(address, token string, srv *broker.Server, store *persist.Store, reg *prometheus.Registry, log zerolog.Logger) (*Server, error) {
+	l, err := net.Listen("tcp", address)
+	if err != nil {
+		return nil, fmt.Errorf("admin.address %s: %w", address, err)
+	}
+	h := &handler{srv: srv, store: store, log: log}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("GET /readyz", h.ready)
+	mux.HandleFunc("GET /backup", h.backup)
+	mux.HandleFunc("GET /inspect", h.inspect)
+	s := &Server{
+		http: &http.Server{Handler: requireToken(token, mux), ReadHeaderTimeout: 10 * time.Second},
+		l:    l,
+		done: make(chan struct{}),
+	}
+	go func() {
+		defer close(s.done)
+		if err := s.http.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error().Err(err).Msg("admin listener failed")
+		}
+	}()
+	log.Info().Str("address", l.Addr().String()).Bool("token", token != "").Msg("admin listening")
+	return s, nil
+}
+
+// Addr is the listening address.
+func (s *Server) Addr() net.Addr { return s.l.Addr() }
+
+// Shutdown stops the server, waiting for running requests (a backup in progress) until ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error {
+	err := s.http.Shutdown(ctx)
+	<-s.done
+	return err
+}
+
+func requireToken(token string, next http.Handler) http.Handler {
+	if token == "" {
+		return next
+	}
+	want := []byte("Bearer " + token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="holdfast"`)
+			http.Error(w, "missing or wrong bearer token (admin.token)", http.StatusUnauthorized)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+type handler struct {
+	srv   *broker.Server
+	store *persist.Store
+	log   zerolog.Logger
+}
+
+// ready answers 200 once recovery is done, the listeners are open and the store takes writes.
+func (h *handler) ready(w http.ResponseWriter, r *http.Request) {
+	if !h.srv.Ready() {
+		http.Error(w, "not ready: listeners not open", http.StatusServiceUnavailable)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	h.store.Submit(new(persist.Batch), func(_ uint64, err error) { done <- err })
+	select {
+	case err := <-done:
+		if err != nil {
+			http.Error(w, "not ready: store: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+	case <-ctx.Done():
+		http.Error(w, "not ready: store did not answer within 5 s", http.StatusServiceUnavailable)
+		return
+	}
+	fmt.Fprintln(w, "ready")
+}
+
+// backup streams a consistent backup of every change after ?since= (0 or absent: everything).
+func (h *handler) backup(w http.ResponseWriter, r *http.Request) {
+	var since uint64
+	if v := r.URL.Query().Get("since"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			http.Error(w, "since: not a version number", http.StatusBadRequest)
+			return
+		}
+		since = n
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Trailer", NextSinceTrailer)
+	start := time.Now()
+	next, err := h.store.Backup(w, since)
+	if err != nil {
+		// The status is already sent; a missing trailer tells the client the stream is incomplete.
+		h.log.Error().Err(err).Uint64("since", since).Msg("backup failed")
+		return
+	}
+	w.Header().Set(NextSinceTrailer, strconv.FormatUint(next, 10))
+	h.log.Info().Uint64("since", since).Uint64("next_since", next).Dur("took", time.Since(start)).Msg("backup taken")
+}
+
+func (h *handler) inspect(w http.ResponseWriter, _ *http.Request) {
+	inv, err := h.store.Inspect()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(inv)
+}
