@@ -80,7 +80,6 @@ func (c *conn) handleConnect(cp *codec.Connect, decodeErr error) bool {
 	go c.writeLoop()
 	// The session-present byte is reserved (0) in MQTT 3.1 [MQTT-3.2.2-1..3].
 	c.sendControl(&codec.Connack{SessionPresent: present && c.level == codec.Level311})
-	c.sess.SetIdentity(session.Identity{Username: c.ident.Username, Anonymous: c.ident.Anonymous})
 	c.sess.Attach(c.level, c)
 	c.log.Debug().Bool("clean_session", cp.CleanSession).Bool("session_present", present).
 		Uint8("level", c.level).Msg("connected")
@@ -106,8 +105,9 @@ func (c *conn) openSession(cp *codec.Connect) (bool, error) {
 		c.sess = session.New(c.clientID, !cp.CleanSession, c.level, &srv.sessOpts, srv.store)
 		srv.sessions.Put(c.sess)
 	}
+	c.sess.SetIdentity(session.Identity{Username: c.ident.Username, Anonymous: c.ident.Anonymous})
 	if c.sess.Persistent {
-		b.PutSession(c.clientID, persist.SessionRecord{ProtocolLevel: c.level})
+		b.PutSession(c.clientID, persist.SessionRecord{ProtocolLevel: c.level, HasOwner: true, Username: c.ident.Username, Anonymous: c.ident.Anonymous})
 	}
 	if b.Len() > 0 {
 		// Also a barrier: acknowledgements the previous connection submitted are on disk before

@@ -22,7 +22,11 @@ const (
 )
 
 // Session record flags.
-const sfDisconnected byte = 1 << 0
+const (
+	sfDisconnected byte = 1 << 0
+	sfOwner        byte = 1 << 1 // followed by the owner: uint16 length + username
+	sfAnonymous    byte = 1 << 2
+)
 
 const queueHeaderLen = 1 + 1 + 1 + 4 // version, qos, flags, payload size
 
@@ -50,8 +54,19 @@ func encodeSession(r SessionRecord) []byte {
 		flags |= sfDisconnected
 		nanos = r.DisconnectedAt.UnixNano()
 	}
+	if r.HasOwner {
+		flags |= sfOwner
+		if r.Anonymous {
+			flags |= sfAnonymous
+		}
+	}
 	v = append(v, flags)
-	return binary.BigEndian.AppendUint64(v, uint64(nanos))
+	v = binary.BigEndian.AppendUint64(v, uint64(nanos))
+	if r.HasOwner {
+		v = binary.BigEndian.AppendUint16(v, uint16(len(r.Username)))
+		v = append(v, r.Username...)
+	}
+	return v
 }
 
 func decodeSession(key, v []byte) (SessionRecord, error) {
@@ -59,16 +74,24 @@ func decodeSession(key, v []byte) (SessionRecord, error) {
 	if err := checkVersion(key, v, 11); err != nil {
 		return r, err
 	}
-	if len(v) != 11 {
-		return r, corruptf(key, "value of %d bytes, want 11", len(v))
-	}
 	r.ProtocolLevel = v[1]
-	switch flags := v[2]; flags {
-	case 0:
-	case sfDisconnected:
-		r.DisconnectedAt = time.Unix(0, int64(binary.BigEndian.Uint64(v[3:]))).UTC()
-	default:
+	flags := v[2]
+	if flags&^(sfDisconnected|sfOwner|sfAnonymous) != 0 || (flags&sfAnonymous != 0 && flags&sfOwner == 0) {
 		return r, corruptf(key, "unknown flags %#x", flags)
+	}
+	if flags&sfDisconnected != 0 {
+		r.DisconnectedAt = time.Unix(0, int64(binary.BigEndian.Uint64(v[3:11]))).UTC()
+	}
+	rest := v[11:]
+	if flags&sfOwner != 0 {
+		if len(rest) < 2 || len(rest) != 2+int(binary.BigEndian.Uint16(rest)) {
+			return r, corruptf(key, "owner of %d bytes does not match its length", len(rest))
+		}
+		r.HasOwner, r.Anonymous, r.Username = true, flags&sfAnonymous != 0, string(rest[2:])
+		rest = nil
+	}
+	if len(rest) != 0 {
+		return r, corruptf(key, "value of %d bytes, want 11", len(v))
 	}
 	return r, nil
 }

@@ -107,3 +107,22 @@ func FuzzDecode(f *testing.F) {
 		check(err)
 	})
 }
+
+func TestSessionRecordOwnerRoundTrip(t *testing.T) {
+	key := sessionKey("c")
+	for _, r := range []SessionRecord{
+		{ProtocolLevel: 4},
+		{ProtocolLevel: 3, DisconnectedAt: time.Unix(0, 12345).UTC()},
+		{ProtocolLevel: 4, HasOwner: true, Username: "alice"},
+		{ProtocolLevel: 4, HasOwner: true, Anonymous: true, DisconnectedAt: time.Unix(7, 0).UTC()},
+	} {
+		got, err := decodeSession(key, encodeSession(r))
+		if err != nil || got != r {
+			t.Fatalf("round trip of %+v gave %+v, %v", r, got, err)
+		}
+	}
+	v := encodeSession(SessionRecord{HasOwner: true, Username: "bob"})
+	if _, err := decodeSession(key, v[:len(v)-1]); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("truncated owner: %v, want ErrCorrupt", err)
+	}
+}

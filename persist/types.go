@@ -9,6 +9,11 @@ import (
 type SessionRecord struct {
 	ProtocolLevel  byte
 	DisconnectedAt time.Time // zero while connected
+
+	// Who owns the session, so that after a restart another user still cannot take it over.
+	HasOwner  bool
+	Username  string
+	Anonymous bool
 }
 
 // Subscription is a persistent session's subscription (0x02).

@@ -87,6 +87,9 @@ func Restore(st *persist.SessionState, opts *Options, store *persist.Store) *Ses
 	if !st.Record.DisconnectedAt.IsZero() {
 		s.offlineAt = st.Record.DisconnectedAt
 	}
+	if st.Record.HasOwner {
+		s.identity = Identity{Username: st.Record.Username, Anonymous: st.Record.Anonymous, Known: true}
+	}
 	return s
 }
 
@@ -160,6 +163,9 @@ func (s *Session) Record() persist.SessionRecord {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r := persist.SessionRecord{ProtocolLevel: s.level}
+	if id := s.identity; id.Known {
+		r.HasOwner, r.Username, r.Anonymous = true, id.Username, id.Anonymous
+	}
 	if s.outlet == nil {
 		r.DisconnectedAt = s.offlineAt
 	}
