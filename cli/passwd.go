@@ -1,0 +1,81 @@
+package cli
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+
+	"golang.org/x/term"
+
+	"github.com/holdfast/holdfast/auth"
+)
+
+func init() {
+	commands["passwd"] = command{"add or update a user in a password file", passwd}
+}
+
+// passwd adds or updates a user with a strong hash. The password is read from the terminal
+// (twice, without echo) or, when stdin is not a terminal, as one line from stdin; never from the
+// command line, where other users could see it.
+func passwd(env *Env, args []string) error {
+	fs := newFlags(env, "passwd", "FILE USER   (the password is read from the terminal or stdin)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return UsageError{err}
+	}
+	if fs.NArg() != 2 {
+		fs.Usage()
+		return usagef("passwd takes FILE and USER")
+	}
+	file, user := fs.Arg(0), fs.Arg(1)
+	if err := auth.ValidUsername(user); err != nil {
+		return UsageError{err}
+	}
+	password, err := readPassword(env)
+	if err != nil {
+		return err
+	}
+	if err := auth.SetPassword(file, user, password); err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Stderr, "holdfast: %s: password of %q set\n", file, user)
+	return nil
+}
+
+func readPassword(env *Env) ([]byte, error) {
+	if f, ok := env.Stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		fmt.Fprint(env.Stderr, "Password: ")
+		p1, err := term.ReadPassword(int(f.Fd()))
+		fmt.Fprintln(env.Stderr)
+		if err != nil {
+			return nil, err
+		}
+		fmt.Fprint(env.Stderr, "Repeat password: ")
+		p2, err := term.ReadPassword(int(f.Fd()))
+		fmt.Fprintln(env.Stderr)
+		if err != nil {
+			return nil, err
+		}
+		if !bytes.Equal(p1, p2) {
+			return nil, usagef("the passwords do not match")
+		}
+		if len(p1) == 0 {
+			return nil, usagef("empty password")
+		}
+		return p1, nil
+	}
+	line, err := bufio.NewReader(env.Stdin).ReadBytes('\n')
+	if err != nil && len(line) == 0 {
+		return nil, usagef("no password on stdin")
+	}
+	line = bytes.TrimRight(line, "\r\n")
+	if len(line) == 0 {
+		return nil, usagef("empty password")
+	}
+	return line, nil
+}
