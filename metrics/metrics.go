@@ -47,17 +47,17 @@ var (
 	recovery         = desc("recovery_seconds", "Time spent rebuilding state from the store at start.")
 	uptime           = desc("uptime_seconds", "Seconds since the broker started serving.")
 
-	storeCommits     = desc("store_commits_total", "Group commits (one fsync each with durability = sync).")
-	storeOps         = desc("store_ops_total", "Store entries written or deleted by group commits.")
-	storeRequests    = desc("store_requests_total", "Write requests completed (many per group commit).")
-	storeFailed      = desc("store_requests_failed_total", "Write requests that failed.")
-	storePending     = desc("store_requests_pending", "Write requests waiting for the writer.")
-	storeCommitTime  = desc("store_commit_duration_seconds", "Latency of a group commit, fsync included.")
-	storeSyncs       = desc("store_background_syncs_total", "Background fsyncs (durability = async).")
-	storeSize        = desc("store_size_bytes", "Store size on disk, by part.", "part")
-	storeGCRuns      = desc("store_gc_runs_total", "Value-log garbage collection passes.")
-	storeGCRewrites  = desc("store_gc_rewrites_total", "Value-log files rewritten (space reclaimed) by garbage collection.")
-	storeBatchAvgOps = desc("store_commit_ops_average", "Average store entries per group commit since start: the batch size.")
+	storeCommits    = desc("store_commits_total", "Group commits (one fsync each with durability = sync).")
+	storeOps        = desc("store_ops_total", "Store entries written or deleted by group commits.")
+	storeRequests   = desc("store_requests_total", "Write requests completed (many per group commit).")
+	storeFailed     = desc("store_requests_failed_total", "Write requests that failed.")
+	storePending    = desc("store_requests_pending", "Write requests waiting for the writer.")
+	storeCommitTime = desc("store_commit_duration_seconds", "Latency of a group commit, fsync included.")
+	storeSyncs      = desc("store_background_syncs_total", "Background fsyncs (durability = async).")
+	storeSize       = desc("store_size_bytes", "Store size on disk, by part.", "part")
+	storeGCRuns     = desc("store_gc_runs_total", "Value-log garbage collection passes.")
+	storeGCRewrites = desc("store_gc_rewrites_total", "Value-log files rewritten (space reclaimed) by garbage collection.")
+	storeCommitSize = desc("store_commit_entries", "Store entries per group commit: the batch size.")
 )
 
 type collector struct {
@@ -117,15 +117,27 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(storeSize, float64(ps.VlogBytes), "value_log")
 	counter(storeGCRuns, float64(ps.GCRuns))
 	counter(storeGCRewrites, float64(ps.GCRewrites))
-	if ps.Commits > 0 {
-		gauge(storeBatchAvgOps, float64(ps.Ops)/float64(ps.Commits))
+	latency := make([]float64, 0, len(ps.CommitHistogram))
+	for _, b := range persist.CommitLatencyBuckets() {
+		latency = append(latency, b.Seconds())
 	}
-	buckets := make(map[float64]uint64, len(ps.CommitHistogram))
+	ch <- histogram(storeCommitTime, latency, ps.CommitHistogram, ps.AvgCommit.Seconds()*float64(ps.Commits))
+	sizes := make([]float64, 0, len(ps.SizeHistogram))
+	for _, b := range persist.CommitSizeBuckets() {
+		sizes = append(sizes, float64(b))
+	}
+	ch <- histogram(storeCommitSize, sizes, ps.SizeHistogram, float64(ps.Ops))
+}
+
+// histogram turns per-bucket counts (the last one past the last bound) into a Prometheus
+// histogram with cumulative buckets.
+func histogram(d *prometheus.Desc, bounds []float64, counts []uint64, sum float64) prometheus.Metric {
+	buckets := make(map[float64]uint64, len(bounds))
 	var cum uint64
-	for i, b := range persist.CommitLatencyBuckets() {
-		cum += ps.CommitHistogram[i]
-		buckets[b.Seconds()] = cum
+	for i, b := range bounds {
+		cum += counts[i]
+		buckets[b] = cum
 	}
-	cum += ps.CommitHistogram[len(ps.CommitHistogram)-1]
-	ch <- prometheus.MustNewConstHistogram(storeCommitTime, cum, ps.AvgCommit.Seconds()*float64(ps.Commits), buckets)
+	cum += counts[len(counts)-1]
+	return prometheus.MustNewConstHistogram(d, cum, sum, buckets)
 }

@@ -25,6 +25,12 @@ var commitBuckets = [...]time.Duration{
 	time.Second,
 }
 
+// CommitSizeBuckets returns the upper bounds of Stats.SizeHistogram (store entries per group
+// commit); its last bucket counts the larger commits.
+func CommitSizeBuckets() []int { return slices.Clone(sizeBuckets[:]) }
+
+var sizeBuckets = [...]int{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192}
+
 // Stats are counters for metrics. Counters only grow.
 type Stats struct {
 	Requests uint64 // batches completed (callbacks called), including failed ones
@@ -40,6 +46,7 @@ type Stats struct {
 	MaxCommit       time.Duration
 	AvgCommit       time.Duration
 	CommitHistogram []uint64 // len(CommitLatencyBuckets())+1 counts
+	SizeHistogram   []uint64 // len(CommitSizeBuckets())+1 counts: the group-commit batch sizes
 
 	// Background fsync latency (Async mode).
 	LastSync time.Duration
@@ -56,12 +63,16 @@ type stats struct {
 	requests, failed, commits, ops, splits atomic.Uint64
 	commitNanos, lastCommit, maxCommit     atomic.Int64
 	hist                                   []atomic.Uint64
+	sizes                                  []atomic.Uint64
 	syncs                                  atomic.Uint64
 	lastSync, maxSync                      atomic.Int64
 	gcRuns, gcRewrites                     atomic.Uint64
 }
 
-func (s *stats) init() { s.hist = make([]atomic.Uint64, len(commitBuckets)+1) }
+func (s *stats) init() {
+	s.hist = make([]atomic.Uint64, len(commitBuckets)+1)
+	s.sizes = make([]atomic.Uint64, len(sizeBuckets)+1)
+}
 
 func storeMax(a *atomic.Int64, v int64) {
 	for {
@@ -83,6 +94,11 @@ func (s *stats) recordCommit(d time.Duration, entries int) {
 		i++
 	}
 	s.hist[i].Add(1)
+	i = 0
+	for i < len(sizeBuckets) && entries > sizeBuckets[i] {
+		i++
+	}
+	s.sizes[i].Add(1)
 }
 
 func (s *stats) recordSync(d time.Duration) {
@@ -114,6 +130,10 @@ func (s *Store) Stats() Stats {
 	}
 	for i := range s.stats.hist {
 		st.CommitHistogram[i] = s.stats.hist[i].Load()
+	}
+	st.SizeHistogram = make([]uint64, len(s.stats.sizes))
+	for i := range s.stats.sizes {
+		st.SizeHistogram[i] = s.stats.sizes[i].Load()
 	}
 	s.readMu.RLock()
 	if !s.dbClosed {
