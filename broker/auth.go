@@ -4,36 +4,40 @@ import (
 	"fmt"
 	"runtime"
 
+	"github.com/rs/zerolog"
+
 	"github.com/holdfast/holdfast/auth"
 	"github.com/holdfast/holdfast/codec"
+	"github.com/holdfast/holdfast/config"
 	"github.com/holdfast/holdfast/listener"
 )
 
-// authRules are the loaded password and ACL files; nil fields mean "not configured". They are
+// AuthRules are the loaded password and ACL files; nil fields mean "not configured". They are
 // replaced whole on reload, so a check always sees one consistent set.
-type authRules struct {
+type AuthRules struct {
 	passwords *auth.Passwords
 	acl       *auth.ACL
 }
 
-// loadAuth reads the files named in the configuration.
-func (s *Server) loadAuth() (*authRules, error) {
-	r := &authRules{}
+// LoadAuth reads the password and ACL files named in the configuration. Errors name the key, the
+// file and the line: they are configuration errors. Call it before opening anything else.
+func LoadAuth(c config.Auth, log zerolog.Logger) (*AuthRules, error) {
+	r := &AuthRules{}
 	var err error
-	if f := s.cfg.Auth.PasswordFile; f != "" {
+	if f := c.PasswordFile; f != "" {
 		if r.passwords, err = auth.LoadPasswords(f); err != nil {
 			return nil, fmt.Errorf("auth.password_file: %w", err)
 		}
 		for _, w := range r.passwords.Warnings() {
-			s.log.Warn().Str("file", f).Msg(w)
+			log.Warn().Str("file", f).Msg(w)
 		}
 	}
-	if f := s.cfg.Auth.ACLFile; f != "" {
+	if f := c.ACLFile; f != "" {
 		if r.acl, err = auth.LoadACL(f); err != nil {
 			return nil, fmt.Errorf("auth.acl_file: %w", err)
 		}
 		for _, w := range r.acl.Warnings() {
-			s.log.Warn().Str("file", f).Msg(w)
+			log.Warn().Str("file", f).Msg(w)
 		}
 	}
 	return r, nil
@@ -43,7 +47,7 @@ func (s *Server) loadAuth() (*authRules, error) {
 // names the file and line. Connected clients are checked against the new rules from their next
 // operation on.
 func (s *Server) ReloadAuth() error {
-	r, err := s.loadAuth()
+	r, err := LoadAuth(s.cfg.Auth, s.log)
 	if err != nil {
 		s.log.Error().Err(err).Msg("auth files not reloaded, keeping the old rules")
 		return err

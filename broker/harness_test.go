@@ -86,7 +86,11 @@ func (b *testBroker) start() {
 	if os.Getenv("HOLDFAST_TEST_LOG") != "" {
 		log = zerolog.New(os.Stderr).Level(zerolog.DebugLevel)
 	}
-	b.srv, err = New(b.cfg, b.store, log)
+	rules, err := LoadAuth(b.cfg.Auth, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.srv, err = New(b.cfg, b.store, rules, log)
 	if err != nil {
 		t.Fatal(err)
 	}

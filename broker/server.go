@@ -36,7 +36,7 @@ type Server struct {
 	trie       *router.Trie
 	retained   *retain.Store
 	retainMu   sync.Mutex // orders retained updates in memory as they are submitted to the store
-	auth       atomic.Pointer[authRules]
+	auth       atomic.Pointer[AuthRules]
 	checkSlots chan struct{} // bounds concurrent password checks
 	sessions   *session.Registry
 	sessOpts   session.Options
@@ -55,9 +55,9 @@ type Server struct {
 	matchPool sync.Pool // *[]router.Subscriber
 }
 
-// New rebuilds the broker's state from store and returns a server ready to Serve. The store
-// stays the caller's to close, after Shutdown.
-func New(cfg *config.Config, store *persist.Store, log zerolog.Logger) (*Server, error) {
+// New rebuilds the broker's state from store and returns a server ready to Serve, checking clients
+// against rules (from LoadAuth). The store stays the caller's to close, after Shutdown.
+func New(cfg *config.Config, store *persist.Store, rules *AuthRules, log zerolog.Logger) (*Server, error) {
 	s := &Server{
 		cfg:      cfg,
 		log:      log,
@@ -78,10 +78,6 @@ func New(cfg *config.Config, store *persist.Store, log zerolog.Logger) (*Server,
 	}
 	s.dropLog = log.Sample(&zerolog.BurstSampler{Burst: 5, Period: time.Second})
 	s.checkSlots = passwordCheckSlots()
-	rules, err := s.loadAuth()
-	if err != nil {
-		return nil, err
-	}
 	s.auth.Store(rules)
 	if err := s.recover(); err != nil {
 		return nil, err

@@ -29,6 +29,10 @@ func serve(env *Env, args []string) error {
 		return err
 	}
 	log := newLogger(cfg.Log, env.Stderr)
+	rules, err := broker.LoadAuth(cfg.Auth, log)
+	if err != nil {
+		return usagef("%s: %w", configName(*path), err)
+	}
 	opts, err := storeOptions(cfg, log)
 	if err != nil {
 		return err
@@ -43,7 +47,7 @@ func serve(env *Env, args []string) error {
 		}
 	}()
 	broker.Version = "holdfast " + env.Version
-	srv, err := broker.New(cfg, store, log.With().Str("component", "broker").Logger())
+	srv, err := broker.New(cfg, store, rules, log.With().Str("component", "broker").Logger())
 	if err != nil {
 		return err
 	}
@@ -74,6 +78,7 @@ func serve(env *Env, args []string) error {
 	for s := range sig {
 		if s == syscall.SIGHUP {
 			reload(env, *path, log)
+			srv.ReloadAuth()
 			srv.ReloadCertificates()
 			continue
 		}
@@ -102,4 +107,12 @@ func reload(env *Env, path string, log zerolog.Logger) {
 		zerolog.SetGlobalLevel(level)
 		log.Info().Stringer("from", old).Stringer("to", level).Msg("SIGHUP: log level changed")
 	}
+}
+
+// configName names the configuration in messages.
+func configName(path string) string {
+	if path == "" {
+		return "embedded config.toml"
+	}
+	return path
 }
