@@ -33,6 +33,7 @@ type Store struct {
 	senders sync.WaitGroup
 	reqCh   chan *Batch
 
+	wal        *wal // nil in None mode
 	w          *writer
 	writerDone chan struct{}
 
@@ -65,7 +66,8 @@ func Open(o Options) (*Store, error) {
 	threshold := min(int64(1<<20), o.MemTableSize*15/100/4)
 	bo := badger.DefaultOptions(o.Dir).
 		WithValueThreshold(threshold).
-		WithSyncWrites(o.Durability == Sync).
+		WithSyncWrites(false). // the write-ahead log (wal.go) makes commits durable
+
 		WithInMemory(o.Durability == None).
 		WithDetectConflicts(false).
 		WithNumVersionsToKeep(1).
@@ -99,13 +101,31 @@ func Open(o Options) (*Store, error) {
 		stopBg:     make(chan struct{}),
 	}
 	s.stats.init()
+	if o.Durability != None {
+		if s.wal, err = openWAL(o.Dir); err != nil {
+			_ = db.Close()
+			return nil, err
+		}
+		start := time.Now()
+		n, err := replayWAL(db, s.wal, o.Dir)
+		if err != nil {
+			s.wal.close()
+			_ = db.Close()
+			return nil, err
+		}
+		if n > 0 {
+			log.Info().Int("records", n).Dur("took", time.Since(start)).Msg("replayed the write-ahead log")
+		}
+	}
 	if err := s.checkSchema(); err != nil {
+		s.closeWAL()
 		_ = db.Close()
 		return nil, err
 	}
 	start := time.Now()
 	idx, err := loadIndex(db)
 	if err != nil {
+		s.closeWAL()
 		_ = db.Close()
 		return nil, err
 	}
@@ -330,10 +350,14 @@ func (s *Store) Close() error {
 		<-s.writerDone
 
 		var errs []error
-		if s.opt.Durability == Async {
-			if err := s.db.Sync(); err != nil {
-				errs = append(errs, fmt.Errorf("persist: final sync: %w", err))
+		if s.wal != nil {
+			// Everything is in Badger: make it durable there and leave an empty log behind.
+			if err := checkpoint(s.db, s.opt.Dir); err != nil {
+				errs = append(errs, err)
+			} else if err := s.wal.reset(); err != nil {
+				errs = append(errs, err)
 			}
+			s.closeWAL()
 		}
 		s.readMu.Lock()
 		s.dbClosed = true
@@ -347,7 +371,14 @@ func (s *Store) Close() error {
 	return s.closeErr
 }
 
-// syncLoop fsyncs every AsyncInterval (Async mode).
+// closeWAL closes the write-ahead log file, if any.
+func (s *Store) closeWAL() {
+	if s.wal != nil {
+		s.wal.close()
+	}
+}
+
+// syncLoop fsyncs the write-ahead log every AsyncInterval (Async mode).
 func (s *Store) syncLoop() {
 	defer s.bgWG.Done()
 	t := time.NewTicker(s.opt.AsyncInterval)
@@ -359,7 +390,7 @@ func (s *Store) syncLoop() {
 		case <-t.C:
 		}
 		start := time.Now()
-		err := s.db.Sync()
+		err := s.wal.sync()
 		d := time.Since(start)
 		s.stats.recordSync(d)
 		if err != nil {

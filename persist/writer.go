@@ -170,7 +170,7 @@ func (w *writer) commit() error {
 	if w.txn != nil {
 		if w.txnEntries > 0 {
 			start := time.Now()
-			err = w.txn.Commit()
+			err = w.commitTxn()
 			d := time.Since(start)
 			w.s.stats.recordCommit(d, w.txnEntries)
 			if d > slowThreshold {
@@ -201,6 +201,49 @@ func (w *writer) commit() error {
 	}
 	clear(w.pending)
 	w.pending = w.pending[:0]
+	return err
+}
+
+// commitTxn commits the open transaction through the write-ahead log: the entries are appended
+// to the log and, in Sync mode, fdatasynced while Badger applies them; the commit is done when
+// both are.
+func (w *writer) commitTxn() error {
+	l := w.s.wal
+	if l == nil {
+		return w.txn.Commit()
+	}
+	recs := make([][]rec, 0, len(w.pending)+1)
+	for _, b := range w.pending {
+		if b.result == nil {
+			recs = append(recs, b.applied)
+		}
+	}
+	if w.cur != nil {
+		recs = append(recs, w.cur.applied) // the committed part of a batch split over transactions
+	}
+	if err := l.append(recs); err != nil {
+		w.txn.Discard()
+		return err
+	}
+	var synced chan error
+	if w.s.opt.Durability == Sync {
+		synced = make(chan error, 1)
+		go func() { synced <- l.sync() }()
+	}
+	err := w.txn.Commit()
+	if synced != nil {
+		err = errors.Join(err, <-synced)
+	}
+	if err == nil && l.size > walCheckpointBytes {
+		start := time.Now()
+		if err := checkpoint(w.db, w.s.opt.Dir); err != nil {
+			return err
+		}
+		if err := l.reset(); err != nil {
+			return err
+		}
+		w.s.log.Debug().Dur("took", time.Since(start)).Msg("checkpoint: write-ahead log truncated")
+	}
 	return err
 }
 
