@@ -33,7 +33,6 @@ type wsConn struct {
 	rerr error     // sticky: gorilla's read side is unusable after any error
 
 	closed        atomic.Bool               // Close has begun
-	writing       atomic.Int32              // Write calls in progress
 	writeDeadline atomic.Pointer[time.Time] // applied by Write to every message
 
 	closeOnce sync.Once
@@ -107,8 +106,6 @@ func (c *wsConn) Write(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	c.writing.Add(1)
-	defer c.writing.Add(-1)
 	var dl time.Time
 	if t := c.writeDeadline.Load(); t != nil {
 		dl = *t
@@ -129,9 +126,9 @@ func (c *wsConn) Close() error {
 func (c *wsConn) closeWith(code int, text string) error {
 	c.closeOnce.Do(func() {
 		c.closed.Store(true)
-		if c.writing.Load() == 0 {
-			_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, text), time.Now().Add(closeFrameTimeout))
-		}
+		// gorilla lets a control frame be written while another write is under way; a write
+		// stuck on a client that does not read delays this by closeFrameTimeout at most.
+		_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, text), time.Now().Add(closeFrameTimeout))
 		c.closeErr = c.ws.Close()
 		if c.onClose != nil {
 			c.onClose(c)
