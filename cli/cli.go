@@ -40,13 +40,16 @@ type command struct {
 	run     func(env *Env, args []string) error
 }
 
-var commands map[string]command
+// commands is filled by the init functions of the files that implement them (package-level
+// initialization runs before any init, so their order does not matter).
+var commands = map[string]command{}
 
 func init() {
-	commands = map[string]command{
-		"serve":   {"run the broker (the default)", serve},
-		"version": {"print the version", func(env *Env, _ []string) error { fmt.Fprintln(env.Stdout, "holdfast", env.Version); return nil }},
-	}
+	commands["serve"] = command{"run the broker (the default)", serve}
+	commands["version"] = command{"print the version", func(env *Env, _ []string) error {
+		fmt.Fprintln(env.Stdout, "holdfast", env.Version)
+		return nil
+	}}
 }
 
 // Run runs the command named by args[0] (serve when args is empty or starts with a flag).

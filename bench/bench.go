@@ -1,0 +1,293 @@
+// Package bench is holdfast's load tool: `holdfast bench SCENARIO [flags]`.
+//
+// It drives any MQTT 3.1/3.1.1 broker with its own client, built on the
+// codec package and kept allocation-free on the message path (one reader
+// goroutine per connection, writes batched in a bufio.Writer that is flushed
+// when the in-flight window is full or nothing else is queued), so that the
+// broker, not the client, is what gets measured.
+//
+// Every run is bounded in messages and in time, stops by itself, and prints
+// exactly one line of key=value results on stdout; on a terminal a progress
+// line on stderr is refreshed every second for runs longer than a few
+// seconds. Every payload carries the run, the publisher, a sequence number
+// and the send time, so loss, duplicates and latency are measured, not
+// assumed. Loss at QoS 1 or 2, and duplicates at QoS 2, make the run fail.
+//
+// Scenarios: fanin, fanout, latency, idle, offline, restart; see
+// `holdfast bench SCENARIO -h`.
+package bench
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"strings"
+	"time"
+)
+
+// ErrUsage marks errors caused by bad arguments (exit code 2); a -h request
+// returns flag.ErrHelp instead.
+var ErrUsage = errors.New("bad usage")
+
+// ErrLoss marks a run that lost QoS 1 or 2 messages or delivered a QoS 2
+// message twice. The result line has been printed when it is returned.
+var ErrLoss = errors.New("delivery guarantee broken")
+
+// options holds every flag; each scenario registers the ones it reads.
+type options struct {
+	addr     string
+	qos      int
+	size     int
+	inflight int
+	duration time.Duration
+	count    int64
+	level    int
+	clean    bool
+	timeout  time.Duration
+
+	pubs, subs int
+	rate       float64
+
+	conns    int
+	parallel int
+	pid      int
+	settle   time.Duration
+
+	fill, wait bool
+	sessions   int
+	interval   time.Duration
+	since      int64
+}
+
+// env is what a scenario runs with.
+type env struct {
+	o        options
+	stdout   io.Writer
+	stderr   io.Writer
+	start    time.Time // when Main was entered
+	progress bool      // stderr is a terminal
+	run      uint32    // random id of this run: topics, client ids, payloads
+}
+
+type scenario struct {
+	name    string
+	summary string
+	flags   func(fs *flag.FlagSet, o *options)
+	run     func(e *env) error
+}
+
+func scenarios() []scenario {
+	return []scenario{
+		{"fanin", "P publishers to one subscriber on one topic: delivered/s, loss, duplicates", flagsFanin, runFanin},
+		{"fanout", "one publisher to N subscribers: deliveries/s over all subscribers", flagsFanout, runFanout},
+		{"latency", "one publisher at a fixed rate to one subscriber: p50, p99, max latency", flagsLatency, runLatency},
+		{"idle", "open many idle connections: connect rate, broker memory per connection", flagsIdle, runIdle},
+		{"offline", "queue M messages for an offline persistent session, then drain: enqueue/s, drain/s", flagsOffline, runOffline},
+		{"restart", "-fill: queue messages over many persistent sessions; -wait: time until a restarted broker accepts", flagsRestart, runRestart},
+	}
+}
+
+// Main runs `holdfast bench` with args (the scenario and its flags). It
+// returns flag.ErrHelp after -h, an error wrapping ErrUsage for bad
+// arguments, one wrapping ErrLoss when guarantees were broken, and any
+// other error when the run could not complete.
+func Main(args []string, stdout, stderr io.Writer) error {
+	start := time.Now()
+	all := scenarios()
+	if len(args) == 0 {
+		printUsage(stderr, all)
+		return fmt.Errorf("%w: missing scenario", ErrUsage)
+	}
+	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		printUsage(stderr, all)
+		return flag.ErrHelp
+	}
+	var sc *scenario
+	for i := range all {
+		if all[i].name == args[0] {
+			sc = &all[i]
+		}
+	}
+	if sc == nil {
+		printUsage(stderr, all)
+		return fmt.Errorf("%w: unknown scenario %q", ErrUsage, args[0])
+	}
+
+	fs := flag.NewFlagSet("holdfast bench "+sc.name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o options
+	sc.flags(fs, &o)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: holdfast bench %s [flags]\n\n%s.\n\nflags:\n", sc.name, sc.summary)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return fmt.Errorf("%w: bench %s: %w", ErrUsage, sc.name, err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: bench %s: unexpected argument %q", ErrUsage, sc.name, fs.Arg(0))
+	}
+	if err := o.validate(fs); err != nil {
+		return fmt.Errorf("%w: bench %s: %w", ErrUsage, sc.name, err)
+	}
+	e := &env{o: o, stdout: stdout, stderr: stderr, start: start, progress: isTerminal(stderr), run: rand.Uint32()}
+	return sc.run(e)
+}
+
+func printUsage(w io.Writer, all []scenario) {
+	fmt.Fprintf(w, "usage: holdfast bench SCENARIO [flags]\n\nscenarios:\n")
+	for _, s := range all {
+		fmt.Fprintf(w, "  %-8s %s\n", s.name, s.summary)
+	}
+	fmt.Fprintf(w, "\n`holdfast bench SCENARIO -h` lists the flags of one.\n")
+}
+
+// Flag groups. Defaults follow issue 7: 64-byte payloads, 16 messages in
+// flight per publisher.
+
+func flagsConn(fs *flag.FlagSet, o *options) {
+	fs.StringVar(&o.addr, "addr", "127.0.0.1:1883", "broker `host:port`")
+	fs.IntVar(&o.level, "v", 4, "MQTT protocol level: 3 (3.1) or 4 (3.1.1)")
+	fs.DurationVar(&o.timeout, "timeout", 5*time.Second, "longest wait for a CONNACK or SUBACK, for an acknowledgement, and without new deliveries at the end of a run")
+}
+
+func flagsMessages(fs *flag.FlagSet, o *options, qos int, count int64, duration time.Duration) {
+	fs.IntVar(&o.qos, "qos", qos, "QoS of publications and subscriptions: 0, 1 or 2")
+	fs.IntVar(&o.size, "size", 64, fmt.Sprintf("payload `bytes` (at least %d: run, publisher, sequence number, send time)", headerSize))
+	fs.IntVar(&o.inflight, "inflight", 16, "messages each publisher keeps in flight at QoS 1 and 2 (QoS 0 publishers write as fast as TCP takes)")
+	fs.Int64Var(&o.count, "count", count, "messages to publish in all (0: until -duration)")
+	fs.DurationVar(&o.duration, "duration", duration, "publishing stops after this long even if -count is not reached")
+}
+
+func flagsFlow(fs *flag.FlagSet, o *options) {
+	flagsConn(fs, o)
+	flagsMessages(fs, o, 0, 0, 10*time.Second)
+	fs.BoolVar(&o.clean, "clean", true, "subscribers connect with clean-session=1 (-clean=false: persistent sessions, removed at the end)")
+}
+
+func flagsFanin(fs *flag.FlagSet, o *options) {
+	flagsFlow(fs, o)
+	fs.IntVar(&o.pubs, "pubs", 4, "publishers")
+}
+
+func flagsFanout(fs *flag.FlagSet, o *options) {
+	flagsFlow(fs, o)
+	fs.IntVar(&o.subs, "subs", 10, "subscribers")
+}
+
+func flagsLatency(fs *flag.FlagSet, o *options) {
+	flagsFlow(fs, o)
+	fs.Float64Var(&o.rate, "rate", 1000, "messages per second (with -count 0: rate × -duration messages)")
+}
+
+func flagsIdle(fs *flag.FlagSet, o *options) {
+	flagsConn(fs, o)
+	fs.IntVar(&o.conns, "conns", 10000, "connections to open")
+	fs.IntVar(&o.parallel, "parallel", 32, "connections being opened at once")
+	fs.IntVar(&o.pid, "pid", 0, "broker process id: VmRSS is read from /proc/PID/status before and after (0: not measured)")
+	fs.DurationVar(&o.settle, "settle", time.Second, "wait after the last CONNACK before reading the broker's memory")
+	fs.DurationVar(&o.duration, "duration", 5*time.Minute, "give up opening connections after this long")
+}
+
+func flagsOffline(fs *flag.FlagSet, o *options) {
+	flagsConn(fs, o)
+	flagsMessages(fs, o, 1, 50000, 5*time.Minute)
+}
+
+func flagsRestart(fs *flag.FlagSet, o *options) {
+	flagsConn(fs, o)
+	flagsMessages(fs, o, 1, 1000000, 30*time.Minute)
+	fs.BoolVar(&o.fill, "fill", false, "create -sessions persistent sessions and queue -count messages over them")
+	fs.BoolVar(&o.wait, "wait", false, "connect repeatedly until the broker answers CONNACK; report the time since -since")
+	fs.IntVar(&o.sessions, "sessions", 10000, "-fill: persistent sessions, each subscribed to its own topic")
+	fs.IntVar(&o.pubs, "pubs", 4, "-fill: publishers, each going round the sessions' topics")
+	fs.IntVar(&o.parallel, "parallel", 32, "-fill: sessions being created at once")
+	fs.DurationVar(&o.interval, "interval", 10*time.Millisecond, "-wait: pause between connection attempts")
+	fs.Int64Var(&o.since, "since", 0, "-wait: start of the measurement in Unix `nanoseconds`, e.g. $(date +%s%N) just before the broker was started (0: when this command started)")
+}
+
+// validate checks the flags the scenario registered.
+func (o *options) validate(fs *flag.FlagSet) error {
+	has := func(name string) bool { return fs.Lookup(name) != nil }
+	var errs []string
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
+	if o.level != 3 && o.level != 4 {
+		bad("-v %d: want 3 or 4", o.level)
+	}
+	if o.timeout <= 0 {
+		bad("-timeout must be positive")
+	}
+	if has("qos") {
+		if o.qos < 0 || o.qos > 2 {
+			bad("-qos %d: want 0, 1 or 2", o.qos)
+		}
+		if o.size < headerSize || o.size > 1<<20 {
+			bad("-size %d: want %d to %d", o.size, headerSize, 1<<20)
+		}
+		if o.inflight < 1 || o.inflight > 65535 {
+			bad("-inflight %d: want 1 to 65535", o.inflight)
+		}
+		if o.count < 0 {
+			bad("-count must not be negative")
+		}
+	}
+	if o.duration <= 0 {
+		bad("-duration must be positive")
+	}
+	if has("pubs") && o.pubs < 1 {
+		bad("-pubs must be at least 1")
+	}
+	if has("subs") && o.subs < 1 {
+		bad("-subs must be at least 1")
+	}
+	if has("rate") && !(o.rate > 0 && o.rate <= 1e7) {
+		bad("-rate must be above 0 and at most 10000000")
+	}
+	if has("conns") && o.conns < 1 {
+		bad("-conns must be at least 1")
+	}
+	if has("parallel") && o.parallel < 1 {
+		bad("-parallel must be at least 1")
+	}
+	if has("sessions") {
+		switch {
+		case o.fill == o.wait:
+			bad("restart needs exactly one of -fill and -wait")
+		case o.fill && o.qos == 0:
+			bad("-fill needs -qos 1 or 2: QoS 0 messages are not queued for offline sessions")
+		case o.fill && o.sessions < 1:
+			bad("-sessions must be at least 1")
+		case o.wait && o.interval <= 0:
+			bad("-interval must be positive")
+		}
+	}
+	if fs.Name() == "holdfast bench offline" && o.qos == 0 {
+		bad("offline needs -qos 1 or 2: QoS 0 messages are not queued for offline sessions")
+	}
+	if len(errs) > 0 {
+		return errors.New(strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// clientID names connection i of role r in this run. It stays within the
+// 23 bytes MQTT 3.1 allows.
+func (e *env) clientID(role string, i int) string {
+	return fmt.Sprintf("hb%08x%s%d", e.run, role, i)
+}
+
+// topic is a topic of this run alone, so that no earlier run's sessions or
+// retained messages can interfere.
+func (e *env) topic(name string) string {
+	return fmt.Sprintf("bench/%08x/%s", e.run, name)
+}
+
+func (e *env) dialOpts(clientID string, clean bool) dialOpts {
+	return dialOpts{addr: e.o.addr, level: byte(e.o.level), clientID: clientID, clean: clean, timeout: e.o.timeout}
+}

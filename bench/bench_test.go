@@ -1,0 +1,193 @@
+package bench
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// runMain runs Main and returns its result line parsed into a map.
+func runMain(t *testing.T, args ...string) (map[string]string, error) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	err := Main(args, &stdout, &stderr)
+	out := strings.TrimSuffix(stdout.String(), "\n")
+	if strings.Contains(out, "\n") {
+		t.Fatalf("more than one line on stdout:\n%s", out)
+	}
+	kv := map[string]string{}
+	for _, f := range strings.Fields(out) {
+		k, v, ok := strings.Cut(f, "=")
+		if !ok {
+			t.Fatalf("field %q is not key=value in %q", f, out)
+		}
+		kv[k] = v
+	}
+	if testing.Verbose() {
+		t.Logf("%s\nstderr: %s", out, stderr.String())
+	}
+	return kv, err
+}
+
+func num(t *testing.T, kv map[string]string, key string) float64 {
+	t.Helper()
+	v, ok := kv[key]
+	if !ok {
+		t.Fatalf("no %s in %v", key, kv)
+	}
+	f, err := strconv.ParseFloat(strings.TrimSuffix(v, "s"), 64)
+	if err != nil {
+		t.Fatalf("%s=%q: %v", key, v, err)
+	}
+	return f
+}
+
+func TestFlowsAgainstFakeBroker(t *testing.T) {
+	b := newFakeBroker(t)
+	cases := []struct {
+		name string
+		args []string
+		want float64 // received
+	}{
+		{"fanin qos0", []string{"fanin", "-qos", "0", "-count", "3000"}, 3000},
+		{"fanin qos1", []string{"fanin", "-qos", "1", "-count", "3000", "-inflight", "4"}, 3000},
+		{"fanin qos2", []string{"fanin", "-qos", "2", "-count", "2000", "-pubs", "3"}, 2000},
+		{"fanin qos1 persistent v3", []string{"fanin", "-qos", "1", "-count", "1000", "-clean=false", "-v", "3"}, 1000},
+		{"fanout qos1", []string{"fanout", "-qos", "1", "-subs", "3", "-count", "1000"}, 3000},
+		{"fanin by duration", []string{"fanin", "-qos", "1", "-duration", "300ms"}, -1},
+		{"latency", []string{"latency", "-qos", "1", "-rate", "2000", "-count", "200"}, 200},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			kv, err := runMain(t, append(c.args, "-addr", b.addr())...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.want >= 0 && num(t, kv, "received") != c.want {
+				t.Errorf("received=%s, want %v", kv["received"], c.want)
+			}
+			if num(t, kv, "received") == 0 || num(t, kv, "lost") != 0 || num(t, kv, "dup") != 0 || num(t, kv, "stray") != 0 {
+				t.Errorf("got %v", kv)
+			}
+			if num(t, kv, "p99_ms") > num(t, kv, "max_ms") || num(t, kv, "max_ms") <= 0 {
+				t.Errorf("latency p99 %s max %s", kv["p99_ms"], kv["max_ms"])
+			}
+		})
+	}
+	if n := b.sessionCount(0); n != 0 {
+		t.Errorf("%d sessions left behind", n)
+	}
+}
+
+func TestLossIsAnError(t *testing.T) {
+	b := newFakeBroker(t)
+	b.dropEvery = 100
+	kv, err := runMain(t, "fanin", "-qos", "1", "-count", "1000", "-timeout", "300ms", "-addr", b.addr())
+	if !errors.Is(err, ErrLoss) {
+		t.Fatalf("err = %v, want ErrLoss", err)
+	}
+	if kv["lost"] != "10" {
+		t.Errorf("lost=%s, want 10", kv["lost"])
+	}
+	// At QoS 0 loss is reported, not failed.
+	kv, err = runMain(t, "fanin", "-qos", "0", "-count", "1000", "-timeout", "300ms", "-addr", b.addr())
+	if err != nil || kv["lost"] != "10" {
+		t.Errorf("QoS 0: err %v, lost=%s, want nil and 10", err, kv["lost"])
+	}
+}
+
+// TestHungBroker checks that a run against a broker that stops reading
+// still ends by itself, with an error.
+func TestHungBroker(t *testing.T) {
+	b := newFakeBroker(t)
+	b.stall = true
+	for _, qos := range []string{"0", "1"} {
+		start := time.Now()
+		_, err := runMain(t, "fanin", "-qos", qos, "-size", "60000", "-duration", "300ms", "-timeout", "300ms", "-addr", b.addr())
+		if err == nil {
+			t.Errorf("QoS %s: no error from a hung broker", qos)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("QoS %s: took %s", qos, d)
+		}
+	}
+}
+
+func TestOfflineAgainstFakeBroker(t *testing.T) {
+	b := newFakeBroker(t)
+	kv, err := runMain(t, "offline", "-count", "2000", "-addr", b.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kv["received"] != "2000" || kv["lost"] != "0" || kv["session_present"] != "true" || num(t, kv, "drain_per_s") <= 0 {
+		t.Errorf("got %v", kv)
+	}
+	if n := b.sessionCount(0); n != 0 {
+		t.Errorf("%d sessions left behind", n)
+	}
+}
+
+func TestIdleAndRestartAgainstFakeBroker(t *testing.T) {
+	b := newFakeBroker(t)
+	kv, err := runMain(t, "idle", "-conns", "50", "-pid", strconv.Itoa(os.Getpid()), "-settle", "0", "-addr", b.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kv["opened"] != "50" || num(t, kv, "rss_after_kb") <= 0 {
+		t.Errorf("got %v", kv)
+	}
+
+	kv, err = runMain(t, "restart", "-fill", "-sessions", "20", "-count", "400", "-addr", b.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := b.sessionCount(20); kv["acked"] != "400" || n != 20 {
+		t.Errorf("got %v and %d sessions", kv, n)
+	}
+	kv, err = runMain(t, "restart", "-wait", "-addr", b.addr())
+	if err != nil || kv["attempts"] != "1" {
+		t.Errorf("wait: %v, %v", err, kv)
+	}
+
+	b.ln.Close()
+	if _, err := runMain(t, "restart", "-wait", "-duration", "100ms", "-addr", b.addr()); err == nil {
+		t.Error("restart -wait succeeded with nothing listening")
+	}
+}
+
+func TestUsage(t *testing.T) {
+	for _, args := range [][]string{
+		{},
+		{"nosuch"},
+		{"fanin", "-qos", "3"},
+		{"fanin", "-nosuchflag"},
+		{"fanin", "extra"},
+		{"fanin", "-size", "8"},
+		{"offline", "-qos", "0"},
+		{"restart"},
+		{"restart", "-fill", "-wait"},
+		{"idle", "-conns", "0"},
+	} {
+		var out, errOut bytes.Buffer
+		if err := Main(args, &out, &errOut); !errors.Is(err, ErrUsage) {
+			t.Errorf("%q: err = %v, want ErrUsage", args, err)
+		}
+		if out.Len() != 0 {
+			t.Errorf("%q: wrote %q to stdout", args, out.String())
+		}
+	}
+	for _, args := range [][]string{{"-h"}, {"fanin", "-h"}, {"restart", "-help"}} {
+		var out, errOut bytes.Buffer
+		if err := Main(args, &out, &errOut); !errors.Is(err, flag.ErrHelp) {
+			t.Errorf("%q: err = %v, want flag.ErrHelp", args, err)
+		}
+		if !strings.Contains(errOut.String(), "usage: holdfast bench") {
+			t.Errorf("%q: no usage on stderr: %q", args, errOut.String())
+		}
+	}
+}

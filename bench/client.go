@@ -1,0 +1,173 @@
+package bench
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/holdfast/holdfast/codec"
+)
+
+const (
+	readBufSize  = 64 << 10
+	writeBufSize = 64 << 10
+)
+
+// conn is one MQTT client connection of the load tool. After the handshake
+// a single goroutine reads (see subscriber.readLoop and publisher.readLoop);
+// writes go through one bufio.Writer guarded by mu, flushed by whoever
+// knows that nothing more is coming soon.
+type conn struct {
+	nc net.Conn
+	fr *frameReader
+
+	mu      sync.Mutex
+	bw      *bufio.Writer
+	scratch []byte // encoding space for control packets, under mu
+
+	closing atomic.Bool
+}
+
+// dialOpts says how to open a connection.
+type dialOpts struct {
+	addr     string
+	level    byte // 3 or 4
+	clientID string
+	clean    bool
+	timeout  time.Duration // for the TCP connect and the CONNACK
+}
+
+// dial connects and completes CONNECT/CONNACK. It returns the CONNACK's
+// session-present flag.
+func dial(o dialOpts) (*conn, bool, error) {
+	nc, err := net.DialTimeout("tcp", o.addr, o.timeout)
+	if err != nil {
+		return nil, false, err
+	}
+	c := &conn{
+		nc: nc,
+		fr: newFrameReader(nc, readBufSize),
+		bw: bufio.NewWriterSize(nc, writeBufSize),
+	}
+	present, err := c.handshake(o)
+	if err != nil {
+		nc.Close()
+		return nil, false, fmt.Errorf("connect %s as %q: %w", o.addr, o.clientID, err)
+	}
+	return c, present, nil
+}
+
+// connectPacket builds the CONNECT the tool sends: no will, no credentials,
+// keep-alive off so that an idle subscriber is never disconnected.
+func connectPacket(level byte, clientID string, clean bool) *codec.Connect {
+	name := codec.ProtocolName311
+	if level == codec.Level31 {
+		name = codec.ProtocolName31
+	}
+	return &codec.Connect{ProtocolName: name, ProtocolLevel: level, CleanSession: clean, ClientID: clientID}
+}
+
+func (c *conn) handshake(o dialOpts) (bool, error) {
+	c.nc.SetDeadline(time.Now().Add(o.timeout))
+	defer c.nc.SetDeadline(time.Time{})
+	if err := c.writeFlush(connectPacket(o.level, o.clientID, o.clean)); err != nil {
+		return false, err
+	}
+	first, body, err := c.fr.next()
+	if err != nil {
+		return false, fmt.Errorf("waiting for CONNACK: %w", err)
+	}
+	p, err := decodeFrame(first, body)
+	if err != nil {
+		return false, err
+	}
+	ack, ok := p.(*codec.Connack)
+	if !ok {
+		return false, fmt.Errorf("got %s, want CONNACK", p.Type())
+	}
+	if ack.ReturnCode != codec.Accepted {
+		return false, fmt.Errorf("CONNACK refused: %s", ack.ReturnCode)
+	}
+	return ack.SessionPresent, nil
+}
+
+// writeFlush encodes p and sends it now.
+func (c *conn) writeFlush(p codec.Packet) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.scratch = p.Append(c.scratch[:0])
+	if _, err := c.bw.Write(c.scratch); err != nil {
+		return err
+	}
+	return c.bw.Flush()
+}
+
+// subscribe sends one SUBSCRIBE and waits for its SUBACK. It must be called
+// before the connection's read loop starts.
+func (c *conn) subscribe(filter string, qos byte, timeout time.Duration) error {
+	c.nc.SetDeadline(time.Now().Add(timeout))
+	defer c.nc.SetDeadline(time.Time{})
+	sub := &codec.Subscribe{PacketID: 1, Subscriptions: []codec.Subscription{{Filter: filter, QoS: qos}}}
+	if err := c.writeFlush(sub); err != nil {
+		return err
+	}
+	first, body, err := c.fr.next()
+	if err != nil {
+		return fmt.Errorf("waiting for SUBACK: %w", err)
+	}
+	p, err := decodeFrame(first, body)
+	if err != nil {
+		return err
+	}
+	ack, ok := p.(*codec.Suback)
+	if !ok || ack.PacketID != 1 || len(ack.ReturnCodes) != 1 {
+		return fmt.Errorf("got %s, want SUBACK for packet 1", p.Type())
+	}
+	if rc := ack.ReturnCodes[0]; rc == codec.SubackFailure {
+		return fmt.Errorf("subscription to %q refused", filter)
+	}
+	return nil
+}
+
+// disconnect sends DISCONNECT and closes the socket. A read loop that then
+// fails sees closing set and ends quietly.
+func (c *conn) disconnect() {
+	c.closing.Store(true)
+	c.nc.SetWriteDeadline(time.Now().Add(time.Second))
+	c.writeFlush(&codec.Disconnect{})
+	c.nc.Close()
+}
+
+// abort closes the socket without a goodbye.
+func (c *conn) abort() {
+	c.closing.Store(true)
+	c.nc.Close()
+}
+
+// readErr turns the error that ended a read loop into nil when the tool
+// itself closed the connection.
+func (c *conn) readErr(err error) error {
+	if c.closing.Load() {
+		return nil
+	}
+	if errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
+}
+
+// cleanSession removes a persistent session: a connection with
+// clean-session=1 under the same client id discards it [MQTT-3.1.2-6].
+func cleanSession(o dialOpts) error {
+	o.clean = true
+	c, _, err := dial(o)
+	if err != nil {
+		return err
+	}
+	c.disconnect()
+	return nil
+}

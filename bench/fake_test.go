@@ -1,0 +1,238 @@
+package bench
+
+import (
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/holdfast/holdfast/codec"
+)
+
+// fakeBroker is just enough of an MQTT broker to drive the load tool in
+// tests: CONNECT, SUBSCRIBE to exact topics, PUBLISH relayed at
+// min(published, granted) QoS with the acknowledgements of each QoS, and
+// persistent sessions that queue while offline. dropEvery > 0 loses every
+// n-th publication, to prove that loss is noticed.
+type fakeBroker struct {
+	t         testing.TB
+	ln        net.Listener
+	dropEvery int
+	stall     bool          // stop reading at the first PUBLISH, as a hung broker would
+	quit      chan struct{} // closed at cleanup
+
+	mu       sync.Mutex
+	sessions map[string]*fakeSession
+	routed   int
+}
+
+type fakeSession struct {
+	filters map[string]byte
+	conn    *fakeConn // nil while offline
+	queue   []*codec.Publish
+	clean   bool
+}
+
+// fakeConn writes through its own goroutine, so that no reader ever blocks
+// on a peer's socket.
+type fakeConn struct {
+	nc     net.Conn
+	mu     sync.Mutex
+	cond   *sync.Cond
+	out    []codec.Packet
+	closed bool
+	nextID uint16
+}
+
+func newFakeBroker(t testing.TB) *fakeBroker {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &fakeBroker{t: t, ln: ln, sessions: map[string]*fakeSession{}, quit: make(chan struct{})}
+	var wg sync.WaitGroup
+	var conns sync.Map
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns.Store(nc, true)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				b.serve(nc)
+				conns.Delete(nc)
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		close(b.quit)
+		ln.Close()
+		conns.Range(func(k, _ any) bool { k.(net.Conn).Close(); return true })
+		wg.Wait()
+	})
+	return b
+}
+
+func (b *fakeBroker) addr() string { return b.ln.Addr().String() }
+
+func (c *fakeConn) send(p codec.Packet) {
+	c.mu.Lock()
+	c.out = append(c.out, p)
+	c.mu.Unlock()
+	c.cond.Signal()
+}
+
+func (c *fakeConn) writeLoop() {
+	var buf []byte
+	for {
+		c.mu.Lock()
+		for len(c.out) == 0 && !c.closed {
+			c.cond.Wait()
+		}
+		if len(c.out) == 0 {
+			c.mu.Unlock()
+			return
+		}
+		out := c.out
+		c.out = nil
+		c.mu.Unlock()
+		buf = buf[:0]
+		for _, p := range out {
+			buf = p.Append(buf)
+		}
+		if _, err := c.nc.Write(buf); err != nil {
+			c.nc.Close()
+			return
+		}
+	}
+}
+
+// deliver sends m to s's connection with a fresh packet identifier, or
+// queues it while s is offline. b.mu is held.
+func (s *fakeSession) deliver(m *codec.Publish) {
+	if s.conn == nil {
+		s.queue = append(s.queue, m)
+		return
+	}
+	out := *m
+	if out.QoS > 0 {
+		s.conn.nextID = s.conn.nextID%65535 + 1
+		out.PacketID = s.conn.nextID
+	}
+	s.conn.send(&out)
+}
+
+func (b *fakeBroker) serve(nc net.Conn) {
+	c := &fakeConn{nc: nc}
+	c.cond = sync.NewCond(&c.mu)
+	go c.writeLoop()
+	defer func() {
+		c.mu.Lock()
+		c.closed = true
+		c.mu.Unlock()
+		c.cond.Signal()
+	}()
+	r := codec.NewReader(nc, 0)
+	var sess *fakeSession
+	var id string
+	defer func() {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		if sess != nil && sess.conn == c {
+			sess.conn = nil
+			if sess.clean {
+				delete(b.sessions, id)
+			}
+		}
+	}()
+	for {
+		p, err := r.ReadPacket()
+		if err != nil {
+			return
+		}
+		switch p := p.(type) {
+		case *codec.Connect:
+			id = p.ClientID
+			b.mu.Lock()
+			sess = b.sessions[id]
+			present := sess != nil && !p.CleanSession
+			if !present {
+				sess = &fakeSession{filters: map[string]byte{}}
+				b.sessions[id] = sess
+			}
+			sess.clean = p.CleanSession
+			sess.conn = c
+			c.send(&codec.Connack{SessionPresent: present && p.ProtocolLevel == codec.Level311})
+			queued := sess.queue
+			sess.queue = nil
+			for _, m := range queued {
+				sess.deliver(m)
+			}
+			b.mu.Unlock()
+		case *codec.Subscribe:
+			codes := make([]byte, len(p.Subscriptions))
+			b.mu.Lock()
+			for i, s := range p.Subscriptions {
+				sess.filters[s.Filter] = s.QoS
+				codes[i] = s.QoS
+			}
+			b.mu.Unlock()
+			c.send(&codec.Suback{PacketID: p.PacketID, ReturnCodes: codes})
+		case *codec.Publish:
+			if b.stall {
+				<-b.quit
+				return
+			}
+			b.mu.Lock()
+			b.routed++
+			if b.dropEvery == 0 || b.routed%b.dropEvery != 0 {
+				for _, s := range b.sessions {
+					if granted, ok := s.filters[p.Topic]; ok {
+						m := *p
+						m.QoS = min(p.QoS, granted)
+						s.deliver(&m)
+					}
+				}
+			}
+			b.mu.Unlock()
+			switch p.QoS {
+			case 1:
+				c.send(&codec.Puback{PacketID: p.PacketID})
+			case 2:
+				c.send(&codec.Pubrec{PacketID: p.PacketID})
+			}
+		case *codec.Pubrel:
+			c.send(&codec.Pubcomp{PacketID: p.PacketID})
+		case *codec.Pubrec:
+			c.send(&codec.Pubrel{PacketID: p.PacketID})
+		case *codec.Puback, *codec.Pubcomp:
+		case *codec.Pingreq:
+			c.send(&codec.Pingresp{})
+		case *codec.Disconnect:
+			return
+		default:
+			b.t.Errorf("fake broker: unexpected %s", p.Type())
+			return
+		}
+	}
+}
+
+// sessionCount reports how many sessions the fake holds once the
+// connections that just closed have been noticed.
+func (b *fakeBroker) sessionCount(want int) int {
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		b.mu.Lock()
+		n := len(b.sessions)
+		b.mu.Unlock()
+		if n == want || time.Now().After(deadline) {
+			return n
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

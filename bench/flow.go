@@ -1,0 +1,224 @@
+package bench
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+)
+
+func runFanin(e *env) error   { return runFlow(e, "fanin", e.o.pubs, 1, 0) }
+func runFanout(e *env) error  { return runFlow(e, "fanout", 1, e.o.subs, 0) }
+func runLatency(e *env) error { return runFlow(e, "latency", 1, 1, e.o.rate) }
+
+// runFlow publishes from npub publishers to nsub subscribers of one topic,
+// at rate messages per second in all (0: as fast as the window allows), and
+// prints one result line.
+func runFlow(e *env, name string, npub, nsub int, rate float64) error {
+	o := e.o
+	topic := e.topic(name)
+	epoch := time.Now()
+	var subs []*subscriber
+	var pubs []*publisher
+	cleanup := func() {
+		for _, s := range subs {
+			s.c.abort()
+		}
+		for _, p := range pubs {
+			p.c.abort()
+		}
+	}
+
+	for i := range nsub {
+		c, _, err := dial(e.dialOpts(e.clientID("s", i), o.clean))
+		if err != nil {
+			cleanup()
+			return err
+		}
+		if err := c.subscribe(topic, byte(o.qos), o.timeout); err != nil {
+			c.abort()
+			cleanup()
+			return err
+		}
+		s := newSubscriber(c, e.run, npub, epoch)
+		s.start()
+		subs = append(subs, s)
+	}
+	for i := range npub {
+		c, _, err := dial(e.dialOpts(e.clientID("p", i), true))
+		if err != nil {
+			cleanup()
+			return err
+		}
+		p := newPublisher(c, uint32(i), e.run, byte(o.qos), o.inflight, o.size, []string{topic}, epoch)
+		p.start()
+		pubs = append(pubs, p)
+	}
+
+	count := uint64(o.count)
+	var interval time.Duration
+	if rate > 0 {
+		interval = max(time.Duration(float64(time.Second)/rate), 1)
+		if count == 0 {
+			count = max(uint64(rate*o.duration.Seconds()), 1)
+		}
+	}
+	start := time.Now()
+	pl := plan{start: start, deadline: start.Add(o.duration), interval: interval, stall: o.timeout}
+	if rate > 0 {
+		// The last paced message is due one interval before -duration;
+		// a late timer must not cost it.
+		pl.deadline = pl.deadline.Add(o.timeout)
+	}
+
+	var sentRate, recvRate counterRate
+	prog := startProgress(e.stderr, e.progress, name, func() string {
+		var sent, recv uint64
+		for _, p := range pubs {
+			sent += p.sent.Load()
+		}
+		for _, s := range subs {
+			recv += s.uniq.Load()
+		}
+		return "sent " + sentRate.text(sent) + " received " + recvRate.text(recv)
+	})
+
+	pubErrs := make([]error, npub)
+	var wg sync.WaitGroup
+	for i, p := range pubs {
+		mine := pl
+		if count > 0 {
+			mine.count = count / uint64(npub)
+			if uint64(i) < count%uint64(npub) {
+				mine.count++
+			}
+			if mine.count == 0 {
+				continue // more publishers than messages
+			}
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			pubErrs[i] = p.publish(mine)
+		}()
+	}
+	wg.Wait()
+	pubEnd := time.Now()
+
+	var sent uint64
+	for _, p := range pubs {
+		sent += p.sent.Load()
+	}
+	drainErr := waitDrain(subs, sent, o.timeout)
+	prog.end()
+
+	var errs []error
+	for i, p := range pubs {
+		if pubErrs[i] != nil {
+			errs = append(errs, fmt.Errorf("publisher %d: %w", i, pubErrs[i]))
+		}
+		if err := p.close(); err != nil {
+			errs = append(errs, fmt.Errorf("publisher %d: %w", i, err))
+		}
+	}
+	for i, s := range subs {
+		if err := s.close(); err != nil {
+			errs = append(errs, fmt.Errorf("subscriber %d: %w", i, err))
+		}
+	}
+	if !o.clean {
+		for i := range subs {
+			if err := cleanSession(e.dialOpts(e.clientID("s", i), true)); err != nil {
+				errs = append(errs, fmt.Errorf("removing session of subscriber %d: %w", i, err))
+			}
+		}
+	}
+
+	var received, lost, dup, stray uint64
+	var last int64
+	lat := new(histogram)
+	for _, s := range subs {
+		t := s.t
+		received += t.uniq + t.dup
+		dup += t.dup
+		stray += t.stray
+		lat.merge(&t.lat)
+		last = max(last, t.last)
+		for i, p := range pubs {
+			lost += t.lost(i, p.sent.Load())
+		}
+	}
+	elapsed := pubEnd.Sub(start)
+	if last > 0 {
+		elapsed = time.Duration(last) - start.Sub(epoch)
+	}
+
+	var l line
+	l.str("scenario", name).int("qos", o.qos).int("pubs", npub).int("subs", nsub).
+		int("size", o.size).int("inflight", o.inflight).bool("clean", o.clean)
+	if rate > 0 {
+		l.add("rate", fmt.Sprint(rate))
+	}
+	l.uint("sent", sent).uint("received", received).uint("lost", lost).uint("dup", dup).uint("stray", stray).
+		secs("elapsed", elapsed).rate("sent_per_s", sent, pubEnd.Sub(start)).rate("recv_per_s", received, elapsed).
+		ms("p50_ms", lat.quantile(0.50)).ms("p99_ms", lat.quantile(0.99)).ms("max_ms", lat.max)
+	if err := l.print(e.stdout); err != nil {
+		return err
+	}
+
+	if err := guarantees(o.qos, lost, dup, sent*uint64(nsub)); err != nil {
+		errs = append([]error{err}, errs...)
+	} else if drainErr != nil && o.qos > 0 {
+		errs = append(errs, drainErr)
+	}
+	return errors.Join(errs...)
+}
+
+// guarantees checks what MQTT promises: nothing lost at QoS 1 and 2,
+// nothing twice at QoS 2. QoS 0 loss is reported, not failed.
+func guarantees(qos int, lost, dup, expected uint64) error {
+	switch {
+	case qos > 0 && lost > 0:
+		return fmt.Errorf("%w: %d of %d QoS %d messages lost", ErrLoss, lost, expected, qos)
+	case qos == 2 && dup > 0:
+		return fmt.Errorf("%w: %d QoS 2 messages delivered twice", ErrLoss, dup)
+	}
+	return nil
+}
+
+// waitDrain waits until every subscriber has received want distinct
+// messages, or until none arrives for quiet, or a subscriber's connection
+// ends.
+func waitDrain(subs []*subscriber, want uint64, quiet time.Duration) error {
+	var last uint64
+	changed := time.Now()
+	for {
+		done := true
+		var sum uint64
+		for i, s := range subs {
+			n := s.uniq.Load()
+			sum += n
+			if n >= want {
+				continue
+			}
+			done = false
+			select {
+			case <-s.done:
+				if s.err != nil {
+					return fmt.Errorf("subscriber %d: connection lost with %d of %d messages: %w", i, n, want, s.err)
+				}
+				return fmt.Errorf("subscriber %d: connection closed with %d of %d messages", i, n, want)
+			default:
+			}
+		}
+		if done {
+			return nil
+		}
+		if sum != last {
+			last, changed = sum, time.Now()
+		} else if time.Since(changed) > quiet {
+			return fmt.Errorf("%d of %d deliveries missing after %s without one", want*uint64(len(subs))-sum, want*uint64(len(subs)), quiet)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}

@@ -1,0 +1,215 @@
+package bench
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/holdfast/holdfast/codec"
+)
+
+// frameReader splits a stream into MQTT packets without allocating: each
+// packet's body is a slice of one reused buffer, valid until the next call
+// to next. It does only what the hot path needs (find the packet, read a
+// PUBLISH or an acknowledgement); every other packet goes through
+// codec.Reader by way of decodeFrame, which validates it fully.
+//
+// codec.Reader gives every packet its own memory, which is what a broker
+// wants and a load tool receiving a million messages a second does not.
+type frameReader struct {
+	r          io.Reader
+	buf        []byte
+	start, end int
+	readAt     time.Time // when the last read returned data
+}
+
+func newFrameReader(r io.Reader, size int) *frameReader {
+	return &frameReader{r: r, buf: make([]byte, size)}
+}
+
+// buffered reports how many received bytes are waiting to be split.
+func (f *frameReader) buffered() int { return f.end - f.start }
+
+// hasPacket reports whether a whole packet is buffered, so that next will
+// not block.
+func (f *frameReader) hasPacket() bool {
+	if f.buffered() < 2 {
+		return false
+	}
+	n, hlen, ok, err := remainingLength(f.buf[f.start+1 : f.end])
+	return err != nil || ok && f.buffered() >= 1+hlen+n
+}
+
+// errFrameTooLarge guards against a peer announcing an absurd packet.
+var errFrameTooLarge = errors.New("packet larger than 16 MiB")
+
+const maxFrame = 16 << 20
+
+// next returns the first byte of the next packet and its body.
+func (f *frameReader) next() (first byte, body []byte, err error) {
+	for {
+		if f.buffered() >= 2 {
+			n, hlen, ok, err := remainingLength(f.buf[f.start+1 : f.end])
+			if err != nil {
+				return 0, nil, err
+			}
+			if ok {
+				total := 1 + hlen + n
+				if total > maxFrame {
+					return 0, nil, errFrameTooLarge
+				}
+				if f.buffered() >= total {
+					first = f.buf[f.start]
+					body = f.buf[f.start+1+hlen : f.start+total]
+					f.start += total
+					return first, body, nil
+				}
+				f.room(total)
+			}
+		}
+		if err := f.fill(); err != nil {
+			return 0, nil, err
+		}
+	}
+}
+
+// room makes the buffer able to hold a packet of total bytes from start.
+func (f *frameReader) room(total int) {
+	if total > len(f.buf) {
+		grown := make([]byte, max(total, 2*len(f.buf)))
+		f.end = copy(grown, f.buf[f.start:f.end])
+		f.start = 0
+		f.buf = grown
+		return
+	}
+	if f.start+total > len(f.buf) {
+		f.end = copy(f.buf, f.buf[f.start:f.end])
+		f.start = 0
+	}
+}
+
+// fill reads more bytes after those buffered.
+func (f *frameReader) fill() error {
+	if f.start == f.end {
+		f.start, f.end = 0, 0
+	} else if f.end == len(f.buf) {
+		f.end = copy(f.buf, f.buf[f.start:f.end])
+		f.start = 0
+	}
+	n, err := f.r.Read(f.buf[f.end:])
+	if n > 0 {
+		f.end += n
+		f.readAt = time.Now()
+		return nil
+	}
+	if err == nil {
+		err = io.ErrNoProgress
+	}
+	return err
+}
+
+// remainingLength decodes the variable-length remaining length at the
+// start of b. ok is false when b ends before the encoding does.
+func remainingLength(b []byte) (n, size int, ok bool, err error) {
+	shift := 0
+	for i := 0; i < 4; i++ {
+		if i >= len(b) {
+			return 0, 0, false, nil
+		}
+		n |= int(b[i]&0x7f) << shift
+		if b[i]&0x80 == 0 {
+			return n, i + 1, true, nil
+		}
+		shift += 7
+	}
+	return 0, 0, false, fmt.Errorf("%w: remaining length longer than four bytes", codec.ErrMalformed)
+}
+
+// packetType is the type in a packet's first byte.
+func packetType(first byte) codec.Type { return codec.Type(first >> 4) }
+
+// publishView is a received PUBLISH whose fields alias the frame reader's
+// buffer.
+type publishView struct {
+	qos      byte
+	dup      bool
+	packetID uint16
+	topic    []byte
+	payload  []byte
+}
+
+// parsePublish reads a PUBLISH body. Only what the tool needs is checked;
+// the topic is not validated (the tool subscribes to its own topics).
+func parsePublish(first byte, body []byte) (publishView, error) {
+	p := publishView{qos: first >> 1 & 3, dup: first&0x08 != 0}
+	if p.qos == 3 {
+		return p, fmt.Errorf("%w: PUBLISH with QoS 3", codec.ErrMalformed)
+	}
+	if len(body) < 2 {
+		return p, fmt.Errorf("%w: PUBLISH topic length missing", codec.ErrMalformed)
+	}
+	tl := int(binary.BigEndian.Uint16(body))
+	off := 2 + tl
+	if p.qos > 0 {
+		off += 2
+	}
+	if off > len(body) {
+		return p, fmt.Errorf("%w: PUBLISH shorter than its topic and packet identifier", codec.ErrMalformed)
+	}
+	p.topic = body[2 : 2+tl]
+	if p.qos > 0 {
+		p.packetID = binary.BigEndian.Uint16(body[2+tl:])
+		if p.packetID == 0 {
+			return p, fmt.Errorf("%w: PUBLISH packet identifier 0", codec.ErrMalformed)
+		}
+	}
+	p.payload = body[off:]
+	return p, nil
+}
+
+// parseAck reads the packet identifier of PUBACK, PUBREC, PUBREL and
+// PUBCOMP.
+func parseAck(first byte, body []byte) (uint16, error) {
+	t := packetType(first)
+	want := byte(0)
+	if t == codec.TypePubrel {
+		want = 2
+	}
+	if first&0x0f != want || len(body) != 2 {
+		return 0, fmt.Errorf("%w: %s with flags %#x and %d body bytes", codec.ErrMalformed, t, first&0x0f, len(body))
+	}
+	id := binary.BigEndian.Uint16(body)
+	if id == 0 {
+		return 0, fmt.Errorf("%w: %s packet identifier 0", codec.ErrMalformed, t)
+	}
+	return id, nil
+}
+
+// appendAck encodes PUBACK, PUBREC, PUBREL or PUBCOMP through the
+// concrete types, so that nothing escapes to the heap.
+func appendAck(dst []byte, t codec.Type, id uint16) []byte {
+	switch t {
+	case codec.TypePuback:
+		return (&codec.Puback{PacketID: id}).Append(dst)
+	case codec.TypePubrec:
+		return (&codec.Pubrec{PacketID: id}).Append(dst)
+	case codec.TypePubrel:
+		return (&codec.Pubrel{PacketID: id}).Append(dst)
+	case codec.TypePubcomp:
+		return (&codec.Pubcomp{PacketID: id}).Append(dst)
+	}
+	panic("bench: appendAck of " + t.String())
+}
+
+// decodeFrame decodes one packet split off by a frameReader with the
+// project's codec, for the packets off the hot path (CONNACK, SUBACK, ...).
+func decodeFrame(first byte, body []byte) (codec.Packet, error) {
+	frame := make([]byte, 0, 5+len(body))
+	frame = append(frame, first)
+	frame = codec.AppendRemainingLength(frame, len(body))
+	frame = append(frame, body...)
+	return codec.NewReader(bytes.NewReader(frame), 0).ReadPacket()
+}

@@ -1,0 +1,299 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"math"
+	"reflect"
+	"testing"
+	"testing/iotest"
+	"time"
+
+	"github.com/holdfast/holdfast/codec"
+)
+
+func TestStampRoundTrip(t *testing.T) {
+	for _, s := range []stamp{
+		{},
+		{run: 0xdeadbeef, pub: 3, seq: 1<<40 + 7, sent: 123456789},
+		{run: 1, pub: math.MaxUint32, seq: math.MaxUint64, sent: math.MaxInt64},
+		{sent: -5},
+	} {
+		b := newPayload(64)
+		putStamp(b, s)
+		got, ok := readStamp(b)
+		if !ok || got != s {
+			t.Errorf("readStamp(putStamp(%+v)) = %+v, %v", s, got, ok)
+		}
+		if b[63] != 'a'+63%26 {
+			t.Errorf("filler overwritten: %q", b[headerSize:])
+		}
+	}
+	if _, ok := readStamp(make([]byte, headerSize-1)); ok {
+		t.Error("readStamp accepted a short payload")
+	}
+	if n := len(newPayload(headerSize)); n != headerSize {
+		t.Errorf("newPayload(%d) has %d bytes", headerSize, n)
+	}
+}
+
+func TestHistogramBuckets(t *testing.T) {
+	// Every value lies within its bucket's range, buckets are in order and
+	// no wider than 1/128 of their values.
+	var next uint64 // the value the next bucket must start at
+	for i := range numBuckets {
+		lo, hi := bucketRange(i)
+		if lo != next || hi < lo {
+			t.Fatalf("bucket %d is [%d, %d], want it to start at %d", i, lo, hi, next)
+		}
+		if bucketOf(lo) != i || bucketOf(hi) != i || bucketOf(lo+(hi-lo)/2) != i {
+			t.Fatalf("bucket %d: range [%d, %d] maps to %d and %d", i, lo, hi, bucketOf(lo), bucketOf(hi))
+		}
+		if lo >= subCount && float64(hi-lo+1)/float64(lo) > 1.0/128 {
+			t.Fatalf("bucket %d [%d, %d] too wide", i, lo, hi)
+		}
+		next = hi + 1
+	}
+	if next != 0 { // wrapped past math.MaxUint64: every value has a bucket
+		t.Fatalf("the last bucket ends at %d", next-1)
+	}
+}
+
+func TestQuantiles(t *testing.T) {
+	var h histogram
+	if h.quantile(0.5) != 0 || h.max != 0 {
+		t.Error("empty histogram is not zero")
+	}
+	// 1..100000 microseconds, shuffled order does not matter.
+	for v := int64(1); v <= 100000; v++ {
+		h.record(v * 1000)
+	}
+	for _, c := range []struct {
+		q    float64
+		want float64
+	}{{0.5, 50e6}, {0.99, 99e6}, {0.999, 99.9e6}, {0.01, 1e6}} {
+		got := float64(h.quantile(c.q))
+		if math.Abs(got-c.want)/c.want > 0.005 {
+			t.Errorf("quantile(%v) = %v, want %v within 0.5%%", c.q, got, c.want)
+		}
+	}
+	if h.quantile(1) != 100e6 || h.max != 100e6 {
+		t.Errorf("max = %d, quantile(1) = %d, want 100e6", h.max, h.quantile(1))
+	}
+
+	// Small exact values, negatives as zero, and merge.
+	var a, b histogram
+	for _, v := range []int64{-3, 1, 2, 3} {
+		a.record(v)
+	}
+	b.record(200)
+	a.merge(&b)
+	if a.n != 5 || a.quantile(0.2) != 0 || a.quantile(0.6) != 2 || a.quantile(0.99) != 200 || a.max != 200 {
+		t.Errorf("n=%d q20=%d q60=%d q99=%d max=%d", a.n, a.quantile(0.2), a.quantile(0.6), a.quantile(0.99), a.max)
+	}
+	// A single sample: every quantile is that sample, never above max.
+	var one histogram
+	one.record(123_456_789)
+	if q := one.quantile(0.5); q > 123_456_789 || float64(123_456_789-q)/123_456_789 > 0.008 {
+		t.Errorf("single sample quantile = %d", q)
+	}
+}
+
+func TestTracker(t *testing.T) {
+	tr := newTracker(7, 2)
+	msg := func(run, pub uint32, seq uint64, sent int64) []byte {
+		b := newPayload(32)
+		putStamp(b, stamp{run: run, pub: pub, seq: seq, sent: sent})
+		return b
+	}
+	for seq := uint64(0); seq < 100; seq++ {
+		if seq == 42 {
+			continue
+		}
+		if !tr.add(msg(7, 0, seq, 1000), 3000) {
+			t.Fatalf("seq %d not new", seq)
+		}
+	}
+	tr.add(msg(7, 0, 5, 1000), 3000)    // duplicate
+	tr.add(msg(8, 0, 100, 1000), 3000)  // another run
+	tr.add(msg(7, 2, 1, 1000), 3000)    // no such publisher
+	tr.add([]byte("short"), 3000)       // no stamp
+	tr.add(msg(7, 1, 5000, 1000), 4000) // far ahead: the set grows
+	if tr.uniq != 100 || tr.dup != 1 || tr.stray != 3 || tr.last != 4000 {
+		t.Errorf("uniq=%d dup=%d stray=%d last=%d", tr.uniq, tr.dup, tr.stray, tr.last)
+	}
+	if got := tr.lost(0, 100); got != 1 {
+		t.Errorf("lost(0, 100) = %d, want 1", got)
+	}
+	if got := tr.lost(0, 120); got != 21 {
+		t.Errorf("lost(0, 120) = %d, want 21", got)
+	}
+	if got := tr.lost(1, 5001); got != 5000 {
+		t.Errorf("lost(1, 5001) = %d, want 5000", got)
+	}
+	if p50 := tr.lat.quantile(0.5); p50 < 2000 || p50 > 2000*1.005 {
+		t.Errorf("latency p50 = %d, want 2000 within 0.5%%", p50)
+	}
+}
+
+func TestResultLine(t *testing.T) {
+	var l line
+	l.str("scenario", "fanin").int("qos", 1).uint("sent", 1234567).bool("clean", false).
+		secs("elapsed", 10*time.Second+5*time.Millisecond).rate("recv_per_s", 1000, 4*time.Second).
+		ms("p99_ms", 1_234_567).ms("max_ms", 0).rate("zero", 5, 0)
+	want := "scenario=fanin qos=1 sent=1234567 clean=false elapsed=10.01s recv_per_s=250 p99_ms=1.235 max_ms=0.000 zero=0"
+	if got := l.String(); got != want {
+		t.Errorf("got  %s\nwant %s", got, want)
+	}
+	var buf bytes.Buffer
+	l.print(&buf)
+	if buf.String() != want+"\n" {
+		t.Errorf("print wrote %q", buf.String())
+	}
+}
+
+func TestParseRSS(t *testing.T) {
+	status := "Name:\tholdfast\nVmPeak:\t  99999 kB\nVmRSS:\t   12345 kB\nThreads:\t8\n"
+	if kb, err := parseRSS([]byte(status)); err != nil || kb != 12345 {
+		t.Errorf("parseRSS = %d, %v", kb, err)
+	}
+	if _, err := parseRSS([]byte("Name:\tx\n")); err == nil {
+		t.Error("no VmRSS line accepted")
+	}
+}
+
+// packets is a stream of every packet type the tool reads, encoded by codec.
+func packets() []codec.Packet {
+	big := bytes.Repeat([]byte("x"), 200_000) // needs a 3-byte length and a bigger buffer
+	return []codec.Packet{
+		&codec.Connack{SessionPresent: true},
+		&codec.Suback{PacketID: 1, ReturnCodes: []byte{1}},
+		&codec.Publish{Topic: "a/b", Payload: []byte("hello")},
+		&codec.Publish{QoS: 1, Dup: true, Topic: "t", PacketID: 513, Payload: []byte{}},
+		&codec.Publish{QoS: 2, Topic: "big", PacketID: 9, Payload: big},
+		&codec.Puback{PacketID: 1},
+		&codec.Pubrec{PacketID: 2},
+		&codec.Pubrel{PacketID: 3},
+		&codec.Pubcomp{PacketID: 65535},
+		&codec.Pingresp{},
+	}
+}
+
+// TestFrameReader splits a stream delivered one byte at a time and checks
+// each packet against codec's own decoder.
+func TestFrameReader(t *testing.T) {
+	var stream []byte
+	for _, p := range packets() {
+		stream = p.Append(stream)
+	}
+	for _, r := range []io.Reader{bytes.NewReader(stream), iotest.OneByteReader(bytes.NewReader(stream))} {
+		fr := newFrameReader(r, 16)
+		want := codec.NewReader(bytes.NewReader(stream), 0)
+		for i := range packets() {
+			first, body, err := fr.next()
+			if err != nil {
+				t.Fatalf("packet %d: %v", i, err)
+			}
+			wp, err := want.ReadPacket()
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := decodeFrame(first, body)
+			if err != nil || !reflect.DeepEqual(got, wp) {
+				t.Fatalf("packet %d: decodeFrame = %#v, %v; want %#v", i, got, err, wp)
+			}
+			switch wp := wp.(type) {
+			case *codec.Publish:
+				pv, err := parsePublish(first, body)
+				if err != nil || pv.qos != wp.QoS || pv.dup != wp.Dup || string(pv.topic) != wp.Topic ||
+					pv.packetID != wp.PacketID || !bytes.Equal(pv.payload, wp.Payload) {
+					t.Errorf("packet %d: parsePublish = %+v, %v; want %+v", i, pv, err, wp)
+				}
+			case *codec.Puback, *codec.Pubrec, *codec.Pubrel, *codec.Pubcomp:
+				id, err := parseAck(first, body)
+				wantID := reflect.ValueOf(wp).Elem().Field(0).Uint()
+				if err != nil || uint64(id) != wantID {
+					t.Errorf("packet %d: parseAck = %d, %v; want %d", i, id, err, wantID)
+				}
+				if re := appendAck(nil, packetType(first), id); !bytes.Equal(re, wp.Append(nil)) {
+					t.Errorf("packet %d: appendAck = %x, want %x", i, re, wp.Append(nil))
+				}
+			}
+		}
+		if _, _, err := fr.next(); err != io.EOF {
+			t.Errorf("after the last packet: %v, want EOF", err)
+		}
+	}
+}
+
+func TestFrameReaderRejects(t *testing.T) {
+	for name, in := range map[string][]byte{
+		"five length bytes": {0x30, 0x80, 0x80, 0x80, 0x80, 0x01},
+		"too large":         {0x30, 0xff, 0xff, 0xff, 0x7f},
+	} {
+		if _, _, err := newFrameReader(bytes.NewReader(in), 64).next(); err == nil || err == io.EOF {
+			t.Errorf("%s: err = %v", name, err)
+		}
+	}
+	if _, err := parsePublish(0x32, []byte{0, 1, 'a', 0, 0}); err == nil {
+		t.Error("PUBLISH with packet identifier 0 accepted")
+	}
+	if _, err := parsePublish(0x30, []byte{0, 9, 'a'}); err == nil {
+		t.Error("PUBLISH with a topic running past the end accepted")
+	}
+	if _, err := parseAck(0x62, []byte{0, 1}); err != nil {
+		t.Errorf("PUBREL with flags 2 refused: %v", err)
+	}
+	if _, err := parseAck(0x40, []byte{0, 1, 2}); err == nil {
+		t.Error("PUBACK with 3 bytes accepted")
+	}
+}
+
+// TestNoAllocationPerMessage holds the message path to its promise: encoding
+// and writing a PUBLISH, and splitting, parsing and tracking one, allocate
+// nothing once buffers have grown.
+func TestNoAllocationPerMessage(t *testing.T) {
+	payload := newPayload(64)
+	pk := codec.Publish{QoS: 1, Topic: "bench/00000000/fanin", Payload: payload}
+	bw := bufio.NewWriterSize(io.Discard, writeBufSize)
+	var scratch []byte
+	var seq uint64
+	send := func() {
+		putStamp(payload, stamp{run: 1, seq: seq, sent: time.Since(time.Time{}).Nanoseconds()})
+		pk.PacketID = uint16(seq%16 + 1)
+		scratch = pk.Append(scratch[:0])
+		bw.Write(scratch)
+		seq++
+	}
+	send()
+	if n := testing.AllocsPerRun(1000, send); n != 0 {
+		t.Errorf("publishing allocates %v times per message", n)
+	}
+
+	var stream []byte
+	for seq := range uint64(2000) {
+		putStamp(payload, stamp{run: 1, seq: seq})
+		pk.PacketID = uint16(seq%16 + 1)
+		stream = pk.Append(stream)
+	}
+	fr := newFrameReader(bytes.NewReader(stream), readBufSize)
+	tr := newTracker(1, 1)
+	var ack []byte
+	receive := func() {
+		first, body, err := fr.next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := parsePublish(first, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr.add(p.payload, 1)
+		ack = appendAck(ack[:0], codec.TypePuback, p.packetID)
+	}
+	receive()
+	if n := testing.AllocsPerRun(1000, receive); n != 0 {
+		t.Errorf("receiving allocates %v times per message", n)
+	}
+}
