@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"time"
 
@@ -46,6 +47,10 @@ func Start(address, token string, srv *broker.Server, store *persist.Store, reg 
 	mux.HandleFunc("GET /readyz", h.ready)
 	mux.HandleFunc("GET /backup", h.backup)
 	mux.HandleFunc("GET /inspect", h.inspect)
+	// Profiles for diagnosing a live broker (go tool pprof http://ADDRESS/debug/pprof/profile).
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	s := &Server{
 		http: &http.Server{Handler: requireToken(token, mux), ReadHeaderTimeout: 10 * time.Second},
 		l:    l,
