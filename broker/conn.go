@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"bufio"
 	"errors"
 	"io"
 	"net"
@@ -23,10 +22,6 @@ import (
 // reading drains far faster than this, so it loses nothing; one that stopped costs each
 // publisher this much once.
 const stallWait = 500 * time.Millisecond
-
-// readBufferSize is the per-connection read buffer: big enough to decode many small packets per
-// read system call.
-const readBufferSize = 16 << 10
 
 // conn is one client connection: a reader goroutine (serve) that decodes and handles packets, a
 // writer goroutine (writeLoop) that sends the outbound buffer and the session's queue, and, once
@@ -55,16 +50,16 @@ type conn struct {
 	waiters  int           // goroutines waiting on drained
 	drained  chan struct{} // closed and renewed when the writer takes obuf, if anyone waits
 	omax     int
-	wakeCh   chan struct{} // one slot: the writer has work
-	closing  chan struct{} // closed once: both loops stop
+	wakeReq  bool // Wake was called since the writer last took obuf
+	writing  bool // a writer goroutine runs
+	writers  sync.WaitGroup
+	closing  chan struct{} // closed once: the connection is going away
 	closeOne sync.Once
 
-	writerOn   bool          // the writer goroutine was started (reader-owned)
 	ended      chan struct{} // closed when teardown is complete
-	writerDone chan struct{}
-	jobs       chan *pubJob // publishes waiting for their commit, in arrival order
-	pending    atomic.Int32 // jobs not yet finished
-	deliverOn  bool         // the deliver goroutine runs (reader-owned)
+	jobs       chan *pubJob  // publishes waiting for their commit, in arrival order
+	pending    atomic.Int32  // jobs not yet finished
+	deliverOn  bool          // the deliver goroutine runs (reader-owned)
 	deliverEnd chan struct{}
 }
 
@@ -72,12 +67,10 @@ func newConn(s *Server, nc net.Conn) *conn {
 	c := &conn{
 		srv:        s,
 		nc:         nc,
-		r:          codec.NewReader(bufio.NewReaderSize(countingReader{nc, &s.stats.WireBytesIn}, readBufferSize), s.cfg.Limits.MaxPacketSize),
+		r:          codec.NewReader(countingReader{nc, &s.stats.WireBytesIn}, s.cfg.Limits.MaxPacketSize),
 		omax:       s.cfg.Limits.MaxOutboundBytes,
 		drained:    make(chan struct{}),
-		wakeCh:     make(chan struct{}, 1),
 		closing:    make(chan struct{}),
-		writerDone: make(chan struct{}),
 		deliverEnd: make(chan struct{}),
 		ended:      make(chan struct{}),
 	}
@@ -85,28 +78,41 @@ func newConn(s *Server, nc net.Conn) *conn {
 	return c
 }
 
-// serve is the reader goroutine: CONNECT, then packets until the connection ends.
+// serve handles CONNECT, then hands the connection to a fresh reader goroutine: CONNECT's work
+// (authentication, the store) grows a goroutine's stack, and an idle connection would keep that
+// stack for as long as it lives.
 func (c *conn) serve() {
 	defer c.srv.wg.Done()
-	defer c.teardown()
+	if !c.connect() {
+		c.teardown()
+		return
+	}
+	c.srv.wg.Add(1)
+	go func() {
+		defer c.srv.wg.Done()
+		defer c.teardown()
+		c.readLoop()
+	}()
+}
+
+// connect reads and handles CONNECT; false means the connection must close.
+func (c *conn) connect() bool {
 	c.nc.SetReadDeadline(time.Now().Add(c.srv.cfg.Limits.ConnectTimeout.Duration))
 	p, err := c.r.ReadPacket()
 	if err != nil && !errors.Is(err, codec.ErrUnsupportedProtocol) {
 		c.logReadError("before CONNECT", err)
-		return
+		return false
 	}
 	cp, ok := p.(*codec.Connect)
 	if !ok {
 		// [MQTT-3.1.0-1] the first packet from the client must be CONNECT.
 		c.log.Warn().Stringer("packet", p.Type()).Msg("closing: first packet is not CONNECT [MQTT-3.1.0-1]")
-		return
+		return false
 	}
-	if !c.handleConnect(cp, err) {
-		return
-	}
-	c.readLoop()
+	return c.handleConnect(cp, err)
 }
 
+// readLoop is the reader goroutine after CONNECT: packets until the connection ends.
 func (c *conn) readLoop() {
 	var deadlineSet time.Time
 	if c.keepAlive == 0 {
@@ -239,9 +245,9 @@ func (c *conn) sendControl(p codec.Packet) {
 	c.omu.Lock()
 	if !c.oclosed {
 		c.obuf = p.Append(c.obuf)
+		c.wakeLocked()
 	}
 	c.omu.Unlock()
-	c.Wake()
 }
 
 // sendRaw queues already-encoded packets.
@@ -249,17 +255,30 @@ func (c *conn) sendRaw(b []byte) {
 	c.omu.Lock()
 	if !c.oclosed {
 		c.obuf = append(c.obuf, b...)
+		c.wakeLocked()
 	}
 	c.omu.Unlock()
-	c.Wake()
 }
 
-// Wake implements session.Outlet.
+// Wake implements session.Outlet: it starts the writer unless one is running (which then makes
+// another round).
 func (c *conn) Wake() {
-	select {
-	case c.wakeCh <- struct{}{}:
-	default:
+	c.omu.Lock()
+	c.wakeLocked()
+	c.omu.Unlock()
+}
+
+// wakeLocked is Wake with c.omu held.
+func (c *conn) wakeLocked() {
+	c.wakeReq = true
+	if c.writing || c.oclosed {
+		return
 	}
+	c.writing = true
+	// The reader goroutine, still running, holds the server's WaitGroup above zero.
+	c.srv.wg.Add(1)
+	c.writers.Add(1)
+	go c.writeLoop()
 }
 
 // SendPublish implements session.Outlet: a QoS 0 message straight into the outbound buffer. When
@@ -301,9 +320,9 @@ func (c *conn) SendPublish(p *codec.Publish) {
 		return
 	}
 	c.obuf = p.Append(c.obuf)
+	c.wakeLocked()
 	c.omu.Unlock()
 	c.srv.stats.sent(0, len(p.Payload))
-	c.Wake()
 }
 
 // waitRoom holds the reader while this connection's own outbound buffer is over its limit (a
@@ -324,69 +343,89 @@ func (c *conn) waitRoom() {
 	c.omu.Unlock()
 }
 
-// writeLoop sends the outbound buffer and what the session's queue allows, in large writes.
+// writeLoop sends the outbound buffer and what the session's queue allows, in large writes. It
+// runs only while there is something to write (Wake starts it), so an idle connection has no
+// writer goroutine and holds no write buffer.
 func (c *conn) writeLoop() {
 	defer c.srv.wg.Done()
-	defer close(c.writerDone)
+	defer c.writers.Done()
 	var wbuf []byte
 	var out session.Outgoing
 	timeout := c.srv.cfg.Limits.WriteTimeout.Duration
 	for {
-		select {
-		case <-c.wakeCh:
-		case <-c.closing:
+		c.omu.Lock()
+		if !c.wakeReq || c.oclosed {
+			c.writing = false
+			if len(c.obuf) == 0 {
+				c.obuf = nil
+			}
+			c.omu.Unlock()
 			return
 		}
-		for {
-			c.omu.Lock()
-			wbuf, c.obuf = c.obuf, wbuf[:0]
-			if c.waiters > 0 {
-				close(c.drained)
-				c.drained = make(chan struct{})
-			}
-			c.omu.Unlock()
+		c.wakeReq = false
+		wbuf, c.obuf = c.obuf, wbuf[:0]
+		c.releaseWaitersLocked()
+		c.omu.Unlock()
 
-			if c.sess != nil {
-				out.Now, out.After = wbuf, out.After[:0]
-				if err := c.sess.Fill(&out); err != nil {
-					c.log.Error().Err(err).Msg("reading the session queue failed")
-					c.close()
-					return
-				}
-				wbuf = out.Now
-				for qos, n := range out.Sent {
-					if n > 0 {
-						c.srv.stats.MessagesOut[qos].Add(int64(n))
-						c.srv.stats.BytesOut[qos].Add(out.SentBytes[qos])
-						out.Sent[qos], out.SentBytes[qos] = 0, 0
-					}
-				}
-				if out.Batch.Len() > 0 {
-					c.submitSendState(&out)
-				}
-			}
-			if len(wbuf) == 0 {
-				break
-			}
-			c.nc.SetWriteDeadline(time.Now().Add(timeout))
-			n, err := c.nc.Write(wbuf)
-			c.srv.stats.WireBytesOut.Add(int64(n))
-			if err != nil {
-				if errors.Is(err, os.ErrDeadlineExceeded) {
-					c.log.Warn().Dur("write_timeout", timeout).Msg("closing: client accepted no data within limits.write_timeout")
-				} else {
-					c.log.Debug().Err(err).Msg("write failed")
-				}
-				c.close()
+		if c.sess != nil {
+			out.Now, out.After = wbuf, out.After[:0]
+			if err := c.sess.Fill(&out); err != nil {
+				c.log.Error().Err(err).Msg("reading the session queue failed")
+				c.writeFailed()
 				return
 			}
-			c.omu.Lock()
-			c.stalled = false
-			c.omu.Unlock()
-			if cap(wbuf) > 4*c.omax {
-				wbuf = nil // a burst grew it; do not keep it for an idle connection
+			wbuf = out.Now
+			for qos, n := range out.Sent {
+				if n > 0 {
+					c.srv.stats.MessagesOut[qos].Add(int64(n))
+					c.srv.stats.BytesOut[qos].Add(out.SentBytes[qos])
+					out.Sent[qos], out.SentBytes[qos] = 0, 0
+				}
+			}
+			if out.Batch.Len() > 0 {
+				c.submitSendState(&out)
 			}
 		}
+		if len(wbuf) == 0 {
+			continue
+		}
+		c.nc.SetWriteDeadline(time.Now().Add(timeout))
+		n, err := c.nc.Write(wbuf)
+		c.srv.stats.WireBytesOut.Add(int64(n))
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				c.log.Warn().Dur("write_timeout", timeout).Msg("closing: client accepted no data within limits.write_timeout")
+			} else {
+				c.log.Debug().Err(err).Msg("write failed")
+			}
+			c.writeFailed()
+			return
+		}
+		c.omu.Lock()
+		c.stalled = false
+		c.omu.Unlock()
+		if cap(wbuf) > 4*c.omax {
+			wbuf = nil // a burst grew it; do not keep it
+		}
+	}
+}
+
+// writeFailed ends the writer for good: nothing more can reach this client.
+func (c *conn) writeFailed() {
+	c.omu.Lock()
+	c.oclosed = true
+	c.writing = false
+	c.obuf = nil
+	c.releaseWaitersLocked()
+	c.omu.Unlock()
+	c.close()
+}
+
+// releaseWaitersLocked wakes the publishers waiting for room in obuf. c.omu must be held.
+func (c *conn) releaseWaitersLocked() {
+	if c.waiters > 0 {
+		close(c.drained)
+		c.drained = make(chan struct{})
 	}
 }
 
@@ -432,17 +471,12 @@ func (c *conn) shutdown() { c.close() }
 // teardown runs once, when the reader returns.
 func (c *conn) teardown() {
 	c.close()
-	if c.writerOn {
-		<-c.writerDone
-	}
 	c.omu.Lock()
 	c.oclosed = true
 	c.obuf = nil
-	if c.waiters > 0 {
-		close(c.drained)
-		c.drained = make(chan struct{})
-	}
+	c.releaseWaitersLocked()
 	c.omu.Unlock()
+	c.writers.Wait()
 	if c.deliverOn {
 		close(c.jobs)
 		<-c.deliverEnd

@@ -75,9 +75,6 @@ func (c *conn) handleConnect(cp *codec.Connect, decodeErr error) bool {
 		c.refuse(codec.RefusedServerUnavailable)
 		return false
 	}
-	c.srv.wg.Add(1)
-	c.writerOn = true
-	go c.writeLoop()
 	// The session-present byte is reserved (0) in MQTT 3.1 [MQTT-3.2.2-1..3].
 	c.sendControl(&codec.Connack{SessionPresent: present && c.level == codec.Level311})
 	c.sess.Attach(c.level, c)

@@ -1,7 +1,6 @@
 package codec
 
 import (
-	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -9,10 +8,6 @@ import (
 )
 
 const (
-	// readBufferSize fits many small packets per read syscall while keeping
-	// an idle connection cheap.
-	readBufferSize = 4 << 10
-
 	// bodyChunk is the most a body buffer holds before bytes have arrived to
 	// fill it; bodies larger than this grow as they are received.
 	bodyChunk = 64 << 10
@@ -21,7 +16,7 @@ const (
 // Reader decodes packets from a byte stream such as a net.Conn. It is not
 // safe for concurrent use; a connection has one reading goroutine.
 type Reader struct {
-	br      *bufio.Reader
+	br      *adaptiveReader
 	max     int
 	scratch [2]byte // body of the fixed-size packets, which keep nothing of it
 }
@@ -33,7 +28,7 @@ func NewReader(r io.Reader, maxPacketSize int) *Reader {
 	if maxPacketSize <= 0 || maxPacketSize > MaxPacketSize {
 		maxPacketSize = MaxPacketSize
 	}
-	return &Reader{br: bufio.NewReaderSize(r, readBufferSize), max: maxPacketSize}
+	return &Reader{br: &adaptiveReader{src: r}, max: maxPacketSize}
 }
 
 // Buffered returns how many bytes have been received but not yet decoded.
