@@ -128,11 +128,11 @@ func (c *conn) refuse(code codec.ConnackCode) {
 // offline with its queue on disk, and an unexpected close publishes the will.
 func (c *conn) endSession() {
 	srv := c.srv
-	c.sess.Detach()
+	var b persist.Batch
+	c.sess.Detach(&b)
 	if !c.sess.Persistent {
 		srv.discardSession(c.sess, nil)
 	} else {
-		var b persist.Batch
 		b.PutSession(c.clientID, c.sess.Record())
 		srv.store.Submit(&b, srv.logCommitError("recording a session going offline"))
 	}

@@ -128,14 +128,22 @@ func (s *Session) Outlet() Outlet {
 }
 
 // Detach marks the session offline. A persistent session drops its in-memory window: the entries
-// stay on disk with their in-flight state and are read again on the next Attach.
-func (s *Session) Detach() {
+// stay on disk with their in-flight state and are read again on the next Attach. The state of
+// in-flight QoS 1 messages is written only now, into b: while connected it is kept in memory
+// alone (saving a store write per message), and a crash then costs a redelivery without DUP,
+// which QoS 1 allows.
+func (s *Session) Detach(b *persist.Batch) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.outlet = nil
 	s.offlineAt = time.Now()
 	s.endCongestion()
 	if s.Persistent {
+		for _, e := range s.inflight {
+			if e.QoS == 1 {
+				b.SetQueueState(s.ID, e.Seq, persist.Sent, e.PacketID)
+			}
+		}
 		s.pending = nil
 		s.inflight = nil
 		clear(s.byPID)
@@ -418,12 +426,12 @@ func (s *Session) send(o *Outgoing, e *persist.QueueEntry) {
 		o.Now = publishPacket(e, false).Append(o.Now)
 		return
 	}
-	o.Batch.SetQueueState(s.ID, e.Seq, persist.Sent, e.PacketID)
-	if e.QoS == 2 {
-		o.After = publishPacket(e, false).Append(o.After)
-	} else {
-		o.Now = publishPacket(e, false).Append(o.Now)
+	if e.QoS == 1 {
+		o.Now = publishPacket(e, false).Append(o.Now) // its state is written at Detach
+		return
 	}
+	o.Batch.SetQueueState(s.ID, e.Seq, persist.Sent, e.PacketID)
+	o.After = publishPacket(e, false).Append(o.After)
 }
 
 func publishPacket(e *persist.QueueEntry, dup bool) *codec.Publish {
