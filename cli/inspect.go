@@ -1,0 +1,176 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/holdfast/holdfast/persist"
+)
+
+func init() {
+	commands["inspect"] = command{"list sessions, queues and retained messages (running: -c; stopped: --data)", inspect}
+}
+
+const inspectUsage = `(-c config.toml | --data DIR) [--json]
+
+Lists the persistent sessions (client id, connected or offline since when, protocol,
+subscriptions, queue depth and payload bytes, in flight) and the retained messages.
+-c asks the running broker through its admin listener ([admin] address, admin.token);
+--data reads a stopped broker's data directory (read-only). --json prints the inventory as JSON.
+`
+
+func inspect(env *Env, args []string) error {
+	fs := newFlags(env, "inspect", inspectUsage)
+	cfgPath := fs.String("c", "", "the running broker's configuration: ask through its admin listener")
+	dataDir := fs.String("data", "", "a stopped broker's data directory: read it directly")
+	asJSON := fs.Bool("json", false, "print the inventory as JSON")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if (*cfgPath == "") == (*dataDir == "") {
+		fs.Usage()
+		return usagef("inspect: give either -c config.toml (running broker) or --data DIR (stopped broker)")
+	}
+	var inv *persist.Inventory
+	var source string
+	if *cfgPath != "" {
+		cfg, err := loadConfig(env, *cfgPath)
+		if err != nil {
+			return err
+		}
+		base, err := adminBase(cfg, *cfgPath)
+		if err != nil {
+			return err
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		resp, err := adminGet(ctx, cfg, base, "/inspect")
+		if err != nil {
+			return fmt.Errorf("inspect: %w", err)
+		}
+		defer resp.Body.Close()
+		inv = new(persist.Inventory)
+		if err := json.NewDecoder(resp.Body).Decode(inv); err != nil {
+			return fmt.Errorf("inspect: %s/inspect: %w", base, err)
+		}
+		source = base
+	} else {
+		var err error
+		inv, err = persist.InspectDir(*dataDir)
+		if err != nil {
+			return storeOpenError("inspect", *dataDir, err)
+		}
+		source = *dataDir
+	}
+	if *asJSON {
+		enc := json.NewEncoder(env.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(inv)
+	}
+	printInventory(env.Stdout, source, inv, time.Now())
+	return nil
+}
+
+func protocolName(level byte) string {
+	switch level {
+	case 3:
+		return "3.1"
+	case 4:
+		return "3.1.1"
+	case 5:
+		return "5"
+	case 0:
+		return "-"
+	}
+	return strconv.Itoa(int(level))
+}
+
+// printInventory writes the human tables.
+func printInventory(w io.Writer, source string, inv *persist.Inventory, now time.Time) {
+	var queued, inflight int
+	var qbytes int64
+	for _, s := range inv.Sessions {
+		queued += s.QueueDepth
+		qbytes += s.QueueBytes
+		inflight += s.Inflight
+	}
+	fmt.Fprintf(w, "%s: format version %d (written by %q): %d sessions, %d queued messages (%s), %d in flight, %d retained\n\n",
+		source, inv.FormatVersion, inv.Writer, len(inv.Sessions), queued, humanBytes(float64(qbytes)), inflight, len(inv.Retained))
+
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "CLIENT ID\tSTATE\tPROTOCOL\tQUEUED\tQUEUED BYTES\tIN FLIGHT\tSUBSCRIPTIONS")
+	for _, s := range inv.Sessions {
+		state := "connected"
+		switch {
+		case !s.HasRecord:
+			state = "ORPHAN (no session record)"
+		case !s.Connected && s.DisconnectedAt != nil:
+			state = "offline since " + s.DisconnectedAt.Local().Format("2006-01-02 15:04:05") + " (" + ago(now.Sub(*s.DisconnectedAt)) + ")"
+		case !s.Connected:
+			state = "offline"
+		}
+		subs := make([]string, len(s.Subscriptions))
+		for i, sub := range s.Subscriptions {
+			subs[i] = fmt.Sprintf("%s (QoS %d)", sub.Filter, sub.QoS)
+		}
+		extra := ""
+		if len(s.InboundQoS2) > 0 {
+			extra = fmt.Sprintf("  [%d inbound QoS 2 ids awaiting PUBREL]", len(s.InboundQoS2))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s%s\n", printable(s.ClientID), state, protocolName(s.ProtocolLevel),
+			s.QueueDepth, s.QueueBytes, s.Inflight, orDash(strings.Join(subs, ", ")), extra)
+	}
+	tw.Flush()
+
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "RETAINED TOPIC\tQOS\tPAYLOAD BYTES")
+	for _, r := range inv.Retained {
+		fmt.Fprintf(tw, "%s\t%d\t%d\n", printable(r.Topic), r.QoS, r.PayloadBytes)
+	}
+	tw.Flush()
+
+	if len(inv.Problems) > 0 {
+		fmt.Fprintf(w, "\nPROBLEMS (%d; holdfast verify checks a stopped store):\n", len(inv.Problems))
+		for _, p := range inv.Problems {
+			fmt.Fprintln(w, "  "+p)
+		}
+	}
+}
+
+// printable quotes a client id or topic holding spaces or control characters, so that the
+// table stays a table.
+func printable(s string) string {
+	if s == "" || strings.ContainsFunc(s, func(r rune) bool { return r <= ' ' || r == 0x7f || r == '"' }) {
+		return strconv.Quote(s)
+	}
+	return s
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// ago formats a duration for people: 42s, 5m, 3h, 2d.
+func ago(d time.Duration) string {
+	switch {
+	case d < 0:
+		return "in the future"
+	case d < time.Minute:
+		return fmt.Sprintf("%ds ago", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm ago", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh ago", int(d.Hours()))
+	}
+	return fmt.Sprintf("%dd ago", int(d.Hours()/24))
+}
