@@ -41,18 +41,22 @@ func Start(address, token string, srv *broker.Server, store *persist.Store, reg 
 		return nil, fmt.Errorf("admin.address %s: %w", address, err)
 	}
 	h := &handler{srv: srv, store: store, log: log}
+	protected := http.NewServeMux()
+	protected.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	protected.HandleFunc("GET /backup", h.backup)
+	protected.HandleFunc("GET /inspect", h.inspect)
+	// Profiles for diagnosing a live broker (go tool pprof http://ADDRESS/debug/pprof/profile).
+	protected.HandleFunc("GET /debug/pprof/", pprof.Index)
+	protected.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	protected.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	// The probes tell nothing but "up" and "ready", and orchestrators call them without
+	// credentials; everything else needs the token.
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", h.ready)
-	mux.HandleFunc("GET /backup", h.backup)
-	mux.HandleFunc("GET /inspect", h.inspect)
-	// Profiles for diagnosing a live broker (go tool pprof http://ADDRESS/debug/pprof/profile).
-	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	mux.Handle("/", requireToken(token, protected))
 	s := &Server{
-		http: &http.Server{Handler: requireToken(token, mux), ReadHeaderTimeout: 10 * time.Second},
+		http: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second},
 		l:    l,
 		done: make(chan struct{}),
 	}
@@ -130,6 +134,10 @@ func (h *handler) backup(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		since = n
+	}
+	if h.store.Durability() == persist.None {
+		http.Error(w, "durability = \"none\" keeps nothing to back up", http.StatusNotImplemented)
+		return
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set("Trailer", NextSinceTrailer)

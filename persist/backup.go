@@ -84,6 +84,11 @@ func (s *Store) Backup(w io.Writer, since uint64) (next uint64, err error) {
 	stream.SinceTs = since
 	stream.LogPrefix = "holdfast backup"
 	top, err := stream.Backup(chk, since)
+	if chk.err != nil {
+		// Badger may report the cancellation its stream saw after our Write failed rather
+		// than the failure itself.
+		err = chk.err
+	}
 	if err == nil {
 		err = chk.finish()
 	}
@@ -112,10 +117,19 @@ type backupCheck struct {
 	want    int // payload length of the current frame, once hdrN == 8
 	frame   []byte
 	lastKey []byte
-	keys    int // keys (latest versions) seen
+	keys    int   // keys (latest versions) seen
+	err     error // the first error Write returned
 }
 
 func (c *backupCheck) Write(p []byte) (int, error) {
+	n, err := c.write(p)
+	if err != nil && c.err == nil {
+		c.err = err
+	}
+	return n, err
+}
+
+func (c *backupCheck) write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
 	c.n += int64(n)
 	if err != nil {

@@ -459,3 +459,6 @@ func (b badgerLogger) Errorf(f string, a ...any)   { emit(b.l.Error(), f, a) }
 func (b badgerLogger) Warningf(f string, a ...any) { emit(b.l.Warn(), f, a) }
 func (b badgerLogger) Infof(f string, a ...any)    { emit(b.l.Debug(), f, a) }
 func (b badgerLogger) Debugf(f string, a ...any)   { emit(b.l.Debug(), f, a) }
+
+// Durability is the mode the store was opened with.
+func (s *Store) Durability() Durability { return s.opt.Durability }
