@@ -15,6 +15,7 @@ const (
 	opDeleteSession               // cid: everything of the session
 	opEnqueue                     // Batch.enq
 	opAck                         // cid, seq
+	opAckQueued                   // cid, seq: no in-flight state was written
 )
 
 // op is one operation of a Batch. Keys and values are encoded by the
@@ -301,6 +302,14 @@ func (b *Batch) SetQueueState(cid string, seq uint64, state QueueState, pid uint
 func (b *Batch) Ack(cid string, seq uint64) {
 	if b.checkCID(cid) && b.checkKey(queueKey(cid, seq)) {
 		b.add(op{kind: opAck, cid: cid, seq: seq}, 3)
+	}
+}
+
+// AckQueued is Ack for an entry whose in-flight state was never written (SetQueueState was not
+// called for it): it spares the store a deletion of a key that does not exist.
+func (b *Batch) AckQueued(cid string, seq uint64) {
+	if b.checkCID(cid) && b.checkKey(queueKey(cid, seq)) {
+		b.add(op{kind: opAckQueued, cid: cid, seq: seq}, 2)
 	}
 }
 

@@ -33,7 +33,8 @@ type Store struct {
 	senders sync.WaitGroup
 	reqCh   chan *Batch
 
-	wal        *wal // nil in None mode
+	wal        *wal    // nil in None mode
+	sync       *syncer // Sync mode only
 	w          *writer
 	writerDone chan struct{}
 
@@ -130,6 +131,10 @@ func Open(o Options) (*Store, error) {
 		return nil, err
 	}
 	s.w = newWriter(s, idx, threshold)
+	if o.Durability == Sync {
+		s.sync = newSyncer(s)
+		go s.sync.run()
+	}
 	go s.w.run()
 	if o.Durability == Async {
 		s.bgWG.Add(1)
@@ -348,6 +353,10 @@ func (s *Store) Close() error {
 		s.senders.Wait() // every registered Submit has handed over its batch
 		close(s.reqCh)
 		<-s.writerDone
+		if s.sync != nil {
+			close(s.sync.stop)
+			<-s.sync.done
+		}
 
 		var errs []error
 		if s.wal != nil {

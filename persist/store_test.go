@@ -1141,3 +1141,25 @@ func TestEnqueueSkipsTargetsWithoutRecord(t *testing.T) {
 		t.Fatalf("queue of e = %v", q)
 	}
 }
+
+func TestAckQueuedDeletesTheEntry(t *testing.T) {
+	ts := openTest(t)
+	ts.sessions("a", "b")
+	var b Batch
+	b.Enqueue(msg("t", "one", 1), []Target{{ClientID: "a", QoS: 1}})
+	seq := ts.commit(&b)
+	var shared Batch
+	shared.Enqueue(msg("t", "two", 1), []Target{{ClientID: "a", QoS: 1}, {ClientID: "b", QoS: 1}})
+	seq2 := ts.commit(&shared)
+	var ack Batch
+	ack.AckQueued("a", seq)
+	ack.AckQueued("a", seq2)
+	ack.AckQueued("b", seq2)
+	ts.commit(&ack)
+	if q := ts.readQueue("a", 0, 10); len(q) != 0 {
+		t.Fatalf("queue of a after AckQueued: %+v", q)
+	}
+	if keys := rawKeys(t, ts.db, famBody); len(keys) != 0 {
+		t.Fatalf("shared body left behind: %d keys", len(keys))
+	}
+}

@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 	"golang.org/x/sys/unix"
@@ -206,4 +208,67 @@ func walField(p []byte) (field, rest []byte, ok bool) {
 		return nil, nil, false
 	}
 	return p[k : k+int(n)], p[k+int(n):], true
+}
+
+// syncer completes committed requests in Sync mode: it takes every request committed since its
+// last round, fdatasyncs the write-ahead log once for all of them, and then calls their callbacks
+// in order. The writer hands requests over and goes on, so the next batch is applied to Badger
+// while the previous one is being synced, and one fdatasync covers as many batches as arrived
+// during the last one.
+type syncer struct {
+	s     *Store
+	mu    sync.Mutex
+	queue []*Batch
+	wake  chan struct{} // one slot
+	stop  chan struct{} // closed after the writer's last push
+	done  chan struct{}
+}
+
+func newSyncer(s *Store) *syncer {
+	return &syncer{s: s, wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+}
+
+func (y *syncer) push(bs []*Batch) {
+	y.mu.Lock()
+	y.queue = append(y.queue, bs...)
+	y.mu.Unlock()
+	select {
+	case y.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (y *syncer) run() {
+	defer close(y.done)
+	var round []*Batch
+	for {
+		select {
+		case <-y.wake:
+		case <-y.stop:
+		}
+		y.mu.Lock()
+		round, y.queue = y.queue, round[:0]
+		y.mu.Unlock()
+		if len(round) == 0 {
+			select {
+			case <-y.stop:
+				return
+			default:
+				continue
+			}
+		}
+		start := time.Now()
+		err := y.s.wal.sync()
+		y.s.stats.recordSync(time.Since(start))
+		if err != nil {
+			y.s.log.Error().Err(err).Msg("write-ahead log sync failed: the commits it held are not acknowledged")
+		}
+		for i, b := range round {
+			if err != nil && b.result == nil {
+				b.result = err
+			}
+			y.s.complete(b)
+			round[i] = nil
+		}
+	}
 }

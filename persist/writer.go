@@ -114,7 +114,7 @@ func (w *writer) process(reqs []*Batch) {
 		if b.ctl != nil {
 			w.commit()
 			b.result = b.ctl(w)
-			w.complete(b)
+			w.handOff([]*Batch{b})
 			i++
 			continue
 		}
@@ -197,16 +197,28 @@ func (w *writer) commit() error {
 		if b.result == nil && err != nil {
 			b.result = fmt.Errorf("persist: commit: %w", err)
 		}
-		w.complete(b)
 	}
+	w.handOff(w.pending)
 	clear(w.pending)
 	w.pending = w.pending[:0]
 	return err
 }
 
-// commitTxn commits the open transaction through the write-ahead log: the entries are appended
-// to the log and, in Sync mode, fdatasynced while Badger applies them; the commit is done when
-// both are.
+// handOff completes committed requests: in Sync mode through the syncer, once the write-ahead
+// log holding them is fdatasynced; otherwise at once. Either way in order.
+func (w *writer) handOff(bs []*Batch) {
+	if w.s.sync == nil {
+		for _, b := range bs {
+			w.s.complete(b)
+		}
+		return
+	}
+	w.s.sync.push(bs)
+}
+
+// commitTxn commits the open transaction through the write-ahead log: Badger applies the entries
+// (without syncing) and they are appended to the log, which the syncer then fdatasyncs (Sync
+// mode) while the writer goes on with the next batch.
 func (w *writer) commitTxn() error {
 	l := w.s.wal
 	if l == nil {
@@ -225,15 +237,7 @@ func (w *writer) commitTxn() error {
 		w.txn.Discard()
 		return err
 	}
-	var synced chan error
-	if w.s.opt.Durability == Sync {
-		synced = make(chan error, 1)
-		go func() { synced <- l.sync() }()
-	}
 	err := w.txn.Commit()
-	if synced != nil {
-		err = errors.Join(err, <-synced)
-	}
 	if err == nil && l.size > walCheckpointBytes {
 		start := time.Now()
 		if err := checkpoint(w.db, w.s.opt.Dir); err != nil {
@@ -256,11 +260,11 @@ func (w *writer) addRef(seq uint64, d int32) {
 }
 
 // complete calls b's callback.
-func (w *writer) complete(b *Batch) {
-	w.s.stats.requests.Add(1)
+func (s *Store) complete(b *Batch) {
+	s.stats.requests.Add(1)
 	seq := b.seq
 	if b.result != nil {
-		w.s.stats.failed.Add(1)
+		s.stats.failed.Add(1)
 		seq = 0
 	}
 	b.applied = nil
@@ -400,7 +404,9 @@ func (w *writer) apply(b *Batch) error {
 		case opEnqueue:
 			err = w.enqueue(b)
 		case opAck:
-			err = w.ack(o.cid, o.seq)
+			err = w.ack(o.cid, o.seq, true)
+		case opAckQueued:
+			err = w.ack(o.cid, o.seq, false)
 		case opDeleteSession:
 			err = w.deleteSession(o.cid)
 			w.reqKnown[o.cid] = false
@@ -456,7 +462,7 @@ func (w *writer) enqueue(b *Batch) error {
 // ack deletes queue entry (cid, seq) and its in-flight state; for a shared
 // body it drops one reference (only if the entry exists) and deletes the body
 // with the last one.
-func (w *writer) ack(cid string, seq uint64) error {
+func (w *writer) ack(cid string, seq uint64, withState bool) error {
 	qk := queueKey(cid, seq)
 	shared := w.count(seq) > 0
 	exists := false
@@ -471,8 +477,10 @@ func (w *writer) ack(cid string, seq uint64) error {
 			return fmt.Errorf("persist: %s: %w", describeKey(qk), err)
 		}
 	}
-	if err := w.write(inflightKey(cid, seq), nil, true); err != nil {
-		return err
+	if withState {
+		if err := w.write(inflightKey(cid, seq), nil, true); err != nil {
+			return err
+		}
 	}
 	if err := w.write(qk, nil, true); err != nil {
 		return err

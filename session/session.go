@@ -379,6 +379,11 @@ func (s *Session) loadLocked(o *Outgoing) error {
 	}
 	for i := range entries {
 		e := &entries[i]
+		if e.Seq > upTo {
+			// Applied to the store but not yet durable (persist applies before it syncs): it
+			// arrives through Committed once it is, and must not be sent before.
+			break
+		}
 		if e.Seq <= s.lastLoaded {
 			continue
 		}
@@ -419,7 +424,11 @@ func (s *Session) send(o *Outgoing, e *persist.QueueEntry) {
 		return
 	}
 	e.PacketID = s.allocPID()
-	e.State = persist.Sent
+	if e.QoS == 2 || !s.Persistent {
+		// A persistent session's QoS 1 entry keeps State Queued while in flight: its state is not
+		// on disk (it is written at Detach), and Ack tells the store so.
+		e.State = persist.Sent
+	}
 	s.inflight = append(s.inflight, e)
 	s.byPID[e.PacketID] = e
 	if !s.Persistent {
@@ -471,27 +480,27 @@ func (s *Session) removeInflight(e *persist.QueueEntry) {
 	s.release(len(e.Message.Payload))
 }
 
-// Ack handles PUBACK (QoS 1) or PUBCOMP (QoS 2 after PUBREC). It returns the entry's seq and
-// whether the packet identifier matched an entry in the right state; persistent sessions then
-// delete the entry through persist.
-func (s *Session) Ack(pid uint16, kind codec.Type) (uint64, bool) {
+// Ack handles PUBACK (QoS 1) or PUBCOMP (QoS 2 after PUBREC). It returns the entry and whether
+// the packet identifier matched an entry in the right state; a persistent session then deletes
+// the entry through persist (AckQueued when its State says no in-flight state was written).
+func (s *Session) Ack(pid uint16, kind codec.Type) (*persist.QueueEntry, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e, ok := s.byPID[pid]
 	if !ok {
-		return 0, false
+		return nil, false
 	}
 	switch {
 	case kind == codec.TypePuback && e.QoS == 1:
 	case kind == codec.TypePubcomp && e.QoS == 2 && e.State == persist.Released:
 	default:
-		return 0, false
+		return nil, false
 	}
 	s.removeInflight(e)
 	if s.outlet != nil {
 		s.outlet.Wake() // the window has room again
 	}
-	return e.Seq, true
+	return e, true
 }
 
 // Pubrec moves a QoS 2 entry to "PUBREC received, PUBREL sent". It returns the seq, and false if
