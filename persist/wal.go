@@ -18,29 +18,40 @@ import (
 
 // Holdfast's write-ahead log sits in front of Badger. Badger with SyncWrites makes each commit
 // durable with two syncs (value log and memtable log) after applying it; here every group commit
-// is appended to one file and fdatasynced while Badger applies the same entries without syncing,
-// so a durable commit costs one fdatasync, overlapped with Badger's work. A checkpoint (Badger's
-// files fsynced) lets the log be truncated; at Open the log is replayed into Badger, which is
-// idempotent because it holds the exact keys and values written, in order.
+// is applied to Badger without syncing and appended to one file, which the syncer fdatasyncs for
+// all the batches that arrived meanwhile. A checkpoint (Badger's files fsynced) lets the log
+// start over; at Open the log is replayed into Badger, which is idempotent because it holds the
+// exact keys and values written, in order.
 //
-// Record: uint32 payload length | uint32 CRC-32C of the payload | payload. Payload: entries of
-// byte kind (0 set, 1 delete) | uvarint key length | key | (set) uvarint value length | value.
-// A torn or corrupt tail (a crash during the append) ends the replay: its commit was never
-// acknowledged, since acknowledgements wait for the fdatasync.
+// File: a 16-byte header, "HFWAL" 0 0 1 and the epoch (uint64), then records. Record: uint32
+// payload length | uint32 CRC-32C of epoch and payload | payload. Payload: entries of byte kind
+// (0 set, 1 delete) | uvarint key length | key | (set) uvarint value length | value.
+//
+// The file is reused, not truncated: starting over bumps the epoch in the header, and records of
+// an older epoch fail the CRC, so replay stops at the first one (or at a torn record, whose commit
+// was never acknowledged since acknowledgements wait for the fdatasync). Writing over bytes that
+// already exist lets fdatasync skip the file-size update; the file grows, with zeros written
+// ahead, 1 MiB at a time, so most syncs carry data only.
 
 const (
-	walName = "holdfast.wal"
-	// walCheckpointBytes: past this size the writer checkpoints Badger and truncates the log.
+	walName    = "holdfast.wal"
+	walMagic   = "HFWAL\x00\x00\x01"
+	walFileHdr = 16
+	walHeader  = 8
+	// walCheckpointBytes: past this many bytes of records the writer checkpoints Badger and
+	// starts the log over.
 	walCheckpointBytes = 64 << 20
-	walHeader          = 8
+	walGrowBy          = 1 << 20
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 type wal struct {
-	f    *os.File
-	size int64
-	buf  []byte
+	f         *os.File
+	epoch     uint64
+	pos       int64 // where the next record goes
+	allocated int64 // bytes of the file that exist (records or zeros written ahead)
+	buf       []byte
 }
 
 func openWAL(dir string) (*wal, error) {
@@ -53,7 +64,43 @@ func openWAL(dir string) (*wal, error) {
 		f.Close()
 		return nil, err
 	}
-	return &wal{f: f, size: st.Size()}, nil
+	l := &wal{f: f, pos: walFileHdr, allocated: st.Size()}
+	if st.Size() < walFileHdr {
+		l.epoch = 1
+		if err := l.writeHeader(); err != nil {
+			f.Close()
+			return nil, err
+		}
+		return l, nil
+	}
+	var hdr [walFileHdr]byte
+	if _, err := f.ReadAt(hdr[:], 0); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("persist: read write-ahead log header: %w", err)
+	}
+	if string(hdr[:8]) != walMagic {
+		f.Close()
+		return nil, newError(ErrCorrupt, nil, "write-ahead log %s: bad header", walName)
+	}
+	l.epoch = binary.BigEndian.Uint64(hdr[8:])
+	return l, nil
+}
+
+func (l *wal) writeHeader() error {
+	var hdr [walFileHdr]byte
+	copy(hdr[:], walMagic)
+	binary.BigEndian.PutUint64(hdr[8:], l.epoch)
+	if _, err := l.f.WriteAt(hdr[:], 0); err != nil {
+		return fmt.Errorf("persist: write write-ahead log header: %w", err)
+	}
+	l.allocated = max(l.allocated, walFileHdr)
+	return l.sync()
+}
+
+func (l *wal) checksum(payload []byte) uint32 {
+	var e [8]byte
+	binary.BigEndian.PutUint64(e[:], l.epoch)
+	return crc32.Update(crc32.Checksum(e[:], castagnoli), castagnoli, payload)
 }
 
 // append writes one record holding recs (not yet synced).
@@ -76,9 +123,14 @@ func (l *wal) append(recs [][]rec) error {
 	}
 	payload := l.buf[walHeader:]
 	binary.BigEndian.PutUint32(l.buf[0:4], uint32(len(payload)))
-	binary.BigEndian.PutUint32(l.buf[4:8], crc32.Checksum(payload, castagnoli))
-	n, err := l.f.WriteAt(l.buf, l.size)
-	l.size += int64(n)
+	binary.BigEndian.PutUint32(l.buf[4:8], l.checksum(payload))
+	if end := l.pos + int64(len(l.buf)); end > l.allocated {
+		if err := l.grow(end); err != nil {
+			return err
+		}
+	}
+	n, err := l.f.WriteAt(l.buf, l.pos)
+	l.pos += int64(n)
 	if err != nil {
 		return fmt.Errorf("persist: append to write-ahead log: %w", err)
 	}
@@ -88,6 +140,23 @@ func (l *wal) append(recs [][]rec) error {
 	return nil
 }
 
+// grow writes zeros so that the file holds at least end bytes, in steps of walGrowBy.
+func (l *wal) grow(end int64) error {
+	target := (end/walGrowBy + 1) * walGrowBy
+	zeros := make([]byte, min(target-l.allocated, walGrowBy))
+	for l.allocated < target {
+		n := min(int64(len(zeros)), target-l.allocated)
+		if _, err := l.f.WriteAt(zeros[:n], l.allocated); err != nil {
+			return fmt.Errorf("persist: extend write-ahead log: %w", err)
+		}
+		l.allocated += n
+	}
+	return nil
+}
+
+// size is the number of record bytes since the log last started over.
+func (l *wal) size() int64 { return l.pos - walFileHdr }
+
 // sync makes every appended record durable.
 func (l *wal) sync() error {
 	if err := unix.Fdatasync(int(l.f.Fd())); err != nil {
@@ -96,13 +165,11 @@ func (l *wal) sync() error {
 	return nil
 }
 
-// reset empties the log; only after a checkpoint.
+// reset starts the log over under a new epoch; only after a checkpoint.
 func (l *wal) reset() error {
-	if err := l.f.Truncate(0); err != nil {
-		return fmt.Errorf("persist: truncate write-ahead log: %w", err)
-	}
-	l.size = 0
-	return l.sync()
+	l.epoch++
+	l.pos = walFileHdr
+	return l.writeHeader()
 }
 
 func (l *wal) close() error { return l.f.Close() }
@@ -142,7 +209,7 @@ func checkpoint(db *badger.DB, dir string) error {
 // replayWAL applies every complete record of the log in dir to db, checkpoints, and truncates
 // the log. It returns the number of records applied.
 func replayWAL(db *badger.DB, l *wal, dir string) (int, error) {
-	data, err := io.ReadAll(io.NewSectionReader(l.f, 0, l.size))
+	data, err := io.ReadAll(io.NewSectionReader(l.f, walFileHdr, l.allocated-walFileHdr))
 	if err != nil {
 		return 0, fmt.Errorf("persist: read write-ahead log: %w", err)
 	}
@@ -168,8 +235,8 @@ func replayWAL(db *badger.DB, l *wal, dir string) (int, error) {
 	}
 	for len(data) >= walHeader {
 		n := int(binary.BigEndian.Uint32(data[0:4]))
-		if walHeader+n > len(data) || crc32.Checksum(data[walHeader:walHeader+n], castagnoli) != binary.BigEndian.Uint32(data[4:8]) {
-			break // torn tail: never acknowledged
+		if n == 0 || walHeader+n > len(data) || l.checksum(data[walHeader:walHeader+n]) != binary.BigEndian.Uint32(data[4:8]) {
+			break // the end: zeros, an older epoch, or a torn record never acknowledged
 		}
 		p := data[walHeader : walHeader+n]
 		data = data[walHeader+n:]

@@ -238,7 +238,7 @@ func (w *writer) commitTxn() error {
 		return err
 	}
 	err := w.txn.Commit()
-	if err == nil && l.size > walCheckpointBytes {
+	if err == nil && l.size() > walCheckpointBytes {
 		start := time.Now()
 		if err := checkpoint(w.db, w.s.opt.Dir); err != nil {
 			return err
