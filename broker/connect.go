@@ -42,12 +42,24 @@ func (c *conn) handleConnect(cp *codec.Connect, decodeErr error) bool {
 		c.refuse(codec.RefusedIdentifierRejected)
 		return false
 	}
-	if !c.srv.cfg.Auth.Anonymous() && !cp.HasUsername {
-		c.log.Warn().Msg("refused: anonymous clients are not allowed (auth.allow_anonymous)")
-		c.refuse(codec.RefusedNotAuthorized)
+	c.clientID = id
+	ident, code, why := c.authenticate(cp)
+	if code != codec.Accepted {
+		c.log.Warn().Str("client_id", id).Str("username", cp.Username).Msg("refused: " + why)
+		c.refuse(code)
 		return false
 	}
-	c.clientID = id
+	c.ident = ident
+	if prev := c.srv.sessions.Get(id); prev != nil {
+		// No session hijack by guessing a client id: a session belongs to the user who made it,
+		// whether it is connected or waiting offline, and a clean start may not wipe it either.
+		if owner := prev.Identity(); owner.Known && (owner.Username != ident.Username || owner.Anonymous != ident.Anonymous) {
+			c.log.Warn().Str("client_id", id).Str("username", ident.Username).Str("owner", owner.Username).
+				Msg("refused: the client id's session belongs to another user")
+			c.refuse(codec.RefusedNotAuthorized)
+			return false
+		}
+	}
 	c.log = c.log.With().Str("client_id", id).Logger()
 	c.keepAlive = time.Duration(cp.KeepAlive) * time.Second
 	c.will = cp.Will

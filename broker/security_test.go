@@ -64,10 +64,10 @@ func TestHostileSlowlorisRemainingLength(t *testing.T) {
 	const (
 		declared   = codec.MaxRemainingLength // 268,435,455 bytes
 		trickle    = 100 * time.Millisecond
-		keepAlive  = 3 // seconds: the broker closes 1.5 keep-alives after the last packet began
-		connectTO  = 2 * time.Second
+		keepAlive  = 2 // seconds: the broker closes 1.5 keep-alives after the last packet began
+		connectTO  = 1500 * time.Millisecond
 		growthMax  = 16 * secMiB
-		trickleFor = 3 * time.Second
+		trickleFor = 2 * time.Second
 	)
 	b := startBroker(t, func(c *config.Config) {
 		c.Limits.MaxPacketSize = codec.MaxPacketSize

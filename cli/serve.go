@@ -24,6 +24,11 @@ func serve(env *Env, args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	// Signals are caught from the start: a SIGHUP (systemctl reload) or SIGTERM that arrives
+	// during recovery waits for it instead of killing the process with the default action.
+	sig := make(chan os.Signal, 4)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sig)
 	cfg, err := loadConfig(env, *path)
 	if err != nil {
 		return err
@@ -72,9 +77,6 @@ func serve(env *Env, args []string) error {
 	}
 	log.Info().Str("version", env.Version).Str("durability", cfg.Durability).Str("data_dir", cfg.DataDir).Msg("holdfast ready")
 
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	defer signal.Stop(sig)
 	for s := range sig {
 		if s == syscall.SIGHUP {
 			reload(env, *path, log)
