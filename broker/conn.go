@@ -201,12 +201,16 @@ func (c *conn) handle(p codec.Packet) error {
 
 // acked handles PUBACK and PUBCOMP from the client for a message we sent.
 func (c *conn) acked(pid uint16, kind codec.Type) {
-	seq, ok := c.sess.Ack(pid, kind)
+	e, ok := c.sess.Ack(pid, kind)
 	if !ok || !c.sess.Persistent {
 		return
 	}
 	var b persist.Batch
-	b.Ack(c.clientID, seq)
+	if e.State == persist.Queued {
+		b.AckQueued(c.clientID, e.Seq)
+	} else {
+		b.Ack(c.clientID, e.Seq)
+	}
 	c.srv.store.Submit(&b, c.srv.logCommitError("acknowledging a message"))
 }
 
