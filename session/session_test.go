@@ -42,8 +42,10 @@ func decode(t *testing.T, b []byte) []codec.Packet {
 
 func TestReserveLimits(t *testing.T) {
 	s := New("c", false, 4, &Options{MaxInflight: 10, MaxQueuedMessages: 2, MaxQueuedBytes: 10, BacklogHigh: 100}, nil)
-	if !s.Reserve(4) || !s.Reserve(4) {
-		t.Fatal("reservations within limits refused")
+	for i := 0; i < 2; i++ {
+		if !s.Reserve(4) {
+			t.Fatalf("reservation %d within limits refused", i+1)
+		}
 	}
 	if s.Reserve(1) {
 		t.Fatal("third message accepted past max_queued_messages=2")
