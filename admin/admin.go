@@ -158,6 +158,16 @@ func (h *handler) inspect(w http.ResponseWriter, _ *http.Request) {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
+	// The store knows what is durable; the broker knows who is connected and what is in flight.
+	for i := range inv.Sessions {
+		si := &inv.Sessions[i]
+		if connected, inflight, ok := h.srv.Live(si.ClientID); ok {
+			si.Connected, si.Inflight = connected, inflight
+			if connected {
+				si.DisconnectedAt = nil
+			}
+		}
+	}
 	w.Header().Set("Content-Type", "application/json")
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")

@@ -128,3 +128,14 @@ func (s *Server) Gauges() Gauges {
 
 // Uptime is the time since the broker started serving.
 func (s *Server) Uptime() time.Duration { return time.Since(s.stats.Started) }
+
+// Live reports, from memory, whether the client of a session is connected and how many messages
+// it has in flight (a connected client's QoS 1 in-flight state is not on disk). ok is false when
+// there is no such session.
+func (s *Server) Live(clientID string) (connected bool, inflight int, ok bool) {
+	sess := s.sessions.Get(clientID)
+	if sess == nil {
+		return false, 0, false
+	}
+	return sess.Online(), sess.Inflight(), true
+}

@@ -705,7 +705,7 @@ func TestInspectJSON(t *testing.T) {
 			t.Errorf("%s: format %d, problems %q", where, inv.FormatVersion, inv.Problems)
 		}
 	}
-	// The in-flight state of a QoS 1 message is committed after the PUBLISH is sent: wait for it.
+	// The broker sends the PUBLISHes after their commit: wait until both are in flight.
 	inv := opsInventory(t, opsMustCmd(t, "inspect", "-c", cfg, "--json"))
 	for deadline := time.Now().Add(10 * time.Second); opsSession(t, inv, "ops-live").Inflight < 2 && time.Now().Before(deadline); {
 		time.Sleep(50 * time.Millisecond)
