@@ -469,9 +469,6 @@ func (c *conn) close() {
 	})
 }
 
-// shutdown is close for a server that is shutting down.
-func (c *conn) shutdown() { c.close() }
-
 // teardown runs once, when the reader returns.
 func (c *conn) teardown() {
 	c.close()

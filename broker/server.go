@@ -299,7 +299,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			l.Close()
 		}
 		for c := range s.conns {
-			c.shutdown()
+			c.close()
 		}
 	}
 	s.mu.Unlock()
