@@ -3,7 +3,6 @@ package retain
 import (
 	"bytes"
 	"slices"
-	"strings"
 	"sync"
 
 	"github.com/holdfast/holdfast/router"
@@ -18,28 +17,15 @@ type Message struct {
 	QoS     byte
 }
 
-const (
-	// Stack room for the path of one Set; deeper topics spill to the heap.
-	pathHint = 16
+// Stack room for the path of one Set; deeper topics spill to the heap.
+const pathHint = 16
 
-	// A node's children get a level index once there are more than
-	// indexAbove of them and lose it below indexBelow. Most nodes have one
-	// or a few children, where a scan is faster than hashing and a map
-	// would cost a few hundred bytes per node.
-	indexAbove = 8
-	indexBelow = 4
-)
-
-// node is one topic level. Children are a slice rather than a map because
-// '#' and '+' iterate them, and ranging over a slice of pointers is several
-// times faster than over many small maps.
+// node is one topic level. Its children are a router.Children, which '#'
+// and '+' iterate: see there why that is a slice rather than a map.
 type node struct {
-	level string
-	kids  []*node
-	index map[string]int // level -> position in kids, only for many kids
-	pos   int            // position in the parent's kids
-	msg   *Message       // retained at exactly this topic, or nil
-	count int            // messages here and below; 0 means prune me
+	kids  router.Children[node]
+	msg   *Message // retained at exactly this topic, or nil
+	count int      // messages here and below; 0 means prune me
 }
 
 // Store holds the retained messages of the broker, one per topic. It is
@@ -80,7 +66,7 @@ func (s *Store) Set(m *Message) bool {
 	for i := 0; i <= len(m.Topic); {
 		level, next := router.NextLevel(m.Topic, i)
 		path = append(path, n)
-		n = n.childOrNew(level)
+		n = n.kids.GetOrAdd(level)
 		i = next
 	}
 	old := n.msg
@@ -98,7 +84,11 @@ func (s *Store) Set(m *Message) bool {
 // clear removes the message retained at topic and prunes the nodes that
 // are left empty, so the tree does not keep topics that were ever used.
 func (s *Store) clear(topic string) bool {
-	var buf [pathHint]*node
+	type step struct {
+		parent *node
+		level  string
+	}
+	var buf [pathHint]step
 	path := buf[:0]
 
 	s.mu.Lock()
@@ -106,8 +96,8 @@ func (s *Store) clear(topic string) bool {
 	n := &s.root
 	for i := 0; i <= len(topic); {
 		level, next := router.NextLevel(topic, i)
-		path = append(path, n)
-		if n = n.child(level); n == nil {
+		path = append(path, step{n, level})
+		if n = n.kids.Get(level); n == nil {
 			return false
 		}
 		i = next
@@ -118,12 +108,12 @@ func (s *Store) clear(topic string) bool {
 	n.msg = nil
 	n.count--
 	for k := len(path) - 1; k >= 0; k-- {
-		parent := path[k]
-		parent.count--
+		p := path[k]
+		p.parent.count--
 		if n.count == 0 {
-			parent.unlink(n)
+			p.parent.kids.Remove(p.level)
 		}
-		n = parent
+		n = p.parent
 	}
 	return true
 }
@@ -157,15 +147,15 @@ func (n *node) match(filter string, i int, first bool, dst []*Message) []*Messag
 			if n.msg != nil {
 				dst = append(dst, n.msg) // '#' also matches its parent level
 			}
-			for _, c := range n.kids {
-				if !first || !router.WildcardExempt(c.level) {
+			for childLevel, c := range n.kids.All() {
+				if !first || !router.WildcardExempt(childLevel) {
 					dst = c.appendAll(dst)
 				}
 			}
 			return dst
 		case router.SingleLevel:
-			for _, c := range n.kids {
-				if first && router.WildcardExempt(c.level) {
+			for childLevel, c := range n.kids.All() {
+				if first && router.WildcardExempt(childLevel) {
 					continue
 				}
 				if last {
@@ -178,7 +168,7 @@ func (n *node) match(filter string, i int, first bool, dst []*Message) []*Messag
 			}
 			return dst
 		}
-		c := n.child(level)
+		c := n.kids.Get(level)
 		if c == nil {
 			return dst
 		}
@@ -197,72 +187,8 @@ func (n *node) appendAll(dst []*Message) []*Message {
 	if n.msg != nil {
 		dst = append(dst, n.msg)
 	}
-	for _, c := range n.kids {
+	for _, c := range n.kids.All() {
 		dst = c.appendAll(dst)
 	}
 	return dst
-}
-
-// child returns the child of n for a topic level, or nil.
-func (n *node) child(level string) *node {
-	if n.index != nil {
-		if i, ok := n.index[level]; ok {
-			return n.kids[i]
-		}
-		return nil
-	}
-	for _, c := range n.kids {
-		if c.level == level {
-			return c
-		}
-	}
-	return nil
-}
-
-// childOrNew returns the child of n for a topic level, creating it.
-func (n *node) childOrNew(level string) *node {
-	if c := n.child(level); c != nil {
-		return c
-	}
-	// Cloned so the level does not pin the topic of a message that may be
-	// replaced long before this node goes away.
-	c := &node{level: strings.Clone(level), pos: len(n.kids)}
-	n.kids = append(n.kids, c)
-	switch {
-	case n.index != nil:
-		n.index[c.level] = c.pos
-	case len(n.kids) > indexAbove:
-		n.index = make(map[string]int, len(n.kids))
-		for i, k := range n.kids {
-			n.index[k.level] = i
-		}
-	}
-	return c
-}
-
-// unlink removes the child c from n.
-func (n *node) unlink(c *node) {
-	last := len(n.kids) - 1
-	if c.pos != last {
-		moved := n.kids[last]
-		moved.pos = c.pos
-		n.kids[c.pos] = moved
-		if n.index != nil {
-			n.index[moved.level] = moved.pos
-		}
-	}
-	n.kids[last] = nil
-	n.kids = n.kids[:last]
-	if n.index != nil {
-		delete(n.index, c.level)
-		if len(n.kids) < indexBelow {
-			n.index = nil
-		}
-	}
-	if c := cap(n.kids); c > 4*indexAbove && len(n.kids) < c/4 {
-		n.kids = append([]*node(nil), n.kids...)
-	}
-	if len(n.kids) == 0 {
-		n.kids = nil
-	}
 }

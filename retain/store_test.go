@@ -3,6 +3,7 @@ package retain
 import (
 	"fmt"
 	"math/rand/v2"
+	"reflect"
 	"runtime"
 	"slices"
 	"strings"
@@ -26,8 +27,11 @@ func topics(ms []*Message) []string {
 	return out
 }
 
+// isEmpty reports whether n holds nothing at all, as the root must after
+// every message was cleared: no children, and no slice or index left over
+// from them either.
 func (n *node) isEmpty() bool {
-	return n.kids == nil && n.index == nil && n.msg == nil && n.count == 0
+	return reflect.ValueOf(n.kids).IsZero() && n.msg == nil && n.count == 0
 }
 
 func TestSetReplaceClear(t *testing.T) {

@@ -1,9 +1,6 @@
 package router
 
-import (
-	"strings"
-	"sync"
-)
+import "sync"
 
 // Subscriber is one client's interest in a topic, at the QoS it was granted.
 type Subscriber struct {
@@ -18,12 +15,6 @@ const (
 	// the threshold a linear scan beats hashing the client id.
 	indexAbove = 16
 	indexBelow = 8
-
-	// The same for a node's literal children, indexed by level. Most nodes
-	// have one or a few children, where a scan beats hashing and a map
-	// would cost a few hundred bytes per node.
-	kidsIndexAbove = 8
-	kidsIndexBelow = 4
 
 	// Match deduplicates by probing the matched nodes or through a pooled
 	// map, whichever its cost model predicts is cheaper; the model counts
@@ -43,15 +34,12 @@ const (
 // node is one level of a topic filter. Its own subscribers are the clients
 // whose filter ends here.
 type node struct {
-	level    string         // as a literal child of its parent
-	pos      int            // position in the parent's kids
-	kids     []*node        // literal levels
-	kidIndex map[string]int // level -> position in kids, only for many kids
-	plus     *node          // '+' level
-	hash     *node          // final '#' level; always a leaf
-	subs     []Subscriber
-	index    map[string]int // ClientID -> position in subs, only for long subs
-	count    int            // subscriptions here and below; 0 means prune me
+	kids  Children[node] // literal levels
+	plus  *node          // '+' level
+	hash  *node          // final '#' level; always a leaf
+	subs  []Subscriber
+	index map[string]int // ClientID -> position in subs, only for long subs
+	count int            // subscriptions here and below; 0 means prune me
 }
 
 // Trie holds every subscription of the broker, keyed by filter level. It is
@@ -105,6 +93,7 @@ func (t *Trie) Subscribe(clientID, filter string, qos byte) bool {
 func (t *Trie) Unsubscribe(clientID, filter string) bool {
 	type step struct {
 		parent *node
+		level  string
 		kind   Kind
 	}
 	var buf [nodeHint]step
@@ -115,7 +104,7 @@ func (t *Trie) Unsubscribe(clientID, filter string) bool {
 	n := &t.root
 	for i := 0; i <= len(filter); {
 		level, kind, next := FilterLevel(filter, i)
-		path = append(path, step{n, kind})
+		path = append(path, step{n, level, kind})
 		if n = n.child(level, kind); n == nil {
 			return false
 		}
@@ -129,7 +118,7 @@ func (t *Trie) Unsubscribe(clientID, filter string) bool {
 		s := path[k]
 		s.parent.count--
 		if n.count == 0 {
-			s.parent.drop(n, s.kind)
+			s.parent.drop(s.level, s.kind)
 		}
 		n = s.parent
 	}
@@ -190,7 +179,7 @@ func (n *node) collect(topic string, i int, first bool, out []*node) []*node {
 				out = n.plus.collect(topic, next, false, out)
 			}
 		}
-		c := n.literal(level)
+		c := n.kids.Get(level)
 		if c == nil {
 			return out
 		}
@@ -291,23 +280,7 @@ func (n *node) child(level string, kind Kind) *node {
 	case MultiLevel:
 		return n.hash
 	}
-	return n.literal(level)
-}
-
-// literal returns the literal child of n for level, or nil.
-func (n *node) literal(level string) *node {
-	if n.kidIndex != nil {
-		if i, ok := n.kidIndex[level]; ok {
-			return n.kids[i]
-		}
-		return nil
-	}
-	for _, c := range n.kids {
-		if c.level == level {
-			return c
-		}
-	}
-	return nil
+	return n.kids.Get(level)
 }
 
 // childOrNew returns the child of n for a filter level, creating it.
@@ -324,56 +297,18 @@ func (n *node) childOrNew(level string, kind Kind) *node {
 		}
 		return n.hash
 	}
-	if c := n.literal(level); c != nil {
-		return c
-	}
-	// Cloned so the level does not pin (or alias) the caller's string.
-	c := &node{level: strings.Clone(level), pos: len(n.kids)}
-	n.kids = append(n.kids, c)
-	switch {
-	case n.kidIndex != nil:
-		n.kidIndex[c.level] = c.pos
-	case len(n.kids) > kidsIndexAbove:
-		n.kidIndex = make(map[string]int, len(n.kids))
-		for i, k := range n.kids {
-			n.kidIndex[k.level] = i
-		}
-	}
-	return c
+	return n.kids.GetOrAdd(level)
 }
 
-// drop unlinks c, the child of n of the given kind.
-func (n *node) drop(c *node, kind Kind) {
+// drop unlinks the child of n for a filter level.
+func (n *node) drop(level string, kind Kind) {
 	switch kind {
 	case SingleLevel:
 		n.plus = nil
-		return
 	case MultiLevel:
 		n.hash = nil
-		return
-	}
-	last := len(n.kids) - 1
-	if c.pos != last {
-		moved := n.kids[last]
-		moved.pos = c.pos
-		n.kids[c.pos] = moved
-		if n.kidIndex != nil {
-			n.kidIndex[moved.level] = moved.pos
-		}
-	}
-	n.kids[last] = nil
-	n.kids = n.kids[:last]
-	if n.kidIndex != nil {
-		delete(n.kidIndex, c.level)
-		if len(n.kids) < kidsIndexBelow {
-			n.kidIndex = nil
-		}
-	}
-	if c := cap(n.kids); c > 4*kidsIndexAbove && len(n.kids) < c/4 {
-		n.kids = append([]*node(nil), n.kids...)
-	}
-	if len(n.kids) == 0 {
-		n.kids = nil
+	default:
+		n.kids.Remove(level)
 	}
 }
 

@@ -36,7 +36,7 @@ func bruteMatch(subs map[[2]string]byte, topic string) []Subscriber {
 // isEmpty reports whether n holds nothing at all, as the root must after
 // every subscription was removed.
 func (n *node) isEmpty() bool {
-	return n.kids == nil && n.kidIndex == nil && n.plus == nil && n.hash == nil &&
+	return n.kids.list == nil && n.kids.index == nil && n.plus == nil && n.hash == nil &&
 		n.subs == nil && n.index == nil && n.count == 0
 }
 
@@ -229,8 +229,8 @@ func TestManySubscribersOneFilter(t *testing.T) {
 		if !tr.Unsubscribe(fmt.Sprintf("c%03d", i), "a/b") {
 			t.Fatalf("Unsubscribe c%03d failed", i)
 		}
-		if nd := tr.root.literal("a"); nd != nil {
-			if b := nd.literal("b"); b != nil && b.index != nil && len(b.index) != len(b.subs) {
+		if nd := tr.root.kids.Get("a"); nd != nil {
+			if b := nd.kids.Get("b"); b != nil && b.index != nil && len(b.index) != len(b.subs) {
 				t.Fatalf("index has %d entries, subs %d", len(b.index), len(b.subs))
 			}
 		}
