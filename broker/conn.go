@@ -61,6 +61,11 @@ type conn struct {
 	pending    atomic.Int32  // jobs not yet finished
 	deliverOn  bool          // the deliver goroutine runs (reader-owned)
 	deliverEnd chan struct{}
+
+	// Reader-owned staging of QoS 0 messages for other connections (stagePublish).
+	staged      []stagedOut
+	stageIdx    map[session.Outlet]int
+	stagedBytes int
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
@@ -114,6 +119,7 @@ func (c *conn) connect() bool {
 
 // readLoop is the reader goroutine after CONNECT: packets until the connection ends.
 func (c *conn) readLoop() {
+	defer c.flushStaged() // what was read is delivered, however the connection ends
 	var deadlineSet time.Time
 	if c.keepAlive == 0 {
 		c.nc.SetReadDeadline(time.Time{}) // keep-alive 0: no limit after the CONNECT deadline
@@ -138,6 +144,9 @@ func (c *conn) readLoop() {
 				c.log.Warn().Err(err).Msg("closing connection")
 			}
 			return
+		}
+		if c.r.Buffered() == 0 {
+			c.flushStaged() // about to block on the socket
 		}
 	}
 }
@@ -171,6 +180,9 @@ func (c *conn) logReadError(when string, err error) {
 
 // handle dispatches one packet after CONNECT. An error closes the connection.
 func (c *conn) handle(p codec.Packet) error {
+	if _, ok := p.(*codec.Publish); !ok {
+		c.flushStaged() // keep staged QoS 0 messages ahead of whatever this packet causes
+	}
 	switch p := p.(type) {
 	case *codec.Publish:
 		return c.handlePublish(p)
@@ -285,18 +297,68 @@ func (c *conn) wakeLocked() {
 	go c.writeLoop()
 }
 
-// SendPublish implements session.Outlet: a QoS 0 message straight into the outbound buffer. When
-// the buffer is full the publisher waits for the writer (slowing the publisher down rather than
-// losing messages); a subscriber that drains nothing for stallWait is marked stalled and its QoS 0
-// messages are dropped until it catches up.
+// SendPublish implements session.Outlet: a QoS 0 message straight into the outbound buffer.
 func (c *conn) SendPublish(p *codec.Publish) {
 	c.omu.Lock()
+	if !c.roomLocked(1) {
+		c.omu.Unlock()
+		return
+	}
+	c.obuf = p.Append(c.obuf)
+	c.wakeLocked()
+	c.omu.Unlock()
+	c.srv.stats.sent(0, len(p.Payload))
+}
+
+// SendEncoded implements session.Outlet: n QoS 0 PUBLISH packets already encoded in b, with
+// payload bytes of payload (a publisher's burst, staged by stagePublish). They are appended in as
+// few steps as the buffer limit allows, whole packets only, so the buffer never holds more than
+// max_outbound_bytes plus one packet.
+func (c *conn) SendEncoded(b []byte, n int, payload int64) {
+	c.omu.Lock()
+	defer c.omu.Unlock()
+	for len(b) > 0 {
+		if !c.roomLocked(n) {
+			return
+		}
+		take, k := 0, 0 // bytes and packets that fit (at least one)
+		for take < len(b) && (k == 0 || len(c.obuf)+take+packetLen(b[take:]) <= c.omax) {
+			take += packetLen(b[take:])
+			k++
+		}
+		c.obuf = append(c.obuf, b[:take]...)
+		c.wakeLocked()
+		b, n = b[take:], n-k
+		c.srv.stats.MessagesOut[0].Add(int64(k))
+	}
+	c.srv.stats.BytesOut[0].Add(payload)
+}
+
+// packetLen returns the length of the encoded packet at the start of b (fixed header, remaining
+// length and body), which the broker encoded itself.
+func packetLen(b []byte) int {
+	n, shift, i := 0, 0, 1
+	for ; i < len(b) && i <= 4; i++ {
+		n |= int(b[i]&0x7f) << shift
+		shift += 7
+		if b[i]&0x80 == 0 {
+			break
+		}
+	}
+	return i + 1 + n
+}
+
+// roomLocked waits, with c.omu held (and released while waiting), until the outbound buffer has
+// room for QoS 0 messages. When it is full the publisher waits for the writer (slowing the
+// publisher down rather than losing messages); a subscriber that drains nothing for stallWait is
+// marked stalled and its QoS 0 messages are dropped until it catches up. It returns false, having
+// counted the n messages as dropped, when they must not be appended.
+func (c *conn) roomLocked(n int) bool {
 	var timer *time.Timer
 	for len(c.obuf) > 0 && len(c.obuf) >= c.omax && !c.oclosed {
 		if c.stalled {
-			c.omu.Unlock()
-			c.srv.stats.drop(DropSlow)
-			return
+			c.srv.stats.Dropped[DropSlow].Add(int64(n))
+			return false
 		}
 		if timer == nil {
 			timer = time.NewTimer(stallWait)
@@ -319,20 +381,79 @@ func (c *conn) SendPublish(p *codec.Publish) {
 			c.log.Warn().Int("buffered_bytes", len(c.obuf)).Msg("subscriber is not reading: dropping its QoS 0 messages until it catches up")
 		}
 	}
-	if c.oclosed {
-		c.omu.Unlock()
+	return !c.oclosed
+}
+
+// stagedOut is what one publisher's burst of QoS 0 messages holds for one subscriber.
+type stagedOut struct {
+	o       session.Outlet
+	buf     []byte
+	n       int
+	payload int64
+}
+
+// stageLimit bounds the bytes a reader stages before it hands them over.
+const stageLimit = 64 << 10
+
+// stagePublish encodes a QoS 0 message for o into this reader's staging area instead of taking
+// o's lock for every message: a burst of small publishes (one read system call brings dozens)
+// then costs each subscriber one lock and one append. flushStaged hands everything over before
+// the reader blocks, before any packet that is not a plain QoS 0 publish, and past stageLimit.
+func (c *conn) stagePublish(o session.Outlet, p *codec.Publish) {
+	i, ok := c.stageIdx[o]
+	if !ok {
+		i = len(c.staged)
+		if i < cap(c.staged) {
+			c.staged = c.staged[:i+1]
+			c.staged[i].o = o
+		} else {
+			c.staged = append(c.staged, stagedOut{o: o})
+		}
+		if c.stageIdx == nil {
+			c.stageIdx = make(map[session.Outlet]int)
+		}
+		c.stageIdx[o] = i
+	}
+	e := &c.staged[i]
+	before := len(e.buf)
+	e.buf = p.Append(e.buf)
+	e.n++
+	e.payload += int64(len(p.Payload))
+	c.stagedBytes += len(e.buf) - before
+	if c.stagedBytes >= stageLimit {
+		c.flushStaged()
+	}
+}
+
+// flushStaged hands every staged message to its subscriber.
+func (c *conn) flushStaged() {
+	if len(c.staged) == 0 {
 		return
 	}
-	c.obuf = p.Append(c.obuf)
-	c.wakeLocked()
-	c.omu.Unlock()
-	c.srv.stats.sent(0, len(p.Payload))
+	for i := range c.staged {
+		e := &c.staged[i]
+		e.o.SendEncoded(e.buf, e.n, e.payload)
+		e.o, e.n, e.payload = nil, 0, 0
+		if cap(e.buf) > stageLimit {
+			e.buf = nil
+		} else {
+			e.buf = e.buf[:0]
+		}
+	}
+	c.staged = c.staged[:0]
+	clear(c.stageIdx)
+	c.stagedBytes = 0
 }
 
 // waitRoom holds the reader while this connection's own outbound buffer is over its limit (a
 // client that publishes but does not read its acknowledgements).
 func (c *conn) waitRoom() {
 	c.omu.Lock()
+	if len(c.obuf) > c.omax && len(c.staged) > 0 {
+		c.omu.Unlock()
+		c.flushStaged() // do not hold other subscribers' messages while this client is slow
+		c.omu.Lock()
+	}
 	for len(c.obuf) > c.omax && !c.oclosed {
 		ch := c.drained
 		c.waiters++

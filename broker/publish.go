@@ -62,9 +62,10 @@ func (c *conn) handlePublish(p *codec.Publish) error {
 		return nil
 	}
 	if p.QoS == 0 && !p.Retain && c.pending.Load() == 0 && !srv.cfg.Limits.QueueQoS0Offline {
-		srv.fanOutQoS0(p) // the fast path: nothing to store, nothing to wait for
+		srv.fanOutQoS0(p, c.stagePublish) // the fast path: nothing to store, nothing to wait for
 		return nil
 	}
+	c.flushStaged() // staged QoS 0 messages go out before anything this publish causes
 	j := &pubJob{}
 	srv.route(&j.d, p)
 	switch p.QoS {
@@ -136,9 +137,9 @@ func (c *conn) acknowledgeOnly(p *codec.Publish) error {
 	return nil
 }
 
-// fanOutQoS0 sends a QoS 0 message to every online subscriber, straight into their outbound
-// buffers.
-func (s *Server) fanOutQoS0(p *codec.Publish) {
+// fanOutQoS0 sends a QoS 0 message to every online subscriber through send (a publisher's
+// staging, or straight into the outbound buffers).
+func (s *Server) fanOutQoS0(p *codec.Publish, send func(session.Outlet, *codec.Publish)) {
 	mp := s.getMatches()
 	matches := s.trie.Match(p.Topic, *mp)
 	out := codec.Publish{Topic: p.Topic, Payload: p.Payload}
@@ -149,7 +150,7 @@ func (s *Server) fanOutQoS0(p *codec.Publish) {
 			continue
 		}
 		if o := sess.Outlet(); o != nil {
-			o.SendPublish(&out)
+			send(o, &out)
 		} else {
 			s.stats.drop(DropOfflineQoS0)
 		}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/holdfast/holdfast/codec"
 	"github.com/holdfast/holdfast/retain"
+	"github.com/holdfast/holdfast/session"
 )
 
 // Version is reported in $SYS/broker/version; main sets it.
@@ -100,6 +101,6 @@ func (s *Server) publishSys(loads map[string]*sysLoad, interval time.Duration) {
 	for name, v := range values {
 		topic := "$SYS/broker/" + name
 		s.retained.Set(&retain.Message{Topic: topic, Payload: []byte(v)})
-		s.fanOutQoS0(&codec.Publish{Topic: topic, Payload: []byte(v)})
+		s.fanOutQoS0(&codec.Publish{Topic: topic, Payload: []byte(v)}, session.Outlet.SendPublish)
 	}
 }

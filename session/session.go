@@ -107,6 +107,8 @@ type Outlet interface {
 	Wake()
 	// SendPublish writes a QoS 0 message straight to the connection, bypassing the queue.
 	SendPublish(p *codec.Publish)
+	// SendEncoded writes n QoS 0 PUBLISH packets already encoded in b (payload bytes in all).
+	SendEncoded(b []byte, n int, payload int64)
 }
 
 // Attach marks the session online behind o. Everything in flight is sent again with DUP set

@@ -11,8 +11,9 @@ import (
 
 type fakeOutlet struct{ wakes int }
 
-func (f *fakeOutlet) Wake()                      { f.wakes++ }
-func (f *fakeOutlet) SendPublish(*codec.Publish) {}
+func (f *fakeOutlet) Wake()                          { f.wakes++ }
+func (f *fakeOutlet) SendPublish(*codec.Publish)     {}
+func (f *fakeOutlet) SendEncoded([]byte, int, int64) {}
 
 func openStore(t *testing.T) *persist.Store {
 	t.Helper()
