@@ -18,6 +18,8 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
+
+	"github.com/holdfast/holdfast/internal/testpki"
 )
 
 func TestMain(m *testing.M) {
@@ -156,12 +158,12 @@ func TestTCPRoundTrip(t *testing.T) {
 }
 
 func TestTLSRoundTrip(t *testing.T) {
-	ca := newCA(t, "test CA")
-	f := newServerFiles(t, ca, "server")
-	l := open(t, Config{Type: "tls", CertFile: f.cert, KeyFile: f.key})
+	ca := testpki.NewCA(t, "test CA")
+	f := testpki.NewServerFiles(t, ca, "server")
+	l := open(t, Config{Type: "tls", CertFile: f.Cert, KeyFile: f.Key})
 	stop := serveEcho(l)
 	defer stop()
-	c, err := tls.Dial("tcp", l.Addr().String(), &tls.Config{RootCAs: ca.pool()})
+	c, err := tls.Dial("tcp", l.Addr().String(), &tls.Config{RootCAs: ca.Pool})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,13 +201,13 @@ func TestWSRoundTrip(t *testing.T) {
 }
 
 func TestWSSRoundTrip(t *testing.T) {
-	ca := newCA(t, "test CA")
-	f := newServerFiles(t, ca, "server")
-	l := open(t, Config{Type: "wss", CertFile: f.cert, KeyFile: f.key, Path: "/ws"})
+	ca := testpki.NewCA(t, "test CA")
+	f := testpki.NewServerFiles(t, ca, "server")
+	l := open(t, Config{Type: "wss", CertFile: f.Cert, KeyFile: f.Key, Path: "/ws"})
 	stop := serveEcho(l)
 	defer stop()
 	for _, proto := range []string{"mqtt", "mqttv3.1"} {
-		ws, _, err := dialWS(wsURL(l, "wss", "/ws"), []string{proto}, &tls.Config{RootCAs: ca.pool()}, nil)
+		ws, _, err := dialWS(wsURL(l, "wss", "/ws"), []string{proto}, &tls.Config{RootCAs: ca.Pool}, nil)
 		if err != nil {
 			t.Fatalf("%s: %v", proto, err)
 		}
@@ -483,8 +485,8 @@ func TestParseForwarded(t *testing.T) {
 
 // clientTLS trusts ca and presents the first of certs whatever CAs the server asks for (Go's
 // client would otherwise keep a certificate from another CA to itself).
-func clientTLS(ca *testCA, certs []tls.Certificate) *tls.Config {
-	c := &tls.Config{RootCAs: ca.pool()}
+func clientTLS(ca *testpki.CA, certs []tls.Certificate) *tls.Config {
+	c := &tls.Config{RootCAs: ca.Pool}
 	if len(certs) > 0 {
 		c.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &certs[0], nil }
 	}
@@ -494,7 +496,7 @@ func clientTLS(ca *testCA, certs []tls.Certificate) *tls.Config {
 // tlsClient dials l with cert (if any) and reports whether the server accepted it: with TLS 1.3
 // the client finishes its handshake before the server checks the certificate, so a refusal
 // shows on the first read.
-func tlsClient(t *testing.T, l net.Listener, ca *testCA, certs []tls.Certificate) (*tls.Conn, error) {
+func tlsClient(t *testing.T, l net.Listener, ca *testpki.CA, certs []tls.Certificate) (*tls.Conn, error) {
 	t.Helper()
 	c, err := tls.Dial("tcp", l.Addr().String(), clientTLS(ca, certs))
 	if err != nil {
@@ -510,16 +512,16 @@ func tlsClient(t *testing.T, l net.Listener, ca *testCA, certs []tls.Certificate
 }
 
 func TestMutualTLS(t *testing.T) {
-	ca := newCA(t, "test CA")
-	other := newCA(t, "other CA")
-	f := newServerFiles(t, ca, "server")
-	alice := ca.clientCert(t, "alice")
-	mallory := other.clientCert(t, "mallory")
+	ca := testpki.NewCA(t, "test CA")
+	other := testpki.NewCA(t, "other CA")
+	f := testpki.NewServerFiles(t, ca, "server")
+	alice := ca.ClientCert(t, "alice")
+	mallory := other.ClientCert(t, "mallory")
 
 	for _, typ := range []string{"tls", "wss"} {
 		for _, require := range []bool{true, false} {
 			t.Run(fmt.Sprintf("%s/require=%v", typ, require), func(t *testing.T) {
-				l := open(t, Config{Type: typ, CertFile: f.cert, KeyFile: f.key, ClientCAFile: f.caPEM, RequireClientCert: require, CertCNAsUsername: true})
+				l := open(t, Config{Type: typ, CertFile: f.Cert, KeyFile: f.Key, ClientCAFile: f.CA, RequireClientCert: require, CertCNAsUsername: true})
 				dial := func(certs []tls.Certificate) (io.Closer, error) {
 					if typ == "tls" {
 						c, err := tlsClient(t, l, ca, certs)
@@ -578,10 +580,10 @@ func TestMutualTLS(t *testing.T) {
 }
 
 func TestPeerIdentityOnlyWhenAsked(t *testing.T) {
-	ca := newCA(t, "test CA")
-	f := newServerFiles(t, ca, "server")
-	l := open(t, Config{Type: "tls", CertFile: f.cert, KeyFile: f.key, ClientCAFile: f.caPEM})
-	c, err := tlsClient(t, l, ca, []tls.Certificate{ca.clientCert(t, "alice")})
+	ca := testpki.NewCA(t, "test CA")
+	f := testpki.NewServerFiles(t, ca, "server")
+	l := open(t, Config{Type: "tls", CertFile: f.Cert, KeyFile: f.Key, ClientCAFile: f.CA})
+	c, err := tlsClient(t, l, ca, []tls.Certificate{ca.ClientCert(t, "alice")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -602,14 +604,14 @@ func TestPeerIdentityOnlyWhenAsked(t *testing.T) {
 }
 
 func TestMinTLSVersion(t *testing.T) {
-	ca := newCA(t, "test CA")
-	f := newServerFiles(t, ca, "server")
-	l := open(t, Config{Type: "tls", CertFile: f.cert, KeyFile: f.key, MinTLSVersion: "1.3"})
-	if c, err := tls.Dial("tcp", l.Addr().String(), &tls.Config{RootCAs: ca.pool(), MaxVersion: tls.VersionTLS12}); err == nil {
+	ca := testpki.NewCA(t, "test CA")
+	f := testpki.NewServerFiles(t, ca, "server")
+	l := open(t, Config{Type: "tls", CertFile: f.Cert, KeyFile: f.Key, MinTLSVersion: "1.3"})
+	if c, err := tls.Dial("tcp", l.Addr().String(), &tls.Config{RootCAs: ca.Pool, MaxVersion: tls.VersionTLS12}); err == nil {
 		c.Close()
 		t.Fatal("TLS 1.2 client accepted by a min_tls_version 1.3 listener")
 	}
-	c, err := tls.Dial("tcp", l.Addr().String(), &tls.Config{RootCAs: ca.pool()})
+	c, err := tls.Dial("tcp", l.Addr().String(), &tls.Config{RootCAs: ca.Pool})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -623,9 +625,9 @@ func TestMinTLSVersion(t *testing.T) {
 func TestSlowTLSHandshakeDoesNotBlockAccept(t *testing.T) {
 	defer func(d time.Duration) { handshakeTimeout = d }(handshakeTimeout)
 	handshakeTimeout = 500 * time.Millisecond
-	ca := newCA(t, "test CA")
-	f := newServerFiles(t, ca, "server")
-	l := open(t, Config{Type: "tls", CertFile: f.cert, KeyFile: f.key})
+	ca := testpki.NewCA(t, "test CA")
+	f := testpki.NewServerFiles(t, ca, "server")
+	l := open(t, Config{Type: "tls", CertFile: f.Cert, KeyFile: f.Key})
 
 	slow, err := net.Dial("tcp", l.Addr().String()) // connects and never says a word
 	if err != nil {
@@ -633,7 +635,7 @@ func TestSlowTLSHandshakeDoesNotBlockAccept(t *testing.T) {
 	}
 	defer slow.Close()
 	start := time.Now()
-	c, err := tls.Dial("tcp", l.Addr().String(), &tls.Config{RootCAs: ca.pool()})
+	c, err := tls.Dial("tcp", l.Addr().String(), &tls.Config{RootCAs: ca.Pool})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -650,16 +652,16 @@ func TestSlowTLSHandshakeDoesNotBlockAccept(t *testing.T) {
 }
 
 // certCN returns the CommonName of the certificate the server presented to a new client.
-func certCN(t *testing.T, typ string, l net.Listener, ca *testCA) (string, io.Closer) {
+func certCN(t *testing.T, typ string, l net.Listener, ca *testpki.CA) (string, io.Closer) {
 	t.Helper()
 	if typ == "tls" {
-		c, err := tls.Dial("tcp", l.Addr().String(), &tls.Config{RootCAs: ca.pool()})
+		c, err := tls.Dial("tcp", l.Addr().String(), &tls.Config{RootCAs: ca.Pool})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return c.ConnectionState().PeerCertificates[0].Subject.CommonName, c
 	}
-	ws, _, err := dialWS(wsURL(l, "wss", "/mqtt"), []string{"mqtt"}, &tls.Config{RootCAs: ca.pool()}, nil)
+	ws, _, err := dialWS(wsURL(l, "wss", "/mqtt"), []string{"mqtt"}, &tls.Config{RootCAs: ca.Pool}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -669,9 +671,9 @@ func certCN(t *testing.T, typ string, l net.Listener, ca *testCA) (string, io.Cl
 func TestReload(t *testing.T) {
 	for _, typ := range []string{"tls", "wss"} {
 		t.Run(typ, func(t *testing.T) {
-			ca := newCA(t, "test CA")
-			f := newServerFiles(t, ca, "server-1")
-			l := open(t, Config{Type: typ, CertFile: f.cert, KeyFile: f.key})
+			ca := testpki.NewCA(t, "test CA")
+			f := testpki.NewServerFiles(t, ca, "server-1")
+			l := open(t, Config{Type: typ, CertFile: f.Cert, KeyFile: f.Key})
 			stop := serveEcho(l)
 			defer stop()
 			check := func(c io.Closer, msg string) {
@@ -690,7 +692,7 @@ func TestReload(t *testing.T) {
 			}
 			check(old, "before reload")
 
-			f.write(t, ca, "server-2")
+			f.Write(t, ca, "server-2")
 			if err := l.Reload(); err != nil {
 				t.Fatal(err)
 			}
@@ -702,9 +704,9 @@ func TestReload(t *testing.T) {
 			c.Close()
 			check(old, "old connection after reload")
 
-			writeFile(t, f.cert, []byte("-----BEGIN CERTIFICATE-----\nbroken\n-----END CERTIFICATE-----\n"))
+			testpki.WriteFile(t, f.Cert, []byte("-----BEGIN CERTIFICATE-----\nbroken\n-----END CERTIFICATE-----\n"))
 			err := l.Reload()
-			if err == nil || !strings.Contains(err.Error(), typ+" "+l.Addr().String()) && !strings.Contains(err.Error(), f.cert) {
+			if err == nil || !strings.Contains(err.Error(), typ+" "+l.Addr().String()) && !strings.Contains(err.Error(), f.Cert) {
 				t.Fatalf("Reload of a broken file: %v", err)
 			}
 			cn, c = certCN(t, typ, l, ca)
@@ -719,16 +721,16 @@ func TestReload(t *testing.T) {
 }
 
 func TestReloadClientCA(t *testing.T) {
-	ca := newCA(t, "test CA")
-	ca2 := newCA(t, "second CA")
-	f := newServerFiles(t, ca, "server")
-	l := open(t, Config{Type: "tls", CertFile: f.cert, KeyFile: f.key, ClientCAFile: f.caPEM, RequireClientCert: true, CertCNAsUsername: true})
-	bob := ca2.clientCert(t, "bob")
+	ca := testpki.NewCA(t, "test CA")
+	ca2 := testpki.NewCA(t, "second CA")
+	f := testpki.NewServerFiles(t, ca, "server")
+	l := open(t, Config{Type: "tls", CertFile: f.Cert, KeyFile: f.Key, ClientCAFile: f.CA, RequireClientCert: true, CertCNAsUsername: true})
+	bob := ca2.ClientCert(t, "bob")
 	if c, err := tlsClient(t, l, ca, []tls.Certificate{bob}); err == nil {
 		c.Close()
 		t.Fatal("bob accepted before his CA was trusted")
 	}
-	writeFile(t, f.caPEM, append(append([]byte{}, ca.pem...), ca2.pem...))
+	testpki.WriteFile(t, f.CA, append(append([]byte{}, ca.PEM...), ca2.PEM...))
 	if err := l.Reload(); err != nil {
 		t.Fatal(err)
 	}
@@ -742,16 +744,16 @@ func TestReloadClientCA(t *testing.T) {
 	if u, _ := PeerIdentity(sc); u != "bob" {
 		t.Fatalf("PeerIdentity %q", u)
 	}
-	writeFile(t, f.caPEM, []byte("no PEM here"))
+	testpki.WriteFile(t, f.CA, []byte("no PEM here"))
 	if err := l.Reload(); err == nil || !strings.Contains(err.Error(), "holds no PEM certificate") {
 		t.Fatalf("Reload with a broken CA file: %v", err)
 	}
 }
 
 func TestOpenErrors(t *testing.T) {
-	ca := newCA(t, "test CA")
-	f := newServerFiles(t, ca, "server")
-	missing := f.dir + "/missing.pem"
+	ca := testpki.NewCA(t, "test CA")
+	f := testpki.NewServerFiles(t, ca, "server")
+	missing := f.Dir + "/missing.pem"
 	for _, tc := range []struct {
 		c    Config
 		want string
@@ -759,13 +761,13 @@ func TestOpenErrors(t *testing.T) {
 		{Config{Type: "udp", Address: "127.0.0.1:0"}, `listener udp 127.0.0.1:0: unknown type "udp"`},
 		{Config{Type: "tcp"}, "listener tcp : address is missing"},
 		{Config{Type: "tls", Address: "127.0.0.1:0"}, "listener tls 127.0.0.1:0: cert_file is required"},
-		{Config{Type: "wss", Address: "127.0.0.1:0", CertFile: missing, KeyFile: f.key}, "listener wss 127.0.0.1:0: load certificate " + missing},
-		{Config{Type: "tls", Address: "127.0.0.1:0", CertFile: f.cert, KeyFile: f.key, MinTLSVersion: "1.1"}, `min_tls_version must be "1.2" or "1.3", not "1.1"`},
-		{Config{Type: "tls", Address: "127.0.0.1:0", CertFile: f.cert, KeyFile: f.key, RequireClientCert: true}, "require_client_cert needs client_ca_file"},
-		{Config{Type: "tls", Address: "127.0.0.1:0", CertFile: f.cert, KeyFile: f.key, CertCNAsUsername: true}, "cert_cn_as_username needs client_ca_file"},
-		{Config{Type: "tls", Address: "127.0.0.1:0", CertFile: f.cert, KeyFile: f.key, ClientCAFile: f.key}, "holds no PEM certificate"},
-		{Config{Type: "tcp", Address: "127.0.0.1:0", CertFile: f.cert}, "TLS settings given"},
-		{Config{Type: "tls", Address: "127.0.0.1:0", CertFile: f.cert, KeyFile: f.key, Path: "/mqtt"}, "WebSocket settings"},
+		{Config{Type: "wss", Address: "127.0.0.1:0", CertFile: missing, KeyFile: f.Key}, "listener wss 127.0.0.1:0: load certificate " + missing},
+		{Config{Type: "tls", Address: "127.0.0.1:0", CertFile: f.Cert, KeyFile: f.Key, MinTLSVersion: "1.1"}, `min_tls_version must be "1.2" or "1.3", not "1.1"`},
+		{Config{Type: "tls", Address: "127.0.0.1:0", CertFile: f.Cert, KeyFile: f.Key, RequireClientCert: true}, "require_client_cert needs client_ca_file"},
+		{Config{Type: "tls", Address: "127.0.0.1:0", CertFile: f.Cert, KeyFile: f.Key, CertCNAsUsername: true}, "cert_cn_as_username needs client_ca_file"},
+		{Config{Type: "tls", Address: "127.0.0.1:0", CertFile: f.Cert, KeyFile: f.Key, ClientCAFile: f.Key}, "holds no PEM certificate"},
+		{Config{Type: "tcp", Address: "127.0.0.1:0", CertFile: f.Cert}, "TLS settings given"},
+		{Config{Type: "tls", Address: "127.0.0.1:0", CertFile: f.Cert, KeyFile: f.Key, Path: "/mqtt"}, "WebSocket settings"},
 		{Config{Type: "ws", Address: "127.0.0.1:0", Path: "mqtt"}, `path "mqtt" must start with /`},
 		{Config{Type: "ws", Address: "nowhere"}, "listener ws nowhere: address"},
 	} {
@@ -807,10 +809,10 @@ func TestWSCloseLeavesNothing(t *testing.T) {
 			var tc *tls.Config
 			scheme := "ws"
 			if typ == "wss" {
-				ca := newCA(t, "test CA")
-				f := newServerFiles(t, ca, "server")
-				c.CertFile, c.KeyFile = f.cert, f.key
-				tc = &tls.Config{RootCAs: ca.pool()}
+				ca := testpki.NewCA(t, "test CA")
+				f := testpki.NewServerFiles(t, ca, "server")
+				c.CertFile, c.KeyFile = f.Cert, f.Key
+				tc = &tls.Config{RootCAs: ca.Pool}
 				scheme = "wss"
 			}
 			l, err := Open(c, zerolog.Nop())
@@ -903,19 +905,19 @@ func TestWSCloseLeavesNothing(t *testing.T) {
 // connection not yet Accepted, and an Accepted one (which stays the caller's).
 func TestTLSCloseLeavesNothing(t *testing.T) {
 	defer goleak.VerifyNone(t)
-	ca := newCA(t, "test CA")
-	f := newServerFiles(t, ca, "server")
-	l, err := Open(Config{Type: "tls", Address: "127.0.0.1:0", CertFile: f.cert, KeyFile: f.key}, zerolog.Nop())
+	ca := testpki.NewCA(t, "test CA")
+	f := testpki.NewServerFiles(t, ca, "server")
+	l, err := Open(Config{Type: "tls", Address: "127.0.0.1:0", CertFile: f.Cert, KeyFile: f.Key}, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
-	accepted, err := tls.Dial("tcp", l.Addr().String(), &tls.Config{RootCAs: ca.pool()})
+	accepted, err := tls.Dial("tcp", l.Addr().String(), &tls.Config{RootCAs: ca.Pool})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer accepted.Close()
 	sc := accept(t, l)
-	pending, err := tls.Dial("tcp", l.Addr().String(), &tls.Config{RootCAs: ca.pool()})
+	pending, err := tls.Dial("tcp", l.Addr().String(), &tls.Config{RootCAs: ca.Pool})
 	if err != nil {
 		t.Fatal(err)
 	}

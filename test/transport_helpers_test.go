@@ -1,18 +1,11 @@
 package test
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -24,6 +17,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/holdfast/holdfast/codec"
+	"github.com/holdfast/holdfast/internal/testpki"
 )
 
 // Helpers for the tests of the tls, ws and wss listeners: the addresses a broker logged, a test
@@ -66,99 +60,31 @@ func listenAddr(t *testing.T, b *Broker, from int, typ string, n int) string {
 	}
 }
 
-// tlsTestCA is a certificate authority made for one test.
+// tlsTestCA is a certificate authority made for one test, with its certificate written to a new
+// temporary directory, where the certificates it issues are written too.
 type tlsTestCA struct {
-	cert   *x509.Certificate
-	key    *ecdsa.PrivateKey
-	File   string // PEM certificate, for client_ca_file or a client's RootCAs
-	Pool   *x509.CertPool
-	dir    string
-	serial int64
+	*testpki.CA
+	File string // PEM certificate, for client_ca_file or a client's RootCAs
+	dir  string
 }
+
+// tlsIssued is a certificate signed by a tlsTestCA, in memory and on disk.
+type tlsIssued = testpki.Issued
 
 // newTLSTestCA creates a self-signed CA and writes its certificate to a new temporary directory.
 func newTLSTestCA(t *testing.T, name string) *tlsTestCA {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: name, Organization: []string{"holdfast tests"}},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca := &tlsTestCA{cert: cert, key: key, Pool: x509.NewCertPool(), dir: t.TempDir(), serial: 1}
-	ca.Pool.AddCert(cert)
+	ca := &tlsTestCA{CA: testpki.NewCA(t, name), dir: t.TempDir()}
 	ca.File = filepath.Join(ca.dir, "ca.pem")
-	writeTestPEM(t, ca.File, "CERTIFICATE", der)
+	testpki.WriteFile(t, ca.File, ca.PEM)
 	return ca
-}
-
-// tlsIssued is a certificate signed by a tlsTestCA, in memory and on disk.
-type tlsIssued struct {
-	TLS      tls.Certificate
-	CertFile string
-	KeyFile  string
 }
 
 // issue signs a certificate for cn: a server certificate for 127.0.0.1 (and localhost) when
 // server is true, else a client certificate.
 func (ca *tlsTestCA) issue(t *testing.T, cn string, server bool) tlsIssued {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca.serial++
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(ca.serial),
-		Subject:      pkix.Name{CommonName: cn},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	if server {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
-		tmpl.DNSNames = []string{"localhost"}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	base := filepath.Join(ca.dir, fmt.Sprintf("%d-%s", ca.serial, strings.ReplaceAll(cn, " ", "_")))
-	out := tlsIssued{CertFile: base + ".crt", KeyFile: base + ".key"}
-	writeTestPEM(t, out.CertFile, "CERTIFICATE", der)
-	writeTestPEM(t, out.KeyFile, "PRIVATE KEY", keyDER)
-	if out.TLS, err = tls.LoadX509KeyPair(out.CertFile, out.KeyFile); err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-func writeTestPEM(t *testing.T, path, typ string, der []byte) {
-	t.Helper()
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	return ca.IssueFiles(t, ca.dir, cn, server)
 }
 
 // tlsClientConfig is the configuration of a client that trusts ca and presents cert, if given,
