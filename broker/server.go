@@ -206,17 +206,6 @@ func (s *Server) Serve(l net.Listener) error {
 // shutting down.
 func (s *Server) Ready() bool { return s.ready.Load() }
 
-// Addrs returns the addresses of the open listeners.
-func (s *Server) Addrs() []net.Addr {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make([]net.Addr, len(s.listeners))
-	for i, l := range s.listeners {
-		out[i] = l.Addr()
-	}
-	return out
-}
-
 func (s *Server) acceptLoop(l net.Listener) {
 	defer s.wg.Done()
 	var backoff time.Duration

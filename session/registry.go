@@ -39,13 +39,6 @@ func (r *Registry) Remove(s *Session) bool {
 	return true
 }
 
-// Len returns the number of sessions.
-func (r *Registry) Len() int {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	return len(r.m)
-}
-
 // Snapshot returns every session at the time of the call.
 func (r *Registry) Snapshot() []*Session {
 	r.mu.RLock()

@@ -93,13 +93,6 @@ func Restore(st *persist.SessionState, opts *Options, store *persist.Store) *Ses
 	return s
 }
 
-// Level is the protocol level of the last connection.
-func (s *Session) Level() byte {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.level
-}
-
 // Outlet is the connection a session is attached to.
 type Outlet interface {
 	// Wake tells the connection's writer that Fill has something new. It must not block (a send on
