@@ -18,7 +18,7 @@ const (
 )
 
 // conn is one MQTT client connection of the load tool. After the handshake
-// a single goroutine reads (see subscriber.readLoop and publisher.readLoop);
+// a single goroutine reads (conn.runReads, for subscribers and publishers);
 // writes go through one bufio.Writer guarded by mu, flushed by whoever
 // knows that nothing more is coming soon.
 type conn struct {
@@ -158,6 +158,15 @@ func (c *conn) readErr(err error) error {
 		return nil
 	}
 	return err
+}
+
+// runReads is the body of a read goroutine: it runs read until it fails, records why in *errp
+// (nil when the tool closed the connection itself), closes the socket and then done.
+func (c *conn) runReads(read func() error, errp *error, done chan struct{}) {
+	defer close(done)
+	err := read() // never nil: the loop ends on a read error at the latest
+	*errp = c.readErr(err)
+	c.abort()
 }
 
 // cleanSession removes a persistent session: a connection with

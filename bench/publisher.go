@@ -67,14 +67,7 @@ func newPublisher(c *conn, idx, run uint32, qos byte, inflight, size int, topics
 	return p
 }
 
-func (p *publisher) start() { go p.readLoop() }
-
-func (p *publisher) readLoop() {
-	defer close(p.done)
-	err := p.read() // never nil: the loop ends on a read error at the latest
-	p.err = p.c.readErr(err)
-	p.c.abort()
-}
+func (p *publisher) start() { go p.c.runReads(p.read, &p.err, p.done) }
 
 // read handles the acknowledgements of the publisher's messages.
 func (p *publisher) read() error {

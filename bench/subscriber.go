@@ -25,14 +25,7 @@ func newSubscriber(c *conn, run uint32, pubs int, epoch time.Time) *subscriber {
 	return &subscriber{c: c, t: newTracker(run, pubs), epoch: epoch, done: make(chan struct{})}
 }
 
-func (s *subscriber) start() { go s.readLoop() }
-
-func (s *subscriber) readLoop() {
-	defer close(s.done)
-	err := s.read() // never nil: the loop ends on a read error at the latest
-	s.err = s.c.readErr(err)
-	s.c.abort()
-}
+func (s *subscriber) start() { go s.c.runReads(s.read, &s.err, s.done) }
 
 func (s *subscriber) read() error {
 	c := s.c
