@@ -38,7 +38,7 @@ func HashPassword(password []byte) (string, error) {
 }
 
 // HashPasswordIterations is HashPassword with a chosen iteration count, from 1
-// to 10,000,000.
+// to 1,000,000 (the most LoadPasswords accepts).
 func HashPasswordIterations(password []byte, iterations int) (string, error) {
 	if iterations < 1 || iterations > maxIterations {
 		return "", fmt.Errorf("auth: iteration count %d is outside 1..%d", iterations, maxIterations)

@@ -41,10 +41,17 @@ const (
 	minSaltLen = 8  // shorter salts are refused
 	maxSaltLen = 64 // Mosquitto 2.1 writes 64-byte salts
 
-	// maxIterations bounds a $7$ iteration count so that one typo in the file
-	// cannot make every CONNECT burn minutes of CPU. At about 0.6 µs per
-	// iteration here, 10 million is several seconds.
-	maxIterations = 10_000_000
+	// maxIterations and maxBcryptCost bound the cost a password file may ask
+	// for: the file is an input too, and one typo or hostile line must not
+	// make every CONNECT (and, for bcrypt, the dummy hash made at load) burn
+	// seconds to days of CPU. Both are generous: holdfast writes 100,000
+	// iterations, mosquitto_passwd 101 (2.0) or 1,000 (2.1); bcrypt tools
+	// default to cost 10 to 12 (htpasswd -B: 5). On the 2-core dev VM
+	// 1,000,000 iterations take 0.5 s and bcrypt cost 16 about 3.5 s per
+	// check (cost 14: 0.9 s; each step doubles). LoadPasswords refuses a
+	// hash above either, naming the file, the line and the limit.
+	maxIterations = 1_000_000
+	maxBcryptCost = 16
 
 	// weakIterations is the count below which Warnings flags a $7$ hash.
 	// mosquitto_passwd 2.0 writes 101, 2.1 writes 1,000.
@@ -177,6 +184,9 @@ func parseHash(s string) (*hash, error) {
 		cost, err := bcrypt.Cost([]byte(s))
 		if err != nil || len(s) != 60 {
 			return nil, fmt.Errorf("malformed bcrypt hash (want 60 characters: $2b$NN$ and 53 of salt and hash)")
+		}
+		if cost > maxBcryptCost {
+			return nil, fmt.Errorf("bcrypt cost %d is above the limit of %d", cost, maxBcryptCost)
 		}
 		return &hash{kind: kindBcrypt, cost: cost, bcrypt: []byte(s)}, nil
 	case strings.HasPrefix(s, "$argon2id$"):

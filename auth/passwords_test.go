@@ -2,6 +2,7 @@ package auth
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -260,5 +261,65 @@ func TestPasswordWarnings(t *testing.T) {
 	p, err = LoadPasswords(writeFile(t, "pw", "strong:"+h+"\n"))
 	if err != nil || p.Warnings() != nil {
 		t.Errorf("strong hash: %v, warnings %q", err, p.Warnings())
+	}
+}
+
+// TestSecurity12_PasswordCostLimits: a password file is an input too. A cost
+// at the limit loads; one step above is refused naming the file, the line and
+// the limit, before anything is hashed.
+func TestSecurity12_PasswordCostLimits(t *testing.T) {
+	cheap, err := HashPasswordIterations([]byte("pw"), 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	salt := "c2FsdHNhbHRzYWx0" // 12 bytes
+	sum := strings.Repeat("QUJD", 21) + "QQ=="
+	pbkdf2 := func(iter int) string { return fmt.Sprintf("$7$%d$%s$%s", iter, salt, sum) }
+	// A well-formed bcrypt hash of any cost, without paying for that cost.
+	bcryptCost := func(cost int) string {
+		return fmt.Sprintf("$2b$%02d$27wg7cYboVYhbdsylE9jcuuOl6sysj/GEo/M4ZRv87IW/4JQWhO1q", cost)
+	}
+	// Two cheap users come first so that the dummy hash made at load is a
+	// cheap PBKDF2 one, not a bcrypt hash of the cost under test.
+	file := func(line string) string {
+		return writeFile(t, "pw", "a:"+cheap+"\nb:"+cheap+"\n"+line+"\n")
+	}
+
+	p, err := LoadPasswords(file("max7:" + pbkdf2(maxIterations) + "\nmax2:" + bcryptCost(maxBcryptCost)))
+	if err != nil {
+		t.Fatalf("costs at the limits refused: %v", err)
+	}
+	if got := p.users["max7"].cost; got != 1_000_000 {
+		t.Errorf("$7$ at the limit: cost %d, want 1000000", got)
+	}
+	if got := p.users["max2"].cost; got != 16 {
+		t.Errorf("bcrypt at the limit: cost %d, want 16", got)
+	}
+
+	for _, tc := range []struct{ name, line, want string }{
+		{"pbkdf2", "eve:" + pbkdf2(1_000_001), "$7$ iteration count 1000001 is above the limit of 1000000"},
+		{"bcrypt", "eve:" + bcryptCost(17), "bcrypt cost 17 is above the limit of 16"},
+		{"bcrypt max", "eve:" + bcryptCost(31), "bcrypt cost 31 is above the limit of 16"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := file(tc.line)
+			p, err := LoadPasswords(path)
+			if err == nil {
+				t.Fatalf("loaded %d users, want an error", p.Len())
+			}
+			var le *LineError
+			if !errors.As(err, &le) || le.Path != path || le.Line != 3 {
+				t.Fatalf("error %v (%T), want a *LineError for %s line 3", err, err, path)
+			}
+			if msg := err.Error(); !strings.HasPrefix(msg, path+":3: ") || !strings.Contains(msg, tc.want) {
+				t.Errorf("error %q, want %q prefix and %q in it", msg, path+":3: ", tc.want)
+			}
+			if err := SetPasswordHash(filepath.Join(t.TempDir(), "pw"), "eve", tc.line[len("eve:"):]); err == nil || !strings.Contains(err.Error(), "above the limit") {
+				t.Errorf("SetPasswordHash accepted it: %v", err)
+			}
+		})
+	}
+	if _, err := HashPasswordIterations([]byte("pw"), 1_000_001); err == nil {
+		t.Error("HashPasswordIterations wrote a hash LoadPasswords refuses")
 	}
 }
