@@ -30,8 +30,11 @@ type Config struct {
 	CertCNAsUsername  bool   // the verified client certificate's CommonName becomes the MQTT username
 	MinTLSVersion     string // "1.2" (default) | "1.3"
 
-	AllowedOrigins []string // ws/wss: if non-empty, the Origin header must be one of these (exact match); else any origin
-	BehindProxy    bool     // ws/wss: take the client address from X-Forwarded-For (the left-most entry)
+	// AllowedOrigins (ws/wss) are the browser pages (Origin headers) let in: empty = pages of the
+	// listener's own host and port only, ["*"] = any, else exactly these. Requests without an
+	// Origin (not from a browser) are always let in.
+	AllowedOrigins []string
+	BehindProxy    bool // ws/wss: take the client address from X-Forwarded-For (the left-most entry)
 }
 
 // Listener is a net.Listener that yields MQTT byte streams, whatever the transport.
@@ -130,6 +133,9 @@ func (c Config) validate() error {
 	if isWS {
 		if c.Path != "" && c.Path[0] != '/' {
 			return fmt.Errorf("path %q must start with /", c.Path)
+		}
+		if err := ValidateOrigins(c.AllowedOrigins); err != nil {
+			return fmt.Errorf("allowed_origins: %w", err)
 		}
 	} else if c.Path != "" || len(c.AllowedOrigins) > 0 || c.BehindProxy {
 		return fmt.Errorf("WebSocket settings (path, allowed_origins, behind_proxy) given but type %q is not ws or wss", c.Type)

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/gorilla/websocket"
 	"github.com/rs/zerolog"
@@ -26,7 +27,8 @@ type wsListener struct {
 	log      zerolog.Logger
 	srv      *http.Server
 	upgrader websocket.Upgrader
-	origins  map[string]bool
+	origins  originPolicy
+	refusals zerolog.Logger // Warn for refused origins, sampled: a hostile page can retry in a loop
 
 	conns     chan net.Conn // unbuffered: an upgraded connection waits in its handler until Accept
 	done      chan struct{} // closed by Close
@@ -56,17 +58,12 @@ func newWSListener(raw net.Listener, c Config, certs *certSource, log zerolog.Lo
 	if l.path == "" {
 		l.path = DefaultPath
 	}
-	if len(c.AllowedOrigins) > 0 {
-		l.origins = make(map[string]bool, len(c.AllowedOrigins))
-		for _, o := range c.AllowedOrigins {
-			l.origins[o] = true
-		}
-	}
+	l.origins = newOriginPolicy(c, raw.Addr())
+	l.refusals = log.Sample(&zerolog.BurstSampler{Burst: 10, Period: time.Second})
 	l.upgrader = websocket.Upgrader{
 		HandshakeTimeout: handshakeTimeout,
 		Subprotocols:     Subprotocols,
-		// The origin has been checked against AllowedOrigins before Upgrade is called; with no
-		// list, any origin may connect (MQTT authenticates in CONNECT, not with cookies).
+		// ServeHTTP has checked the origin before calling Upgrade.
 		CheckOrigin: func(*http.Request) bool { return true },
 		Error: func(w http.ResponseWriter, r *http.Request, status int, reason error) {
 			l.log.Debug().Err(reason).Str("remote", r.RemoteAddr).Int("status", status).Msg("WebSocket upgrade refused")
@@ -124,11 +121,11 @@ func (l *wsListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("this endpoint serves MQTT over WebSocket: send a WebSocket upgrade request with subprotocol %s", strings.Join(Subprotocols, " or ")), http.StatusBadRequest)
 		return
 	}
-	// Only browsers send Origin, and allowed_origins exists to stop other sites' pages; devices
-	// and command-line clients send none and are let through.
-	if origin := r.Header.Get("Origin"); l.origins != nil && origin != "" && !l.origins[origin] {
-		log.Debug().Str("origin", r.Header.Get("Origin")).Msg("refused: origin not allowed")
-		http.Error(w, fmt.Sprintf("origin %q is not allowed", r.Header.Get("Origin")), http.StatusForbidden)
+	// Only browsers send Origin, and the check exists to stop other sites' pages; devices and
+	// command-line clients send none and are let through.
+	if origin := r.Header.Get("Origin"); origin != "" && !l.origins.allow(origin, r.Host) {
+		l.refusals.Warn().Str("remote", r.RemoteAddr).Str("origin", origin).Str("host", r.Host).Msg("WebSocket upgrade refused: origin not allowed (allowed_origins)")
+		http.Error(w, fmt.Sprintf("origin %q is not allowed: this listener lets in pages from its own host only, or those listed in allowed_origins", origin), http.StatusForbidden)
 		return
 	}
 	if !offersSubprotocol(r) {
