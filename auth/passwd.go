@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -82,12 +83,17 @@ func ValidUsername(user string) error {
 // SetPassword adds user to the password file at path or replaces the user's
 // hash, with a new HashPassword hash. Every other line, comments and blank
 // lines included, is kept byte for byte; a user listed more than once keeps
-// only the first line, updated. A new file is created with mode 0600; an
-// existing one keeps its mode and, where the process may set it, its owner.
+// only the first line, updated.
+//
 // The file is replaced atomically: a temporary file in the same directory is
-// written, synced and renamed over it, so a reader (a broker reloading on
-// SIGHUP) sees the old file or the new one, never half of one. A symbolic link
-// at path is followed and the file it points to is replaced.
+// written, synced and renamed over it, and the directory is synced, so a reader
+// (a broker reloading on SIGHUP) sees the old file or the new one, never half
+// of one. The new file has mode 0600 whatever the umask and whatever mode the
+// old one had, since its hashes can be attacked offline by anyone who reads
+// them; an existing file keeps its owner and group (see keepOwner), so a broker
+// running as the file's owner still reads it. A symbolic link at path is
+// refused with ErrSymlink rather than followed: whoever can change the link
+// would choose which file is rewritten, and whose content is copied into it.
 //
 // Two SetPassword calls on one file at the same time can lose one update.
 func SetPassword(path, user string, password []byte) error {
@@ -111,26 +117,50 @@ func SetPasswordHash(path, user, hash string) error {
 	if _, err := parseHash(hash); err != nil {
 		return fmt.Errorf("auth: user %q: %w", user, err)
 	}
-	target := path
-	if fi, err := os.Lstat(path); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
-		if target, err = filepath.EvalSymlinks(path); err != nil {
-			return err
-		}
-	}
-	old, err := os.ReadFile(target)
-	var mode fs.FileMode = 0o600
-	var fi fs.FileInfo
-	switch {
-	case err == nil:
-		if fi, err = os.Stat(target); err != nil {
-			return err
-		}
-		mode = fi.Mode().Perm()
-	case errors.Is(err, fs.ErrNotExist):
-	default:
+	old, fi, err := readPasswordFile(path)
+	if err != nil {
 		return err
 	}
-	return writeAtomic(target, replaceUser(old, user, user+":"+hash), mode, fi)
+	return writeAtomic(path, replaceUser(old, user, user+":"+hash), fi)
+}
+
+// ErrSymlink is returned by SetPassword when the password file is a symbolic
+// link.
+var ErrSymlink = errors.New("auth: the password file is a symbolic link")
+
+// readPasswordFile returns the content and FileInfo of the password file at
+// path, nil and nil when there is none. It refuses a symbolic link and
+// anything but a regular file, and checks that the file it opened is the one
+// it looked at, so a link put in its place meanwhile is not followed either.
+func readPasswordFile(path string) ([]byte, fs.FileInfo, error) {
+	lfi, err := os.Lstat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, nil, nil
+	case err != nil:
+		return nil, nil, err
+	case lfi.Mode()&fs.ModeSymlink != 0:
+		return nil, nil, fmt.Errorf("%w: %s; give the path of the file itself", ErrSymlink, path)
+	case !lfi.Mode().IsRegular():
+		return nil, nil, fmt.Errorf("auth: %s is not a regular file", path)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, nil, err
+	}
+	if !os.SameFile(lfi, fi) {
+		return nil, nil, fmt.Errorf("auth: %s was replaced while it was being read; try again", path)
+	}
+	data, err := io.ReadAll(f)
+	if err != nil {
+		return nil, nil, err
+	}
+	return data, fi, nil
 }
 
 // replaceUser returns data with the first line for user replaced by entry and
@@ -184,9 +214,10 @@ func lineUser(line []byte) string {
 	return strings.TrimSpace(user)
 }
 
-// writeAtomic replaces path with data through a synced temporary file in the
-// same directory. old is the replaced file's FileInfo, nil for a new file.
-func writeAtomic(path string, data []byte, mode fs.FileMode, old fs.FileInfo) (err error) {
+// writeAtomic replaces path with data, mode 0600, through a synced temporary
+// file in the same directory. old is the replaced file's FileInfo, nil for a
+// new file.
+func writeAtomic(path string, data []byte, old fs.FileInfo) (err error) {
 	dir, base := filepath.Split(path)
 	if dir == "" {
 		dir = "."
@@ -207,7 +238,8 @@ func writeAtomic(path string, data []byte, mode fs.FileMode, old fs.FileInfo) (e
 			return fmt.Errorf("auth: %s: %w", path, err)
 		}
 	}
-	if err = f.Chmod(mode); err != nil {
+	// CreateTemp asks for 0600 but the umask may take bits away.
+	if err = f.Chmod(0o600); err != nil {
 		return err
 	}
 	if _, err = f.Write(data); err != nil {

@@ -149,8 +149,8 @@ func TestSetPasswordUpdatePreserves(t *testing.T) {
 		}
 		j++
 	}
-	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o640 {
-		t.Errorf("mode %v, want the file's 0640 kept", fi.Mode().Perm())
+	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o600 {
+		t.Errorf("mode %v, want 0600 (the old 0640 is not kept)", fi.Mode().Perm())
 	}
 
 	// Add a user: appended after a newline is supplied for the last line.
@@ -194,25 +194,83 @@ func TestSetPasswordCRLFLine(t *testing.T) {
 	}
 }
 
-func TestSetPasswordFollowsSymlink(t *testing.T) {
+// TestSecurity14_PasswdRefusesSymlink: a symbolic link at the password file's
+// path is refused, dangling or not, and neither it nor its target changes.
+func TestSecurity14_PasswdRefusesSymlink(t *testing.T) {
 	dir := t.TempDir()
-	real := filepath.Join(dir, "real")
-	if err := os.WriteFile(real, []byte("# kept\n"), 0o600); err != nil {
+	elsewhere := filepath.Join(t.TempDir(), "victim")
+	if err := os.WriteFile(elsewhere, []byte("# not a password file\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	link := filepath.Join(dir, "link")
-	if err := os.Symlink("real", link); err != nil {
-		t.Skip("no symlinks here:", err)
+	for name, target := range map[string]string{"to a file": elsewhere, "dangling": filepath.Join(dir, "nothing")} {
+		t.Run(name, func(t *testing.T) {
+			link := filepath.Join(dir, "link "+name)
+			if err := os.Symlink(target, link); err != nil {
+				t.Skip("no symlinks here:", err)
+			}
+			err := setCheap(t, link, "u", "p")
+			if !errors.Is(err, ErrSymlink) || !strings.Contains(err.Error(), link) {
+				t.Fatalf("error %v, want ErrSymlink naming %s", err, link)
+			}
+			if got, err := os.Readlink(link); err != nil || got != target {
+				t.Errorf("the link changed: %q, %v", got, err)
+			}
+		})
 	}
-	if err := setCheap(t, link, "u", "p"); err != nil {
+	if got, err := os.ReadFile(elsewhere); err != nil || string(got) != "# not a password file\n" {
+		t.Errorf("the link's target changed: %q, %v", got, err)
+	}
+	if fi, err := os.Stat(elsewhere); err != nil || fi.Mode().Perm() != 0o644 {
+		t.Errorf("the link's target's mode changed: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "nothing")); !os.IsNotExist(err) {
+		t.Errorf("the dangling link's target was created: %v", err)
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 2 {
+		t.Errorf("directory holds %d entries, want the two links (temporary file left behind?)", len(entries))
+	}
+}
+
+// TestSecurity14_PasswdWrites0600: an existing password file readable by
+// group and others comes back 0600, replaced (a new inode), not rewritten in
+// place, with no temporary file left.
+func TestSecurity14_PasswdWrites0600(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "passwd")
+	if err := os.WriteFile(path, []byte("# users\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if fi, err := os.Lstat(link); err != nil || fi.Mode()&os.ModeSymlink == 0 {
-		t.Fatalf("the link was replaced by a file (%v)", err)
+	if err := os.Chmod(path, 0o664); err != nil { // past the umask
+		t.Fatal(err)
 	}
-	p, err := LoadPasswords(real)
+	before, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := setCheap(t, path, "u", "p"); err != nil {
+		t.Fatal(err)
+	}
+	after, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Mode().Perm() != 0o600 {
+		t.Errorf("mode %v, want 0600", after.Mode().Perm())
+	}
+	if os.SameFile(before, after) {
+		t.Error("the file was rewritten in place, not replaced by a rename")
+	}
+	p, err := LoadPasswords(path)
 	if err != nil || !p.Check("u", []byte("p")) {
-		t.Fatalf("target not updated: %v", err)
+		t.Fatalf("the new file does not hold u: %v", err)
+	}
+	if got, _ := os.ReadFile(path); !strings.HasPrefix(string(got), "# users\nu:$7$") {
+		t.Errorf("content %q", got)
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 1 {
+		t.Errorf("directory holds %d entries, want only the password file", len(entries))
 	}
 }
 

@@ -40,10 +40,18 @@ func passwd(env *Env, args []string) error {
 	if err != nil {
 		return err
 	}
+	var oldMode os.FileMode
+	if fi, err := os.Lstat(file); err == nil && fi.Mode().IsRegular() {
+		oldMode = fi.Mode().Perm()
+	}
 	if err := auth.SetPassword(file, user, password); err != nil {
 		return err
 	}
 	fmt.Fprintf(env.Stderr, "holdfast: %s: password of %q set\n", file, user)
+	if oldMode != 0 && oldMode != 0o600 {
+		// Said aloud: a broker that read the file through its group cannot any more.
+		fmt.Fprintf(env.Stderr, "holdfast: %s: mode changed from %04o to 0600: only its owner can read it now\n", file, oldMode)
+	}
 	return nil
 }
 
