@@ -10,6 +10,7 @@ import (
 	"github.com/holdfast/holdfast/codec"
 	"github.com/holdfast/holdfast/config"
 	"github.com/holdfast/holdfast/listener"
+	"github.com/holdfast/holdfast/persist"
 )
 
 // AuthRules are the loaded password and ACL files; nil fields mean "not configured". They are
@@ -54,7 +55,43 @@ func (s *Server) ReloadAuth() error {
 	}
 	s.auth.Store(r)
 	s.log.Info().Int("users", r.passwords.Len()).Int("acl_rules", r.acl.Len()).Msg("auth files reloaded")
+	s.dropRefusedSubscriptions()
 	return nil
+}
+
+// dropRefusedSubscriptions removes the subscriptions that the ACL loaded now (after a reload, or
+// at start after the file changed while the broker was down) no longer grants, from
+// the trie, the sessions and the store. Messages already queued under them are refused when they
+// are sent (mayRead).
+func (s *Server) dropRefusedSubscriptions() {
+	if s.auth.Load().acl == nil {
+		return
+	}
+	var b persist.Batch
+	removed := 0
+	for _, sess := range s.sessions.Snapshot() {
+		if !sess.Identity().Known {
+			continue // recovered from a store that did not record owners: the ACL cannot tell
+		}
+		owner := reader(sess)
+		for f := range sess.Subscriptions() {
+			if s.canSubscribe(&owner, f) || !sess.Unsubscribe(f) {
+				continue
+			}
+			s.trie.Unsubscribe(sess.ID, f)
+			if sess.Persistent {
+				b.DeleteSubscription(sess.ID, f)
+			}
+			removed++
+			s.log.Info().Str("client_id", sess.ID).Str("filter", f).Msg("subscription removed: the reloaded ACL refuses it")
+		}
+	}
+	if b.Len() > 0 {
+		s.store.Submit(&b, s.logCommitError("removing subscriptions the ACL refuses"))
+	}
+	if removed > 0 {
+		s.log.Warn().Int("subscriptions", removed).Msg("subscriptions removed after the ACL reload")
+	}
 }
 
 // authenticate decides whether a CONNECT may proceed and returns the client's identity for the
@@ -81,6 +118,10 @@ func (c *conn) authenticate(cp *codec.Connect) (auth.Client, codec.ConnackCode, 
 		}
 		return id, codec.RefusedNotAuthorized, "no password_file to check the username against"
 	}
+	if !cp.HasPassword {
+		// Not an empty password: a username alone proves nothing, whatever the file holds for it.
+		return id, codec.RefusedBadUsernameOrPassword, "username without a password"
+	}
 	// Password checks cost tens of milliseconds of CPU by design; bound how many run at once so a
 	// flood of CONNECTs cannot take every core.
 	c.srv.checkSlots <- struct{}{}
@@ -93,15 +134,3 @@ func (c *conn) authenticate(cp *codec.Connect) (auth.Client, codec.ConnackCode, 
 }
 
 func passwordCheckSlots() chan struct{} { return make(chan struct{}, max(1, runtime.NumCPU()/2)) }
-
-// canPublish applies the ACL to a PUBLISH (or a will) of client id.
-func (s *Server) canPublish(id *auth.Client, topic string) bool {
-	acl := s.auth.Load().acl
-	return acl == nil || acl.CanPublish(*id, topic)
-}
-
-// canSubscribe applies the ACL to a SUBSCRIBE filter.
-func (s *Server) canSubscribe(id *auth.Client, filter string) bool {
-	acl := s.auth.Load().acl
-	return acl == nil || acl.CanSubscribe(*id, filter)
-}

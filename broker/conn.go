@@ -62,6 +62,8 @@ type conn struct {
 	deliverOn  bool          // the deliver goroutine runs (reader-owned)
 	deliverEnd chan struct{}
 
+	reads readCache // the writer's ACL answers for queued messages
+
 	// Reader-owned staging of QoS 0 messages for other connections (stagePublish).
 	staged      []stagedOut
 	stageIdx    map[session.Outlet]int
@@ -475,7 +477,7 @@ func (c *conn) writeLoop() {
 	defer c.srv.wg.Done()
 	defer c.writers.Done()
 	var wbuf []byte
-	var out session.Outgoing
+	out := session.Outgoing{MayRead: func(topic string) bool { return c.reads.check(c.srv, &c.ident, topic) }}
 	timeout := c.srv.cfg.Limits.WriteTimeout.Duration
 	for {
 		c.omu.Lock()

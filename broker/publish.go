@@ -6,7 +6,6 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/holdfast/holdfast/auth"
 	"github.com/holdfast/holdfast/codec"
 	"github.com/holdfast/holdfast/persist"
 	"github.com/holdfast/holdfast/retain"
@@ -51,8 +50,13 @@ func (c *conn) handlePublish(p *codec.Publish) error {
 	}
 	if !srv.canPublish(&c.ident, p.Topic) {
 		// Acknowledged at its QoS and dropped, so the client has no reason to retry.
-		srv.stats.drop(DropNotAuthorized)
-		c.log.Debug().Str("topic", p.Topic).Msg("publish dropped: not allowed by the ACL")
+		if strings.HasPrefix(p.Topic, sysPrefix) {
+			srv.stats.drop(DropSysTopic)
+			srv.dropLog.Warn().Str("client_id", c.clientID).Str("topic", p.Topic).Msg("publish dropped: $SYS topics are the broker's (the ACL grants no write there)")
+		} else {
+			srv.stats.drop(DropNotAuthorized)
+			c.log.Debug().Str("topic", p.Topic).Msg("publish dropped: not allowed by the ACL")
+		}
 		return c.acknowledgeOnly(p)
 	}
 	if p.QoS == 2 && !c.sess.AddInbound(p.PacketID) {
@@ -111,20 +115,6 @@ func (c *conn) waitForSubscribers(d *delivery) {
 	}
 }
 
-// mayReceive applies the ACL's read rules to one delivery (a subscription made before an ACL
-// reload is checked against the new rules here).
-func (s *Server) mayReceive(acl *auth.ACL, sess *session.Session, topic string) bool {
-	if acl == nil {
-		return true
-	}
-	id := sess.Identity()
-	if acl.CanReceive(auth.Client{ID: sess.ID, Username: id.Username, Anonymous: id.Anonymous}, topic) {
-		return true
-	}
-	s.stats.drop(DropNotAuthorized)
-	return false
-}
-
 // acknowledgeOnly answers a PUBLISH that is not routed, in order behind earlier ones.
 func (c *conn) acknowledgeOnly(p *codec.Publish) error {
 	switch p.QoS {
@@ -146,7 +136,7 @@ func (s *Server) fanOutQoS0(p *codec.Publish, send func(session.Outlet, *codec.P
 	acl := s.auth.Load().acl
 	for _, m := range matches {
 		sess := s.sessions.Get(m.ClientID)
-		if sess == nil || !s.mayReceive(acl, sess, p.Topic) {
+		if sess == nil || !s.mayRead(acl, sess, p.Topic) {
 			continue
 		}
 		if o := sess.Outlet(); o != nil {
@@ -187,7 +177,7 @@ func (s *Server) route(d *delivery, p *codec.Publish) {
 	acl := s.auth.Load().acl
 	for _, m := range matches {
 		sess := s.sessions.Get(m.ClientID)
-		if sess == nil || !s.mayReceive(acl, sess, p.Topic) {
+		if sess == nil || !s.mayRead(acl, sess, p.Topic) {
 			continue
 		}
 		qos := min(p.QoS, m.QoS) // [MQTT-3.8.4-6]
@@ -328,19 +318,20 @@ func (c *conn) complete(j *pubJob) {
 // answers SUBACK and sends the matching retained messages.
 func (c *conn) handleSubscribe(p *codec.Subscribe) error {
 	codes := make([]byte, len(p.Subscriptions))
+	granted := make([]bool, len(p.Subscriptions))
 	var b persist.Batch
 	for i, sub := range p.Subscriptions {
 		codes[i] = sub.QoS // [MQTT-3.9.3-1] granted as requested
 		if why := c.refuseSubscription(sub.Filter); why != "" {
 			c.log.Info().Str("filter", sub.Filter).Str("reason", why).Msg("subscription refused")
-			if c.level == codec.Level31 {
-				// MQTT 3.1 has no failure code: like Mosquitto, answer with the requested QoS
-				// but do not subscribe.
-				continue
+			if c.level != codec.Level31 {
+				// MQTT 3.1 has no failure code: like Mosquitto, answer it with the requested
+				// QoS but do not subscribe.
+				codes[i] = codec.SubackFailure // [MQTT-3.9.3-2]
 			}
-			codes[i] = codec.SubackFailure // [MQTT-3.9.3-2]
 			continue
 		}
+		granted[i] = true
 		c.sess.Subscribe(sub.Filter, sub.QoS)
 		c.srv.trie.Subscribe(c.clientID, sub.Filter, sub.QoS) // [MQTT-3.8.4-3] replaces an identical filter
 		if c.sess.Persistent {
@@ -354,7 +345,7 @@ func (c *conn) handleSubscribe(p *codec.Subscribe) error {
 	}
 	c.sendControl(&codec.Suback{PacketID: p.PacketID, ReturnCodes: codes}) // [MQTT-3.8.4-1]
 	for i, sub := range p.Subscriptions {
-		if codes[i] != codec.SubackFailure {
+		if granted[i] {
 			c.srv.sendRetained(c.sess, sub.Filter, codes[i]) // [MQTT-3.3.1-6]
 		}
 	}
@@ -381,7 +372,11 @@ func topicLevels(topic string) int { return strings.Count(topic, "/") + 1 }
 
 // sendRetained delivers the retained messages matching filter to sess, with the retain flag set.
 func (s *Server) sendRetained(sess *session.Session, filter string, granted byte) {
+	acl := s.auth.Load().acl
 	for _, m := range s.retained.Match(filter, nil) {
+		if !s.mayRead(acl, sess, m.Topic) {
+			continue
+		}
 		qos := min(m.QoS, granted)
 		if qos == 0 {
 			if o := sess.Outlet(); o != nil {

@@ -82,6 +82,7 @@ func New(cfg *config.Config, store *persist.Store, rules *AuthRules, log zerolog
 	if err := s.recover(); err != nil {
 		return nil, err
 	}
+	s.dropRefusedSubscriptions()
 	if every := cfg.Admin.SysInterval.Duration; every > 0 {
 		s.wg.Add(1)
 		go s.sysLoop(every)

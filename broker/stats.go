@@ -17,10 +17,11 @@ const (
 	DropOfflineQoS0                     // QoS 0 for an offline session (limits.queue_qos0_offline = false)
 	DropNotAuthorized                   // the ACL refused the publish or the delivery
 	DropTopicLevels                     // the topic has more levels than limits.max_topic_levels
+	DropSysTopic                        // a client published to $SYS without an ACL grant
 	numDropReasons
 )
 
-var dropReasonNames = [numDropReasons]string{"queue_full", "slow_subscriber", "offline_qos0", "not_authorized", "topic_levels"}
+var dropReasonNames = [numDropReasons]string{"queue_full", "slow_subscriber", "offline_qos0", "not_authorized", "topic_levels", "sys_topic"}
 
 func (r DropReason) String() string { return dropReasonNames[r] }
 

@@ -313,6 +313,11 @@ type Outgoing struct {
 	Batch     persist.Batch
 	Sent      [3]int   // PUBLISH packets appended, by QoS (for the broker's counters)
 	SentBytes [3]int64 // their payload bytes
+
+	// MayRead, when set, is asked before a queued message is first sent: an ACL reloaded since
+	// the message was queued may no longer let this client read its topic. A refused entry is
+	// acknowledged (removed) instead of sent.
+	MayRead func(topic string) bool
 }
 
 func (o *Outgoing) count(e *persist.QueueEntry) {
@@ -353,6 +358,10 @@ func (s *Session) Fill(o *Outgoing) error {
 		s.pending = s.pending[1:]
 		if len(s.pending) == 0 {
 			s.pending = nil // let the backing array go
+		}
+		if o.MayRead != nil && !o.MayRead(e.Message.Topic) {
+			s.refuse(o, e)
+			continue
 		}
 		s.send(o, e)
 	}
@@ -405,6 +414,15 @@ func (s *Session) appendResend(o *Outgoing, e *persist.QueueEntry) {
 	}
 	o.count(e)
 	o.Now = publishPacket(e, true).Append(o.Now)
+}
+
+// refuse removes a pending entry that may not be delivered; nothing was sent for it, so no
+// in-flight state exists.
+func (s *Session) refuse(o *Outgoing, e *persist.QueueEntry) {
+	s.release(len(e.Message.Payload))
+	if s.Persistent {
+		o.Batch.AckQueued(s.ID, e.Seq)
+	}
 }
 
 func (s *Session) send(o *Outgoing, e *persist.QueueEntry) {

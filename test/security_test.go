@@ -377,8 +377,10 @@ func TestReloadACLOnSIGHUP(t *testing.T) {
 	t.Run("reload that fixes", func(t *testing.T) {
 		secWriteFile(t, acl, v2)
 		secSIGHUP(t, b, `"auth files reloaded"`, secReloaded)
-		// Same connections: the publisher may now write r/closed, and the subscriber, whose r/#
-		// subscription predates the reload, no longer reads r/other.
+		// Same connections: the publisher may now write r/closed. The subscriber's r/#, which v2
+		// no longer grants, was removed; it subscribes to what v2 lets it read, and r/other,
+		// which it could read through r/#, no longer reaches it.
+		secSubscribe(t, sub, 2, []byte{1, 1, 0x80}, secSub("r/open", 1), secSub("r/closed", 1), secSub("r/#", 1))
 		secPublish(t, pub, 4, "r/closed", "after", 1)
 		secExpectNext(t, sub, "r/closed", "after")
 		secPublish(t, pub, 5, "r/other", "other after", 1)

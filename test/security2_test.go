@@ -1,0 +1,212 @@
+package test
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/holdfast/holdfast/codec"
+)
+
+// Regression tests of the second security review (issue 11), one per item, named after it.
+
+// secUntil returns the PUBLISH packets c receives before (and excluding) the marker payload on
+// topic: tests send a marker after what must not be delivered and look at what came first.
+func secUntil(t *testing.T, c *secClient, topic, marker string) []*codec.Publish {
+	t.Helper()
+	var got []*codec.Publish
+	for {
+		var p *codec.Publish
+		if len(c.stash) > 0 {
+			p, c.stash = c.stash[0], c.stash[1:]
+		} else {
+			pk := c.next(t)
+			var ok bool
+			if p, ok = pk.(*codec.Publish); !ok {
+				t.Fatalf("got %T while waiting for the marker %q", pk, marker)
+			}
+		}
+		if p.Topic == topic && string(p.Payload) == marker {
+			return got
+		}
+		got = append(got, p)
+	}
+}
+
+// secNoneUnder fails if any of got is on a topic under prefix.
+func secNoneUnder(t *testing.T, got []*codec.Publish, prefix string) {
+	t.Helper()
+	for _, p := range got {
+		if strings.HasPrefix(p.Topic, prefix) {
+			t.Errorf("received %q %q (retain=%v), which the ACL does not let this client read", p.Topic, p.Payload, p.Retain)
+		}
+	}
+}
+
+const sec2ACL = `user writer
+topic readwrite #
+
+user reader
+topic read #
+topic deny secret/#
+
+user narrow
+topic read public/#
+topic write public/marker
+`
+
+// TestSecurity01_RetainedMessagesHonourTheACL: every delivery path asks the same read check. A
+// reader whose ACL denies secret/# subscribes to # (3.1.1) or to secret/# and $SYS/# (3.1, where
+// a refused filter is answered with the requested QoS) and gets no retained message under
+// secret/ or $SYS/, no live or will message under secret/, nor a queued one.
+func TestSecurity01_RetainedMessagesHonourTheACL(t *testing.T) {
+	dir := t.TempDir()
+	pw, acl := filepath.Join(dir, "passwd"), filepath.Join(dir, "acl")
+	for _, u := range []string{"writer", "reader", "narrow"} {
+		secSetPassword(t, pw, u, u+" pw")
+	}
+	secWriteFile(t, acl, sec2ACL)
+	b := StartBroker(t, BrokerConfig{Extra: fmt.Sprintf("[auth]\npassword_file = %q\nacl_file = %q\n[admin]\nsys_interval = \"50ms\"\n", pw, acl)})
+	user := func(name, id string) secCreds { return secCreds{id: id, user: name, password: name + " pw"} }
+
+	writer := secMustConnect(t, b, user("writer", "writer"))
+	for i, topic := range []string{"secret/a", "secret/b/c", "public/a"} {
+		msg := &codec.Publish{Topic: topic, Payload: []byte("retained " + topic), QoS: 1, Retain: true, PacketID: uint16(i + 1)}
+		writer.send(t, msg)
+		writer.await(t, codec.TypePuback)
+	}
+
+	t.Run("3.1.1 reader subscribing to #", func(t *testing.T) {
+		r := secMustConnect(t, b, user("reader", "reader-311"))
+		secSubscribe(t, r, 1, []byte{1}, secSub("#", 1))
+		secPublish(t, writer, 10, "public/marker", "m1", 1)
+		got := secUntil(t, r, "public/marker", "m1")
+		secNoneUnder(t, got, "secret/")
+		seen := false
+		for _, p := range got {
+			seen = seen || p.Topic == "public/a" && p.Retain
+		}
+		if !seen {
+			t.Errorf("the retained message on public/a, which the reader may read, was not delivered (got %d messages)", len(got))
+		}
+	})
+
+	t.Run("3.1 client subscribing to refused filters", func(t *testing.T) {
+		cr := user("narrow", "narrow-31")
+		cr.level = codec.Level31
+		r := secMustConnect(t, b, cr)
+		// 3.1 has no failure code: the refused filters are answered with the requested QoS.
+		secSubscribe(t, r, 1, []byte{1, 0, 1}, secSub("secret/#", 1), secSub("$SYS/#", 0), secSub("public/#", 1))
+		secPublish(t, writer, 11, "public/marker", "m2", 1)
+		got := secUntil(t, r, "public/marker", "m2")
+		secNoneUnder(t, got, "secret/")
+		secNoneUnder(t, got, "$SYS/")
+	})
+
+	t.Run("live, queued and will messages", func(t *testing.T) {
+		r := secMustConnect(t, b, secCreds{id: "reader-p", user: "reader", password: "reader pw", persistent: true})
+		secSubscribe(t, r, 1, []byte{1}, secSub("#", 1))
+		secUntil(t, r, "public/a", "retained public/a")
+		r.Conn.Close()
+		// Offline: both are routed now, only the readable one may be queued.
+		secPublish(t, writer, 12, "secret/queued", "q", 1)
+		secPublish(t, writer, 13, "public/queued", "q", 1)
+		w := secCreds{id: "will-owner", user: "writer", password: "writer pw",
+			will: &codec.Will{Topic: "secret/will", Payload: []byte("will"), QoS: 1}}
+		wc := secMustConnect(t, b, w)
+		wc.Conn.Close() // no DISCONNECT: the will is published
+		r = secMustConnect(t, b, secCreds{id: "reader-p", user: "reader", password: "reader pw", persistent: true})
+		secPublish(t, writer, 14, "secret/live", "l", 1)
+		secPublish(t, writer, 15, "public/marker", "m3", 1)
+		got := secUntil(t, r, "public/marker", "m3")
+		secNoneUnder(t, got, "secret/")
+		queued := false
+		for _, p := range got {
+			queued = queued || p.Topic == "public/queued"
+		}
+		if !queued {
+			t.Errorf("the readable message queued while offline was not delivered")
+		}
+	})
+}
+
+// TestSecurity05_ACLReloadReachesQueuedMessages: after SIGHUP takes read access away, messages
+// already queued for a session are not delivered, and the subscription the new ACL refuses is
+// removed.
+func TestSecurity05_ACLReloadReachesQueuedMessages(t *testing.T) {
+	dir := t.TempDir()
+	acl := filepath.Join(dir, "acl")
+	const v1 = "topic readwrite q/#\ntopic readwrite m/#\n"
+	const v2 = "topic write q/#\ntopic readwrite m/#\n"
+	secWriteFile(t, acl, v1)
+	b := StartBroker(t, BrokerConfig{Extra: fmt.Sprintf("[auth]\nacl_file = %q\n", acl)})
+	secWaitReady(t, b)
+
+	pub := secMustConnect(t, b, secCreds{id: "pub"})
+	sub := secMustConnect(t, b, secCreds{id: "sub", persistent: true})
+	secSubscribe(t, sub, 1, []byte{1, 1}, secSub("q/#", 1), secSub("m/#", 1))
+	sub.send(t, &codec.Disconnect{})
+	sub.expectClosed(t)
+	for i := range 5 {
+		secPublish(t, pub, uint16(i+1), "q/x", fmt.Sprintf("queued %d", i), 1)
+	}
+
+	secWriteFile(t, acl, v2)
+	secSIGHUP(t, b, `"subscription removed"`, func(l secLogLine) bool {
+		return strings.Contains(l.raw, "subscription removed") && strings.Contains(l.raw, `"q/#"`)
+	})
+
+	sub = secMustConnect(t, b, secCreds{id: "sub", persistent: true})
+	secPublish(t, pub, 10, "q/x", "after reload", 1)
+	secPublish(t, pub, 11, "m/x", "marker", 1)
+	got := secUntil(t, sub, "m/x", "marker")
+	secNoneUnder(t, got, "q/")
+	// The subscription is gone: subscribing again is refused by the new rules.
+	secSubscribe(t, sub, 2, []byte{0x80}, secSub("q/#", 1))
+}
+
+// TestSecurity08_ClientsCannotPublishToSYS: a client's PUBLISH to $SYS/... is acknowledged and
+// dropped unless the ACL grants that topic explicitly.
+func TestSecurity08_ClientsCannotPublishToSYS(t *testing.T) {
+	t.Run("no ACL", func(t *testing.T) {
+		b := StartBroker(t, BrokerConfig{})
+		sub := secMustConnect(t, b, secCreds{id: "sub"})
+		secSubscribe(t, sub, 1, []byte{1, 1}, secSub("$SYS/fake/#", 1), secSub("m", 1))
+		pub := secMustConnect(t, b, secCreds{id: "pub"})
+		for qos := byte(0); qos <= 2; qos++ {
+			secPublish(t, pub, uint16(qos+1), "$SYS/fake/x", "forged", qos)
+		}
+		pub.send(t, &codec.Publish{Topic: "$SYS/fake/r", Payload: []byte("forged retained"), Retain: true})
+		secPublish(t, pub, 9, "m", "marker", 1)
+		secNoneUnder(t, secUntil(t, sub, "m", "marker"), "$SYS/")
+		late := secMustConnect(t, b, secCreds{id: "late"})
+		secSubscribe(t, late, 1, []byte{1, 1}, secSub("$SYS/fake/#", 1), secSub("m", 1))
+		secPublish(t, pub, 10, "m", "marker 2", 1)
+		secNoneUnder(t, secUntil(t, late, "m", "marker 2"), "$SYS/")
+	})
+	t.Run("ACL grants it", func(t *testing.T) {
+		acl := filepath.Join(t.TempDir(), "acl")
+		secWriteFile(t, acl, "topic readwrite $SYS/fake/#\ntopic readwrite m\ntopic write $SYS/other\n")
+		b := StartBroker(t, BrokerConfig{Extra: fmt.Sprintf("[auth]\nacl_file = %q\n", acl)})
+		sub := secMustConnect(t, b, secCreds{id: "sub"})
+		secSubscribe(t, sub, 1, []byte{1, 1}, secSub("$SYS/fake/#", 1), secSub("m", 1))
+		pub := secMustConnect(t, b, secCreds{id: "pub"})
+		secPublish(t, pub, 1, "$SYS/fake/x", "granted", 1)
+		secExpectNext(t, sub, "$SYS/fake/x", "granted")
+	})
+}
+
+// TestSecurity13_UsernameWithoutPasswordRefused: a CONNECT with a username and no password flag
+// is refused with 0x04, even for a user whose password is empty.
+func TestSecurity13_UsernameWithoutPasswordRefused(t *testing.T) {
+	pw := filepath.Join(t.TempDir(), "passwd")
+	secSetPassword(t, pw, "empty", "")
+	secSetPassword(t, pw, "alice", "alice pw")
+	b := StartBroker(t, BrokerConfig{Extra: fmt.Sprintf("[auth]\npassword_file = %q\n", pw)})
+	secExpectCode(t, b, secCreds{id: "e1", user: "empty", noPassword: true}, codec.RefusedBadUsernameOrPassword)
+	secExpectCode(t, b, secCreds{id: "a1", user: "alice", noPassword: true}, codec.RefusedBadUsernameOrPassword)
+	secExpectCode(t, b, secCreds{id: "a2", user: "alice", noPassword: true, level: codec.Level31}, codec.RefusedBadUsernameOrPassword)
+	secMustConnect(t, b, secCreds{id: "e2", user: "empty", password: ""})
+	secMustConnect(t, b, secCreds{id: "a3", user: "alice", password: "alice pw"})
+}
