@@ -113,17 +113,55 @@ func parseBackupHeader(b []byte) (backupHeader, error) {
 	return h, nil
 }
 
-// streamWriter passes a backup stream to the file, counting and checksumming it, and checks
-// Badger's framing (uint64 little-endian length, then that many bytes) so that a stream cut
-// short is never taken for a complete one.
+// frames follows Badger's backup framing (a uint64 little-endian payload length, then the
+// payload) across writes or reads of any size.
+type frames struct {
+	hdr  [8]byte
+	hdrN int    // header bytes seen of the current frame
+	left uint64 // payload bytes left in the current frame, once hdrN == len(hdr)
+	off  int64  // stream offset of the next byte
+}
+
+// feed follows p. Once a frame's header is complete, check (when not nil) gets the header's
+// stream offset and the payload length it claims; an error from check stops feed.
+func (f *frames) feed(p []byte, check func(off int64, size uint64) error) error {
+	for len(p) > 0 {
+		if f.hdrN < len(f.hdr) {
+			k := copy(f.hdr[f.hdrN:], p)
+			f.hdrN += k
+			f.off += int64(k)
+			p = p[k:]
+			if f.hdrN < len(f.hdr) {
+				return nil
+			}
+			f.left = binary.LittleEndian.Uint64(f.hdr[:])
+			if check != nil {
+				if err := check(f.off-int64(len(f.hdr)), f.left); err != nil {
+					return err
+				}
+			}
+		}
+		k := min(uint64(len(p)), f.left)
+		f.left -= k
+		f.off += int64(k)
+		p = p[k:]
+		if f.left == 0 {
+			f.hdrN = 0
+		}
+	}
+	return nil
+}
+
+// inFrame reports whether the stream so far ends inside a frame (its header or its payload).
+func (f *frames) inFrame() bool { return f.hdrN != 0 }
+
+// streamWriter passes a backup stream to the file, counting and checksumming it, and follows
+// its framing so that a stream cut short is never taken for a complete one.
 type streamWriter struct {
-	w     io.Writer
-	crc   hash.Hash32
-	n     atomic.Int64 // read by the progress display
-	hdr   [8]byte
-	hdrN  int
-	left  uint64
-	frame bool // inside a frame's payload
+	w   io.Writer
+	crc hash.Hash32
+	n   atomic.Int64 // read by the progress display
+	fr  frames
 }
 
 func newStreamWriter(w io.Writer) *streamWriter {
@@ -134,30 +172,13 @@ func (s *streamWriter) Write(p []byte) (int, error) {
 	n, err := s.w.Write(p)
 	s.crc.Write(p[:n])
 	s.n.Add(int64(n))
-	for q := p[:n]; len(q) > 0; {
-		if !s.frame {
-			k := copy(s.hdr[s.hdrN:], q)
-			s.hdrN += k
-			q = q[k:]
-			if s.hdrN < len(s.hdr) {
-				break
-			}
-			s.left = binary.LittleEndian.Uint64(s.hdr[:])
-			s.hdrN, s.frame = 0, true
-		}
-		k := min(uint64(len(q)), s.left)
-		s.left -= k
-		q = q[k:]
-		if s.left == 0 {
-			s.frame = false
-		}
-	}
+	s.fr.feed(p[:n], nil) // nil check: never fails
 	return n, err
 }
 
 // complete reports a stream that ends inside a frame.
 func (s *streamWriter) complete() error {
-	if s.frame || s.hdrN != 0 {
+	if s.fr.inFrame() {
 		return errors.New("the backup stream ends inside a frame (cut short)")
 	}
 	return nil
@@ -229,8 +250,8 @@ type backupFile struct {
 	f    *os.File
 }
 
-// openBackupFile opens path and checks its header and length (the checksum is checked while
-// the stream is read).
+// openBackupFile opens path and checks its header, its length and the length of every frame
+// (the checksum is checked while the stream is read).
 func openBackupFile(path string) (*backupFile, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -256,7 +277,43 @@ func openBackupFile(path string) (*backupFile, error) {
 	if got := fi.Size() - backupHeaderSize; got != h.StreamBytes {
 		return fail(fmt.Errorf("truncated or damaged: the header announces a %d-byte stream, the file holds %d bytes after the header", h.StreamBytes, got))
 	}
-	return &backupFile{path: path, h: h, f: f}, nil
+	b := &backupFile{path: path, h: h, f: f}
+	if err := b.scanFrames(); err != nil {
+		return fail(err)
+	}
+	return b, nil
+}
+
+// scanFrames reads every frame header (8 bytes each; the payloads are skipped) so that a
+// damaged or hostile file is refused before restore writes anything.
+func (b *backupFile) scanFrames() error {
+	var hdr [8]byte
+	for off := int64(0); off < b.h.StreamBytes; {
+		if b.h.StreamBytes-off < int64(len(hdr)) {
+			return fmt.Errorf("damaged: the stream ends inside the header of the frame at byte %d", backupHeaderSize+off)
+		}
+		if _, err := b.f.ReadAt(hdr[:], backupHeaderSize+off); err != nil {
+			return err
+		}
+		size := binary.LittleEndian.Uint64(hdr[:])
+		if err := b.checkFrame(off, size); err != nil {
+			return err
+		}
+		off += int64(len(hdr)) + int64(size)
+	}
+	return nil
+}
+
+// checkFrame refuses a frame, its header at stream offset off, that claims more bytes than
+// the stream holds after that header. Badger's DB.Load allocates a frame's claimed size before
+// reading it, and the stream's checksum is known only at its end, so the file's own length is
+// what bounds that allocation: a restore never asks for more memory than the backup's size.
+func (b *backupFile) checkFrame(off int64, size uint64) error {
+	left := b.h.StreamBytes - off - 8
+	if size > uint64(left) {
+		return fmt.Errorf("damaged: the frame at byte %d claims %d bytes, but only %d follow it in the file", backupHeaderSize+off, size, left)
+	}
+	return nil
 }
 
 // stream returns a reader of the backup stream that fails at its end when the checksum does
@@ -270,10 +327,16 @@ type checkedReader struct {
 	r   io.Reader
 	crc hash.Hash32
 	n   int64
+	fr  frames
 }
 
 func (c *checkedReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
+	// scanFrames checked the headers when the file was opened; the bytes that reach DB.Load
+	// are checked again, in case the file changed since.
+	if ferr := c.fr.feed(p[:n], c.b.checkFrame); ferr != nil {
+		return 0, fmt.Errorf("%s: %w", c.b.path, ferr)
+	}
 	c.crc.Write(p[:n])
 	c.n += int64(n)
 	if err == io.EOF {
