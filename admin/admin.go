@@ -1,10 +1,12 @@
 // Package admin is the operators' HTTP listener: Prometheus metrics, health and readiness probes,
 // online backups and a JSON inventory of sessions. It is off unless configured, and requires a
-// bearer token when one is set.
+// bearer token when one is set. It answers only requests addressed to it by a loopback address,
+// its configured address or its bound address (see hostGuard).
 package admin
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -20,6 +22,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/holdfast/holdfast/broker"
+	"github.com/holdfast/holdfast/listener"
 	"github.com/holdfast/holdfast/persist"
 )
 
@@ -56,7 +59,7 @@ func Start(address, token string, srv *broker.Server, store *persist.Store, reg 
 	mux.HandleFunc("GET /readyz", h.ready)
 	mux.Handle("/", requireToken(token, protected))
 	s := &Server{
-		http: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second},
+		http: &http.Server{Handler: newHostGuard(address, l.Addr(), log, mux), ReadHeaderTimeout: 10 * time.Second},
 		l:    l,
 		done: make(chan struct{}),
 	}
@@ -84,15 +87,75 @@ func requireToken(token string, next http.Handler) http.Handler {
 	if token == "" {
 		return next
 	}
-	want := []byte("Bearer " + token)
+	want := sha256.Sum256([]byte("Bearer " + token))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+		if !tokenMatches(r.Header.Get("Authorization"), want) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="holdfast"`)
 			http.Error(w, "missing or wrong bearer token (admin.token)", http.StatusUnauthorized)
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// tokenMatches compares digests rather than the header itself: ConstantTimeCompare returns at
+// once when the lengths differ, which would tell an attacker the token's length.
+func tokenMatches(authorization string, want [sha256.Size]byte) bool {
+	got := sha256.Sum256([]byte(authorization))
+	return subtle.ConstantTimeCompare(got[:], want[:]) == 1
+}
+
+// hostGuard refuses requests whose Host header does not name this listener. A web page can
+// make the browser send requests to a name of the page's own that it then resolves to
+// 127.0.0.1 (DNS rebinding), and read the answers: /backup is the whole database. A rebound
+// name shows in the Host header, a literal address cannot be rebound, so the guard lets in
+// loopback addresses and "localhost" (any port, for tunnels and port forwards), the configured
+// address and the bound one, and, on a listener bound to every interface, any literal address.
+type hostGuard struct {
+	own      [][2]string // host and port of the configured and the bound address
+	anyIP    bool
+	next     http.Handler
+	refusals zerolog.Logger
+}
+
+func newHostGuard(configured string, bound net.Addr, log zerolog.Logger, next http.Handler) *hostGuard {
+	g := &hostGuard{next: next, refusals: log.Sample(&zerolog.BurstSampler{Burst: 10, Period: time.Second})}
+	bhost, bport, _ := listener.SplitAuthority(bound.String(), "")
+	if ip := net.ParseIP(bhost); ip != nil && ip.IsUnspecified() {
+		g.anyIP = true
+	}
+	g.own = append(g.own, [2]string{bhost, bport})
+	if host, _, ok := listener.SplitAuthority(configured, ""); ok {
+		g.own = append(g.own, [2]string{host, bport}) // a configured port 0 is the bound one
+	}
+	return g
+}
+
+func (g *hostGuard) allowed(hostHeader string) bool {
+	host, port, ok := listener.SplitAuthority(hostHeader, "80")
+	switch {
+	case !ok:
+		return false
+	case listener.LoopbackHost(host):
+		return true
+	case g.anyIP && net.ParseIP(host) != nil:
+		return true
+	}
+	for _, o := range g.own {
+		if o == [2]string{host, port} {
+			return true
+		}
+	}
+	return false
+}
+
+func (g *hostGuard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !g.allowed(r.Host) {
+		g.refusals.Warn().Str("host", r.Host).Str("remote", r.RemoteAddr).Str("path", r.URL.Path).Msg("admin request refused: Host is not this listener (DNS rebinding?)")
+		http.Error(w, fmt.Sprintf("Host %q is not this admin listener: address it as 127.0.0.1:PORT, localhost:PORT or admin.address", r.Host), http.StatusForbidden)
+		return
+	}
+	g.next.ServeHTTP(w, r)
 }
 
 type handler struct {

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/holdfast/holdfast/listener"
 )
 
 // Config is the whole configuration.
@@ -44,7 +46,7 @@ type Listener struct {
 	CertCNAsUsername  bool   `toml:"cert_cn_as_username"` // the client certificate's CN is the MQTT username
 	MinTLSVersion     string `toml:"min_tls_version"`     // "1.2" | "1.3"
 
-	AllowedOrigins []string `toml:"allowed_origins"` // ws, wss: empty = any
+	AllowedOrigins []string `toml:"allowed_origins"` // ws, wss: browser pages let in; empty = own host:port only, ["*"] = any
 	BehindProxy    bool     `toml:"behind_proxy"`    // ws, wss: trust X-Forwarded-For
 }
 
@@ -74,8 +76,24 @@ type Auth struct {
 // Admin is the operators' HTTP listener.
 type Admin struct {
 	Address     string   `toml:"address"`      // "" = off
-	Token       string   `toml:"token"`        // bearer token required when set
+	Token       string   `toml:"token"`        // bearer token required when set; required off loopback
 	SysInterval Duration `toml:"sys_interval"` // $SYS topics period; 0 = off
+}
+
+// validateAdmin refuses an admin listener reachable from the network without a token: /backup
+// hands out the whole database.
+func (c *Config) validateAdmin() error {
+	a := c.Admin
+	if a.Address == "" {
+		return nil
+	}
+	if _, _, err := net.SplitHostPort(a.Address); err != nil {
+		return keyError("admin.address", "not host:port: %q", a.Address)
+	}
+	if a.Token == "" && !(Listener{Address: a.Address}).Loopback() {
+		return keyError("admin.token", "must be set: admin.address %q is not a loopback address, and without a token anyone who reaches it can download the whole store (/backup)", a.Address)
+	}
+	return nil
 }
 
 // Limits bound what one client can cost the broker.
@@ -201,6 +219,9 @@ func (c *Config) validate() error {
 	if err := c.validateAuth(); err != nil {
 		return err
 	}
+	if err := c.validateAdmin(); err != nil {
+		return err
+	}
 	lim := &c.Limits
 	if lim.MaxConnections < 0 {
 		return keyError("limits.max_connections", "must be >= 0, not %d", lim.MaxConnections)
@@ -283,6 +304,9 @@ func (l *Listener) validate(key string) error {
 	}
 	if !web && (l.Path != "" || len(l.AllowedOrigins) > 0 || l.BehindProxy) {
 		return keyError(key, "path, allowed_origins and behind_proxy apply to ws and wss listeners only")
+	}
+	if err := listener.ValidateOrigins(l.AllowedOrigins); err != nil {
+		return keyError(key+".allowed_origins", "%v", err)
 	}
 	if secure && (l.CertFile == "" || l.KeyFile == "") {
 		return keyError(key+".cert_file", "a %s listener needs cert_file and key_file", l.Type)

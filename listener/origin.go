@@ -25,9 +25,15 @@ type authority struct{ host, port string }
 func SplitAuthority(hostport, defaultPort string) (host, port string, ok bool) {
 	host, port, err := net.SplitHostPort(hostport)
 	if err != nil {
-		// Only a missing port is worth a second look: a bare name or a bracketed IPv6 address.
-		host, port = strings.TrimSuffix(strings.TrimPrefix(hostport, "["), "]"), defaultPort
-		if strings.ContainsAny(host, "[]") || (strings.Contains(host, ":") && net.ParseIP(host) == nil) {
+		// Only a missing port is worth a second look: a name, an IPv4 address, or an IPv6
+		// address in brackets.
+		host, port = hostport, defaultPort
+		if len(host) > 2 && host[0] == '[' && host[len(host)-1] == ']' {
+			host = host[1 : len(host)-1]
+			if net.ParseIP(host) == nil {
+				return "", "", false
+			}
+		} else if strings.ContainsAny(host, "[]:") {
 			return "", "", false
 		}
 	}

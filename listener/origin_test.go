@@ -220,3 +220,27 @@ func TestValidateOrigins(t *testing.T) {
 		t.Fatalf("Open with a bad origin: %v", err)
 	}
 }
+
+func TestSplitAuthority(t *testing.T) {
+	for _, tc := range []struct {
+		in, host, port string
+		ok             bool
+	}{
+		{"127.0.0.1:8080", "127.0.0.1", "8080", true},
+		{"LocalHost", "localhost", "80", true},
+		{"example.com:", "example.com", "80", true},
+		{"[::1]:8080", "::1", "8080", true},
+		{"[::1]", "::1", "80", true},
+		{"[::1", "", "", false},
+		{"::1", "", "", false},
+		{"[evil.example]", "", "", false},
+		{"a:b:c", "", "", false},
+		{":8080", "", "", false},
+		{"", "", "", false},
+	} {
+		host, port, ok := SplitAuthority(tc.in, "80")
+		if host != tc.host || port != tc.port || ok != tc.ok {
+			t.Errorf("SplitAuthority(%q) = %q, %q, %v; want %q, %q, %v", tc.in, host, port, ok, tc.host, tc.port, tc.ok)
+		}
+	}
+}
