@@ -71,10 +71,12 @@ type conn struct {
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
+	// The reader starts at the CONNECT bound: a client that has not authenticated must not make
+	// the broker buffer limits.max_packet_size. connect raises the limit after CONNACK.
 	c := &conn{
 		srv:        s,
 		nc:         nc,
-		r:          codec.NewReader(countingReader{nc, &s.stats.WireBytesIn}, s.cfg.Limits.MaxPacketSize),
+		r:          codec.NewReader(countingReader{nc, &s.stats.WireBytesIn}, min(s.cfg.Limits.MaxPacketSize, codec.MaxConnectSize)),
 		omax:       s.cfg.Limits.MaxOutboundBytes,
 		drained:    make(chan struct{}),
 		closing:    make(chan struct{}),
@@ -106,6 +108,12 @@ func (c *conn) serve() {
 func (c *conn) connect() bool {
 	c.nc.SetReadDeadline(time.Now().Add(c.srv.cfg.Limits.ConnectTimeout.Duration))
 	p, err := c.r.ReadPacket()
+	if errors.Is(err, codec.ErrPacketTooLarge) && c.srv.cfg.Limits.MaxPacketSize > codec.MaxConnectSize {
+		c.log.Warn().Err(err).Str("when", "before CONNECT").
+			Str("reason", "malformed packet: first packet larger than the largest legal CONNECT (limits.max_packet_size applies after CONNACK)").
+			Msg("connection closed")
+		return false
+	}
 	if err != nil && !errors.Is(err, codec.ErrUnsupportedProtocol) {
 		c.logReadError("before CONNECT", err)
 		return false
@@ -116,7 +124,12 @@ func (c *conn) connect() bool {
 		c.log.Warn().Stringer("packet", p.Type()).Msg("closing: first packet is not CONNECT [MQTT-3.1.0-1]")
 		return false
 	}
-	return c.handleConnect(cp, err)
+	if !c.handleConnect(cp, err) {
+		return false
+	}
+	// Set before the next read, so that packets pipelined behind CONNECT get the full limit.
+	c.r.SetMaxPacketSize(c.srv.cfg.Limits.MaxPacketSize)
+	return true
 }
 
 // readLoop is the reader goroutine after CONNECT: packets until the connection ends.

@@ -14,9 +14,10 @@ import (
 var ErrMalformed = errors.New("malformed packet")
 
 // ErrPacketTooLarge reports a packet whose fixed header plus remaining length
-// exceeds the Reader's maximum packet size. It is detected from the fixed
-// header alone, before any of the body is read or allocated, so the body is
-// left unread and the connection must be closed.
+// exceeds the Reader's maximum packet size (NewReader, SetMaxPacketSize;
+// a broker keeps it at MaxConnectSize until CONNACK). It is detected from
+// the fixed header alone, before any of the body is read or allocated, so
+// the body is left unread and the connection must be closed.
 var ErrPacketTooLarge = errors.New("packet too large")
 
 // ErrUnsupportedProtocol reports a CONNECT with a known protocol name but a

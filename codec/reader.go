@@ -11,6 +11,22 @@ const (
 	// bodyChunk is the most a body buffer holds before bytes have arrived to
 	// fill it; bodies larger than this grow as they are received.
 	bodyChunk = 64 << 10
+
+	// MaxConnectSize is the largest CONNECT either protocol level allows,
+	// fixed header included: 327,701 bytes.
+	//
+	//   - variable header: the protocol name with its length, 2+6 for 3.1's
+	//     "MQIsdp" (3.1.1's "MQTT" is 2 bytes shorter), then level, connect
+	//     flags and keep alive, 1+1+2: 12 bytes;
+	//   - payload: client identifier, will topic, will message, user name
+	//     and password, each a 2-byte length and at most 65,535 bytes:
+	//     5 x 65,537 = 327,685 bytes;
+	//   - fixed header: the type byte, and the remaining length 327,697,
+	//     which takes 3 bytes (it is between 2^14 and 2^21).
+	//
+	// A first packet declaring more cannot be a CONNECT that decodes, so a
+	// broker can refuse it from its fixed header before it knows who sent it.
+	MaxConnectSize = 1 + 3 + (2 + len(ProtocolName31) + 1 + 1 + 2) + 5*(2+maxStringLen)
 )
 
 // Reader decodes packets from a byte stream such as a net.Conn. It is not
@@ -25,10 +41,20 @@ type Reader struct {
 // maxPacketSize bytes (fixed header included) with ErrPacketTooLarge.
 // A maxPacketSize <= 0 means only the protocol's own limit, MaxPacketSize.
 func NewReader(r io.Reader, maxPacketSize int) *Reader {
+	rd := &Reader{br: &adaptiveReader{src: r}}
+	rd.SetMaxPacketSize(maxPacketSize)
+	return rd
+}
+
+// SetMaxPacketSize changes the limit for the packets read from now on, with
+// NewReader's meaning of maxPacketSize. A broker reads CONNECT under
+// MaxConnectSize, before it knows who the client is, and raises the limit
+// to its configured one after CONNACK.
+func (r *Reader) SetMaxPacketSize(maxPacketSize int) {
 	if maxPacketSize <= 0 || maxPacketSize > MaxPacketSize {
 		maxPacketSize = MaxPacketSize
 	}
-	return &Reader{br: &adaptiveReader{src: r}, max: maxPacketSize}
+	r.max = maxPacketSize
 }
 
 // Buffered returns how many bytes have been received but not yet decoded.

@@ -520,3 +520,67 @@ func BenchmarkAppendPublish(b *testing.B) {
 		buf = p.Append(buf[:0])
 	}
 }
+
+// largestConnect has every field at its 65,535-byte maximum.
+func largestConnect(name string, level byte) *Connect {
+	field := string(bytes.Repeat([]byte{'x'}, maxStringLen))
+	return &Connect{
+		ProtocolName: name, ProtocolLevel: level, KeepAlive: 60,
+		ClientID:    field,
+		Will:        &Will{Topic: field, Payload: []byte(field)},
+		HasUsername: true, Username: field,
+		HasPassword: true, Password: []byte(field),
+	}
+}
+
+// Issue 11 item 6: MaxConnectSize is exactly the largest CONNECT, and a
+// Reader limited to it reads that CONNECT and refuses one byte more.
+func TestSecurity06_MaxConnectSize(t *testing.T) {
+	wire31 := largestConnect(ProtocolName31, Level31).Append(nil)
+	if len(wire31) != MaxConnectSize {
+		t.Fatalf("largest 3.1 CONNECT is %d bytes, MaxConnectSize %d", len(wire31), MaxConnectSize)
+	}
+	wire311 := largestConnect(ProtocolName311, Level311).Append(nil)
+	if len(wire311) >= MaxConnectSize {
+		t.Fatalf("largest 3.1.1 CONNECT is %d bytes, not under MaxConnectSize %d", len(wire311), MaxConnectSize)
+	}
+	for _, wire := range [][]byte{wire31, wire311} {
+		if _, err := NewReader(bytes.NewReader(wire), MaxConnectSize).ReadPacket(); err != nil {
+			t.Errorf("%d-byte CONNECT under MaxConnectSize: %v", len(wire), err)
+		}
+	}
+	// One byte over is judged from the header: the body never arrives.
+	over := AppendRemainingLength([]byte{0x10}, len(wire31)-4+1)
+	if _, err := NewReader(bytes.NewReader(over), MaxConnectSize).ReadPacket(); !errors.Is(err, ErrPacketTooLarge) {
+		t.Errorf("CONNECT of MaxConnectSize+1: %v, want ErrPacketTooLarge", err)
+	}
+}
+
+// A broker reads CONNECT under one limit and what follows under another;
+// bytes already buffered behind the CONNECT get the new limit.
+func TestSecurity06_SetMaxPacketSize(t *testing.T) {
+	connect := (&Connect{ProtocolName: ProtocolName311, ProtocolLevel: Level311, ClientID: "c", CleanSession: true}).Append(nil)
+	publish := (&Publish{Topic: "t", Payload: make([]byte, MaxConnectSize)}).Append(nil)
+	wire := append(append([]byte(nil), connect...), publish...)
+
+	r := NewReader(bytes.NewReader(wire), MaxConnectSize)
+	if _, err := r.ReadPacket(); err != nil {
+		t.Fatalf("CONNECT: %v", err)
+	}
+	r.SetMaxPacketSize(len(publish))
+	if p, err := r.ReadPacket(); err != nil || len(p.(*Publish).Payload) != MaxConnectSize {
+		t.Fatalf("PUBLISH of %d bytes after raising the limit: %v", len(publish), err)
+	}
+
+	r = NewReader(bytes.NewReader(wire), MaxConnectSize)
+	r.ReadPacket()
+	if _, err := r.ReadPacket(); !errors.Is(err, ErrPacketTooLarge) {
+		t.Errorf("PUBLISH of %d bytes under MaxConnectSize: %v, want ErrPacketTooLarge", len(publish), err)
+	}
+	r = NewReader(bytes.NewReader(wire), MaxConnectSize)
+	r.ReadPacket()
+	r.SetMaxPacketSize(0) // 0: the protocol's own limit, as in NewReader
+	if _, err := r.ReadPacket(); err != nil {
+		t.Errorf("PUBLISH after SetMaxPacketSize(0): %v", err)
+	}
+}
