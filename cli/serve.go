@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
@@ -45,6 +46,9 @@ func serve(env *Env, args []string) error {
 	store, err := persist.Open(opts)
 	if err != nil {
 		return err
+	}
+	if opts.Durability != persist.None {
+		warnDataDirMode(log, opts.Dir)
 	}
 	defer func() {
 		if err := store.Close(); err != nil {
@@ -95,6 +99,19 @@ func serve(env *Env, args []string) error {
 	shutdown()
 	log.Info().Msg("stopped")
 	return nil
+}
+
+// warnDataDirMode warns when group or others may enter the data directory. persist creates it
+// 0700, but one made beforehand keeps its mode, and Badger's files in it are 0644 with the
+// usual umask: other users could then read every stored message (their names are
+// predictable, so search permission alone is enough).
+func warnDataDirMode(log zerolog.Logger, dir string) {
+	fi, err := os.Stat(dir)
+	if err != nil || fi.Mode().Perm()&0o077 == 0 {
+		return
+	}
+	log.Warn().Str("data_dir", dir).Str("mode", fmt.Sprintf("%04o", fi.Mode().Perm())).
+		Msg("the data directory is open to other users: they can read the stored messages and sessions; chmod 700 it")
 }
 
 // reload re-reads what can change without a restart; a broken file keeps the old settings.

@@ -3,7 +3,9 @@ package persist
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"math"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -86,6 +88,11 @@ func Open(o Options) (*Store, error) {
 	if o.Durability == None {
 		bo = bo.WithDir("").WithValueDir("")
 	}
+	if o.Durability != None {
+		if err := makeDataDir(o.Dir); err != nil {
+			return nil, err
+		}
+	}
 	db, err := badger.Open(bo)
 	if err != nil {
 		if strings.Contains(err.Error(), "Cannot acquire directory lock") {
@@ -106,6 +113,12 @@ func Open(o Options) (*Store, error) {
 		if s.wal, err = openWAL(o.Dir); err != nil {
 			_ = db.Close()
 			return nil, err
+		}
+		// Exactly 0600 whatever the umask did at creation or a copy of the directory did since.
+		if err := s.wal.f.Chmod(0o600); err != nil {
+			s.wal.close()
+			_ = db.Close()
+			return nil, fmt.Errorf("persist: write-ahead log: %w", err)
 		}
 		start := time.Now()
 		n, err := replayWAL(db, s.wal, o.Dir)
@@ -163,6 +176,27 @@ func Open(o Options) (*Store, error) {
 	}
 	ev.Msg("store opened")
 	return s, nil
+}
+
+// makeDataDir creates dir, with any missing parents, mode 0700 whatever the umask. An
+// existing directory keeps its mode: it is the operator's, and serve warns when other users
+// may enter it. Badger creates its own files in it (LOCK, value-log, memtable and table files)
+// with mode 0666 less the umask, 0644 with the usual 022, and keeps creating them as it runs;
+// what keeps them private is the 0700 directory, since no one opens a file through a
+// directory they may not search. holdfast's own file there, the write-ahead log, is 0600.
+func makeDataDir(dir string) error {
+	if _, err := os.Stat(dir); err == nil {
+		return nil
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("persist: data directory: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("persist: create data directory: %w", err)
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return fmt.Errorf("persist: create data directory: %w", err)
+	}
+	return nil
 }
 
 // checkSchema reads 0x00 "schema": absent on an empty store -> write version
