@@ -68,18 +68,6 @@ func TestBrowserMQTTjs(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	b := StartBroker(t, BrokerConfig{Extra: transportListeners(nil)})
-	wsURL := "ws://" + listenAddr(t, b, 0, "ws", 0) + "/mqtt"
-	const topic = "browser/mqttjs"
-	const fromBrowser = "héllo from Chromium ✓"
-	const fromGo = "hello from Go over TCP"
-
-	goSub := mqtttest.Dial(t, b.Addr)
-	goSub.MustConnect("go-sub", true)
-	if rc := goSub.Subscribe(1, 1, topic); len(rc) != 1 || rc[0] != 1 {
-		t.Fatalf("SUBACK %v, want [1]", rc)
-	}
-
 	mux := http.NewServeMux()
 	mux.HandleFunc("/page.html", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
@@ -92,6 +80,20 @@ func TestBrowserMQTTjs(t *testing.T) {
 	mux.HandleFunc("/favicon.ico", http.NotFound)
 	srv := httptest.NewServer(mux) // 127.0.0.1:0
 	t.Cleanup(srv.Close)
+
+	// The page's origin is the test server's, not the broker's own host:port: list it.
+	b := StartBroker(t, BrokerConfig{Extra: fmt.Sprintf("\n[[listener]]\ntype = \"ws\"\naddress = \"127.0.0.1:0\"\npath = \"/mqtt\"\nallowed_origins = [%q]\n", srv.URL)})
+	wsURL := "ws://" + listenAddr(t, b, 0, "ws", 0) + "/mqtt"
+	const topic = "browser/mqttjs"
+	const fromBrowser = "héllo from Chromium ✓"
+	const fromGo = "hello from Go over TCP"
+
+	goSub := mqtttest.Dial(t, b.Addr)
+	goSub.MustConnect("go-sub", true)
+	if rc := goSub.Subscribe(1, 1, topic); len(rc) != 1 || rc[0] != 1 {
+		t.Fatalf("SUBACK %v, want [1]", rc)
+	}
+
 	pageURL := srv.URL + "/page.html?" + url.Values{
 		"broker":  {wsURL},
 		"id":      {"chromium-mqttjs"},
