@@ -87,11 +87,8 @@ func Open(o Options) (*Store, error) {
 	}
 	if o.Durability == None {
 		bo = bo.WithDir("").WithValueDir("")
-	}
-	if o.Durability != None {
-		if err := makeDataDir(o.Dir); err != nil {
-			return nil, err
-		}
+	} else if err := makeDataDir(o.Dir); err != nil {
+		return nil, err
 	}
 	db, err := badger.Open(bo)
 	if err != nil {
