@@ -41,7 +41,8 @@ type conn struct {
 	will      *codec.Will
 	ident     auth.Client // who the client authenticated as, for the ACL
 
-	cleanExit bool // DISCONNECT received: the will is discarded [MQTT-3.1.2-10]
+	cleanExit     bool // DISCONNECT received: the will is discarded [MQTT-3.1.2-10]
+	retainRefused bool // a retained publish passed a retained-store limit (logged once)
 
 	omu      sync.Mutex
 	obuf     []byte        // encoded packets waiting for the writer

@@ -152,7 +152,7 @@ func (c *conn) endSession() {
 		// [MQTT-3.1.2-8] the will is published when the connection ends without DISCONNECT,
 		// if the ACL lets its client publish there now.
 		if srv.canPublish(&c.ident, c.will.Topic) {
-			srv.publishWill(c.will, c.log)
+			srv.publishWill(c.will, c.clientID, c.log)
 		} else {
 			srv.stats.drop(DropNotAuthorized)
 			c.log.Info().Str("topic", c.will.Topic).Msg("will not published: the ACL refuses its topic")

@@ -71,7 +71,10 @@ func (c *conn) handlePublish(p *codec.Publish) error {
 	}
 	c.flushStaged() // staged QoS 0 messages go out before anything this publish causes
 	j := &pubJob{}
-	srv.route(&j.d, p)
+	if why := srv.route(&j.d, p, c.clientID); why != "" && !c.retainRefused {
+		c.retainRefused = true // once per connection: a client over its limit may keep trying
+		c.log.Warn().Str("topic", p.Topic).Str("limit", why).Msg("retained message delivered but not stored: retained store limit reached")
+	}
 	switch p.QoS {
 	case 1:
 		j.ack = &codec.Puback{PacketID: p.PacketID} // [MQTT-4.3.2-2]
@@ -158,18 +161,26 @@ func (s *Server) getMatches() *[]router.Subscriber {
 	return &mp
 }
 
-// route decides, for every matching session, how p reaches it, and reserves room in the queues of
-// those that queue it. Forwarded copies never carry the retain flag [MQTT-3.3.1-9].
-func (s *Server) route(d *delivery, p *codec.Publish) {
+// route decides, for every matching session, how p (published by client id owner) reaches it,
+// and reserves room in the queues of those that queue it. Forwarded copies never carry the
+// retain flag [MQTT-3.3.1-9]. It returns which retained-store limit kept a retained p from being
+// stored, or "".
+func (s *Server) route(d *delivery, p *codec.Publish, owner string) (retainRefused string) {
 	d.msg = &persist.Message{Topic: p.Topic, Payload: p.Payload, QoS: p.QoS}
 	if p.Retain {
 		// [MQTT-3.3.1-5] store (or, with an empty payload, clear [MQTT-3.3.1-10]) the retained message.
-		if len(p.Payload) == 0 {
+		m := &retain.Message{Topic: p.Topic, Payload: p.Payload, QoS: p.QoS, Owner: owner}
+		switch ok, why := s.retained.Fits(m, s.retainLimits); {
+		case len(p.Payload) == 0:
 			d.batch.DeleteRetained(p.Topic)
-		} else {
+			d.retain = m
+		case !ok:
+			s.stats.drop(DropRetainLimit)
+			retainRefused = why
+		default:
 			d.batch.PutRetained(&persist.Message{Topic: p.Topic, Payload: p.Payload, QoS: p.QoS, Retain: true})
+			d.retain = m
 		}
-		d.retain = &retain.Message{Topic: p.Topic, Payload: p.Payload, QoS: p.QoS}
 	}
 	mp := s.getMatches()
 	matches := s.trie.Match(p.Topic, *mp)
@@ -211,6 +222,7 @@ func (s *Server) route(d *delivery, p *codec.Publish) {
 	if len(targets) > 0 {
 		d.batch.Enqueue(d.msg, targets)
 	}
+	return retainRefused
 }
 
 // committed runs in persist's callback, in commit order: it hands the entry to each persistent
@@ -373,7 +385,11 @@ func topicLevels(topic string) int { return strings.Count(topic, "/") + 1 }
 // sendRetained delivers the retained messages matching filter to sess, with the retain flag set.
 func (s *Server) sendRetained(sess *session.Session, filter string, granted byte) {
 	acl := s.auth.Load().acl
-	for _, m := range s.retained.Match(filter, nil) {
+	matches := s.retained.Match(filter, nil)
+	if strings.HasPrefix(filter, sysPrefix) {
+		matches = s.sysRetained.Match(filter, matches)
+	}
+	for _, m := range matches {
 		if !s.mayRead(acl, sess, m.Topic) {
 			continue
 		}
@@ -428,9 +444,11 @@ func (c *conn) handleUnsubscribe(p *codec.Unsubscribe) error {
 }
 
 // publishWill publishes a will message as if its client had sent it, and waits until it is done.
-func (s *Server) publishWill(w *codec.Will, log zerolog.Logger) {
+func (s *Server) publishWill(w *codec.Will, owner string, log zerolog.Logger) {
 	var d delivery
-	s.route(&d, &codec.Publish{Topic: w.Topic, Payload: w.Payload, QoS: w.QoS, Retain: w.Retain})
+	if why := s.route(&d, &codec.Publish{Topic: w.Topic, Payload: w.Payload, QoS: w.QoS, Retain: w.Retain}, owner); why != "" {
+		log.Warn().Str("topic", w.Topic).Str("limit", why).Msg("retained will delivered but not stored: retained store limit reached")
+	}
 	if d.batch.Len() > 0 {
 		done := make(chan error, 1)
 		s.submitDelivery(&d, func(seq uint64, err error) {

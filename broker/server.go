@@ -29,18 +29,20 @@ var ErrServerClosed = errors.New("broker: server closed")
 
 // Server is one broker instance.
 type Server struct {
-	cfg        *config.Config
-	log        zerolog.Logger
-	dropLog    zerolog.Logger // sampled: a full queue can drop thousands of messages a second
-	store      *persist.Store
-	trie       *router.Trie
-	retained   *retain.Store
-	retainMu   sync.Mutex // orders retained updates in memory as they are submitted to the store
-	auth       atomic.Pointer[AuthRules]
-	checkSlots chan struct{} // bounds concurrent password checks
-	sessions   *session.Registry
-	sessOpts   session.Options
-	stats      Stats
+	cfg          *config.Config
+	log          zerolog.Logger
+	dropLog      zerolog.Logger // sampled: a full queue can drop thousands of messages a second
+	store        *persist.Store
+	trie         *router.Trie
+	retained     *retain.Store
+	sysRetained  *retain.Store // the broker's own $SYS topics: memory only, outside the limits
+	retainMu     sync.Mutex    // orders retained updates in memory as they are submitted to the store
+	retainLimits retain.Limits
+	auth         atomic.Pointer[AuthRules]
+	checkSlots   chan struct{} // bounds concurrent password checks
+	sessions     *session.Registry
+	sessOpts     session.Options
+	stats        Stats
 
 	mu        sync.Mutex
 	owners    map[string]*conn // client id -> the connection holding it
@@ -59,18 +61,24 @@ type Server struct {
 // against rules (from LoadAuth). The store stays the caller's to close, after Shutdown.
 func New(cfg *config.Config, store *persist.Store, rules *AuthRules, log zerolog.Logger) (*Server, error) {
 	s := &Server{
-		cfg:      cfg,
-		log:      log,
-		store:    store,
-		trie:     router.New(),
-		retained: retain.New(),
-		sessions: session.NewRegistry(),
+		cfg:         cfg,
+		log:         log,
+		store:       store,
+		trie:        router.New(),
+		retained:    retain.New(),
+		sysRetained: retain.New(),
+		sessions:    session.NewRegistry(),
 		sessOpts: session.Options{
 			MaxInflight:       cfg.Limits.MaxInflight,
 			MaxQueuedMessages: cfg.Limits.MaxQueuedMessages,
 			MaxQueuedBytes:    cfg.Limits.MaxQueuedBytes,
 			MemoryWindow:      max(256, cfg.Limits.MaxInflight),
 			BacklogHigh:       max(1024, 4*cfg.Limits.MaxInflight),
+		},
+		retainLimits: retain.Limits{
+			Messages: cfg.Limits.MaxRetainedMessages,
+			Bytes:    cfg.Limits.MaxRetainedBytes,
+			PerOwner: cfg.Limits.MaxRetainedPerClient,
 		},
 		owners: make(map[string]*conn),
 		conns:  make(map[*conn]struct{}),
@@ -126,6 +134,12 @@ func (s *Server) recover() error {
 	}
 	for _, m := range st.Retained {
 		s.retained.Set(&retain.Message{Topic: m.Topic, Payload: m.Payload, QoS: m.QoS})
+	}
+	if lim := s.retainLimits; lim.Messages > 0 && s.retained.Len() > lim.Messages || lim.Bytes > 0 && s.retained.Bytes() > lim.Bytes {
+		// Served as it is: new retained topics are refused until enough are cleared.
+		s.log.Warn().Int("retained", s.retained.Len()).Int64("bytes", s.retained.Bytes()).
+			Int("max_retained_messages", lim.Messages).Int64("max_retained_bytes", lim.Bytes).
+			Msg("the store holds more retained messages than the limits allow: new retained topics are not stored until some are cleared")
 	}
 	s.stats.RecoveryTime = time.Since(start)
 	s.stats.Started = time.Now()

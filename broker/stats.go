@@ -18,10 +18,11 @@ const (
 	DropNotAuthorized                   // the ACL refused the publish or the delivery
 	DropTopicLevels                     // the topic has more levels than limits.max_topic_levels
 	DropSysTopic                        // a client published to $SYS without an ACL grant
+	DropRetainLimit                     // a retained message was delivered but not stored: limits.max_retained_*
 	numDropReasons
 )
 
-var dropReasonNames = [numDropReasons]string{"queue_full", "slow_subscriber", "offline_qos0", "not_authorized", "topic_levels", "sys_topic"}
+var dropReasonNames = [numDropReasons]string{"queue_full", "slow_subscriber", "offline_qos0", "not_authorized", "topic_levels", "sys_topic", "retain_limit"}
 
 func (r DropReason) String() string { return dropReasonNames[r] }
 

@@ -34,7 +34,7 @@ func (l *sysLoad) update(total int64, interval time.Duration) {
 
 // sysLoop publishes the $SYS/broker/... topics with Mosquitto's names every interval, so existing
 // dashboards work. They are retained in memory only: after a restart they are simply published
-// again.
+// again, and kept apart from the clients' retained messages so that they count against no limit.
 func (s *Server) sysLoop(interval time.Duration) {
 	defer s.wg.Done()
 	t := time.NewTicker(interval)
@@ -100,7 +100,7 @@ func (s *Server) publishSys(loads map[string]*sysLoad, interval time.Duration) {
 	}
 	for name, v := range values {
 		topic := "$SYS/broker/" + name
-		s.retained.Set(&retain.Message{Topic: topic, Payload: []byte(v)})
+		s.sysRetained.Set(&retain.Message{Topic: topic, Payload: []byte(v)})
 		s.fanOutQoS0(&codec.Publish{Topic: topic, Payload: []byte(v)}, session.Outlet.SendPublish)
 	}
 }

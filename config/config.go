@@ -111,6 +111,10 @@ type Limits struct {
 	StrictClientID    bool     `toml:"strict_client_id"`
 	MaxSubscriptions  int      `toml:"max_subscriptions"` // per client; 0 = unlimited
 	MaxTopicLevels    int      `toml:"max_topic_levels"`  // in topic names and filters; 0 = unlimited
+
+	MaxRetainedMessages  int   `toml:"max_retained_messages"`   // whole broker; 0 = unlimited
+	MaxRetainedBytes     int64 `toml:"max_retained_bytes"`      // topic + payload bytes, whole broker; 0 = unlimited
+	MaxRetainedPerClient int   `toml:"max_retained_per_client"` // retained messages one client id holds; 0 = unlimited
 }
 
 // Store tunes the Badger store behind persist.
@@ -243,6 +247,15 @@ func (c *Config) validate() error {
 	}
 	if lim.MaxTopicLevels < 0 {
 		return keyError("limits.max_topic_levels", "must be >= 0, not %d", lim.MaxTopicLevels)
+	}
+	if lim.MaxRetainedMessages < 0 {
+		return keyError("limits.max_retained_messages", "must be >= 0, not %d", lim.MaxRetainedMessages)
+	}
+	if lim.MaxRetainedBytes < 0 {
+		return keyError("limits.max_retained_bytes", "must be >= 0, not %d", lim.MaxRetainedBytes)
+	}
+	if lim.MaxRetainedPerClient < 0 {
+		return keyError("limits.max_retained_per_client", "must be >= 0, not %d", lim.MaxRetainedPerClient)
 	}
 	if lim.MaxOutboundBytes < 1024 {
 		return keyError("limits.max_outbound_bytes", "must be >= 1024, not %d", lim.MaxOutboundBytes)

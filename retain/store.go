@@ -15,6 +15,17 @@ type Message struct {
 	Topic   string
 	Payload []byte
 	QoS     byte
+	Owner   string // client id of the publisher, for Limits.PerOwner; "" counts for nobody
+}
+
+// size is what a message costs against Limits.Bytes.
+func (m *Message) size() int64 { return int64(len(m.Topic) + len(m.Payload)) }
+
+// Limits bound what the store may grow to; a zero field is no limit.
+type Limits struct {
+	Messages int   // retained messages in all
+	Bytes    int64 // their topic and payload bytes
+	PerOwner int   // messages one publisher (Message.Owner) holds
 }
 
 // Stack room for the path of one Set; deeper topics spill to the heap.
@@ -33,8 +44,10 @@ type node struct {
 // filters must be valid (validated by the caller); invalid ones never cause
 // a panic, but what they match is unspecified.
 type Store struct {
-	mu   sync.RWMutex
-	root node
+	mu     sync.RWMutex
+	root   node
+	bytes  int64          // topic and payload bytes of every message
+	owners map[string]int // messages held per Message.Owner
 }
 
 // New returns an empty store. The zero Store is ready to use as well.
@@ -71,7 +84,9 @@ func (s *Store) Set(m *Message) bool {
 	}
 	old := n.msg
 	n.msg = m
+	s.account(m, 1)
 	if old != nil {
+		s.account(old, -1)
 		return old.QoS != m.QoS || !bytes.Equal(old.Payload, m.Payload)
 	}
 	n.count++
@@ -105,6 +120,7 @@ func (s *Store) clear(topic string) bool {
 	if n.msg == nil {
 		return false
 	}
+	s.account(n.msg, -1)
 	n.msg = nil
 	n.count--
 	for k := len(path) - 1; k >= 0; k-- {
@@ -116,6 +132,70 @@ func (s *Store) clear(topic string) bool {
 		n = p.parent
 	}
 	return true
+}
+
+// account adds (sign 1) or removes (-1) m from the byte and owner totals; s.mu is held.
+func (s *Store) account(m *Message, sign int) {
+	s.bytes += int64(sign) * m.size()
+	if m.Owner == "" {
+		return
+	}
+	if s.owners == nil {
+		s.owners = make(map[string]int)
+	}
+	if s.owners[m.Owner] += sign; s.owners[m.Owner] == 0 {
+		delete(s.owners, m.Owner)
+	}
+}
+
+// Fits reports whether storing m (replacing the message at m.Topic, if any) keeps the store
+// within lim, and if not, which limit it would pass. An update that does not grow a total is
+// always let in, so a store that is over a limit (lowered since the messages were stored) still
+// takes replacements and clears. Concurrent updates between Fits and Set can each pass the
+// same check: a limit can be overshot by as many updates as run at that moment.
+func (s *Store) Fits(m *Message, lim Limits) (bool, string) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	old := s.root.lookup(m.Topic)
+	count, newCount := s.root.count, s.root.count
+	bytes, newBytes := s.bytes, s.bytes+m.size()
+	owned, newOwned := s.owners[m.Owner], s.owners[m.Owner]+1
+	if old == nil {
+		newCount++
+	} else {
+		newBytes -= old.size()
+		if old.Owner == m.Owner {
+			newOwned--
+		}
+	}
+	switch {
+	case lim.Messages > 0 && newCount > lim.Messages && newCount > count:
+		return false, "messages"
+	case lim.Bytes > 0 && newBytes > lim.Bytes && newBytes > bytes:
+		return false, "bytes"
+	case lim.PerOwner > 0 && m.Owner != "" && newOwned > lim.PerOwner && newOwned > owned:
+		return false, "per_owner"
+	}
+	return true, ""
+}
+
+// lookup returns the message retained at exactly topic, or nil.
+func (n *node) lookup(topic string) *Message {
+	for i := 0; i <= len(topic); {
+		level, next := router.NextLevel(topic, i)
+		if n = n.kids.Get(level); n == nil {
+			return nil
+		}
+		i = next
+	}
+	return n.msg
+}
+
+// Bytes returns the topic and payload bytes of every retained message.
+func (s *Store) Bytes() int64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.bytes
 }
 
 // Match appends to dst every retained message whose topic matches filter,

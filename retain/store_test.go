@@ -366,3 +366,46 @@ func BenchmarkMemory100k(b *testing.B) {
 	perMsg := float64(after.HeapAlloc-before.HeapAlloc) / float64(s.Len())
 	b.ReportMetric(perMsg, "heapB/msg")
 }
+
+func TestFitsLimits(t *testing.T) {
+	s := New()
+	msg := func(topic, owner string, n int) *Message {
+		return &Message{Topic: topic, Payload: make([]byte, n), Owner: owner}
+	}
+	lim := Limits{Messages: 3, Bytes: 100, PerOwner: 2}
+	for _, m := range []*Message{msg("a", "x", 10), msg("b", "x", 10), msg("c", "y", 10)} {
+		if ok, why := s.Fits(m, lim); !ok {
+			t.Fatalf("%s refused (%s) below every limit", m.Topic, why)
+		}
+		s.Set(m)
+	}
+	cases := []struct {
+		m    *Message
+		want string
+	}{
+		{msg("d", "z", 1), "messages"}, // a fourth topic
+		{msg("a", "x", 11), ""},        // replacing does not grow the count
+		{msg("a", "y", 1), ""},         // y takes a over from x: two for y
+		{msg("d", "x", 1), "messages"}, // the count is checked first
+		{msg("b", "y", 80), "bytes"},   // 10+80+10 plus the topics > 100
+		{msg("c", "y", 1), ""},
+	}
+	for _, c := range cases {
+		ok, why := s.Fits(c.m, lim)
+		if ok != (c.want == "") || why != c.want {
+			t.Errorf("Fits(%s, owner %s, %d bytes) = %v %q, want %q", c.m.Topic, c.m.Owner, len(c.m.Payload), ok, why, c.want)
+		}
+	}
+	s.Set(msg("a", "y", 1))
+	if ok, why := s.Fits(msg("b", "y", 1), lim); ok || why != "per_owner" {
+		t.Errorf("a third message of owner y: %v %q, want refused per_owner", ok, why)
+	}
+	s.Set(&Message{Topic: "c"}) // clear
+	if s.Len() != 2 || s.Bytes() != int64(len("a")+1+len("b")+10) {
+		t.Errorf("after clearing c: %d messages, %d bytes", s.Len(), s.Bytes())
+	}
+	over := Limits{Messages: 1}
+	if ok, _ := s.Fits(msg("b", "x", 5), over); !ok {
+		t.Errorf("a replacement in a store already over its limit was refused")
+	}
+}

@@ -2,7 +2,9 @@ package test
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -209,4 +211,95 @@ func TestSecurity13_UsernameWithoutPasswordRefused(t *testing.T) {
 	secExpectCode(t, b, secCreds{id: "a2", user: "alice", noPassword: true, level: codec.Level31}, codec.RefusedBadUsernameOrPassword)
 	secMustConnect(t, b, secCreds{id: "e2", user: "empty", password: ""})
 	secMustConnect(t, b, secCreds{id: "a3", user: "alice", password: "alice pw"})
+}
+
+// secRetainedTopics subscribes a fresh client to filter and returns the topics of the retained
+// messages it gets before a marker published by pub on topic m.
+func secRetainedTopics(t *testing.T, b *Broker, pub *secClient, id, filter string) []string {
+	t.Helper()
+	c := secMustConnect(t, b, secCreds{id: id})
+	secSubscribe(t, c, 1, []byte{1, 1}, secSub(filter, 1), secSub("m", 1))
+	secPublish(t, pub, 999, "m", "marker "+id, 1)
+	var topics []string
+	for _, p := range secUntil(t, c, "m", "marker "+id) {
+		if !p.Retain {
+			t.Errorf("%q arrived without the retain flag while only retained messages were expected", p.Topic)
+		}
+		topics = append(topics, p.Topic)
+	}
+	slices.Sort(topics)
+	return topics
+}
+
+// TestSecurity07_RetainedStoreLimits: past limits.max_retained_messages, max_retained_bytes or
+// max_retained_per_client a retained PUBLISH is delivered but not stored, and logged once per
+// connection; replacing and clearing always work; a restart with a store over a lowered limit
+// starts and serves.
+func TestSecurity07_RetainedStoreLimits(t *testing.T) {
+	b := StartBroker(t, BrokerConfig{Extra: "[limits]\nmax_retained_messages = 6\nmax_retained_bytes = 1000\nmax_retained_per_client = 3\n"})
+	live := secMustConnect(t, b, secCreds{id: "live"})
+	secSubscribe(t, live, 1, []byte{1}, secSub("r/#", 1))
+	retained := func(c *secClient, pid uint16, topic, payload string) {
+		t.Helper()
+		c.send(t, &codec.Publish{Topic: topic, Payload: []byte(payload), QoS: 1, Retain: true, PacketID: pid})
+		c.await(t, codec.TypePuback)
+		secExpectNext(t, live, topic, payload) // delivered live whether it is stored or not
+	}
+	a := secMustConnect(t, b, secCreds{id: "client-a"})
+	for i := 1; i <= 4; i++ {
+		retained(a, uint16(i), fmt.Sprintf("r/a%d", i), "a")
+	}
+	if got, want := secRetainedTopics(t, b, a, "late1", "r/#"), []string{"r/a1", "r/a2", "r/a3"}; !slices.Equal(got, want) {
+		t.Errorf("per-client limit 3: retained %v, want %v", got, want)
+	}
+	retained(a, 5, "r/a1", "a replaced") // a replacement does not grow the count
+	bc := secMustConnect(t, b, secCreds{id: "client-b"})
+	for i := 1; i <= 4; i++ {
+		retained(bc, uint16(i), fmt.Sprintf("r/b%d", i), "b")
+	}
+	if got, want := secRetainedTopics(t, b, a, "late2", "r/#"), []string{"r/a1", "r/a2", "r/a3", "r/b1", "r/b2", "r/b3"}; !slices.Equal(got, want) {
+		t.Errorf("broker limit 6: retained %v, want %v", got, want)
+	}
+	for i, topic := range []string{"r/a2", "r/a3"} { // clearing is always allowed
+		a.send(t, &codec.Publish{Topic: topic, Retain: true, QoS: 1, PacketID: uint16(10 + i)})
+		a.await(t, codec.TypePuback)
+		secExpectNext(t, live, topic, "")
+	}
+	d := secMustConnect(t, b, secCreds{id: "client-d"})
+	retained(d, 1, "r/d1", "d")
+	// 5 messages of a few bytes each: 990 more pass max_retained_bytes (1000).
+	retained(d, 2, "r/big", strings.Repeat("x", 990))
+	if got, want := secRetainedTopics(t, b, a, "late3", "r/#"), []string{"r/a1", "r/b1", "r/b2", "r/b3", "r/d1"}; !slices.Equal(got, want) {
+		t.Errorf("after clearing two: retained %v, want %v", got, want)
+	}
+	if n := strings.Count(b.Log(), `"client_id":"client-a","topic":"r/a4","limit":"per_owner"`); n != 1 {
+		t.Errorf("client-a's refused retained message logged %d times, want 1", n)
+	}
+	if n := strings.Count(b.Log(), `"client_id":"client-d","topic":"r/big","limit":"bytes"`); n != 1 {
+		t.Errorf("client-d's refusal by max_retained_bytes logged %d times, want 1", n)
+	}
+	if n := strings.Count(b.Log(), `"client_id":"client-b"`+`,"topic":"r/b4","limit":"messages"`); n != 1 {
+		t.Errorf("client-b's refusal logged %d times, want once:\n%s", n, b.Log())
+	}
+
+	t.Run("restart over a lowered limit", func(t *testing.T) {
+		b.Stop()
+		cfg, err := os.ReadFile(b.Config)
+		if err != nil {
+			t.Fatal(err)
+		}
+		secWriteFile(t, b.Config, strings.Replace(string(cfg), "max_retained_messages = 6", "max_retained_messages = 3", 1))
+		b.Start()
+		if !strings.Contains(b.Log(), "more retained messages than the limits allow") {
+			t.Errorf("no warning that the store is over the lowered limit")
+		}
+		pub := secMustConnect(t, b, secCreds{id: "client-a"})
+		pub.send(t, &codec.Publish{Topic: "r/new", Payload: []byte("n"), QoS: 1, Retain: true, PacketID: 1})
+		pub.await(t, codec.TypePuback)
+		pub.send(t, &codec.Publish{Topic: "r/b1", Payload: []byte("b1 replaced"), QoS: 1, Retain: true, PacketID: 2})
+		pub.await(t, codec.TypePuback)
+		if got, want := secRetainedTopics(t, b, pub, "late4", "r/#"), []string{"r/a1", "r/b1", "r/b2", "r/b3", "r/d1"}; !slices.Equal(got, want) {
+			t.Errorf("after restart: retained %v, want %v", got, want)
+		}
+	})
 }
