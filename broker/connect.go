@@ -3,6 +3,7 @@ package broker
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"strings"
 	"time"
 
 	"github.com/holdfast/holdfast/codec"
@@ -50,13 +51,14 @@ func (c *conn) handleConnect(cp *codec.Connect, decodeErr error) bool {
 		return false
 	}
 	c.ident = ident
-	if prev := c.srv.sessions.Get(id); prev != nil {
-		// No session hijack by guessing a client id: a session belongs to the user who made it,
-		// whether it is connected or waiting offline, and a clean start may not wipe it either.
-		if owner := prev.Identity(); owner.Known && (owner.Username != ident.Username || owner.Anonymous != ident.Anonymous) {
-			c.log.Warn().Str("client_id", id).Str("username", ident.Username).Str("owner", owner.Username).
-				Msg("refused: the client id's session belongs to another user")
-			c.refuse(codec.RefusedNotAuthorized)
+	if c.srv.cfg.Auth.ClientIDPrefixFromUsername && !ident.Anonymous {
+		if cp.ClientID == "" {
+			id = ident.Username + "-" + id
+			c.clientID, c.ident.ID = id, id
+		} else if !ownsClientID(ident.Username, id) {
+			c.log.Warn().Str("client_id", id).Str("username", ident.Username).
+				Msg("refused: the client id does not start with the username (auth.client_id_prefix_from_username)")
+			c.refuse(codec.RefusedIdentifierRejected)
 			return false
 		}
 	}
@@ -68,9 +70,9 @@ func (c *conn) handleConnect(cp *codec.Connect, decodeErr error) bool {
 		c.log.Info().Str("topic", c.will.Topic).Msg("will topic not allowed by the ACL: the will will not be published")
 	}
 
-	old, ok := c.srv.claim(c)
-	if !ok {
-		c.refuse(codec.RefusedServerUnavailable)
+	old, code := c.srv.claim(c)
+	if code != codec.Accepted {
+		c.refuse(code)
 		return false
 	}
 	if old != nil {
@@ -160,17 +162,42 @@ func (c *conn) endSession() {
 	}
 }
 
-// claim makes c the owner of its client id and returns the previous owner, if any. It fails when
-// the server is shutting down.
-func (s *Server) claim(c *conn) (*conn, bool) {
+// claim makes c the owner of its client id and returns the previous owner, if any. No session
+// hijack by guessing a client id: an id belongs to the user whose connection holds it or whose
+// session (connected or waiting offline) it names, and another user is refused; a clean start
+// may not wipe that session either. The check and the claim are one step under s.mu, so that of
+// two CONNECTs racing for an id, the second sees the first. It refuses everyone while the server
+// shuts down.
+func (s *Server) claim(c *conn) (*conn, codec.ConnackCode) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closing {
-		return nil, false
+		return nil, codec.RefusedServerUnavailable
 	}
 	old := s.owners[c.clientID]
+	owner := c.ident
+	switch {
+	case old != nil:
+		owner = old.ident
+	default:
+		if prev := s.sessions.Get(c.clientID); prev != nil && prev.Identity().Known {
+			owner = reader(prev)
+		}
+	}
+	if owner.Username != c.ident.Username || owner.Anonymous != c.ident.Anonymous {
+		c.log.Warn().Str("username", c.ident.Username).Str("owner", owner.Username).
+			Msg("refused: the client id belongs to another user")
+		return nil, codec.RefusedNotAuthorized
+	}
 	s.owners[c.clientID] = c
-	return old, true
+	return old, codec.Accepted
+}
+
+// ownsClientID reports whether id is in user's namespace (auth.client_id_prefix_from_username):
+// the username itself, or the username and a separator, so that user "a" cannot take "ab-1".
+func ownsClientID(user, id string) bool {
+	rest, ok := strings.CutPrefix(id, user)
+	return ok && (rest == "" || strings.ContainsRune("-_:/.", rune(rest[0])))
 }
 
 func (s *Server) isClosing() bool {

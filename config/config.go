@@ -71,6 +71,10 @@ type Auth struct {
 	AllowAnonymous *bool  `toml:"allow_anonymous"`
 	PasswordFile   string `toml:"password_file"` // Mosquitto format
 	ACLFile        string `toml:"acl_file"`      // Mosquitto format
+
+	// ClientIDPrefixFromUsername confines an authenticated client to client ids that start with
+	// its username and a separator, so that no user can squat another's ids.
+	ClientIDPrefixFromUsername bool `toml:"client_id_prefix_from_username"`
 }
 
 // Admin is the operators' HTTP listener.

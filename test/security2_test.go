@@ -6,9 +6,12 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/holdfast/holdfast/codec"
+	"github.com/holdfast/holdfast/internal/mqtttest"
 )
 
 // Regression tests of the second security review (issue 11), one per item, named after it.
@@ -302,4 +305,137 @@ func TestSecurity07_RetainedStoreLimits(t *testing.T) {
 			t.Errorf("after restart: retained %v, want %v", got, want)
 		}
 	})
+}
+
+// secRace sends the CONNECTs of creds at once, each on its own connection, and returns, for each,
+// the CONNACK code (or -1 when the connection closed without one) and whether the connection is
+// still served once every CONNECT has been answered.
+func secRace(t *testing.T, b *Broker, creds []secCreds) (codes []int, alive []bool) {
+	t.Helper()
+	clients := make([]*secClient, len(creds))
+	for i := range creds {
+		clients[i] = &secClient{Client: mqtttest.Dial(t, b.Addr)}
+	}
+	codes, alive = make([]int, len(creds)), make([]bool, len(creds))
+	var wg sync.WaitGroup
+	for i, c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.Conn.SetWriteDeadline(time.Now().Add(mqtttest.Timeout))
+			if _, err := c.Conn.Write(creds[i].packet().Append(nil)); err != nil {
+				codes[i] = -1
+				return
+			}
+			p, err := c.TryRead(mqtttest.Timeout)
+			if ack, ok := p.(*codec.Connack); err == nil && ok {
+				codes[i] = int(ack.ReturnCode)
+			} else {
+				codes[i] = -1
+			}
+		}()
+	}
+	wg.Wait()
+	// Every claim has happened (a CONNACK follows its claim, and a take-over closes the previous
+	// connection before the new one is answered): only the last owner may still be served.
+	for i, c := range clients {
+		if codes[i] != 0 {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.Conn.SetWriteDeadline(time.Now().Add(mqtttest.Timeout))
+			if _, err := c.Conn.Write((&codec.Pingreq{}).Append(nil)); err != nil {
+				return
+			}
+			p, err := c.TryRead(mqtttest.Timeout)
+			_, alive[i] = p.(*codec.Pingresp)
+			alive[i] = alive[i] && err == nil
+		}()
+	}
+	wg.Wait()
+	return codes, alive
+}
+
+// TestSecurity09_ClientIDTakeOverRaces: 100 CONNECTs for one client id at once end with exactly
+// one owner; when two users race for it, only one user ever gets it; with
+// auth.client_id_prefix_from_username a user is confined to its own ids.
+func TestSecurity09_ClientIDTakeOverRaces(t *testing.T) {
+	pw := filepath.Join(t.TempDir(), "passwd")
+	secSetPassword(t, pw, "alice", "alice pw")
+	secSetPassword(t, pw, "bob", "bob pw")
+	b := StartBroker(t, BrokerConfig{Extra: fmt.Sprintf("[auth]\npassword_file = %q\n", pw)})
+
+	t.Run("one user, 100 at once", func(t *testing.T) {
+		creds := make([]secCreds, 100)
+		for i := range creds {
+			creds[i] = secCreds{id: "alice-race", user: "alice", password: "alice pw", persistent: i%2 == 0}
+		}
+		codes, alive := secRace(t, b, creds)
+		n := 0
+		for i := range creds {
+			// -1: taken over between its claim and its CONNACK, and closed.
+			if codes[i] != 0 && codes[i] != -1 {
+				t.Errorf("attempt %d: CONNACK %d, want 0 (a take-over by the same user is allowed)", i, codes[i])
+			}
+			if alive[i] {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Errorf("%d connections hold the client id, want exactly 1", n)
+		}
+	})
+
+	t.Run("two users, 100 at once", func(t *testing.T) {
+		secRaceTwoUsers(t, b)
+	})
+	t.Run("two usernames without a password file, 100 at once", func(t *testing.T) {
+		// Usernames are only names here: nothing slows the CONNECTs down, so they truly race.
+		secRaceTwoUsers(t, StartBroker(t, BrokerConfig{}))
+	})
+
+	t.Run("client_id_prefix_from_username", func(t *testing.T) {
+		b := StartBroker(t, BrokerConfig{Extra: fmt.Sprintf("[auth]\npassword_file = %q\nclient_id_prefix_from_username = true\n", pw)})
+		secExpectCode(t, b, secCreds{id: "bob-1", user: "alice", password: "alice pw"}, codec.RefusedIdentifierRejected)
+		secExpectCode(t, b, secCreds{id: "alicex", user: "alice", password: "alice pw"}, codec.RefusedIdentifierRejected)
+		secMustConnect(t, b, secCreds{id: "alice", user: "alice", password: "alice pw"})
+		secMustConnect(t, b, secCreds{id: "alice/kitchen", user: "alice", password: "alice pw"})
+		secMustConnect(t, b, secCreds{id: "bob-1", user: "bob", password: "bob pw"})
+		secMustConnect(t, b, secCreds{id: "", user: "bob", password: "bob pw"}) // assigned "bob-holdfast-..."
+	})
+}
+
+// secRaceTwoUsers races 50 CONNECTs of alice and 50 of bob for one client id: only one user may
+// ever get it, and exactly one connection holds it at the end.
+func secRaceTwoUsers(t *testing.T, b *Broker) {
+	creds := make([]secCreds, 100)
+	for i := range creds {
+		creds[i] = secCreds{id: "shared-race", user: "alice", password: "alice pw"}
+		if i%2 == 1 {
+			creds[i].user, creds[i].password = "bob", "bob pw"
+		}
+	}
+	codes, alive := secRace(t, b, creds)
+	accepted := map[string]int{}
+	n := 0
+	for i := range creds {
+		switch codes[i] {
+		case 0:
+			accepted[creds[i].user]++
+		case int(codec.RefusedNotAuthorized), -1:
+		default:
+			t.Errorf("attempt %d (%s): CONNACK %d, want 0 or 5", i, creds[i].user, codes[i])
+		}
+		if alive[i] {
+			n++
+		}
+	}
+	if len(accepted) != 1 {
+		t.Errorf("accepted by user: %v; the id went to both users", accepted)
+	}
+	if n != 1 {
+		t.Errorf("%d connections hold the client id, want exactly 1", n)
+	}
 }
