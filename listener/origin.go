@@ -21,7 +21,8 @@ const AnyOrigin = "*"
 type authority struct{ host, port string }
 
 // SplitAuthority splits a Host header or host:port into a lower-case host (IPv6 without
-// brackets) and a port, defaultPort when hostport has none. ok is false for an empty host.
+// brackets) and a port, defaultPort when hostport has none. ok is false when hostport is
+// malformed or names no host.
 func SplitAuthority(hostport, defaultPort string) (host, port string, ok bool) {
 	host, port, err := net.SplitHostPort(hostport)
 	if err != nil {
