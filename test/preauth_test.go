@@ -54,12 +54,12 @@ type rssSampler struct {
 	stop chan struct{}
 }
 
-func sampleRSS(t *testing.T, b *Broker) *rssSampler {
+func sampleRSS(b *Broker, every time.Duration) *rssSampler {
 	s := &rssSampler{peak: make(chan int64, 1), stop: make(chan struct{})}
 	path := fmt.Sprintf("/proc/%d/status", b.cmd.Process.Pid)
 	go func() {
 		var peak int64
-		tick := time.NewTicker(2 * time.Millisecond)
+		tick := time.NewTicker(every)
 		defer tick.Stop()
 		for {
 			if data, err := os.ReadFile(path); err == nil {
@@ -151,7 +151,7 @@ func TestSecurity06_PreAuthConnectSize(t *testing.T) {
 	warm.Send(&codec.Disconnect{})
 	warm.ExpectClosed()
 	before := b.procStatus(t, "VmRSS")
-	sampler := sampleRSS(t, b)
+	sampler := sampleRSS(b, 2*time.Millisecond)
 
 	header := codec.AppendRemainingLength([]byte{0x10}, declared)
 	chunk := make([]byte, 64<<10)
