@@ -2,7 +2,6 @@ package broker
 
 import (
 	"fmt"
-	"runtime"
 
 	"github.com/rs/zerolog"
 
@@ -122,15 +121,13 @@ func (c *conn) authenticate(cp *codec.Connect) (auth.Client, codec.ConnackCode, 
 		// Not an empty password: a username alone proves nothing, whatever the file holds for it.
 		return id, codec.RefusedBadUsernameOrPassword, "username without a password"
 	}
-	// Password checks cost tens of milliseconds of CPU by design; bound how many run at once so a
-	// flood of CONNECTs cannot take every core.
-	c.srv.checkSlots <- struct{}{}
-	ok := rules.passwords.Check(cp.Username, cp.Password)
-	<-c.srv.checkSlots
+	ok, served := c.srv.passwords.check(rules.passwords, listener.SourceAddress(c.nc.RemoteAddr()), cp.Username, cp.Password)
+	if !served {
+		c.srv.stats.Refused[RefusePasswordQueue].Add(1)
+		return id, codec.RefusedServerUnavailable, "password checks are queued up to auth.password_queue (or password_queue_per_address for this address)"
+	}
 	if !ok {
 		return id, codec.RefusedBadUsernameOrPassword, "wrong username or password"
 	}
 	return id, codec.Accepted, ""
 }
-
-func passwordCheckSlots() chan struct{} { return make(chan struct{}, max(1, runtime.NumCPU()/2)) }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/holdfast/holdfast/codec"
+	"github.com/holdfast/holdfast/listener"
 	"github.com/holdfast/holdfast/persist"
 	"github.com/holdfast/holdfast/session"
 )
@@ -46,7 +47,8 @@ func (c *conn) handleConnect(cp *codec.Connect, decodeErr error) bool {
 	c.clientID = id
 	ident, code, why := c.authenticate(cp)
 	if code != codec.Accepted {
-		c.log.Warn().Str("client_id", id).Str("username", cp.Username).Msg("refused: " + why)
+		// Sampled: a flood of wrong passwords would otherwise cost more in logging than in hashing.
+		c.srv.refuseLog.Warn().Str("remote", c.nc.RemoteAddr().String()).Str("client_id", id).Str("username", cp.Username).Msg("refused: " + why)
 		c.refuse(code)
 		return false
 	}
@@ -92,6 +94,7 @@ func (c *conn) handleConnect(cp *codec.Connect, decodeErr error) bool {
 	// The session-present byte is reserved (0) in MQTT 3.1 [MQTT-3.2.2-1..3].
 	c.sendControl(&codec.Connack{SessionPresent: present && c.level == codec.Level311})
 	c.sess.Attach(c.level, c)
+	listener.Established(c.nc) // no longer counts against limits.max_pending_connects*
 	c.log.Debug().Bool("clean_session", cp.CleanSession).Bool("session_present", present).
 		Uint8("level", c.level).Msg("connected")
 	return true

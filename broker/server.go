@@ -39,7 +39,9 @@ type Server struct {
 	retainMu     sync.Mutex    // orders retained updates in memory as they are submitted to the store
 	retainLimits retain.Limits
 	auth         atomic.Pointer[AuthRules]
-	checkSlots   chan struct{} // bounds concurrent password checks
+	gate         *listener.Gate // bounds sockets from accept on: max_connections, pending CONNECTs
+	passwords    *passwordChecker
+	refuseLog    zerolog.Logger // sampled: a flood refuses thousands of sockets a second
 	sessions     *session.Registry
 	sessOpts     session.Options
 	stats        Stats
@@ -85,7 +87,13 @@ func New(cfg *config.Config, store *persist.Store, rules *AuthRules, log zerolog
 		quit:   make(chan struct{}),
 	}
 	s.dropLog = log.Sample(&zerolog.BurstSampler{Burst: 5, Period: time.Second})
-	s.checkSlots = passwordCheckSlots()
+	s.refuseLog = log.Sample(&zerolog.BurstSampler{Burst: 5, Period: time.Second})
+	s.gate = listener.NewGate(listener.GateLimits{
+		MaxConnections:       cfg.Limits.MaxConnections,
+		MaxPending:           cfg.Limits.MaxPendingConnects,
+		MaxPendingPerAddress: cfg.Limits.MaxPendingConnectsPerAddress,
+	}, s.gateRefused)
+	s.passwords = newPasswordChecker(cfg.Auth, &s.wg, s.quit)
 	s.auth.Store(rules)
 	if err := s.recover(); err != nil {
 		return nil, err
@@ -168,6 +176,7 @@ func (s *Server) ListenAndServe() error {
 			MinTLSVersion:     lc.MinTLSVersion,
 			AllowedOrigins:    lc.AllowedOrigins,
 			BehindProxy:       lc.BehindProxy,
+			Gate:              s.gate,
 		}, s.log.With().Str("listener", lc.Type).Logger())
 		if err != nil {
 			return fmt.Errorf("listener[%d]: %w", i, err)
@@ -203,8 +212,12 @@ func (s *Server) ReloadCertificates() {
 	}
 }
 
-// Serve accepts MQTT connections from l in the background until Shutdown.
+// Serve accepts MQTT connections from l in the background until Shutdown. A listener from
+// listener.Open should have been given the server's Gate; any other is admitted through it here.
 func (s *Server) Serve(l net.Listener) error {
+	if _, ok := l.(listener.Listener); !ok {
+		l = s.gate.Wrap(l)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closing {
@@ -264,13 +277,6 @@ func (s *Server) admit(nc net.Conn) bool {
 		nc.Close()
 		return false
 	}
-	if max := s.cfg.Limits.MaxConnections; max > 0 && len(s.conns) >= max {
-		s.mu.Unlock()
-		s.stats.Refused[RefuseMaxConnections].Add(1)
-		s.log.Warn().Str("remote", nc.RemoteAddr().String()).Int("max_connections", max).Msg("connection refused: limits.max_connections reached")
-		nc.Close()
-		return false
-	}
 	c := newConn(s, nc)
 	s.conns[c] = struct{}{}
 	s.wg.Add(1)
@@ -279,6 +285,23 @@ func (s *Server) admit(nc net.Conn) bool {
 	s.stats.ConnectionsTotal.Add(1)
 	go c.serve()
 	return true
+}
+
+// gateRefused counts and logs (sampled) a socket the gate closed.
+func (s *Server) gateRefused(r listener.Refusal, remote net.Addr) {
+	var why string
+	switch r {
+	case listener.RefusedMaxConnections:
+		s.stats.Refused[RefuseMaxConnections].Add(1)
+		why = "connection refused: limits.max_connections reached"
+	case listener.RefusedPendingAddress:
+		s.stats.Refused[RefusePendingAddress].Add(1)
+		why = "connection refused: limits.max_pending_connects_per_address reached for this address"
+	case listener.EvictedPending:
+		s.stats.Refused[RefuseEvictedPending].Add(1)
+		why = "connection closed before CONNECT to make room: limits.max_pending_connects reached"
+	}
+	s.refuseLog.Warn().Str("remote", remote.String()).Msg(why)
 }
 
 func (s *Server) removeConn(c *conn) {

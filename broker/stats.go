@@ -37,10 +37,13 @@ const (
 	RefuseBadCredentials
 	RefuseNotAuthorized
 	RefuseMaxConnections
+	RefusePendingAddress // limits.max_pending_connects_per_address: closed at accept
+	RefuseEvictedPending // limits.max_pending_connects: the oldest socket without CONNECT, closed
+	RefusePasswordQueue  // the password check queue was full: CONNACK 0x03
 	numRefuseReasons
 )
 
-var refuseReasonNames = [numRefuseReasons]string{"protocol_version", "identifier_rejected", "server_unavailable", "bad_credentials", "not_authorized", "max_connections"}
+var refuseReasonNames = [numRefuseReasons]string{"protocol_version", "identifier_rejected", "server_unavailable", "bad_credentials", "not_authorized", "max_connections", "pending_per_address", "pending_evicted", "password_queue_full"}
 
 func (r RefuseReason) String() string { return refuseReasonNames[r] }
 

@@ -75,6 +75,11 @@ type Auth struct {
 	// ClientIDPrefixFromUsername confines an authenticated client to client ids that start with
 	// its username and a separator, so that no user can squat another's ids.
 	ClientIDPrefixFromUsername bool `toml:"client_id_prefix_from_username"`
+
+	PasswordWorkers         int `toml:"password_workers"`           // password hashes computed at once; 0 = half the CPUs
+	PasswordQueue           int `toml:"password_queue"`             // CONNECTs waiting for a worker; past it CONNACK 0x03
+	PasswordQueuePerAddress int `toml:"password_queue_per_address"` // of those, from one source IP
+	PasswordCache           int `toml:"password_cache"`             // recent successful logins remembered; 0 = none
 }
 
 // Admin is the operators' HTTP listener.
@@ -115,6 +120,9 @@ type Limits struct {
 	StrictClientID    bool     `toml:"strict_client_id"`
 	MaxSubscriptions  int      `toml:"max_subscriptions"` // per client; 0 = unlimited
 	MaxTopicLevels    int      `toml:"max_topic_levels"`  // in topic names and filters; 0 = unlimited
+
+	MaxPendingConnects           int `toml:"max_pending_connects"`             // per listener: sockets without CONNECT; the oldest is closed past it
+	MaxPendingConnectsPerAddress int `toml:"max_pending_connects_per_address"` // per listener and source IP: new sockets refused past it
 
 	MaxRetainedMessages  int   `toml:"max_retained_messages"`   // whole broker; 0 = unlimited
 	MaxRetainedBytes     int64 `toml:"max_retained_bytes"`      // topic + payload bytes, whole broker; 0 = unlimited
@@ -252,6 +260,12 @@ func (c *Config) validate() error {
 	if lim.MaxTopicLevels < 0 {
 		return keyError("limits.max_topic_levels", "must be >= 0, not %d", lim.MaxTopicLevels)
 	}
+	if lim.MaxPendingConnects < 0 {
+		return keyError("limits.max_pending_connects", "must be >= 0, not %d", lim.MaxPendingConnects)
+	}
+	if lim.MaxPendingConnectsPerAddress < 0 {
+		return keyError("limits.max_pending_connects_per_address", "must be >= 0, not %d", lim.MaxPendingConnectsPerAddress)
+	}
 	if lim.MaxRetainedMessages < 0 {
 		return keyError("limits.max_retained_messages", "must be >= 0, not %d", lim.MaxRetainedMessages)
 	}
@@ -344,6 +358,20 @@ func (l *Listener) validate(key string) error {
 
 // validateAuth settles allow_anonymous and refuses an open network listener nobody asked for.
 func (c *Config) validateAuth() error {
+	for _, k := range []struct {
+		key string
+		v   int
+		min int
+	}{
+		{"auth.password_workers", c.Auth.PasswordWorkers, 0},
+		{"auth.password_queue", c.Auth.PasswordQueue, 1},
+		{"auth.password_queue_per_address", c.Auth.PasswordQueuePerAddress, 1},
+		{"auth.password_cache", c.Auth.PasswordCache, 0},
+	} {
+		if k.v < k.min {
+			return keyError(k.key, "must be >= %d, not %d", k.min, k.v)
+		}
+	}
 	allLoopback := true
 	for _, l := range c.Listeners {
 		allLoopback = allLoopback && l.Loopback()

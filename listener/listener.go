@@ -35,6 +35,8 @@ type Config struct {
 	// Origin (not from a browser) are always let in.
 	AllowedOrigins []string
 	BehindProxy    bool // ws/wss: take the client address from X-Forwarded-For (the left-most entry)
+
+	Gate *Gate // admits sockets as they are accepted, before any handshake; nil = no limits
 }
 
 // Listener is a net.Listener that yields MQTT byte streams, whatever the transport.
@@ -78,6 +80,7 @@ func Open(c Config, log zerolog.Logger) (Listener, error) {
 	if err != nil {
 		return nil, c.errorf("%w", err)
 	}
+	raw = c.Gate.Wrap(raw)
 	var l Listener
 	switch c.Type {
 	case "tcp":
