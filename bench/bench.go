@@ -13,7 +13,7 @@
 // and the send time, so loss, duplicates and latency are measured, not
 // assumed. Loss at QoS 1 or 2, and duplicates at QoS 2, make the run fail.
 //
-// Scenarios: fanin, fanout, latency, idle, offline, restart; see
+// Scenarios: fanin, fanout, latency, idle, offline, restart, connect; see
 // `holdfast bench SCENARIO -h`.
 package bench
 
@@ -59,6 +59,10 @@ type options struct {
 	sessions   int
 	interval   time.Duration
 	since      int64
+
+	user, password, idPrefix string
+	floodIdle, floodWrong    int
+	floodFrom                string
 }
 
 // env is what a scenario runs with.
@@ -86,6 +90,7 @@ func scenarios() []scenario {
 		{"idle", "open many idle connections: connect rate, broker memory per connection", flagsIdle, runIdle},
 		{"offline", "queue M messages for an offline persistent session, then drain: enqueue/s, drain/s", flagsOffline, runOffline},
 		{"restart", "-fill: queue messages over many persistent sessions; -wait: time until a restarted broker accepts", flagsRestart, runRestart},
+		{"connect", "legitimate clients connecting one by one, optionally during a flood of idle and wrong-password sockets: dial-to-CONNACK p50, p99, max", flagsConnect, runConnect},
 	}
 }
 
