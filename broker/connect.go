@@ -91,10 +91,10 @@ func (c *conn) handleConnect(cp *codec.Connect, decodeErr error) bool {
 		c.refuse(codec.RefusedServerUnavailable)
 		return false
 	}
+	listener.Established(c.nc) // no longer counts against limits.max_pending_connects*, before the client can tell
 	// The session-present byte is reserved (0) in MQTT 3.1 [MQTT-3.2.2-1..3].
 	c.sendControl(&codec.Connack{SessionPresent: present && c.level == codec.Level311})
 	c.sess.Attach(c.level, c)
-	listener.Established(c.nc) // no longer counts against limits.max_pending_connects*
 	c.log.Debug().Bool("clean_session", cp.CleanSession).Bool("session_present", present).
 		Uint8("level", c.level).Msg("connected")
 	return true

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"runtime"
 	"sync"
+	"time"
 
 	"github.com/holdfast/holdfast/auth"
 	"github.com/holdfast/holdfast/config"
@@ -13,10 +14,10 @@ import (
 
 // passwordChecker runs password checks, which cost CPU by design, on a few workers. Waiting
 // CONNECTs are served in turn by source address, so an address that floods wrong passwords
-// delays the others by one check per turn, however many it sends; the queue is bounded in all
-// and per address, and a CONNECT that finds it full is refused rather than queued. Successful
-// logins are remembered so that a client reconnecting with the same password is not hashed
-// again.
+// delays the others by one check per turn, however many it sends; addresses that sent a wrong
+// password in the last minute wait behind those that did not. The queue is bounded in all and
+// per address, and a CONNECT that finds it full is refused rather than queued. Successful logins
+// are remembered so that a client reconnecting with the same password is not hashed again.
 type passwordChecker struct {
 	maxQueued, maxPerAddress int
 	work                     chan struct{} // one token per queued check
@@ -26,11 +27,20 @@ type passwordChecker struct {
 	queues map[string][]*passwordCheck // per source address, oldest first
 	turns  []string                    // addresses with checks waiting, in serving order
 	queued int
+	failed map[string]time.Time // recent wrong passwords by address, at most maxFailedAddresses
 
 	cache loginCache
 }
 
+// failurePenalty is how long an address that sent a wrong password waits behind the others, and
+// maxFailedAddresses bounds how many such addresses are remembered.
+const (
+	failurePenalty     = time.Minute
+	maxFailedAddresses = 4096
+)
+
 type passwordCheck struct {
+	address   string
 	passwords *auth.Passwords
 	user      string
 	password  []byte
@@ -45,6 +55,7 @@ func newPasswordChecker(c config.Auth, wg *sync.WaitGroup, quit <-chan struct{})
 		work:          make(chan struct{}, c.PasswordQueue),
 		quit:          quit,
 		queues:        make(map[string][]*passwordCheck),
+		failed:        make(map[string]time.Time),
 	}
 	p.cache.init(c.PasswordCache)
 	workers := c.PasswordWorkers
@@ -64,7 +75,7 @@ func (p *passwordChecker) check(passwords *auth.Passwords, address, user string,
 	if p.cache.has(passwords, user, password) {
 		return true, true
 	}
-	c := &passwordCheck{passwords: passwords, user: user, password: password, ok: make(chan bool, 1)}
+	c := &passwordCheck{address: address, passwords: passwords, user: user, password: password, ok: make(chan bool, 1)}
 	p.mu.Lock()
 	if p.queued >= p.maxQueued || len(p.queues[address]) >= p.maxPerAddress {
 		p.mu.Unlock()
@@ -97,20 +108,43 @@ func (p *passwordChecker) worker(wg *sync.WaitGroup) {
 			return
 		}
 		c := p.next()
-		c.ok <- c.passwords.Check(c.user, c.password)
+		ok := c.passwords.Check(c.user, c.password)
+		if !ok {
+			p.noteFailure(c.address)
+		}
+		c.ok <- ok
 	}
 }
 
-// next takes the oldest check of the address whose turn it is; that address goes to the back of
-// the line if it has more waiting.
+func (p *passwordChecker) noteFailure(address string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.failed[address]; !ok && len(p.failed) >= maxFailedAddresses {
+		for a := range p.failed { // any one: an attacker with more addresses gains nothing by this
+			delete(p.failed, a)
+			break
+		}
+	}
+	p.failed[address] = time.Now()
+}
+
+// next takes the oldest check of the first address in line without a recent wrong password, or
+// else of the first in line; that address goes to the back of the line if it has more waiting.
 func (p *passwordChecker) next() *passwordCheck {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	addr := p.turns[0]
+	turn := 0
+	for i, a := range p.turns {
+		if at, ok := p.failed[a]; !ok || time.Since(at) > failurePenalty {
+			turn = i
+			break
+		}
+	}
+	addr := p.turns[turn]
 	q := p.queues[addr]
 	c := q[0]
 	q[0] = nil
-	p.turns = p.turns[1:]
+	p.turns = append(p.turns[:turn], p.turns[turn+1:]...)
 	if len(q) == 1 {
 		delete(p.queues, addr)
 	} else {
