@@ -26,7 +26,7 @@ const floodPause = 100 * time.Millisecond
 func flagsConnect(fs *flag.FlagSet, o *options) {
 	o.level = int(codec.Level311) // the scenario sends 3.1.1 CONNECTs only
 	fs.StringVar(&o.addr, "addr", "127.0.0.1:1883", "broker `host:port`; with a flood it must be a loopback IP address")
-	fs.IntVar(&o.conns, "n", 100, "legitimate connects, made one after the other")
+	fs.IntVar(&o.conns, "n", 100, "legitimate connects, made one after the other; the latencies reported are those of the accepted ones (timeouts and refusals are counted apart)")
 	fs.DurationVar(&o.interval, "interval", 50*time.Millisecond, "pause between legitimate connects")
 	fs.DurationVar(&o.timeout, "timeout", 5*time.Second, "longest wait for one connect, dial to CONNACK (legitimate and flood alike)")
 	fs.StringVar(&o.user, "user", "", "username of the legitimate client (empty: anonymous); the wrong-password flood uses it too")
