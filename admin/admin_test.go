@@ -2,7 +2,6 @@ package admin
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"fmt"
@@ -10,36 +9,18 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/holdfast/holdfast/internal/syncbuf"
 	"github.com/holdfast/holdfast/persist"
 )
 
-// lockedBuffer is a log sink the server's goroutines and the test share.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // startAdmin serves a small on-disk store on 127.0.0.1:0 without a broker.
-func startAdmin(t *testing.T, token string) (*Server, *lockedBuffer) {
+func startAdmin(t *testing.T, token string) (*Server, *syncbuf.Buffer) {
 	t.Helper()
 	o := persist.DefaultOptions(t.TempDir())
 	o.MemTableSize = 8 << 20
@@ -57,7 +38,7 @@ func startAdmin(t *testing.T, token string) (*Server, *lockedBuffer) {
 			t.Error(err)
 		}
 	})
-	logs := &lockedBuffer{}
+	logs := &syncbuf.Buffer{}
 	s, err := Start("127.0.0.1:0", token, nil, store, prometheus.NewRegistry(), zerolog.New(logs))
 	if err != nil {
 		t.Fatal(err)

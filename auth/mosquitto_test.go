@@ -14,9 +14,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/holdfast/holdfast/internal/syncbuf"
 )
 
 func TestMosquittoPasswdHashes(t *testing.T) {
@@ -115,7 +116,7 @@ func mosqBroker(t *testing.T, passwordFile, aclFile string) string {
 	confPath := writeFile(t, "mosquitto.conf", conf)
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := exec.CommandContext(ctx, bin, "-c", confPath)
-	var stderr lockedBuffer
+	var stderr syncbuf.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		cancel()
@@ -137,23 +138,6 @@ func mosqBroker(t *testing.T, passwordFile, aclFile string) string {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // clientArgs are mosquitto_pub/sub arguments connecting as c with password pw.

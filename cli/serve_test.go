@@ -2,35 +2,17 @@ package cli
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/holdfast/holdfast/internal/syncbuf"
 )
-
-// lockedBuffer is an io.Writer that serve writes its log to while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // serveOnce runs holdfast serve with a TCP listener on a free loopback port and dataDir, waits
 // until it is ready, stops it with SIGTERM (which serve has caught since it started) and
@@ -46,7 +28,7 @@ func serveOnce(t *testing.T, dataDir string) []map[string]any {
 	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	var out, errb lockedBuffer
+	var out, errb syncbuf.Buffer
 	env := &Env{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errb, DefaultConfig: def, Version: "test"}
 	done := make(chan error, 1)
 	go func() { done <- Run(env, []string{"serve", "-c", cfg}) }()

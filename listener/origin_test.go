@@ -1,39 +1,20 @@
 package listener
 
 import (
-	"bytes"
 	"crypto/tls"
 	"errors"
 	"io"
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/gorilla/websocket"
 	"github.com/rs/zerolog"
 
+	"github.com/holdfast/holdfast/internal/syncbuf"
 	"github.com/holdfast/holdfast/internal/testpki"
 )
-
-// lockedBuffer is a log sink the listener's goroutines and the test share.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // upgradeStatus dials a WebSocket upgrade with the given Origin ("" = none) and Host ("" = the
 // listener's address) and returns the HTTP status: 101 when the upgrade succeeded, in which case
@@ -70,7 +51,7 @@ func upgradeStatus(t *testing.T, l net.Listener, tc *tls.Config, origin, host st
 // frame) is refused with 403 and a warning naming the origin; clients without Origin and pages
 // of the listener's own host and port get in.
 func TestSecurity03_WebSocketOriginDefault(t *testing.T) {
-	logs := &lockedBuffer{}
+	logs := &syncbuf.Buffer{}
 	l, err := Open(Config{Type: "ws", Address: "127.0.0.1:0"}, zerolog.New(logs))
 	if err != nil {
 		t.Fatal(err)

@@ -2,18 +2,17 @@ package test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"net"
 	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/holdfast/holdfast/codec"
 	"github.com/holdfast/holdfast/internal/mqtttest"
+	"github.com/holdfast/holdfast/internal/syncbuf"
 )
 
 // Interop with Debian's mosquitto_pub and mosquitto_sub (package mosquitto-clients) at
@@ -50,24 +49,7 @@ type mosqSub struct {
 	lines  chan string
 	done   chan struct{}
 	err    error // exit status, valid after done is closed
-	stderr *lockedBuffer
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+	stderr *syncbuf.Buffer
 }
 
 // startMosqSub runs mosquitto_sub against b with args after the host and port; it is killed when
@@ -77,7 +59,7 @@ func startMosqSub(t *testing.T, b *Broker, args ...string) *mosqSub {
 	path := needTool(t, "mosquitto_sub", "mosquitto-clients")
 	ctx, cancel := context.WithTimeout(context.Background(), mosqWait+10*time.Second)
 	cmd := exec.CommandContext(ctx, path, append(mosqHostPort(t, b), args...)...)
-	s := &mosqSub{cmd: cmd, lines: make(chan string, 64), done: make(chan struct{}), stderr: &lockedBuffer{}}
+	s := &mosqSub{cmd: cmd, lines: make(chan string, 64), done: make(chan struct{}), stderr: &syncbuf.Buffer{}}
 	cmd.Stderr = s.stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {

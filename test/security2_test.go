@@ -365,7 +365,10 @@ func TestSecurity09_ClientIDTakeOverRaces(t *testing.T) {
 	pw := filepath.Join(t.TempDir(), "passwd")
 	secSetPassword(t, pw, "alice", "alice pw")
 	secSetPassword(t, pw, "bob", "bob pw")
-	b := StartBroker(t, BrokerConfig{Extra: fmt.Sprintf("[auth]\npassword_file = %q\n", pw)})
+	// All 100 CONNECTs come from 127.0.0.1 at once: the password queue must hold them (its
+	// per-address bound is TestSecurity02's subject, not this test's).
+	const queue = "password_queue = 256\npassword_queue_per_address = 128\n"
+	b := StartBroker(t, BrokerConfig{Extra: fmt.Sprintf("[auth]\npassword_file = %q\n%s", pw, queue)})
 
 	t.Run("one user, 100 at once", func(t *testing.T) {
 		creds := make([]secCreds, 100)
@@ -397,7 +400,7 @@ func TestSecurity09_ClientIDTakeOverRaces(t *testing.T) {
 	})
 
 	t.Run("client_id_prefix_from_username", func(t *testing.T) {
-		b := StartBroker(t, BrokerConfig{Extra: fmt.Sprintf("[auth]\npassword_file = %q\nclient_id_prefix_from_username = true\n", pw)})
+		b := StartBroker(t, BrokerConfig{Extra: fmt.Sprintf("[auth]\npassword_file = %q\nclient_id_prefix_from_username = true\n%s", pw, queue)})
 		secExpectCode(t, b, secCreds{id: "bob-1", user: "alice", password: "alice pw"}, codec.RefusedIdentifierRejected)
 		secExpectCode(t, b, secCreds{id: "alicex", user: "alice", password: "alice pw"}, codec.RefusedIdentifierRejected)
 		secMustConnect(t, b, secCreds{id: "alice", user: "alice", password: "alice pw"})
