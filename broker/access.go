@@ -7,11 +7,6 @@ import (
 	"github.com/holdfast/holdfast/session"
 )
 
-// The ACL decides three things: what a client may publish, what filters it may subscribe to, and
-// which messages it may read. Every delivery path (live publish, retained messages on subscribe,
-// queued messages when they are sent, wills, $SYS) asks mayRead, with the session owner's
-// username and the session's client id, so no path can skip the read rules.
-
 // sysPrefix starts the broker's own topics; clients may publish there only where the ACL says so
 // explicitly, since subscribers trust them to come from the broker.
 const sysPrefix = "$SYS"

@@ -90,7 +90,7 @@ func (b *testBroker) start() {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b.srv, err = New(b.cfg, b.store, rules, log)
+	b.srv, err = New(b.cfg, b.store, rules, "holdfast test", log)
 	if err != nil {
 		t.Fatal(err)
 	}

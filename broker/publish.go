@@ -4,8 +4,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/rs/zerolog"
-
 	"github.com/holdfast/holdfast/codec"
 	"github.com/holdfast/holdfast/persist"
 	"github.com/holdfast/holdfast/retain"
@@ -326,143 +324,8 @@ func (c *conn) complete(j *pubJob) {
 	}
 }
 
-// handleSubscribe grants every filter, makes a persistent session's subscriptions durable, then
-// answers SUBACK and sends the matching retained messages.
-func (c *conn) handleSubscribe(p *codec.Subscribe) error {
-	codes := make([]byte, len(p.Subscriptions))
-	granted := make([]bool, len(p.Subscriptions))
-	var b persist.Batch
-	for i, sub := range p.Subscriptions {
-		codes[i] = sub.QoS // [MQTT-3.9.3-1] granted as requested
-		if why := c.refuseSubscription(sub.Filter); why != "" {
-			c.log.Info().Str("filter", sub.Filter).Str("reason", why).Msg("subscription refused")
-			if c.level != codec.Level31 {
-				// MQTT 3.1 has no failure code: like Mosquitto, answer it with the requested
-				// QoS but do not subscribe.
-				codes[i] = codec.SubackFailure // [MQTT-3.9.3-2]
-			}
-			continue
-		}
-		granted[i] = true
-		c.sess.Subscribe(sub.Filter, sub.QoS)
-		c.srv.trie.Subscribe(c.clientID, sub.Filter, sub.QoS) // [MQTT-3.8.4-3] replaces an identical filter
-		if c.sess.Persistent {
-			b.PutSubscription(c.clientID, persist.Subscription{Filter: sub.Filter, QoS: sub.QoS})
-		}
-	}
-	if b.Len() > 0 {
-		if _, err := c.srv.store.Commit(&b); err != nil {
-			return err
-		}
-	}
-	c.sendControl(&codec.Suback{PacketID: p.PacketID, ReturnCodes: codes}) // [MQTT-3.8.4-1]
-	for i, sub := range p.Subscriptions {
-		if granted[i] {
-			c.srv.sendRetained(c.sess, sub.Filter, codes[i]) // [MQTT-3.3.1-6]
-		}
-	}
-	return nil
-}
-
-// refuseSubscription returns why filter may not be subscribed, or "".
-func (c *conn) refuseSubscription(filter string) string {
-	lim := &c.srv.cfg.Limits
-	if lim.MaxTopicLevels > 0 && topicLevels(filter) > lim.MaxTopicLevels {
-		return "more levels than limits.max_topic_levels"
-	}
-	if lim.MaxSubscriptions > 0 && c.sess.NumSubscriptions() >= lim.MaxSubscriptions && !c.sess.Has(filter) {
-		return "limits.max_subscriptions reached"
-	}
-	if !c.srv.canSubscribe(&c.ident, filter) {
-		return "not allowed by the ACL"
-	}
-	return ""
-}
-
-// topicLevels counts the levels of a topic name or filter.
-func topicLevels(topic string) int { return strings.Count(topic, "/") + 1 }
-
-// sendRetained delivers the retained messages matching filter to sess, with the retain flag set.
-func (s *Server) sendRetained(sess *session.Session, filter string, granted byte) {
-	acl := s.auth.Load().acl
-	matches := s.retained.Match(filter, nil)
-	if strings.HasPrefix(filter, sysPrefix) {
-		matches = s.sysRetained.Match(filter, matches)
-	}
-	for _, m := range matches {
-		if !s.mayRead(acl, sess, m.Topic) {
-			continue
-		}
-		qos := min(m.QoS, granted)
-		if qos == 0 {
-			if o := sess.Outlet(); o != nil {
-				o.SendPublish(&codec.Publish{Topic: m.Topic, Payload: m.Payload, Retain: true})
-			}
-			continue
-		}
-		if !sess.Reserve(len(m.Payload)) {
-			s.stats.drop(DropQueueFull)
-			continue
-		}
-		msg := &persist.Message{Topic: m.Topic, Payload: m.Payload, QoS: m.QoS, Retain: true}
-		if !sess.Persistent {
-			sess.Enqueue(msg, qos)
-			continue
-		}
-		var b persist.Batch
-		b.Enqueue(msg, []persist.Target{{ClientID: sess.ID, QoS: qos}})
-		s.store.Submit(&b, func(seq uint64, err error) {
-			if err != nil {
-				sess.Unreserve(len(msg.Payload))
-				s.logCommitError("queueing a retained message")(0, err)
-				return
-			}
-			sess.Committed(seq, msg, qos)
-		})
-	}
-}
-
-// handleUnsubscribe removes the filters and answers UNSUBACK, even when none matched
-// [MQTT-3.10.4-4], [MQTT-3.10.4-5].
-func (c *conn) handleUnsubscribe(p *codec.Unsubscribe) error {
-	var b persist.Batch
-	for _, f := range p.Filters {
-		if c.sess.Unsubscribe(f) {
-			c.srv.trie.Unsubscribe(c.clientID, f)
-			if c.sess.Persistent {
-				b.DeleteSubscription(c.clientID, f)
-			}
-		}
-	}
-	if b.Len() > 0 {
-		if _, err := c.srv.store.Commit(&b); err != nil {
-			return err
-		}
-	}
-	c.sendControl(&codec.Unsuback{PacketID: p.PacketID})
-	return nil
-}
-
-// publishWill publishes a will message as if its client had sent it, and waits until it is done.
-func (s *Server) publishWill(w *codec.Will, owner string, log zerolog.Logger) {
-	var d delivery
-	if why := s.route(&d, &codec.Publish{Topic: w.Topic, Payload: w.Payload, QoS: w.QoS, Retain: w.Retain}, owner); why != "" {
-		log.Warn().Str("topic", w.Topic).Str("limit", why).Msg("retained will delivered but not stored: retained store limit reached")
-	}
-	if d.batch.Len() > 0 {
-		done := make(chan error, 1)
-		s.submitDelivery(&d, func(seq uint64, err error) {
-			if err == nil {
-				d.committed(seq)
-			}
-			done <- err
-		})
-		if err := <-done; err != nil {
-			d.abandon()
-			log.Error().Err(err).Msg("will message not published: store write failed")
-			return
-		}
-	}
-	s.finish(&d)
-	log.Debug().Str("topic", w.Topic).Msg("will published")
-}
+// stallWait is how long a publisher waits for a subscriber's full outbound buffer to drain before
+// that subscriber is marked stalled and its QoS 0 messages are dropped. A subscriber that keeps
+// reading drains far faster than this, so it loses nothing; one that stopped costs each
+// publisher this much once.
+const stallWait = 500 * time.Millisecond

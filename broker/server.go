@@ -29,6 +29,7 @@ var ErrServerClosed = errors.New("broker: server closed")
 
 // Server is one broker instance.
 type Server struct {
+	version      string
 	cfg          *config.Config
 	log          zerolog.Logger
 	dropLog      zerolog.Logger // sampled: a full queue can drop thousands of messages a second
@@ -60,9 +61,11 @@ type Server struct {
 }
 
 // New rebuilds the broker's state from store and returns a server ready to Serve, checking clients
-// against rules (from LoadAuth). The store stays the caller's to close, after Shutdown.
-func New(cfg *config.Config, store *persist.Store, rules *AuthRules, log zerolog.Logger) (*Server, error) {
+// against rules (from LoadAuth). version is what $SYS/broker/version says (main's, set at link
+// time). The store stays the caller's to close, after Shutdown.
+func New(cfg *config.Config, store *persist.Store, rules *AuthRules, version string, log zerolog.Logger) (*Server, error) {
 	s := &Server{
+		version:     version,
 		cfg:         cfg,
 		log:         log,
 		store:       store,
@@ -345,58 +348,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 // Stats returns the live counters.
 func (s *Server) Stats() *Stats { return &s.stats }
-
-// expireLoop removes persistent sessions that have been offline longer than exp.
-func (s *Server) expireLoop(exp time.Duration) {
-	defer s.wg.Done()
-	every := min(max(exp/10, 100*time.Millisecond), time.Minute)
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.quit:
-			return
-		case <-t.C:
-			s.expireSessions(time.Now().Add(-exp))
-		}
-	}
-}
-
-func (s *Server) expireSessions(cutoff time.Time) {
-	for _, sess := range s.sessions.Snapshot() {
-		if !sess.Persistent || sess.Online() || sess.OfflineSince().After(cutoff) {
-			continue
-		}
-		s.mu.Lock()
-		// The owners map is the connect lock: a client connecting now holds its id there.
-		if s.owners[sess.ID] != nil || sess.Online() {
-			s.mu.Unlock()
-			continue
-		}
-		s.discardSession(sess, nil)
-		s.mu.Unlock()
-		s.log.Info().Str("client_id", sess.ID).Time("offline_since", sess.OfflineSince()).Msg("session expired")
-	}
-}
-
-// discardSession removes sess with everything it owns, from memory now and from disk with b (or
-// in a commit of its own when b is nil). Callers hold the client id (s.mu or ownership of the id).
-func (s *Server) discardSession(sess *session.Session, b *persist.Batch) {
-	s.sessions.Remove(sess)
-	for f := range sess.Subscriptions() {
-		s.trie.Unsubscribe(sess.ID, f)
-	}
-	if !sess.Persistent {
-		return
-	}
-	if b != nil {
-		b.DeleteSession(sess.ID)
-		return
-	}
-	var own persist.Batch
-	own.DeleteSession(sess.ID)
-	s.store.Submit(&own, s.logCommitError("deleting session "+sess.ID))
-}
 
 // logCommitError returns a completion callback for writes nobody waits on.
 func (s *Server) logCommitError(what string) func(uint64, error) {

@@ -11,9 +11,6 @@ import (
 	"github.com/holdfast/holdfast/session"
 )
 
-// Version is reported in $SYS/broker/version; main sets it.
-var Version = "holdfast"
-
 // sysLoad is an exponentially weighted per-minute rate, as Mosquitto's $SYS/broker/load/... topics.
 type sysLoad struct {
 	last   int64
@@ -21,6 +18,7 @@ type sysLoad struct {
 }
 
 var loadWindows = [3]time.Duration{time.Minute, 5 * time.Minute, 15 * time.Minute}
+
 var loadNames = [3]string{"1min", "5min", "15min"}
 
 func (l *sysLoad) update(total int64, interval time.Duration) {
@@ -72,7 +70,7 @@ func (s *Server) publishSys(loads map[string]*sysLoad, interval time.Duration) {
 	}
 	itoa := func(n int64) string { return strconv.FormatInt(n, 10) }
 	values := map[string]string{
-		"version":                   Version,
+		"version":                   s.version,
 		"uptime":                    itoa(int64(s.Uptime().Seconds())) + " seconds",
 		"clients/connected":         strconv.Itoa(g.ClientsConnected),
 		"clients/active":            strconv.Itoa(g.ClientsConnected),

@@ -55,8 +55,7 @@ func serve(env *Env, args []string) error {
 			log.Error().Err(err).Msg("closing the store")
 		}
 	}()
-	broker.Version = "holdfast " + env.Version
-	srv, err := broker.New(cfg, store, rules, log.With().Str("component", "broker").Logger())
+	srv, err := broker.New(cfg, store, rules, "holdfast "+env.Version, log.With().Str("component", "broker").Logger())
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,50 @@
+package broker
+
+import (
+	"github.com/holdfast/holdfast/codec"
+	"github.com/holdfast/holdfast/persist"
+)
+
+// acked handles PUBACK and PUBCOMP from the client for a message we sent.
+func (c *conn) acked(pid uint16, kind codec.Type) {
+	e, ok := c.sess.Ack(pid, kind)
+	if !ok || !c.sess.Persistent {
+		return
+	}
+	var b persist.Batch
+	if e.State == persist.Queued {
+		b.AckQueued(c.clientID, e.Seq)
+	} else {
+		b.Ack(c.clientID, e.Seq)
+	}
+	c.srv.store.Submit(&b, c.srv.logCommitError("acknowledging a message"))
+}
+
+// handlePubrec answers PUBREC with PUBREL; for a persistent session only after "PUBREC received"
+// is on disk, so that a crash cannot make the broker send the PUBLISH again as if new.
+func (c *conn) handlePubrec(pid uint16) {
+	seq, ok := c.sess.Pubrec(pid)
+	if !ok || !c.sess.Persistent {
+		c.sendControl(&codec.Pubrel{PacketID: pid}) // [MQTT-4.3.3-1]
+		return
+	}
+	var b persist.Batch
+	b.SetQueueState(c.clientID, seq, persist.Released, pid)
+	c.srv.store.Submit(&b, func(_ uint64, err error) {
+		if err != nil {
+			c.commitFailed(err)
+			return
+		}
+		c.sendControl(&codec.Pubrel{PacketID: pid})
+	})
+}
+
+// handlePubrel releases an inbound QoS 2 message; PUBCOMP follows once that is durable and every
+// earlier publish of this connection is answered.
+func (c *conn) handlePubrel(pid uint16) {
+	j := &pubJob{ack: &codec.Pubcomp{PacketID: pid}} // [MQTT-4.3.3-2]
+	if c.sess.RemoveInbound(pid) && c.sess.Persistent {
+		j.d.batch.DeleteInbound(c.clientID, pid)
+	}
+	c.submit(j)
+}

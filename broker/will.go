@@ -1,0 +1,46 @@
+package broker
+
+import (
+	"github.com/rs/zerolog"
+
+	"github.com/holdfast/holdfast/codec"
+)
+
+// publishWill publishes a will message as if its client had sent it, and waits until it is done.
+func (s *Server) publishWill(w *codec.Will, owner string, log zerolog.Logger) {
+	var d delivery
+	if why := s.route(&d, &codec.Publish{Topic: w.Topic, Payload: w.Payload, QoS: w.QoS, Retain: w.Retain}, owner); why != "" {
+		log.Warn().Str("topic", w.Topic).Str("limit", why).Msg("retained will delivered but not stored: retained store limit reached")
+	}
+	if d.batch.Len() > 0 {
+		done := make(chan error, 1)
+		s.submitDelivery(&d, func(seq uint64, err error) {
+			if err == nil {
+				d.committed(seq)
+			}
+			done <- err
+		})
+		if err := <-done; err != nil {
+			d.abandon()
+			log.Error().Err(err).Msg("will message not published: store write failed")
+			return
+		}
+	}
+	s.finish(&d)
+	log.Debug().Str("topic", w.Topic).Msg("will published")
+}
+
+// publishWillIfDue publishes the will when the connection ended without DISCONNECT
+// [MQTT-3.1.2-8], unless the broker is shutting down, if the ACL lets its client publish there now.
+func (c *conn) publishWillIfDue() {
+	srv := c.srv
+	if c.will == nil || c.cleanExit || srv.isClosing() {
+		return
+	}
+	if !srv.canPublish(&c.ident, c.will.Topic) {
+		srv.stats.drop(DropNotAuthorized)
+		c.log.Info().Str("topic", c.will.Topic).Msg("will not published: the ACL refuses its topic")
+		return
+	}
+	srv.publishWill(c.will, c.clientID, c.log)
+}
