@@ -1,8 +1,3 @@
-// Package broker is the hub: it accepts connections, runs each one's reader and writer, and wires
-// the codec, the router, the retained store, the sessions and persist together.
-//
-// Lock order: Server.mu, then session.Session's lock, then conn.omu. No lock is held across
-// network I/O or while waiting for a commit.
 package broker
 
 import (
