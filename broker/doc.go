@@ -71,5 +71,5 @@
 // alone, around a retained update and its submission to persist. The password checker's, the
 // login cache's and the listener gate's locks are leaves: nothing else is taken under them. No
 // lock is held across network I/O or while waiting for a commit; an Outlet's Wake, called under
-// a session's lock, only flags the writer and never blocks.
+// a session's lock, takes conn.omu only to flag the writer (starting it if it is not running).
 package broker
