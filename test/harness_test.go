@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/holdfast/holdfast/internal/mqtttest"
 )
 
 // binary is the holdfast executable built once for the whole package.
@@ -171,6 +173,22 @@ func (b *Broker) Log() string {
 	b.logMu.Lock()
 	defer b.logMu.Unlock()
 	return b.log.String()
+}
+
+// logLine waits up to d for a line of the broker's log, from byte offset from on, that match
+// accepts, and returns it; ok is false when none came.
+func (b *Broker) logLine(from int, d time.Duration, match func(line string) bool) (line string, ok bool) {
+	ok = mqtttest.Within(d, func() bool {
+		log := b.Log()
+		for l := range strings.Lines(log[min(from, len(log)):]) {
+			if l = strings.TrimSuffix(l, "\n"); match(l) {
+				line = l
+				return true
+			}
+		}
+		return false
+	})
+	return line, ok
 }
 
 // Kill sends SIGKILL and waits for the process to go.

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/holdfast/holdfast/internal/mqtttest"
 )
 
 // Issue 11 items 3 and 4, against the binary: what a web page in the operator's browser can
@@ -23,7 +25,7 @@ import (
 
 // wsUpgrade opens a WebSocket to url with the given Origin and Host headers ("" = none, or the
 // URL's) and returns the connection as an MQTT client, or the refusal's status and body.
-func wsUpgrade(t *testing.T, url, origin, host string) (c *pktConn, status int, body string) {
+func wsUpgrade(t *testing.T, url, origin, host string) (c *mqtttest.Client, status int, body string) {
 	t.Helper()
 	h := http.Header{}
 	if origin != "" {
@@ -35,8 +37,7 @@ func wsUpgrade(t *testing.T, url, origin, host string) (c *pktConn, status int, 
 	d := websocket.Dialer{HandshakeTimeout: transportWait, Subprotocols: []string{"mqtt"}}
 	ws, resp, err := d.Dial(url, h)
 	if err == nil {
-		t.Cleanup(func() { ws.Close() })
-		return wsPktConn(t, ws), resp.StatusCode, ""
+		return mqtttest.New(t, mqtttest.WebSocket(ws)), resp.StatusCode, ""
 	}
 	if resp == nil {
 		t.Fatalf("WebSocket dial %s (Origin %q): %v", url, origin, err)
@@ -49,21 +50,15 @@ func wsUpgrade(t *testing.T, url, origin, host string) (c *pktConn, status int, 
 // waitLog polls the broker's log until it holds every one of wants on one line.
 func waitLog(t *testing.T, b *Broker, wants ...string) {
 	t.Helper()
-	deadline := time.Now().Add(transportWait)
-	for {
-		for _, line := range strings.Split(b.Log(), "\n") {
-			found := true
-			for _, w := range wants {
-				found = found && strings.Contains(line, w)
-			}
-			if found {
-				return
+	if _, ok := b.logLine(0, transportWait, func(line string) bool {
+		for _, w := range wants {
+			if !strings.Contains(line, w) {
+				return false
 			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no log line with %q within %v:\n%s", wants, transportWait, b.Log())
-		}
-		time.Sleep(10 * time.Millisecond)
+		return true
+	}); !ok {
+		t.Fatalf("no log line with %q within %v:\n%s", wants, transportWait, b.Log())
 	}
 }
 
@@ -99,7 +94,7 @@ func TestSecurity03_WebSocketOriginDefault(t *testing.T) {
 			t.Errorf("%s (Origin %q): status %d %q, want an upgrade", tc.name, tc.origin, status, body)
 			continue
 		}
-		c.connect(fmt.Sprintf("origin-ok-%d", i), true)
+		c.MustConnect(fmt.Sprintf("origin-ok-%d", i), true)
 	}
 }
 
@@ -166,13 +161,13 @@ allowed_origins = ["https://dashboard.example"]
 	if c == nil {
 		t.Fatalf(`["*"], foreign origin: status %d %q, want an upgrade`, status, body)
 	}
-	c.connect("origin-any", true)
+	c.MustConnect("origin-any", true)
 
 	c, status, body = wsUpgrade(t, "ws://"+listAddr+"/mqtt", "https://dashboard.example", "")
 	if c == nil {
 		t.Fatalf("listed origin: status %d %q, want an upgrade", status, body)
 	}
-	c.connect("origin-listed", true)
+	c.MustConnect("origin-listed", true)
 	for _, origin := range []string{"https://evil.example", "http://dashboard.example", "http://" + listAddr} {
 		if c, status, body := wsUpgrade(t, "ws://"+listAddr+"/mqtt", origin, ""); c != nil || status != http.StatusForbidden {
 			t.Errorf("unlisted origin %q: status %d %q, want 403", origin, status, body)

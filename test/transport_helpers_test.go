@@ -3,13 +3,10 @@ package test
 import (
 	"crypto/tls"
 	"encoding/json"
-	"errors"
-	"fmt"
-	"io"
-	"net"
+	"maps"
 	"net/http"
-	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -17,11 +14,12 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/holdfast/holdfast/codec"
+	"github.com/holdfast/holdfast/internal/mqtttest"
 	"github.com/holdfast/holdfast/internal/testpki"
 )
 
 // Helpers for the tests of the tls, ws and wss listeners: the addresses a broker logged, a test
-// PKI, and a packet-level MQTT client over any byte transport (TLS, WebSocket).
+// PKI, and WebSocket connections made into mqtttest clients.
 
 // transportWait bounds every wait of these tests.
 const transportWait = 10 * time.Second
@@ -32,14 +30,11 @@ const transportWait = 10 * time.Second
 // To find a listener after a restart, pass len(b.Log()) taken before b.Start.
 func listenAddr(t *testing.T, b *Broker, from int, typ string, n int) string {
 	t.Helper()
-	deadline := time.Now().Add(transportWait)
-	for {
+	var addr string
+	found := mqtttest.Within(transportWait, func() bool {
 		log := b.Log()
-		if from > len(log) {
-			from = len(log)
-		}
 		seen := 0
-		for _, line := range strings.Split(log[from:], "\n") {
+		for _, line := range strings.Split(log[min(from, len(log)):], "\n") {
 			var rec struct {
 				Message string `json:"message"`
 				Type    string `json:"type"`
@@ -49,15 +44,17 @@ func listenAddr(t *testing.T, b *Broker, from int, typ string, n int) string {
 				continue
 			}
 			if seen == n {
-				return rec.Address
+				addr = rec.Address
+				return true
 			}
 			seen++
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no \"listening\" line for %s listener #%d within %v; log:\n%s", typ, n, transportWait, log)
-		}
-		time.Sleep(10 * time.Millisecond)
+		return false
+	})
+	if !found {
+		t.Fatalf("no \"listening\" line for %s listener #%d within %v; log:\n%s", typ, n, transportWait, b.Log())
 	}
+	return addr
 }
 
 // tlsTestCA is a certificate authority made for one test, with its certificate written to a new
@@ -99,62 +96,6 @@ func tlsClientConfig(ca *tlsTestCA, cert ...tls.Certificate) *tls.Config {
 	return c
 }
 
-// pktConn is a packet-level MQTT client over any byte transport: the tests use it over TLS and
-// over WebSocket, where mqtttest.Client only dials TCP.
-type pktConn struct {
-	t     *testing.T
-	r     *codec.Reader
-	write func([]byte) error // one call, one TCP write or one WebSocket message
-	rdl   func(time.Time) error
-	close func() error
-}
-
-// newStreamConn wraps a net.Conn (a TLS connection, say); it is closed when the test ends.
-func newStreamConn(t *testing.T, c net.Conn) *pktConn {
-	t.Cleanup(func() { c.Close() })
-	return &pktConn{
-		t: t,
-		r: codec.NewReader(c, 1<<20),
-		write: func(b []byte) error {
-			c.SetWriteDeadline(time.Now().Add(transportWait))
-			_, err := c.Write(b)
-			return err
-		},
-		rdl:   c.SetReadDeadline,
-		close: c.Close,
-	}
-}
-
-// wsReader turns the binary messages of a WebSocket connection into a byte stream.
-type wsReader struct {
-	ws  *websocket.Conn
-	cur io.Reader
-}
-
-func (r *wsReader) Read(p []byte) (int, error) {
-	for {
-		if r.cur == nil {
-			typ, rd, err := r.ws.NextReader()
-			if err != nil {
-				return 0, err
-			}
-			if typ != websocket.BinaryMessage {
-				return 0, fmt.Errorf("broker sent a WebSocket message of type %d, want binary (%d)", typ, websocket.BinaryMessage)
-			}
-			r.cur = rd
-		}
-		n, err := r.cur.Read(p)
-		if err == io.EOF {
-			r.cur = nil
-			if n > 0 {
-				return n, nil
-			}
-			continue
-		}
-		return n, err
-	}
-}
-
 // wsDial opens a WebSocket connection offering subprotocols; it is closed when the test ends.
 func wsDial(t *testing.T, url string, tlsc *tls.Config, subprotocols ...string) (*websocket.Conn, *http.Response, error) {
 	t.Helper()
@@ -168,7 +109,7 @@ func wsDial(t *testing.T, url string, tlsc *tls.Config, subprotocols ...string) 
 
 // newWSConn dials url offering the subprotocol "mqtt" and fails the test unless the broker
 // upgrades the connection with that subprotocol.
-func newWSConn(t *testing.T, url string, tlsc *tls.Config) *pktConn {
+func newWSConn(t *testing.T, url string, tlsc *tls.Config) *mqtttest.Client {
 	t.Helper()
 	ws, resp, err := wsDial(t, url, tlsc, "mqtt")
 	if err != nil {
@@ -181,38 +122,10 @@ func newWSConn(t *testing.T, url string, tlsc *tls.Config) *pktConn {
 	if got := ws.Subprotocol(); got != "mqtt" {
 		t.Fatalf("negotiated subprotocol %q, want \"mqtt\"", got)
 	}
-	return wsPktConn(t, ws)
+	return mqtttest.New(t, mqtttest.WebSocket(ws))
 }
 
-func wsPktConn(t *testing.T, ws *websocket.Conn) *pktConn {
-	return &pktConn{
-		t: t,
-		r: codec.NewReader(&wsReader{ws: ws}, 1<<20),
-		write: func(b []byte) error {
-			ws.SetWriteDeadline(time.Now().Add(transportWait))
-			return ws.WriteMessage(websocket.BinaryMessage, b)
-		},
-		rdl:   ws.SetReadDeadline,
-		close: ws.Close,
-	}
-}
-
-// sendRaw writes each argument as one write (one WebSocket message).
-func (c *pktConn) sendRaw(chunks ...[]byte) {
-	c.t.Helper()
-	for _, b := range chunks {
-		if err := c.write(b); err != nil {
-			c.t.Fatalf("write: %v", err)
-		}
-	}
-}
-
-// send encodes the packets into a single write (a single WebSocket message).
-func (c *pktConn) send(ps ...codec.Packet) {
-	c.t.Helper()
-	c.sendRaw(encodePackets(ps...))
-}
-
+// encodePackets is the bytes of packets, for tests that cut them into several writes.
 func encodePackets(ps ...codec.Packet) []byte {
 	var b []byte
 	for _, p := range ps {
@@ -221,63 +134,25 @@ func encodePackets(ps ...codec.Packet) []byte {
 	return b
 }
 
-func (c *pktConn) tryRead(d time.Duration) (codec.Packet, error) {
-	c.rdl(time.Now().Add(d))
-	return c.r.ReadPacket()
-}
-
-func (c *pktConn) read() codec.Packet {
-	c.t.Helper()
-	p, err := c.tryRead(transportWait)
-	if err != nil {
-		c.t.Fatalf("read: %v", err)
-	}
-	return p
-}
-
-// expectEnd fails the test unless the connection ends (any read error but a timeout) within
-// transportWait before any packet arrives.
-func (c *pktConn) expectEnd(what string) error {
-	c.t.Helper()
-	p, err := c.tryRead(transportWait)
-	if err == nil {
-		c.t.Fatalf("%s: received %s %+v, want the connection closed", what, p.Type(), p)
-	}
-	if isReadTimeout(err) {
-		c.t.Fatalf("%s: connection still open after %v, want it closed", what, transportWait)
-	}
-	return err
-}
-
-// isReadTimeout reports a read deadline: gorilla/websocket replaces the net package's error by its
-// own net.Error, so errors.Is(err, os.ErrDeadlineExceeded) does not see it.
-func isReadTimeout(err error) bool {
-	var ne net.Error
-	return errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
-}
-
 // expectOnlyPingresp sends a PINGREQ and fails unless the next packet is the PINGRESP: nothing
-// the broker had queued is still on its way. (A silence check with a read deadline would do over
-// TLS, but a gorilla WebSocket connection cannot be read again after a read times out.)
-func (c *pktConn) expectOnlyPingresp() {
-	c.t.Helper()
-	c.send(&codec.Pingreq{})
-	expectPacket[*codec.Pingresp](c)
+// the broker had queued is still on its way. (ExpectSilence would do over TLS, but a gorilla
+// WebSocket connection cannot be read again after a read times out.)
+func expectOnlyPingresp(t *testing.T, c *mqtttest.Client) {
+	t.Helper()
+	c.Send(&codec.Pingreq{})
+	mqtttest.Expect[*codec.Pingresp](c)
 }
 
 // expectAll reads len(want) packets and fails unless each matches a different one of want, in
 // any order (the broker may answer a PINGREQ before the PUBACK of a QoS 1 PUBLISH it is still
 // storing, and messages on different topics may overtake each other). Each matcher returns
 // whether it accepts the packet; the packets are returned by the name of their matcher.
-func (c *pktConn) expectAll(want map[string]func(codec.Packet) bool) map[string]codec.Packet {
-	c.t.Helper()
+func expectAll(t *testing.T, c *mqtttest.Client, want map[string]func(codec.Packet) bool) map[string]codec.Packet {
+	t.Helper()
 	got := make(map[string]codec.Packet, len(want))
-	left := make(map[string]func(codec.Packet) bool, len(want))
-	for k, v := range want {
-		left[k] = v
-	}
+	left := maps.Clone(want)
 	for len(left) > 0 {
-		p := c.read()
+		p := c.Read()
 		matched := ""
 		for name, ok := range left {
 			if ok(p) {
@@ -286,11 +161,7 @@ func (c *pktConn) expectAll(want map[string]func(codec.Packet) bool) map[string]
 			}
 		}
 		if matched == "" {
-			names := make([]string, 0, len(left))
-			for name := range left {
-				names = append(names, name)
-			}
-			c.t.Fatalf("got %s %+v, want one of: %s", p.Type(), p, strings.Join(names, "; "))
+			t.Fatalf("got %s, want one of: %s", mqtttest.String(p), strings.Join(slices.Collect(maps.Keys(left)), "; "))
 		}
 		delete(left, matched)
 		got[matched] = p
@@ -318,38 +189,4 @@ func matchPublish(topic, payload string, qos byte) func(codec.Packet) bool {
 		m, ok := p.(*codec.Publish)
 		return ok && m.Topic == topic && string(m.Payload) == payload && m.QoS == qos && !m.Retain && !m.Dup
 	}
-}
-
-// expectPacket reads the next packet and fails the test unless it is a T.
-func expectPacket[T codec.Packet](c *pktConn) T {
-	c.t.Helper()
-	p := c.read()
-	v, ok := p.(T)
-	if !ok {
-		var want T
-		c.t.Fatalf("got %s %+v, want %T", p.Type(), p, want)
-	}
-	return v
-}
-
-// connect sends a 3.1.1 CONNECT and fails unless it is accepted; it returns session-present.
-func (c *pktConn) connect(id string, clean bool) bool {
-	c.t.Helper()
-	c.send(&codec.Connect{ProtocolName: "MQTT", ProtocolLevel: codec.Level311, ClientID: id, CleanSession: clean, KeepAlive: 60})
-	ack := expectPacket[*codec.Connack](c)
-	if ack.ReturnCode != codec.Accepted {
-		c.t.Fatalf("CONNECT %q refused: 0x%02x (%v)", id, byte(ack.ReturnCode), ack.ReturnCode)
-	}
-	return ack.SessionPresent
-}
-
-// expectPublish reads a PUBLISH and checks its topic, payload, QoS and flags.
-func (c *pktConn) expectPublish(topic, payload string, qos byte) *codec.Publish {
-	c.t.Helper()
-	p := expectPacket[*codec.Publish](c)
-	if p.Topic != topic || string(p.Payload) != payload || p.QoS != qos || p.Retain || p.Dup {
-		c.t.Fatalf("PUBLISH topic %q payload %q qos %d retain %v dup %v; want topic %q payload %q qos %d retain false dup false",
-			p.Topic, p.Payload, p.QoS, p.Retain, p.Dup, topic, payload, qos)
-	}
-	return p
 }

@@ -178,24 +178,26 @@ func TestWSFraming(t *testing.T) {
 	// CONNECT in three messages: the first byte alone (the remaining length still to come), then
 	// a cut in the middle of the protocol name, then the rest.
 	connect := encodePackets(&codec.Connect{ProtocolName: "MQTT", ProtocolLevel: codec.Level311, ClientID: "ws-framing", CleanSession: true, KeepAlive: 30})
-	c.sendRaw(connect[:1], connect[1:5], connect[5:])
-	if ack := expectPacket[*codec.Connack](c); ack.ReturnCode != codec.Accepted || ack.SessionPresent {
+	for _, part := range [][]byte{connect[:1], connect[1:5], connect[5:]} {
+		c.SendRaw(part) // one WebSocket message each
+	}
+	if ack := mqtttest.Expect[*codec.Connack](c); ack.ReturnCode != codec.Accepted || ack.SessionPresent {
 		t.Fatalf("CONNACK %+v, want accepted without session present", ack)
 	}
 
 	// SUBSCRIBE and a QoS 1 PUBLISH to the same topic in one message.
-	c.send(
+	c.Send(
 		&codec.Subscribe{PacketID: 1, Subscriptions: []codec.Subscription{{Filter: "frames/#", QoS: 1}}},
 		&codec.Publish{QoS: 1, PacketID: 2, Topic: "frames/one", Payload: []byte("two packets, one frame")},
 	)
-	if sa := expectPacket[*codec.Suback](c); sa.PacketID != 1 || len(sa.ReturnCodes) != 1 || sa.ReturnCodes[0] != 1 {
+	if sa := mqtttest.Expect[*codec.Suback](c); sa.PacketID != 1 || len(sa.ReturnCodes) != 1 || sa.ReturnCodes[0] != 1 {
 		t.Fatalf("SUBACK %+v, want packet id 1 granted [1]", sa)
 	}
-	got := c.expectAll(map[string]func(codec.Packet) bool{
+	got := expectAll(t, c, map[string]func(codec.Packet) bool{
 		"PUBACK 2":                    matchPuback(2),
 		"PUBLISH frames/one at qos 1": matchPublish("frames/one", "two packets, one frame", 1),
 	})
-	c.send(&codec.Puback{PacketID: got["PUBLISH frames/one at qos 1"].(*codec.Publish).PacketID})
+	c.Send(&codec.Puback{PacketID: got["PUBLISH frames/one at qos 1"].(*codec.Publish).PacketID})
 
 	// A PUBLISH cut in two, the second message also carrying a whole PINGREQ and the first two
 	// bytes of a QoS 0 PUBLISH, whose rest comes in a third message.
@@ -203,27 +205,29 @@ func TestWSFraming(t *testing.T) {
 	pub := encodePackets(&codec.Publish{QoS: 1, PacketID: 3, Topic: "frames/two", Payload: []byte(long)})
 	q0 := encodePackets(&codec.Publish{Topic: "frames/three", Payload: []byte("qos 0 across messages")})
 	mid := append(append(append([]byte(nil), pub[7:]...), (&codec.Pingreq{}).Append(nil)...), q0[:2]...)
-	c.sendRaw(pub[:7], mid, q0[2:])
-	got = c.expectAll(map[string]func(codec.Packet) bool{
+	for _, part := range [][]byte{pub[:7], mid, q0[2:]} {
+		c.SendRaw(part)
+	}
+	got = expectAll(t, c, map[string]func(codec.Packet) bool{
 		"PUBACK 3":                      matchPuback(3),
 		"PUBLISH frames/two at qos 1":   matchPublish("frames/two", long, 1),
 		"PINGRESP":                      matchPingresp,
 		"PUBLISH frames/three at qos 0": matchPublish("frames/three", "qos 0 across messages", 0),
 	})
-	c.send(&codec.Puback{PacketID: got["PUBLISH frames/two at qos 1"].(*codec.Publish).PacketID})
+	c.Send(&codec.Puback{PacketID: got["PUBLISH frames/two at qos 1"].(*codec.Publish).PacketID})
 
 	// A payload larger than gorilla's default 4 KiB buffers, in one message.
 	big := strings.Repeat("0123456789abcdef", 4096) // 64 KiB
-	c.send(&codec.Publish{QoS: 1, PacketID: 4, Topic: "frames/big", Payload: []byte(big)})
-	got = c.expectAll(map[string]func(codec.Packet) bool{
+	c.Send(&codec.Publish{QoS: 1, PacketID: 4, Topic: "frames/big", Payload: []byte(big)})
+	got = expectAll(t, c, map[string]func(codec.Packet) bool{
 		"PUBACK 4":                    matchPuback(4),
 		"PUBLISH frames/big at qos 1": matchPublish("frames/big", big, 1),
 	})
-	c.send(&codec.Puback{PacketID: got["PUBLISH frames/big at qos 1"].(*codec.Publish).PacketID})
-	c.expectOnlyPingresp()
+	c.Send(&codec.Puback{PacketID: got["PUBLISH frames/big at qos 1"].(*codec.Publish).PacketID})
+	expectOnlyPingresp(t, c)
 
-	c.send(&codec.Disconnect{})
-	c.expectEnd("after DISCONNECT")
+	c.Send(&codec.Disconnect{})
+	c.ExpectEnd("after DISCONNECT")
 }
 
 // TestWSPingPong checks that WebSocket ping control frames are answered with a pong carrying
@@ -237,13 +241,13 @@ func TestWSPingPong(t *testing.T) {
 	}
 	pongs := make(chan string, 1)
 	ws.SetPongHandler(func(data string) error { pongs <- data; return nil })
-	c := wsPktConn(t, ws)
-	c.connect("ws-ping", true)
+	c := mqtttest.New(t, mqtttest.WebSocket(ws))
+	c.MustConnect("ws-ping", true)
 	if err := ws.WriteControl(websocket.PingMessage, []byte("holdfast?"), time.Now().Add(transportWait)); err != nil {
 		t.Fatal(err)
 	}
-	c.send(&codec.Pingreq{})
-	expectPacket[*codec.Pingresp](c) // reading runs gorilla's pong handler
+	c.Send(&codec.Pingreq{})
+	mqtttest.Expect[*codec.Pingresp](c) // reading runs gorilla's pong handler
 	select {
 	case data := <-pongs:
 		if data != "holdfast?" {
@@ -263,12 +267,12 @@ func TestWSTextMessageRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := wsPktConn(t, ws)
-	c.connect("ws-text", true)
+	c := mqtttest.New(t, mqtttest.WebSocket(ws))
+	c.MustConnect("ws-text", true)
 	if err := ws.WriteMessage(websocket.TextMessage, (&codec.Pingreq{}).Append(nil)); err != nil {
 		t.Fatal(err)
 	}
-	err = c.expectEnd("after a text message")
+	err = c.ExpectEnd("after a text message")
 	if !websocket.IsCloseError(err, websocket.CloseUnsupportedData) {
 		t.Fatalf("connection ended with %v, want close code %d (unsupported data)", err, websocket.CloseUnsupportedData)
 	}
@@ -357,9 +361,9 @@ func TestWSSubprotocols(t *testing.T) {
 				if ws.Subprotocol() != tc.want {
 					t.Fatalf("offering %q: negotiated %q, want %q", tc.offered, ws.Subprotocol(), tc.want)
 				}
-				c := wsPktConn(t, ws)
-				c.send(tc.connect)
-				if ack := expectPacket[*codec.Connack](c); ack.ReturnCode != codec.Accepted {
+				c := mqtttest.New(t, mqtttest.WebSocket(ws))
+				c.Send(tc.connect)
+				if ack := mqtttest.Expect[*codec.Connack](c); ack.ReturnCode != codec.Accepted {
 					t.Fatalf("CONNACK %+v, want accepted", ack)
 				}
 			})
@@ -433,12 +437,12 @@ require_client_cert = true
 				if err != nil {
 					t.Fatalf("TLS handshake with %s: %v", addr, err)
 				}
-				pc := newStreamConn(t, conn)
-				if pc.connect(id, true) {
+				pc := mqtttest.New(t, conn)
+				if pc.MustConnect(id, true) {
 					t.Fatal("session present on a clean session")
 				}
-				pc.send(&codec.Pingreq{})
-				expectPacket[*codec.Pingresp](pc)
+				pc.Send(&codec.Pingreq{})
+				mqtttest.Expect[*codec.Pingresp](pc)
 			}
 			refused := func(t *testing.T, addr, id string, c *tls.Config) {
 				t.Helper()
@@ -447,12 +451,12 @@ require_client_cert = true
 					t.Logf("refused at the handshake: %v", err)
 					return
 				}
-				pc := newStreamConn(t, conn)
-				if err := pc.write(encodePackets(&codec.Connect{ProtocolName: "MQTT", ProtocolLevel: codec.Level311, ClientID: id, CleanSession: true})); err != nil {
+				pc := mqtttest.New(t, conn)
+				if err := pc.Write(&codec.Connect{ProtocolName: "MQTT", ProtocolLevel: codec.Level311, ClientID: id, CleanSession: true}); err != nil {
 					t.Logf("refused at the first write: %v", err)
 					return
 				}
-				t.Logf("refused after the handshake: %v", pc.expectEnd("client certificate not acceptable"))
+				t.Logf("refused after the handshake: %v", pc.ExpectEnd("client certificate not acceptable"))
 			}
 
 			t.Run("required/ca-cert", func(t *testing.T) { accepted(t, required, "mtls-good-"+vname, cfg(good.TLS)) })
@@ -466,7 +470,7 @@ require_client_cert = true
 
 			t.Run("wss/ca-cert", func(t *testing.T) {
 				c := newWSConn(t, wss, cfg(good.TLS))
-				c.connect("mtls-wss-good-"+vname, true)
+				c.MustConnect("mtls-wss-good-"+vname, true)
 			})
 			for name, certs := range map[string][]tls.Certificate{"wss/no-cert": nil, "wss/other-ca": {stranger.TLS}} {
 				t.Run(name, func(t *testing.T) {
@@ -514,14 +518,17 @@ func TestSessionTakeOverAcrossListeners(t *testing.T) {
 	}
 
 	ws := newWSConn(t, url, nil)
-	if !ws.connect(id, false) {
+	if !ws.MustConnect(id, false) {
 		t.Fatal("over WebSocket: CONNACK session-present 0, want 1 for the session made over TCP")
 	}
 	for _, p := range want {
-		m := ws.expectPublish(topic, p, 1)
-		ws.send(&codec.Puback{PacketID: m.PacketID})
+		m := mqtttest.Expect[*codec.Publish](ws)
+		if !matchPublish(topic, p, 1)(m) {
+			t.Fatalf("got %s, want a first delivery of %q on %s at QoS 1", mqtttest.String(m), p, topic)
+		}
+		ws.Send(&codec.Puback{PacketID: m.PacketID})
 	}
-	ws.expectOnlyPingresp()
+	expectOnlyPingresp(t, ws)
 
 	// Live take-over, the other way: a TCP connection with the same id while the WebSocket one
 	// is up. The WebSocket connection is closed; the subscription and new messages follow.
@@ -529,7 +536,7 @@ func TestSessionTakeOverAcrossListeners(t *testing.T) {
 	if !tcp2.MustConnect(id, false) {
 		t.Fatal("TCP take-over: CONNACK session-present 0, want 1")
 	}
-	ws.expectEnd("WebSocket connection after a TCP take-over of its client id")
+	ws.ExpectEnd("WebSocket connection after a TCP take-over of its client id")
 	pub.Send(&codec.Publish{QoS: 1, PacketID: 9, Topic: topic, Payload: []byte("after take-over")})
 	mqtttest.Expect[*codec.Puback](pub)
 	m := mqtttest.Expect[*codec.Publish](tcp2)
@@ -550,15 +557,15 @@ func TestWSGracefulShutdown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := wsPktConn(t, ws)
-	c.connect("ws-shutdown", false)
-	if rc := subscribeOne(c, 1, "shutdown/#", 1); rc != 1 {
-		t.Fatalf("SUBACK granted %d, want 1", rc)
+	c := mqtttest.New(t, mqtttest.WebSocket(ws))
+	c.MustConnect("ws-shutdown", false)
+	if rc := c.Subscribe(1, 1, "shutdown/#"); len(rc) != 1 || rc[0] != 1 {
+		t.Fatalf("SUBACK %v, want [1]", rc)
 	}
 
 	ended := make(chan error, 1)
 	go func() {
-		_, err := c.tryRead(transportWait)
+		_, err := c.TryRead(transportWait)
 		ended <- err
 	}()
 	start := time.Now()
@@ -575,18 +582,7 @@ func TestWSGracefulShutdown(t *testing.T) {
 	from := len(b.Log())
 	b.Start()
 	c2 := newWSConn(t, "ws://"+listenAddr(t, b, from, "ws", 0)+"/mqtt", nil)
-	if !c2.connect("ws-shutdown", false) {
+	if !c2.MustConnect("ws-shutdown", false) {
 		t.Fatal("after the restart: session present 0, want 1")
 	}
-}
-
-// subscribeOne subscribes to one filter and returns the granted QoS.
-func subscribeOne(c *pktConn, id uint16, filter string, qos byte) byte {
-	c.t.Helper()
-	c.send(&codec.Subscribe{PacketID: id, Subscriptions: []codec.Subscription{{Filter: filter, QoS: qos}}})
-	sa := expectPacket[*codec.Suback](c)
-	if sa.PacketID != id || len(sa.ReturnCodes) != 1 {
-		c.t.Fatalf("SUBACK %+v, want packet id %d with one return code", sa, id)
-	}
-	return sa.ReturnCodes[0]
 }

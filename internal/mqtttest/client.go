@@ -1,6 +1,11 @@
 // Package mqtttest is a raw, packet-level MQTT client for tests: it sends exactly the bytes or
 // packets a test asks for and reads back decoded packets, so tests can check the broker's
-// behaviour on the wire, edge cases included.
+// behaviour on the wire, edge cases included. It is the one test client of the project: over
+// TCP (from any local address), TLS or WebSocket (see WebSocket), on the test goroutine or off it.
+//
+// Methods that fail the test (Send, Read, Expect, ...) must run on the goroutine of the test the
+// client belongs to (see For); Write, WriteRaw, TryRead and Closed return errors instead and may
+// run anywhere.
 package mqtttest
 
 import (
@@ -9,6 +14,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"syscall"
 	"testing"
 	"time"
 
@@ -22,35 +28,85 @@ const Timeout = 5 * time.Second
 type Client struct {
 	t    testing.TB
 	Conn net.Conn
-	r    *codec.Reader
+	*stream
+}
+
+// stream is what the copies For makes share: one reader, one stash.
+type stream struct {
+	r     *codec.Reader
+	stash []*codec.Publish // PUBLISH packets Await read past
+}
+
+// New makes a client of nc, any transport (a TLS connection, WebSocket's adapter); nc is closed
+// when the test ends. It does not fail the test, so it may run off the test goroutine.
+func New(t testing.TB, nc net.Conn) *Client {
+	t.Cleanup(func() { nc.Close() })
+	return &Client{t: t, Conn: nc, stream: &stream{r: codec.NewReader(nc, 1<<28)}}
 }
 
 // Dial connects to addr; the connection is closed when the test ends.
 func Dial(t testing.TB, addr string) *Client {
 	t.Helper()
-	nc, err := net.DialTimeout("tcp", addr, Timeout)
-	if err != nil {
-		t.Fatalf("dial %s: %v", addr, err)
-	}
-	t.Cleanup(func() { nc.Close() })
-	return &Client{t: t, Conn: nc, r: codec.NewReader(nc, 1<<28)}
+	return DialFrom(t, "", addr)
 }
 
-// Send encodes and writes packets.
-func (c *Client) Send(ps ...codec.Packet) {
-	c.t.Helper()
+// DialFrom connects to addr from the local IP address from (127.0.0.x plays another client host;
+// "" lets the system choose), failing the test on error.
+func DialFrom(t testing.TB, from, addr string) *Client {
+	t.Helper()
+	c, err := TryDial(t, from, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// TryDial is DialFrom returning the error instead of failing, for use off the test goroutine.
+func TryDial(t testing.TB, from, addr string) (*Client, error) {
+	d := net.Dialer{Timeout: Timeout}
+	if from != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(from)}
+	}
+	nc, err := d.Dial("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", addr, err)
+	}
+	return New(t, nc), nil
+}
+
+// For returns the same connection failing t instead, for a subtest that uses its parent's client.
+func (c *Client) For(t testing.TB) *Client {
+	return &Client{t: t, Conn: c.Conn, stream: c.stream}
+}
+
+// Write encodes packets into one write (one WebSocket message) bounded by Timeout.
+func (c *Client) Write(ps ...codec.Packet) error {
 	var b []byte
 	for _, p := range ps {
 		b = p.Append(b)
 	}
-	c.SendRaw(b)
+	return c.WriteRaw(b)
 }
 
-// SendRaw writes bytes as they are.
+// WriteRaw writes bytes as they are, in one write bounded by Timeout.
+func (c *Client) WriteRaw(b []byte) error {
+	c.Conn.SetWriteDeadline(time.Now().Add(Timeout))
+	_, err := c.Conn.Write(b)
+	return err
+}
+
+// Send encodes and writes packets, failing the test on error.
+func (c *Client) Send(ps ...codec.Packet) {
+	c.t.Helper()
+	if err := c.Write(ps...); err != nil {
+		c.t.Fatalf("write: %v", err)
+	}
+}
+
+// SendRaw writes bytes as they are, failing the test on error.
 func (c *Client) SendRaw(b []byte) {
 	c.t.Helper()
-	c.Conn.SetWriteDeadline(time.Now().Add(Timeout))
-	if _, err := c.Conn.Write(b); err != nil {
+	if err := c.WriteRaw(b); err != nil {
 		c.t.Fatalf("write: %v", err)
 	}
 }
@@ -65,46 +121,146 @@ func (c *Client) Read() codec.Packet {
 	return p
 }
 
-// TryRead returns the next packet or the error that ended the wait.
+// TryRead returns the next packet or the error that ended the wait. A read cut by the deadline
+// leaves the stream unusable (the reader cannot resume a packet, nor gorilla's WebSocket a read).
 func (c *Client) TryRead(d time.Duration) (codec.Packet, error) {
 	c.Conn.SetReadDeadline(time.Now().Add(d))
 	return c.r.ReadPacket()
+}
+
+// Next returns the next packet other than PUBREL, answering as a well-behaved client does:
+// PUBLISH with PUBACK (QoS 1) or PUBREC (QoS 2), PUBREL with PUBCOMP.
+func (c *Client) Next() codec.Packet {
+	c.t.Helper()
+	for {
+		switch p := c.Read().(type) {
+		case *codec.Publish:
+			switch p.QoS {
+			case 1:
+				c.Send(&codec.Puback{PacketID: p.PacketID})
+			case 2:
+				c.Send(&codec.Pubrec{PacketID: p.PacketID})
+			}
+			return p
+		case *codec.Pubrel:
+			c.Send(&codec.Pubcomp{PacketID: p.PacketID})
+		default:
+			return p
+		}
+	}
+}
+
+// Await returns the next packet of type want (through Next), keeping the PUBLISH packets that
+// arrive before it for NextPublish; any other packet fails the test.
+func (c *Client) Await(want codec.Type) codec.Packet {
+	c.t.Helper()
+	for {
+		p := c.Next()
+		if p.Type() == want {
+			return p
+		}
+		pub, ok := p.(*codec.Publish)
+		if !ok {
+			c.t.Fatalf("waiting for %s, got %s", want, String(p))
+		}
+		c.stash = append(c.stash, pub)
+	}
+}
+
+// NextPublish returns the oldest PUBLISH Await kept, or else the next packet (through Next),
+// failing the test unless it is a PUBLISH.
+func (c *Client) NextPublish() *codec.Publish {
+	c.t.Helper()
+	if len(c.stash) > 0 {
+		p := c.stash[0]
+		c.stash = c.stash[1:]
+		return p
+	}
+	p := c.Next()
+	pub, ok := p.(*codec.Publish)
+	if !ok {
+		c.t.Fatalf("got %s, want PUBLISH", String(p))
+	}
+	return pub
+}
+
+// Stashed returns the PUBLISH packets Await kept that NextPublish has not returned yet.
+func (c *Client) Stashed() []*codec.Publish { return c.stash }
+
+// ErrStillOpen is the error of Closed when the connection outlived the wait.
+var ErrStillOpen = errors.New("connection still open")
+
+// Closed reads packets until the peer closes the connection (nil error), d passes (ErrStillOpen)
+// or the stream breaks (e.g. bytes that do not decode); it also returns early, with nil, after a
+// packet for which stop returns true (stop may be nil).
+func (c *Client) Closed(d time.Duration, stop func(codec.Packet) bool) ([]codec.Packet, error) {
+	var got []codec.Packet
+	c.Conn.SetReadDeadline(time.Now().Add(d))
+	for {
+		p, err := c.r.ReadPacket()
+		switch {
+		case err == nil:
+			got = append(got, p)
+			if stop != nil && stop(p) {
+				return got, nil
+			}
+			continue
+		case ClosedByPeer(err):
+			return got, nil
+		case IsTimeout(err):
+			return got, fmt.Errorf("%w after %v (received %d packets)", ErrStillOpen, d, len(got))
+		}
+		return got, err
+	}
 }
 
 // ExpectClosed fails the test unless the broker closes the connection within Timeout (any
 // packets received first are returned).
 func (c *Client) ExpectClosed() []codec.Packet {
 	c.t.Helper()
-	var got []codec.Packet
-	for {
-		p, err := c.TryRead(Timeout)
-		if err == nil {
-			got = append(got, p)
-			continue
-		}
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			c.t.Fatalf("connection still open after %v (received %d packets)", Timeout, len(got))
-		}
-		if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) && !isReset(err) {
-			c.t.Fatalf("unexpected error waiting for close: %v", err)
-		}
-		return got
+	got, err := c.Closed(Timeout, nil)
+	if err != nil {
+		c.t.Fatalf("waiting for the broker to close the connection: %v", err)
 	}
+	return got
 }
 
-func isReset(err error) bool {
-	var oe *net.OpError
-	return errors.As(err, &oe)
+// ExpectEnd fails the test unless the connection ends, by any error but a timeout, before a packet
+// arrives; it returns that error (over WebSocket, the close frame's).
+func (c *Client) ExpectEnd(what string) error {
+	c.t.Helper()
+	p, err := c.TryRead(Timeout)
+	if err == nil {
+		c.t.Fatalf("%s: received %s, want the connection closed", what, String(p))
+	}
+	if IsTimeout(err) {
+		c.t.Fatalf("%s: connection still open after %v, want it closed", what, Timeout)
+	}
+	return err
 }
 
-// ExpectSilence fails the test if a packet arrives within d.
+// ClosedByPeer reports whether err means the other side closed or reset the connection.
+func ClosedByPeer(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+// IsTimeout reports a deadline: gorilla/websocket replaces the net package's error by its own
+// net.Error, so errors.Is(err, os.ErrDeadlineExceeded) alone does not see it.
+func IsTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
+}
+
+// ExpectSilence fails the test if a packet arrives within d. Not over WebSocket: its connection
+// cannot be read again after a read times out (send PINGREQ and expect PINGRESP there instead).
 func (c *Client) ExpectSilence(d time.Duration) {
 	c.t.Helper()
 	p, err := c.TryRead(d)
 	if err == nil {
-		c.t.Fatalf("expected no packet, got %s %+v", p.Type(), p)
+		c.t.Fatalf("expected no packet, got %s", String(p))
 	}
-	if !errors.Is(err, os.ErrDeadlineExceeded) {
+	if !IsTimeout(err) {
 		c.t.Fatalf("expected silence, connection ended: %v", err)
 	}
 }
@@ -151,20 +307,28 @@ func Expect[T codec.Packet](c *Client) T {
 	v, ok := p.(T)
 	if !ok {
 		var want T
-		c.t.Fatalf("got %s %+v, want %T", p.Type(), p, want)
+		c.t.Fatalf("got %s, want %T", String(p), want)
 	}
 	return v
 }
 
-// Eventually polls cond every few milliseconds until it holds or d passes.
-func Eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
+// Within polls cond every few milliseconds until it holds (true) or d passes (false).
+func Within(d time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(d)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
+			return false
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+	return true
+}
+
+// Eventually polls cond every few milliseconds until it holds, failing the test after d.
+func Eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	if !Within(d, cond) {
+		t.Fatalf("timed out after %v waiting for %s", d, what)
 	}
 }
 
