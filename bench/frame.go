@@ -39,8 +39,8 @@ func (f *frameReader) hasPacket() bool {
 	if f.buffered() < 2 {
 		return false
 	}
-	n, hlen, ok, err := remainingLength(f.buf[f.start+1 : f.end])
-	return err != nil || ok && f.buffered() >= 1+hlen+n
+	n, hlen, err := codec.DecodeRemainingLength(f.buf[f.start+1 : f.end])
+	return err != nil || hlen > 0 && f.buffered() >= 1+hlen+n
 }
 
 // errFrameTooLarge guards against a peer announcing an absurd packet.
@@ -52,11 +52,11 @@ const maxFrame = 16 << 20
 func (f *frameReader) next() (first byte, body []byte, err error) {
 	for {
 		if f.buffered() >= 2 {
-			n, hlen, ok, err := remainingLength(f.buf[f.start+1 : f.end])
+			n, hlen, err := codec.DecodeRemainingLength(f.buf[f.start+1 : f.end])
 			if err != nil {
 				return 0, nil, err
 			}
-			if ok {
+			if hlen > 0 {
 				total := 1 + hlen + n
 				if total > maxFrame {
 					return 0, nil, errFrameTooLarge
@@ -109,23 +109,6 @@ func (f *frameReader) fill() error {
 		err = io.ErrNoProgress
 	}
 	return err
-}
-
-// remainingLength decodes the variable-length remaining length at the
-// start of b. ok is false when b ends before the encoding does.
-func remainingLength(b []byte) (n, size int, ok bool, err error) {
-	shift := 0
-	for i := 0; i < 4; i++ {
-		if i >= len(b) {
-			return 0, 0, false, nil
-		}
-		n |= int(b[i]&0x7f) << shift
-		if b[i]&0x80 == 0 {
-			return n, i + 1, true, nil
-		}
-		shift += 7
-	}
-	return 0, 0, false, fmt.Errorf("%w: remaining length longer than four bytes", codec.ErrMalformed)
 }
 
 // packetType is the type in a packet's first byte.

@@ -2,7 +2,9 @@ package codec
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -254,22 +256,23 @@ func TestTypeString(t *testing.T) {
 	}
 }
 
+// remainingLengths are the boundaries of each encoded width, from the table in §2.2.3.
+var remainingLengths = []struct {
+	n    int
+	want []byte
+}{
+	{0, raw(0x00)},
+	{127, raw(0x7F)},
+	{128, raw(0x80, 0x01)},
+	{16_383, raw(0xFF, 0x7F)},
+	{16_384, raw(0x80, 0x80, 0x01)},
+	{2_097_151, raw(0xFF, 0xFF, 0x7F)},
+	{2_097_152, raw(0x80, 0x80, 0x80, 0x01)},
+	{MaxRemainingLength, raw(0xFF, 0xFF, 0xFF, 0x7F)},
+}
+
 func TestAppendRemainingLength(t *testing.T) {
-	// The boundaries of each encoded width, from the table in §2.2.3.
-	tests := []struct {
-		n    int
-		want []byte
-	}{
-		{0, raw(0x00)},
-		{127, raw(0x7F)},
-		{128, raw(0x80, 0x01)},
-		{16_383, raw(0xFF, 0x7F)},
-		{16_384, raw(0x80, 0x80, 0x01)},
-		{2_097_151, raw(0xFF, 0xFF, 0x7F)},
-		{2_097_152, raw(0x80, 0x80, 0x80, 0x01)},
-		{MaxRemainingLength, raw(0xFF, 0xFF, 0xFF, 0x7F)},
-	}
-	for _, tt := range tests {
+	for _, tt := range remainingLengths {
 		if got := AppendRemainingLength([]byte{9}, tt.n); !bytes.Equal(got, append([]byte{9}, tt.want...)) {
 			t.Errorf("AppendRemainingLength(%d) = % x, want 09 % x", tt.n, got, tt.want)
 		}
@@ -283,6 +286,26 @@ func TestAppendRemainingLength(t *testing.T) {
 			}()
 			AppendRemainingLength(nil, n)
 		}()
+	}
+}
+
+func TestDecodeRemainingLength(t *testing.T) {
+	for _, tt := range remainingLengths {
+		// Bytes after the encoding are the body: not read.
+		if n, size, err := DecodeRemainingLength(append(slices.Clone(tt.want), 0x80, 0x80)); n != tt.n || size != len(tt.want) || err != nil {
+			t.Errorf("DecodeRemainingLength(% x) = %d, %d, %v; want %d, %d, nil", tt.want, n, size, err, tt.n, len(tt.want))
+		}
+		for k := range len(tt.want) {
+			if n, size, err := DecodeRemainingLength(tt.want[:k]); n != 0 || size != 0 || err != nil {
+				t.Errorf("DecodeRemainingLength(% x), a prefix = %d, %d, %v; want 0, 0, nil (incomplete)", tt.want[:k], n, size, err)
+			}
+		}
+	}
+	if n, size, err := DecodeRemainingLength(raw(0x80, 0x00)); n != 0 || size != 2 || err != nil {
+		t.Errorf("non-minimal 80 00 = %d, %d, %v; want 0, 2, nil", n, size, err)
+	}
+	if _, size, err := DecodeRemainingLength(raw(0x80, 0x80, 0x80, 0x80, 0x01)); size != 0 || !errors.Is(err, ErrMalformed) {
+		t.Errorf("five bytes: size %d, %v; want ErrMalformed", size, err)
 	}
 }
 

@@ -122,23 +122,38 @@ func (r *Reader) ReadPacket() (Packet, error) {
 	}
 }
 
-// readRemainingLength decodes the variable-length remaining length
-// (§2.2.3) and reports how many bytes it took.
+// readRemainingLength reads the remaining length (§2.2.3) and reports how
+// many bytes it took, reading no byte past it.
 func (r *Reader) readRemainingLength() (n, size int, err error) {
-	shift := 0
-	for size < 4 {
-		b, err := r.br.ReadByte()
-		if err != nil {
+	var b [4]byte
+	for k := 0; ; k++ {
+		if b[k], err = r.br.ReadByte(); err != nil {
 			return 0, 0, bodyError(0, err)
 		}
-		size++
-		n |= int(b&0x7f) << shift
-		if b&0x80 == 0 {
+		// DecodeRemainingLength settles it by the fourth byte at the latest.
+		if n, size, err = DecodeRemainingLength(b[:k+1]); err != nil || size > 0 {
+			return n, size, err
+		}
+	}
+}
+
+// DecodeRemainingLength decodes the variable-length remaining length
+// (§2.2.3) at the start of b: its value n and the number of bytes it took.
+// size is 0 (with a nil error) while b ends before the encoding does; a
+// continuation bit in the fourth byte is ErrMalformed. This is the one
+// decoder of the encoding; everything that splits a stream into packets
+// uses it.
+func DecodeRemainingLength(b []byte) (n, size int, err error) {
+	for i := 0; i < 4; i++ {
+		if i == len(b) {
+			return 0, 0, nil
+		}
+		n |= int(b[i]&0x7f) << (7 * i)
+		if b[i]&0x80 == 0 {
 			// Non-minimal encodings (0x80 0x00 for 0) are accepted: 3.1.1
 			// does not forbid them and they cost nothing to decode.
-			return n, size, nil
+			return n, i + 1, nil
 		}
-		shift += 7
 	}
 	return 0, 0, fmt.Errorf("%w: remaining length: continuation bit set in the fourth byte", ErrMalformed)
 }
