@@ -8,7 +8,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/holdfast/holdfast/codec"
 	"github.com/holdfast/holdfast/internal/mqtttest"
@@ -18,20 +17,12 @@ import (
 
 // secUntil returns the PUBLISH packets c receives before (and excluding) the marker payload on
 // topic: tests send a marker after what must not be delivered and look at what came first.
-func secUntil(t *testing.T, c *secClient, topic, marker string) []*codec.Publish {
+func secUntil(t *testing.T, c *mqtttest.Client, topic, marker string) []*codec.Publish {
 	t.Helper()
+	c = c.For(t)
 	var got []*codec.Publish
 	for {
-		var p *codec.Publish
-		if len(c.stash) > 0 {
-			p, c.stash = c.stash[0], c.stash[1:]
-		} else {
-			pk := c.next(t)
-			var ok bool
-			if p, ok = pk.(*codec.Publish); !ok {
-				t.Fatalf("got %T while waiting for the marker %q", pk, marker)
-			}
-		}
+		p := c.NextPublish()
 		if p.Topic == topic && string(p.Payload) == marker {
 			return got
 		}
@@ -78,8 +69,8 @@ func TestSecurity01_RetainedMessagesHonourTheACL(t *testing.T) {
 	writer := secMustConnect(t, b, user("writer", "writer"))
 	for i, topic := range []string{"secret/a", "secret/b/c", "public/a"} {
 		msg := &codec.Publish{Topic: topic, Payload: []byte("retained " + topic), QoS: 1, Retain: true, PacketID: uint16(i + 1)}
-		writer.send(t, msg)
-		writer.await(t, codec.TypePuback)
+		writer.Send(msg)
+		writer.Await(codec.TypePuback)
 	}
 
 	t.Run("3.1.1 reader subscribing to #", func(t *testing.T) {
@@ -151,8 +142,8 @@ func TestSecurity05_ACLReloadReachesQueuedMessages(t *testing.T) {
 	pub := secMustConnect(t, b, secCreds{id: "pub"})
 	sub := secMustConnect(t, b, secCreds{id: "sub", persistent: true})
 	secSubscribe(t, sub, 1, []byte{1, 1}, secSub("q/#", 1), secSub("m/#", 1))
-	sub.send(t, &codec.Disconnect{})
-	sub.expectClosed(t)
+	sub.Send(&codec.Disconnect{})
+	sub.ExpectClosed()
 	for i := range 5 {
 		secPublish(t, pub, uint16(i+1), "q/x", fmt.Sprintf("queued %d", i), 1)
 	}
@@ -182,7 +173,7 @@ func TestSecurity08_ClientsCannotPublishToSYS(t *testing.T) {
 		for qos := byte(0); qos <= 2; qos++ {
 			secPublish(t, pub, uint16(qos+1), "$SYS/fake/x", "forged", qos)
 		}
-		pub.send(t, &codec.Publish{Topic: "$SYS/fake/r", Payload: []byte("forged retained"), Retain: true})
+		pub.Send(&codec.Publish{Topic: "$SYS/fake/r", Payload: []byte("forged retained"), Retain: true})
 		secPublish(t, pub, 9, "m", "marker", 1)
 		secNoneUnder(t, secUntil(t, sub, "m", "marker"), "$SYS/")
 		late := secMustConnect(t, b, secCreds{id: "late"})
@@ -218,7 +209,7 @@ func TestSecurity13_UsernameWithoutPasswordRefused(t *testing.T) {
 
 // secRetainedTopics subscribes a fresh client to filter and returns the topics of the retained
 // messages it gets before a marker published by pub on topic m.
-func secRetainedTopics(t *testing.T, b *Broker, pub *secClient, id, filter string) []string {
+func secRetainedTopics(t *testing.T, b *Broker, pub *mqtttest.Client, id, filter string) []string {
 	t.Helper()
 	c := secMustConnect(t, b, secCreds{id: id})
 	secSubscribe(t, c, 1, []byte{1, 1}, secSub(filter, 1), secSub("m", 1))
@@ -242,10 +233,10 @@ func TestSecurity07_RetainedStoreLimits(t *testing.T) {
 	b := StartBroker(t, BrokerConfig{Extra: "[limits]\nmax_retained_messages = 6\nmax_retained_bytes = 1000\nmax_retained_per_client = 3\n"})
 	live := secMustConnect(t, b, secCreds{id: "live"})
 	secSubscribe(t, live, 1, []byte{1}, secSub("r/#", 1))
-	retained := func(c *secClient, pid uint16, topic, payload string) {
+	retained := func(c *mqtttest.Client, pid uint16, topic, payload string) {
 		t.Helper()
-		c.send(t, &codec.Publish{Topic: topic, Payload: []byte(payload), QoS: 1, Retain: true, PacketID: pid})
-		c.await(t, codec.TypePuback)
+		c.Send(&codec.Publish{Topic: topic, Payload: []byte(payload), QoS: 1, Retain: true, PacketID: pid})
+		c.Await(codec.TypePuback)
 		secExpectNext(t, live, topic, payload) // delivered live whether it is stored or not
 	}
 	a := secMustConnect(t, b, secCreds{id: "client-a"})
@@ -264,8 +255,8 @@ func TestSecurity07_RetainedStoreLimits(t *testing.T) {
 		t.Errorf("broker limit 6: retained %v, want %v", got, want)
 	}
 	for i, topic := range []string{"r/a2", "r/a3"} { // clearing is always allowed
-		a.send(t, &codec.Publish{Topic: topic, Retain: true, QoS: 1, PacketID: uint16(10 + i)})
-		a.await(t, codec.TypePuback)
+		a.Send(&codec.Publish{Topic: topic, Retain: true, QoS: 1, PacketID: uint16(10 + i)})
+		a.Await(codec.TypePuback)
 		secExpectNext(t, live, topic, "")
 	}
 	d := secMustConnect(t, b, secCreds{id: "client-d"})
@@ -297,10 +288,10 @@ func TestSecurity07_RetainedStoreLimits(t *testing.T) {
 			t.Errorf("no warning that the store is over the lowered limit")
 		}
 		pub := secMustConnect(t, b, secCreds{id: "client-a"})
-		pub.send(t, &codec.Publish{Topic: "r/new", Payload: []byte("n"), QoS: 1, Retain: true, PacketID: 1})
-		pub.await(t, codec.TypePuback)
-		pub.send(t, &codec.Publish{Topic: "r/b1", Payload: []byte("b1 replaced"), QoS: 1, Retain: true, PacketID: 2})
-		pub.await(t, codec.TypePuback)
+		pub.Send(&codec.Publish{Topic: "r/new", Payload: []byte("n"), QoS: 1, Retain: true, PacketID: 1})
+		pub.Await(codec.TypePuback)
+		pub.Send(&codec.Publish{Topic: "r/b1", Payload: []byte("b1 replaced"), QoS: 1, Retain: true, PacketID: 2})
+		pub.Await(codec.TypePuback)
 		if got, want := secRetainedTopics(t, b, pub, "late4", "r/#"), []string{"r/a1", "r/b1", "r/b2", "r/b3", "r/d1"}; !slices.Equal(got, want) {
 			t.Errorf("after restart: retained %v, want %v", got, want)
 		}
@@ -312,9 +303,9 @@ func TestSecurity07_RetainedStoreLimits(t *testing.T) {
 // still served once every CONNECT has been answered.
 func secRace(t *testing.T, b *Broker, creds []secCreds) (codes []int, alive []bool) {
 	t.Helper()
-	clients := make([]*secClient, len(creds))
+	clients := make([]*mqtttest.Client, len(creds))
 	for i := range creds {
-		clients[i] = &secClient{Client: mqtttest.Dial(t, b.Addr)}
+		clients[i] = mqtttest.Dial(t, b.Addr)
 	}
 	codes, alive = make([]int, len(creds)), make([]bool, len(creds))
 	var wg sync.WaitGroup
@@ -322,8 +313,7 @@ func secRace(t *testing.T, b *Broker, creds []secCreds) (codes []int, alive []bo
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c.Conn.SetWriteDeadline(time.Now().Add(mqtttest.Timeout))
-			if _, err := c.Conn.Write(creds[i].packet().Append(nil)); err != nil {
+			if err := c.Write(creds[i].packet()); err != nil {
 				codes[i] = -1
 				return
 			}
@@ -345,8 +335,7 @@ func secRace(t *testing.T, b *Broker, creds []secCreds) (codes []int, alive []bo
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c.Conn.SetWriteDeadline(time.Now().Add(mqtttest.Timeout))
-			if _, err := c.Conn.Write((&codec.Pingreq{}).Append(nil)); err != nil {
+			if err := c.Write(&codec.Pingreq{}); err != nil {
 				return
 			}
 			p, err := c.TryRead(mqtttest.Timeout)

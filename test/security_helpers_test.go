@@ -2,7 +2,6 @@ package test
 
 import (
 	"encoding/json"
-	"errors"
 	"os"
 	"strings"
 	"syscall"
@@ -73,93 +72,12 @@ func (c secCreds) packet() *codec.Connect {
 	return cp
 }
 
-// secClient is a raw connection that answers the broker's QoS 1 and 2 deliveries by itself and
-// keeps PUBLISH packets that arrive while it waits for something else (an acknowledgement of its
-// own publish, say) for secExpectNext. Its methods take the calling test's t, so that a subtest
-// can use a connection of its parent.
-type secClient struct {
-	*mqtttest.Client
-	stash []*codec.Publish
-}
-
-// send writes packets.
-func (c *secClient) send(t *testing.T, ps ...codec.Packet) {
-	t.Helper()
-	var buf []byte
-	for _, p := range ps {
-		buf = p.Append(buf)
-	}
-	c.Conn.SetWriteDeadline(time.Now().Add(mqtttest.Timeout))
-	if _, err := c.Conn.Write(buf); err != nil {
-		t.Fatalf("write: %v", err)
-	}
-}
-
-// next returns the next packet other than PUBREL, acknowledging PUBLISH (PUBACK or PUBREC) and
-// PUBREL (PUBCOMP) as a well-behaved client does.
-func (c *secClient) next(t *testing.T) codec.Packet {
-	t.Helper()
-	for {
-		p, err := c.TryRead(mqtttest.Timeout)
-		if err != nil {
-			t.Fatalf("read: %v", err)
-		}
-		switch p := p.(type) {
-		case *codec.Publish:
-			switch p.QoS {
-			case 1:
-				c.send(t, &codec.Puback{PacketID: p.PacketID})
-			case 2:
-				c.send(t, &codec.Pubrec{PacketID: p.PacketID})
-			}
-		case *codec.Pubrel:
-			c.send(t, &codec.Pubcomp{PacketID: p.PacketID})
-			continue
-		}
-		return p
-	}
-}
-
-// await returns the next packet of type want, keeping the PUBLISH packets received before it.
-func (c *secClient) await(t *testing.T, want codec.Type) codec.Packet {
-	t.Helper()
-	for {
-		p := c.next(t)
-		if p.Type() == want {
-			return p
-		}
-		if pub, ok := p.(*codec.Publish); ok {
-			c.stash = append(c.stash, pub)
-			continue
-		}
-		t.Fatalf("waiting for %s, got %s", want, mqtttest.String(p))
-	}
-}
-
-// expectClosed fails unless the broker closes the connection within mqtttest.Timeout and
-// returns what it received first.
-func (c *secClient) expectClosed(t *testing.T) []codec.Packet {
-	t.Helper()
-	var got []codec.Packet
-	for {
-		p, err := c.TryRead(mqtttest.Timeout)
-		if err == nil {
-			got = append(got, p)
-			continue
-		}
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			t.Fatalf("connection still open after %v (received %d packets)", mqtttest.Timeout, len(got))
-		}
-		return got // EOF or reset
-	}
-}
-
 // secConnect dials b, sends the CONNECT and returns the connection and the CONNACK. When the
 // CONNACK refuses, it also checks that the broker then closes the connection [MQTT-3.2.2-5].
-func secConnect(t *testing.T, b *Broker, cr secCreds) (*secClient, *codec.Connack) {
+func secConnect(t *testing.T, b *Broker, cr secCreds) (*mqtttest.Client, *codec.Connack) {
 	t.Helper()
-	c := &secClient{Client: mqtttest.Dial(t, b.Addr)}
-	c.send(t, cr.packet())
+	c := mqtttest.Dial(t, b.Addr)
+	c.Send(cr.packet())
 	p, err := c.TryRead(mqtttest.Timeout)
 	if err != nil {
 		t.Fatalf("CONNECT id=%q user=%q: no CONNACK: %v", cr.id, cr.user, err)
@@ -172,7 +90,7 @@ func secConnect(t *testing.T, b *Broker, cr secCreds) (*secClient, *codec.Connac
 		if ack.SessionPresent {
 			t.Errorf("CONNACK 0x%02x with session present 1 [MQTT-3.2.2-4]", byte(ack.ReturnCode))
 		}
-		if got := c.expectClosed(t); len(got) > 0 {
+		if got := c.ExpectClosed(); len(got) > 0 {
 			t.Errorf("after refusing CONNECT the broker sent %s", mqtttest.String(got[0]))
 		}
 	}
@@ -180,7 +98,7 @@ func secConnect(t *testing.T, b *Broker, cr secCreds) (*secClient, *codec.Connac
 }
 
 // secExpectCode connects and fails the test unless the CONNACK has the code want.
-func secExpectCode(t *testing.T, b *Broker, cr secCreds, want codec.ConnackCode) *secClient {
+func secExpectCode(t *testing.T, b *Broker, cr secCreds, want codec.ConnackCode) *mqtttest.Client {
 	t.Helper()
 	c, ack := secConnect(t, b, cr)
 	if ack.ReturnCode != want {
@@ -191,16 +109,19 @@ func secExpectCode(t *testing.T, b *Broker, cr secCreds, want codec.ConnackCode)
 }
 
 // secMustConnect connects and fails the test unless accepted.
-func secMustConnect(t *testing.T, b *Broker, cr secCreds) *secClient {
+func secMustConnect(t *testing.T, b *Broker, cr secCreds) *mqtttest.Client {
 	t.Helper()
 	return secExpectCode(t, b, cr, codec.Accepted)
 }
 
-// secSubscribe subscribes to (filter, qos) pairs and fails unless the SUBACK holds want.
-func secSubscribe(t *testing.T, c *secClient, pid uint16, want []byte, subs ...codec.Subscription) {
+// secSubscribe subscribes to (filter, qos) pairs and fails unless the SUBACK holds want. Like
+// every helper here it takes the calling test's t, so that a subtest can use a connection of its
+// parent.
+func secSubscribe(t *testing.T, c *mqtttest.Client, pid uint16, want []byte, subs ...codec.Subscription) {
 	t.Helper()
-	c.send(t, &codec.Subscribe{PacketID: pid, Subscriptions: subs})
-	ack := c.await(t, codec.TypeSuback).(*codec.Suback)
+	c = c.For(t)
+	c.Send(&codec.Subscribe{PacketID: pid, Subscriptions: subs})
+	ack := c.Await(codec.TypeSuback).(*codec.Suback)
 	if ack.PacketID != pid {
 		t.Fatalf("SUBACK packet id %d, want %d", ack.PacketID, pid)
 	}
@@ -217,23 +138,24 @@ func secSub(filter string, qos byte) codec.Subscription {
 // secPublish publishes and completes the publisher's side of the handshake: PUBACK for QoS 1,
 // PUBREC-PUBREL-PUBCOMP for QoS 2, and for QoS 0 a PINGREQ-PINGRESP round trip, so that when it
 // returns the broker has handled the PUBLISH (routed it or dropped it) in every case.
-func secPublish(t *testing.T, c *secClient, pid uint16, topic, payload string, qos byte) {
+func secPublish(t *testing.T, c *mqtttest.Client, pid uint16, topic, payload string, qos byte) {
 	t.Helper()
-	c.send(t, &codec.Publish{Topic: topic, Payload: []byte(payload), QoS: qos, PacketID: pid})
+	c = c.For(t)
+	c.Send(&codec.Publish{Topic: topic, Payload: []byte(payload), QoS: qos, PacketID: pid})
 	switch qos {
 	case 0:
-		c.send(t, &codec.Pingreq{})
-		c.await(t, codec.TypePingresp)
+		c.Send(&codec.Pingreq{})
+		c.Await(codec.TypePingresp)
 	case 1:
-		if a := c.await(t, codec.TypePuback).(*codec.Puback); a.PacketID != pid {
+		if a := c.Await(codec.TypePuback).(*codec.Puback); a.PacketID != pid {
 			t.Fatalf("PUBACK %d, want %d", a.PacketID, pid)
 		}
 	case 2:
-		if a := c.await(t, codec.TypePubrec).(*codec.Pubrec); a.PacketID != pid {
+		if a := c.Await(codec.TypePubrec).(*codec.Pubrec); a.PacketID != pid {
 			t.Fatalf("PUBREC %d, want %d", a.PacketID, pid)
 		}
-		c.send(t, &codec.Pubrel{PacketID: pid})
-		if a := c.await(t, codec.TypePubcomp).(*codec.Pubcomp); a.PacketID != pid {
+		c.Send(&codec.Pubrel{PacketID: pid})
+		if a := c.Await(codec.TypePubcomp).(*codec.Pubcomp); a.PacketID != pid {
 			t.Fatalf("PUBCOMP %d, want %d", a.PacketID, pid)
 		}
 	}
@@ -243,18 +165,9 @@ func secPublish(t *testing.T, c *secClient, pid uint16, topic, payload string, q
 // marker after something that must not be delivered: as the broker had already handled the
 // refused message when the marker was sent, the marker arriving first proves the refused message
 // was not delivered.
-func secExpectNext(t *testing.T, c *secClient, topic, payload string) *codec.Publish {
+func secExpectNext(t *testing.T, c *mqtttest.Client, topic, payload string) *codec.Publish {
 	t.Helper()
-	var p *codec.Publish
-	if len(c.stash) > 0 {
-		p, c.stash = c.stash[0], c.stash[1:]
-	} else {
-		pk := c.next(t)
-		var ok bool
-		if p, ok = pk.(*codec.Publish); !ok {
-			t.Fatalf("got %s, want PUBLISH %q %q", mqtttest.String(pk), topic, payload)
-		}
-	}
+	p := c.For(t).NextPublish()
 	if p.Topic != topic || string(p.Payload) != payload {
 		t.Fatalf("received PUBLISH %q %q, want %q %q (a message the ACL refuses was delivered, or the expected one was lost)",
 			p.Topic, p.Payload, topic, payload)
@@ -263,12 +176,13 @@ func secExpectNext(t *testing.T, c *secClient, topic, payload string) *codec.Pub
 }
 
 // secPing fails unless the connection answers PINGREQ with PINGRESP, with no PUBLISH waiting.
-func secPing(t *testing.T, c *secClient) {
+func secPing(t *testing.T, c *mqtttest.Client) {
 	t.Helper()
-	c.send(t, &codec.Pingreq{})
-	c.await(t, codec.TypePingresp)
-	if len(c.stash) > 0 {
-		t.Fatalf("unexpected PUBLISH %q %q", c.stash[0].Topic, c.stash[0].Payload)
+	c = c.For(t)
+	c.Send(&codec.Pingreq{})
+	c.Await(codec.TypePingresp)
+	if s := c.Stashed(); len(s) > 0 {
+		t.Fatalf("unexpected PUBLISH %q %q", s[0].Topic, s[0].Payload)
 	}
 }
 
@@ -285,11 +199,15 @@ func secLogLines(b *Broker, from int) []secLogLine {
 	lines := strings.Split(strings.TrimSuffix(b.Log(), "\n"), "\n")
 	var out []secLogLine
 	for i := from; i < len(lines); i++ {
-		l := secLogLine{raw: lines[i]}
-		json.Unmarshal([]byte(lines[i]), &l)
-		out = append(out, l)
+		out = append(out, secParseLine(lines[i]))
 	}
 	return out
+}
+
+func secParseLine(raw string) secLogLine {
+	l := secLogLine{raw: raw}
+	json.Unmarshal([]byte(raw), &l)
+	return l
 }
 
 // secLogLen is the number of lines the broker has logged so far.
@@ -297,19 +215,13 @@ func secLogLen(b *Broker) int {
 	return len(strings.Split(strings.TrimSuffix(b.Log(), "\n"), "\n"))
 }
 
-// secWaitReady waits for the broker's "holdfast ready" line, and a little more: the broker installs
-// its signal handler only after that line, and a SIGHUP before it kills the process (see
-// TestReloadSIGHUPAsSoonAsListening).
+// secWaitReady waits for the broker's "holdfast ready" line: a test that changes a file the
+// broker reads at start must not race its start-up.
 func secWaitReady(t *testing.T, b *Broker) {
 	t.Helper()
-	deadline := time.Now().Add(secLogWait)
-	for !strings.Contains(b.Log(), `"message":"holdfast ready"`) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no \"holdfast ready\" line within %v", secLogWait)
-		}
-		time.Sleep(10 * time.Millisecond)
+	if _, ok := b.logLine(0, secLogWait, func(l string) bool { return strings.Contains(l, `"message":"holdfast ready"`) }); !ok {
+		t.Fatalf("no \"holdfast ready\" line within %v", secLogWait)
 	}
-	time.Sleep(300 * time.Millisecond)
 }
 
 // secSIGHUP sends SIGHUP to the broker and waits for the first log line written after it that
@@ -317,24 +229,15 @@ func secWaitReady(t *testing.T, b *Broker) {
 // still reports what it sees) and returns nil.
 func secSIGHUP(t *testing.T, b *Broker, what string, match func(secLogLine) bool) *secLogLine {
 	t.Helper()
-	from := secLogLen(b)
+	from := len(b.Log())
 	if err := b.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatalf("SIGHUP: %v", err)
 	}
-	deadline := time.Now().Add(secLogWait)
-	for time.Now().Before(deadline) {
-		for _, l := range secLogLines(b, from) {
-			if match(l) {
-				return &l
-			}
-		}
-		time.Sleep(20 * time.Millisecond)
+	if raw, ok := b.logLine(from, secLogWait, func(raw string) bool { return match(secParseLine(raw)) }); ok {
+		l := secParseLine(raw)
+		return &l
 	}
-	var got []string
-	for _, l := range secLogLines(b, from) {
-		got = append(got, l.raw)
-	}
-	t.Errorf("no log line %s within %v of SIGHUP; the broker logged after SIGHUP:\n%s", what, secLogWait, strings.Join(got, "\n"))
+	t.Errorf("no log line %s within %v of SIGHUP; the broker logged after SIGHUP:\n%s", what, secLogWait, b.Log()[from:])
 	return nil
 }
 
