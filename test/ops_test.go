@@ -42,21 +42,21 @@ func opsAdminExtra(sysInterval string) string {
 // opsAdminAddr waits for the broker's "admin listening" log line and returns its address.
 func opsAdminAddr(t *testing.T, b *Broker) string {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		for _, line := range strings.Split(b.Log(), "\n") {
-			var rec struct {
-				Message string `json:"message"`
-				Address string `json:"address"`
-			}
-			if json.Unmarshal([]byte(line), &rec) == nil && rec.Message == "admin listening" {
-				return rec.Address
-			}
+	var addr string
+	if _, ok := b.logLine(0, 20*time.Second, func(line string) bool {
+		var rec struct {
+			Message string `json:"message"`
+			Address string `json:"address"`
 		}
-		time.Sleep(20 * time.Millisecond)
+		if json.Unmarshal([]byte(line), &rec) != nil || rec.Message != "admin listening" {
+			return false
+		}
+		addr = rec.Address
+		return true
+	}); !ok {
+		t.Fatalf("no admin listener within 20 s\n%s", b.Log())
 	}
-	t.Fatalf("no admin listener within 20 s\n%s", b.Log())
-	return ""
+	return addr
 }
 
 // opsOperatorConfig writes the configuration an operator uses with -c for a running broker
@@ -198,8 +198,7 @@ func opsPublish(t *testing.T, addr, topic string, retain bool, payloads ...[]byt
 // opsPublisher keeps publishing numbered QoS 1 messages (payload: the number in decimal) with a
 // window of unacknowledged ones, and records which were acknowledged.
 type opsPublisher struct {
-	conn   net.Conn
-	r      *codec.Reader
+	c      *mqtttest.Client
 	topic  string
 	window chan struct{}
 	stop   chan struct{}
@@ -213,39 +212,11 @@ type opsPublisher struct {
 	err      error
 }
 
-// opsDial opens a raw MQTT connection outside the test goroutine's helpers.
-func opsDial(addr, id string, clean bool) (net.Conn, *codec.Reader, error) {
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		return nil, nil, err
-	}
-	r := codec.NewReader(c, 1<<20)
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	cp := &codec.Connect{ProtocolName: "MQTT", ProtocolLevel: codec.Level311, ClientID: id, CleanSession: clean, KeepAlive: 60}
-	if _, err := c.Write(cp.Append(nil)); err != nil {
-		c.Close()
-		return nil, nil, err
-	}
-	p, err := r.ReadPacket()
-	if err != nil {
-		c.Close()
-		return nil, nil, err
-	}
-	if ack, ok := p.(*codec.Connack); !ok || ack.ReturnCode != codec.Accepted {
-		c.Close()
-		return nil, nil, fmt.Errorf("CONNECT %q: got %+v", id, p)
-	}
-	c.SetDeadline(time.Time{})
-	return c, r, nil
-}
-
 func startOpsPublisher(t *testing.T, addr, topic string) *opsPublisher {
 	t.Helper()
-	c, r, err := opsDial(addr, "ops-publisher", true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &opsPublisher{conn: c, r: r, topic: topic, window: make(chan struct{}, 16), stop: make(chan struct{}),
+	c := mqtttest.Dial(t, addr)
+	c.MustConnect("ops-publisher", true)
+	p := &opsPublisher{c: c, topic: topic, window: make(chan struct{}, 16), stop: make(chan struct{}),
 		pids: map[uint16]int{}, acked: map[int]bool{}}
 	p.wg.Add(2)
 	go p.send()
@@ -278,9 +249,7 @@ func (p *opsPublisher) send() {
 		p.pids[pid] = n
 		p.sent = n
 		p.mu.Unlock()
-		pk := &codec.Publish{QoS: 1, Topic: p.topic, PacketID: pid, Payload: []byte(strconv.Itoa(n))}
-		p.conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
-		if _, err := p.conn.Write(pk.Append(nil)); err != nil {
+		if err := p.c.Write(&codec.Publish{QoS: 1, Topic: p.topic, PacketID: pid, Payload: []byte(strconv.Itoa(n))}); err != nil {
 			p.fail(err)
 			return
 		}
@@ -290,8 +259,7 @@ func (p *opsPublisher) send() {
 func (p *opsPublisher) read() {
 	defer p.wg.Done()
 	for {
-		p.conn.SetReadDeadline(time.Now().Add(30 * time.Second))
-		pk, err := p.r.ReadPacket()
+		pk, err := p.c.TryRead(30 * time.Second)
 		if err != nil {
 			p.fail(err)
 			return
@@ -330,24 +298,23 @@ func (p *opsPublisher) ackedSet() map[int]bool {
 // waitAcked waits until at least n messages are acknowledged.
 func (p *opsPublisher) waitAcked(t *testing.T, n int) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	var got int
+	var err error
+	mqtttest.Within(30*time.Second, func() bool {
 		p.mu.Lock()
-		got, err := len(p.acked), p.err
-		p.mu.Unlock()
-		switch {
-		case err != nil:
-			t.Fatalf("publisher: %v", err)
-		case got >= n:
-			return
-		case time.Now().After(deadline):
-			t.Fatalf("publisher: %d of %d messages acknowledged after 30 s", got, n)
-		}
-		time.Sleep(5 * time.Millisecond)
+		defer p.mu.Unlock()
+		got, err = len(p.acked), p.err
+		return err != nil || got >= n
+	})
+	switch {
+	case err != nil:
+		t.Fatalf("publisher: %v", err)
+	case got < n:
+		t.Fatalf("publisher: %d of %d messages acknowledged after 30 s", got, n)
 	}
 }
 
-// finish stops publishing, waits for the outstanding acknowledgements and closes.
+// finish stops publishing, waits (up to 10 s) for the outstanding acknowledgements and closes.
 func (p *opsPublisher) finish(t *testing.T) {
 	select {
 	case <-p.stop:
@@ -355,20 +322,15 @@ func (p *opsPublisher) finish(t *testing.T) {
 	default:
 		close(p.stop)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	mqtttest.Within(10*time.Second, func() bool {
 		p.mu.Lock()
-		left, err := len(p.pids), p.err
-		if left == 0 || err != nil || time.Now().After(deadline) {
-			p.stopping = true
-		}
-		p.mu.Unlock()
-		if p.stopping {
-			break
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	p.conn.Close()
+		defer p.mu.Unlock()
+		return len(p.pids) == 0 || p.err != nil
+	})
+	p.mu.Lock()
+	p.stopping = true
+	p.mu.Unlock()
+	p.c.Conn.Close()
 	p.wg.Wait()
 	if p.err != nil {
 		t.Errorf("publisher: %v", p.err)
@@ -706,11 +668,11 @@ func TestInspectJSON(t *testing.T) {
 		}
 	}
 	// The broker sends the PUBLISHes after their commit: wait until both are in flight.
-	inv := opsInventory(t, opsMustCmd(t, "inspect", "-c", cfg, "--json"))
-	for deadline := time.Now().Add(10 * time.Second); opsSession(t, inv, "ops-live").Inflight < 2 && time.Now().Before(deadline); {
-		time.Sleep(50 * time.Millisecond)
+	var inv *persist.Inventory
+	mqtttest.Within(10*time.Second, func() bool {
 		inv = opsInventory(t, opsMustCmd(t, "inspect", "-c", cfg, "--json"))
-	}
+		return opsSession(t, inv, "ops-live").Inflight >= 2
+	})
 	check(inv, "inspect -c", true)
 	human := opsMustCmd(t, "inspect", "-c", cfg)
 	for _, w := range []string{"ops-a", "offline since", "ops/# (QoS 1), x/+ (QoS 0)", "ops-live", "connected", "keep/r"} {
@@ -824,12 +786,9 @@ func TestMetricsMoveWithTraffic(t *testing.T) {
 	pubc := mqtttest.Dial(t, b.Addr)
 	pubc.MustConnect("ops-metrics-pub", true)
 	// Connected clients, as the gauge counts them once the CONNACKs are out.
-	deadline := time.Now().Add(5 * time.Second)
-	for opsScrape(t, base)["holdfast_connections"] != 2 {
-		if time.Now().After(deadline) {
-			t.Fatalf("holdfast_connections = %v with 2 clients connected", opsScrape(t, base)["holdfast_connections"])
-		}
-		time.Sleep(20 * time.Millisecond)
+	var conns float64
+	if !mqtttest.Within(5*time.Second, func() bool { conns = opsScrape(t, base)["holdfast_connections"]; return conns == 2 }) {
+		t.Fatalf("holdfast_connections = %v with 2 clients connected", conns)
 	}
 	for i := 1; i <= n; i++ {
 		pubc.Send(&codec.Publish{QoS: 1, Topic: "m/" + strconv.Itoa(i), PacketID: uint16(i), Payload: []byte("payload")})
