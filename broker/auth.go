@@ -74,12 +74,8 @@ func (s *Server) dropRefusedSubscriptions() {
 		}
 		owner := reader(sess)
 		for f := range sess.Subscriptions() {
-			if s.canSubscribe(&owner, f) || !sess.Unsubscribe(f) {
+			if s.canSubscribe(&owner, f) || !s.unsubscribe(sess, f, &b) {
 				continue
-			}
-			s.trie.Unsubscribe(sess.ID, f)
-			if sess.Persistent {
-				b.DeleteSubscription(sess.ID, f)
 			}
 			removed++
 			s.log.Info().Str("client_id", sess.ID).Str("filter", f).Msg("subscription removed: the reloaded ACL refuses it")

@@ -136,8 +136,8 @@ func (s *Server) fanOutQoS0(p *codec.Publish, send func(session.Outlet, *codec.P
 	out := codec.Publish{Topic: p.Topic, Payload: p.Payload}
 	acl := s.auth.Load().acl
 	for _, m := range matches {
-		sess := s.sessions.Get(m.ClientID)
-		if sess == nil || !s.mayRead(acl, sess, p.Topic) {
+		sess := m.Key
+		if !s.mayRead(acl, sess, p.Topic) {
 			continue
 		}
 		if o := sess.Outlet(); o != nil {
@@ -150,12 +150,12 @@ func (s *Server) fanOutQoS0(p *codec.Publish, send func(session.Outlet, *codec.P
 	s.matchPool.Put(mp)
 }
 
-func (s *Server) getMatches() *[]router.Subscriber {
-	if mp, ok := s.matchPool.Get().(*[]router.Subscriber); ok {
+func (s *Server) getMatches() *[]router.Subscriber[*session.Session] {
+	if mp, ok := s.matchPool.Get().(*[]router.Subscriber[*session.Session]); ok {
 		*mp = (*mp)[:0]
 		return mp
 	}
-	mp := make([]router.Subscriber, 0, 16)
+	mp := make([]router.Subscriber[*session.Session], 0, 16)
 	return &mp
 }
 
@@ -185,8 +185,8 @@ func (s *Server) route(d *delivery, p *codec.Publish, owner string) (retainRefus
 	var targets []persist.Target
 	acl := s.auth.Load().acl
 	for _, m := range matches {
-		sess := s.sessions.Get(m.ClientID)
-		if sess == nil || !s.mayRead(acl, sess, p.Topic) {
+		sess := m.Key
+		if !s.mayRead(acl, sess, p.Topic) {
 			continue
 		}
 		qos := min(p.QoS, m.QoS) // [MQTT-3.8.4-6]

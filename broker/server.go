@@ -29,7 +29,7 @@ type Server struct {
 	log          zerolog.Logger
 	dropLog      zerolog.Logger // sampled: a full queue can drop thousands of messages a second
 	store        *persist.Store
-	trie         *router.Trie
+	trie         *router.Trie[*session.Session] // the subscriptions; see subscribe
 	retained     *retain.Store
 	sysRetained  *retain.Store // the broker's own $SYS topics: memory only, outside the limits
 	retainMu     sync.Mutex    // orders retained updates in memory as they are submitted to the store
@@ -52,7 +52,7 @@ type Server struct {
 	wg   sync.WaitGroup // every goroutine the server started
 	quit chan struct{}
 
-	matchPool sync.Pool // *[]router.Subscriber
+	matchPool sync.Pool // *[]router.Subscriber[*session.Session]
 }
 
 // New rebuilds the broker's state from store and returns a server ready to Serve, checking clients
@@ -64,7 +64,7 @@ func New(cfg *config.Config, store *persist.Store, rules *AuthRules, version str
 		cfg:         cfg,
 		log:         log,
 		store:       store,
-		trie:        router.New(),
+		trie:        router.New[*session.Session](),
 		retained:    retain.New(),
 		sysRetained: retain.New(),
 		sessions:    session.NewRegistry(),
@@ -129,7 +129,7 @@ func (s *Server) recover() error {
 		sess := session.Restore(ss, &s.sessOpts, s.store)
 		s.sessions.Put(sess)
 		for _, sub := range ss.Subscriptions {
-			s.trie.Subscribe(ss.ClientID, sub.Filter, sub.QoS)
+			s.subscribe(sess, sub.Filter, sub.QoS, nil)
 		}
 		queued += ss.QueuedCount
 	}

@@ -45,7 +45,7 @@ func (s *Server) expireSessions(cutoff time.Time) {
 func (s *Server) discardSession(sess *session.Session, b *persist.Batch) {
 	s.sessions.Remove(sess)
 	for f := range sess.Subscriptions() {
-		s.trie.Unsubscribe(sess.ID, f)
+		s.unsubscribe(sess, f, nil) // the store's copy goes with the session
 	}
 	if !sess.Persistent {
 		return

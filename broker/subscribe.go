@@ -5,6 +5,7 @@ import (
 
 	"github.com/holdfast/holdfast/codec"
 	"github.com/holdfast/holdfast/persist"
+	"github.com/holdfast/holdfast/session"
 )
 
 // handleSubscribe grants every filter, makes a persistent session's subscriptions durable, then
@@ -25,11 +26,7 @@ func (c *conn) handleSubscribe(p *codec.Subscribe) error {
 			continue
 		}
 		granted[i] = true
-		c.sess.Subscribe(sub.Filter, sub.QoS)
-		c.srv.trie.Subscribe(c.clientID, sub.Filter, sub.QoS) // [MQTT-3.8.4-3] replaces an identical filter
-		if c.sess.Persistent {
-			b.PutSubscription(c.clientID, persist.Subscription{Filter: sub.Filter, QoS: sub.QoS})
-		}
+		c.srv.subscribe(c.sess, sub.Filter, sub.QoS, &b)
 	}
 	if b.Len() > 0 {
 		if _, err := c.srv.store.Commit(&b); err != nil {
@@ -43,6 +40,32 @@ func (c *conn) handleSubscribe(p *codec.Subscribe) error {
 		}
 	}
 	return nil
+}
+
+// subscribe records sess's subscription to filter at qos: in the trie, in the session and, for a
+// persistent session, in b (nil when the store already holds it, at recovery). Every subscription
+// is made here, so that the three copies cannot disagree. An identical filter's subscription is
+// replaced [MQTT-3.8.4-3].
+func (s *Server) subscribe(sess *session.Session, filter string, qos byte, b *persist.Batch) {
+	sess.Subscribe(filter, qos)
+	s.trie.Subscribe(sess, filter, qos)
+	if sess.Persistent && b != nil {
+		b.PutSubscription(sess.ID, persist.Subscription{Filter: filter, QoS: qos})
+	}
+}
+
+// unsubscribe removes sess's subscription to filter from the trie, the session and, for a
+// persistent session, with b (nil when the whole session is being deleted from the store). It
+// reports whether the subscription existed.
+func (s *Server) unsubscribe(sess *session.Session, filter string, b *persist.Batch) bool {
+	if !sess.Unsubscribe(filter) {
+		return false
+	}
+	s.trie.Unsubscribe(sess, filter)
+	if sess.Persistent && b != nil {
+		b.DeleteSubscription(sess.ID, filter)
+	}
+	return true
 }
 
 // refuseSubscription returns why filter may not be subscribed, or "".
@@ -68,12 +91,7 @@ func topicLevels(topic string) int { return strings.Count(topic, "/") + 1 }
 func (c *conn) handleUnsubscribe(p *codec.Unsubscribe) error {
 	var b persist.Batch
 	for _, f := range p.Filters {
-		if c.sess.Unsubscribe(f) {
-			c.srv.trie.Unsubscribe(c.clientID, f)
-			if c.sess.Persistent {
-				b.DeleteSubscription(c.clientID, f)
-			}
-		}
+		c.srv.unsubscribe(c.sess, f, &b)
 	}
 	if b.Len() > 0 {
 		if _, err := c.srv.store.Commit(&b); err != nil {

@@ -39,8 +39,8 @@ func realisticFilters(n int) []string {
 
 // fleetTrie subscribes realisticFilters(n), three filters per client, so
 // some clients hold overlapping subscriptions.
-func fleetTrie(n int) *Trie {
-	t := New()
+func fleetTrie(n int) *Trie[string] {
+	t := New[string]()
 	for i, f := range realisticFilters(n) {
 		t.Subscribe(fmt.Sprintf("client-%d", i%(n/3+1)), f, byte(i%3))
 	}
@@ -66,7 +66,7 @@ func BenchmarkMatchParallel(b *testing.B) {
 	}
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
-		var dst []Subscriber
+		var dst []Subscriber[string]
 		i := 0
 		for pb.Next() {
 			dst = t.Match(topics[i%len(topics)], dst[:0])
@@ -77,7 +77,7 @@ func BenchmarkMatchParallel(b *testing.B) {
 
 func BenchmarkMatchNoSubscribers(b *testing.B) {
 	t := fleetTrie(100_000)
-	var dst []Subscriber
+	var dst []Subscriber[string]
 	b.ReportAllocs()
 	for b.Loop() {
 		dst = t.Match("plant/3/line/9/speed", dst[:0])
@@ -91,9 +91,9 @@ var dedupShapes = []struct{ filters, clients int }{
 	{2, 1}, {2, 4}, {4, 4}, {3, 16}, {4, 40}, {2, 1000}, {3, 10000}, {8, 100},
 }
 
-func dedupTrie(filters, clients int) *Trie {
+func dedupTrie(filters, clients int) *Trie[string] {
 	patterns := []string{"fan/out/now", "fan/+/now", "fan/#", "#", "+/out/#", "+/+/now", "fan/out/+", "fan/out/#"}
-	t := New()
+	t := New[string]()
 	for f := range filters {
 		for c := range clients {
 			id := fmt.Sprintf("client-%d", c)
@@ -130,7 +130,7 @@ func BenchmarkDedupStrategies(b *testing.B) {
 		nodes := t.root.collect("fan/out/now", 0, true, nil)
 		name := fmt.Sprintf("filters=%d/clients=%d", shape.filters, shape.clients)
 		b.Logf("%s: probingIsCheaper=%v", name, probingIsCheaper(nodes))
-		var dst []Subscriber
+		var dst []Subscriber[string]
 		b.Run(name+"/probe", func(b *testing.B) {
 			for b.Loop() {
 				dst = appendProbed(dst[:0], nodes)
@@ -146,13 +146,13 @@ func BenchmarkDedupStrategies(b *testing.B) {
 
 func BenchmarkSubscribe(b *testing.B) {
 	filters := realisticFilters(100_000)
-	t := New()
+	t := New[string]()
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
 		if i == len(filters) {
 			b.StopTimer()
-			t, i = New(), 0
+			t, i = New[string](), 0
 			b.StartTimer()
 		}
 		t.Subscribe("client", filters[i], 1)
@@ -172,7 +172,7 @@ func BenchmarkSubscribeUnsubscribe(b *testing.B) {
 // BenchmarkMemory100kFilters reports the heap the trie of
 // BenchmarkMatch100kFilters takes, per subscription (client ids included).
 func BenchmarkMemory100kFilters(b *testing.B) {
-	var t *Trie
+	var t *Trie[string]
 	var before, after runtime.MemStats
 	for b.Loop() {
 		t = nil

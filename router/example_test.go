@@ -7,14 +7,14 @@ import (
 )
 
 func ExampleTrie_Match() {
-	t := router.New()
+	t := router.New[string]()
 	t.Subscribe("dashboard", "site/+/temp", 0)
 	t.Subscribe("dashboard", "site/#", 1) // overlaps: delivered once, at QoS 1
 	t.Subscribe("logger", "#", 0)
 	t.Subscribe("ops", "$SYS/#", 0)
 
 	// One dst per publishing goroutine, reused for every PUBLISH.
-	var dst []router.Subscriber
+	var dst []router.Subscriber[string]
 	for _, topic := range []string{"site/7/temp", "$SYS/uptime"} {
 		dst = t.Match(topic, dst[:0])
 		fmt.Println(topic, len(dst))

@@ -1,11 +1,15 @@
 package router
 
-import "sync"
+import (
+	"strings"
+	"sync"
+)
 
-// Subscriber is one client's interest in a topic, at the QoS it was granted.
-type Subscriber struct {
-	ClientID string
-	QoS      byte
+// Subscriber is one client's interest in a topic, at the QoS it was granted. Key names the client:
+// the broker keys the trie by its session handles, so that a match needs no second look-up.
+type Subscriber[K comparable] struct {
+	Key K
+	QoS byte
 }
 
 const (
@@ -33,39 +37,39 @@ const (
 
 // node is one level of a topic filter. Its own subscribers are the clients
 // whose filter ends here.
-type node struct {
-	kids  Children[node] // literal levels
-	plus  *node          // '+' level
-	hash  *node          // final '#' level; always a leaf
-	subs  []Subscriber
-	index map[string]int // ClientID -> position in subs, only for long subs
-	count int            // subscriptions here and below; 0 means prune me
+type node[K comparable] struct {
+	kids  Children[node[K]] // literal levels
+	plus  *node[K]          // '+' level
+	hash  *node[K]          // final '#' level; always a leaf
+	subs  []Subscriber[K]
+	index map[K]int // Key -> position in subs, only for long subs
+	count int       // subscriptions here and below; 0 means prune me
 }
 
 // Trie holds every subscription of the broker, keyed by filter level. It is
 // safe for concurrent use; Match takes only the read lock, so publishes do
 // not serialise against each other.
 //
-// Subscribe keeps clientID as given and copies the filter's levels, so
+// Subscribe keeps the key as given and copies the filter's levels, so
 // callers may pass strings that alias a read buffer only for the filter.
 // Filters and topics must be valid (see the package comment).
-type Trie struct {
+type Trie[K comparable] struct {
 	mu   sync.RWMutex
-	root node
-	maps sync.Pool // *map[string]int for deduplicating large fan-outs
+	root node[K]
+	maps sync.Pool // *map[K]int for deduplicating large fan-outs
 }
 
 // New returns an empty trie. The zero Trie is ready to use as well.
-func New() *Trie {
-	return &Trie{}
+func New[K comparable]() *Trie[K] {
+	return &Trie[K]{}
 }
 
-// Subscribe adds clientID's subscription to filter at qos, or replaces the
+// Subscribe adds key's subscription to filter at qos, or replaces the
 // QoS of the one it already has, since a SUBSCRIBE with an identical filter
 // replaces the existing subscription [MQTT-3.8.4-3]. It returns true if the
 // subscription is new.
-func (t *Trie) Subscribe(clientID, filter string, qos byte) bool {
-	var buf [nodeHint]*node
+func (t *Trie[K]) Subscribe(key K, filter string, qos byte) bool {
+	var buf [nodeHint]*node[K]
 	path := buf[:0]
 
 	t.mu.Lock()
@@ -77,7 +81,7 @@ func (t *Trie) Subscribe(clientID, filter string, qos byte) bool {
 		n = n.childOrNew(level, kind)
 		i = next
 	}
-	if !n.add(clientID, qos) {
+	if !n.add(key, qos) {
 		return false
 	}
 	n.count++
@@ -87,12 +91,12 @@ func (t *Trie) Subscribe(clientID, filter string, qos byte) bool {
 	return true
 }
 
-// Unsubscribe removes clientID's subscription to filter and reports whether
+// Unsubscribe removes key's subscription to filter and reports whether
 // it existed. Nodes left without subscriptions below them are pruned, so the
 // trie's size follows the live subscriptions, not the history of them.
-func (t *Trie) Unsubscribe(clientID, filter string) bool {
+func (t *Trie[K]) Unsubscribe(key K, filter string) bool {
 	type step struct {
-		parent *node
+		parent *node[K]
 		level  string
 		kind   Kind
 	}
@@ -110,7 +114,7 @@ func (t *Trie) Unsubscribe(clientID, filter string) bool {
 		}
 		i = next
 	}
-	if !n.remove(clientID) {
+	if !n.remove(key) {
 		return false
 	}
 	n.count--
@@ -130,8 +134,8 @@ func (t *Trie) Unsubscribe(clientID, filter string) bool {
 // and returns the extended slice. Only the entries Match appends are
 // deduplicated; what dst held before is left alone. With enough capacity in
 // dst, Match does not allocate, so callers should reuse it.
-func (t *Trie) Match(topic string, dst []Subscriber) []Subscriber {
-	var buf [nodeHint]*node
+func (t *Trie[K]) Match(topic string, dst []Subscriber[K]) []Subscriber[K] {
+	var buf [nodeHint]*node[K]
 
 	t.mu.RLock()
 	defer t.mu.RUnlock()
@@ -150,16 +154,43 @@ func (t *Trie) Match(topic string, dst []Subscriber) []Subscriber {
 }
 
 // Count returns the number of (client, filter) subscriptions.
-func (t *Trie) Count() int {
+func (t *Trie[K]) Count() int {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	return t.root.count
 }
 
+// Walk calls fn for every subscription, in no particular order, holding the read lock: fn must
+// not call back into t.
+func (t *Trie[K]) Walk(fn func(filter string, key K, qos byte)) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	t.root.walk(nil, fn)
+}
+
+// walk calls fn for the subscriptions at n and below; levels are those of n's filter.
+func (n *node[K]) walk(levels []string, fn func(filter string, key K, qos byte)) {
+	if len(n.subs) > 0 {
+		filter := strings.Join(levels, "/")
+		for _, s := range n.subs {
+			fn(filter, s.Key, s.QoS)
+		}
+	}
+	for level, c := range n.kids.All() {
+		c.walk(append(levels, level), fn)
+	}
+	if n.plus != nil {
+		n.plus.walk(append(levels, "+"), fn)
+	}
+	if n.hash != nil {
+		n.hash.walk(append(levels, "#"), fn)
+	}
+}
+
 // collect appends to out every node with subscribers whose filter matches
 // the levels of topic from offset i on; n is the node for the levels before
 // i, and first says that i is the topic's first level.
-func (n *node) collect(topic string, i int, first bool, out []*node) []*node {
+func (n *node[K]) collect(topic string, i int, first bool, out []*node[K]) []*node[K] {
 	for {
 		if i > len(topic) {
 			if len(n.subs) > 0 {
@@ -193,7 +224,7 @@ func (n *node) collect(topic string, i int, first bool, out []*node) []*node {
 // or one map lookup in an indexed one. The map pays for every subscriber
 // an insert or a lookup and update, and then the clear, about three map
 // operations in all as measured by BenchmarkDedupStrategies.
-func probingIsCheaper(nodes []*node) bool {
+func probingIsCheaper[K comparable](nodes []*node[K]) bool {
 	total, largest, probe := 0, 0, 0
 	for _, n := range nodes {
 		total += len(n.subs)
@@ -214,7 +245,7 @@ func probingIsCheaper(nodes []*node) bool {
 // position in that node). Any other client is emitted at the first node
 // that lists it, at the highest QoS of the nodes after that one, and skipped
 // at those later nodes.
-func appendProbed(dst []Subscriber, nodes []*node) []Subscriber {
+func appendProbed[K comparable](dst []Subscriber[K], nodes []*node[K]) []Subscriber[K] {
 	big := 0
 	for k, n := range nodes {
 		if len(n.subs) > len(nodes[big].subs) {
@@ -227,17 +258,17 @@ func appendProbed(dst []Subscriber, nodes []*node) []Subscriber {
 	for k := 1; k < len(nodes); k++ {
 	subs:
 		for _, s := range nodes[k].subs {
-			if i := first.find(s.ClientID); i >= 0 {
+			if i := first.find(s.Key); i >= 0 {
 				dst[base+i].QoS = max(dst[base+i].QoS, s.QoS)
 				continue
 			}
 			for j := 1; j < k; j++ {
-				if nodes[j].find(s.ClientID) >= 0 {
+				if nodes[j].find(s.Key) >= 0 {
 					continue subs
 				}
 			}
 			for _, m := range nodes[k+1:] {
-				if q, ok := m.qosOf(s.ClientID); ok {
+				if q, ok := m.qosOf(s.Key); ok {
 					s.QoS = max(s.QoS, q)
 				}
 			}
@@ -249,19 +280,19 @@ func appendProbed(dst []Subscriber, nodes []*node) []Subscriber {
 
 // appendMapped deduplicates through a map from client id to its position
 // in dst, for fan-outs where probing every node would cost more.
-func (t *Trie) appendMapped(dst []Subscriber, nodes []*node) []Subscriber {
-	seen, _ := t.maps.Get().(*map[string]int)
+func (t *Trie[K]) appendMapped(dst []Subscriber[K], nodes []*node[K]) []Subscriber[K] {
+	seen, _ := t.maps.Get().(*map[K]int)
 	if seen == nil {
-		m := make(map[string]int)
+		m := make(map[K]int)
 		seen = &m
 	}
 	for _, n := range nodes {
 		for _, s := range n.subs {
-			if i, ok := (*seen)[s.ClientID]; ok {
+			if i, ok := (*seen)[s.Key]; ok {
 				dst[i].QoS = max(dst[i].QoS, s.QoS)
 				continue
 			}
-			(*seen)[s.ClientID] = len(dst)
+			(*seen)[s.Key] = len(dst)
 			dst = append(dst, s)
 		}
 	}
@@ -273,7 +304,7 @@ func (t *Trie) appendMapped(dst []Subscriber, nodes []*node) []Subscriber {
 }
 
 // child returns the child of n for a filter level, or nil.
-func (n *node) child(level string, kind Kind) *node {
+func (n *node[K]) child(level string, kind Kind) *node[K] {
 	switch kind {
 	case SingleLevel:
 		return n.plus
@@ -284,16 +315,16 @@ func (n *node) child(level string, kind Kind) *node {
 }
 
 // childOrNew returns the child of n for a filter level, creating it.
-func (n *node) childOrNew(level string, kind Kind) *node {
+func (n *node[K]) childOrNew(level string, kind Kind) *node[K] {
 	switch kind {
 	case SingleLevel:
 		if n.plus == nil {
-			n.plus = &node{}
+			n.plus = &node[K]{}
 		}
 		return n.plus
 	case MultiLevel:
 		if n.hash == nil {
-			n.hash = &node{}
+			n.hash = &node[K]{}
 		}
 		return n.hash
 	}
@@ -301,7 +332,7 @@ func (n *node) childOrNew(level string, kind Kind) *node {
 }
 
 // drop unlinks the child of n for a filter level.
-func (n *node) drop(level string, kind Kind) {
+func (n *node[K]) drop(level string, kind Kind) {
 	switch kind {
 	case SingleLevel:
 		n.plus = nil
@@ -312,52 +343,52 @@ func (n *node) drop(level string, kind Kind) {
 	}
 }
 
-// find returns the position of clientID in n.subs, or -1.
-func (n *node) find(clientID string) int {
+// find returns the position of key in n.subs, or -1.
+func (n *node[K]) find(key K) int {
 	if n.index != nil {
-		if i, ok := n.index[clientID]; ok {
+		if i, ok := n.index[key]; ok {
 			return i
 		}
 		return -1
 	}
 	for i := range n.subs {
-		if n.subs[i].ClientID == clientID {
+		if n.subs[i].Key == key {
 			return i
 		}
 	}
 	return -1
 }
 
-// qosOf returns the QoS clientID subscribed with at n, if it did.
-func (n *node) qosOf(clientID string) (byte, bool) {
-	if i := n.find(clientID); i >= 0 {
+// qosOf returns the QoS key subscribed with at n, if it did.
+func (n *node[K]) qosOf(key K) (byte, bool) {
+	if i := n.find(key); i >= 0 {
 		return n.subs[i].QoS, true
 	}
 	return 0, false
 }
 
-// add inserts clientID at qos, or replaces its QoS; true if it was new.
-func (n *node) add(clientID string, qos byte) bool {
-	if i := n.find(clientID); i >= 0 {
+// add inserts key at qos, or replaces its QoS; true if it was new.
+func (n *node[K]) add(key K, qos byte) bool {
+	if i := n.find(key); i >= 0 {
 		n.subs[i].QoS = qos
 		return false
 	}
-	n.subs = append(n.subs, Subscriber{ClientID: clientID, QoS: qos})
+	n.subs = append(n.subs, Subscriber[K]{Key: key, QoS: qos})
 	switch {
 	case n.index != nil:
-		n.index[clientID] = len(n.subs) - 1
+		n.index[key] = len(n.subs) - 1
 	case len(n.subs) > indexAbove:
-		n.index = make(map[string]int, len(n.subs))
+		n.index = make(map[K]int, len(n.subs))
 		for i, s := range n.subs {
-			n.index[s.ClientID] = i
+			n.index[s.Key] = i
 		}
 	}
 	return true
 }
 
-// remove deletes clientID from n.subs; true if it was there.
-func (n *node) remove(clientID string) bool {
-	i := n.find(clientID)
+// remove deletes key from n.subs; true if it was there.
+func (n *node[K]) remove(key K) bool {
+	i := n.find(key)
 	if i < 0 {
 		return false
 	}
@@ -365,20 +396,20 @@ func (n *node) remove(clientID string) bool {
 	if i != last {
 		n.subs[i] = n.subs[last]
 		if n.index != nil {
-			n.index[n.subs[i].ClientID] = i
+			n.index[n.subs[i].Key] = i
 		}
 	}
-	n.subs[last] = Subscriber{} // let the client id be collected
+	n.subs[last] = Subscriber[K]{} // let the key be collected
 	n.subs = n.subs[:last]
 	if n.index != nil {
-		delete(n.index, clientID)
+		delete(n.index, key)
 		if len(n.subs) < indexBelow {
 			n.index = nil
 		}
 	}
 	// Give back the backing array of a crowd that has left.
 	if c := cap(n.subs); c > 4*indexAbove && len(n.subs) < c/4 {
-		n.subs = append([]Subscriber(nil), n.subs...)
+		n.subs = append([]Subscriber[K](nil), n.subs...)
 	}
 	if len(n.subs) == 0 {
 		n.subs = nil

@@ -10,14 +10,14 @@ import (
 	"testing"
 )
 
-func sortSubs(s []Subscriber) []Subscriber {
-	slices.SortFunc(s, func(a, b Subscriber) int { return cmp.Compare(a.ClientID, b.ClientID) })
+func sortSubs(s []Subscriber[string]) []Subscriber[string] {
+	slices.SortFunc(s, func(a, b Subscriber[string]) int { return cmp.Compare(a.Key, b.Key) })
 	return s
 }
 
 // bruteMatch is what Trie.Match must return, computed from MatchFilter over
 // a plain list of subscriptions.
-func bruteMatch(subs map[[2]string]byte, topic string) []Subscriber {
+func bruteMatch(subs map[[2]string]byte, topic string) []Subscriber[string] {
 	best := map[string]byte{}
 	for k, q := range subs {
 		if MatchFilter(k[1], topic) {
@@ -26,16 +26,16 @@ func bruteMatch(subs map[[2]string]byte, topic string) []Subscriber {
 			}
 		}
 	}
-	var out []Subscriber
+	var out []Subscriber[string]
 	for id, q := range best {
-		out = append(out, Subscriber{id, q})
+		out = append(out, Subscriber[string]{id, q})
 	}
 	return sortSubs(out)
 }
 
 // isEmpty reports whether n holds nothing at all, as the root must after
 // every subscription was removed.
-func (n *node) isEmpty() bool {
+func (n *node[K]) isEmpty() bool {
 	return n.kids.list == nil && n.kids.index == nil && n.plus == nil && n.hash == nil &&
 		n.subs == nil && n.index == nil && n.count == 0
 }
@@ -43,10 +43,10 @@ func (n *node) isEmpty() bool {
 func TestTrieMatchRules(t *testing.T) {
 	for _, tc := range matchRules {
 		t.Run(tc.name, func(t *testing.T) {
-			tr := New()
+			tr := New[string]()
 			tr.Subscribe("c", tc.filter, 1)
 			got := tr.Match(tc.topic, nil)
-			if matched := len(got) == 1 && got[0] == (Subscriber{"c", 1}); matched != tc.want || len(got) > 1 {
+			if matched := len(got) == 1 && got[0] == (Subscriber[string]{"c", 1}); matched != tc.want || len(got) > 1 {
 				t.Errorf("filter %q, topic %q: Match = %v, want match %v", tc.filter, tc.topic, got, tc.want)
 			}
 		})
@@ -56,7 +56,7 @@ func TestTrieMatchRules(t *testing.T) {
 func TestTrieMatchRulesTogether(t *testing.T) {
 	// All rule filters in one trie, one client per filter: the walk must
 	// not lose or invent matches when branches share nodes.
-	tr := New()
+	tr := New[string]()
 	subs := map[[2]string]byte{}
 	for i, tc := range matchRules {
 		id := fmt.Sprintf("c%02d", i)
@@ -73,14 +73,14 @@ func TestTrieMatchRulesTogether(t *testing.T) {
 
 func TestSubscribeReplacesQoS(t *testing.T) {
 	// [MQTT-3.8.4-3] an identical filter replaces the existing subscription.
-	tr := New()
+	tr := New[string]()
 	if !tr.Subscribe("c", "a/+", 0) {
 		t.Fatal("first Subscribe reported not new")
 	}
 	if tr.Subscribe("c", "a/+", 2) {
 		t.Fatal("second Subscribe of the same filter reported new")
 	}
-	if got := tr.Match("a/b", nil); !slices.Equal(got, []Subscriber{{"c", 2}}) {
+	if got := tr.Match("a/b", nil); !slices.Equal(got, []Subscriber[string]{{"c", 2}}) {
 		t.Fatalf("Match = %v, want the replaced QoS 2", got)
 	}
 	if tr.Count() != 1 {
@@ -91,7 +91,7 @@ func TestSubscribeReplacesQoS(t *testing.T) {
 func TestOverlappingSubscriptionsMaxQoS(t *testing.T) {
 	// [MQTT-3.3.5-1] one delivery per client, at the highest QoS of all its
 	// matching subscriptions.
-	tr := New()
+	tr := New[string]()
 	tr.Subscribe("a", "sport/tennis/player1", 0)
 	tr.Subscribe("a", "sport/+/player1", 2)
 	tr.Subscribe("a", "sport/#", 1)
@@ -100,26 +100,26 @@ func TestOverlappingSubscriptionsMaxQoS(t *testing.T) {
 	tr.Subscribe("b", "+/tennis/#", 1)
 	tr.Subscribe("c", "sport/tennis/player2", 2)
 	got := sortSubs(tr.Match("sport/tennis/player1", nil))
-	want := []Subscriber{{"a", 2}, {"b", 1}}
+	want := []Subscriber[string]{{"a", 2}, {"b", 1}}
 	if !slices.Equal(got, want) {
 		t.Fatalf("Match = %v, want %v", got, want)
 	}
 }
 
 func TestMatchAppendsAfterDst(t *testing.T) {
-	tr := New()
+	tr := New[string]()
 	tr.Subscribe("a", "x", 0)
 	tr.Subscribe("a", "#", 1)
-	dst := []Subscriber{{"a", 0}, {"z", 2}}
+	dst := []Subscriber[string]{{"a", 0}, {"z", 2}}
 	got := tr.Match("x", dst)
-	want := []Subscriber{{"a", 0}, {"z", 2}, {"a", 1}}
+	want := []Subscriber[string]{{"a", 0}, {"z", 2}, {"a", 1}}
 	if !slices.Equal(got, want) {
 		t.Fatalf("Match = %v, want the old entries untouched and %v", got, want)
 	}
 }
 
 func TestUnsubscribe(t *testing.T) {
-	tr := New()
+	tr := New[string]()
 	tr.Subscribe("a", "x/y", 1)
 	tr.Subscribe("b", "x/y", 1)
 	for _, tc := range []struct{ id, filter string }{
@@ -144,13 +144,13 @@ func TestUnsubscribe(t *testing.T) {
 	if tr.Unsubscribe("a", "x/y") {
 		t.Fatal("second Unsubscribe = true")
 	}
-	if got := tr.Match("x/y", nil); !slices.Equal(got, []Subscriber{{"b", 1}}) {
+	if got := tr.Match("x/y", nil); !slices.Equal(got, []Subscriber[string]{{"b", 1}}) {
 		t.Fatalf("Match = %v, want only b", got)
 	}
 }
 
 func TestPrune(t *testing.T) {
-	tr := New()
+	tr := New[string]()
 	var filters []string
 	for i := range 10000 {
 		var f string
@@ -199,7 +199,7 @@ func TestPrune(t *testing.T) {
 func TestManySubscribersOneFilter(t *testing.T) {
 	// Crosses the per-node index thresholds both ways and checks that the
 	// index and the slice agree all along.
-	tr := New()
+	tr := New[string]()
 	const n = 200
 	for i := range n {
 		tr.Subscribe(fmt.Sprintf("c%03d", i), "a/b", byte(i%3))
@@ -216,7 +216,7 @@ func TestManySubscribersOneFilter(t *testing.T) {
 	}
 	for _, s := range got {
 		var i int
-		fmt.Sscanf(s.ClientID, "c%d", &i)
+		fmt.Sscanf(s.Key, "c%d", &i)
 		want := byte(i % 3)
 		if i == 7 {
 			want = 2
@@ -246,7 +246,7 @@ func TestDedupStrategiesAgree(t *testing.T) {
 	for _, shape := range []struct{ perFilter, filters int }{
 		{1, 2}, {3, 4}, {10, 3}, {40, 2}, {40, 6}, {500, 3}, {5, 20}, {12, 9}, {16, 9},
 	} {
-		tr := New()
+		tr := New[string]()
 		subs := map[[2]string]byte{}
 		filters := []string{"a/b/c/d", "a/+/c/d", "a/#", "#", "+/b/#", "a/b/+/d", "+/+/+/+", "a/b/c/#", "a/b/#"}
 		rng := rand.New(rand.NewPCG(uint64(shape.perFilter), uint64(shape.filters)))
@@ -302,7 +302,7 @@ func TestTrieAgreesWithMatchFilter(t *testing.T) {
 	// the clients whose filters MatchFilter accepts, at their highest QoS.
 	rng := rand.New(rand.NewPCG(7, 11))
 	for round := range 50 {
-		tr := New()
+		tr := New[string]()
 		subs := map[[2]string]byte{}
 		for range 1 + rng.IntN(300) {
 			id := fmt.Sprintf("c%d", rng.IntN(40))
@@ -334,7 +334,7 @@ func TestTrieAgreesWithMatchFilter(t *testing.T) {
 }
 
 func TestMatchDoesNotAllocate(t *testing.T) {
-	tr := New()
+	tr := New[string]()
 	for i := range 1000 {
 		tr.Subscribe(fmt.Sprintf("c%d", i), fmt.Sprintf("site/%d/device/+/temp", i), 1)
 	}
@@ -342,20 +342,20 @@ func TestMatchDoesNotAllocate(t *testing.T) {
 	tr.Subscribe("x", "site/+/device/3/temp", 2)
 	tr.Subscribe("y", "#", 2)
 	tr.Subscribe("y", "+/7/device/#", 2)
-	dst := make([]Subscriber, 0, 16)
+	dst := make([]Subscriber[string], 0, 16)
 	allocs := testing.AllocsPerRun(100, func() {
 		dst = tr.Match("site/7/device/3/temp", dst[:0])
 	})
 	if allocs != 0 {
 		t.Fatalf("Match allocated %v times per run", allocs)
 	}
-	if got := sortSubs(dst); !slices.Equal(got, []Subscriber{{"c7", 1}, {"x", 2}, {"y", 2}}) {
+	if got := sortSubs(dst); !slices.Equal(got, []Subscriber[string]{{"c7", 1}, {"x", 2}, {"y", 2}}) {
 		t.Fatalf("Match = %v", got)
 	}
 }
 
 func TestConcurrentUse(t *testing.T) {
-	tr := New()
+	tr := New[string]()
 	tr.Subscribe("stable", "t/#", 2)
 	var wg sync.WaitGroup
 	for w := range 4 {
@@ -374,10 +374,10 @@ func TestConcurrentUse(t *testing.T) {
 	for r := range 4 {
 		wg.Go(func() {
 			rng := rand.New(rand.NewPCG(uint64(r), 5))
-			var dst []Subscriber
+			var dst []Subscriber[string]
 			for range 2000 {
 				dst = tr.Match("t/"+randTopic(rng), dst[:0])
-				if !slices.Contains(dst, Subscriber{"stable", 2}) {
+				if !slices.Contains(dst, Subscriber[string]{"stable", 2}) {
 					t.Errorf("stable subscriber missing from %v", dst)
 					return
 				}
@@ -420,7 +420,7 @@ func FuzzMatch(f *testing.F) {
 	f.Fuzz(func(t *testing.T, filter, topic string) {
 		// Any strings: no panic anywhere, and the trie is empty again after.
 		want := MatchFilter(filter, topic)
-		tr := New()
+		tr := New[string]()
 		tr.Subscribe("c", filter, 1)
 		got := len(tr.Match(topic, nil)) == 1
 		if !tr.Unsubscribe("c", filter) || !tr.root.isEmpty() {
@@ -430,4 +430,32 @@ func FuzzMatch(f *testing.F) {
 			t.Fatalf("filter %q topic %q: trie %v, MatchFilter %v", filter, topic, got, want)
 		}
 	})
+}
+
+func TestTrieWalk(t *testing.T) {
+	tr := New[string]()
+	want := map[[2]string]byte{
+		{"a", "x/y"}: 0, {"b", "x/y"}: 1, {"a", "x/+"}: 2, {"c", "#"}: 1, {"c", "/lead"}: 0,
+		{"d", "x/+/z/#"}: 2, {"e", "$SYS/#"}: 0, {"a", "+"}: 1,
+	}
+	for k, q := range want {
+		tr.Subscribe(k[0], k[1], q)
+	}
+	tr.Unsubscribe("b", "x/y")
+	delete(want, [2]string{"b", "x/y"})
+	got := map[[2]string]byte{}
+	tr.Walk(func(filter, key string, qos byte) {
+		if _, dup := got[[2]string{key, filter}]; dup {
+			t.Errorf("Walk visited %s %q twice", key, filter)
+		}
+		got[[2]string{key, filter}] = qos
+	})
+	if len(got) != len(want) {
+		t.Errorf("Walk visited %d subscriptions, want %d: %v", len(got), len(want), got)
+	}
+	for k, q := range want {
+		if g, ok := got[k]; !ok || g != q {
+			t.Errorf("subscription %s %q: walked %v (qos %d), want qos %d", k[0], k[1], ok, g, q)
+		}
+	}
 }

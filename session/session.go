@@ -75,9 +75,6 @@ func New(id string, persistent bool, level byte, opts *Options, store *persist.S
 // Restore returns a persistent session rebuilt from what persist recovered at start.
 func Restore(st *persist.SessionState, opts *Options, store *persist.Store) *Session {
 	s := New(st.ClientID, true, st.Record.ProtocolLevel, opts, store)
-	for _, sub := range st.Subscriptions {
-		s.subs[sub.Filter] = sub.QoS
-	}
 	s.queued = st.QueuedCount
 	s.queuedBytes = st.QueuedBytes
 	s.lastQueued = st.LastSeq
