@@ -115,7 +115,7 @@ func (c *conn) openSession(cp *codec.Connect) (bool, error) {
 		if existing != nil {
 			srv.discardSession(existing, &b) // [MQTT-3.1.2-6] clean session discards the previous one
 		}
-		c.sess = session.New(c.clientID, !cp.CleanSession, c.level, &srv.sessOpts, srv.store)
+		c.sess = session.New(c.clientID, !cp.CleanSession, c.level, &srv.sessOpts)
 		srv.sessions.Put(c.sess)
 	}
 	c.sess.SetIdentity(session.Identity{Username: c.ident.Username, Anonymous: c.ident.Anonymous})

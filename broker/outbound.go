@@ -269,9 +269,7 @@ func (c *conn) writeLoop() {
 
 		if c.sess != nil {
 			out.Now, out.After = wbuf, out.After[:0]
-			if err := c.sess.Fill(&out); err != nil {
-				c.log.Error().Err(err).Msg("reading the session queue failed")
-				c.writeFailed()
+			if !c.fill(&out) {
 				return
 			}
 			wbuf = out.Now
@@ -346,4 +344,22 @@ func (c *conn) submitSendState(out *session.Outgoing) {
 		}
 		c.sendRaw(after)
 	})
+}
+
+// fill takes from the session what may be sent now, reading its queue from disk whenever the
+// session asks for it. It returns false, having closed the connection, if the read fails.
+func (c *conn) fill(out *session.Outgoing) bool {
+	for {
+		c.sess.Fill(out)
+		if !out.NeedLoad {
+			return true
+		}
+		entries, err := c.srv.store.ReadQueue(c.clientID, out.Load.After, out.Load.Limit)
+		if err != nil {
+			c.log.Error().Err(err).Msg("reading the session queue failed")
+			c.writeFailed()
+			return false
+		}
+		c.sess.Loaded(out, entries)
+	}
 }

@@ -33,8 +33,7 @@ type Session struct {
 	ID         string
 	Persistent bool // clean-session=0: survives disconnects and restarts
 
-	opts  *Options
-	store *persist.Store // only for persistent sessions
+	opts *Options
 
 	mu          sync.Mutex
 	level       byte
@@ -57,13 +56,12 @@ type Session struct {
 	offlineAt   time.Time
 }
 
-// New returns a session. store is used only when persistent is true.
-func New(id string, persistent bool, level byte, opts *Options, store *persist.Store) *Session {
+// New returns a session.
+func New(id string, persistent bool, level byte, opts *Options) *Session {
 	return &Session{
 		ID:         id,
 		Persistent: persistent,
 		opts:       opts,
-		store:      store,
 		level:      level,
 		subs:       make(map[string]byte),
 		byPID:      make(map[uint16]*persist.QueueEntry),
@@ -73,8 +71,8 @@ func New(id string, persistent bool, level byte, opts *Options, store *persist.S
 }
 
 // Restore returns a persistent session rebuilt from what persist recovered at start.
-func Restore(st *persist.SessionState, opts *Options, store *persist.Store) *Session {
-	s := New(st.ClientID, true, st.Record.ProtocolLevel, opts, store)
+func Restore(st *persist.SessionState, opts *Options) *Session {
+	s := New(st.ClientID, true, st.Record.ProtocolLevel, opts)
 	s.queued = st.QueuedCount
 	s.queuedBytes = st.QueuedBytes
 	s.lastQueued = st.LastSeq
@@ -315,6 +313,21 @@ type Outgoing struct {
 	// the message was queued may no longer let this client read its topic. A refused entry is
 	// acknowledged (removed) instead of sent.
 	MayRead func(topic string) bool
+
+	// Load, when NeedLoad is set, is the read of the session's queue on disk that Fill needs
+	// before it can go on: the caller reads it and hands the entries to Loaded, then calls Fill
+	// again. The session itself does no I/O.
+	Load     Load
+	NeedLoad bool
+}
+
+// Load asks for the queue entries of a persistent session after seq After, at most Limit of them
+// (persist's ReadQueue).
+type Load struct {
+	After uint64
+	Limit int
+	upTo  uint64 // the highest seq committed when it was asked: later entries are not durable yet
+	gen   uint64 // a Detach since then makes the answer stale
 }
 
 func (o *Outgoing) count(e *persist.QueueEntry) {
@@ -324,12 +337,13 @@ func (o *Outgoing) count(e *persist.QueueEntry) {
 
 // Fill appends to o what the writer should send now: the in-flight entries again after an Attach
 // (with DUP, or PUBREL for those already past PUBREC), then new messages while the in-flight
-// window has room. For a persistent session it reads entries from disk when memory runs dry.
-func (s *Session) Fill(o *Outgoing) error {
+// window has room. When a persistent session's memory runs dry while the disk holds more, Fill
+// stops and sets o.NeedLoad: see Outgoing.Load.
+func (s *Session) Fill(o *Outgoing) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.outlet == nil {
-		return nil
+		return
 	}
 	if s.resend {
 		s.resend = false
@@ -339,16 +353,11 @@ func (s *Session) Fill(o *Outgoing) error {
 	}
 	for len(s.inflight) < s.opts.MaxInflight {
 		if len(s.pending) == 0 {
-			if !s.Persistent || s.lastLoaded >= s.lastQueued {
-				break
+			if s.Persistent && s.lastLoaded < s.lastQueued {
+				o.NeedLoad = true
+				o.Load = Load{After: s.lastLoaded, Limit: s.opts.MemoryWindow + s.opts.MaxInflight, upTo: s.lastQueued, gen: s.gen}
 			}
-			if err := s.loadLocked(o); err != nil {
-				return err
-			}
-			if len(s.pending) == 0 {
-				break
-			}
-			continue
+			break
 		}
 		e := s.pending[0]
 		s.pending[0] = nil
@@ -362,21 +371,21 @@ func (s *Session) Fill(o *Outgoing) error {
 		}
 		s.send(o, e)
 	}
-	return nil
 }
 
-// loadLocked reads the next entries from disk. It drops the lock for the read; a Detach in the
-// meantime makes the result stale, and it is then thrown away. Every seq up to lastQueued as seen
-// before the read was committed before the read began, so a short read means memory has caught
-// up with the disk at least to that point.
-func (s *Session) loadLocked(o *Outgoing) error {
-	gen, after, upTo := s.gen, s.lastLoaded, s.lastQueued
-	limit := s.opts.MemoryWindow + s.opts.MaxInflight
-	s.mu.Unlock()
-	entries, err := s.store.ReadQueue(s.ID, after, limit)
+// Loaded takes the entries read for o.Load and clears o.NeedLoad; in-flight entries of an earlier
+// connection among them are appended to o to be sent again. Between Fill and Loaded the session
+// may have been detached (the answer is then thrown away) or have had more entries committed.
+// Every seq up to the request's upTo was committed before the read began, so a short read means
+// memory has caught up with the disk at least to that point.
+func (s *Session) Loaded(o *Outgoing, entries []persist.QueueEntry) {
 	s.mu.Lock()
-	if err != nil || gen != s.gen || s.outlet == nil {
-		return err
+	defer s.mu.Unlock()
+	req := o.Load
+	o.NeedLoad, o.Load = false, Load{}
+	upTo, limit := req.upTo, req.Limit
+	if req.gen != s.gen || s.outlet == nil || req.After != s.lastLoaded {
+		return
 	}
 	for i := range entries {
 		e := &entries[i]
@@ -401,7 +410,6 @@ func (s *Session) loadLocked(o *Outgoing) error {
 	if len(entries) < limit {
 		s.lastLoaded = max(s.lastLoaded, upTo)
 	}
-	return nil
 }
 
 func (s *Session) appendResend(o *Outgoing, e *persist.QueueEntry) {

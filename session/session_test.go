@@ -42,7 +42,7 @@ func decode(t *testing.T, b []byte) []codec.Packet {
 }
 
 func TestReserveLimits(t *testing.T) {
-	s := New("c", false, 4, &Options{MaxInflight: 10, MaxQueuedMessages: 2, MaxQueuedBytes: 10, BacklogHigh: 100}, nil)
+	s := New("c", false, 4, &Options{MaxInflight: 10, MaxQueuedMessages: 2, MaxQueuedBytes: 10, BacklogHigh: 100})
 	for i := 0; i < 2; i++ {
 		if !s.Reserve(4) {
 			t.Fatalf("reservation %d within limits refused", i+1)
@@ -61,7 +61,7 @@ func TestReserveLimits(t *testing.T) {
 }
 
 func TestCleanSessionWindowAndPacketIDs(t *testing.T) {
-	s := New("c", false, 4, &Options{MaxInflight: 2, MaxQueuedMessages: 100, BacklogHigh: 100}, nil)
+	s := New("c", false, 4, &Options{MaxInflight: 2, MaxQueuedMessages: 100, BacklogHigh: 100})
 	out := &fakeOutlet{}
 	s.Attach(4, out)
 	for i := 0; i < 3; i++ {
@@ -69,9 +69,7 @@ func TestCleanSessionWindowAndPacketIDs(t *testing.T) {
 		s.Enqueue(&persist.Message{Topic: "t", Payload: []byte{byte(i)}, QoS: 1}, 1)
 	}
 	var o Outgoing
-	if err := s.Fill(&o); err != nil {
-		t.Fatal(err)
-	}
+	s.Fill(&o)
 	ps := decode(t, o.Now)
 	if len(ps) != 2 {
 		t.Fatalf("sent %d, want the window of 2", len(ps))
@@ -100,7 +98,7 @@ func TestCleanSessionWindowAndPacketIDs(t *testing.T) {
 func TestPersistentSessionSpillsToDisk(t *testing.T) {
 	st := openStore(t)
 	opts := &Options{MaxInflight: 5, MaxQueuedMessages: 1000, MemoryWindow: 3, BacklogHigh: 1000}
-	s := New("p", true, 4, opts, st)
+	s := New("p", true, 4, opts)
 	out := &fakeOutlet{}
 	s.Attach(4, out)
 	var rec persist.Batch
@@ -123,8 +121,12 @@ func TestPersistentSessionSpillsToDisk(t *testing.T) {
 	var got []string
 	for len(got) < n {
 		var o Outgoing
-		if err := s.Fill(&o); err != nil {
-			t.Fatal(err)
+		for s.Fill(&o); o.NeedLoad; s.Fill(&o) {
+			entries, err := st.ReadQueue("p", o.Load.After, o.Load.Limit)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.Loaded(&o, entries)
 		}
 		ps := decode(t, o.Now)
 		if len(ps) == 0 {
@@ -146,7 +148,7 @@ func TestPersistentSessionSpillsToDisk(t *testing.T) {
 }
 
 func TestInboundQoS2(t *testing.T) {
-	s := New("c", false, 4, &Options{MaxInflight: 1, MaxQueuedMessages: 1, BacklogHigh: 10}, nil)
+	s := New("c", false, 4, &Options{MaxInflight: 1, MaxQueuedMessages: 1, BacklogHigh: 10})
 	if !s.AddInbound(7) || s.AddInbound(7) {
 		t.Fatal("a repeated packet id must be reported once as new")
 	}
