@@ -45,8 +45,8 @@ type rec struct {
 	del      bool
 }
 
-// Batch collects operations that commit together, atomically (unless the batch
-// alone is larger than a Badger transaction; see Submit). Build it on any
+// Batch collects operations that commit together, atomically whatever their
+// number (see Submit). Build it on any
 // goroutine; it is not safe for concurrent use, and it may be submitted once.
 // Methods copy what they keep, so the caller may reuse its buffers (topics,
 // payloads) once a method returns. Operations apply in the order they were
@@ -72,7 +72,6 @@ type Batch struct {
 	hasSeq    bool
 	result    error
 	applied   []rec
-	split     bool
 }
 
 // Len reports the number of operations added (an Enqueue counts once).

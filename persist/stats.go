@@ -37,7 +37,7 @@ type Stats struct {
 	Failed   uint64 // batches completed with an error
 	Commits  uint64 // Badger transaction commits (one fsync each in Sync mode)
 	Ops      uint64 // Badger entries (sets and deletes) committed
-	Splits   uint64 // commits forced by ErrTxnTooBig inside one batch
+	Splits   uint64 // batches larger than one Badger transaction, applied in parts behind one log record
 	Syncs    uint64 // background fsyncs (Async mode)
 	Pending  int    // batches waiting in the request channel now
 

@@ -318,8 +318,11 @@ func loadIndex(db *badger.DB) (index, error) {
 //   - seq is the sequence number assigned to b's Enqueue (0 if none or on error).
 //   - An empty Batch (or nil) is legal: it completes after everything
 //     submitted before it, an ordering barrier.
-//   - A Batch that does not fit into one Badger transaction even alone is
-//     split over several (logged at warn); it is then not atomic.
+//   - A Batch is atomic whatever its size. One that does not fit into a
+//     Badger transaction even alone is written to the write-ahead log as
+//     one record, synced, and only then applied to Badger over several
+//     transactions; after a crash in between, replay applies the rest. It
+//     costs one more fdatasync and holds its entries in memory meanwhile.
 //   - After Close, done is called at once, on the caller's goroutine, with
 //     ErrClosed.
 //

@@ -129,13 +129,28 @@ func (l *wal) append(recs [][]rec) error {
 			return err
 		}
 	}
-	n, err := l.f.WriteAt(l.buf, l.pos)
-	l.pos += int64(n)
-	if err != nil {
+	// On an error pos stays, so that the next record overwrites the torn one instead of
+	// following it, past where replay stops.
+	if _, err := l.f.WriteAt(l.buf, l.pos); err != nil {
 		return fmt.Errorf("persist: append to write-ahead log: %w", err)
 	}
+	l.pos += int64(len(l.buf))
 	if cap(l.buf) > 4<<20 {
 		l.buf = nil // a huge batch grew it; do not keep it
+	}
+	return nil
+}
+
+// appendSynced appends one record holding recs and makes it durable. A record whose sync failed
+// is given up: the next record overwrites it.
+func (l *wal) appendSynced(recs [][]rec) error {
+	start := l.pos
+	if err := l.append(recs); err != nil {
+		return err
+	}
+	if err := l.sync(); err != nil {
+		l.pos = start
+		return err
 	}
 	return nil
 }
@@ -214,25 +229,8 @@ func replayWAL(db *badger.DB, l *wal, dir string) (int, error) {
 		return 0, fmt.Errorf("persist: read write-ahead log: %w", err)
 	}
 	records := 0
-	txn := db.NewTransaction(true)
-	defer func() { txn.Discard() }()
-	apply := func(key, val []byte, del bool) error {
-		for {
-			var err error
-			if del {
-				err = txn.Delete(key)
-			} else {
-				err = txn.Set(key, val)
-			}
-			if !errors.Is(err, badger.ErrTxnTooBig) {
-				return err
-			}
-			if err := txn.Commit(); err != nil {
-				return err
-			}
-			txn = db.NewTransaction(true)
-		}
-	}
+	pw := partWriter{db: db}
+	defer pw.discard()
 	for len(data) >= walHeader {
 		n := int(binary.BigEndian.Uint32(data[0:4]))
 		if n == 0 || walHeader+n > len(data) || l.checksum(data[walHeader:walHeader+n]) != binary.BigEndian.Uint32(data[4:8]) {
@@ -254,19 +252,76 @@ func replayWAL(db *badger.DB, l *wal, dir string) (int, error) {
 					return records, fmt.Errorf("persist: write-ahead log record %d: %w", records, ErrCorrupt)
 				}
 			}
-			if err := apply(key, val, del); err != nil {
+			if err := pw.write(key, val, del); err != nil {
 				return records, fmt.Errorf("persist: replay write-ahead log: %w", err)
 			}
 		}
 		records++
 	}
-	if err := txn.Commit(); err != nil {
+	if err := pw.commit(); err != nil {
 		return records, fmt.Errorf("persist: replay write-ahead log: %w", err)
 	}
 	if err := checkpoint(db, dir); err != nil {
 		return records, err
 	}
 	return records, l.reset()
+}
+
+// partWriter writes entries to Badger in as many transactions as they need, committing one when
+// the next entry does not fit. That is not atomic, so it only writes what a durable log record
+// holds whole: replay, and a request too big for one transaction (commitSpill).
+type partWriter struct {
+	db        *badger.DB
+	txn       *badger.Txn
+	n         int    // entries in txn
+	afterPart func() // if set, runs after each commit that write makes
+}
+
+func (p *partWriter) write(key, val []byte, del bool) error {
+	for {
+		if p.txn == nil {
+			p.txn, p.n = p.db.NewTransaction(true), 0
+		}
+		err := put(p.txn, key, val, del)
+		if err == nil {
+			p.n++
+			return nil
+		}
+		if !errors.Is(err, badger.ErrTxnTooBig) || p.n == 0 {
+			return err
+		}
+		if err := p.commit(); err != nil {
+			return err
+		}
+		if p.afterPart != nil {
+			p.afterPart()
+		}
+	}
+}
+
+// put writes one entry into txn: a set, or a delete when del.
+func put(txn *badger.Txn, key, val []byte, del bool) error {
+	if del {
+		return txn.Delete(key)
+	}
+	return txn.Set(key, val)
+}
+
+// commit commits the open transaction, if any.
+func (p *partWriter) commit() error {
+	if p.txn == nil {
+		return nil
+	}
+	err := p.txn.Commit()
+	p.txn = nil
+	return err
+}
+
+func (p *partWriter) discard() {
+	if p.txn != nil {
+		p.txn.Discard()
+		p.txn = nil
+	}
 }
 
 func walField(p []byte) (field, rest []byte, ok bool) {

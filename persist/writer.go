@@ -1,9 +1,12 @@
 package persist
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -14,8 +17,12 @@ import (
 var errTxnFull = errors.New("transaction full")
 
 // deleteChunk is how many keys DeleteSession collects per iterator before
-// deleting them (an iterator must be closed before the txn commits).
+// deleting them (an iterator must be closed before the txn takes more writes).
 const deleteChunk = 4096
+
+// testHookSpillPart, set by tests, runs after each Badger transaction but the last of a request
+// applied in parts: where a crash leaves part of it in Badger and all of it in the log.
+var testHookSpillPart func()
 
 // writer is the single goroutine that writes to Badger. Every field is owned
 // by that goroutine (Recover runs on it too, as a control request).
@@ -46,6 +53,12 @@ type writer struct {
 	pending    []*Batch // requests applied (or failed) in txn, in order, waiting for its commit
 	cur        *Batch   // request being applied
 
+	// spill holds the writes (key -> deleted) of a request too big for one transaction, from the
+	// moment it outgrew one: its entries then only pass through throw-away transactions that
+	// measure them, and reach Badger once the log holds them all (commitSpill). Reads of the
+	// request's own writes come from here. nil otherwise.
+	spill map[string]bool
+
 	replays int // requests rerun in a fresh transaction (for tests)
 }
 
@@ -67,8 +80,9 @@ func newWriter(s *Store, idx index, valueThreshold int64) *writer {
 	if s.opt.Durability == None {
 		w.maxValue = int(valueThreshold) // memory mode: values must fit the LSM tree
 	}
-	// Bodies without any reference are garbage (left by a crash between the
-	// commits of a split batch); Recover deletes them. They must not count.
+	// Bodies without any reference are garbage (older versions left them after
+	// a crash inside a batch split over transactions); Recover deletes them.
+	// They must not count.
 	for seq, n := range w.refs {
 		if n == 0 {
 			delete(w.refs, seq)
@@ -131,18 +145,19 @@ func (w *writer) process(reqs []*Batch) {
 			clear(w.reqKnown)
 			w.pending = append(w.pending, b)
 			i++
+			if w.spill != nil {
+				// b is in no transaction: commit it before the next request reads the store.
+				w.commit()
+			}
 		case errors.Is(err, errTxnFull):
 			// Commit the others, then rerun b in an empty transaction.
 			w.replays++
 			w.discardAndReplay()
 			w.commit()
 		default:
-			if len(b.applied) > 0 || b.split {
-				// Part of b is in the transaction: drop it, keep the others.
+			if len(b.applied) > 0 {
+				// Part of b is in the transaction or the spill: drop it, keep the others.
 				w.discardAndReplay()
-				if b.split {
-					w.s.log.Error().Err(err).Stringer("batch", b).Msg("batch failed after part of it was committed")
-				}
 			}
 			clear(w.reqDelta)
 			clear(w.reqKnown)
@@ -163,28 +178,29 @@ func (w *writer) begin() {
 	}
 }
 
-// commit commits the open transaction (if it holds entries) and completes the
-// pending requests in order. It returns the commit error.
+// commit commits the open transaction (or the spilled request) if it holds entries, and
+// completes the pending requests in order. It returns the commit error.
 func (w *writer) commit() error {
 	var err error
-	if w.txn != nil {
-		if w.txnEntries > 0 {
-			start := time.Now()
-			err = w.commitTxn()
-			d := time.Since(start)
-			w.s.stats.recordCommit(d, w.txnEntries)
-			if d > slowThreshold {
-				w.s.log.Warn().Dur("took", d).Int("entries", w.txnEntries).Int("requests", len(w.pending)).Msg("slow commit")
-			}
-			if err != nil {
-				w.s.log.Error().Err(err).Int("entries", w.txnEntries).Int("requests", len(w.pending)).Msg("commit failed")
-			}
+	if entries := w.entries(); entries > 0 {
+		start := time.Now()
+		if w.spill != nil {
+			err = w.commitSpill()
 		} else {
-			w.txn.Discard()
+			err = w.commitTxn()
 		}
-		w.txn = nil
-		w.txnEntries = 0
+		d := time.Since(start)
+		w.s.stats.recordCommit(d, entries)
+		if d > slowThreshold {
+			w.s.log.Warn().Dur("took", d).Int("entries", entries).Int("requests", len(w.pending)).Msg("slow commit")
+		}
+		if err != nil {
+			w.s.log.Error().Err(err).Int("entries", entries).Int("requests", len(w.pending)).Msg("commit failed")
+		}
+	} else if w.txn != nil {
+		w.txn.Discard()
 	}
+	w.txn, w.txnEntries, w.spill = nil, 0, nil
 	if err == nil {
 		for seq, d := range w.txnDelta {
 			w.addRef(seq, d)
@@ -202,6 +218,30 @@ func (w *writer) commit() error {
 	clear(w.pending)
 	w.pending = w.pending[:0]
 	return err
+}
+
+// entries counts the entries the next commit writes.
+func (w *writer) entries() int {
+	if w.spill == nil {
+		return w.txnEntries
+	}
+	n := 0
+	for _, rs := range w.records() {
+		n += len(rs)
+	}
+	return n
+}
+
+// records are the entries of the pending requests that succeeded, in order: what one commit
+// writes, as one write-ahead log record.
+func (w *writer) records() [][]rec {
+	recs := make([][]rec, 0, len(w.pending))
+	for _, b := range w.pending {
+		if b.result == nil {
+			recs = append(recs, b.applied)
+		}
+	}
+	return recs
 }
 
 // handOff completes committed requests: in Sync mode through the syncer, once the write-ahead
@@ -224,31 +264,64 @@ func (w *writer) commitTxn() error {
 	if l == nil {
 		return w.txn.Commit()
 	}
-	recs := make([][]rec, 0, len(w.pending)+1)
-	for _, b := range w.pending {
-		if b.result == nil {
-			recs = append(recs, b.applied)
-		}
-	}
-	if w.cur != nil {
-		recs = append(recs, w.cur.applied) // the committed part of a batch split over transactions
-	}
-	if err := l.append(recs); err != nil {
+	if err := l.append(w.records()); err != nil {
 		w.txn.Discard()
 		return err
 	}
-	err := w.txn.Commit()
-	if err == nil && l.size() > walCheckpointBytes {
-		start := time.Now()
-		if err := checkpoint(w.db, w.s.opt.Dir); err != nil {
-			return err
-		}
-		if err := l.reset(); err != nil {
-			return err
-		}
-		w.s.log.Debug().Dur("took", time.Since(start)).Msg("checkpoint: write-ahead log truncated")
+	if err := w.txn.Commit(); err != nil {
+		return err
 	}
-	return err
+	return w.checkpointIfDue()
+}
+
+// commitSpill commits a request too big for one Badger transaction, the only pending request
+// with entries. It is one write-ahead log record, synced before Badger applies it over as many
+// transactions as it needs: a crash between those leaves a durable record that replay applies
+// whole, so the request is all or nothing. (None mode has no log and nothing survives a crash.)
+func (w *writer) commitSpill() error {
+	if w.txn != nil {
+		w.txn.Discard() // it only measured entries
+	}
+	recs := w.records()
+	if l := w.s.wal; l != nil {
+		if err := l.appendSynced(recs); err != nil {
+			return err
+		}
+	}
+	p := partWriter{db: w.db, afterPart: testHookSpillPart}
+	for _, rs := range recs {
+		for _, r := range rs {
+			if err := p.write(r.key, r.val, r.del); err != nil {
+				p.discard()
+				return fmt.Errorf("%w (the write-ahead log holds the whole batch: a restart applies it)", err)
+			}
+		}
+	}
+	if err := p.commit(); err != nil {
+		return fmt.Errorf("%w (the write-ahead log holds the whole batch: a restart applies it)", err)
+	}
+	if w.s.wal == nil {
+		return nil
+	}
+	return w.checkpointIfDue()
+}
+
+// checkpointIfDue checkpoints Badger and starts the log over once it has grown past
+// walCheckpointBytes.
+func (w *writer) checkpointIfDue() error {
+	l := w.s.wal
+	if l.size() <= walCheckpointBytes {
+		return nil
+	}
+	start := time.Now()
+	if err := checkpoint(w.db, w.s.opt.Dir); err != nil {
+		return err
+	}
+	if err := l.reset(); err != nil {
+		return err
+	}
+	w.s.log.Debug().Dur("took", time.Since(start)).Msg("checkpoint: write-ahead log truncated")
+	return nil
 }
 
 func (w *writer) addRef(seq uint64, d int32) {
@@ -276,6 +349,7 @@ func (s *Store) complete(b *Batch) {
 // discardAndReplay drops the open transaction and writes the entries of the
 // pending requests that succeeded into a new one (not committed yet).
 func (w *writer) discardAndReplay() {
+	w.spill = nil
 	if w.txn != nil {
 		w.txn.Discard()
 		w.txn = nil
@@ -286,13 +360,7 @@ func (w *writer) discardAndReplay() {
 			continue
 		}
 		for _, r := range b.applied {
-			var err error
-			if r.del {
-				err = w.txn.Delete(r.key)
-			} else {
-				err = w.txn.Set(r.key, r.val)
-			}
-			if err != nil {
+			if err := put(w.txn, r.key, r.val, r.del); err != nil {
 				// Cannot happen: the same entries fitted before.
 				b.result = fmt.Errorf("persist: replay: %w", err)
 				break
@@ -332,48 +400,82 @@ func (w *writer) count(seq uint64) int32 {
 	return w.refs[seq] + w.txnDelta[seq] + w.reqDelta[seq]
 }
 
-// write puts one entry into the transaction. When the transaction is full:
-// if it holds other requests' entries, errTxnFull; if only b's, commit that
-// part and continue in a new transaction (b is then split).
+// write puts one entry into the transaction. When the transaction is full: if it holds other
+// requests' entries, errTxnFull; if only b's, b spills: its entries go on in throw-away
+// transactions that only check that each entry fits one, and commitSpill writes them all.
 func (w *writer) write(key, val []byte, del bool) error {
 	b := w.cur
 	for {
 		w.begin()
-		var err error
-		if del {
-			err = w.txn.Delete(key)
-		} else {
-			err = w.txn.Set(key, val)
-		}
+		err := put(w.txn, key, val, del)
 		if err == nil {
 			w.txnEntries++
 			b.applied = append(b.applied, rec{key: key, val: val, del: del})
+			if w.spill != nil {
+				w.spill[string(key)] = del
+			}
 			return nil
 		}
 		if !errors.Is(err, badger.ErrTxnTooBig) {
 			return fmt.Errorf("persist: %s: %w", describeKey(key), err)
 		}
-		if w.txnEntries > len(b.applied) {
+		if w.spill == nil && w.txnEntries > len(b.applied) {
 			return errTxnFull
 		}
-		if len(b.applied) == 0 {
+		if w.txnEntries == 0 {
 			return newError(ErrTooLarge, err, "%s: entry does not fit into a transaction", describeKey(key))
 		}
-		if !b.split {
-			w.s.log.Warn().Stringer("batch", b).Msg("batch larger than one transaction: committing it in parts, not atomically")
+		if w.spill == nil {
+			w.s.log.Info().Stringer("batch", b).Msg("batch larger than one transaction: one write-ahead log record, applied in parts")
+			w.s.stats.splits.Add(1)
+			w.spill = make(map[string]bool, 2*len(b.applied))
+			for _, r := range b.applied {
+				w.spill[string(r.key)] = r.del
+			}
 		}
-		w.s.stats.splits.Add(1)
-		if err := w.commit(); err != nil {
-			return fmt.Errorf("persist: commit of a split batch: %w", err)
-		}
-		for seq, d := range w.reqDelta {
-			w.addRef(seq, d)
-		}
-		clear(w.reqDelta)
-		w.settleKnown(w.reqKnown)
-		b.applied = b.applied[:0]
-		b.split = true
+		w.txn.Discard()
+		w.txn = nil
 	}
+}
+
+// has reports whether key exists as the request being applied sees it.
+func (w *writer) has(key []byte) (bool, error) {
+	if del, ok := w.spill[string(key)]; ok {
+		return !del, nil
+	}
+	w.begin()
+	_, err := w.txn.Get(key)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, badger.ErrKeyNotFound):
+		return false, nil
+	}
+	return false, fmt.Errorf("persist: %s: %w", describeKey(key), err)
+}
+
+// keys returns keys under prefix from start on as the request being applied sees them: up to
+// deleteChunk of them and whether more may follow, or, once it has spilled (it has no
+// transaction to keep small), all of them merged with its own writes.
+func (w *writer) keys(prefix, start []byte) (keys [][]byte, more bool) {
+	w.begin()
+	it := w.txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+	for it.Seek(start); it.Valid() && (w.spill != nil || len(keys) < deleteChunk); it.Next() {
+		if _, own := w.spill[string(it.Item().Key())]; !own {
+			keys = append(keys, it.Item().KeyCopy(nil))
+		}
+	}
+	it.Close()
+	if w.spill == nil {
+		return keys, len(keys) == deleteChunk
+	}
+	for k, del := range w.spill {
+		if !del && strings.HasPrefix(k, string(prefix)) && k >= string(start) {
+			keys = append(keys, []byte(k))
+		}
+	}
+	slices.SortFunc(keys, bytes.Compare)
+	return keys, false
 }
 
 // apply writes b's operations into the open transaction.
@@ -467,14 +569,9 @@ func (w *writer) ack(cid string, seq uint64, withState bool) error {
 	shared := w.count(seq) > 0
 	exists := false
 	if shared {
-		w.begin()
-		_, err := w.txn.Get(qk)
-		switch {
-		case err == nil:
-			exists = true
-		case errors.Is(err, badger.ErrKeyNotFound):
-		default:
-			return fmt.Errorf("persist: %s: %w", describeKey(qk), err)
+		var err error
+		if exists, err = w.has(qk); err != nil {
+			return err
 		}
 	}
 	if withState {
@@ -500,10 +597,7 @@ func (w *writer) dropRef(seq uint64) error {
 	return nil
 }
 
-// deleteSession removes every key of cid. Order matters only for a session
-// too big for one transaction: in-flight states before queue entries, the
-// record last, so a crash in between leaves no in-flight state without its
-// entry and keeps the record, letting the session layer delete again.
+// deleteSession removes every key of cid, the record last.
 func (w *writer) deleteSession(cid string) error {
 	for _, fam := range []byte{famInflight, famQueue, famSub, famInbound} {
 		onKey := func([]byte) error { return nil }
@@ -522,18 +616,12 @@ func (w *writer) deleteSession(cid string) error {
 	return w.write(sessionKey(cid), nil, true)
 }
 
-// deletePrefix deletes every key under prefix, key-only iteration in chunks.
-// onKey runs after each delete.
+// deletePrefix deletes every key under prefix, found by key-only iteration in
+// chunks. onKey runs after each delete.
 func (w *writer) deletePrefix(prefix []byte, onKey func(k []byte) error) error {
 	start := prefix
 	for {
-		w.begin()
-		it := w.txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
-		var keys [][]byte
-		for it.Seek(start); it.Valid() && len(keys) < deleteChunk; it.Next() {
-			keys = append(keys, it.Item().KeyCopy(nil))
-		}
-		it.Close()
+		keys, more := w.keys(prefix, start)
 		for _, k := range keys {
 			if err := w.write(k, nil, true); err != nil {
 				return err
@@ -542,7 +630,7 @@ func (w *writer) deletePrefix(prefix []byte, onKey func(k []byte) error) error {
 				return err
 			}
 		}
-		if len(keys) < deleteChunk {
+		if !more {
 			return nil
 		}
 		start = append(keys[len(keys)-1], 0)
