@@ -94,6 +94,7 @@ func (c *conn) handleConnect(cp *codec.Connect, decodeErr error) bool {
 	// The session-present byte is reserved (0) in MQTT 3.1 [MQTT-3.2.2-1..3].
 	c.sendControl(&codec.Connack{SessionPresent: present && c.level == codec.Level311})
 	c.sess.Attach(c.level, c)
+	c.Wake()
 	c.log.Debug().Bool("clean_session", cp.CleanSession).Bool("session_present", present).
 		Uint8("level", c.level).Msg("connected")
 	return true

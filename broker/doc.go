@@ -70,6 +70,6 @@
 // Order: Server.mu, then session.Session's lock, then conn.omu (outbound). retainMu is taken
 // alone, around a retained update and its submission to persist. The password checker's, the
 // login cache's and the listener gate's locks are leaves: nothing else is taken under them. No
-// lock is held across network I/O or while waiting for a commit; an Outlet's Wake, called under
-// a session's lock, takes conn.omu only to flag the writer (starting it if it is not running).
+// lock is held across network I/O or while waiting for a commit. A session never calls its
+// outlet: the broker wakes the writer after the session's method has returned.
 package broker

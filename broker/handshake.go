@@ -8,6 +8,9 @@ import (
 // acked handles PUBACK and PUBCOMP from the client for a message we sent.
 func (c *conn) acked(pid uint16, kind codec.Type) {
 	e, ok := c.sess.Ack(pid, kind)
+	if ok {
+		c.Wake() // the window has room again
+	}
 	if !ok || !c.sess.Persistent {
 		return
 	}

@@ -363,3 +363,10 @@ func (c *conn) fill(out *session.Outgoing) bool {
 		c.sess.Loaded(out, entries)
 	}
 }
+
+// wake wakes the writer of o, the outlet a session returned, unless the session is offline.
+func wake(o session.Outlet) {
+	if o != nil {
+		o.Wake()
+	}
+}

@@ -227,7 +227,7 @@ func (s *Server) route(d *delivery, p *codec.Publish, owner string) (retainRefus
 // session, whose in-memory window relies on that order.
 func (d *delivery) committed(seq uint64) {
 	for i, sess := range d.durable {
-		sess.Committed(seq, d.msg, d.durableQoS[i])
+		wake(sess.Committed(seq, d.msg, d.durableQoS[i]))
 	}
 }
 
@@ -259,7 +259,7 @@ func (d *delivery) abandon() {
 // finish delivers to clean sessions and QoS 0 subscribers, after the commit.
 func (s *Server) finish(d *delivery) {
 	for i, sess := range d.memory {
-		sess.Enqueue(d.msg, d.memoryQoS[i])
+		wake(sess.Enqueue(d.msg, d.memoryQoS[i]))
 	}
 	if len(d.outlets) > 0 {
 		out := codec.Publish{Topic: d.msg.Topic, Payload: d.msg.Payload}

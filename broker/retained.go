@@ -32,7 +32,7 @@ func (s *Server) sendRetained(sess *session.Session, filter string, granted byte
 		}
 		msg := &persist.Message{Topic: m.Topic, Payload: m.Payload, QoS: m.QoS, Retain: true}
 		if !sess.Persistent {
-			sess.Enqueue(msg, qos)
+			wake(sess.Enqueue(msg, qos))
 			continue
 		}
 		var b persist.Batch
@@ -43,7 +43,7 @@ func (s *Server) sendRetained(sess *session.Session, filter string, granted byte
 				s.logCommitError("queueing a retained message")(0, err)
 				return
 			}
-			sess.Committed(seq, msg, qos)
+			wake(sess.Committed(seq, msg, qos))
 		})
 	}
 }

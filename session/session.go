@@ -88,10 +88,10 @@ func Restore(st *persist.SessionState, opts *Options) *Session {
 	return s
 }
 
-// Outlet is the connection a session is attached to.
+// Outlet is the connection a session is attached to. The session only keeps it, to tell its
+// callers where to send and whom to wake; it never calls it.
 type Outlet interface {
-	// Wake tells the connection's writer that Fill has something new. It must not block (a send on
-	// a one-slot channel), since it may run under the session's lock.
+	// Wake tells the connection's writer that Fill has something new.
 	Wake()
 	// SendPublish writes a QoS 0 message straight to the connection, bypassing the queue.
 	SendPublish(p *codec.Publish)
@@ -99,15 +99,14 @@ type Outlet interface {
 	SendEncoded(b []byte, n int, payload int64)
 }
 
-// Attach marks the session online behind o. Everything in flight is sent again with DUP set
-// [MQTT-4.4.0-1].
+// Attach marks the session online behind o; the caller then wakes o. Everything in flight is sent
+// again with DUP set [MQTT-4.4.0-1].
 func (s *Session) Attach(level byte, o Outlet) {
 	s.mu.Lock()
 	s.level = level
 	s.outlet = o
 	s.resend = true
 	s.mu.Unlock()
-	o.Wake()
 }
 
 // Outlet returns the attached connection, or nil while offline.
@@ -271,31 +270,29 @@ func (s *Session) Queued() (int, int64) {
 	return s.queued, s.queuedBytes
 }
 
-// Enqueue adds a reserved message to a clean session's in-memory queue.
-func (s *Session) Enqueue(m *persist.Message, qos byte) {
+// Enqueue adds a reserved message to a clean session's in-memory queue. It returns the outlet to
+// wake, nil while offline.
+func (s *Session) Enqueue(m *persist.Message, qos byte) Outlet {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.pending = append(s.pending, &persist.QueueEntry{QoS: qos, Message: m})
-	if s.outlet != nil {
-		s.outlet.Wake()
-	}
-	s.mu.Unlock()
+	return s.outlet
 }
 
 // Committed tells a persistent session that persist durably queued seq for it. It must be called
 // in commit order (persist's completion callbacks run in that order). The entry is kept in memory
-// only while the session is online, nothing older waits on disk, and the window has room.
-func (s *Session) Committed(seq uint64, m *persist.Message, qos byte) {
+// only while the session is online, nothing older waits on disk, and the window has room. It
+// returns the outlet to wake, nil while offline.
+func (s *Session) Committed(seq uint64, m *persist.Message, qos byte) Outlet {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	inMemory := s.outlet != nil && s.lastLoaded == s.lastQueued && len(s.pending) < s.opts.MemoryWindow
 	s.lastQueued = seq
 	if inMemory {
 		s.lastLoaded = seq
 		s.pending = append(s.pending, &persist.QueueEntry{Seq: seq, QoS: qos, Message: m})
 	}
-	if s.outlet != nil {
-		s.outlet.Wake()
-	}
-	s.mu.Unlock()
+	return s.outlet
 }
 
 // Outgoing is what the writer must send from the queue: Now can be written at once; After must
@@ -500,7 +497,8 @@ func (s *Session) removeInflight(e *persist.QueueEntry) {
 
 // Ack handles PUBACK (QoS 1) or PUBCOMP (QoS 2 after PUBREC). It returns the entry and whether
 // the packet identifier matched an entry in the right state; a persistent session then deletes
-// the entry through persist (AckQueued when its State says no in-flight state was written).
+// the entry through persist (AckQueued when its State says no in-flight state was written), and
+// the window has room again for the caller's writer.
 func (s *Session) Ack(pid uint16, kind codec.Type) (*persist.QueueEntry, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -515,9 +513,6 @@ func (s *Session) Ack(pid uint16, kind codec.Type) (*persist.QueueEntry, bool) {
 		return nil, false
 	}
 	s.removeInflight(e)
-	if s.outlet != nil {
-		s.outlet.Wake() // the window has room again
-	}
 	return e, true
 }
 
