@@ -222,11 +222,12 @@ func (w *writer) recover() (*State, error) {
 			b.del(k)
 		}
 		b.submitted = true
-		var cerr error
-		b.done = func(_ uint64, err error) { cerr = err }
+		// In Sync mode the syncer completes b, on its own goroutine.
+		done := make(chan error, 1)
+		b.done = func(_ uint64, err error) { done <- err }
 		w.process([]*Batch{b})
-		if cerr != nil {
-			return nil, cerr
+		if err := <-done; err != nil {
+			return nil, err
 		}
 	}
 
