@@ -146,11 +146,11 @@ func (c *conn) refuse(code codec.ConnackCode) {
 func (c *conn) endSession() {
 	srv := c.srv
 	var b persist.Batch
-	c.sess.Detach(&b)
+	addWrites(&b, c.clientID, c.sess.Detach(time.Now())...)
 	if !c.sess.Persistent {
 		srv.discardSession(c.sess, nil)
 	} else {
-		b.PutSession(c.clientID, c.sess.Record())
+		b.PutSession(c.clientID, sessionRecord(c.sess.Record()))
 		srv.store.Submit(&b, srv.logCommitError("recording a session going offline"))
 	}
 	c.publishWillIfDue()

@@ -7,32 +7,28 @@ import (
 
 // acked handles PUBACK and PUBCOMP from the client for a message we sent.
 func (c *conn) acked(pid uint16, kind codec.Type) {
-	e, ok := c.sess.Ack(pid, kind)
+	w, ok := c.sess.Ack(pid, kind)
 	if ok {
 		c.Wake() // the window has room again
 	}
-	if !ok || !c.sess.Persistent {
+	if !ok || w.Kind == 0 {
 		return
 	}
 	var b persist.Batch
-	if e.State == persist.Queued {
-		b.AckQueued(c.clientID, e.Seq)
-	} else {
-		b.Ack(c.clientID, e.Seq)
-	}
+	addWrites(&b, c.clientID, w)
 	c.srv.store.Submit(&b, c.srv.logCommitError("acknowledging a message"))
 }
 
 // handlePubrec answers PUBREC with PUBREL; for a persistent session only after "PUBREC received"
 // is on disk, so that a crash cannot make the broker send the PUBLISH again as if new.
 func (c *conn) handlePubrec(pid uint16) {
-	seq, ok := c.sess.Pubrec(pid)
-	if !ok || !c.sess.Persistent {
+	w, ok := c.sess.Pubrec(pid)
+	if !ok || w.Kind == 0 {
 		c.sendControl(&codec.Pubrel{PacketID: pid}) // [MQTT-4.3.3-1]
 		return
 	}
 	var b persist.Batch
-	b.SetQueueState(c.clientID, seq, persist.Released, pid)
+	addWrites(&b, c.clientID, w)
 	c.srv.store.Submit(&b, func(_ uint64, err error) {
 		if err != nil {
 			c.commitFailed(err)

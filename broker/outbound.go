@@ -280,7 +280,7 @@ func (c *conn) writeLoop() {
 					out.Sent[qos], out.SentBytes[qos] = 0, 0
 				}
 			}
-			if out.Batch.Len() > 0 {
+			if len(out.Writes) > 0 {
 				c.submitSendState(&out)
 			}
 		}
@@ -330,8 +330,9 @@ func (c *conn) releaseWaitersLocked() {
 // submitSendState hands the in-flight state of what Fill sent to persist. QoS 2 messages (in
 // out.After) go on the wire only once their packet identifiers are durable.
 func (c *conn) submitSendState(out *session.Outgoing) {
-	b := out.Batch
-	out.Batch = persist.Batch{}
+	var b persist.Batch
+	addWrites(&b, c.clientID, out.Writes...)
+	out.Writes = out.Writes[:0]
 	if len(out.After) == 0 {
 		c.srv.store.Submit(&b, c.srv.logCommitError("recording a sent message"))
 		return

@@ -126,7 +126,7 @@ func (s *Server) recover() error {
 			orphans.DeleteSession(ss.ClientID)
 			continue
 		}
-		sess := session.Restore(ss, &s.sessOpts)
+		sess := session.Restore(savedSession(ss), &s.sessOpts)
 		s.sessions.Put(sess)
 		for _, sub := range ss.Subscriptions {
 			s.subscribe(sess, sub.Filter, sub.QoS, nil)

@@ -70,23 +70,53 @@ func New(id string, persistent bool, level byte, opts *Options) *Session {
 	}
 }
 
-// Restore returns a persistent session rebuilt from what persist recovered at start.
-func Restore(st *persist.SessionState, opts *Options) *Session {
-	s := New(st.ClientID, true, st.Record.ProtocolLevel, opts)
-	s.queued = st.QueuedCount
-	s.queuedBytes = st.QueuedBytes
-	s.lastQueued = st.LastSeq
-	for _, pid := range st.InboundQoS2 {
+// Saved is what the store held of a persistent session at start, besides its subscriptions.
+type Saved struct {
+	ClientID    string
+	Record      Record
+	QueuedCount int    // unacknowledged queue entries
+	QueuedBytes int64  // their payload bytes
+	LastSeq     uint64 // the highest seq of its queue
+	InboundQoS2 []uint16
+}
+
+// Restore returns a persistent session rebuilt from what the store held.
+func Restore(sv Saved, opts *Options) *Session {
+	s := New(sv.ClientID, true, sv.Record.ProtocolLevel, opts)
+	s.queued = sv.QueuedCount
+	s.queuedBytes = sv.QueuedBytes
+	s.lastQueued = sv.LastSeq
+	for _, pid := range sv.InboundQoS2 {
 		s.inbound[pid] = struct{}{}
 	}
-	if !st.Record.DisconnectedAt.IsZero() {
-		s.offlineAt = st.Record.DisconnectedAt
+	if !sv.Record.OfflineSince.IsZero() {
+		s.offlineAt = sv.Record.OfflineSince
 	}
-	if st.Record.HasOwner {
-		s.identity = Identity{Username: st.Record.Username, Anonymous: st.Record.Anonymous, Known: true}
-	}
+	s.identity = sv.Record.Owner
 	return s
 }
+
+// Write is a record that a persistent session needs the store to hold: the effects' "records to
+// persist". The broker turns Writes into a persist.Batch for the session's client id.
+type Write struct {
+	Kind     WriteKind
+	Seq      uint64 // the queue entry
+	PacketID uint16 // WriteSent, WriteReleased
+}
+
+// WriteKind says what a Write records.
+type WriteKind uint8
+
+const (
+	// WriteSent: entry Seq was sent with PacketID and awaits PUBACK or PUBREC.
+	WriteSent WriteKind = iota + 1
+	// WriteReleased: PUBREC received for entry Seq, PUBREL sent with PacketID.
+	WriteReleased
+	// WriteDone: entry Seq is finished; it and its in-flight state go.
+	WriteDone
+	// WriteDoneQueued: entry Seq is finished and no in-flight state was ever written for it.
+	WriteDoneQueued
+)
 
 // Outlet is the connection a session is attached to. The session only keeps it, to tell its
 // callers where to send and whom to wake; it never calls it.
@@ -116,21 +146,22 @@ func (s *Session) Outlet() Outlet {
 	return s.outlet
 }
 
-// Detach marks the session offline. A persistent session drops its in-memory window: the entries
-// stay on disk with their in-flight state and are read again on the next Attach. The state of
-// in-flight QoS 1 messages is written only now, into b: while connected it is kept in memory
-// alone (saving a store write per message), and a crash then costs a redelivery without DUP,
-// which QoS 1 allows.
-func (s *Session) Detach(b *persist.Batch) {
+// Detach marks the session offline at now. A persistent session drops its in-memory window: the
+// entries stay on disk with their in-flight state and are read again on the next Attach. The
+// state of in-flight QoS 1 messages is written only now, and returned: while connected it is
+// kept in memory alone (saving a store write per message), and a crash then costs a redelivery
+// without DUP, which QoS 1 allows.
+func (s *Session) Detach(now time.Time) []Write {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.outlet = nil
-	s.offlineAt = time.Now()
+	s.offlineAt = now
 	s.endCongestion()
+	var ws []Write
 	if s.Persistent {
 		for _, e := range s.inflight {
 			if e.QoS == 1 {
-				b.SetQueueState(s.ID, e.Seq, persist.Sent, e.PacketID)
+				ws = append(ws, Write{Kind: WriteSent, Seq: e.Seq, PacketID: e.PacketID})
 			}
 		}
 		s.pending = nil
@@ -139,6 +170,7 @@ func (s *Session) Detach(b *persist.Batch) {
 		s.lastLoaded = 0
 		s.gen++
 	}
+	return ws
 }
 
 // Online reports whether a connection is attached.
@@ -155,16 +187,20 @@ func (s *Session) OfflineSince() time.Time {
 	return s.offlineAt
 }
 
-// Record is what persist stores for this session.
-func (s *Session) Record() persist.SessionRecord {
+// Record is what the store keeps of a session besides its subscriptions and queue.
+type Record struct {
+	ProtocolLevel byte
+	Owner         Identity  // Known false: not recorded
+	OfflineSince  time.Time // zero while online
+}
+
+// Record returns what the store keeps of the session.
+func (s *Session) Record() Record {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	r := persist.SessionRecord{ProtocolLevel: s.level}
-	if id := s.identity; id.Known {
-		r.HasOwner, r.Username, r.Anonymous = true, id.Username, id.Anonymous
-	}
+	r := Record{ProtocolLevel: s.level, Owner: s.identity}
 	if s.outlet == nil {
-		r.DisconnectedAt = s.offlineAt
+		r.OfflineSince = s.offlineAt
 	}
 	return r
 }
@@ -296,13 +332,13 @@ func (s *Session) Committed(seq uint64, m *persist.Message, qos byte) Outlet {
 }
 
 // Outgoing is what the writer must send from the queue: Now can be written at once; After must
-// wait until Batch is durable (a QoS 2 message is sent only once its packet identifier is on disk,
-// so that a crash can never make it look new to the client). Batch may hold state writes for QoS 1
-// entries too, which nobody waits for.
+// wait until Writes are durable (a QoS 2 message is sent only once its packet identifier is on
+// disk, so that a crash can never make it look new to the client). Writes may hold records of
+// other entries too, which nobody waits for.
 type Outgoing struct {
 	Now       []byte
 	After     []byte
-	Batch     persist.Batch
+	Writes    []Write
 	Sent      [3]int   // PUBLISH packets appended, by QoS (for the broker's counters)
 	SentBytes [3]int64 // their payload bytes
 
@@ -423,7 +459,7 @@ func (s *Session) appendResend(o *Outgoing, e *persist.QueueEntry) {
 func (s *Session) refuse(o *Outgoing, e *persist.QueueEntry) {
 	s.release(len(e.Message.Payload))
 	if s.Persistent {
-		o.Batch.AckQueued(s.ID, e.Seq)
+		o.Writes = append(o.Writes, Write{Kind: WriteDoneQueued, Seq: e.Seq})
 	}
 }
 
@@ -434,7 +470,7 @@ func (s *Session) send(o *Outgoing, e *persist.QueueEntry) {
 		o.Now = publishPacket(e, false).Append(o.Now)
 		s.release(len(e.Message.Payload))
 		if s.Persistent {
-			o.Batch.Ack(s.ID, e.Seq)
+			o.Writes = append(o.Writes, Write{Kind: WriteDone, Seq: e.Seq})
 		}
 		return
 	}
@@ -454,7 +490,7 @@ func (s *Session) send(o *Outgoing, e *persist.QueueEntry) {
 		o.Now = publishPacket(e, false).Append(o.Now) // its state is written at Detach
 		return
 	}
-	o.Batch.SetQueueState(s.ID, e.Seq, persist.Sent, e.PacketID)
+	o.Writes = append(o.Writes, Write{Kind: WriteSent, Seq: e.Seq, PacketID: e.PacketID})
 	o.After = publishPacket(e, false).Append(o.After)
 }
 
@@ -495,38 +531,50 @@ func (s *Session) removeInflight(e *persist.QueueEntry) {
 	s.release(len(e.Message.Payload))
 }
 
-// Ack handles PUBACK (QoS 1) or PUBCOMP (QoS 2 after PUBREC). It returns the entry and whether
-// the packet identifier matched an entry in the right state; a persistent session then deletes
-// the entry through persist (AckQueued when its State says no in-flight state was written), and
-// the window has room again for the caller's writer.
-func (s *Session) Ack(pid uint16, kind codec.Type) (*persist.QueueEntry, bool) {
+// Ack handles PUBACK (QoS 1) or PUBCOMP (QoS 2 after PUBREC). It reports whether the packet
+// identifier matched an entry in the right state, and then the window has room again for the
+// caller's writer. A persistent session returns the Write that removes the entry (the kind Kind
+// zero for a clean session): WriteDoneQueued when no in-flight state was ever written for it (a
+// QoS 1 entry of a connected client keeps its state in memory).
+func (s *Session) Ack(pid uint16, kind codec.Type) (Write, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e, ok := s.byPID[pid]
 	if !ok {
-		return nil, false
+		return Write{}, false
 	}
 	switch {
 	case kind == codec.TypePuback && e.QoS == 1:
 	case kind == codec.TypePubcomp && e.QoS == 2 && e.State == persist.Released:
 	default:
-		return nil, false
+		return Write{}, false
 	}
 	s.removeInflight(e)
-	return e, true
+	if !s.Persistent {
+		return Write{}, true
+	}
+	if e.State == persist.Queued {
+		return Write{Kind: WriteDoneQueued, Seq: e.Seq}, true
+	}
+	return Write{Kind: WriteDone, Seq: e.Seq}, true
 }
 
-// Pubrec moves a QoS 2 entry to "PUBREC received, PUBREL sent". It returns the seq, and false if
-// the identifier is unknown or not awaiting PUBREC (a repeated PUBREC is answered again anyway).
-func (s *Session) Pubrec(pid uint16) (uint64, bool) {
+// Pubrec moves a QoS 2 entry to "PUBREC received, PUBREL sent". A persistent session returns the
+// Write that PUBREL must wait for (so that a crash cannot make the broker send the PUBLISH again
+// as new); ok is false if the identifier is unknown or not a QoS 2 entry (the PUBREC is answered
+// anyway).
+func (s *Session) Pubrec(pid uint16) (w Write, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e, ok := s.byPID[pid]
 	if !ok || e.QoS != 2 {
-		return 0, false
+		return Write{}, false
 	}
 	e.State = persist.Released
-	return e.Seq, true
+	if s.Persistent {
+		w = Write{Kind: WriteReleased, Seq: e.Seq, PacketID: pid}
+	}
+	return w, true
 }
 
 // AddInbound records an inbound QoS 2 packet identifier awaiting PUBREL. It returns false if the

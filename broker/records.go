@@ -1,0 +1,52 @@
+package broker
+
+import (
+	"github.com/holdfast/holdfast/persist"
+	"github.com/holdfast/holdfast/session"
+)
+
+// The session machine says what must be stored in its own terms; these translate to and from
+// persist's records.
+
+// addWrites puts the records a session asked for into b, under its client id.
+func addWrites(b *persist.Batch, cid string, ws ...session.Write) {
+	for _, w := range ws {
+		switch w.Kind {
+		case session.WriteSent:
+			b.SetQueueState(cid, w.Seq, persist.Sent, w.PacketID)
+		case session.WriteReleased:
+			b.SetQueueState(cid, w.Seq, persist.Released, w.PacketID)
+		case session.WriteDone:
+			b.Ack(cid, w.Seq)
+		case session.WriteDoneQueued:
+			b.AckQueued(cid, w.Seq)
+		}
+	}
+}
+
+// sessionRecord is the store's record of a session.
+func sessionRecord(r session.Record) persist.SessionRecord {
+	return persist.SessionRecord{
+		ProtocolLevel:  r.ProtocolLevel,
+		HasOwner:       r.Owner.Known,
+		Username:       r.Owner.Username,
+		Anonymous:      r.Owner.Anonymous,
+		DisconnectedAt: r.OfflineSince,
+	}
+}
+
+// savedSession is what a session is restored from, out of what the store recovered.
+func savedSession(ss *persist.SessionState) session.Saved {
+	r := session.Record{ProtocolLevel: ss.Record.ProtocolLevel, OfflineSince: ss.Record.DisconnectedAt}
+	if ss.Record.HasOwner {
+		r.Owner = session.Identity{Username: ss.Record.Username, Anonymous: ss.Record.Anonymous, Known: true}
+	}
+	return session.Saved{
+		ClientID:    ss.ClientID,
+		Record:      r,
+		QueuedCount: ss.QueuedCount,
+		QueuedBytes: ss.QueuedBytes,
+		LastSeq:     ss.LastSeq,
+		InboundQoS2: ss.InboundQoS2,
+	}
+}
