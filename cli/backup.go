@@ -19,6 +19,7 @@ import (
 	"github.com/holdfast/holdfast/admin"
 	"github.com/holdfast/holdfast/config"
 	"github.com/holdfast/holdfast/persist"
+	"github.com/rs/zerolog"
 )
 
 func init() {
@@ -73,7 +74,7 @@ func backup(env *Env, args []string) error {
 		source = base
 		produce = func(w io.Writer) (uint64, error) { return onlineBackup(ctx, cfg, base, *since, w) }
 	} else {
-		st, err := openStopped(*dataDir, "backup")
+		st, err := openStopped(env, *dataDir, "backup")
 		if err != nil {
 			return err
 		}
@@ -114,15 +115,23 @@ func (c *ctxWriter) Write(p []byte) (int, error) {
 }
 
 // openStopped opens a stopped broker's data directory read-write (Badger has no read-only
-// snapshot backup) for what.
-func openStopped(dir, what string) (*persist.Store, error) {
+// snapshot backup) for what, with the embedded configuration's store settings.
+func openStopped(env *Env, dir, what string) (*persist.Store, error) {
 	if _, err := os.Stat(filepath.Join(dir, "MANIFEST")); err != nil {
 		if _, derr := os.Stat(dir); derr != nil {
 			return nil, derr
 		}
 		return nil, fmt.Errorf("%s holds no holdfast store (no Badger MANIFEST)", dir)
 	}
-	o := persist.DefaultOptions(dir)
+	cfg, err := loadConfig(env, "")
+	if err != nil {
+		return nil, err
+	}
+	o, err := storeOptions(cfg, zerolog.Nop())
+	if err != nil {
+		return nil, err
+	}
+	o.Dir = dir
 	o.Durability = persist.Sync
 	o.NumMemtables = 2 // nothing is written: keep the memory small
 	o.BlockCacheSize = 16 << 20

@@ -148,22 +148,24 @@ func isTerminal(w io.Writer) bool {
 	return ok && isatty.IsTerminal(f.Fd())
 }
 
-// storeOptions maps the configuration onto persist's options.
+// storeOptions maps the configuration onto persist's options: every store setting comes from
+// it, so config.toml is the one place their defaults are written.
 func storeOptions(c *config.Config, log zerolog.Logger) (persist.Options, error) {
 	d, err := persist.ParseDurability(c.Durability)
 	if err != nil {
 		return persist.Options{}, UsageError{err}
 	}
-	o := persist.DefaultOptions(c.DataDir)
-	o.Durability = d
-	o.AsyncInterval = c.Store.AsyncInterval.Duration
-	o.MemTableSize = c.Store.MemTableSize
-	o.NumMemtables = c.Store.NumMemtables
-	o.BlockCacheSize = c.Store.BlockCacheSize
-	o.IndexCacheSize = c.Store.IndexCacheSize
-	o.ValueLogFileSize = c.Store.ValueLogFileSize
-	o.GCInterval = c.Store.GCInterval.Duration
-	o.GCDiscardRatio = c.Store.GCDiscardRatio
-	o.Logger = log
-	return o, nil
+	return persist.Options{
+		Dir:              c.DataDir,
+		Durability:       d,
+		AsyncInterval:    c.Store.AsyncInterval.Duration,
+		MemTableSize:     c.Store.MemTableSize,
+		NumMemtables:     c.Store.NumMemtables,
+		BlockCacheSize:   c.Store.BlockCacheSize,
+		IndexCacheSize:   c.Store.IndexCacheSize,
+		ValueLogFileSize: c.Store.ValueLogFileSize,
+		GCInterval:       c.Store.GCInterval.Duration,
+		GCDiscardRatio:   c.Store.GCDiscardRatio,
+		Logger:           log,
+	}, nil
 }

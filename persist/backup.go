@@ -226,13 +226,13 @@ func Restore(dir string, streams ...io.Reader) (err error) {
 			cleanRestoreDir(dir, created)
 		}
 	}()
+	// Badger's memtable and value-log file sizes; less memory than a broker, since a restore
+	// only loads.
 	bo := badger.DefaultOptions(dir).
 		WithLogger(badgerLogger{zerolog.Nop()}).
-		WithMemTableSize(DefaultMemTableSize).
 		WithNumMemtables(2).
 		WithBlockCacheSize(16 << 20).
 		WithIndexCacheSize(16 << 20).
-		WithValueLogFileSize(DefaultValueLogFileSize).
 		WithNumVersionsToKeep(1)
 	db, err := badger.Open(bo)
 	if err != nil {

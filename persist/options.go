@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/dgraph-io/badger/v4"
 	"github.com/rs/zerolog"
 )
 
@@ -11,16 +12,19 @@ import (
 type Durability uint8
 
 const (
-	// Sync: a batch is reported done after its transaction is committed and
-	// fsynced (Badger SyncWrites). Survives process crashes and power loss.
+	// Sync: a batch is reported done once it is applied to Badger and the
+	// write-ahead log record holding it is fdatasynced. Survives process
+	// crashes and power loss.
 	Sync Durability = iota
-	// Async: a batch is reported done after its transaction is committed to
-	// Badger's memory-mapped log; a background ticker fsyncs every
-	// AsyncInterval. Survives a process crash; power loss can lose the last
-	// AsyncInterval of acknowledged writes.
+	// Async: a batch is reported done once it is applied to Badger and
+	// appended to the write-ahead log (handed to the operating system); a
+	// ticker fdatasyncs the log every AsyncInterval. Survives a process
+	// crash; power loss can lose the last AsyncInterval of acknowledged
+	// writes.
 	Async
-	// None: Badger runs in memory; nothing survives the process. Values are
-	// limited to 1 MB in this mode.
+	// None: Badger runs in memory and there is no log; nothing survives the
+	// process. Values are limited to what the LSM tree holds inline (at most
+	// 1 MB) in this mode.
 	None
 )
 
@@ -49,28 +53,35 @@ func (d Durability) String() string {
 	return fmt.Sprintf("Durability(%d)", uint8(d))
 }
 
-// Options configures Open. Start from DefaultOptions; Open replaces zero
-// durations, batch caps, MemTableSize, NumMemtables and ValueLogFileSize by
-// their defaults. BlockCacheSize and IndexCacheSize are taken as given (0 means
-// no block cache, and all table indices kept in memory, respectively).
+// Options configures Open. holdfast builds them from its configuration (config.toml), the one
+// place its defaults are written; persist adds none of its own to what that file sets. A zero
+// field means:
+//
+//   - MemTableSize, NumMemtables, ValueLogFileSize: Badger's own default (badger.DefaultOptions);
+//   - BlockCacheSize: no block cache, tables stored uncompressed; IndexCacheSize: every table
+//     index kept in memory (Badger's default);
+//   - AsyncInterval: refused in Async mode, unused otherwise;
+//   - GCInterval: no value-log garbage collection (GCDiscardRatio is then unused);
+//   - MaxBatchOps, MaxBatchBytes, MaxPending, WriterVersion, Logger: the writer's internal
+//     defaults below, which the configuration does not expose.
 type Options struct {
 	Dir           string
 	Durability    Durability
-	AsyncInterval time.Duration // Async: how often to fsync (the loss window); default 10ms
+	AsyncInterval time.Duration // Async: how often to fsync (the loss window)
 
-	// Badger memory, set explicitly (see DefaultOptions for the total).
+	// Badger memory (see MemoryBudget).
 	MemTableSize     int64 // bytes per memtable; a transaction may hold ~15% of it
 	NumMemtables     int
 	BlockCacheSize   int64 // 0 = no block cache, tables stored uncompressed (Snappy otherwise)
 	IndexCacheSize   int64 // 0 = every table index in memory (grows with data)
 	ValueLogFileSize int64 // also the largest value that can be stored
 
-	GCInterval     time.Duration // value-log GC ticker; default 5m (not in None mode)
-	GCDiscardRatio float64       // default 0.5
+	GCInterval     time.Duration // value-log GC ticker; 0 = none (not in None mode either way)
+	GCDiscardRatio float64       // with GCInterval: in (0, 1)
 
-	MaxBatchOps   int   // cap of Badger entries per group commit, default 10000
+	MaxBatchOps   int   // cap of Badger entries per group commit, default DefaultMaxBatchOps
 	MaxBatchBytes int64 // cap of key+value bytes per group commit, default MemTableSize/10
-	MaxPending    int   // capacity of the request channel, default 4096
+	MaxPending    int   // capacity of the request channel, default DefaultMaxPending
 
 	// WriterVersion is stored next to the format version when a store is
 	// created (for humans and for inspect tools); default "holdfast".
@@ -81,41 +92,17 @@ type Options struct {
 	Logger zerolog.Logger
 }
 
-// Defaults.
+// The writer's internal defaults.
 const (
-	DefaultAsyncInterval    = 10 * time.Millisecond
-	DefaultMemTableSize     = 64 << 20
-	DefaultNumMemtables     = 5
-	DefaultBlockCacheSize   = 128 << 20
-	DefaultIndexCacheSize   = 64 << 20
-	DefaultValueLogFileSize = 256 << 20
-	DefaultGCInterval       = 5 * time.Minute
-	DefaultGCDiscardRatio   = 0.5
-	DefaultMaxBatchOps      = 10000
-	DefaultMaxPending       = 4096
+	DefaultMaxBatchOps = 10000
+	DefaultMaxPending  = 4096
 )
 
-// DefaultOptions returns the defaults for a store in dir, durability Sync.
-// Memory: 5 x 64 MB memtables + 128 MB block cache + 64 MB index cache = 512 MB
-// at most for Badger's caches and memtables.
+// DefaultOptions returns the options of a Sync store in dir with every other field zero (see
+// Options): Badger's own memory defaults and no value-log GC. Tests use it; holdfast builds its
+// Options from the configuration.
 func DefaultOptions(dir string) Options {
-	return Options{
-		Dir:              dir,
-		Durability:       Sync,
-		AsyncInterval:    DefaultAsyncInterval,
-		MemTableSize:     DefaultMemTableSize,
-		NumMemtables:     DefaultNumMemtables,
-		BlockCacheSize:   DefaultBlockCacheSize,
-		IndexCacheSize:   DefaultIndexCacheSize,
-		ValueLogFileSize: DefaultValueLogFileSize,
-		GCInterval:       DefaultGCInterval,
-		GCDiscardRatio:   DefaultGCDiscardRatio,
-		MaxBatchOps:      DefaultMaxBatchOps,
-		MaxBatchBytes:    DefaultMemTableSize / 10,
-		MaxPending:       DefaultMaxPending,
-		WriterVersion:    "holdfast",
-		Logger:           zerolog.Nop(),
-	}
+	return Options{Dir: dir, Durability: Sync, Logger: zerolog.Nop()}
 }
 
 // MemoryBudget is the memory Badger may use for memtables and caches with these
@@ -126,23 +113,15 @@ func (o Options) MemoryBudget() int64 {
 
 // withDefaults fills zero fields and checks ranges.
 func (o Options) withDefaults() (Options, error) {
-	if o.AsyncInterval <= 0 {
-		o.AsyncInterval = DefaultAsyncInterval
-	}
+	bd := badger.DefaultOptions(o.Dir)
 	if o.MemTableSize <= 0 {
-		o.MemTableSize = DefaultMemTableSize
+		o.MemTableSize = bd.MemTableSize
 	}
 	if o.NumMemtables <= 0 {
-		o.NumMemtables = DefaultNumMemtables
+		o.NumMemtables = bd.NumMemtables
 	}
 	if o.ValueLogFileSize <= 0 {
-		o.ValueLogFileSize = DefaultValueLogFileSize
-	}
-	if o.GCInterval <= 0 {
-		o.GCInterval = DefaultGCInterval
-	}
-	if o.GCDiscardRatio <= 0 {
-		o.GCDiscardRatio = DefaultGCDiscardRatio
+		o.ValueLogFileSize = bd.ValueLogFileSize
 	}
 	if o.MaxBatchOps <= 0 {
 		o.MaxBatchOps = DefaultMaxBatchOps
@@ -161,7 +140,11 @@ func (o Options) withDefaults() (Options, error) {
 		return o, fmt.Errorf("persist: unknown durability %d", o.Durability)
 	case o.Durability != None && o.Dir == "":
 		return o, fmt.Errorf("persist: no data directory (durability %s needs one)", o.Durability)
-	case o.GCDiscardRatio >= 1:
+	case o.Durability == Async && o.AsyncInterval <= 0:
+		return o, fmt.Errorf("persist: AsyncInterval %v must be > 0 with durability async", o.AsyncInterval)
+	case o.GCInterval < 0:
+		return o, fmt.Errorf("persist: negative GCInterval %v", o.GCInterval)
+	case o.GCInterval > 0 && (o.GCDiscardRatio <= 0 || o.GCDiscardRatio >= 1):
 		return o, fmt.Errorf("persist: GCDiscardRatio %v must be in (0, 1)", o.GCDiscardRatio)
 	case o.ValueLogFileSize < 1<<20 || o.ValueLogFileSize >= 2<<30:
 		return o, fmt.Errorf("persist: ValueLogFileSize %d must be in [1 MB, 2 GB)", o.ValueLogFileSize)

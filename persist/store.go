@@ -150,18 +150,22 @@ func Open(o Options) (*Store, error) {
 		s.bgWG.Add(1)
 		go s.syncLoop()
 	}
-	if o.Durability != None {
+	if o.Durability != None && o.GCInterval > 0 {
 		s.bgWG.Add(1)
 		go s.gcLoop()
 	}
+	// What Badger runs with, as it reports it.
+	bo = db.Opts()
 	ev := log.Info().
 		Str("dir", o.Dir).
 		Stringer("durability", o.Durability).
 		Int64("memory_bytes", o.MemoryBudget()).
-		Int64("memtable_bytes", o.MemTableSize).
-		Int("memtables", o.NumMemtables).
-		Int64("block_cache_bytes", o.BlockCacheSize).
-		Int64("index_cache_bytes", o.IndexCacheSize).
+		Int64("memtable_bytes", bo.MemTableSize).
+		Int("memtables", bo.NumMemtables).
+		Int64("block_cache_bytes", bo.BlockCacheSize).
+		Int64("index_cache_bytes", bo.IndexCacheSize).
+		Int64("value_log_file_bytes", bo.ValueLogFileSize).
+		Int64("value_threshold_bytes", bo.ValueThreshold).
 		Uint64("next_seq", idx.nextSeq).
 		Int("shared_bodies", len(idx.refs)).
 		Dur("index_scan", time.Since(start))
@@ -170,6 +174,9 @@ func Open(o Options) (*Store, error) {
 	}
 	if o.Durability == Async {
 		ev = ev.Dur("async_interval", o.AsyncInterval)
+	}
+	if o.GCInterval > 0 && o.Durability != None {
+		ev = ev.Dur("gc_interval", o.GCInterval).Float64("gc_discard_ratio", o.GCDiscardRatio)
 	}
 	ev.Msg("store opened")
 	return s, nil

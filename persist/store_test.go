@@ -975,9 +975,10 @@ func TestCorruptValue(t *testing.T) {
 	}
 }
 
-// Options with only Dir set (zero Logger, zero caps) open with the defaults.
+// Zero options take Badger's own defaults and the writer's internal ones, and run no value-log
+// GC; what only the configuration can set is refused when missing.
 func TestZeroOptions(t *testing.T) {
-	s, err := Open(Options{Dir: t.TempDir(), MemTableSize: 8 << 20, NumMemtables: 2})
+	s, err := Open(Options{Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -986,14 +987,47 @@ func TestZeroOptions(t *testing.T) {
 	if _, err := s.Commit(b); err != nil {
 		t.Fatal(err)
 	}
-	if s.opt.MaxBatchOps != DefaultMaxBatchOps || s.opt.GCInterval != DefaultGCInterval || s.opt.AsyncInterval != DefaultAsyncInterval {
-		t.Errorf("defaults not applied: %+v", s.opt)
+	bd, got := badger.DefaultOptions(""), s.db.Opts()
+	if got.MemTableSize != bd.MemTableSize || got.NumMemtables != bd.NumMemtables || got.ValueLogFileSize != bd.ValueLogFileSize ||
+		got.BlockCacheSize != 0 || got.IndexCacheSize != 0 {
+		t.Errorf("Badger runs with memtables %d x %d, value-log files %d, caches %d and %d; want Badger's defaults and no caches",
+			got.NumMemtables, got.MemTableSize, got.ValueLogFileSize, got.BlockCacheSize, got.IndexCacheSize)
+	}
+	if s.opt.MaxBatchOps != DefaultMaxBatchOps || s.opt.MaxPending != DefaultMaxPending || s.opt.MaxBatchBytes != bd.MemTableSize/10 {
+		t.Errorf("writer defaults not applied: %+v", s.opt)
 	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Open(Options{}); err == nil {
-		t.Error("Open without a directory in Sync mode: no error")
+	for name, o := range map[string]Options{
+		"no directory":               {},
+		"async without an interval":  {Dir: t.TempDir(), Durability: Async},
+		"GC without a discard ratio": {Dir: t.TempDir(), GCInterval: time.Minute},
+		"discard ratio of 1":         {Dir: t.TempDir(), GCInterval: time.Minute, GCDiscardRatio: 1},
+	} {
+		if s, err := Open(o); err == nil {
+			s.Close()
+			t.Errorf("%s: opened", name)
+		}
+	}
+}
+
+// Each Badger knob in Options reaches Badger as given.
+func TestOptionsReachBadger(t *testing.T) {
+	o := Options{
+		Dir: t.TempDir(), MemTableSize: 3 << 20, NumMemtables: 2, BlockCacheSize: 5 << 20,
+		IndexCacheSize: 6 << 20, ValueLogFileSize: 7 << 20,
+	}
+	s, err := Open(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	got := s.db.Opts()
+	if got.MemTableSize != o.MemTableSize || got.NumMemtables != o.NumMemtables || got.BlockCacheSize != o.BlockCacheSize ||
+		got.IndexCacheSize != o.IndexCacheSize || got.ValueLogFileSize != o.ValueLogFileSize {
+		t.Errorf("Badger runs with memtables %d x %d, block cache %d, index cache %d, value-log files %d; want %+v",
+			got.NumMemtables, got.MemTableSize, got.BlockCacheSize, got.IndexCacheSize, got.ValueLogFileSize, o)
 	}
 }
 
@@ -1001,6 +1035,7 @@ func TestZeroOptions(t *testing.T) {
 func TestValueLogGC(t *testing.T) {
 	ts := openTest(t, withOptions(func(o *Options) {
 		o.GCInterval = 5 * time.Millisecond
+		o.GCDiscardRatio = 0.5
 		o.ValueLogFileSize = 1 << 20
 	}))
 	payload := make([]byte, 300<<10) // above the value threshold: in the value log
