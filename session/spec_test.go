@@ -1,0 +1,418 @@
+package session
+
+import (
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/holdfast/holdfast/codec"
+	"github.com/holdfast/holdfast/persist"
+)
+
+// The rows below are the statements of MQTT 3.1.1 about a server's session state, each checked
+// as events into one session and the effects that come out: packets to send (Outgoing.Now and
+// After), records to store (Writes), outlets to wake. No store or network is involved: the
+// session's queue on disk is a slice the test hands to Loaded when Fill asks for it.
+
+// disk is a persistent session's queue as the store would hold it.
+type disk []persist.QueueEntry
+
+// read answers a Load the way persist's ReadQueue does.
+func (d disk) read(l Load) []persist.QueueEntry {
+	var out []persist.QueueEntry
+	for _, e := range d {
+		if e.Seq > l.After && len(out) < l.Limit {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// apply brings d up to date with ws, as the store would.
+func (d *disk) apply(ws []Write) {
+	for _, w := range ws {
+		i := slices.IndexFunc(*d, func(e persist.QueueEntry) bool { return e.Seq == w.Seq })
+		if i < 0 {
+			continue
+		}
+		switch w.Kind {
+		case WriteSent:
+			(*d)[i].State, (*d)[i].PacketID = persist.Sent, w.PacketID
+		case WriteReleased:
+			(*d)[i].State, (*d)[i].PacketID = persist.Released, w.PacketID
+		case WriteDone, WriteDoneQueued:
+			*d = slices.Delete(*d, i, i+1)
+		}
+	}
+}
+
+// fill runs Fill, answering its loads from d, and returns the packets to send now and after the
+// writes, and the writes (already applied to d).
+func fill(t *testing.T, s *Session, d *disk) (now, after []codec.Packet, ws []Write) {
+	t.Helper()
+	var o Outgoing
+	for s.Fill(&o); o.NeedLoad; s.Fill(&o) {
+		s.Loaded(&o, d.read(o.Load))
+	}
+	if d != nil {
+		d.apply(o.Writes)
+	}
+	return decode(t, o.Now), decode(t, o.After), o.Writes
+}
+
+func publishes(t *testing.T, ps []codec.Packet) []*codec.Publish {
+	t.Helper()
+	var out []*codec.Publish
+	for _, p := range ps {
+		pub, ok := p.(*codec.Publish)
+		if !ok {
+			t.Fatalf("got %s, want PUBLISH", p.Type())
+		}
+		out = append(out, pub)
+	}
+	return out
+}
+
+func msg(payload string, qos byte) *persist.Message {
+	return &persist.Message{Topic: "t", Payload: []byte(payload), QoS: qos}
+}
+
+var specOptions = Options{MaxInflight: 3, MaxQueuedMessages: 100, MemoryWindow: 2, BacklogHigh: 8}
+
+func newSpecSession(persistent bool) (*Session, *fakeOutlet) {
+	opts := specOptions
+	s := New("c", persistent, codec.Level311, &opts)
+	o := &fakeOutlet{}
+	s.Attach(codec.Level311, o)
+	return s, o
+}
+
+// commit queues m for a persistent session as the broker does: reserved, on disk, then Committed.
+func commit(s *Session, d *disk, seq uint64, m *persist.Message, qos byte) Outlet {
+	s.Reserve(len(m.Payload))
+	*d = append(*d, persist.QueueEntry{Seq: seq, QoS: qos, Message: m})
+	return s.Committed(seq, m, qos)
+}
+
+func TestSessionSpec(t *testing.T) {
+	rows := []struct {
+		name string
+		run  func(t *testing.T)
+	}{
+		{"MQTT-4.3.2-1 QoS 1 PUBLISH has an unused packet id and DUP 0, and is unacknowledged until PUBACK", func(t *testing.T) {
+			s, _ := newSpecSession(false)
+			for _, p := range []string{"a", "b"} {
+				s.Reserve(1)
+				s.Enqueue(msg(p, 1), 1)
+			}
+			now, _, ws := fill(t, s, nil)
+			pubs := publishes(t, now)
+			if len(pubs) != 2 || pubs[0].PacketID == 0 || pubs[0].PacketID == pubs[1].PacketID || pubs[0].Dup || pubs[0].QoS != 1 {
+				t.Fatalf("sent %+v", pubs)
+			}
+			if len(ws) != 0 {
+				t.Errorf("a clean session asked to store %v", ws)
+			}
+			if s.Inflight() != 2 {
+				t.Errorf("in flight %d, want 2 until PUBACK", s.Inflight())
+			}
+			if _, ok := s.Ack(pubs[0].PacketID, codec.TypePubcomp); ok {
+				t.Error("PUBCOMP accepted for a QoS 1 message")
+			}
+			if _, ok := s.Ack(pubs[0].PacketID, codec.TypePuback); !ok || s.Inflight() != 1 {
+				t.Error("PUBACK did not acknowledge")
+			}
+			if _, ok := s.Ack(pubs[0].PacketID, codec.TypePuback); ok {
+				t.Error("a second PUBACK for the same id acknowledged something")
+			}
+		}},
+		{"MQTT-4.3.3-1 QoS 2: PUBLISH once its state is stored, PUBREL after PUBREC, never PUBLISH again after PUBREL", func(t *testing.T) {
+			s, _ := newSpecSession(true)
+			var d disk
+			commit(s, &d, 1, msg("x", 2), 2)
+			now, after, ws := fill(t, s, &d)
+			if len(now) != 0 || len(after) != 1 {
+				t.Fatalf("QoS 2 PUBLISH sent before its state is stored: now %d, after %d", len(now), len(after))
+			}
+			pid := after[0].(*codec.Publish).PacketID
+			if len(ws) != 1 || ws[0] != (Write{Kind: WriteSent, Seq: 1, PacketID: pid}) {
+				t.Fatalf("writes %v, want the sent state", ws)
+			}
+			w, ok := s.Pubrec(pid)
+			if !ok || w != (Write{Kind: WriteReleased, Seq: 1, PacketID: pid}) {
+				t.Fatalf("PUBREC: %v %v", w, ok)
+			}
+			d.apply([]Write{w})
+			if _, ok := s.Ack(pid, codec.TypePuback); ok {
+				t.Error("PUBACK accepted for a QoS 2 message")
+			}
+			// Reconnect: the message is past PUBREL, so PUBREL is sent again, not the PUBLISH.
+			d.apply(s.Detach(time.Now()))
+			s.Attach(codec.Level311, &fakeOutlet{})
+			now, _, _ = fill(t, s, &d)
+			if len(now) != 1 {
+				t.Fatalf("after reconnect sent %d packets, want one PUBREL", len(now))
+			}
+			if rel, ok := now[0].(*codec.Pubrel); !ok || rel.PacketID != pid {
+				t.Fatalf("after reconnect sent %s, want PUBREL %d", now[0].Type(), pid)
+			}
+			w, ok = s.Ack(pid, codec.TypePubcomp)
+			if !ok || w != (Write{Kind: WriteDone, Seq: 1}) {
+				t.Fatalf("PUBCOMP: %v %v, want the entry removed", w, ok)
+			}
+		}},
+		{"MQTT-4.4.0-1 MQTT-3.3.1-1 MQTT-2.3.1-3 on reconnect unacknowledged PUBLISH are sent again, DUP 1, same packet ids", func(t *testing.T) {
+			s, _ := newSpecSession(true)
+			var d disk
+			commit(s, &d, 1, msg("a", 1), 1)
+			commit(s, &d, 2, msg("b", 1), 1)
+			now, _, ws := fill(t, s, &d)
+			first := publishes(t, now)
+			if len(first) != 2 || len(ws) != 0 {
+				t.Fatalf("sent %d, writes %v: QoS 1 state of a connected client stays in memory", len(first), ws)
+			}
+			ws = s.Detach(time.Now())
+			if len(ws) != 2 || ws[0].Kind != WriteSent || ws[0].PacketID != first[0].PacketID {
+				t.Fatalf("Detach writes %v, want the in-flight state of both", ws)
+			}
+			d.apply(ws)
+			s.Attach(codec.Level311, &fakeOutlet{})
+			now, _, _ = fill(t, s, &d)
+			again := publishes(t, now)
+			if len(again) != 2 {
+				t.Fatalf("re-sent %d, want 2", len(again))
+			}
+			for i, p := range again {
+				if !p.Dup || p.PacketID != first[i].PacketID || string(p.Payload) != string(first[i].Payload) {
+					t.Errorf("re-sent %+v, want %q again with DUP and packet id %d", p, first[i].Payload, first[i].PacketID)
+				}
+			}
+		}},
+		{"MQTT-3.1.2-5 messages for an offline persistent session are kept and sent when it comes back", func(t *testing.T) {
+			s, _ := newSpecSession(true)
+			var d disk
+			s.Detach(time.Now())
+			for i, p := range []string{"1", "2", "3", "4", "5"} {
+				if o := commit(s, &d, uint64(i+1), msg(p, 1), 1); o != nil {
+					t.Fatal("an offline session asked to wake an outlet")
+				}
+			}
+			if n, _ := s.Queued(); n != 5 {
+				t.Fatalf("queued %d, want 5", n)
+			}
+			s.Attach(codec.Level311, &fakeOutlet{})
+			now, _, _ := fill(t, s, &d)
+			pubs := publishes(t, now)
+			if len(pubs) != specOptions.MaxInflight {
+				t.Fatalf("sent %d, want the in-flight window of %d", len(pubs), specOptions.MaxInflight)
+			}
+			var got []string
+			for len(pubs) > 0 {
+				for _, p := range pubs {
+					got = append(got, string(p.Payload))
+					w, _ := s.Ack(p.PacketID, codec.TypePuback)
+					d.apply([]Write{w})
+				}
+				now, _, _ = fill(t, s, &d)
+				pubs = publishes(t, now)
+			}
+			if !slices.Equal(got, []string{"1", "2", "3", "4", "5"}) {
+				t.Errorf("delivered %v, want all five in order [MQTT-4.6.0-5]", got)
+			}
+		}},
+		{"MQTT-3.3.1-2 a QoS 0 message queued for an offline session goes with DUP 0 and is done once sent", func(t *testing.T) {
+			s, _ := newSpecSession(true)
+			var d disk
+			s.Detach(time.Now())
+			commit(s, &d, 1, msg("q0", 0), 0)
+			s.Attach(codec.Level311, &fakeOutlet{})
+			now, _, ws := fill(t, s, &d)
+			pubs := publishes(t, now)
+			if len(pubs) != 1 || pubs[0].Dup || pubs[0].QoS != 0 || pubs[0].PacketID != 0 {
+				t.Fatalf("sent %+v", pubs)
+			}
+			if len(ws) != 1 || ws[0] != (Write{Kind: WriteDone, Seq: 1}) || len(d) != 0 {
+				t.Errorf("writes %v, disk %v: the entry must go once sent", ws, d)
+			}
+		}},
+		{"MQTT-2.3.1-4 a new PUBLISH never reuses a packet id still in flight", func(t *testing.T) {
+			s, _ := newSpecSession(false)
+			seen := map[uint16]bool{}
+			for round := range 40 {
+				s.Reserve(1)
+				s.Enqueue(msg("m", 1), 1)
+				now, _, _ := fill(t, s, nil)
+				for _, p := range publishes(t, now) {
+					if seen[p.PacketID] {
+						t.Fatalf("round %d: packet id %d reused while in flight", round, p.PacketID)
+					}
+					seen[p.PacketID] = true
+				}
+				if s.Inflight() == specOptions.MaxInflight {
+					// Acknowledge the oldest one only: the others stay in flight.
+					for pid := range seen {
+						if _, ok := s.Ack(pid, codec.TypePuback); ok {
+							delete(seen, pid)
+							break
+						}
+					}
+				}
+			}
+		}},
+		{"MQTT-4.3.3-2 a repeated QoS 2 packet id before PUBREL is not a new message", func(t *testing.T) {
+			s, _ := newSpecSession(true)
+			if !s.AddInbound(9) || s.AddInbound(9) {
+				t.Fatal("the second PUBLISH with id 9 was reported new")
+			}
+			if !s.RemoveInbound(9) || s.RemoveInbound(9) {
+				t.Fatal("PUBREL must release the id once")
+			}
+			if !s.AddInbound(9) {
+				t.Fatal("after PUBREL the id is free for a new message")
+			}
+		}},
+		{"MQTT-3.8.4-3 a SUBSCRIBE with an identical filter replaces the subscription; MQTT-3.10.4-1 UNSUBSCRIBE removes it", func(t *testing.T) {
+			s, _ := newSpecSession(false)
+			if !s.Subscribe("a/+", 1) || s.Subscribe("a/+", 2) {
+				t.Fatal("Subscribe must report a new filter once")
+			}
+			if subs := s.Subscriptions(); len(subs) != 1 || subs["a/+"] != 2 || s.NumSubscriptions() != 1 || !s.Has("a/+") {
+				t.Fatalf("subscriptions %v", subs)
+			}
+			if !s.Unsubscribe("a/+") || s.Unsubscribe("a/+") || s.Has("a/+") {
+				t.Fatal("Unsubscribe must remove the filter once")
+			}
+		}},
+		{"in-flight window: at most max_inflight unacknowledged messages", func(t *testing.T) {
+			s, _ := newSpecSession(false)
+			for range 5 {
+				s.Reserve(1)
+				s.Enqueue(msg("m", 2), 2)
+			}
+			now, _, _ := fill(t, s, nil)
+			if n := len(publishes(t, now)); n != specOptions.MaxInflight {
+				t.Fatalf("sent %d, want %d", n, specOptions.MaxInflight)
+			}
+			if now, _, _ := fill(t, s, nil); len(now) != 0 {
+				t.Fatalf("sent %d more with a full window", len(now))
+			}
+		}},
+		{"a message is not sent before it is durable (entries past the committed seq wait)", func(t *testing.T) {
+			s, _ := newSpecSession(true)
+			var d disk
+			s.Detach(time.Now())
+			commit(s, &d, 1, msg("durable", 1), 1)
+			// Applied to the store but not yet synced: on disk, not yet Committed.
+			d = append(d, persist.QueueEntry{Seq: 2, QoS: 1, Message: msg("not yet", 1)})
+			s.Attach(codec.Level311, &fakeOutlet{})
+			now, _, _ := fill(t, s, &d)
+			if pubs := publishes(t, now); len(pubs) != 1 || string(pubs[0].Payload) != "durable" {
+				t.Fatalf("sent %+v, want only the durable message", pubs)
+			}
+		}},
+		{"a disk read answered after a reconnect is thrown away", func(t *testing.T) {
+			s, _ := newSpecSession(true)
+			var d disk
+			s.Detach(time.Now())
+			commit(s, &d, 1, msg("m", 1), 1)
+			s.Attach(codec.Level311, &fakeOutlet{})
+			var o Outgoing
+			s.Fill(&o)
+			if !o.NeedLoad {
+				t.Fatal("Fill did not ask for the queue on disk")
+			}
+			s.Detach(time.Now())
+			s.Attach(codec.Level311, &fakeOutlet{})
+			s.Loaded(&o, d.read(o.Load))
+			var again Outgoing
+			if s.Fill(&again); !again.NeedLoad || len(o.Now) != 0 {
+				t.Fatal("a stale read was used: the session did not ask for the queue again")
+			}
+			now, _, _ := fill(t, s, &d)
+			if len(publishes(t, now)) != 1 {
+				t.Fatal("the message was not sent after the fresh read")
+			}
+		}},
+		{"a queued message the ACL no longer lets the client read is removed, not sent", func(t *testing.T) {
+			s, _ := newSpecSession(true)
+			var d disk
+			commit(s, &d, 1, msg("secret", 1), 1)
+			o := Outgoing{MayRead: func(string) bool { return false }}
+			s.Fill(&o)
+			if len(o.Now) != 0 || len(o.Writes) != 1 || o.Writes[0] != (Write{Kind: WriteDoneQueued, Seq: 1}) {
+				t.Fatalf("sent %d bytes, writes %v", len(o.Now), o.Writes)
+			}
+			if n, _ := s.Queued(); n != 0 {
+				t.Errorf("queued %d after the refusal, want 0", n)
+			}
+		}},
+		{"MQTT-3.1.2-4 a persistent session is restored from what the store held", func(t *testing.T) {
+			since := time.Now().Add(-time.Hour).Truncate(time.Second)
+			owner := Identity{Username: "u", Known: true}
+			s := Restore(Saved{ClientID: "c", Record: Record{ProtocolLevel: codec.Level31, Owner: owner, OfflineSince: since},
+				QueuedCount: 3, QueuedBytes: 30, LastSeq: 7, InboundQoS2: []uint16{4}}, &specOptions)
+			if n, b := s.Queued(); n != 3 || b != 30 || s.AddInbound(4) || !s.OfflineSince().Equal(since) || s.Identity() != owner || s.Online() {
+				t.Fatalf("restored %+v", s.Record())
+			}
+			if r := s.Record(); r.ProtocolLevel != codec.Level31 || r.Owner != owner || !r.OfflineSince.Equal(since) {
+				t.Errorf("record %+v", r)
+			}
+			o := &fakeOutlet{}
+			s.Attach(codec.Level311, o)
+			if r := s.Record(); !r.OfflineSince.IsZero() || s.Outlet() != o || !s.Online() {
+				t.Errorf("online record %+v", r)
+			}
+		}},
+		{"a publisher waits while an online session's backlog is high, until it halves or the session is stuck", func(t *testing.T) {
+			s, _ := newSpecSession(false)
+			for range specOptions.BacklogHigh {
+				s.Reserve(1)
+			}
+			ch := s.Congested()
+			if ch == nil {
+				t.Fatal("no wait at the high mark")
+			}
+			for range specOptions.BacklogHigh / 2 {
+				s.Unreserve(1)
+			}
+			select {
+			case <-ch:
+			default:
+				t.Fatal("the wait did not end when the backlog halved")
+			}
+			for range specOptions.BacklogHigh / 2 {
+				s.Reserve(1)
+			}
+			s.MarkStuck()
+			if s.Congested() != nil {
+				t.Error("publishers still wait for a stuck session")
+			}
+		}},
+	}
+	for _, r := range rows {
+		t.Run(r.name, r.run)
+	}
+}
+
+// MQTT-3.1.4-2: a new connection of a client id takes over its session; a session removed by a
+// connection that no longer holds it must not remove its successor.
+func TestRegistryTakeOver(t *testing.T) {
+	r := NewRegistry()
+	old := New("c", true, codec.Level311, &specOptions)
+	r.Put(old)
+	next := New("c", false, codec.Level311, &specOptions)
+	r.Put(next)
+	if r.Get("c") != next {
+		t.Fatal("Put did not replace the session of the same id")
+	}
+	if r.Remove(old) {
+		t.Fatal("removing a replaced session removed its successor")
+	}
+	r.Put(New("d", false, codec.Level311, &specOptions))
+	if n := len(r.Snapshot()); n != 2 {
+		t.Fatalf("snapshot of %d sessions, want 2", n)
+	}
+	if !r.Remove(next) || r.Get("c") != nil {
+		t.Fatal("Remove of the current session failed")
+	}
+}
