@@ -21,8 +21,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 
 	"github.com/holdfast/holdfast/admin"
+	"github.com/holdfast/holdfast/internal/mqtttest"
+	"github.com/holdfast/holdfast/internal/syncbuf"
 	"github.com/holdfast/holdfast/persist"
 )
 
@@ -524,21 +527,136 @@ func TestInspectTable(t *testing.T) {
 	}
 }
 
-func TestBackupProgressOnlyOnTerminal(t *testing.T) {
-	var n fakeCounter = 5 << 20
-	var b bytes.Buffer
-	p := startProgress(&Env{Stderr: &b}, "backup", &n)
-	time.Sleep(10 * time.Millisecond)
-	p.stop()
-	if b.Len() != 0 {
-		t.Errorf("progress written to a non-terminal: %q", b.String())
+// openPTY returns the two ends of a new pseudo-terminal: what a command writes to tty, the test
+// reads from ptm.
+func openPTY(t *testing.T) (ptm, tty *os.File) {
+	t.Helper()
+	ptm, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatalf("a pseudo-terminal for the progress display: %v", err)
 	}
-	p = &progress{w: &b, what: "backup", n: &n, t0: time.Now().Add(-2 * time.Second)}
+	t.Cleanup(func() { ptm.Close() })
+	if err := unix.IoctlSetPointerInt(int(ptm.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatalf("unlocking the pseudo-terminal: %v", err)
+	}
+	n, err := unix.IoctlGetInt(int(ptm.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatalf("naming the pseudo-terminal: %v", err)
+	}
+	tty, err = os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tty.Close() })
+	return ptm, tty
+}
+
+var progressLine = regexp.MustCompile(`\rbackup: ([0-9.]+) (B|KiB|MiB), [0-9.]+ [KMG]?i?B/s   (\r?\n)?`)
+
+// TestBackupProgress: a backup through the admin listener that runs past a second shows its
+// progress on a terminal: the bytes received so far while the stream stalls half way, never
+// going down, and on the last line, ended by a newline, the size of the whole stream. The same
+// display on a stderr that is no terminal stays silent.
+func TestBackupProgress(t *testing.T) {
+	frame := func(n int) []byte {
+		return append(binary.LittleEndian.AppendUint64(nil, uint64(n)), make([]byte, n)...)
+	}
+	first, rest := frame(300<<10), append(frame(500<<10), frame(7)...)
+	half, total := len(first), len(first)+len(rest)
+	resume := make(chan struct{})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Trailer", admin.NextSinceTrailer)
+		w.Write(first)
+		w.(http.Flusher).Flush()
+		select { // the stall the display must show
+		case <-resume:
+		case <-r.Context().Done():
+			return
+		}
+		w.Write(rest)
+		w.Header().Set(admin.NextSinceTrailer, "9")
+	})}
+	go srv.Serve(l)
+	defer srv.Close()
+	cfg := filepath.Join(t.TempDir(), "c.toml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf("[admin]\naddress = %q\n", l.Addr().String())), 0o600)
+
+	def, err := os.ReadFile("../config.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ptm, tty := openPTY(t)
+	var shown syncbuf.Buffer
+	go io.Copy(&shown, ptm)
+	var silent syncbuf.Buffer
+	var n fakeCounter = 5 << 20
+	quiet := startProgress(&Env{Stderr: &silent}, "backup", &n)
+	done := make(chan error, 1)
+	go func() {
+		env := &Env{Stdin: strings.NewReader(""), Stdout: io.Discard, Stderr: tty, DefaultConfig: def, Version: "test"}
+		done <- Run(env, []string{"backup", "-c", cfg, "--out", filepath.Join(t.TempDir(), "f")})
+	}()
+
+	stalled := "\rbackup: " + humanBytes(float64(half)) + ","
+	ok := mqtttest.Within(20*time.Second, func() bool { return strings.Contains(shown.String(), stalled) })
+	close(resume)
+	if !ok {
+		state := "still running"
+		select {
+		case err := <-done:
+			state = fmt.Sprintf("ended: %v", err)
+		default:
+		}
+		t.Fatalf("no progress line %q within 20 s of a stream stalled at %d bytes; the terminal ends with %q; the backup is %s", stalled, half, lastBytes(shown.String(), 300), state)
+	}
+	// Past progressDelay: a display that ignored the terminal check would have written by now.
+	quiet.stop()
+	if silent.String() != "" {
+		t.Errorf("progress written to a non-terminal: %q", silent.String())
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("backup: %v", err)
+	}
+	final := "\rbackup: " + humanBytes(float64(total)) + ","
+	if !mqtttest.Within(5*time.Second, func() bool {
+		ms := progressLine.FindAllStringSubmatch(shown.String(), -1)
+		return len(ms) > 0 && ms[len(ms)-1][3] != ""
+	}) {
+		t.Fatalf("no progress line ended by a newline after the backup; the terminal ends with %q", lastBytes(shown.String(), 300))
+	}
+	out := shown.String()
+	ms := progressLine.FindAllStringSubmatch(out, -1)
+	unit := map[string]float64{"B": 1, "KiB": 1 << 10, "MiB": 1 << 20}
+	prev := -1.0
+	for i, m := range ms {
+		v, _ := strconv.ParseFloat(m[1], 64)
+		if v *= unit[m[2]]; v < prev {
+			t.Errorf("progress line %d shows %s %s, less than the line before it:\n%q", i+1, m[1], m[2], out)
+		}
+		prev = v
+		if last := i == len(ms)-1; last != (m[3] != "") {
+			t.Errorf("progress line %d of %d ends with %q: only the last line ends with a newline:\n%q", i+1, len(ms), m[3], out)
+		}
+	}
+	if last := ms[len(ms)-1][0]; !strings.HasPrefix(last, final) {
+		t.Errorf("last progress line %q, want the whole stream, %q", last, final)
+	}
+
+	// The rate is bytes over the time since the start.
+	var b bytes.Buffer
+	p := &progress{w: &b, what: "backup", n: &n, t0: time.Now().Add(-2 * time.Second)}
 	p.print("\n")
 	if got := b.String(); !strings.HasPrefix(got, "\rbackup: 5.0 MiB, 2.5 MiB/s") {
 		t.Errorf("progress line %q", got)
 	}
 }
+
+// lastBytes is the end of s, for failure messages.
+func lastBytes(s string, n int) string { return s[max(0, len(s)-n):] }
 
 type fakeCounter int64
 
