@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/holdfast/holdfast/internal/mqtttest"
 	"github.com/holdfast/holdfast/internal/syncbuf"
 )
 
@@ -126,18 +127,17 @@ func mosqBroker(t *testing.T, passwordFile, aclFile string) string {
 		cancel()
 		cmd.Wait()
 	})
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		c, err := net.Dial("tcp", "127.0.0.1:"+port)
-		if err == nil {
-			c.Close()
-			return port
+	if !mqtttest.Within(5*time.Second, func() bool {
+		var c net.Conn
+		if c, err = net.Dial("tcp", "127.0.0.1:"+port); err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("mosquitto did not listen on %s: %v\n%s", port, err, stderr.String())
-		}
-		time.Sleep(20 * time.Millisecond)
+		c.Close()
+		return true
+	}) {
+		t.Fatalf("mosquitto did not listen on %s: %v\n%s", port, err, stderr.String())
 	}
+	return port
 }
 
 // clientArgs are mosquitto_pub/sub arguments connecting as c with password pw.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/holdfast/holdfast/codec"
+	"github.com/holdfast/holdfast/internal/mqtttest"
 )
 
 // authFake is a broker with one user, legit:pw. The right password gets
@@ -135,19 +136,15 @@ func (b *authFake) serve(nc net.Conn) {
 // to at most goroutines goroutines: everything the run started has ended.
 func (b *authFake) waitClosed(t *testing.T, goroutines int) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	var open, n int
+	if !mqtttest.Within(5*time.Second, func() bool {
 		b.mu.Lock()
-		open := b.open
+		open = b.open
 		b.mu.Unlock()
-		n := runtime.NumGoroutine()
-		if open == 0 && n <= goroutines {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after the run: %d sockets still open at the broker, %d goroutines (%d before)", open, n, goroutines)
-		}
-		time.Sleep(5 * time.Millisecond)
+		n = runtime.NumGoroutine()
+		return open == 0 && n <= goroutines
+	}) {
+		t.Fatalf("after the run: %d sockets still open at the broker, %d goroutines (%d before)", open, n, goroutines)
 	}
 }
 

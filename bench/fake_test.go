@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/holdfast/holdfast/codec"
+	"github.com/holdfast/holdfast/internal/mqtttest"
 )
 
 // fakeBroker is just enough of an MQTT broker to drive the load tool in
@@ -225,14 +226,12 @@ func (b *fakeBroker) serve(nc net.Conn) {
 // sessionCount reports how many sessions the fake holds once the
 // connections that just closed have been noticed.
 func (b *fakeBroker) sessionCount(want int) int {
-	deadline := time.Now().Add(2 * time.Second)
-	for {
+	var n int
+	mqtttest.Within(2*time.Second, func() bool {
 		b.mu.Lock()
-		n := len(b.sessions)
-		b.mu.Unlock()
-		if n == want || time.Now().After(deadline) {
-			return n
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		defer b.mu.Unlock()
+		n = len(b.sessions)
+		return n == want
+	})
+	return n
 }
