@@ -2,14 +2,9 @@ package test
 
 import (
 	"crypto/tls"
-	"errors"
 	"fmt"
-	"io"
-	"net"
-	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -17,43 +12,33 @@ import (
 
 	"github.com/holdfast/holdfast/auth"
 	"github.com/holdfast/holdfast/codec"
+	"github.com/holdfast/holdfast/internal/mqtttest"
 )
 
 // Regression tests of issue 11's pre-authentication limits: a CONNECT flood (item 2) and sockets
 // counted from accept (item 16).
 
-// floodDial connects to addr from the loopback source address from (127.0.0.x), so that tests can
-// play several clients on different addresses.
-func floodDial(from, addr string) (net.Conn, error) {
-	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
-	return d.Dial("tcp", addr)
+// floodClosedAtOnce reports whether the broker closes c within a second without sending anything.
+func floodClosedAtOnce(c *mqtttest.Client) bool {
+	got, err := c.Closed(time.Second, nil)
+	return err == nil && len(got) == 0
 }
 
-// floodClosedAtOnce reports whether the broker closes nc within a second without sending anything.
-func floodClosedAtOnce(nc net.Conn) bool {
-	nc.SetReadDeadline(time.Now().Add(time.Second))
-	n, err := nc.Read(make([]byte, 1))
-	return n == 0 && (errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || isReset(err))
+// floodOpen reports whether c is still open after a short wait (nothing to read, no EOF).
+func floodOpen(c *mqtttest.Client) bool {
+	_, err := c.TryRead(200 * time.Millisecond)
+	return mqtttest.IsTimeout(err)
 }
 
-func isReset(err error) bool { return err != nil && strings.Contains(err.Error(), "connection reset") }
-
-// floodOpen reports whether nc is still open after a short wait (nothing to read, no EOF).
-func floodOpen(nc net.Conn) bool {
-	nc.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
-	_, err := nc.Read(make([]byte, 1))
-	return errors.Is(err, os.ErrDeadlineExceeded)
-}
-
-// floodConnect sends a CONNECT on nc and returns the CONNACK code, or -1 without one.
-func floodConnect(nc net.Conn, id, user, password string, wait time.Duration) int {
+// floodConnect sends a CONNECT on c and returns the CONNACK code, or -1 without one within wait.
+// It does not fail the test, so the flood's goroutines use it too.
+func floodConnect(c *mqtttest.Client, id, user, password string, wait time.Duration) int {
 	cp := &codec.Connect{ProtocolName: "MQTT", ProtocolLevel: codec.Level311, ClientID: id, CleanSession: true, KeepAlive: 60,
 		HasUsername: true, Username: user, HasPassword: true, Password: []byte(password)}
-	nc.SetDeadline(time.Now().Add(wait))
-	if _, err := nc.Write(cp.Append(nil)); err != nil {
+	if err := c.Write(cp); err != nil {
 		return -1
 	}
-	p, err := codec.NewReader(nc, 1<<16).ReadPacket()
+	p, err := c.TryRead(wait)
 	if ack, ok := p.(*codec.Connack); err == nil && ok {
 		return int(ack.ReturnCode)
 	}
@@ -69,51 +54,40 @@ func TestSecurity16_HandshakesCountAgainstMaxConnections(t *testing.T) {
 	b := StartBroker(t, BrokerConfig{Extra: transportListeners(&server) + "[limits]\nmax_connections = 4\n"})
 	tlsAddr, wsAddr := listenAddr(t, b, 0, "tls", 0), listenAddr(t, b, 0, "ws", 0)
 
-	var silent []net.Conn
+	var silent []*mqtttest.Client
 	for i := range 4 {
 		addr := tlsAddr
 		if i%2 == 1 {
 			addr = wsAddr // no HTTP request: still in the handshake
 		}
-		nc, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer nc.Close()
-		silent = append(silent, nc)
+		silent = append(silent, mqtttest.Dial(t, addr))
 	}
-	for _, nc := range silent {
-		if !floodOpen(nc) {
+	for _, c := range silent {
+		if !floodOpen(c) {
 			t.Fatalf("a socket within max_connections was closed")
 		}
 	}
 	for _, addr := range []string{b.Addr, tlsAddr, wsAddr} {
-		nc, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !floodClosedAtOnce(nc) {
+		c := mqtttest.Dial(t, addr)
+		if !floodClosedAtOnce(c) {
 			t.Errorf("a fifth socket on %s was not closed at once while four sockets sat in handshakes (max_connections 4)", addr)
 		}
-		nc.Close()
+		c.Conn.Close()
 	}
 
 	// One handshaking socket goes away: a real TLS client gets its place.
-	silent[0].Close()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		tc, err := tls.Dial("tcp", tlsAddr, tlsClientConfig(ca))
-		if err == nil {
-			code := floodConnect(tc, "tls-client", "u", "p", 5*time.Second)
-			tc.Close()
-			if code == 0 {
-				break
-			}
+	silent[0].Conn.Close()
+	var err error
+	if !mqtttest.Within(5*time.Second, func() bool {
+		var tc *tls.Conn
+		if tc, err = tls.Dial("tcp", tlsAddr, tlsClientConfig(ca)); err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no TLS client let in after a slot was freed: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
+		c := mqtttest.New(t, tc)
+		defer c.Conn.Close()
+		return floodConnect(c, "tls-client", "u", "p", 5*time.Second) == 0
+	}) {
+		t.Fatalf("no TLS client let in after a slot was freed: %v", err)
 	}
 }
 
@@ -122,16 +96,11 @@ func TestSecurity16_HandshakesCountAgainstMaxConnections(t *testing.T) {
 // of the listener to let a new one in; a socket that finished CONNECT no longer counts.
 func TestSecurity02_PendingConnectsBounded(t *testing.T) {
 	b := StartBroker(t, BrokerConfig{Extra: "[limits]\nmax_pending_connects = 12\nmax_pending_connects_per_address = 5\n"})
-	dial := func(from string) net.Conn {
+	dial := func(from string) *mqtttest.Client {
 		t.Helper()
-		nc, err := floodDial(from, b.Addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { nc.Close() })
-		return nc
+		return mqtttest.DialFrom(t, from, b.Addr)
 	}
-	var first []net.Conn
+	var first []*mqtttest.Client
 	for range 5 {
 		first = append(first, dial("127.0.0.2"))
 	}
@@ -194,18 +163,9 @@ func TestSecurity02_ConnectFloodDoesNotLockOutLogins(t *testing.T) {
 	}
 	b := StartBroker(t, BrokerConfig{Extra: fmt.Sprintf("[auth]\npassword_file = %q\n", pw)})
 
-	var idle []net.Conn
-	defer func() {
-		for _, nc := range idle {
-			nc.Close()
-		}
-	}()
+	var idle []*mqtttest.Client
 	for i := range 1500 {
-		nc, err := floodDial(fmt.Sprintf("127.0.0.%d", 2+i%3), b.Addr)
-		if err != nil {
-			t.Fatalf("idle socket %d: %v", i, err)
-		}
-		idle = append(idle, nc)
+		idle = append(idle, mqtttest.DialFrom(t, fmt.Sprintf("127.0.0.%d", 2+i%3), b.Addr))
 	}
 
 	stop := make(chan struct{})
@@ -222,24 +182,24 @@ func TestSecurity02_ConnectFloodDoesNotLockOutLogins(t *testing.T) {
 					return
 				default:
 				}
-				nc, err := floodDial(from, b.Addr)
+				c, err := mqtttest.TryDial(t, from, b.Addr)
 				if err != nil {
 					continue
 				}
 				attempts.Add(1)
-				switch floodConnect(nc, fmt.Sprint("flood-", i), "legit", "wrong", 10*time.Second) {
+				switch floodConnect(c, fmt.Sprint("flood-", i), "legit", "wrong", 10*time.Second) {
 				case int(codec.RefusedBadUsernameOrPassword):
 					wrong.Add(1)
 				case int(codec.RefusedServerUnavailable):
 					busy.Add(1)
-					// Server unavailable: retry after a breath. Without it the flood's own CPU
+					// Server unavailable: retry after a breath (this Sleep paces the flood). Without it the flood's own CPU
 					// (both processes run under the race detector in CI, on two cores) rather than
 					// the broker's queue decides what the legitimate client waits.
 					time.Sleep(5 * time.Millisecond)
 				default:
 					closed.Add(1)
 				}
-				nc.Close()
+				c.Conn.Close()
 			}
 		}()
 	}
@@ -248,27 +208,22 @@ func TestSecurity02_ConnectFloodDoesNotLockOutLogins(t *testing.T) {
 		wg.Wait()
 	}()
 	// Let the flood fill the password queue before measuring.
-	for wrong.Load()+busy.Load() < 200 {
-		time.Sleep(50 * time.Millisecond)
-	}
+	mqtttest.Eventually(t, 60*time.Second, "200 answers to the flood", func() bool { return wrong.Load()+busy.Load() >= 200 })
 
 	var took []time.Duration
 	for i := range 20 {
 		start := time.Now()
-		nc, err := net.DialTimeout("tcp", b.Addr, 5*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		code := floodConnect(nc, fmt.Sprint("legit-", i), "legit", "right", 5*time.Second)
+		c := mqtttest.Dial(t, b.Addr)
+		code := floodConnect(c, fmt.Sprint("legit-", i), "legit", "right", 5*time.Second)
 		d := time.Since(start)
-		nc.Close()
+		c.Conn.Close()
 		took = append(took, d)
 		if code != 0 {
 			t.Errorf("legitimate connect %d during the flood: CONNACK %d after %v, want 0", i, code, d.Round(time.Millisecond))
 		} else if d > time.Second {
 			t.Errorf("legitimate connect %d during the flood took %v, want under 1 s", i, d.Round(time.Millisecond))
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond) // paces the legitimate connects through the flood
 	}
 	t.Logf("20 legitimate connects during the flood: %v; p50 %v, max %v; flood: %d wrong-password attempts (%d answered 0x04, %d 0x03, %d closed), %d idle sockets",
 		took, floodPercentile(took, 0.5).Round(time.Millisecond), floodPercentile(took, 1).Round(time.Millisecond),

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -13,7 +12,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -87,6 +85,8 @@ func TestHostileInputStorm_MQTT_4_8_0_1(t *testing.T) {
 	for k := range outcomes {
 		outcomes[k] = map[string]int{}
 	}
+	// thirds[k] closes once k+1 thirds of the connections have finished.
+	thirds := []chan struct{}{make(chan struct{}), make(chan struct{})}
 	start := time.Now()
 	for range hostileConcurrency {
 		wg.Add(1)
@@ -99,23 +99,26 @@ func TestHostileInputStorm_MQTT_4_8_0_1(t *testing.T) {
 				}
 				kind := i % numKinds
 				rng := rand.New(rand.NewPCG(seed, uint64(i)))
-				outcome, sent, err := attack(b.Addr, i, kind, rng)
+				outcome, sent, err := attack(t, b.Addr, i, kind, rng)
 				mu.Lock()
 				outcomes[kind][outcome]++
 				if err != nil {
 					failures = append(failures, fmt.Sprintf("connection %d (%s) sent %s: %v", i, kindNames[kind], abbreviate(sent), err))
 				}
 				mu.Unlock()
-				finished.Add(1)
+				n := finished.Add(1)
+				for k, ch := range thirds {
+					if n == hostileConns*int64(k+1)/3 {
+						close(ch)
+					}
+				}
 			}
 		}()
 	}
 	// The well-behaved clients keep working during the storm.
-	for _, frac := range []int64{1, 2} {
-		for finished.Load() < hostileConns*frac/3 {
-			time.Sleep(10 * time.Millisecond)
-		}
-		good.exchange(t, fmt.Sprintf("during-%d", frac))
+	for k, ch := range thirds {
+		<-ch // every storm connection ends within hostileDeadline of its last byte
+		good.exchange(t, fmt.Sprintf("during-%d", k+1))
 	}
 	wg.Wait()
 	t.Logf("%d hostile connections in %v", hostileConns, time.Since(start).Round(time.Millisecond))
@@ -233,14 +236,14 @@ var firstBytes = []byte{0x10, 0x30, 0x32, 0x34, 0x3b, 0x40, 0x50, 0x62, 0x70, 0x
 // attack runs storm connection i of the given kind and checks what the broker did. It returns a
 // short outcome for the statistics, the bytes it sent, and an error if the broker misbehaved. It
 // must not call t.Fatal: it runs on its own goroutine.
-func attack(addr string, i, kind int, rng *rand.Rand) (outcome string, sent []byte, err error) {
-	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
+func attack(t *testing.T, addr string, i, kind int, rng *rand.Rand) (outcome string, sent []byte, err error) {
+	c, err := mqtttest.TryDial(t, "", addr)
 	if err != nil {
 		return "dial-error", nil, err
 	}
-	defer nc.Close()
-	tc := nc.(*net.TCPConn)
-	s := &stormConn{nc: tc, r: codec.NewReader(tc, 1<<20)}
+	defer c.Conn.Close()
+	tc := c.Conn.(*net.TCPConn)
+	s := stormConn{c}
 
 	switch kind {
 	case kindRandom:
@@ -421,53 +424,31 @@ func packetList(ps []codec.Packet) string {
 	return "[" + strings.Join(s, ", ") + "]"
 }
 
-// stormConn is a raw connection for one storm client; unlike mqtttest.Client it reports errors
+// stormConn is one storm client: it writes whatever bytes it was given and reports errors
 // instead of failing the test, so it can run off the test goroutine.
-type stormConn struct {
-	nc *net.TCPConn
-	r  *codec.Reader
-}
+type stormConn struct{ c *mqtttest.Client }
 
-func (s *stormConn) write(b []byte) error {
-	s.nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	_, err := s.nc.Write(b)
-	return err
-}
+func (s stormConn) write(b []byte) error { return s.c.WriteRaw(b) }
 
-func (s *stormConn) read(d time.Duration) (codec.Packet, error) {
-	s.nc.SetReadDeadline(time.Now().Add(d))
-	return s.r.ReadPacket()
-}
+func (s stormConn) read(d time.Duration) (codec.Packet, error) { return s.c.TryRead(d) }
 
 // untilClosed reads packets until the broker closes the connection; it fails if the connection
 // is still open after d or the broker sends bytes that do not decode.
-func (s *stormConn) untilClosed(d time.Duration) ([]codec.Packet, error) {
-	return s.untilClosedOr(d, func(codec.Packet) bool { return false })
+func (s stormConn) untilClosed(d time.Duration) ([]codec.Packet, error) {
+	return s.untilClosedOr(d, nil)
 }
 
 // untilClosedOr is untilClosed that also returns early, without error, after a packet for which
 // stop is true.
-func (s *stormConn) untilClosedOr(d time.Duration, stop func(codec.Packet) bool) ([]codec.Packet, error) {
-	var got []codec.Packet
-	s.nc.SetReadDeadline(time.Now().Add(d))
-	for {
-		p, err := s.r.ReadPacket()
-		if err == nil {
-			got = append(got, p)
-			if stop(p) {
-				return got, nil
-			}
-			continue
-		}
-		switch {
-		case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET):
-			return got, nil
-		case errors.Is(err, os.ErrDeadlineExceeded):
-			return got, fmt.Errorf("connection still open %v after the last byte (received %s)", d, packetList(got))
-		default:
-			return got, fmt.Errorf("reading the broker's answer: %v (received %s first)", err, packetList(got))
-		}
+func (s stormConn) untilClosedOr(d time.Duration, stop func(codec.Packet) bool) ([]codec.Packet, error) {
+	got, err := s.c.Closed(d, stop)
+	switch {
+	case errors.Is(err, mqtttest.ErrStillOpen):
+		return got, fmt.Errorf("connection still open %v after the last byte (received %s)", d, packetList(got))
+	case err != nil:
+		return got, fmt.Errorf("reading the broker's answer: %v (received %s first)", err, packetList(got))
 	}
+	return got, nil
 }
 
 // wellBehaved is two subscribers on ok/# (one clean, one persistent) and a publisher, all raw

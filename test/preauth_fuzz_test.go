@@ -125,7 +125,7 @@ func TestSecurityAlso_PreAuthFuzz(t *testing.T) {
 			for time.Now().Before(end) {
 				rng := rand.New(rand.NewPCG(seed, next.Add(1)))
 				m := rng.IntN(numMutations)
-				outcome, sent, err := fuzzConn(b.Addr, m, rng, &tally)
+				outcome, sent, err := fuzzConn(t, b.Addr, m, rng, &tally)
 				tally.record(m, outcome, err, sent)
 			}
 		}()
@@ -212,14 +212,14 @@ func mb(n int64) float64 { return float64(n) / (1 << 20) }
 
 // fuzzConn runs one connection of mutation m. It returns a short outcome for the statistics, the
 // bytes it sent, and an error if the broker misbehaved. It runs off the test goroutine.
-func fuzzConn(addr string, m int, rng *rand.Rand, tally *fuzzTally) (outcome string, sent []byte, err error) {
-	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
+func fuzzConn(t *testing.T, addr string, m int, rng *rand.Rand, tally *fuzzTally) (outcome string, sent []byte, err error) {
+	c, err := mqtttest.TryDial(t, "", addr)
 	if err != nil {
 		return "dial-error", nil, err
 	}
-	defer nc.Close()
+	defer c.Conn.Close()
 	tally.conns.Add(1)
-	fc := &fuzzClient{nc: nc.(*net.TCPConn), r: codec.NewReader(nc, 1<<20), tally: tally}
+	fc := &fuzzClient{c: c, tally: tally}
 	wait := time.Duration(rng.Int64N(int64(fuzzMaxLinger)))
 	ping := false // an accepted connection must answer PINGREQ: only for CONNECTs sent unchanged
 	connect := fuzzConnect(rng).Append(nil)
@@ -232,14 +232,14 @@ func fuzzConn(addr string, m int, rng *rand.Rand, tally *fuzzTally) (outcome str
 		}
 		fc.write(sent)
 		if rng.IntN(2) == 0 {
-			fc.nc.CloseWrite()
+			fc.c.Conn.(*net.TCPConn).CloseWrite()
 		}
 
 	case mutTruncated:
 		sent = connect[:rng.IntN(len(connect))]
 		fc.write(sent)
 		if rng.IntN(2) == 0 {
-			fc.nc.CloseWrite()
+			fc.c.Conn.(*net.TCPConn).CloseWrite()
 		}
 
 	case mutFlipped:
@@ -409,10 +409,9 @@ func fieldOffsets(body []byte) []int {
 	return offs
 }
 
-// fuzzClient is one fuzz connection.
+// fuzzClient is one fuzz connection: the bytes it writes are the mutation's, whatever MQTT says.
 type fuzzClient struct {
-	nc    *net.TCPConn
-	r     *codec.Reader
+	c     *mqtttest.Client
 	tally *fuzzTally
 }
 
@@ -423,8 +422,8 @@ func (c *fuzzClient) write(b []byte) {
 }
 
 func (c *fuzzClient) writeBytes(b []byte) bool {
-	c.nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	n, err := c.nc.Write(b)
+	c.c.Conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	n, err := c.c.Conn.Write(b)
 	c.tally.bytes.Add(int64(n))
 	return err == nil
 }
@@ -433,43 +432,44 @@ func (c *fuzzClient) writeBytes(b []byte) bool {
 // checks it: nothing, or a CONNACK first; after a refusing CONNACK nothing more; after CONNACK 0
 // only packets a server sends. With ping, an accepted connection must also answer PINGREQ.
 func (c *fuzzClient) replies(wait time.Duration, ping bool) (string, error) {
-	var got []codec.Packet
-	c.nc.SetReadDeadline(time.Now().Add(wait))
-	for {
-		p, err := c.r.ReadPacket()
-		if err == nil {
-			got = append(got, p)
-			if err := checkFuzzReplies(got); err != nil {
-				return "bad-reply", err
-			}
-			if ack, ok := p.(*codec.Connack); ok && ack.ReturnCode == codec.Accepted && ping {
-				return c.ping()
-			}
-			continue
+	var seen []codec.Packet
+	var bad error
+	stopped := false
+	got, err := c.c.Closed(wait, func(p codec.Packet) bool {
+		seen = append(seen, p)
+		if bad = checkFuzzReplies(seen); bad != nil {
+			return true
 		}
-		outcome := "closed"
-		switch {
-		case closedByPeer(err):
-		case errors.Is(err, os.ErrDeadlineExceeded):
-			outcome = "open"
-		default:
-			return "bad-reply", fmt.Errorf("reading the broker's answer: %v (after %s)", err, packetList(got))
-		}
-		if len(got) > 0 {
-			if got[0].(*codec.Connack).ReturnCode == codec.Accepted {
-				outcome = "accepted+" + outcome
-			} else {
-				outcome = "refused+" + outcome
-			}
-		}
-		return outcome, nil
+		ack, ok := p.(*codec.Connack)
+		stopped = ok && ack.ReturnCode == codec.Accepted && ping
+		return stopped
+	})
+	switch {
+	case bad != nil:
+		return "bad-reply", bad
+	case stopped:
+		return c.ping()
 	}
+	outcome := "closed"
+	switch {
+	case errors.Is(err, mqtttest.ErrStillOpen):
+		outcome = "open"
+	case err != nil:
+		return "bad-reply", fmt.Errorf("reading the broker's answer: %v (after %s)", err, packetList(got))
+	}
+	if len(got) > 0 {
+		if got[0].(*codec.Connack).ReturnCode == codec.Accepted {
+			outcome = "accepted+" + outcome
+		} else {
+			outcome = "refused+" + outcome
+		}
+	}
+	return outcome, nil
 }
 
 func (c *fuzzClient) ping() (string, error) {
 	c.write((&codec.Pingreq{}).Append(nil))
-	c.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
-	p, err := c.r.ReadPacket()
+	p, err := c.c.TryRead(5 * time.Second)
 	if _, ok := p.(*codec.Pingresp); err != nil || !ok {
 		return "bad-reply", fmt.Errorf("accepted, then PINGREQ answered with %v, %v", p, err)
 	}

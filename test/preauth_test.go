@@ -4,15 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
-	"net"
 	"os"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -91,33 +87,6 @@ func parseVmRSS(status []byte) int64 {
 	return 0
 }
 
-// closedByPeer reports whether err means the other side closed or reset the connection.
-func closedByPeer(err error) bool {
-	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
-		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
-}
-
-// waitClosed reads (and discards) until the broker closes nc, or fails after d.
-func waitClosed(nc net.Conn, d time.Duration) error {
-	nc.SetReadDeadline(time.Now().Add(d))
-	buf := make([]byte, 512)
-	var got int
-	for {
-		n, err := nc.Read(buf)
-		got += n
-		if err == nil {
-			continue
-		}
-		if closedByPeer(err) {
-			if got > 0 {
-				return fmt.Errorf("the broker sent %d bytes before closing: % x", got, buf[:min(n, 16)])
-			}
-			return nil
-		}
-		return fmt.Errorf("not closed by the broker within %v: %v", d, err)
-	}
-}
-
 // preauthClosedLines counts the broker's warnings for first packets refused by their size.
 func preauthClosedLines(log string) int {
 	n := 0
@@ -161,22 +130,25 @@ func TestSecurity06_PreAuthConnectSize(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			nc, err := net.DialTimeout("tcp", b.Addr, 5*time.Second)
+			c, err := mqtttest.TryDial(t, "", b.Addr)
 			if err != nil {
 				errs <- err
 				return
 			}
-			defer nc.Close()
+			defer c.Conn.Close()
 			// Writes fail once the broker has closed; what counts is that it did.
-			nc.SetWriteDeadline(time.Now().Add(20 * time.Second))
-			if _, err := nc.Write(header); err == nil {
+			if err := c.WriteRaw(header); err == nil {
 				for sent := 0; sent < streamed; sent += len(chunk) {
-					if _, err := nc.Write(chunk); err != nil {
+					if err := c.WriteRaw(chunk); err != nil {
 						break
 					}
 				}
 			}
-			if err := waitClosed(nc, 10*time.Second); err != nil {
+			got, err := c.Closed(10*time.Second, nil)
+			if err == nil && len(got) > 0 {
+				err = fmt.Errorf("the broker sent %s before closing", packetList(got))
+			}
+			if err != nil {
 				errs <- fmt.Errorf("connection %d: %w", i, err)
 			}
 		}()
