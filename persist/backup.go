@@ -31,8 +31,10 @@ const restoreMaxPendingWrites = 256
 // The snapshot is one Badger read transaction taken when Backup starts: every
 // batch whose Commit returned (or whose callback ran) before Backup was called
 // is in it, batches the writer commits meanwhile are not, and no batch is in
-// it in part (except a batch too large for one transaction, which is not
-// atomic anyway; see Submit). Writes go on while Backup runs. (DB.Backup itself
+// it in part, except a batch too large for one transaction that Badger is
+// receiving in parts when the snapshot is taken (see Submit: the write-ahead
+// log, which a backup does not carry, holds it whole). Writes go on while
+// Backup runs. (DB.Backup itself
 // reads with up to 8 goroutines, each with its own transaction opened at its
 // own moment, so a commit landing between them would be in one key range and
 // not in another; Backup therefore streams with a single goroutine.)

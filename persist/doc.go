@@ -1,30 +1,99 @@
 // Package persist is the only code in holdfast that touches Badger. It stores
 // what a crash must not lose: persistent sessions, their subscriptions,
 // offline/outbound queues with in-flight state, inbound QoS 2 packet ids, and
-// retained messages.
+// retained messages. Records go in as Batches; each Batch comes back as one
+// completion callback once it is durable. persist keeps no protocol state.
 //
-// # Writing: one writer, group commit
+// # The commit path
 //
-// Callers build a Batch and Submit it. One writer goroutine drains the bounded
-// request channel, packs every waiting request (up to Options.MaxBatchOps
-// entries / MaxBatchBytes bytes) into one Badger transaction, commits it once
-// (one fsync in Sync mode) and then calls every request's callback in
-// submission order. Because there is one writer, Badger runs with conflict
-// detection off. Sequence numbers for Enqueue come from one global counter the
-// writer advances as it applies requests, so sequence order is commit order is
-// callback order.
+// Goroutines: the submitter (any), the writer (one per Store, writer.go), and
+// in Sync mode the syncer (one, wal.go). Badger runs with SyncWrites off and
+// conflict detection off (there is one writer); holdfast's own write-ahead log
+// (the file holdfast.wal in the data directory) makes commits durable.
 //
-// A request's entries always share a transaction with nothing but whole other
-// requests: when the next request does not fit (Badger's ErrTxnTooBig, about
-// 15% of MemTableSize), the writer commits what it has and reruns that request
-// in a fresh transaction. Only a request too big for a transaction of its own
-// is split over several commits, with a warning; a crash between them leaves
-// part of it (Recover cleans what that can leave behind).
+//  1. The submitter builds a Batch: every key and value is encoded there, so
+//     the writer only hands bytes to Badger. Invalid input (a key over
+//     MaxKeySize, a QoS over 2) is kept as the Batch's error. Submit sends the
+//     Batch on a channel of Options.MaxPending slots, blocking only while it
+//     is full.
+//  2. The writer takes one Batch, then every Batch already waiting, up to
+//     MaxBatchOps estimated entries or MaxBatchBytes key and value bytes: one
+//     group commit.
+//  3. It applies them in order into one open Badger transaction, remembering
+//     each Batch's entries (Batch.applied). Enqueue takes its sequence number
+//     from the writer's counter here (kept if the Batch is rerun), so sequence
+//     order is commit order. A Batch that fails (its own error, a value over
+//     the limit) fails alone: its entries are taken out of the transaction by
+//     rebuilding it from the others' remembered entries.
+//  4. When a Batch does not fit into a transaction that holds other Batches'
+//     entries (Badger's ErrTxnTooBig, at about 15% of MemTableSize or
+//     MaxBatchCount entries), the writer commits the others and reruns it in a
+//     fresh transaction. When it does not fit into one even alone, it spills:
+//     see below.
+//  5. Commit: the entries of every Batch that succeeded are appended to the
+//     log as one record (written to the operating system, not synced), then
+//     the transaction is committed to Badger (applied to its memtable and its
+//     own log files, not synced). Past 64 MiB of records the writer
+//     checkpoints (below) and starts the log over.
+//  6. The committed Batches go, in order, to the syncer (Sync mode). The
+//     writer goes on with the next group commit meanwhile.
+//  7. The syncer takes every Batch handed over since its last round,
+//     fdatasyncs the log once for all of them, and calls their callbacks in
+//     submission order, with the error of the commit or of the sync if any.
+//     In Async and None modes the writer calls them itself right after step 5;
+//     in Async a ticker fdatasyncs the log every AsyncInterval.
 //
-// Durability: Sync commits with SyncWrites (fsync per commit) and calls back
-// after the fsync. Async calls back after the commit and fsyncs every
-// AsyncInterval (a process crash loses nothing; power loss can lose that
-// window). None runs Badger in memory.
+// Reference counts of shared bodies and the set of client ids with a session
+// record live in the writer's memory in three layers: committed, open
+// transaction, Batch being applied; a layer is folded into the one below when
+// its Batch is applied and its transaction commits, and dropped on failure.
+//
+// A Batch too big for one transaction alone (a DeleteSession of a long queue,
+// an Enqueue to thousands of sessions) is still atomic. From the moment it
+// outgrows one, its entries go only through throw-away transactions that
+// check that each entry fits into one, and into an overlay (writer.spill) from
+// which the Batch's later reads of its own writes are answered (Ack's
+// existence check, DeleteSession's key scan). Once it is fully applied, its
+// entries become one log record, which is fdatasynced at once; only then does
+// Badger receive them, over as many transactions as they need (partWriter). A
+// crash between those transactions leaves a durable record, which replay
+// applies whole. The cost is one more fdatasync and the Batch's entries held
+// in memory. (Readers of the live store, Backup included, can see part of such
+// a Batch while it is being applied, never before it is durable.)
+//
+// Close stops the background loops, lets the writer finish every Batch
+// submitted (their callbacks run), stops the syncer once it has drained,
+// checkpoints, starts the log over and closes Badger.
+//
+// # The write-ahead log (wal.go)
+//
+// One file, mode 0600, created with the store and reused, never truncated:
+//
+//	header  "HFWAL" 0x00 0x00 0x01 | epoch uint64           (16 bytes)
+//	record  length uint32 | crc uint32 | payload            (length = payload bytes)
+//	        crc: CRC-32C (Castagnoli) of the epoch (8 bytes) then the payload
+//	payload entries, each: kind (0 set, 1 delete) | uvarint key length | key
+//	        [| uvarint value length | value]             (value for a set only)
+//
+// All fixed-width integers are big-endian. Records start right after the
+// header. The file grows with zeros written 1 MiB ahead of the last record, so
+// that most fdatasyncs carry data and no size change. Starting over (after a
+// checkpoint) increments the epoch, rewrites and syncs the header, and writes
+// the next record at offset 16 over the old ones: a record of an older epoch
+// fails its CRC. A record whose write failed is overwritten by the next.
+//
+// Replay, at Open before anything reads the store, applies the records in
+// order into Badger and stops at the first one of length 0, running past the
+// end of the file, or with a wrong CRC: zeros, an older epoch, or a torn
+// record, whose Batches were never acknowledged because acknowledgement waits
+// for the fdatasync (Sync) or the crash lost only the operating system's
+// unsynced pages (Async). Replay is idempotent: records hold the exact keys
+// and values written, in order. It then checkpoints and starts the log over.
+//
+// A checkpoint makes Badger durable by itself so that the log may be
+// discarded: DB.Sync, then an fsync of every .mem and .vlog file in the
+// directory (memtables waiting to be flushed are not synced by Badger). It
+// runs when the records pass 64 MiB, after replay, and at Close.
 //
 // # Keys
 //
@@ -50,11 +119,14 @@
 // # Values
 //
 // Every value except the schema value starts with a record-version byte,
-// currently 1; a decoder that meets another version, a wrong length or an
-// out-of-range field returns ErrCorrupt naming the family and key. All
-// integers are big-endian.
+// currently 1; a decoder that meets another version, a wrong length, unknown
+// flags or an out-of-range field returns ErrCorrupt naming the family and
+// key. All integers are big-endian.
 //
-//	0x01 session   1 | protocol level | flags (bit 0: disconnected) | disconnected-at unix ns int64
+//	0x01 session   1 | protocol level | flags | disconnected-at unix ns int64 [| owner]
+//	               flags bit 0: disconnected (else the time is 0)
+//	               flags bit 1: owner follows: username length uint16 | username
+//	               flags bit 2: the owner is anonymous (only with bit 1)
 //	0x02 sub       1 | granted QoS
 //	0x03 retained  1 | QoS | payload
 //	0x04 queue     1 | delivery QoS | flags | payload size uint32 [| inline message]
@@ -71,7 +143,7 @@
 // shared flag. A sequence number belongs to one Enqueue, so entry (cid, seq)
 // refers to body seq exactly when that body exists. Reference counts live in
 // memory (seq -> count), rebuilt at Open from keys alone; the body is deleted
-// in the same transaction as the last entry that refers to it (Ack,
+// in the same Batch as the last entry that refers to it (Ack,
 // DeleteSession).
 //
 // The 0x05 state of an entry is absent while the entry is only queued; it is
@@ -101,43 +173,50 @@
 // yet). A change to any value layout needs a new record version (readers
 // accept only the versions they know) or a new format version; a new family
 // needs a new format version so that old binaries refuse the store. Backups
-// (Badger's DB.Backup stream) carry the schema key with them.
+// (Badger's DB.Backup stream) carry the schema key with them. The log's
+// header carries its own version (the last byte of "HFWAL" 0 0 1).
 //
 // # Recovery
 //
-// Open scans the keys of 0x06 and 0x04 (no values) to restore the sequence
-// counter and reference counts, so writes are safe even before Recover.
-// Recover then reads every family once, validates every value, and returns
-// what the broker rebuilds (sessions with subscriptions, queue sizes, inbound
-// packet ids; retained messages). Queue contents stay on disk: ReadQueue pages
-// through a session's queue from one snapshot.
+// Open replays the log, checks the format version, then scans the keys of
+// 0x01, 0x06 and 0x04 (no values) to restore the set of sessions with a
+// record, the sequence counter and the reference counts, so writes are safe
+// even before Recover. Recover then reads every family once, validates every
+// value, removes in-flight states without their entry and bodies without
+// references (older versions could leave them after a crash inside a batch
+// split over transactions), and returns what the broker rebuilds (sessions
+// with subscriptions, queue sizes, inbound packet ids; retained messages).
+// Queue contents stay on disk: ReadQueue pages through a session's queue from
+// one snapshot.
 //
 // # Backup, restore, verify, inspect
 //
 // Store.Backup streams a snapshot of the live store (one Badger read
-// transaction, so whole batches or nothing) in Badger's backup format while
-// writes go on, and returns the version to pass as since to the next,
-// incremental, backup: the highest version it wrote (Badger skips versions
-// <= since, so not that version + 1). Restore loads a full backup and its
-// incrementals into an empty directory with DB.Load. Incrementals cannot
-// carry deletes whose markers compaction dropped (see Backup): take full
-// backups regularly.
+// transaction, so whole batches or nothing, but for a batch being applied in
+// parts) in Badger's backup format while writes go on, and returns the version
+// to pass as since to the next, incremental, backup: the highest version it
+// wrote (Badger skips versions <= since, so not that version + 1). Restore
+// loads a full backup and its incrementals into an empty directory with
+// DB.Load. Incrementals cannot carry deletes whose markers compaction dropped
+// (see Backup): take full backups regularly.
 //
 // Verify and InspectDir open a stopped store read-only (Badger refuses while
 // a broker holds the directory, ErrLocked, and after a crash until a
-// read-write open has replayed the write-ahead log, ErrUnclean) and check
-// every key and value against the layout above, reporting problems by key.
-// Store.Inspect lists the same inventory from a live store. Badger reads a
-// value-log entry it cannot read as an empty value, without an error; no
-// holdfast value is empty, so Verify, Recover and Backup all catch it.
+// read-write open has replayed Badger's own logs, ErrUnclean) and check every
+// key and value against the layout above, reporting problems by key. They do
+// not read holdfast.wal: after a crash, open the store once first. Store.Inspect
+// lists the same inventory from a live store. Badger reads a value-log entry
+// it cannot read as an empty value, without an error; no holdfast value is
+// empty, so Verify, Recover and Backup all catch it.
 //
 // # Memory
 //
-// Options sets every Badger memory knob explicitly: NumMemtables x
-// MemTableSize, BlockCacheSize, IndexCacheSize (0 keeps every table index in
-// memory, growing with the data). Open logs the total. Values up to 1 MB (less
-// with memtables under 28 MB) live in the LSM tree, larger ones in the value
-// log, which a goroutine garbage-collects every GCInterval
+// The configuration sets Badger's memory (Options; a zero size is Badger's
+// own default): NumMemtables x MemTableSize, BlockCacheSize (0: none, tables
+// stored uncompressed), IndexCacheSize (0 keeps every table index in memory,
+// growing with the data). Open logs what Badger runs with. Values up to
+// min(1 MiB, 15% of MemTableSize / 4) live in the LSM tree, larger ones in the
+// value log, which a goroutine garbage-collects every GCInterval
 // (RunValueLogGC(GCDiscardRatio) until it finds nothing to rewrite). The
-// largest storable value is ValueLogFileSize (1 MB in None mode).
+// largest storable value is ValueLogFileSize (the LSM-tree limit in None mode).
 package persist

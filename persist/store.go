@@ -317,11 +317,14 @@ func loadIndex(db *badger.DB) (index, error) {
 
 // Submit hands b to the writer and returns at once, blocking only while the
 // request channel (Options.MaxPending) is full. The writer packs every waiting
-// request into one Badger transaction, commits it once, and then calls each
-// request's done in submission order, on the writer goroutine:
+// request into one Badger transaction and one write-ahead log record, commits
+// it once, and each request's done is called in submission order (see the
+// package documentation for the whole path):
 //
-//   - Sync: after the commit is fsynced; Async: after the commit (the fsync
-//     follows within AsyncInterval); None: after the in-memory commit.
+//   - Sync: on the syncer goroutine, after the log record is fdatasynced;
+//     Async: on the writer goroutine, after the commit (the fdatasync follows
+//     within AsyncInterval); None: on the writer goroutine, after the
+//     in-memory commit.
 //   - seq is the sequence number assigned to b's Enqueue (0 if none or on error).
 //   - An empty Batch (or nil) is legal: it completes after everything
 //     submitted before it, an ordering barrier.
@@ -334,7 +337,8 @@ func loadIndex(db *badger.DB) (index, error) {
 //     ErrClosed.
 //
 // done may be nil. done must not block, and must not call Submit or Commit (the
-// writer would wait for itself when the channel is full); hand such work to
+// writer would wait for itself when the channel is full; the syncer would wait
+// for itself in Commit and hold back every later callback); hand such work to
 // another goroutine. Do not touch b after Submit.
 func (s *Store) Submit(b *Batch, done func(seq uint64, err error)) {
 	if b == nil {
