@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -19,6 +20,7 @@ import (
 	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
 
+	"github.com/holdfast/holdfast/internal/mqtttest"
 	"github.com/holdfast/holdfast/internal/testpki"
 )
 
@@ -27,6 +29,28 @@ func TestMain(m *testing.M) {
 }
 
 const timeout = 5 * time.Second
+
+// waitStacks waits until at least n goroutines have every one of frames in their stacks: the
+// server has taken the connections a test made, or a writer is blocked, before the test goes on.
+func waitStacks(t *testing.T, n int, frames ...string) {
+	t.Helper()
+	buf := make([]byte, 1<<20)
+	if !mqtttest.Within(timeout, func() bool {
+		found := 0
+		for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+			all := true
+			for _, f := range frames {
+				all = all && strings.Contains(g, f)
+			}
+			if all {
+				found++
+			}
+		}
+		return found >= n
+	}) {
+		t.Fatalf("fewer than %d goroutines in %q after %v", n, frames, timeout)
+	}
+}
 
 func open(t *testing.T, c Config) Listener {
 	t.Helper()
@@ -856,10 +880,12 @@ func TestWSCloseLeavesNothing(t *testing.T) {
 					t.Fatalf("404 request: %v %v", resp, err)
 				}
 				io.WriteString(dialRaw(), "GET /mqtt HTTP/1.1\r\nHost: x\r\n")
+				// Unread bytes at Close would make it a reset: wait until the server reads them.
+				waitStacks(t, 1, "net/http.(*conn).serve", "MIMEHeader")
 			} else {
 				dialRaw() // no ClientHello ever
+				waitStacks(t, 1, "net/http.(*conn).serve", "crypto/tls.(*Conn).serverHandshake")
 			}
-			time.Sleep(50 * time.Millisecond) // let the server see the raw connections
 
 			start := time.Now()
 			if err := l.Close(); err != nil {
@@ -927,7 +953,7 @@ func TestTLSCloseLeavesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer silent.Close()
-	time.Sleep(50 * time.Millisecond)
+	waitStacks(t, 2, "listener.(*tlsListener).handshake(") // pending's and silent's
 
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
@@ -991,7 +1017,7 @@ func TestWSDeadlines(t *testing.T) {
 			}
 		}
 	}()
-	time.Sleep(100 * time.Millisecond)
+	waitStacks(t, 1, "listener.(*wsConn).Write(", "internal/poll.(*pollDesc).waitWrite(")
 	c.SetWriteDeadline(time.Now())
 	select {
 	case err := <-done:
