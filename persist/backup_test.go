@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,6 +15,8 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"github.com/holdfast/holdfast/internal/mqtttest"
 )
 
 type liveRef struct {
@@ -115,23 +118,18 @@ func TestBackupRestoreLive(t *testing.T) {
 	// what is committed now.
 	snapshot := func(n int) ([]liveEnq, map[liveRef]bool) {
 		t.Helper()
-		deadline := time.Now().Add(20 * time.Second)
-		for {
+		var e []liveEnq
+		var a map[liveRef]bool
+		mqtttest.Eventually(t, 20*time.Second, "the publisher (stalled?)", func() bool {
 			mu.Lock()
-			if len(enq) >= n {
-				e, a := slices.Clone(enq), make(map[liveRef]bool, len(acked))
-				for k, v := range acked {
-					a[k] = v
-				}
-				mu.Unlock()
-				return e, a
+			defer mu.Unlock()
+			if len(enq) < n {
+				return false
 			}
-			mu.Unlock()
-			if time.Now().After(deadline) {
-				t.Fatalf("publisher stalled")
-			}
-			time.Sleep(time.Millisecond)
-		}
+			e, a = slices.Clone(enq), maps.Clone(acked)
+			return true
+		})
+		return e, a
 	}
 
 	// Everything committed before Backup is called must be in the backup,
@@ -436,16 +434,12 @@ func TestBadgerIncrementalMissesCompactedDeletes(t *testing.T) {
 	db.Close() // a second L0 table, with the deletion marker
 	db = open()
 	defer db.Close()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		tabs := db.Tables()
-		if len(tabs) == 1 && tabs[0].Level > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Skipf("compaction did not run: %+v", tabs)
-		}
-		time.Sleep(20 * time.Millisecond)
+	var tabs []badger.TableInfo
+	if !mqtttest.Within(5*time.Second, func() bool {
+		tabs = db.Tables()
+		return len(tabs) == 1 && tabs[0].Level > 0
+	}) {
+		t.Skipf("compaction did not run: %+v", tabs)
 	}
 	var incr bytes.Buffer
 	if _, err := db.Backup(&incr, v); err != nil {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/holdfast/holdfast/internal/mqtttest"
 )
 
 func TestParseDurability(t *testing.T) {
@@ -621,11 +622,7 @@ func TestDurabilityModes(t *testing.T) {
 		b := &Batch{}
 		b.Enqueue(msg("t", "p", 1), []Target{{"c", 1}})
 		ts.commit(b)
-		deadline := time.Now().Add(5 * time.Second)
-		for ts.Stats().Syncs == 0 && time.Now().Before(deadline) {
-			time.Sleep(time.Millisecond)
-		}
-		if ts.Stats().Syncs == 0 {
+		if !mqtttest.Within(5*time.Second, func() bool { return ts.Stats().Syncs > 0 }) {
 			t.Error("no background sync")
 		}
 		ts.reopen()
@@ -1044,7 +1041,7 @@ func TestValueLogGC(t *testing.T) {
 		b.PutRetained(&Message{Topic: "big", Payload: payload, QoS: 1})
 		ts.commit(b)
 	}
-	time.Sleep(50 * time.Millisecond)
+	mqtttest.Eventually(t, 5*time.Second, "a value-log GC pass", func() bool { return ts.Stats().GCRuns > 0 })
 	if err := ts.Close(); err != nil {
 		t.Fatal(err)
 	}
