@@ -438,20 +438,17 @@ func (tab *chromiumTab) eval(expr string) (string, error) {
 	return s, nil
 }
 
-// waitFor polls expr every 50 ms until done accepts its value, for at most 20 s.
+// waitFor polls expr until done accepts its value, for at most 20 s.
 func (tab *chromiumTab) waitFor(expr string, done func(string) bool) string {
 	t := tab.br.t
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
 	var last string
 	var lastErr error
-	for time.Now().Before(deadline) {
-		v, err := tab.eval(expr)
-		if err == nil && done(v) {
-			return v
-		}
-		last, lastErr = v, err
-		time.Sleep(50 * time.Millisecond)
+	if mqtttest.Within(20*time.Second, func() bool {
+		last, lastErr = tab.eval(expr)
+		return lastErr == nil && done(last)
+	}) {
+		return last
 	}
 	status, _ := tab.eval(`document.getElementById("status") ? document.getElementById("status").textContent : "no status element"`)
 	t.Fatalf("page: %s still %q (error %v) after 20 s; status %q; console:\n%s", expr, last, lastErr, status, tab.console())

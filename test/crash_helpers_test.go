@@ -30,7 +30,6 @@ import (
 const (
 	crashWindow     = 16               // the publisher's in-flight window
 	crashReadIdle   = 30 * time.Second // the longest one read waits for a packet
-	crashWriteLimit = 5 * time.Second  // the longest one write waits
 	crashDialWait   = 20 * time.Second // how long a reconnect retries the dial
 	crashJoinWait   = 30 * time.Second // how long the test waits for a worker to end
 	crashTopicRoot  = "crash/"
@@ -72,31 +71,18 @@ type crashConn struct {
 	on   bool // the pump was started
 }
 
-// crashProbe waits until addr accepts TCP connections, retrying until deadline. The broker may be
-// down (killed, restarting); a dial failure is not an error until the deadline has passed.
-func crashProbe(addr string, deadline time.Time) error {
-	for {
-		nc, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			nc.Close()
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("dial %s: still failing after retrying until the deadline: %w", addr, err)
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
-}
-
 // crashConnect dials addr (retrying while the broker is not up), connects as id with the given
 // clean-session flag and starts the pump. It returns the CONNACK's session-present flag. It runs
 // on the test goroutine, so it may fail the test.
 func crashConnect(t *testing.T, addr, id string, clean bool, run int) (*crashConn, bool) {
 	t.Helper()
-	if err := crashProbe(addr, time.Now().Add(crashDialWait)); err != nil {
-		t.Fatalf("run %d: reconnecting %s: %v", run, id, err)
+	// The broker may be down (killed, restarting): a dial failure is not an error until the
+	// deadline has passed.
+	var c *mqtttest.Client
+	var err error
+	if !mqtttest.Within(crashDialWait, func() bool { c, err = mqtttest.TryDial(t, "", addr); return err == nil }) {
+		t.Fatalf("run %d: reconnecting %s: still failing after %v: %v", run, id, crashDialWait, err)
 	}
-	c := mqtttest.Dial(t, addr)
 	ack := c.Connect(&codec.Connect{ClientID: id, CleanSession: clean, KeepAlive: 60})
 	if ack.ReturnCode != codec.Accepted {
 		t.Fatalf("run %d: CONNECT %s refused: %v", run, id, ack.ReturnCode)
@@ -134,19 +120,13 @@ func (cc *crashConn) close() {
 	}
 }
 
-// send encodes packets and writes them in one write, bounded by crashWriteLimit. It never fails
+// send encodes packets and writes them in one write, bounded by mqtttest.Timeout. It never fails
 // the test: a write to a broker that was just killed fails, and the worker then ends.
 func (cc *crashConn) send(ps ...codec.Packet) error {
-	var b []byte
-	for _, p := range ps {
-		b = p.Append(b)
-	}
-	if len(b) == 0 {
+	if len(ps) == 0 {
 		return nil
 	}
-	cc.c.Conn.SetWriteDeadline(time.Now().Add(crashWriteLimit))
-	_, err := cc.c.Conn.Write(b)
-	return err
+	return cc.c.Write(ps...)
 }
 
 // crashEnded reports whether err is the end of a connection (broker killed, stopped or closed by
@@ -447,7 +427,7 @@ func (s *crashSubscriber) serve(cc *crashConn, drain *crashDrain) error {
 				return err
 			}
 			if s.slow && s.publishes%crashSlowEvery == 0 {
-				time.Sleep(crashSlowSleep)
+				time.Sleep(crashSlowSleep) // paces the slow subscriber's reading
 			}
 		case now := <-tick:
 			if now.Sub(last) >= drain.quiet && len(s.awaitRel) == 0 && len(s.missing(drain.want)) == 0 {

@@ -161,7 +161,7 @@ func crashScenario(t *testing.T, cycles int, how string, down func(*Broker)) {
 
 		delay := 50 + rng.Intn(351)
 		delays = append(delays, delay)
-		time.Sleep(time.Until(runStart.Add(time.Duration(delay) * time.Millisecond)))
+		time.Sleep(time.Until(runStart.Add(time.Duration(delay) * time.Millisecond))) // paces: the crash lands at a random moment of the traffic
 		// A worker that ended before the broker went down lost its connection for a reason of
 		// the broker's own: report it with the log.
 		for _, w := range []struct {
