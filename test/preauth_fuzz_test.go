@@ -155,7 +155,7 @@ func TestSecurityAlso_PreAuthFuzz(t *testing.T) {
 		if problems = now.above(idle, race); problems == nil || time.Now().After(deadline) {
 			break
 		}
-		time.Sleep(500 * time.Millisecond)
+		time.Sleep(500 * time.Millisecond) // paces this poll: each level() forces a GC in the broker
 	}
 	t.Logf("connections %d, packets %d, bytes %d in %v", tally.conns.Load(), tally.packets.Load(), tally.bytes.Load(), length)
 	t.Logf("broker RSS: idle %.1f MB, peak %.1f MB, end %.1f MB (race detector: %v); Go heap in use: idle %.1f MB, end %.1f MB; goroutines: idle %d, end %d",
