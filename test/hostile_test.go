@@ -318,14 +318,14 @@ func attack(t *testing.T, addr string, i, kind int, rng *rand.Rand) (outcome str
 				if n != 1 {
 					return "bad-reply", sent, fmt.Errorf("got %s before CONNACK", packetList(got[:n-1]))
 				}
-				if err := s.write((&codec.Pingreq{}).Append(nil)); err != nil {
+				if err := s.c.Write(&codec.Pingreq{}); err != nil {
 					return "bad-reply", sent, fmt.Errorf("accepted, then PINGREQ failed: %v", err)
 				}
 				p, err := s.read(hostileDeadline)
 				if _, ok := p.(*codec.Pingresp); err != nil || !ok {
 					return "bad-reply", sent, fmt.Errorf("accepted, then PINGREQ answered with %v, %v", p, err)
 				}
-				s.write((&codec.Disconnect{}).Append(nil))
+				s.c.Write(&codec.Disconnect{})
 				if got, err := s.untilClosed(hostileDeadline); err != nil || len(got) > 0 {
 					return "bad-reply", sent, fmt.Errorf("after DISCONNECT: %s, %v", packetList(got), err)
 				}
