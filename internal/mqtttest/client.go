@@ -205,7 +205,7 @@ func (c *Client) Closed(d time.Duration, stop func(codec.Packet) bool) ([]codec.
 				return got, nil
 			}
 			continue
-		case ClosedByPeer(err):
+		case closedByPeer(err):
 			return got, nil
 		case IsTimeout(err):
 			return got, fmt.Errorf("%w after %v (received %d packets)", ErrStillOpen, d, len(got))
@@ -239,8 +239,8 @@ func (c *Client) ExpectEnd(what string) error {
 	return err
 }
 
-// ClosedByPeer reports whether err means the other side closed or reset the connection.
-func ClosedByPeer(err error) bool {
+// closedByPeer reports whether err means the other side closed or reset the connection.
+func closedByPeer(err error) bool {
 	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
 		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
