@@ -348,12 +348,19 @@ func (c *conn) submitSendState(out *session.Outgoing) {
 }
 
 // fill takes from the session what may be sent now, reading its queue from disk whenever the
-// session asks for it. It returns false, having closed the connection, if the read fails.
+// session asks for it and the last read brought something. It returns false, having closed the
+// connection, if a read fails or the connection is closing.
 func (c *conn) fill(out *session.Outgoing) bool {
 	for {
 		c.sess.Fill(out)
 		if !out.NeedLoad {
 			return true
+		}
+		select {
+		case <-c.closing:
+			c.writeFailed() // no disk reads for a connection that is going away
+			return false
+		default:
 		}
 		entries, err := c.srv.store.ReadQueue(c.clientID, out.Load.After, out.Load.Limit)
 		if err != nil {
@@ -361,7 +368,9 @@ func (c *conn) fill(out *session.Outgoing) bool {
 			c.writeFailed()
 			return false
 		}
-		c.sess.Loaded(out, entries)
+		if !c.sess.Loaded(out, entries) {
+			return true // what is left is not durable yet: Committed wakes the writer
+		}
 	}
 }
 

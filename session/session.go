@@ -407,18 +407,20 @@ func (s *Session) Fill(o *Outgoing) {
 }
 
 // Loaded takes the entries read for o.Load and clears o.NeedLoad; in-flight entries of an earlier
-// connection among them are appended to o to be sent again. Between Fill and Loaded the session
-// may have been detached (the answer is then thrown away) or have had more entries committed.
-// Every seq up to the request's upTo was committed before the read began, so a short read means
-// memory has caught up with the disk at least to that point.
-func (s *Session) Loaded(o *Outgoing, entries []persist.QueueEntry) {
+// connection among them are appended to o to be sent again. It reports whether Fill has new
+// entries to send; if not, the caller waits for the next wake-up (the entries it needs are not
+// durable yet) rather than asking again. Between Fill and Loaded the session may have been
+// detached (the answer is then thrown away) or have had more entries committed. Every seq up to
+// the request's upTo was committed before the read began, so a short read means memory has
+// caught up with the disk at least to that point.
+func (s *Session) Loaded(o *Outgoing, entries []persist.QueueEntry) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	req := o.Load
 	o.NeedLoad, o.Load = false, Load{}
 	upTo, limit := req.upTo, req.Limit
 	if req.gen != s.gen || s.outlet == nil || req.After != s.lastLoaded {
-		return
+		return false
 	}
 	for i := range entries {
 		e := &entries[i]
@@ -443,6 +445,7 @@ func (s *Session) Loaded(o *Outgoing, entries []persist.QueueEntry) {
 	if len(entries) < limit {
 		s.lastLoaded = max(s.lastLoaded, upTo)
 	}
+	return len(s.pending) > 0
 }
 
 func (s *Session) appendResend(o *Outgoing, e *persist.QueueEntry) {

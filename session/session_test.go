@@ -126,7 +126,9 @@ func TestPersistentSessionSpillsToDisk(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			s.Loaded(&o, entries)
+			if !s.Loaded(&o, entries) {
+				break
+			}
 		}
 		ps := decode(t, o.Now)
 		if len(ps) == 0 {

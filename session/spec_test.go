@@ -52,7 +52,9 @@ func fill(t *testing.T, s *Session, d *disk) (now, after []codec.Packet, ws []Wr
 	t.Helper()
 	var o Outgoing
 	for s.Fill(&o); o.NeedLoad; s.Fill(&o) {
-		s.Loaded(&o, d.read(o.Load))
+		if !s.Loaded(&o, d.read(o.Load)) {
+			break
+		}
 	}
 	if d != nil {
 		d.apply(o.Writes)
@@ -308,6 +310,26 @@ func TestSessionSpec(t *testing.T) {
 			now, _, _ := fill(t, s, &d)
 			if pubs := publishes(t, now); len(pubs) != 1 || string(pubs[0].Payload) != "durable" {
 				t.Fatalf("sent %+v, want only the durable message", pubs)
+			}
+		}},
+		{"a read that finds only entries not yet durable tells the caller to wait, not to read again", func(t *testing.T) {
+			s, _ := newSpecSession(true)
+			var d disk
+			s.Detach(time.Now())
+			commit(s, &d, 1, msg("gone", 1), 1)
+			d = d[:0] // acknowledged meanwhile; the disk holds only entries not yet synced
+			limit := specOptions.MemoryWindow + specOptions.MaxInflight
+			for seq := 2; seq < 2+limit; seq++ {
+				d = append(d, persist.QueueEntry{Seq: uint64(seq), QoS: 1, Message: msg("later", 1)})
+			}
+			s.Attach(codec.Level311, &fakeOutlet{})
+			var o Outgoing
+			s.Fill(&o)
+			if !o.NeedLoad {
+				t.Fatal("Fill did not ask for the queue on disk")
+			}
+			if s.Loaded(&o, d.read(o.Load)) || len(o.Now) != 0 {
+				t.Fatal("Loaded reported something to send from entries that are not durable")
 			}
 		}},
 		{"a disk read answered after a reconnect is thrown away", func(t *testing.T) {
