@@ -112,15 +112,8 @@ func (c *conn) SendEncoded(b []byte, n int, payload int64) {
 // packetLen returns the length of the encoded packet at the start of b (fixed header, remaining
 // length and body), which the broker encoded itself.
 func packetLen(b []byte) int {
-	n, shift, i := 0, 0, 1
-	for ; i < len(b) && i <= 4; i++ {
-		n |= int(b[i]&0x7f) << shift
-		shift += 7
-		if b[i]&0x80 == 0 {
-			break
-		}
-	}
-	return i + 1 + n
+	n, size, _ := codec.DecodeRemainingLength(b[1:])
+	return 1 + size + n
 }
 
 // roomLocked waits, with c.omu held (and released while waiting), until the outbound buffer has

@@ -2,12 +2,14 @@ package broker
 
 import (
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/holdfast/holdfast/auth"
 	"github.com/holdfast/holdfast/config"
+	"github.com/holdfast/holdfast/internal/mqtttest"
 )
 
 func loadTestPasswords(t *testing.T, users ...string) *auth.Passwords {
@@ -75,19 +77,11 @@ func TestPasswordCheckerServesAddressesInTurn(t *testing.T) {
 // waitQueued waits until user's check from addr is in p's queue.
 func waitQueued(t *testing.T, p *passwordChecker, addr, user string) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
+	mqtttest.Eventually(t, 5*time.Second, user+" from "+addr+" to be queued", func() bool {
 		p.mu.Lock()
-		for _, c := range p.queues[addr] {
-			if c.user == user {
-				p.mu.Unlock()
-				return
-			}
-		}
-		p.mu.Unlock()
-		time.Sleep(time.Millisecond)
-	}
-	t.Fatalf("%s from %s never queued", user, addr)
+		defer p.mu.Unlock()
+		return slices.ContainsFunc(p.queues[addr], func(c *passwordCheck) bool { return c.user == user })
+	})
 }
 
 func TestPasswordCheckerQueueBounds(t *testing.T) {
