@@ -1,8 +1,9 @@
 package persist
 
 import (
-	"strconv"
 	"time"
+
+	"github.com/holdfast/holdfast/message"
 )
 
 // SessionRecord is the 0x01 record of a persistent session.
@@ -22,48 +23,19 @@ type Subscription struct {
 	QoS    byte
 }
 
-// Message is a PUBLISH as persist stores it. Batch methods copy Topic and
-// Payload, so the caller may reuse the buffers once the method returns;
-// Messages returned by persist own their memory.
-type Message struct {
-	Topic   string
-	Payload []byte
-	QoS     byte // the published QoS
-	Retain  bool
-}
-
-// QueueState is the outbound delivery state of a queue entry (0x05).
-type QueueState uint8
-
-const (
-	// Queued: not sent yet (no 0x05 record).
-	Queued QueueState = iota
-	// Sent: PUBLISH sent with PacketID, waiting for PUBACK (QoS 1) or PUBREC (QoS 2).
-	Sent
-	// Released: QoS 2, PUBREC received and PUBREL sent, waiting for PUBCOMP.
-	Released
+// Message, QueueState and QueueEntry are the broker's own (package message): persist stores them
+// as they are; QueueState's values have their 0x05 records (none for Queued).
+type (
+	Message    = message.Message
+	QueueState = message.State
+	QueueEntry = message.Entry
 )
 
-func (q QueueState) String() string {
-	switch q {
-	case Queued:
-		return "queued"
-	case Sent:
-		return "sent"
-	case Released:
-		return "released"
-	}
-	return "QueueState(" + strconv.Itoa(int(q)) + ")"
-}
-
-// QueueEntry is one message in a session's offline/outbound queue.
-type QueueEntry struct {
-	Seq      uint64
-	QoS      byte // delivery QoS for this session (min of published and granted)
-	State    QueueState
-	PacketID uint16 // when State != Queued
-	Message  *Message
-}
+const (
+	Queued   = message.Queued
+	Sent     = message.Sent
+	Released = message.Released
+)
 
 // Target is one persistent session a message is queued for.
 type Target struct {

@@ -1,14 +1,19 @@
-// Package session holds one client's MQTT state — subscriptions, the outbound queue and its
-// in-flight window, packet identifiers, inbound QoS 2 identifiers — and the registry of sessions.
+// Package session is one client's MQTT session as a state machine: subscriptions, the outbound
+// queue and its in-flight window, packet identifiers, inbound QoS 2 identifiers; and the registry
+// of sessions. It does no I/O: what must be stored comes out as Writes, a read of the queue on
+// disk as a Load request, and whom to wake as a returned Outlet; the broker carries them out.
 //
-// A persistent session (clean-session=0) keeps its queue on disk through persist: in memory it
-// holds at most a window of entries, and reads the rest as the window frees, so an offline
-// client with a million queued messages costs a few counters, not a million messages. A clean
-// session lives only as long as its connection and keeps everything in memory.
+// A persistent session (clean-session=0) keeps its queue on disk: in memory it holds at most a
+// window of entries, and asks for the rest as the window frees, so an offline client with a
+// million queued messages costs a few counters, not a million messages. A clean session lives
+// only as long as its connection and keeps everything in memory.
 //
-// Sequence numbers of persistent entries are assigned by persist's single writer in commit
-// order, and Committed is called in that order, so "highest seq held in memory" versus
-// "highest seq committed" is enough to know whether the disk holds entries memory does not.
+// Sequence numbers of persistent entries are assigned by the store in commit order, and
+// Committed is called in that order, so "highest seq held in memory" versus "highest seq
+// committed" is enough to know whether the disk holds entries memory does not.
+//
+// Still to go for a pure machine (issue 12): the lock (methods are safe for concurrent use), the
+// publishers' wait channel (Congested) and the clock in New.
 package session
 
 import (
@@ -16,7 +21,7 @@ import (
 	"time"
 
 	"github.com/holdfast/holdfast/codec"
-	"github.com/holdfast/holdfast/persist"
+	"github.com/holdfast/holdfast/message"
 )
 
 // Options bound one session.
@@ -38,9 +43,9 @@ type Session struct {
 	mu          sync.Mutex
 	level       byte
 	subs        map[string]byte
-	pending     []*persist.QueueEntry // queued, not yet sent, in order
-	inflight    []*persist.QueueEntry // sent, awaiting acknowledgement, in send order
-	byPID       map[uint16]*persist.QueueEntry
+	pending     []*message.Entry // queued, not yet sent, in order
+	inflight    []*message.Entry // sent, awaiting acknowledgement, in send order
+	byPID       map[uint16]*message.Entry
 	resend      bool // the in-flight entries must be sent again (new connection)
 	queued      int  // every unacknowledged entry: pending, in flight, and on disk only
 	queuedBytes int64
@@ -64,7 +69,7 @@ func New(id string, persistent bool, level byte, opts *Options) *Session {
 		opts:       opts,
 		level:      level,
 		subs:       make(map[string]byte),
-		byPID:      make(map[uint16]*persist.QueueEntry),
+		byPID:      make(map[uint16]*message.Entry),
 		inbound:    make(map[uint16]struct{}),
 		offlineAt:  time.Now(),
 	}
@@ -308,10 +313,10 @@ func (s *Session) Queued() (int, int64) {
 
 // Enqueue adds a reserved message to a clean session's in-memory queue. It returns the outlet to
 // wake, nil while offline.
-func (s *Session) Enqueue(m *persist.Message, qos byte) Outlet {
+func (s *Session) Enqueue(m *message.Message, qos byte) Outlet {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.pending = append(s.pending, &persist.QueueEntry{QoS: qos, Message: m})
+	s.pending = append(s.pending, &message.Entry{QoS: qos, Message: m})
 	return s.outlet
 }
 
@@ -319,14 +324,14 @@ func (s *Session) Enqueue(m *persist.Message, qos byte) Outlet {
 // in commit order (persist's completion callbacks run in that order). The entry is kept in memory
 // only while the session is online, nothing older waits on disk, and the window has room. It
 // returns the outlet to wake, nil while offline.
-func (s *Session) Committed(seq uint64, m *persist.Message, qos byte) Outlet {
+func (s *Session) Committed(seq uint64, m *message.Message, qos byte) Outlet {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	inMemory := s.outlet != nil && s.lastLoaded == s.lastQueued && len(s.pending) < s.opts.MemoryWindow
 	s.lastQueued = seq
 	if inMemory {
 		s.lastLoaded = seq
-		s.pending = append(s.pending, &persist.QueueEntry{Seq: seq, QoS: qos, Message: m})
+		s.pending = append(s.pending, &message.Entry{Seq: seq, QoS: qos, Message: m})
 	}
 	return s.outlet
 }
@@ -363,7 +368,7 @@ type Load struct {
 	gen   uint64 // a Detach since then makes the answer stale
 }
 
-func (o *Outgoing) count(e *persist.QueueEntry) {
+func (o *Outgoing) count(e *message.Entry) {
 	o.Sent[e.QoS]++
 	o.SentBytes[e.QoS] += int64(len(e.Message.Payload))
 }
@@ -413,7 +418,7 @@ func (s *Session) Fill(o *Outgoing) {
 // detached (the answer is then thrown away) or have had more entries committed. Every seq up to
 // the request's upTo was committed before the read began, so a short read means memory has
 // caught up with the disk at least to that point.
-func (s *Session) Loaded(o *Outgoing, entries []persist.QueueEntry) bool {
+func (s *Session) Loaded(o *Outgoing, entries []message.Entry) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	req := o.Load
@@ -433,7 +438,7 @@ func (s *Session) Loaded(o *Outgoing, entries []persist.QueueEntry) bool {
 			continue
 		}
 		s.lastLoaded = e.Seq
-		if e.State == persist.Queued {
+		if e.State == message.Queued {
 			s.pending = append(s.pending, e)
 			continue
 		}
@@ -448,8 +453,8 @@ func (s *Session) Loaded(o *Outgoing, entries []persist.QueueEntry) bool {
 	return len(s.pending) > 0
 }
 
-func (s *Session) appendResend(o *Outgoing, e *persist.QueueEntry) {
-	if e.State == persist.Released {
+func (s *Session) appendResend(o *Outgoing, e *message.Entry) {
+	if e.State == message.Released {
 		o.Now = (&codec.Pubrel{PacketID: e.PacketID}).Append(o.Now)
 		return
 	}
@@ -459,14 +464,14 @@ func (s *Session) appendResend(o *Outgoing, e *persist.QueueEntry) {
 
 // refuse removes a pending entry that may not be delivered; nothing was sent for it, so no
 // in-flight state exists.
-func (s *Session) refuse(o *Outgoing, e *persist.QueueEntry) {
+func (s *Session) refuse(o *Outgoing, e *message.Entry) {
 	s.release(len(e.Message.Payload))
 	if s.Persistent {
 		o.Writes = append(o.Writes, Write{Kind: WriteDoneQueued, Seq: e.Seq})
 	}
 }
 
-func (s *Session) send(o *Outgoing, e *persist.QueueEntry) {
+func (s *Session) send(o *Outgoing, e *message.Entry) {
 	o.count(e)
 	if e.QoS == 0 {
 		// Queued for an offline client at QoS 0: no acknowledgement will come, so it is done now.
@@ -481,7 +486,7 @@ func (s *Session) send(o *Outgoing, e *persist.QueueEntry) {
 	if e.QoS == 2 || !s.Persistent {
 		// A persistent session's QoS 1 entry keeps State Queued while in flight: its state is not
 		// on disk (it is written at Detach), and Ack tells the store so.
-		e.State = persist.Sent
+		e.State = message.Sent
 	}
 	s.inflight = append(s.inflight, e)
 	s.byPID[e.PacketID] = e
@@ -497,7 +502,7 @@ func (s *Session) send(o *Outgoing, e *persist.QueueEntry) {
 	o.After = publishPacket(e, false).Append(o.After)
 }
 
-func publishPacket(e *persist.QueueEntry, dup bool) *codec.Publish {
+func publishPacket(e *message.Entry, dup bool) *codec.Publish {
 	return &codec.Publish{
 		Dup:      dup,
 		QoS:      e.QoS,
@@ -523,7 +528,7 @@ func (s *Session) allocPID() uint16 {
 }
 
 // removeInflight takes e out of the window; the caller holds s.mu.
-func (s *Session) removeInflight(e *persist.QueueEntry) {
+func (s *Session) removeInflight(e *message.Entry) {
 	delete(s.byPID, e.PacketID)
 	for i, x := range s.inflight {
 		if x == e {
@@ -548,7 +553,7 @@ func (s *Session) Ack(pid uint16, kind codec.Type) (Write, bool) {
 	}
 	switch {
 	case kind == codec.TypePuback && e.QoS == 1:
-	case kind == codec.TypePubcomp && e.QoS == 2 && e.State == persist.Released:
+	case kind == codec.TypePubcomp && e.QoS == 2 && e.State == message.Released:
 	default:
 		return Write{}, false
 	}
@@ -556,7 +561,7 @@ func (s *Session) Ack(pid uint16, kind codec.Type) (Write, bool) {
 	if !s.Persistent {
 		return Write{}, true
 	}
-	if e.State == persist.Queued {
+	if e.State == message.Queued {
 		return Write{Kind: WriteDoneQueued, Seq: e.Seq}, true
 	}
 	return Write{Kind: WriteDone, Seq: e.Seq}, true
@@ -573,7 +578,7 @@ func (s *Session) Pubrec(pid uint16) (w Write, ok bool) {
 	if !ok || e.QoS != 2 {
 		return Write{}, false
 	}
-	e.State = persist.Released
+	e.State = message.Released
 	if s.Persistent {
 		w = Write{Kind: WriteReleased, Seq: e.Seq, PacketID: pid}
 	}

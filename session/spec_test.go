@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/holdfast/holdfast/codec"
-	"github.com/holdfast/holdfast/persist"
+	"github.com/holdfast/holdfast/message"
 )
 
 // The rows below are the statements of MQTT 3.1.1 about a server's session state, each checked
@@ -15,11 +15,11 @@ import (
 // session's queue on disk is a slice the test hands to Loaded when Fill asks for it.
 
 // disk is a persistent session's queue as the store would hold it.
-type disk []persist.QueueEntry
+type disk []message.Entry
 
 // read answers a Load the way persist's ReadQueue does.
-func (d disk) read(l Load) []persist.QueueEntry {
-	var out []persist.QueueEntry
+func (d disk) read(l Load) []message.Entry {
+	var out []message.Entry
 	for _, e := range d {
 		if e.Seq > l.After && len(out) < l.Limit {
 			out = append(out, e)
@@ -31,15 +31,15 @@ func (d disk) read(l Load) []persist.QueueEntry {
 // apply brings d up to date with ws, as the store would.
 func (d *disk) apply(ws []Write) {
 	for _, w := range ws {
-		i := slices.IndexFunc(*d, func(e persist.QueueEntry) bool { return e.Seq == w.Seq })
+		i := slices.IndexFunc(*d, func(e message.Entry) bool { return e.Seq == w.Seq })
 		if i < 0 {
 			continue
 		}
 		switch w.Kind {
 		case WriteSent:
-			(*d)[i].State, (*d)[i].PacketID = persist.Sent, w.PacketID
+			(*d)[i].State, (*d)[i].PacketID = message.Sent, w.PacketID
 		case WriteReleased:
-			(*d)[i].State, (*d)[i].PacketID = persist.Released, w.PacketID
+			(*d)[i].State, (*d)[i].PacketID = message.Released, w.PacketID
 		case WriteDone, WriteDoneQueued:
 			*d = slices.Delete(*d, i, i+1)
 		}
@@ -75,8 +75,8 @@ func publishes(t *testing.T, ps []codec.Packet) []*codec.Publish {
 	return out
 }
 
-func msg(payload string, qos byte) *persist.Message {
-	return &persist.Message{Topic: "t", Payload: []byte(payload), QoS: qos}
+func msg(payload string, qos byte) *message.Message {
+	return &message.Message{Topic: "t", Payload: []byte(payload), QoS: qos}
 }
 
 var specOptions = Options{MaxInflight: 3, MaxQueuedMessages: 100, MemoryWindow: 2, BacklogHigh: 8}
@@ -90,9 +90,9 @@ func newSpecSession(persistent bool) (*Session, *fakeOutlet) {
 }
 
 // commit queues m for a persistent session as the broker does: reserved, on disk, then Committed.
-func commit(s *Session, d *disk, seq uint64, m *persist.Message, qos byte) Outlet {
+func commit(s *Session, d *disk, seq uint64, m *message.Message, qos byte) Outlet {
 	s.Reserve(len(m.Payload))
-	*d = append(*d, persist.QueueEntry{Seq: seq, QoS: qos, Message: m})
+	*d = append(*d, message.Entry{Seq: seq, QoS: qos, Message: m})
 	return s.Committed(seq, m, qos)
 }
 
@@ -305,7 +305,7 @@ func TestSessionSpec(t *testing.T) {
 			s.Detach(time.Now())
 			commit(s, &d, 1, msg("durable", 1), 1)
 			// Applied to the store but not yet synced: on disk, not yet Committed.
-			d = append(d, persist.QueueEntry{Seq: 2, QoS: 1, Message: msg("not yet", 1)})
+			d = append(d, message.Entry{Seq: 2, QoS: 1, Message: msg("not yet", 1)})
 			s.Attach(codec.Level311, &fakeOutlet{})
 			now, _, _ := fill(t, s, &d)
 			if pubs := publishes(t, now); len(pubs) != 1 || string(pubs[0].Payload) != "durable" {
@@ -320,7 +320,7 @@ func TestSessionSpec(t *testing.T) {
 			d = d[:0] // acknowledged meanwhile; the disk holds only entries not yet synced
 			limit := specOptions.MemoryWindow + specOptions.MaxInflight
 			for seq := 2; seq < 2+limit; seq++ {
-				d = append(d, persist.QueueEntry{Seq: uint64(seq), QoS: 1, Message: msg("later", 1)})
+				d = append(d, message.Entry{Seq: uint64(seq), QoS: 1, Message: msg("later", 1)})
 			}
 			s.Attach(codec.Level311, &fakeOutlet{})
 			var o Outgoing
