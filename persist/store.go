@@ -237,6 +237,14 @@ func (s *Store) checkSchema() error {
 		return newError(ErrVersion, nil, "data directory %s holds data but no format version (not a holdfast store?)", s.opt.Dir)
 	case !found:
 		v := encodeSchema(FormatVersion, s.opt.WriterVersion)
+		if s.wal != nil {
+			// Through the write-ahead log like everything else, before anything else: Badger's
+			// copy is not synced until the first checkpoint, and a power cut before it would
+			// leave the log's records replayed into a store without a format version.
+			if err := s.wal.appendSynced([][]rec{{{key: schemaKey, val: v}}}); err != nil {
+				return fmt.Errorf("persist: write format version in %s: %w", s.opt.Dir, err)
+			}
+		}
 		if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(schemaKey, v) }); err != nil {
 			return fmt.Errorf("persist: write format version in %s: %w", s.opt.Dir, err)
 		}
