@@ -31,6 +31,9 @@ func main() {
 	case errors.As(err, new(cli.UsageError)):
 		fmt.Fprintln(os.Stderr, "holdfast:", err)
 		os.Exit(2)
+	case errors.As(err, new(cli.StorageError)):
+		fmt.Fprintln(os.Stderr, "holdfast:", err)
+		os.Exit(3)
 	default:
 		fmt.Fprintln(os.Stderr, "holdfast:", err)
 		os.Exit(1)

@@ -27,6 +27,12 @@ func (e UsageError) Unwrap() error { return e.Err }
 
 func usagef(format string, args ...any) error { return UsageError{fmt.Errorf(format, args...)} }
 
+// StorageError is a failure of the store's disk that stopped the broker (fail-stop): exit code 3.
+type StorageError struct{ Err error }
+
+func (e StorageError) Error() string { return "storage error: " + e.Err.Error() }
+func (e StorageError) Unwrap() error { return e.Err }
+
 // Env is what every command gets.
 type Env struct {
 	Stdin          io.Reader

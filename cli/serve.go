@@ -80,15 +80,25 @@ func serve(env *Env, args []string) error {
 	}
 	log.Info().Str("version", env.Version).Str("durability", cfg.Durability).Str("data_dir", cfg.DataDir).Msg("holdfast ready")
 
-	for s := range sig {
-		if s == syscall.SIGHUP {
-			reload(env, *path, log)
-			srv.ReloadAuth()
-			srv.ReloadCertificates()
-			continue
+	var failed error
+wait:
+	for {
+		select {
+		case s := <-sig:
+			if s == syscall.SIGHUP {
+				reload(env, *path, log)
+				srv.ReloadAuth()
+				srv.ReloadCertificates()
+				continue
+			}
+			log.Info().Stringer("signal", s).Msg("shutting down: no new connections, finishing pending commits")
+			break wait
+		case <-store.Failed():
+			// Fail-stop: the store acknowledges nothing more; a restart recovers from the disk.
+			failed = StorageError{store.Err()}
+			log.Error().Err(store.Err()).Str("data_dir", cfg.DataDir).Msg("stopping after a storage error (exit code 3)")
+			break wait
 		}
-		log.Info().Stringer("signal", s).Msg("shutting down: no new connections, finishing pending commits")
-		break
 	}
 	if adm != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
@@ -97,7 +107,7 @@ func serve(env *Env, args []string) error {
 	}
 	shutdown()
 	log.Info().Msg("stopped")
-	return nil
+	return failed
 }
 
 // warnDataDirMode warns when group or others may enter the data directory. persist creates it

@@ -50,6 +50,15 @@ var (
 	// store once (holdfast start, or Open then Close) does that; Open itself
 	// recovers a crashed store and needs nothing else.
 	ErrUnclean = errors.New("data directory not closed cleanly")
+
+	// ErrFailed is passed to the completion callback of every batch after a
+	// storage error (a failed write, fdatasync, Badger commit or checkpoint):
+	// the store is fail-stop. An fsync that failed once cannot be trusted to
+	// mean anything when it later succeeds (the kernel may have dropped the
+	// pages it could not write), so nothing is written or acknowledged after
+	// it; the process must stop and recover from what is on disk. See
+	// Store.Failed.
+	ErrFailed = errors.New("store stopped after a storage error")
 )
 
 // contextError carries a human message plus the sentinel it belongs to and,

@@ -1,8 +1,10 @@
 package persist
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 )
 
@@ -38,5 +40,43 @@ func TestFormatVersionSurvivesLosingBadgersState(t *testing.T) {
 	ss := session(st, "c")
 	if ss == nil || len(ss.Subscriptions) != 1 || ss.Subscriptions[0].Filter != "a/#" {
 		t.Fatalf("recovered %+v, want session c with its subscription", ss)
+	}
+}
+
+// TestFailStopAfterSyncError (issue 13, item 1): once an fdatasync of the write-ahead log fails,
+// the batch it held is not acknowledged, Failed is closed, and no later batch is acknowledged
+// either, even when the disk would sync again: a failed fsync may have dropped the pages it could
+// not write, so a later success proves nothing.
+func TestFailStopAfterSyncError(t *testing.T) {
+	ts := openTest(t, skipLiveCheck()) // the failed store answers nothing; the reopen is checked
+
+	putSessions(t, ts.Store, "c")
+	eio := error(syscall.EIO)
+	ts.wal.failSync.Store(&eio)
+	var b Batch
+	b.PutSubscription("c", Subscription{Filter: "lost", QoS: 1})
+	if _, err := ts.Commit(&b); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("commit over a failing fdatasync: %v, want EIO", err)
+	}
+	select {
+	case <-ts.Failed():
+	default:
+		t.Fatal("Failed not closed after a storage error")
+	}
+	if !errors.Is(ts.Err(), syscall.EIO) {
+		t.Errorf("Err() = %v, want the EIO", ts.Err())
+	}
+	ts.wal.failSync.Store(nil) // the disk "recovers"
+	var later Batch
+	later.PutSubscription("c", Subscription{Filter: "later", QoS: 1})
+	if _, err := ts.Commit(&later); !errors.Is(err, ErrFailed) {
+		t.Fatalf("commit after the failure: %v, want ErrFailed", err)
+	}
+	// A restart recovers from what is on disk, where the refused batch never went.
+	ts.reopen()
+	for _, sub := range session(ts.recover(), "c").Subscriptions {
+		if sub.Filter == "later" {
+			t.Error("a batch refused after the failure is on disk")
+		}
 	}
 }

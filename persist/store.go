@@ -50,6 +50,10 @@ type Store struct {
 	closeOnce sync.Once
 	closeErr  error
 
+	failOnce sync.Once
+	failed   chan struct{} // closed at the first storage error
+	failErr  error         // that error, set before failed is closed
+
 	stats stats
 }
 
@@ -104,6 +108,7 @@ func Open(o Options) (*Store, error) {
 		reqCh:      make(chan *Batch, o.MaxPending),
 		writerDone: make(chan struct{}),
 		stopBg:     make(chan struct{}),
+		failed:     make(chan struct{}),
 	}
 	s.stats.init()
 	if o.Durability != None {
@@ -323,6 +328,35 @@ func loadIndex(db *badger.DB) (index, error) {
 	return idx, nil
 }
 
+// fail puts the store in its failed state after a storage error: every batch from now on
+// completes with ErrFailed, and Failed is closed so that the owner stops the process.
+func (s *Store) fail(err error) {
+	s.failOnce.Do(func() {
+		s.failErr = err
+		s.log.Error().Err(err).Str("dir", s.opt.Dir).Msg("storage error: the store writes and acknowledges nothing more (fail-stop)")
+		close(s.failed)
+	})
+}
+
+// Failed is closed at the first storage error (see ErrFailed); Err then returns it. The broker
+// must stop: what is on disk is all that the store vouches for.
+func (s *Store) Failed() <-chan struct{} { return s.failed }
+
+// Err returns the storage error that failed the store, or nil.
+func (s *Store) Err() error {
+	select {
+	case <-s.failed:
+		return s.failErr
+	default:
+		return nil
+	}
+}
+
+// failedErr wraps the first storage error for the callbacks of later batches.
+func (s *Store) failedErr() error {
+	return fmt.Errorf("%w: %w", ErrFailed, s.failErr)
+}
+
 // Submit hands b to the writer and returns at once, blocking only while the
 // request channel (Options.MaxPending) is full. The writer packs every waiting
 // request into one Badger transaction and one write-ahead log record, commits
@@ -362,6 +396,13 @@ func (s *Store) Submit(b *Batch, done func(seq uint64, err error)) {
 		s.mu.RUnlock()
 		if done != nil {
 			done(0, ErrClosed)
+		}
+		return
+	}
+	if s.Err() != nil {
+		s.mu.RUnlock()
+		if done != nil {
+			done(0, s.failedErr())
 		}
 		return
 	}
@@ -456,7 +497,7 @@ func (s *Store) syncLoop() {
 		d := time.Since(start)
 		s.stats.recordSync(d)
 		if err != nil {
-			s.log.Error().Err(err).Msg("sync failed")
+			s.fail(err)
 		} else if d > slowThreshold {
 			s.log.Warn().Dur("took", d).Msg("slow sync")
 		}

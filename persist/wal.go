@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -47,6 +48,7 @@ const (
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 type wal struct {
+	failSync  atomic.Pointer[error] // a failpoint for tests: sync returns it instead of syncing
 	f         *os.File
 	epoch     uint64
 	pos       int64 // where the next record goes
@@ -174,6 +176,9 @@ func (l *wal) size() int64 { return l.pos - walFileHdr }
 
 // sync makes every appended record durable.
 func (l *wal) sync() error {
+	if err := l.failSync.Load(); err != nil {
+		return fmt.Errorf("persist: sync write-ahead log: %w", *err)
+	}
 	if err := unix.Fdatasync(int(l.f.Fd())); err != nil {
 		return fmt.Errorf("persist: sync write-ahead log: %w", err)
 	}
@@ -384,6 +389,10 @@ func (y *syncer) run() {
 		y.s.stats.recordSync(time.Since(start))
 		if err != nil {
 			y.s.log.Error().Err(err).Msg("write-ahead log sync failed: the commits it held are not acknowledged")
+			y.s.fail(err)
+		}
+		if y.s.Err() != nil && err == nil {
+			err = y.s.failedErr() // a sync after a failure proves nothing
 		}
 		for i, b := range round {
 			if err != nil && b.result == nil {

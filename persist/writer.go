@@ -123,6 +123,13 @@ func (w *writer) run() {
 // process applies reqs in order to as few transactions as possible and
 // completes them in order.
 func (w *writer) process(reqs []*Batch) {
+	if w.s.Err() != nil {
+		for _, b := range reqs {
+			b.applied, b.result = nil, w.s.failedErr()
+			w.s.complete(b)
+		}
+		return
+	}
 	for i := 0; i < len(reqs); {
 		b := reqs[i]
 		if b.ctl != nil {
@@ -196,6 +203,7 @@ func (w *writer) commit() error {
 		}
 		if err != nil {
 			w.s.log.Error().Err(err).Int("entries", entries).Int("requests", len(w.pending)).Msg("commit failed")
+			w.s.fail(err)
 		}
 	} else if w.txn != nil {
 		w.txn.Discard()
