@@ -1,9 +1,12 @@
 package persist
 
 import (
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 )
@@ -78,5 +81,75 @@ func TestFailStopAfterSyncError(t *testing.T) {
 		if sub.Filter == "later" {
 			t.Error("a batch refused after the failure is on disk")
 		}
+	}
+}
+
+// walCopy is the write-ahead log of a running store as a power cut would leave it (see
+// TestFormatVersionSurvivesLosingBadgersState), with the byte at off changed if off > 0.
+func walCopy(t *testing.T, ts *testStore, off int) string {
+	t.Helper()
+	wal, err := os.ReadFile(filepath.Join(ts.dir, walName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if off > 0 {
+		wal[off] ^= 0xff
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, walName), wal, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// walRecordAt returns the offset of the k-th record (from 0) of the log file at dir.
+func walRecordAt(t *testing.T, dir string, k int) int {
+	t.Helper()
+	wal, err := os.ReadFile(filepath.Join(dir, walName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	off := walFileHdr
+	for range k {
+		off += walHeader + int(binary.BigEndian.Uint32(wal[off:off+4]))
+	}
+	return off
+}
+
+// TestWALDamageMidLogStopsStartUp (issue 13, item 2): a damaged record with valid records after
+// it is corruption, not the end of the log: start-up stops naming the file and the offset
+// instead of dropping the acknowledged records behind it. A damaged last record is a torn tail
+// and is dropped.
+func TestWALDamageMidLogStopsStartUp(t *testing.T) {
+	ts := openTest(t)
+	putSessions(t, ts.Store, "c")
+	for _, f := range []string{"a", "b", "c"} {
+		var b Batch
+		b.PutSubscription("c", Subscription{Filter: f, QoS: 1})
+		ts.commit(&b)
+	}
+	// Records: the format version, the session, then one per subscription.
+	mid := walRecordAt(t, ts.dir, 3) + walHeader // the payload of subscription "b"
+	_, err := Open(testOptions(walCopy(t, ts, mid), nil))
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), fmt.Sprintf("byte %d", mid-walHeader)) {
+		t.Fatalf("open with a damaged record mid-log: %v, want ErrCorrupt naming byte %d", err, mid-walHeader)
+	}
+
+	last := walRecordAt(t, ts.dir, 4) + walHeader // subscription "c", the last record
+	s, err := Open(testOptions(walCopy(t, ts, last), nil))
+	if err != nil {
+		t.Fatalf("open with a torn last record: %v", err)
+	}
+	defer s.Close()
+	st, err := s.Recover()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, sub := range session(st, "c").Subscriptions {
+		got = append(got, sub.Filter)
+	}
+	if strings.Join(got, ",") != "a,b" {
+		t.Errorf("after dropping the torn last record: subscriptions %v, want a and b", got)
 	}
 }

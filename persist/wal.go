@@ -236,11 +236,18 @@ func replayWAL(db *badger.DB, l *wal, dir string) (int, error) {
 	records := 0
 	pw := partWriter{db: db}
 	defer pw.discard()
-	for len(data) >= walHeader {
+	for off := int64(walFileHdr); len(data) >= walHeader; {
 		n := int(binary.BigEndian.Uint32(data[0:4]))
 		if n == 0 || walHeader+n > len(data) || l.checksum(data[walHeader:walHeader+n]) != binary.BigEndian.Uint32(data[4:8]) {
+			if n > 0 && walHeader+n <= len(data) && l.validAt(data[walHeader+n:]) {
+				// Not the end: a record of this epoch follows the bad one. Dropping the bad one
+				// would drop the acknowledged records after it too.
+				return records, newError(ErrCorrupt, nil, "write-ahead log %s: the record at byte %d is damaged and valid records follow it",
+					filepath.Join(dir, walName), off)
+			}
 			break // the end: zeros, an older epoch, or a torn record never acknowledged
 		}
+		off += int64(walHeader + n)
 		p := data[walHeader : walHeader+n]
 		data = data[walHeader+n:]
 		for len(p) > 0 {
@@ -327,6 +334,15 @@ func (p *partWriter) discard() {
 		p.txn.Discard()
 		p.txn = nil
 	}
+}
+
+// validAt reports whether data starts with a whole record of the log's current epoch.
+func (l *wal) validAt(data []byte) bool {
+	if len(data) < walHeader {
+		return false
+	}
+	n := int(binary.BigEndian.Uint32(data[0:4]))
+	return n > 0 && walHeader+n <= len(data) && l.checksum(data[walHeader:walHeader+n]) == binary.BigEndian.Uint32(data[4:8])
 }
 
 func walField(p []byte) (field, rest []byte, ok bool) {
