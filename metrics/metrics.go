@@ -4,6 +4,8 @@
 package metrics
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -53,7 +55,8 @@ var (
 	storeFailed     = desc("store_requests_failed_total", "Write requests that failed.")
 	storePending    = desc("store_requests_pending", "Write requests waiting for the writer.")
 	storeCommitTime = desc("store_commit_duration_seconds", "Latency of a group commit, fsync included.")
-	storeSyncs      = desc("store_background_syncs_total", "Background fsyncs (durability = async).")
+	storeSyncs      = desc("store_background_syncs_total", "fdatasyncs of the write-ahead log (one per group of commits with durability = sync, one per interval with async).")
+	storeSyncTime   = desc("store_fsync_duration_seconds", "Latency of the write-ahead log's fdatasyncs: a slow or failing disk shows here first.")
 	storeSize       = desc("store_size_bytes", "Store size on disk, by part.", "part")
 	storeGCRuns     = desc("store_gc_runs_total", "Value-log garbage collection passes.")
 	storeGCRewrites = desc("store_gc_rewrites_total", "Value-log files rewritten (space reclaimed) by garbage collection.")
@@ -122,6 +125,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		latency = append(latency, b.Seconds())
 	}
 	ch <- histogram(storeCommitTime, latency, ps.CommitHistogram, ps.AvgCommit.Seconds()*float64(ps.Commits))
+	ch <- histogram(storeSyncTime, latency, ps.SyncHistogram, time.Duration(ps.SyncNanos).Seconds())
 	sizes := make([]float64, 0, len(ps.SizeHistogram))
 	for _, b := range persist.CommitSizeBuckets() {
 		sizes = append(sizes, float64(b))

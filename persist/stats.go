@@ -38,7 +38,7 @@ type Stats struct {
 	Commits  uint64 // Badger transaction commits (one fsync each in Sync mode)
 	Ops      uint64 // Badger entries (sets and deletes) committed
 	Splits   uint64 // batches larger than one Badger transaction, applied in parts behind one log record
-	Syncs    uint64 // background fsyncs (Async mode)
+	Syncs    uint64 // fdatasyncs of the write-ahead log
 	Pending  int    // batches waiting in the request channel now
 
 	// Commit latency (Badger Txn.Commit, including the fsync in Sync mode).
@@ -48,9 +48,11 @@ type Stats struct {
 	CommitHistogram []uint64 // len(CommitLatencyBuckets())+1 counts
 	SizeHistogram   []uint64 // len(CommitSizeBuckets())+1 counts: the group-commit batch sizes
 
-	// Background fsync latency (Async mode).
-	LastSync time.Duration
-	MaxSync  time.Duration
+	// Latency of the write-ahead log's fdatasyncs (Sync and Async modes).
+	LastSync      time.Duration
+	MaxSync       time.Duration
+	SyncNanos     uint64   // their sum
+	SyncHistogram []uint64 // len(CommitLatencyBuckets())+1 counts
 
 	GCRuns     uint64 // value-log GC passes (ticks)
 	GCRewrites uint64 // value-log files rewritten by GC
@@ -64,14 +66,16 @@ type stats struct {
 	commitNanos, lastCommit, maxCommit     atomic.Int64
 	hist                                   []atomic.Uint64
 	sizes                                  []atomic.Uint64
-	syncs                                  atomic.Uint64
+	syncs, syncNanos                       atomic.Uint64
 	lastSync, maxSync                      atomic.Int64
+	syncHist                               []atomic.Uint64
 	gcRuns, gcRewrites                     atomic.Uint64
 }
 
 func (s *stats) init() {
 	s.hist = make([]atomic.Uint64, len(commitBuckets)+1)
 	s.sizes = make([]atomic.Uint64, len(sizeBuckets)+1)
+	s.syncHist = make([]atomic.Uint64, len(commitBuckets)+1)
 }
 
 func storeMax(a *atomic.Int64, v int64) {
@@ -103,8 +107,14 @@ func (s *stats) recordCommit(d time.Duration, entries int) {
 
 func (s *stats) recordSync(d time.Duration) {
 	s.syncs.Add(1)
+	s.syncNanos.Add(uint64(d))
 	s.lastSync.Store(int64(d))
 	storeMax(&s.maxSync, int64(d))
+	i := 0
+	for i < len(commitBuckets) && d > commitBuckets[i] {
+		i++
+	}
+	s.syncHist[i].Add(1)
 }
 
 // Stats returns a snapshot of the counters and the size on disk.
@@ -134,6 +144,11 @@ func (s *Store) Stats() Stats {
 	st.SizeHistogram = make([]uint64, len(s.stats.sizes))
 	for i := range s.stats.sizes {
 		st.SizeHistogram[i] = s.stats.sizes[i].Load()
+	}
+	st.SyncNanos = s.stats.syncNanos.Load()
+	st.SyncHistogram = make([]uint64, len(s.stats.syncHist))
+	for i := range s.stats.syncHist {
+		st.SyncHistogram[i] = s.stats.syncHist[i].Load()
 	}
 	s.readMu.RLock()
 	if !s.dbClosed {

@@ -499,7 +499,7 @@ func (s *Store) syncLoop() {
 		if err != nil {
 			s.fail(err)
 		} else if d > slowThreshold {
-			s.log.Warn().Dur("took", d).Msg("slow sync")
+			s.log.Warn().Dur("took", d).Msg("slow fdatasync of the write-ahead log")
 		}
 	}
 }

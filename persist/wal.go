@@ -402,7 +402,11 @@ func (y *syncer) run() {
 		}
 		start := time.Now()
 		err := y.s.wal.sync()
-		y.s.stats.recordSync(time.Since(start))
+		d := time.Since(start)
+		y.s.stats.recordSync(d)
+		if d > slowThreshold {
+			y.s.log.Warn().Dur("took", d).Int("batches", len(round)).Msg("slow fdatasync of the write-ahead log")
+		}
 		if err != nil {
 			y.s.log.Error().Err(err).Msg("write-ahead log sync failed: the commits it held are not acknowledged")
 			y.s.fail(err)

@@ -814,6 +814,11 @@ func TestMetricsMoveWithTraffic(t *testing.T) {
 	if after[commitCount] != after[`holdfast_store_commit_duration_seconds_bucket{le="+Inf"}`] {
 		t.Errorf("commit-duration histogram: count %v, +Inf bucket %v", after[commitCount], after[`holdfast_store_commit_duration_seconds_bucket{le="+Inf"}`])
 	}
+	// Every acknowledged QoS 1 message waited for an fdatasync, so the fsync histogram moved too.
+	const syncCount = "holdfast_store_fsync_duration_seconds_count"
+	if after[syncCount] <= before[syncCount] || after[syncCount] != after[`holdfast_store_fsync_duration_seconds_bucket{le="+Inf"}`] {
+		t.Errorf("fsync histogram: count %v -> %v, +Inf bucket %v", before[syncCount], after[syncCount], after[`holdfast_store_fsync_duration_seconds_bucket{le="+Inf"}`])
+	}
 	if got := after[`holdfast_payload_bytes_received_total{qos="1"}`] - before[`holdfast_payload_bytes_received_total{qos="1"}`]; got != n*7 {
 		t.Errorf("payload bytes received grew by %v, want %d", got, n*7)
 	}
