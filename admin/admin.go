@@ -170,6 +170,10 @@ func (h *handler) ready(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "not ready: listeners not open", http.StatusServiceUnavailable)
 		return
 	}
+	if low, free := h.store.SpaceLow(); low {
+		http.Error(w, fmt.Sprintf("not ready: %d bytes free on the data directory's file system, below store.min_free_bytes", free), http.StatusServiceUnavailable)
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 	defer cancel()
 	done := make(chan error, 1)

@@ -3,6 +3,7 @@ package broker
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"time"
 
 	"github.com/holdfast/holdfast/codec"
@@ -86,7 +87,7 @@ func (c *conn) handleConnect(cp *codec.Connect, decodeErr error) bool {
 
 	present, err := c.openSession(cp)
 	if err != nil {
-		c.log.Error().Err(err).Msg("refused: store write failed")
+		c.log.Error().Err(err).Msg("refused: session not opened")
 		c.refuse(codec.RefusedServerUnavailable)
 		return false
 	}
@@ -106,6 +107,9 @@ func (c *conn) handleConnect(cp *codec.Connect, decodeErr error) bool {
 func (c *conn) openSession(cp *codec.Connect) (bool, error) {
 	srv := c.srv
 	existing := srv.sessions.Get(c.clientID)
+	if !cp.CleanSession && (existing == nil || !existing.Persistent) && srv.diskLow() {
+		return false, errors.New("a new persistent session needs disk and free space is below store.min_free_bytes")
+	}
 	var b persist.Batch
 	present := false
 	switch {

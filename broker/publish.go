@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"errors"
 	"strings"
 	"time"
 
@@ -83,9 +84,32 @@ func (c *conn) handlePublish(p *codec.Publish) error {
 			j.d.batch.PutInbound(c.clientID, p.PacketID)
 		}
 	}
+	if j.d.batch.Len() > 0 && srv.diskLow() {
+		// Nothing that needs disk is taken while free space is low: a QoS 0 message is dropped,
+		// a QoS 1 or 2 publisher is disconnected without an acknowledgement and sends it again
+		// once it reconnects.
+		j.d.abandon()
+		if p.QoS == 2 {
+			c.sess.RemoveInbound(p.PacketID)
+		}
+		srv.stats.drop(DropDiskLow)
+		if p.QoS == 0 {
+			return nil
+		}
+		return errDiskLow
+	}
 	c.submit(j)
 	c.waitForSubscribers(&j.d)
 	return nil
+}
+
+// errDiskLow closes a connection whose publish needs disk while free space is low.
+var errDiskLow = errors.New("publish refused, not acknowledged: free disk space below store.min_free_bytes")
+
+// diskLow reports whether free disk space is below store.min_free_bytes (see persist.SpaceLow).
+func (s *Server) diskLow() bool {
+	low, _ := s.store.SpaceLow()
+	return low
 }
 
 // waitForSubscribers holds the reader (so the publisher is read no faster than its subscribers

@@ -19,10 +19,11 @@ const (
 	DropTopicLevels                     // the topic has more levels than limits.max_topic_levels
 	DropSysTopic                        // a client published to $SYS without an ACL grant
 	DropRetainLimit                     // a retained message was delivered but not stored: limits.max_retained_*
+	DropDiskLow                         // a publish that needed disk while free space was below store.min_free_bytes
 	numDropReasons
 )
 
-var dropReasonNames = [numDropReasons]string{"queue_full", "slow_subscriber", "offline_qos0", "not_authorized", "topic_levels", "sys_topic", "retain_limit"}
+var dropReasonNames = [numDropReasons]string{"queue_full", "slow_subscriber", "offline_qos0", "not_authorized", "topic_levels", "sys_topic", "retain_limit", "disk_low"}
 
 func (r DropReason) String() string { return dropReasonNames[r] }
 

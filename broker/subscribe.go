@@ -80,6 +80,9 @@ func (c *conn) refuseSubscription(filter string) string {
 	if !c.srv.canSubscribe(&c.ident, filter) {
 		return "not allowed by the ACL"
 	}
+	if c.sess.Persistent && c.srv.diskLow() {
+		return "a persistent session's subscription needs disk: free space below store.min_free_bytes"
+	}
 	return ""
 }
 

@@ -172,6 +172,7 @@ func storeOptions(c *config.Config, log zerolog.Logger) (persist.Options, error)
 		ValueLogFileSize: c.Store.ValueLogFileSize,
 		GCInterval:       c.Store.GCInterval.Duration,
 		GCDiscardRatio:   c.Store.GCDiscardRatio,
+		MinFreeBytes:     c.Store.MinFreeBytes,
 		Logger:           log,
 	}, nil
 }

@@ -139,6 +139,7 @@ type Store struct {
 	ValueLogFileSize int64    `toml:"value_log_file_size"`
 	GCInterval       Duration `toml:"gc_interval"`
 	GCDiscardRatio   float64  `toml:"gc_discard_ratio"`
+	MinFreeBytes     int64    `toml:"min_free_bytes"` // below it, new work that needs disk is refused; 0 = no check
 }
 
 // Duration is a time.Duration written as a Go duration string ("10s", "5m").
@@ -309,6 +310,9 @@ func (c *Config) validate() error {
 	}
 	if st.ValueLogFileSize < 1<<20 || st.ValueLogFileSize >= 2<<30 {
 		return keyError("store.value_log_file_size", "must be between 1 MiB and 2 GiB, not %d", st.ValueLogFileSize)
+	}
+	if st.MinFreeBytes < 0 {
+		return keyError("store.min_free_bytes", "must be >= 0, not %d", st.MinFreeBytes)
 	}
 	if st.GCDiscardRatio <= 0 || st.GCDiscardRatio >= 1 {
 		return keyError("store.gc_discard_ratio", "must be between 0 and 1 (exclusive), not %g", st.GCDiscardRatio)

@@ -56,6 +56,8 @@ var (
 	storePending    = desc("store_requests_pending", "Write requests waiting for the writer.")
 	storeCommitTime = desc("store_commit_duration_seconds", "Latency of a group commit, fsync included.")
 	storeSyncs      = desc("store_background_syncs_total", "fdatasyncs of the write-ahead log (one per group of commits with durability = sync, one per interval with async).")
+	storeFree       = desc("store_free_bytes", "Free space on the data directory's file system (read at most every 250 ms).")
+	storeSpaceLow   = desc("store_space_low", "1 while free space is below store.min_free_bytes: new work that needs disk is refused.")
 	storeSyncTime   = desc("store_fsync_duration_seconds", "Latency of the write-ahead log's fdatasyncs: a slow or failing disk shows here first.")
 	storeSize       = desc("store_size_bytes", "Store size on disk, by part.", "part")
 	storeGCRuns     = desc("store_gc_runs_total", "Value-log garbage collection passes.")
@@ -110,6 +112,14 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(uptime, c.srv.Uptime().Seconds())
 
 	ps := c.store.Stats()
+	if low, free := c.store.SpaceLow(); free >= 0 {
+		gauge(storeFree, float64(free))
+		lowValue := 0.0
+		if low {
+			lowValue = 1
+		}
+		gauge(storeSpaceLow, lowValue)
+	}
 	counter(storeCommits, float64(ps.Commits))
 	counter(storeOps, float64(ps.Ops))
 	counter(storeRequests, float64(ps.Requests))

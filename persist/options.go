@@ -79,6 +79,8 @@ type Options struct {
 	GCInterval     time.Duration // value-log GC ticker; 0 = none (not in None mode either way)
 	GCDiscardRatio float64       // with GCInterval: in (0, 1)
 
+	MinFreeBytes int64 // below this much free space on Dir's file system, SpaceLow says so; 0 = no check
+
 	MaxBatchOps   int   // cap of Badger entries per group commit, default DefaultMaxBatchOps
 	MaxBatchBytes int64 // cap of key+value bytes per group commit, default MemTableSize/10
 	MaxPending    int   // capacity of the request channel, default DefaultMaxPending

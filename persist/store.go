@@ -55,6 +55,7 @@ type Store struct {
 	failErr  error         // that error, set before failed is closed
 
 	stats stats
+	space space
 }
 
 // Open opens (creating if needed) the store, checks the on-disk format version,
@@ -109,6 +110,7 @@ func Open(o Options) (*Store, error) {
 		writerDone: make(chan struct{}),
 		stopBg:     make(chan struct{}),
 		failed:     make(chan struct{}),
+		space:      space{dir: o.Dir, min: o.MinFreeBytes},
 	}
 	s.stats.init()
 	if o.Durability != None {

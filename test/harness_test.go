@@ -82,6 +82,7 @@ type Broker struct {
 // BrokerConfig is the TOML written for a child broker; Extra is appended verbatim.
 type BrokerConfig struct {
 	Durability string // default "sync"
+	DataDir    string // default: "data" in a new temporary directory
 	Extra      string
 }
 
@@ -91,6 +92,9 @@ func StartBroker(t *testing.T, bc BrokerConfig) *Broker {
 	dir := t.TempDir()
 	if bc.Durability == "" {
 		bc.Durability = "sync"
+	}
+	if bc.DataDir == "" {
+		bc.DataDir = filepath.Join(dir, "data")
 	}
 	cfg := fmt.Sprintf(`data_dir = %q
 durability = %q
@@ -105,12 +109,12 @@ memtable_size = 16777216
 block_cache_size = 4194304
 index_cache_size = 4194304
 %s
-`, filepath.Join(dir, "data"), bc.Durability, bc.Extra)
+`, bc.DataDir, bc.Durability, bc.Extra)
 	path := filepath.Join(dir, "config.toml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	b := &Broker{t: t, Dir: filepath.Join(dir, "data"), Config: path}
+	b := &Broker{t: t, Dir: bc.DataDir, Config: path}
 	b.Start()
 	t.Cleanup(func() {
 		b.Kill()
