@@ -130,13 +130,21 @@ func TestWALDamageMidLogStopsStartUp(t *testing.T) {
 	}
 	// Records: the format version, the session, then one per subscription.
 	mid := walRecordAt(t, ts.dir, 3) + walHeader // the payload of subscription "b"
-	_, err := Open(testOptions(walCopy(t, ts, mid), nil))
+	damaged := walCopy(t, ts, mid)
+	if _, err := CheckWAL(damaged); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), fmt.Sprintf("byte %d", mid-walHeader)) {
+		t.Errorf("CheckWAL (what verify runs) on a damaged record mid-log: %v, want ErrCorrupt naming byte %d", err, mid-walHeader)
+	}
+	_, err := Open(testOptions(damaged, nil))
 	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), fmt.Sprintf("byte %d", mid-walHeader)) {
 		t.Fatalf("open with a damaged record mid-log: %v, want ErrCorrupt naming byte %d", err, mid-walHeader)
 	}
 
 	last := walRecordAt(t, ts.dir, 4) + walHeader // subscription "c", the last record
-	s, err := Open(testOptions(walCopy(t, ts, last), nil))
+	torn := walCopy(t, ts, last)
+	if n, err := CheckWAL(torn); err != nil || n != 4 {
+		t.Errorf("CheckWAL with a torn last record: %d records, %v; want the 4 before it", n, err)
+	}
+	s, err := Open(testOptions(torn, nil))
 	if err != nil {
 		t.Fatalf("open with a torn last record: %v", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -229,46 +230,31 @@ func checkpoint(db *badger.DB, dir string) error {
 // replayWAL applies every complete record of the log in dir to db, checkpoints, and truncates
 // the log. It returns the number of records applied.
 func replayWAL(db *badger.DB, l *wal, dir string) (int, error) {
-	data, err := io.ReadAll(io.NewSectionReader(l.f, walFileHdr, l.allocated-walFileHdr))
-	if err != nil {
-		return 0, fmt.Errorf("persist: read write-ahead log: %w", err)
-	}
-	records := 0
 	pw := partWriter{db: db}
 	defer pw.discard()
-	for off := int64(walFileHdr); len(data) >= walHeader; {
-		n := int(binary.BigEndian.Uint32(data[0:4]))
-		if n == 0 || walHeader+n > len(data) || l.checksum(data[walHeader:walHeader+n]) != binary.BigEndian.Uint32(data[4:8]) {
-			if n > 0 && walHeader+n <= len(data) && l.validAt(data[walHeader+n:]) {
-				// Not the end: a record of this epoch follows the bad one. Dropping the bad one
-				// would drop the acknowledged records after it too.
-				return records, newError(ErrCorrupt, nil, "write-ahead log %s: the record at byte %d is damaged and valid records follow it",
-					filepath.Join(dir, walName), off)
-			}
-			break // the end: zeros, an older epoch, or a torn record never acknowledged
-		}
-		off += int64(walHeader + n)
-		p := data[walHeader : walHeader+n]
-		data = data[walHeader+n:]
+	records, err := scanWAL(l, dir, func(p []byte) error {
 		for len(p) > 0 {
 			del := p[0] == 1
 			p = p[1:]
 			key, rest, ok := walField(p)
 			if !ok {
-				return records, fmt.Errorf("persist: write-ahead log record %d: %w", records, ErrCorrupt)
+				return ErrCorrupt
 			}
 			p = rest
 			var val []byte
 			if !del {
 				if val, p, ok = walField(p); !ok {
-					return records, fmt.Errorf("persist: write-ahead log record %d: %w", records, ErrCorrupt)
+					return ErrCorrupt
 				}
 			}
 			if err := pw.write(key, val, del); err != nil {
-				return records, fmt.Errorf("persist: replay write-ahead log: %w", err)
+				return fmt.Errorf("persist: replay write-ahead log: %w", err)
 			}
 		}
-		records++
+		return nil
+	})
+	if err != nil {
+		return records, err
 	}
 	if err := pw.commit(); err != nil {
 		return records, fmt.Errorf("persist: replay write-ahead log: %w", err)
@@ -277,6 +263,69 @@ func replayWAL(db *badger.DB, l *wal, dir string) (int, error) {
 		return records, err
 	}
 	return records, l.reset()
+}
+
+// scanWAL hands the payload of every record of l's current epoch to fn, in order, and returns how
+// many there were. It stops at the end: zeros, a record of an older epoch, or a torn last record
+// (never acknowledged, since acknowledgements wait for the fdatasync). A damaged record that a
+// valid record of this epoch follows is not the end but corruption: dropping it would drop the
+// acknowledged records after it, so scanWAL returns ErrCorrupt naming the file and the offset.
+func scanWAL(l *wal, dir string, fn func(payload []byte) error) (int, error) {
+	data, err := io.ReadAll(io.NewSectionReader(l.f, walFileHdr, l.allocated-walFileHdr))
+	if err != nil {
+		return 0, fmt.Errorf("persist: read write-ahead log: %w", err)
+	}
+	records := 0
+	for off := int64(walFileHdr); len(data) >= walHeader; {
+		n := int(binary.BigEndian.Uint32(data[0:4]))
+		if n == 0 || walHeader+n > len(data) || l.checksum(data[walHeader:walHeader+n]) != binary.BigEndian.Uint32(data[4:8]) {
+			if n > 0 && walHeader+n <= len(data) && l.validAt(data[walHeader+n:]) {
+				return records, newError(ErrCorrupt, nil, "write-ahead log %s: the record at byte %d is damaged and valid records follow it",
+					filepath.Join(dir, walName), off)
+			}
+			return records, nil
+		}
+		if err := fn(data[walHeader : walHeader+n]); err != nil {
+			if errors.Is(err, ErrCorrupt) {
+				return records, newError(ErrCorrupt, nil, "write-ahead log %s: the record at byte %d does not decode", filepath.Join(dir, walName), off)
+			}
+			return records, err
+		}
+		data = data[walHeader+n:]
+		off += int64(walHeader + n)
+		records++
+	}
+	return records, nil
+}
+
+// CheckWAL reads the write-ahead log of the stopped store in dir, read-only, and returns how many
+// records a start would replay, or the ErrCorrupt that would stop the start. A directory without
+// a log (a store closed cleanly keeps an empty one; a None store has none) has 0.
+func CheckWAL(dir string) (int, error) {
+	f, err := os.Open(filepath.Join(dir, walName))
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("persist: open write-ahead log: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	var hdr [walFileHdr]byte
+	if st.Size() < walFileHdr {
+		return 0, nil
+	}
+	if _, err := f.ReadAt(hdr[:], 0); err != nil {
+		return 0, fmt.Errorf("persist: read write-ahead log header: %w", err)
+	}
+	if string(hdr[:8]) != walMagic {
+		return 0, newError(ErrCorrupt, nil, "write-ahead log %s: bad header", filepath.Join(dir, walName))
+	}
+	l := &wal{f: f, epoch: binary.BigEndian.Uint64(hdr[8:]), allocated: st.Size()}
+	return scanWAL(l, dir, func([]byte) error { return nil })
 }
 
 // partWriter writes entries to Badger in as many transactions as they need, committing one when
