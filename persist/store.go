@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"math"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -207,7 +208,7 @@ func makeDataDir(dir string) error {
 	if err := os.Chmod(dir, 0o700); err != nil {
 		return fmt.Errorf("persist: create data directory: %w", err)
 	}
-	return nil
+	return syncDir(filepath.Dir(dir)) // the new directory's name is durable before anything goes in it
 }
 
 // checkSchema reads 0x00 "schema": absent on an empty store -> write version

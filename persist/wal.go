@@ -74,6 +74,12 @@ func openWAL(dir string) (*wal, error) {
 			f.Close()
 			return nil, err
 		}
+		// The new file's name must survive a power cut too, or the records synced into it would
+		// vanish with it.
+		if err := syncDir(dir); err != nil {
+			f.Close()
+			return nil, err
+		}
 		return l, nil
 	}
 	var hdr [walFileHdr]byte
@@ -383,6 +389,19 @@ func (p *partWriter) discard() {
 		p.txn.Discard()
 		p.txn = nil
 	}
+}
+
+// syncDir makes the entries of dir (a file created in it) durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("persist: sync directory %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("persist: sync directory %s: %w", dir, err)
+	}
+	return nil
 }
 
 // validAt reports whether data starts with a whole record of the log's current epoch.
