@@ -115,8 +115,9 @@ func (f *FS) FailSync(err syscall.Errno) {
 }
 
 // PowerCut rolls every file back to its durable content, removes the files created and never
-// fsynced, and detaches the mount: from then on every operation of a process still using it
-// fails with EIO. The process should be killed; Unmount then waits for the file system to end.
+// fsynced, and detaches the mount: from then on every change a process still using it attempts
+// fails with EIO (reads still answer). Kill that process before Unmount, which waits for the
+// file system to end, that is for the last process using it.
 func (f *FS) PowerCut() error {
 	f.power.Lock()
 	if f.cut {
