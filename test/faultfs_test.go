@@ -266,3 +266,35 @@ func TestPowerCutAcknowledgedSurvive(t *testing.T) {
 	t.Logf("%d power cuts, %d acknowledged messages, none lost", cycles, acked)
 	b.Stop()
 }
+
+// TestPowerCutCrashScenario is the crash test's scenario (crash_test.go: QoS 1 and 2, a publisher
+// that re-sends, an offline and an online slow persistent subscriber, exactly once, session-present,
+// order) with power cuts for kills. The scenario starts the broker on a plain directory, so its
+// first kill is a SIGKILL that moves the data directory onto a faultfs mount; the 20 after it cut
+// the power.
+func TestPowerCutCrashScenario(t *testing.T) {
+	var fs *faultfs.FS
+	var disk string
+	crashScenario(t, 21, "power cut", func(b *Broker) {
+		if fs == nil {
+			b.Kill()
+			disk = b.Dir + ".disk"
+			if err := os.Rename(b.Dir, disk); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Mkdir(b.Dir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			if err := fs.PowerCut(); err != nil {
+				t.Fatal(err)
+			}
+			b.Kill()
+			if err := fs.Unmount(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		fs = faultfs.Mount(t, disk, b.Dir)
+		t.Cleanup(b.Kill) // before the mount's cleanup unmounts it
+	})
+}
