@@ -212,7 +212,7 @@ func (c *conn) handle(p codec.Packet) error {
 // commitFailed closes a connection whose acknowledgement depended on a write that failed: the
 // client will retry, and nothing unacknowledged is lost.
 func (c *conn) commitFailed(err error) {
-	if !errors.Is(err, persist.ErrClosed) {
+	if !errors.Is(err, persist.ErrClosed) && !errors.Is(err, persist.ErrFailed) { // a failed store says so once
 		c.log.Error().Err(err).Msg("store write failed: closing the connection without acknowledging")
 	}
 	c.close()

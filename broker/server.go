@@ -347,7 +347,7 @@ func (s *Server) Stats() *Stats { return &s.stats }
 // logCommitError returns a completion callback for writes nobody waits on.
 func (s *Server) logCommitError(what string) func(uint64, error) {
 	return func(_ uint64, err error) {
-		if err != nil && !errors.Is(err, persist.ErrClosed) {
+		if err != nil && !errors.Is(err, persist.ErrClosed) && !errors.Is(err, persist.ErrFailed) {
 			s.log.Error().Err(err).Str("what", what).Msg("store write failed")
 		}
 	}

@@ -96,7 +96,7 @@ wait:
 		case <-store.Failed():
 			// Fail-stop: the store acknowledges nothing more; a restart recovers from the disk.
 			failed = StorageError{store.Err()}
-			log.Error().Err(store.Err()).Str("data_dir", cfg.DataDir).Msg("stopping after a storage error (exit code 3)")
+			log.Warn().Str("data_dir", cfg.DataDir).Msg("stopping after the storage error above (exit code 3)")
 			break wait
 		}
 	}

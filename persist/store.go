@@ -336,7 +336,8 @@ func loadIndex(db *badger.DB) (index, error) {
 func (s *Store) fail(err error) {
 	s.failOnce.Do(func() {
 		s.failErr = err
-		s.log.Error().Err(err).Str("dir", s.opt.Dir).Msg("storage error: the store writes and acknowledges nothing more (fail-stop)")
+		s.log.Error().Err(err).Str("dir", s.opt.Dir).Str("wal", filepath.Join(s.opt.Dir, walName)).
+			Msg("storage error: the store writes and acknowledges nothing more (fail-stop)")
 		close(s.failed)
 	})
 }
@@ -455,6 +456,14 @@ func (s *Store) Close() error {
 			<-s.sync.done
 		}
 
+		if err := s.Err(); err != nil {
+			// Failed: nothing more goes to this disk. Badger's Close would flush its memtables
+			// there and retry a failed flush for ever; the process exits instead, which releases
+			// the directory lock, and the next start recovers from the log and Badger's files.
+			s.closeWAL()
+			s.closeErr = s.failedErr()
+			return
+		}
 		var errs []error
 		if s.wal != nil {
 			// Everything is in Badger: make it durable there and leave an empty log behind.

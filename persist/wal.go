@@ -476,8 +476,7 @@ func (y *syncer) run() {
 			y.s.log.Warn().Dur("took", d).Int("batches", len(round)).Msg("slow fdatasync of the write-ahead log")
 		}
 		if err != nil {
-			y.s.log.Error().Err(err).Msg("write-ahead log sync failed: the commits it held are not acknowledged")
-			y.s.fail(err)
+			y.s.fail(err) // the commits it held are not acknowledged
 		}
 		if y.s.Err() != nil && err == nil {
 			err = y.s.failedErr() // a sync after a failure proves nothing

@@ -202,7 +202,6 @@ func (w *writer) commit() error {
 			w.s.log.Warn().Dur("took", d).Int("entries", entries).Int("requests", len(w.pending)).Msg("slow commit")
 		}
 		if err != nil {
-			w.s.log.Error().Err(err).Int("entries", entries).Int("requests", len(w.pending)).Msg("commit failed")
 			w.s.fail(err)
 		}
 	} else if w.txn != nil {
