@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -52,7 +53,9 @@ func serve(env *Env, args []string) error {
 	}
 	defer func() {
 		if err := store.Close(); err != nil {
-			log.Error().Err(err).Msg("closing the store")
+			if !errors.Is(err, persist.ErrFailed) { // already said, once
+				log.Error().Err(err).Msg("closing the store")
+			}
 		}
 	}()
 	srv, err := broker.New(cfg, store, rules, "holdfast "+env.Version, log.With().Str("component", "broker").Logger())

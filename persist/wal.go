@@ -477,6 +477,7 @@ func (y *syncer) run() {
 		}
 		if err != nil {
 			y.s.fail(err) // the commits it held are not acknowledged
+			err = y.s.failedErr()
 		}
 		if y.s.Err() != nil && err == nil {
 			err = y.s.failedErr() // a sync after a failure proves nothing

@@ -203,6 +203,7 @@ func (w *writer) commit() error {
 		}
 		if err != nil {
 			w.s.fail(err)
+			err = w.s.failedErr()
 		}
 	} else if w.txn != nil {
 		w.txn.Discard()

@@ -197,8 +197,8 @@ func TestFailStopExitCode3(t *testing.T) {
 			errorLines = append(errorLines, strings.TrimSpace(l))
 		}
 	}
-	if !strings.Contains(strings.Join(errorLines, "\n"), "sync write-ahead log") {
-		t.Errorf("no error line names the failed operation (sync write-ahead log): %q", errorLines)
+	if len(errorLines) != 1 || !strings.Contains(errorLines[0], "sync write-ahead log") || !strings.Contains(errorLines[0], "holdfast.wal") {
+		t.Errorf("want one error line naming the failed operation (sync write-ahead log) and the file, got %q", errorLines)
 	}
 
 	acked := pub.ackedNumbers()
