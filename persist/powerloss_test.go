@@ -23,24 +23,7 @@ func TestFormatVersionSurvivesLosingBadgersState(t *testing.T) {
 	ts.commit(&b)
 
 	// The power cut: only the synced log is left, in a directory otherwise empty.
-	wal, err := os.ReadFile(filepath.Join(ts.dir, walName))
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, walName), wal, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	s, err := Open(testOptions(dir, nil))
-	if err != nil {
-		t.Fatalf("the store left by a power cut does not open: %v", err)
-	}
-	defer s.Close()
-	st, err := s.Recover()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ss := session(st, "c")
+	ss := session(openRecovered(t, walCopy(t, ts, 0)), "c")
 	if ss == nil || len(ss.Subscriptions) != 1 || ss.Subscriptions[0].Filter != "a/#" {
 		t.Fatalf("recovered %+v, want session c with its subscription", ss)
 	}
@@ -86,16 +69,7 @@ func TestFailStopAfterSyncError(t *testing.T) {
 	if err := s.db.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s2, err := Open(testOptions(dir, nil))
-	if err != nil {
-		t.Fatalf("restart after the failure: %v", err)
-	}
-	defer s2.Close()
-	st, err := s2.Recover()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, sub := range session(st, "c").Subscriptions {
+	for _, sub := range session(openRecovered(t, dir), "c").Subscriptions {
 		if sub.Filter == "later" {
 			t.Error("a batch refused after the failure is on disk")
 		}
@@ -162,20 +136,27 @@ func TestWALDamageMidLogStopsStartUp(t *testing.T) {
 	if n, err := CheckWAL(torn); err != nil || n != 4 {
 		t.Errorf("CheckWAL with a torn last record: %d records, %v; want the 4 before it", n, err)
 	}
-	s, err := Open(testOptions(torn, nil))
-	if err != nil {
-		t.Fatalf("open with a torn last record: %v", err)
-	}
-	defer s.Close()
-	st, err := s.Recover()
-	if err != nil {
-		t.Fatal(err)
-	}
 	var got []string
-	for _, sub := range session(st, "c").Subscriptions {
+	for _, sub := range session(openRecovered(t, torn), "c").Subscriptions {
 		got = append(got, sub.Filter)
 	}
 	if strings.Join(got, ",") != "a,b" {
 		t.Errorf("after dropping the torn last record: subscriptions %v, want a and b", got)
 	}
+}
+
+// openRecovered opens the store in dir, as a restart does, and returns what it recovers; the
+// store is closed when the test ends.
+func openRecovered(t *testing.T, dir string) *State {
+	t.Helper()
+	s, err := Open(testOptions(dir, nil))
+	if err != nil {
+		t.Fatalf("open %s: %v", dir, err)
+	}
+	t.Cleanup(func() { s.Close() })
+	st, err := s.Recover()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
 }
