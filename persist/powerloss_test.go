@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 )
@@ -29,33 +30,47 @@ func TestFormatVersionSurvivesLosingBadgersState(t *testing.T) {
 	}
 }
 
-// TestFailStopAfterSyncError (issue 13, item 1): once an fdatasync of the write-ahead log fails,
-// the batch it held is not acknowledged, Failed is closed, and no later batch is acknowledged
-// either, even when the disk would sync again: a failed fsync may have dropped the pages it could
-// not write, so a later success proves nothing.
-func TestFailStopAfterSyncError(t *testing.T) {
+// TestFailStopAfterStorageError (issue 13, items 1 and fault injection): once a write or an
+// fdatasync of the write-ahead log fails (EIO, ENOSPC), the batch it held is not acknowledged,
+// Failed is closed, and no later batch is acknowledged either, even when the disk would work
+// again: a failed fsync may have dropped the pages it could not write, so a later success proves
+// nothing. A restart recovers from what is on disk, without the refused batches.
+func TestFailStopAfterStorageError(t *testing.T) {
+	for _, fault := range []struct {
+		name  string
+		point func(*wal) *atomic.Pointer[error]
+		err   error
+	}{
+		{"fdatasync EIO", func(l *wal) *atomic.Pointer[error] { return &l.failSync }, syscall.EIO},
+		{"write EIO", func(l *wal) *atomic.Pointer[error] { return &l.failWrite }, syscall.EIO},
+		{"write ENOSPC", func(l *wal) *atomic.Pointer[error] { return &l.failWrite }, syscall.ENOSPC},
+	} {
+		t.Run(fault.name, func(t *testing.T) { failStopAfter(t, fault.point, fault.err) })
+	}
+}
+
+func failStopAfter(t *testing.T, point func(*wal) *atomic.Pointer[error], fault error) {
 	dir := t.TempDir()
 	s, err := Open(testOptions(dir, nil))
 	if err != nil {
 		t.Fatal(err)
 	}
 	putSessions(t, s, "c")
-	eio := error(syscall.EIO)
-	s.wal.failSync.Store(&eio)
+	point(s.wal).Store(&fault)
 	var b Batch
 	b.PutSubscription("c", Subscription{Filter: "lost", QoS: 1})
-	if _, err := s.Commit(&b); !errors.Is(err, syscall.EIO) {
-		t.Fatalf("commit over a failing fdatasync: %v, want EIO", err)
+	if _, err := s.Commit(&b); !errors.Is(err, fault) {
+		t.Fatalf("commit over the fault: %v, want %v", err, fault)
 	}
 	select {
 	case <-s.Failed():
 	default:
 		t.Fatal("Failed not closed after a storage error")
 	}
-	if !errors.Is(s.Err(), syscall.EIO) {
-		t.Errorf("Err() = %v, want the EIO", s.Err())
+	if !errors.Is(s.Err(), fault) {
+		t.Errorf("Err() = %v, want %v", s.Err(), fault)
 	}
-	s.wal.failSync.Store(nil) // the disk "recovers"
+	point(s.wal).Store(nil) // the disk "recovers"
 	var later Batch
 	later.PutSubscription("c", Subscription{Filter: "later", QoS: 1})
 	if _, err := s.Commit(&later); !errors.Is(err, ErrFailed) {

@@ -49,7 +49,8 @@ const (
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 type wal struct {
-	failSync  atomic.Pointer[error] // a failpoint for tests: sync returns it instead of syncing
+	failSync  atomic.Pointer[error] // failpoints for tests: sync and writeAt return them instead of
+	failWrite atomic.Pointer[error] // doing their work
 	f         *os.File
 	epoch     uint64
 	pos       int64 // where the next record goes
@@ -99,7 +100,7 @@ func (l *wal) writeHeader() error {
 	var hdr [walFileHdr]byte
 	copy(hdr[:], walMagic)
 	binary.BigEndian.PutUint64(hdr[8:], l.epoch)
-	if _, err := l.f.WriteAt(hdr[:], 0); err != nil {
+	if err := l.writeAt(hdr[:], 0); err != nil {
 		return fmt.Errorf("persist: write write-ahead log header: %w", err)
 	}
 	l.allocated = max(l.allocated, walFileHdr)
@@ -140,7 +141,7 @@ func (l *wal) append(recs [][]rec) error {
 	}
 	// On an error pos stays, so that the next record overwrites the torn one instead of
 	// following it, past where replay stops.
-	if _, err := l.f.WriteAt(l.buf, l.pos); err != nil {
+	if err := l.writeAt(l.buf, l.pos); err != nil {
 		return fmt.Errorf("persist: append to write-ahead log: %w", err)
 	}
 	l.pos += int64(len(l.buf))
@@ -164,13 +165,22 @@ func (l *wal) appendSynced(recs [][]rec) error {
 	return nil
 }
 
+// writeAt writes b at off, all of it or an error.
+func (l *wal) writeAt(b []byte, off int64) error {
+	if err := l.failWrite.Load(); err != nil {
+		return *err
+	}
+	_, err := l.f.WriteAt(b, off)
+	return err
+}
+
 // grow writes zeros so that the file holds at least end bytes, in steps of walGrowBy.
 func (l *wal) grow(end int64) error {
 	target := (end/walGrowBy + 1) * walGrowBy
 	zeros := make([]byte, min(target-l.allocated, walGrowBy))
 	for l.allocated < target {
 		n := min(int64(len(zeros)), target-l.allocated)
-		if _, err := l.f.WriteAt(zeros[:n], l.allocated); err != nil {
+		if err := l.writeAt(zeros[:n], l.allocated); err != nil {
 			return fmt.Errorf("persist: extend write-ahead log: %w", err)
 		}
 		l.allocated += n
