@@ -1,35 +1,17 @@
 package persist
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"strings"
-	"sync"
 	"testing"
+
+	"github.com/holdfast/holdfast/internal/syncbuf"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/rs/zerolog"
 )
-
-// logBuf collects log lines so tests can assert on warnings.
-type logBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // testOptions: small Badger memory so tests open fast.
 func testOptions(dir string, logs io.Writer) Options {
@@ -50,7 +32,7 @@ type testStore struct {
 	t    *testing.T
 	dir  string
 	opt  Options
-	logs *logBuf
+	logs *syncbuf.Buffer
 }
 
 type helperOpt func(*helperCfg)
@@ -73,7 +55,7 @@ func openTest(t *testing.T, hopts ...helperOpt) *testStore {
 		h(&cfg)
 	}
 	dir := t.TempDir()
-	logs := &logBuf{}
+	logs := &syncbuf.Buffer{}
 	o := testOptions(dir, logs)
 	if cfg.mod != nil {
 		cfg.mod(&o)

@@ -1,7 +1,6 @@
 package test
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/holdfast/holdfast/internal/syncbuf"
 
 	"github.com/gorilla/websocket"
 
@@ -171,7 +172,7 @@ func TestBrowserMQTTjs(t *testing.T) {
 type chromium struct {
 	t      *testing.T
 	cmd    *exec.Cmd
-	stderr *chromiumOutput
+	stderr *syncbuf.Buffer
 	exited chan struct{}
 	ws     *websocket.Conn
 	wmu    sync.Mutex
@@ -195,23 +196,6 @@ type cdpMessage struct {
 	} `json:"error,omitempty"`
 }
 
-type chromiumOutput struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *chromiumOutput) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *chromiumOutput) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // startChromium runs headless Chromium with a fresh profile and a DevTools port of its own
 // choosing, read from the DevToolsActivePort file it writes into the profile. The browser is
 // closed, and its process group killed, when the test ends.
@@ -221,7 +205,7 @@ func startChromium(t *testing.T, path string) *chromium {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &chromium{t: t, stderr: &chromiumOutput{}, exited: make(chan struct{}), pending: map[int64]chan cdpMessage{}}
+	c := &chromium{t: t, stderr: &syncbuf.Buffer{}, exited: make(chan struct{}), pending: map[int64]chan cdpMessage{}}
 	c.cmd = exec.Command(path,
 		"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
 		"--disable-background-networking", "--disable-component-update", "--disable-sync",
