@@ -26,16 +26,16 @@ func (s *Server) canSubscribe(id *auth.Client, filter string) bool {
 	return acl == nil || acl.CanSubscribe(*id, filter)
 }
 
-// reader returns who sess reads as, for the ACL.
-func reader(sess *session.Session) auth.Client {
-	id := sess.Identity()
-	return auth.Client{ID: sess.ID, Username: id.Username, Anonymous: id.Anonymous}
+// readerOf returns who m reads as, for the ACL.
+func readerOf(m *session.Session) auth.Client {
+	id := m.Identity()
+	return auth.Client{ID: m.ID, Username: id.Username, Anonymous: id.Anonymous}
 }
 
-// mayRead decides whether sess may read a message on topic under acl (the rules loaded now; nil
-// allows everything). A refusal is counted.
-func (s *Server) mayRead(acl *auth.ACL, sess *session.Session, topic string) bool {
-	if acl == nil || acl.CanReceive(reader(sess), topic) {
+// mayRead decides whether m may read a message on topic under acl (the rules loaded now; nil
+// allows everything). A refusal is counted. The caller holds m's lock.
+func (s *Server) mayRead(acl *auth.ACL, m *session.Session, topic string) bool {
+	if acl == nil || acl.CanReceive(readerOf(m), topic) {
 		return true
 	}
 	s.stats.drop(DropNotAuthorized)

@@ -68,12 +68,14 @@ func (s *Server) dropRefusedSubscriptions() {
 	}
 	var b persist.Batch
 	removed := 0
-	for _, sess := range s.sessions.Snapshot() {
-		if !sess.Identity().Known {
+	for _, sess := range s.sessions.snapshot() {
+		m := sess.lock()
+		known, subs, owner := m.Identity().Known, m.Subscriptions(), readerOf(m)
+		sess.unlock()
+		if !known {
 			continue // recovered from a store that did not record owners: the ACL cannot tell
 		}
-		owner := reader(sess)
-		for f := range sess.Subscriptions() {
+		for f := range subs {
 			if s.canSubscribe(&owner, f) || !s.unsubscribe(sess, f, &b) {
 				continue
 			}

@@ -30,7 +30,7 @@ type conn struct {
 	// Set by the reader during CONNECT, read-only afterwards.
 	clientID  string
 	level     byte
-	sess      *session.Session
+	sess      *sessionHandle
 	keepAlive time.Duration
 	will      *codec.Will
 	ident     auth.Client // who the client authenticated as, for the ACL

@@ -94,7 +94,8 @@ func (c *conn) handleConnect(cp *codec.Connect, decodeErr error) bool {
 	listener.Established(c.nc) // no longer counts against limits.max_pending_connects*, before the client can tell
 	// The session-present byte is reserved (0) in MQTT 3.1 [MQTT-3.2.2-1..3].
 	c.sendControl(&codec.Connack{SessionPresent: present && c.level == codec.Level311})
-	c.sess.Attach(c.level, c)
+	c.sess.lock().Attach(c.level, c)
+	c.sess.unlock()
 	c.Wake()
 	c.log.Debug().Bool("clean_session", cp.CleanSession).Bool("session_present", present).
 		Uint8("level", c.level).Msg("connected")
@@ -106,7 +107,7 @@ func (c *conn) handleConnect(cp *codec.Connect, decodeErr error) bool {
 // resumed.
 func (c *conn) openSession(cp *codec.Connect) (bool, error) {
 	srv := c.srv
-	existing := srv.sessions.Get(c.clientID)
+	existing := srv.sessions.get(c.clientID)
 	if !cp.CleanSession && (existing == nil || !existing.Persistent) && srv.diskLow() {
 		return false, errors.New("a new persistent session needs disk and free space is below store.min_free_bytes")
 	}
@@ -120,10 +121,11 @@ func (c *conn) openSession(cp *codec.Connect) (bool, error) {
 		if existing != nil {
 			srv.discardSession(existing, &b) // [MQTT-3.1.2-6] clean session discards the previous one
 		}
-		c.sess = session.New(c.clientID, !cp.CleanSession, c.level, &srv.sessOpts)
-		srv.sessions.Put(c.sess)
+		c.sess = newHandle(session.New(c.clientID, !cp.CleanSession, c.level, &srv.sessOpts), srv.backlogHigh)
+		srv.sessions.put(c.sess)
 	}
-	c.sess.SetIdentity(session.Identity{Username: c.ident.Username, Anonymous: c.ident.Anonymous})
+	c.sess.lock().SetIdentity(session.Identity{Username: c.ident.Username, Anonymous: c.ident.Anonymous})
+	c.sess.unlock()
 	if c.sess.Persistent {
 		b.PutSession(c.clientID, persist.SessionRecord{ProtocolLevel: c.level, HasOwner: true, Username: c.ident.Username, Anonymous: c.ident.Anonymous})
 	}
@@ -150,11 +152,14 @@ func (c *conn) refuse(code codec.ConnackCode) {
 func (c *conn) endSession() {
 	srv := c.srv
 	var b persist.Batch
-	addWrites(&b, c.clientID, c.sess.Detach(time.Now())...)
+	m := c.sess.lock()
+	addWrites(&b, c.clientID, m.Detach(time.Now())...)
+	record := m.Record()
+	c.sess.unlock()
 	if !c.sess.Persistent {
 		srv.discardSession(c.sess, nil)
 	} else {
-		b.PutSession(c.clientID, sessionRecord(c.sess.Record()))
+		b.PutSession(c.clientID, sessionRecord(record))
 		srv.store.Submit(&b, srv.logCommitError("recording a session going offline"))
 	}
 	c.publishWillIfDue()

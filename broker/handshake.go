@@ -7,7 +7,8 @@ import (
 
 // acked handles PUBACK and PUBCOMP from the client for a message we sent.
 func (c *conn) acked(pid uint16, kind codec.Type) {
-	w, ok := c.sess.Ack(pid, kind)
+	w, ok := c.sess.lock().Ack(pid, kind)
+	c.sess.unlock()
 	if ok {
 		c.Wake() // the window has room again
 	}
@@ -22,7 +23,8 @@ func (c *conn) acked(pid uint16, kind codec.Type) {
 // handlePubrec answers PUBREC with PUBREL; for a persistent session only after "PUBREC received"
 // is on disk, so that a crash cannot make the broker send the PUBLISH again as if new.
 func (c *conn) handlePubrec(pid uint16) {
-	w, ok := c.sess.Pubrec(pid)
+	w, ok := c.sess.lock().Pubrec(pid)
+	c.sess.unlock()
 	if !ok || w.Kind == 0 {
 		c.sendControl(&codec.Pubrel{PacketID: pid}) // [MQTT-4.3.3-1]
 		return
@@ -42,7 +44,7 @@ func (c *conn) handlePubrec(pid uint16) {
 // earlier publish of this connection is answered.
 func (c *conn) handlePubrel(pid uint16) {
 	j := &pubJob{ack: &codec.Pubcomp{PacketID: pid}} // [MQTT-4.3.3-2]
-	if c.sess.RemoveInbound(pid) && c.sess.Persistent {
+	if c.removeInbound(pid) && c.sess.Persistent {
 		j.d.batch.DeleteInbound(c.clientID, pid)
 	}
 	c.submit(j)

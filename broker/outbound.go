@@ -345,7 +345,8 @@ func (c *conn) submitSendState(out *session.Outgoing) {
 // connection, if a read fails or the connection is closing.
 func (c *conn) fill(out *session.Outgoing) bool {
 	for {
-		c.sess.Fill(out)
+		c.sess.lock().Fill(out)
+		c.sess.unlock()
 		if !out.NeedLoad {
 			return true
 		}
@@ -361,7 +362,9 @@ func (c *conn) fill(out *session.Outgoing) bool {
 			c.writeFailed()
 			return false
 		}
-		if !c.sess.Loaded(out, entries) {
+		more := c.sess.lock().Loaded(out, entries)
+		c.sess.unlock()
+		if !more {
 			return true // what is left is not durable yet: Committed wakes the writer
 		}
 	}

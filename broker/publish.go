@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/holdfast/holdfast/auth"
 	"github.com/holdfast/holdfast/codec"
 	"github.com/holdfast/holdfast/persist"
 	"github.com/holdfast/holdfast/retain"
@@ -16,10 +17,10 @@ import (
 // it once it is.
 type delivery struct {
 	msg        *persist.Message
-	batch      persist.Batch      // queue entries for persistent sessions, retained update, inbound QoS 2 id
-	durable    []*session.Session // persistent targets, told in the commit callback (commit order)
+	batch      persist.Batch    // queue entries for persistent sessions, retained update, inbound QoS 2 id
+	durable    []*sessionHandle // persistent targets, told in the commit callback (commit order)
 	durableQoS []byte
-	memory     []*session.Session // clean-session targets at QoS 1/2, queued in memory after the commit
+	memory     []*sessionHandle // clean-session targets at QoS 1/2, queued in memory after the commit
 	memoryQoS  []byte
 	outlets    []session.Outlet // online targets at QoS 0
 	retain     *retain.Message  // the retained store's update, applied when the batch is submitted
@@ -58,7 +59,7 @@ func (c *conn) handlePublish(p *codec.Publish) error {
 		}
 		return c.acknowledgeOnly(p)
 	}
-	if p.QoS == 2 && !c.sess.AddInbound(p.PacketID) {
+	if p.QoS == 2 && !c.addInbound(p.PacketID) {
 		// A retransmission of a message already routed: answer again, do not route twice
 		// [MQTT-4.3.3-2].
 		c.submit(&pubJob{ack: &codec.Pubrec{PacketID: p.PacketID}})
@@ -90,7 +91,7 @@ func (c *conn) handlePublish(p *codec.Publish) error {
 		// once it reconnects.
 		j.d.abandon()
 		if p.QoS == 2 {
-			c.sess.RemoveInbound(p.PacketID)
+			c.removeInbound(p.PacketID)
 		}
 		srv.stats.drop(DropDiskLow)
 		if p.QoS == 0 {
@@ -117,9 +118,9 @@ func (s *Server) diskLow() bool {
 // stallWait is marked stuck and no longer waited for.
 func (c *conn) waitForSubscribers(d *delivery) {
 	var timer *time.Timer
-	for _, targets := range [][]*session.Session{d.durable, d.memory} {
+	for _, targets := range [][]*sessionHandle{d.durable, d.memory} {
 		for _, sess := range targets {
-			ch := sess.Congested()
+			ch := sess.congested()
 			if ch == nil {
 				continue
 			}
@@ -130,7 +131,7 @@ func (c *conn) waitForSubscribers(d *delivery) {
 			select {
 			case <-ch:
 			case <-timer.C:
-				sess.MarkStuck()
+				sess.markStuck()
 				c.log.Warn().Str("subscriber", sess.ID).Msg("subscriber is not keeping up: its queue grows up to its limit")
 				return
 			case <-c.closing:
@@ -140,13 +141,26 @@ func (c *conn) waitForSubscribers(d *delivery) {
 	}
 }
 
+// addInbound records an inbound QoS 2 packet identifier awaiting PUBREL; false means the PUBLISH
+// is a retransmission.
+func (c *conn) addInbound(pid uint16) bool {
+	defer c.sess.unlock()
+	return c.sess.lock().AddInbound(pid)
+}
+
+// removeInbound forgets an inbound QoS 2 packet identifier and reports whether it was known.
+func (c *conn) removeInbound(pid uint16) bool {
+	defer c.sess.unlock()
+	return c.sess.lock().RemoveInbound(pid)
+}
+
 // acknowledgeOnly answers a PUBLISH that is not routed, in order behind earlier ones.
 func (c *conn) acknowledgeOnly(p *codec.Publish) error {
 	switch p.QoS {
 	case 1:
 		c.submit(&pubJob{ack: &codec.Puback{PacketID: p.PacketID}})
 	case 2:
-		c.sess.AddInbound(p.PacketID) // so that the PUBREL finds it
+		c.addInbound(p.PacketID) // so that the PUBREL finds it
 		c.submit(&pubJob{ack: &codec.Pubrec{PacketID: p.PacketID}})
 	}
 	return nil
@@ -160,26 +174,20 @@ func (s *Server) fanOutQoS0(p *codec.Publish, send func(session.Outlet, *codec.P
 	out := codec.Publish{Topic: p.Topic, Payload: p.Payload}
 	acl := s.auth.Load().acl
 	for _, m := range matches {
-		sess := m.Key
-		if !s.mayRead(acl, sess, p.Topic) {
-			continue
-		}
-		if o := sess.Outlet(); o != nil {
+		if o, _ := s.take(acl, m.Key, p.Topic, 0, 0); o != nil {
 			send(o, &out)
-		} else {
-			s.stats.drop(DropOfflineQoS0)
 		}
 	}
 	*mp = matches
 	s.matchPool.Put(mp)
 }
 
-func (s *Server) getMatches() *[]router.Subscriber[*session.Session] {
-	if mp, ok := s.matchPool.Get().(*[]router.Subscriber[*session.Session]); ok {
+func (s *Server) getMatches() *[]router.Subscriber[*sessionHandle] {
+	if mp, ok := s.matchPool.Get().(*[]router.Subscriber[*sessionHandle]); ok {
 		*mp = (*mp)[:0]
 		return mp
 	}
-	mp := make([]router.Subscriber[*session.Session], 0, 16)
+	mp := make([]router.Subscriber[*sessionHandle], 0, 16)
 	return &mp
 }
 
@@ -209,25 +217,13 @@ func (s *Server) route(d *delivery, p *codec.Publish, owner string) (retainRefus
 	var targets []persist.Target
 	acl := s.auth.Load().acl
 	for _, m := range matches {
-		sess := m.Key
-		if !s.mayRead(acl, sess, p.Topic) {
-			continue
-		}
 		qos := min(p.QoS, m.QoS) // [MQTT-3.8.4-6]
-		if qos == 0 {
-			if o := sess.Outlet(); o != nil {
-				d.outlets = append(d.outlets, o)
-				continue
-			}
-			if !sess.Persistent || !s.cfg.Limits.QueueQoS0Offline {
-				s.stats.drop(DropOfflineQoS0)
-				continue
-			}
+		sess := m.Key
+		o, queued := s.take(acl, sess, p.Topic, qos, len(p.Payload))
+		if o != nil {
+			d.outlets = append(d.outlets, o)
 		}
-		if !sess.Reserve(len(p.Payload)) {
-			s.stats.drop(DropQueueFull)
-			s.dropLog.Warn().Str("client_id", sess.ID).Str("topic", p.Topic).
-				Msg("session queue full (limits.max_queued_messages / max_queued_bytes): message dropped for this session")
+		if !queued {
 			continue
 		}
 		if sess.Persistent {
@@ -247,11 +243,38 @@ func (s *Server) route(d *delivery, p *codec.Publish, owner string) (retainRefus
 	return retainRefused
 }
 
+// take decides how a message on topic reaches sess at qos: through o now (QoS 0 to an online
+// session), queued (room for size bytes reserved), or not at all (the ACL, an offline session at
+// QoS 0, a full queue; counted).
+func (s *Server) take(acl *auth.ACL, sess *sessionHandle, topic string, qos byte, size int) (o session.Outlet, queued bool) {
+	m := sess.lock()
+	defer sess.unlock()
+	if !s.mayRead(acl, m, topic) {
+		return nil, false
+	}
+	if qos == 0 {
+		if o = m.Outlet(); o != nil {
+			return o, false
+		}
+		if !sess.Persistent || !s.cfg.Limits.QueueQoS0Offline {
+			s.stats.drop(DropOfflineQoS0)
+			return nil, false
+		}
+	}
+	if !m.Reserve(size) {
+		s.stats.drop(DropQueueFull)
+		s.dropLog.Warn().Str("client_id", sess.ID).Str("topic", topic).
+			Msg("session queue full (limits.max_queued_messages / max_queued_bytes): message dropped for this session")
+		return nil, false
+	}
+	return nil, true
+}
+
 // committed runs in persist's callback, in commit order: it hands the entry to each persistent
 // session, whose in-memory window relies on that order.
 func (d *delivery) committed(seq uint64) {
 	for i, sess := range d.durable {
-		wake(sess.Committed(seq, d.msg, d.durableQoS[i]))
+		sess.committed(seq, d.msg, d.durableQoS[i])
 	}
 }
 
@@ -272,18 +295,17 @@ func (s *Server) submitDelivery(d *delivery, done func(uint64, error)) {
 
 // abandon gives back the queue reservations of a delivery whose commit failed.
 func (d *delivery) abandon() {
-	for _, sess := range d.durable {
-		sess.Unreserve(len(d.msg.Payload))
-	}
-	for _, sess := range d.memory {
-		sess.Unreserve(len(d.msg.Payload))
+	for _, targets := range [][]*sessionHandle{d.durable, d.memory} {
+		for _, sess := range targets {
+			sess.unreserve(len(d.msg.Payload))
+		}
 	}
 }
 
 // finish delivers to clean sessions and QoS 0 subscribers, after the commit.
 func (s *Server) finish(d *delivery) {
 	for i, sess := range d.memory {
-		wake(sess.Enqueue(d.msg, d.memoryQoS[i]))
+		sess.enqueue(d.msg, d.memoryQoS[i])
 	}
 	if len(d.outlets) > 0 {
 		out := codec.Publish{Topic: d.msg.Topic, Payload: d.msg.Payload}
@@ -337,7 +359,7 @@ func (c *conn) complete(j *pubJob) {
 	if j.err != nil {
 		j.d.abandon()
 		if j.inboundPID != 0 {
-			c.sess.RemoveInbound(j.inboundPID)
+			c.removeInbound(j.inboundPID)
 		}
 		c.commitFailed(j.err)
 		return

@@ -331,7 +331,7 @@ func TestSessionExpiry(t *testing.T) {
 	c.Subscribe(1, 1, "e")
 	c.Send(&codec.Disconnect{})
 	c.ExpectClosed()
-	mqtttest.Eventually(t, 5*time.Second, "session expiry", func() bool { return b.srv.sessions.Get("expires") == nil })
+	mqtttest.Eventually(t, 5*time.Second, "session expiry", func() bool { return b.srv.sessions.get("expires") == nil })
 	b.restart()
 	c = b.dial()
 	if c.MustConnect("expires", false) {

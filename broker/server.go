@@ -29,7 +29,7 @@ type Server struct {
 	log          zerolog.Logger
 	dropLog      zerolog.Logger // sampled: a full queue can drop thousands of messages a second
 	store        *persist.Store
-	trie         *router.Trie[*session.Session] // the subscriptions; see subscribe
+	trie         *router.Trie[*sessionHandle] // the subscriptions; see subscribe
 	retained     *retain.Store
 	sysRetained  *retain.Store // the broker's own $SYS topics: memory only, outside the limits
 	retainMu     sync.Mutex    // orders retained updates in memory as they are submitted to the store
@@ -38,8 +38,9 @@ type Server struct {
 	gate         *listener.Gate // bounds sockets from accept on: max_connections, pending CONNECTs
 	passwords    *passwordChecker
 	refuseLog    zerolog.Logger // sampled: a flood refuses thousands of sockets a second
-	sessions     *session.Registry
+	sessions     *registry
 	sessOpts     session.Options
+	backlogHigh  int // an online session with this many unacknowledged entries slows its publishers
 	stats        Stats
 
 	mu        sync.Mutex
@@ -52,7 +53,7 @@ type Server struct {
 	wg   sync.WaitGroup // every goroutine the server started
 	quit chan struct{}
 
-	matchPool sync.Pool // *[]router.Subscriber[*session.Session]
+	matchPool sync.Pool // *[]router.Subscriber[*sessionHandle]
 }
 
 // New rebuilds the broker's state from store and returns a server ready to Serve, checking clients
@@ -64,17 +65,17 @@ func New(cfg *config.Config, store *persist.Store, rules *AuthRules, version str
 		cfg:         cfg,
 		log:         log,
 		store:       store,
-		trie:        router.New[*session.Session](),
+		trie:        router.New[*sessionHandle](),
 		retained:    retain.New(),
 		sysRetained: retain.New(),
-		sessions:    session.NewRegistry(),
+		sessions:    newRegistry(),
 		sessOpts: session.Options{
 			MaxInflight:       cfg.Limits.MaxInflight,
 			MaxQueuedMessages: cfg.Limits.MaxQueuedMessages,
 			MaxQueuedBytes:    cfg.Limits.MaxQueuedBytes,
 			MemoryWindow:      max(256, cfg.Limits.MaxInflight),
-			BacklogHigh:       max(1024, 4*cfg.Limits.MaxInflight),
 		},
+		backlogHigh: max(1024, 4*cfg.Limits.MaxInflight),
 		retainLimits: retain.Limits{
 			Messages: cfg.Limits.MaxRetainedMessages,
 			Bytes:    cfg.Limits.MaxRetainedBytes,
@@ -126,8 +127,8 @@ func (s *Server) recover() error {
 			orphans.DeleteSession(ss.ClientID)
 			continue
 		}
-		sess := session.Restore(savedSession(ss), &s.sessOpts)
-		s.sessions.Put(sess)
+		sess := newHandle(session.Restore(savedSession(ss), &s.sessOpts, start), s.backlogHigh)
+		s.sessions.put(sess)
 		for _, sub := range ss.Subscriptions {
 			s.subscribe(sess, sub.Filter, sub.QoS, nil)
 		}

@@ -4,7 +4,6 @@ import (
 	"time"
 
 	"github.com/holdfast/holdfast/persist"
-	"github.com/holdfast/holdfast/session"
 )
 
 // expireLoop removes persistent sessions that have been offline longer than exp.
@@ -24,27 +23,35 @@ func (s *Server) expireLoop(exp time.Duration) {
 }
 
 func (s *Server) expireSessions(cutoff time.Time) {
-	for _, sess := range s.sessions.Snapshot() {
-		if !sess.Persistent || sess.Online() || sess.OfflineSince().After(cutoff) {
+	expired := func(sess *sessionHandle) (bool, time.Time) {
+		m := sess.lock()
+		defer sess.unlock()
+		return !m.Online() && !m.OfflineSince().After(cutoff), m.OfflineSince()
+	}
+	for _, sess := range s.sessions.snapshot() {
+		if ok, _ := expired(sess); !ok || !sess.Persistent {
 			continue
 		}
 		s.mu.Lock()
 		// The owners map is the connect lock: a client connecting now holds its id there.
-		if s.owners[sess.ID] != nil || sess.Online() {
+		ok, since := expired(sess)
+		if s.owners[sess.ID] != nil || !ok {
 			s.mu.Unlock()
 			continue
 		}
 		s.discardSession(sess, nil)
 		s.mu.Unlock()
-		s.log.Info().Str("client_id", sess.ID).Time("offline_since", sess.OfflineSince()).Msg("session expired")
+		s.log.Info().Str("client_id", sess.ID).Time("offline_since", since).Msg("session expired")
 	}
 }
 
 // discardSession removes sess with everything it owns, from memory now and from disk with b (or
 // in a commit of its own when b is nil). Callers hold the client id (s.mu or ownership of the id).
-func (s *Server) discardSession(sess *session.Session, b *persist.Batch) {
-	s.sessions.Remove(sess)
-	for f := range sess.Subscriptions() {
+func (s *Server) discardSession(sess *sessionHandle, b *persist.Batch) {
+	s.sessions.remove(sess)
+	subs := sess.lock().Subscriptions()
+	sess.unlock()
+	for f := range subs {
 		s.unsubscribe(sess, f, nil) // the store's copy goes with the session
 	}
 	if !sess.Persistent {

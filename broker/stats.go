@@ -118,16 +118,18 @@ type Gauges struct {
 // Gauges computes the current totals.
 func (s *Server) Gauges() Gauges {
 	g := Gauges{Subscriptions: s.trie.Count(), Retained: s.retained.Len()}
-	for _, sess := range s.sessions.Snapshot() {
-		if sess.Online() {
+	for _, sess := range s.sessions.snapshot() {
+		m := sess.lock()
+		if m.Online() {
 			g.ClientsConnected++
 		} else {
 			g.ClientsDisconnected++
 		}
-		n, b := sess.Queued()
+		n, b := m.Queued()
 		g.QueuedMessages += int64(n)
 		g.QueuedBytes += b
-		g.Inflight += int64(sess.Inflight())
+		g.Inflight += int64(m.Inflight())
+		sess.unlock()
 	}
 	return g
 }
@@ -139,9 +141,11 @@ func (s *Server) Uptime() time.Duration { return time.Since(s.stats.Started) }
 // it has in flight (a connected client's QoS 1 in-flight state is not on disk). ok is false when
 // there is no such session.
 func (s *Server) Live(clientID string) (connected bool, inflight int, ok bool) {
-	sess := s.sessions.Get(clientID)
+	sess := s.sessions.get(clientID)
 	if sess == nil {
 		return false, 0, false
 	}
-	return sess.Online(), sess.Inflight(), true
+	m := sess.lock()
+	defer sess.unlock()
+	return m.Online(), m.Inflight(), true
 }

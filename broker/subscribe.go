@@ -5,7 +5,6 @@ import (
 
 	"github.com/holdfast/holdfast/codec"
 	"github.com/holdfast/holdfast/persist"
-	"github.com/holdfast/holdfast/session"
 )
 
 // handleSubscribe grants every filter, makes a persistent session's subscriptions durable, then
@@ -46,8 +45,9 @@ func (c *conn) handleSubscribe(p *codec.Subscribe) error {
 // persistent session, in b (nil when the store already holds it, at recovery). Every subscription
 // is made here, so that the three copies cannot disagree. An identical filter's subscription is
 // replaced [MQTT-3.8.4-3].
-func (s *Server) subscribe(sess *session.Session, filter string, qos byte, b *persist.Batch) {
-	sess.Subscribe(filter, qos)
+func (s *Server) subscribe(sess *sessionHandle, filter string, qos byte, b *persist.Batch) {
+	sess.lock().Subscribe(filter, qos)
+	sess.unlock()
 	s.trie.Subscribe(sess, filter, qos)
 	if sess.Persistent && b != nil {
 		b.PutSubscription(sess.ID, persist.Subscription{Filter: filter, QoS: qos})
@@ -57,8 +57,10 @@ func (s *Server) subscribe(sess *session.Session, filter string, qos byte, b *pe
 // unsubscribe removes sess's subscription to filter from the trie, the session and, for a
 // persistent session, with b (nil when the whole session is being deleted from the store). It
 // reports whether the subscription existed.
-func (s *Server) unsubscribe(sess *session.Session, filter string, b *persist.Batch) bool {
-	if !sess.Unsubscribe(filter) {
+func (s *Server) unsubscribe(sess *sessionHandle, filter string, b *persist.Batch) bool {
+	had := sess.lock().Unsubscribe(filter)
+	sess.unlock()
+	if !had {
 		return false
 	}
 	s.trie.Unsubscribe(sess, filter)
@@ -74,7 +76,10 @@ func (c *conn) refuseSubscription(filter string) string {
 	if lim.MaxTopicLevels > 0 && topicLevels(filter) > lim.MaxTopicLevels {
 		return "more levels than limits.max_topic_levels"
 	}
-	if lim.MaxSubscriptions > 0 && c.sess.NumSubscriptions() >= lim.MaxSubscriptions && !c.sess.Has(filter) {
+	m := c.sess.lock()
+	full := lim.MaxSubscriptions > 0 && m.NumSubscriptions() >= lim.MaxSubscriptions && !m.Has(filter)
+	c.sess.unlock()
+	if full {
 		return "limits.max_subscriptions reached"
 	}
 	if !c.srv.canSubscribe(&c.ident, filter) {

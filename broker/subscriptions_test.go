@@ -10,7 +10,6 @@ import (
 	"github.com/holdfast/holdfast/codec"
 	"github.com/holdfast/holdfast/config"
 	"github.com/holdfast/holdfast/internal/mqtttest"
-	"github.com/holdfast/holdfast/session"
 )
 
 // subscriptionCopies returns the three copies of the subscriptions, by client id: the trie's, the
@@ -25,14 +24,16 @@ func subscriptionCopies(t *testing.T, b *testBroker) (trie, sessions, store map[
 		}
 		m[id][filter] = qos
 	}
-	b.srv.trie.Walk(func(filter string, sess *session.Session, qos byte) {
-		if b.srv.sessions.Get(sess.ID) != sess {
+	b.srv.trie.Walk(func(filter string, sess *sessionHandle, qos byte) {
+		if b.srv.sessions.get(sess.ID) != sess {
 			stale = append(stale, sess.ID)
 		}
 		add(trie, sess.ID, filter, qos)
 	})
-	for _, sess := range b.srv.sessions.Snapshot() {
-		for f, q := range sess.Subscriptions() {
+	for _, sess := range b.srv.sessions.snapshot() {
+		subs := sess.lock().Subscriptions()
+		sess.unlock()
+		for f, q := range subs {
 			add(sessions, sess.ID, f, q)
 		}
 	}

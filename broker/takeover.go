@@ -24,8 +24,12 @@ func (s *Server) claim(c *conn) (*conn, codec.ConnackCode) {
 	case old != nil:
 		owner = old.ident
 	default:
-		if prev := s.sessions.Get(c.clientID); prev != nil && prev.Identity().Known {
-			owner = reader(prev)
+		if prev := s.sessions.get(c.clientID); prev != nil {
+			m := prev.lock()
+			if m.Identity().Known {
+				owner = readerOf(m)
+			}
+			prev.unlock()
 		}
 	}
 	if owner.Username != c.ident.Username || owner.Anonymous != c.ident.Anonymous {

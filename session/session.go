@@ -1,7 +1,9 @@
 // Package session is one client's MQTT session as a state machine: subscriptions, the outbound
-// queue and its in-flight window, packet identifiers, inbound QoS 2 identifiers; and the registry
-// of sessions. It does no I/O: what must be stored comes out as Writes, a read of the queue on
-// disk as a Load request, and whom to wake as a returned Outlet; the broker carries them out.
+// queue and its in-flight window, packet identifiers, inbound QoS 2 identifiers. It does no I/O,
+// takes no locks, reads no clock and starts no goroutines: what must be stored comes out as
+// Writes, a read of the queue on disk as a Load request, and whom to wake as a returned Outlet;
+// time comes in as an argument. The broker carries the effects out and serialises the calls
+// (broker/handle.go holds the lock).
 //
 // A persistent session (clean-session=0) keeps its queue on disk: in memory it holds at most a
 // window of entries, and asks for the rest as the window frees, so an offline client with a
@@ -11,13 +13,9 @@
 // Sequence numbers of persistent entries are assigned by the store in commit order, and
 // Committed is called in that order, so "highest seq held in memory" versus "highest seq
 // committed" is enough to know whether the disk holds entries memory does not.
-//
-// Still to go for a pure machine (issue 12): the lock (methods are safe for concurrent use), the
-// publishers' wait channel (Congested) and the clock in New.
 package session
 
 import (
-	"sync"
 	"time"
 
 	"github.com/holdfast/holdfast/codec"
@@ -30,17 +28,16 @@ type Options struct {
 	MaxQueuedMessages int   // entries not yet acknowledged, in-flight included
 	MaxQueuedBytes    int64 // their payload bytes; 0 = unlimited
 	MemoryWindow      int   // persistent sessions: queued entries held in memory beyond the in-flight window
-	BacklogHigh       int   // an online session with this many unacknowledged entries slows its publishers
 }
 
-// Session is one client's state. All methods are safe for concurrent use.
+// Session is one client's state. It is not safe for concurrent use: its caller serialises the
+// calls.
 type Session struct {
 	ID         string
 	Persistent bool // clean-session=0: survives disconnects and restarts
 
 	opts *Options
 
-	mu          sync.Mutex
 	level       byte
 	subs        map[string]byte
 	pending     []*message.Entry // queued, not yet sent, in order
@@ -54,11 +51,9 @@ type Session struct {
 	gen         uint64 // bumped on detach, so a disk read that raced a detach is discarded
 	nextPID     uint16
 	inbound     map[uint16]struct{}
-	drain       chan struct{} // closed when the backlog falls to BacklogHigh/2; nil when nobody waits
-	stuck       bool          // a publisher waited in vain: stop making publishers wait until it drains
-	outlet      Outlet        // non-nil while a connection is attached
+	outlet      Outlet // non-nil while a connection is attached
 	identity    Identity
-	offlineAt   time.Time
+	offlineAt   time.Time // when the last connection went away; zero if none has yet
 }
 
 // New returns a session.
@@ -71,7 +66,6 @@ func New(id string, persistent bool, level byte, opts *Options) *Session {
 		subs:       make(map[string]byte),
 		byPID:      make(map[uint16]*message.Entry),
 		inbound:    make(map[uint16]struct{}),
-		offlineAt:  time.Now(),
 	}
 }
 
@@ -85,8 +79,9 @@ type Saved struct {
 	InboundQoS2 []uint16
 }
 
-// Restore returns a persistent session rebuilt from what the store held.
-func Restore(sv Saved, opts *Options) *Session {
+// Restore returns a persistent session rebuilt from what the store held, at start-up time now: a
+// session that was online when the broker stopped counts as offline from now.
+func Restore(sv Saved, opts *Options, now time.Time) *Session {
 	s := New(sv.ClientID, true, sv.Record.ProtocolLevel, opts)
 	s.queued = sv.QueuedCount
 	s.queuedBytes = sv.QueuedBytes
@@ -94,6 +89,7 @@ func Restore(sv Saved, opts *Options) *Session {
 	for _, pid := range sv.InboundQoS2 {
 		s.inbound[pid] = struct{}{}
 	}
+	s.offlineAt = now
 	if !sv.Record.OfflineSince.IsZero() {
 		s.offlineAt = sv.Record.OfflineSince
 	}
@@ -137,17 +133,13 @@ type Outlet interface {
 // Attach marks the session online behind o; the caller then wakes o. Everything in flight is sent
 // again with DUP set [MQTT-4.4.0-1].
 func (s *Session) Attach(level byte, o Outlet) {
-	s.mu.Lock()
 	s.level = level
 	s.outlet = o
 	s.resend = true
-	s.mu.Unlock()
 }
 
 // Outlet returns the attached connection, or nil while offline.
 func (s *Session) Outlet() Outlet {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	return s.outlet
 }
 
@@ -157,11 +149,8 @@ func (s *Session) Outlet() Outlet {
 // kept in memory alone (saving a store write per message), and a crash then costs a redelivery
 // without DUP, which QoS 1 allows.
 func (s *Session) Detach(now time.Time) []Write {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.outlet = nil
 	s.offlineAt = now
-	s.endCongestion()
 	var ws []Write
 	if s.Persistent {
 		for _, e := range s.inflight {
@@ -180,15 +169,11 @@ func (s *Session) Detach(now time.Time) []Write {
 
 // Online reports whether a connection is attached.
 func (s *Session) Online() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	return s.outlet != nil
 }
 
 // OfflineSince is when the last connection went away (meaningful only while offline).
 func (s *Session) OfflineSince() time.Time {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	return s.offlineAt
 }
 
@@ -201,8 +186,6 @@ type Record struct {
 
 // Record returns what the store keeps of the session.
 func (s *Session) Record() Record {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	r := Record{ProtocolLevel: s.level, Owner: s.identity}
 	if s.outlet == nil {
 		r.OfflineSince = s.offlineAt
@@ -212,8 +195,6 @@ func (s *Session) Record() Record {
 
 // Subscribe records a granted subscription and reports whether it is new.
 func (s *Session) Subscribe(filter string, qos byte) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	_, had := s.subs[filter]
 	s.subs[filter] = qos
 	return !had
@@ -221,8 +202,6 @@ func (s *Session) Subscribe(filter string, qos byte) bool {
 
 // Unsubscribe forgets a subscription and reports whether it existed.
 func (s *Session) Unsubscribe(filter string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	_, had := s.subs[filter]
 	delete(s.subs, filter)
 	return had
@@ -230,8 +209,6 @@ func (s *Session) Unsubscribe(filter string) bool {
 
 // Subscriptions returns a copy of the filters and their granted QoS.
 func (s *Session) Subscriptions() map[string]byte {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	m := make(map[string]byte, len(s.subs))
 	for f, q := range s.subs {
 		m[f] = q
@@ -243,8 +220,6 @@ func (s *Session) Subscriptions() map[string]byte {
 // It returns false, counting nothing, when the session is full: the message is dropped for this
 // session only.
 func (s *Session) Reserve(size int) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.queued >= s.opts.MaxQueuedMessages {
 		return false
 	}
@@ -258,64 +233,22 @@ func (s *Session) Reserve(size int) bool {
 
 // Unreserve gives back a reservation whose message was never queued (its commit failed).
 func (s *Session) Unreserve(size int) {
-	s.mu.Lock()
 	s.release(size)
-	s.mu.Unlock()
 }
 
 func (s *Session) release(size int) {
 	s.queued--
 	s.queuedBytes -= int64(size)
-	if s.queued <= s.opts.BacklogHigh/2 {
-		s.endCongestion()
-	}
-}
-
-// endCongestion releases the publishers waiting on this session.
-func (s *Session) endCongestion() {
-	s.stuck = false
-	if s.drain != nil {
-		close(s.drain)
-		s.drain = nil
-	}
-}
-
-// Congested returns a channel that is closed once an online session's backlog has drained to half
-// of Options.BacklogHigh, or nil when a publisher need not wait: the backlog is below the mark,
-// the session is offline (nobody drains it now), or it is stuck. Publishers wait on it, so a busy
-// broker slows them down to what their subscribers take before any queue fills up.
-func (s *Session) Congested() <-chan struct{} {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.outlet == nil || s.stuck || s.queued < s.opts.BacklogHigh {
-		return nil
-	}
-	if s.drain == nil {
-		s.drain = make(chan struct{})
-	}
-	return s.drain
-}
-
-// MarkStuck records that a publisher waited for this session in vain: publishers stop waiting for
-// it until its backlog drains (its queue limit still bounds it).
-func (s *Session) MarkStuck() {
-	s.mu.Lock()
-	s.stuck = true
-	s.mu.Unlock()
 }
 
 // Queued returns the number of unacknowledged entries and their payload bytes.
 func (s *Session) Queued() (int, int64) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	return s.queued, s.queuedBytes
 }
 
 // Enqueue adds a reserved message to a clean session's in-memory queue. It returns the outlet to
 // wake, nil while offline.
 func (s *Session) Enqueue(m *message.Message, qos byte) Outlet {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.pending = append(s.pending, &message.Entry{QoS: qos, Message: m})
 	return s.outlet
 }
@@ -325,8 +258,6 @@ func (s *Session) Enqueue(m *message.Message, qos byte) Outlet {
 // only while the session is online, nothing older waits on disk, and the window has room. It
 // returns the outlet to wake, nil while offline.
 func (s *Session) Committed(seq uint64, m *message.Message, qos byte) Outlet {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	inMemory := s.outlet != nil && s.lastLoaded == s.lastQueued && len(s.pending) < s.opts.MemoryWindow
 	s.lastQueued = seq
 	if inMemory {
@@ -378,8 +309,6 @@ func (o *Outgoing) count(e *message.Entry) {
 // window has room. When a persistent session's memory runs dry while the disk holds more, Fill
 // stops and sets o.NeedLoad: see Outgoing.Load.
 func (s *Session) Fill(o *Outgoing) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.outlet == nil {
 		return
 	}
@@ -419,8 +348,6 @@ func (s *Session) Fill(o *Outgoing) {
 // the request's upTo was committed before the read began, so a short read means memory has
 // caught up with the disk at least to that point.
 func (s *Session) Loaded(o *Outgoing, entries []message.Entry) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	req := o.Load
 	o.NeedLoad, o.Load = false, Load{}
 	upTo, limit := req.upTo, req.Limit
@@ -527,7 +454,7 @@ func (s *Session) allocPID() uint16 {
 	}
 }
 
-// removeInflight takes e out of the window; the caller holds s.mu.
+// removeInflight takes e out of the window.
 func (s *Session) removeInflight(e *message.Entry) {
 	delete(s.byPID, e.PacketID)
 	for i, x := range s.inflight {
@@ -545,8 +472,6 @@ func (s *Session) removeInflight(e *message.Entry) {
 // zero for a clean session): WriteDoneQueued when no in-flight state was ever written for it (a
 // QoS 1 entry of a connected client keeps its state in memory).
 func (s *Session) Ack(pid uint16, kind codec.Type) (Write, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	e, ok := s.byPID[pid]
 	if !ok {
 		return Write{}, false
@@ -572,8 +497,6 @@ func (s *Session) Ack(pid uint16, kind codec.Type) (Write, bool) {
 // as new); ok is false if the identifier is unknown or not a QoS 2 entry (the PUBREC is answered
 // anyway).
 func (s *Session) Pubrec(pid uint16) (w Write, ok bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	e, ok := s.byPID[pid]
 	if !ok || e.QoS != 2 {
 		return Write{}, false
@@ -588,8 +511,6 @@ func (s *Session) Pubrec(pid uint16) (w Write, ok bool) {
 // AddInbound records an inbound QoS 2 packet identifier awaiting PUBREL. It returns false if the
 // identifier is already recorded: the PUBLISH is a retransmission and must not be routed again.
 func (s *Session) AddInbound(pid uint16) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	if _, dup := s.inbound[pid]; dup {
 		return false
 	}
@@ -599,8 +520,6 @@ func (s *Session) AddInbound(pid uint16) bool {
 
 // RemoveInbound forgets an inbound QoS 2 identifier on PUBREL and reports whether it was known.
 func (s *Session) RemoveInbound(pid uint16) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	_, ok := s.inbound[pid]
 	delete(s.inbound, pid)
 	return ok
@@ -608,23 +527,17 @@ func (s *Session) RemoveInbound(pid uint16) bool {
 
 // Inflight returns the number of messages sent and not yet acknowledged.
 func (s *Session) Inflight() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	return len(s.inflight)
 }
 
 // Has reports whether filter is subscribed.
 func (s *Session) Has(filter string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	_, ok := s.subs[filter]
 	return ok
 }
 
 // NumSubscriptions returns the number of filters subscribed.
 func (s *Session) NumSubscriptions() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	return len(s.subs)
 }
 
@@ -637,15 +550,11 @@ type Identity struct {
 
 // SetIdentity records the owner of the session.
 func (s *Session) SetIdentity(id Identity) {
-	s.mu.Lock()
 	id.Known = true
 	s.identity = id
-	s.mu.Unlock()
 }
 
 // Identity returns the owner of the session.
 func (s *Session) Identity() Identity {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	return s.identity
 }

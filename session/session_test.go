@@ -42,7 +42,7 @@ func decode(t *testing.T, b []byte) []codec.Packet {
 }
 
 func TestReserveLimits(t *testing.T) {
-	s := New("c", false, 4, &Options{MaxInflight: 10, MaxQueuedMessages: 2, MaxQueuedBytes: 10, BacklogHigh: 100})
+	s := New("c", false, 4, &Options{MaxInflight: 10, MaxQueuedMessages: 2, MaxQueuedBytes: 10})
 	for i := 0; i < 2; i++ {
 		if !s.Reserve(4) {
 			t.Fatalf("reservation %d within limits refused", i+1)
@@ -61,7 +61,7 @@ func TestReserveLimits(t *testing.T) {
 }
 
 func TestCleanSessionWindowAndPacketIDs(t *testing.T) {
-	s := New("c", false, 4, &Options{MaxInflight: 2, MaxQueuedMessages: 100, BacklogHigh: 100})
+	s := New("c", false, 4, &Options{MaxInflight: 2, MaxQueuedMessages: 100})
 	out := &fakeOutlet{}
 	s.Attach(4, out)
 	for i := 0; i < 3; i++ {
@@ -97,7 +97,7 @@ func TestCleanSessionWindowAndPacketIDs(t *testing.T) {
 // A persistent session reads entries that did not fit in memory back from disk, in order.
 func TestPersistentSessionSpillsToDisk(t *testing.T) {
 	st := openStore(t)
-	opts := &Options{MaxInflight: 5, MaxQueuedMessages: 1000, MemoryWindow: 3, BacklogHigh: 1000}
+	opts := &Options{MaxInflight: 5, MaxQueuedMessages: 1000, MemoryWindow: 3}
 	s := New("p", true, 4, opts)
 	out := &fakeOutlet{}
 	s.Attach(4, out)

@@ -79,7 +79,7 @@ func msg(payload string, qos byte) *message.Message {
 	return &message.Message{Topic: "t", Payload: []byte(payload), QoS: qos}
 }
 
-var specOptions = Options{MaxInflight: 3, MaxQueuedMessages: 100, MemoryWindow: 2, BacklogHigh: 8}
+var specOptions = Options{MaxInflight: 3, MaxQueuedMessages: 100, MemoryWindow: 2}
 
 func newSpecSession(persistent bool) (*Session, *fakeOutlet) {
 	opts := specOptions
@@ -372,7 +372,7 @@ func TestSessionSpec(t *testing.T) {
 			since := time.Now().Add(-time.Hour).Truncate(time.Second)
 			owner := Identity{Username: "u", Known: true}
 			s := Restore(Saved{ClientID: "c", Record: Record{ProtocolLevel: codec.Level31, Owner: owner, OfflineSince: since},
-				QueuedCount: 3, QueuedBytes: 30, LastSeq: 7, InboundQoS2: []uint16{4}}, &specOptions)
+				QueuedCount: 3, QueuedBytes: 30, LastSeq: 7, InboundQoS2: []uint16{4}}, &specOptions, time.Now())
 			if n, b := s.Queued(); n != 3 || b != 30 || s.AddInbound(4) || !s.OfflineSince().Equal(since) || s.Identity() != owner || s.Online() {
 				t.Fatalf("restored %+v", s.Record())
 			}
@@ -384,57 +384,13 @@ func TestSessionSpec(t *testing.T) {
 			if r := s.Record(); !r.OfflineSince.IsZero() || s.Outlet() != o || !s.Online() {
 				t.Errorf("online record %+v", r)
 			}
-		}},
-		{"a publisher waits while an online session's backlog is high, until it halves or the session is stuck", func(t *testing.T) {
-			s, _ := newSpecSession(false)
-			for range specOptions.BacklogHigh {
-				s.Reserve(1)
-			}
-			ch := s.Congested()
-			if ch == nil {
-				t.Fatal("no wait at the high mark")
-			}
-			for range specOptions.BacklogHigh / 2 {
-				s.Unreserve(1)
-			}
-			select {
-			case <-ch:
-			default:
-				t.Fatal("the wait did not end when the backlog halved")
-			}
-			for range specOptions.BacklogHigh / 2 {
-				s.Reserve(1)
-			}
-			s.MarkStuck()
-			if s.Congested() != nil {
-				t.Error("publishers still wait for a stuck session")
+			start := since.Add(time.Minute)
+			if s := Restore(Saved{ClientID: "c", Record: Record{ProtocolLevel: codec.Level311}}, &specOptions, start); !s.OfflineSince().Equal(start) {
+				t.Errorf("a session online when the broker stopped is offline since %v, want the restart %v", s.OfflineSince(), start)
 			}
 		}},
 	}
 	for _, r := range rows {
 		t.Run(r.name, r.run)
-	}
-}
-
-// MQTT-3.1.4-2: a new connection of a client id takes over its session; a session removed by a
-// connection that no longer holds it must not remove its successor.
-func TestRegistryTakeOver(t *testing.T) {
-	r := NewRegistry()
-	old := New("c", true, codec.Level311, &specOptions)
-	r.Put(old)
-	next := New("c", false, codec.Level311, &specOptions)
-	r.Put(next)
-	if r.Get("c") != next {
-		t.Fatal("Put did not replace the session of the same id")
-	}
-	if r.Remove(old) {
-		t.Fatal("removing a replaced session removed its successor")
-	}
-	r.Put(New("d", false, codec.Level311, &specOptions))
-	if n := len(r.Snapshot()); n != 2 {
-		t.Fatalf("snapshot of %d sessions, want 2", n)
-	}
-	if !r.Remove(next) || r.Get("c") != nil {
-		t.Fatal("Remove of the current session failed")
 	}
 }

@@ -1,0 +1,139 @@
+package broker
+
+import (
+	"sync"
+
+	"github.com/holdfast/holdfast/message"
+	"github.com/holdfast/holdfast/session"
+)
+
+// sessionHandle is how the broker holds one session: the state machine, the lock that serialises
+// the events fed to it (from its own connection's reader and writer, from publishers' readers and
+// from persist's callbacks), and the publishers' flow control, which is the broker's policy, not
+// MQTT's. The trie and the registry hold handles.
+type sessionHandle struct {
+	ID         string // immutable, readable without the lock
+	Persistent bool   // immutable
+
+	mu    sync.Mutex
+	m     *session.Session
+	drain chan struct{} // closed when the backlog falls to backlogHigh/2; nil when nobody waits
+	stuck bool          // a publisher waited in vain: stop making publishers wait until it drains
+	high  int           // backlogHigh of the server, copied for unlock
+}
+
+func newHandle(m *session.Session, backlogHigh int) *sessionHandle {
+	return &sessionHandle{ID: m.ID, Persistent: m.Persistent, m: m, high: backlogHigh}
+}
+
+// lock returns the machine; nothing else may call it until unlock.
+func (h *sessionHandle) lock() *session.Session {
+	h.mu.Lock()
+	return h.m
+}
+
+// unlock releases the machine, and with it the publishers waiting for its backlog once that has
+// halved or the session went offline (nobody drains it now; its queue limit bounds it).
+func (h *sessionHandle) unlock() {
+	if h.drain != nil || h.stuck {
+		if n, _ := h.m.Queued(); n <= h.high/2 || h.m.Outlet() == nil {
+			h.stuck = false
+			if h.drain != nil {
+				close(h.drain)
+				h.drain = nil
+			}
+		}
+	}
+	h.mu.Unlock()
+}
+
+// congested returns a channel that is closed once an online session's backlog has drained to half
+// of backlogHigh, or nil when a publisher need not wait: the backlog is below the mark, the
+// session is offline, or it is stuck. Publishers wait on it, so a busy broker slows them down to
+// what their subscribers take before any queue fills up.
+func (h *sessionHandle) congested() <-chan struct{} {
+	m := h.lock()
+	defer h.unlock()
+	if n, _ := m.Queued(); m.Outlet() == nil || h.stuck || n < h.high {
+		return nil
+	}
+	if h.drain == nil {
+		h.drain = make(chan struct{})
+	}
+	return h.drain
+}
+
+// markStuck records that a publisher waited for this session in vain: publishers stop waiting for
+// it until its backlog drains.
+func (h *sessionHandle) markStuck() {
+	h.lock()
+	h.stuck = true
+	h.unlock()
+}
+
+// registry maps client identifiers to sessions. It is shared by every listener, so a client can
+// take its session over from any of them.
+type registry struct {
+	mu sync.RWMutex
+	m  map[string]*sessionHandle
+}
+
+func newRegistry() *registry {
+	return &registry{m: make(map[string]*sessionHandle)}
+}
+
+// get returns the session of id, or nil.
+func (r *registry) get(id string) *sessionHandle {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.m[id]
+}
+
+// put stores h under its id, replacing any other session of that id.
+func (r *registry) put(h *sessionHandle) {
+	r.mu.Lock()
+	r.m[h.ID] = h
+	r.mu.Unlock()
+}
+
+// remove deletes h, but only if it is still the session stored under its id.
+func (r *registry) remove(h *sessionHandle) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.m[h.ID] != h {
+		return false
+	}
+	delete(r.m, h.ID)
+	return true
+}
+
+// snapshot returns every session at the time of the call.
+func (r *registry) snapshot() []*sessionHandle {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]*sessionHandle, 0, len(r.m))
+	for _, h := range r.m {
+		out = append(out, h)
+	}
+	return out
+}
+
+// committed tells a persistent session that its entry seq is durable, and wakes its writer.
+func (h *sessionHandle) committed(seq uint64, msg *message.Message, qos byte) {
+	o := h.lock().Committed(seq, msg, qos)
+	h.unlock()
+	wake(o)
+}
+
+// enqueue queues msg in a clean session's memory, and wakes its writer.
+func (h *sessionHandle) enqueue(msg *message.Message, qos byte) {
+	o := h.lock().Enqueue(msg, qos)
+	h.unlock()
+	wake(o)
+}
+
+// unreserve gives back room reserved for a message that was never queued.
+func (h *sessionHandle) unreserve(size int) {
+	h.lock().Unreserve(size)
+	h.unlock()
+}
