@@ -359,7 +359,8 @@ type crashSubscriber struct {
 	awaitRel  map[uint16]int // QoS 2: PUBREC sent, PUBREL not yet received: packet id -> number
 	completed map[int]bool   // QoS 2 numbers whose PUBCOMP we sent
 	recv      map[int][]crashRecv
-	first     [3][]int // per delivered QoS: numbers in the order of their first delivery
+	doneAt    map[int]time.Duration // when the subscriber first finished with a number: PUBACK or PUBCOMP written
+	first     [3][]int              // per delivered QoS: numbers in the order of their first delivery
 
 	publishes    int        // PUBLISH packets received
 	redeliveries int        // QoS 2 re-deliveries of a message awaiting PUBREL (allowed)
@@ -375,6 +376,7 @@ func newCrashSubscriber(name, id string, slow bool, t0 time.Time) *crashSubscrib
 		awaitRel:  make(map[uint16]int),
 		completed: make(map[int]bool),
 		recv:      make(map[int][]crashRecv),
+		doneAt:    make(map[int]time.Duration),
 	}
 }
 
@@ -450,13 +452,18 @@ func (s *crashSubscriber) handle(cc *crashConn, pk codec.Packet) error {
 	case *codec.Publish:
 		return s.handlePublish(cc, m)
 	case *codec.Pubrel:
-		if n, ok := s.awaitRel[m.PacketID]; ok {
+		n, ok := s.awaitRel[m.PacketID]
+		if ok {
 			delete(s.awaitRel, m.PacketID)
 			s.completed[n] = true
 		} else {
 			s.strayPubrels++
 		}
-		return cc.send(&codec.Pubcomp{PacketID: m.PacketID}) // [MQTT-4.3.3-2]
+		err := cc.send(&codec.Pubcomp{PacketID: m.PacketID}) // [MQTT-4.3.3-2]
+		if ok && err == nil {
+			s.done(n)
+		}
+		return err
 	default:
 		s.problems = append(s.problems, fmt.Sprintf("run %d: unexpected %s", cc.run, mqtttest.String(pk)))
 	}
@@ -469,13 +476,25 @@ func (s *crashSubscriber) handlePublish(cc *crashConn, m *codec.Publish) error {
 	switch m.QoS {
 	case 1:
 		s.record(cc, m)
-		return cc.send(&codec.Puback{PacketID: m.PacketID}) // [MQTT-4.3.2-2]
+		err := cc.send(&codec.Puback{PacketID: m.PacketID}) // [MQTT-4.3.2-2]
+		if n, perr := strconv.Atoi(string(m.Payload)); err == nil && perr == nil {
+			s.done(n)
+		}
+		return err
 	case 2:
 		s.record(cc, m)
 		return cc.send(&codec.Pubrec{PacketID: m.PacketID}) // [MQTT-4.3.3-2]
 	}
 	s.record(cc, m)
 	return nil
+}
+
+// done records that the subscriber has written its last packet of n's exchange, after which the
+// broker may forget n for this session.
+func (s *crashSubscriber) done(n int) {
+	if _, ok := s.doneAt[n]; !ok {
+		s.doneAt[n] = time.Since(s.t0)
+	}
 }
 
 func (s *crashSubscriber) record(cc *crashConn, m *codec.Publish) {

@@ -68,13 +68,13 @@ import (
 // TestCrashNoAcknowledgedMessageLost kills the broker with SIGKILL at random moments (20 times)
 // while P publishes and S2 receives, then checks D1-D4 and the ordering above.
 func TestCrashNoAcknowledgedMessageLost(t *testing.T) {
-	crashScenario(t, 20, "SIGKILL", (*Broker).Kill)
+	crashScenario(t, StartBroker(t, BrokerConfig{Durability: "sync"}), 20, "SIGKILL", (*Broker).Kill)
 }
 
 // TestGracefulRestartNoAcknowledgedMessageLost is the same scenario with SIGTERM (a clean shutdown
 // at a random moment), 5 times.
 func TestGracefulRestartNoAcknowledgedMessageLost(t *testing.T) {
-	crashScenario(t, 5, "SIGTERM", (*Broker).Stop)
+	crashScenario(t, StartBroker(t, BrokerConfig{Durability: "sync"}), 5, "SIGTERM", (*Broker).Stop)
 }
 
 // crashSeed returns the seed of the kill delays: HOLDFAST_CRASH_SEED when set, else the clock.
@@ -89,19 +89,35 @@ func crashSeed(t *testing.T) int64 {
 	return time.Now().UnixNano()
 }
 
-func crashScenario(t *testing.T, cycles int, how string, down func(*Broker)) {
+// crashCell is one cell of issue 13's table: a subscriber (S1 offline, S2 with messages in
+// flight) and the QoS of the messages.
+type crashCell struct {
+	s   *crashSubscriber
+	qos byte
+	// For each down (kill, stop or power cut) at which the cell had messages at stake, how many:
+	// acknowledged to P, and not yet finished with by the subscriber (PUBACK, or for QoS 2
+	// PUBCOMP, since until then the broker's outbound state is what prevents a duplicate).
+	stake []int
+	// Downs at which some of those had reached the subscriber, which had not finished with them:
+	// QoS 2 exchanges awaiting PUBREL or PUBCOMP. Rare at QoS 1, which is acknowledged on receipt.
+	inflight int
+}
+
+// crashScenario runs the scenario on b, a broker just started with durability "sync", taking it
+// down with down cycles times, and returns its four cells.
+func crashScenario(t *testing.T, b *Broker, cycles int, how string, down func(*Broker)) []*crashCell {
 	seed := crashSeed(t)
 	t.Logf("seed %d (HOLDFAST_CRASH_SEED=%d replays the same %s delays)", seed, seed, how)
 	rng := rand.New(rand.NewSource(seed))
 	t0 := time.Now()
 
-	b := StartBroker(t, BrokerConfig{Durability: "sync"})
 	logStarts := []int{0} // where each run's broker log begins
 	var failures []string // session-present and worker problems, reported at the end
 
 	p := newCrashPublisher("crash-publisher", t0)
 	s1 := newCrashSubscriber("S1 durable-offline", "crash-durable-offline", false, t0)
 	s2 := newCrashSubscriber("S2 durable-slow", "crash-durable-slow", true, t0)
+	cells := []*crashCell{{s: s1, qos: 1}, {s: s1, qos: 2}, {s: s2, qos: 1}, {s: s2, qos: 2}}
 
 	// S1: subscribe once and go offline until the end.
 	c1, sp := crashConnect(t, b.Addr, s1.id, false, 0)
@@ -176,6 +192,7 @@ func crashScenario(t *testing.T, cycles int, how string, down func(*Broker)) {
 			default:
 			}
 		}
+		cutAt := time.Since(t0)
 		down(b)
 		for _, w := range []struct {
 			name string
@@ -194,6 +211,14 @@ func crashScenario(t *testing.T, cycles int, how string, down func(*Broker)) {
 		}
 		cp.close()
 		c2.close()
+		for _, c := range cells {
+			if n, delivered := c.atStake(p, cutAt); n > 0 {
+				c.stake = append(c.stake, n)
+				if delivered > 0 {
+					c.inflight++
+				}
+			}
+		}
 	}
 
 	// The final run: nothing new is published. P finishes what it has in flight, then S1 comes
@@ -275,6 +300,9 @@ func crashScenario(t *testing.T, cycles int, how string, down func(*Broker)) {
 				s.name, resent, len(s.dups1), report)
 		}
 	}
+	for _, c := range cells {
+		t.Logf("%s", c.summary(p, want, cycles, how))
+	}
 
 	// ---- verdict ----
 	if p.published() == 0 || len(p.acked) == 0 {
@@ -306,6 +334,54 @@ func crashScenario(t *testing.T, cycles int, how string, down func(*Broker)) {
 			t.Errorf("%s: the broker broke the protocol %d times:\n  %s", s.name, len(s.problems), crashSample(s.problems, 20))
 		}
 	}
+	return cells
+}
+
+// atStake counts the cell's messages at stake at a down that happened at cutAt (since the
+// scenario began), and of those the ones already delivered to the subscriber: every
+// acknowledgement P has received came from a broker run that has ended by now, so all of them
+// count, while the subscriber's packets count only if received or written before the down.
+func (c *crashCell) atStake(p *crashPublisher, cutAt time.Duration) (n, delivered int) {
+	for num := range p.acked {
+		if crashQoS(num) != c.qos {
+			continue
+		}
+		if at, ok := c.s.doneAt[num]; ok && at < cutAt {
+			continue
+		}
+		n++
+		if r := c.s.recv[num]; len(r) > 0 && r[0].at < cutAt {
+			delivered++
+		}
+	}
+	return n, delivered
+}
+
+// summary is the cell's line of the issue's table.
+func (c *crashCell) summary(p *crashPublisher, want map[int]bool, cycles int, how string) string {
+	acked := 0
+	for n := range p.acked {
+		if crashQoS(n) == c.qos {
+			acked++
+		}
+	}
+	lost := 0
+	for _, n := range c.s.missing(want) {
+		if crashQoS(n) == c.qos {
+			lost++
+		}
+	}
+	dups := fmt.Sprintf("QoS 1 duplicates %d (allowed)", len(c.s.dups1))
+	if c.qos == 2 {
+		dups = fmt.Sprintf("QoS 2 duplicates %d", len(c.s.dups2))
+	}
+	stake := slices.Sorted(slices.Values(c.stake))
+	spread := ""
+	if len(stake) > 0 {
+		spread = fmt.Sprintf(" (messages at stake per %s: min %d, median %d, max %d)", how, stake[0], stake[len(stake)/2], stake[len(stake)-1])
+	}
+	return fmt.Sprintf("cell %s x QoS %d: acknowledged %d, lost %d, %s; at stake in %d of %d %ss%s, received and not finished by the subscriber in %d",
+		c.s.name, c.qos, acked, lost, dups, len(stake), cycles, how, spread, c.inflight)
 }
 
 // crashHead renders the first k numbers of list.

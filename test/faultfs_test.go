@@ -6,7 +6,6 @@ package test
 import (
 	"errors"
 	"math/rand/v2"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -27,27 +26,11 @@ const (
 	faultfsWindow = 32 // the publisher's in-flight window
 )
 
-// faultfsBroker starts holdfast with its data directory at dataDir (on a faultfs mount). The
-// harness's config is kept but for data_dir, so the broker first starts on a temporary one.
-func faultfsBroker(t *testing.T, dataDir string) *Broker {
+// faultfsBroker starts holdfast with the given durability and its data directory at dataDir (on
+// a faultfs mount).
+func faultfsBroker(t *testing.T, dataDir, durability string) *Broker {
 	t.Helper()
-	b := StartBroker(t, BrokerConfig{})
-	b.Kill()
-	cfg, err := os.ReadFile(b.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	first, rest, _ := strings.Cut(string(cfg), "\n")
-	if !strings.HasPrefix(first, "data_dir = ") {
-		t.Fatalf("the harness's config starts with %q, not data_dir", first)
-	}
-	cfg = []byte("data_dir = " + strconv.Quote(dataDir) + "\n" + rest)
-	if err := os.WriteFile(b.Config, cfg, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	b.Dir = dataDir
-	b.Start()
-	return b
+	return StartBroker(t, BrokerConfig{DataDir: dataDir, Durability: durability})
 }
 
 // faultfsPublisher publishes QoS 1 messages numbered from 1 (the packet identifier; the payload
@@ -154,7 +137,7 @@ func faultfsSome(m map[int]bool) []int {
 func TestFailStopExitCode3(t *testing.T) {
 	disk, mnt := t.TempDir(), t.TempDir()
 	fs := faultfs.Mount(t, disk, mnt)
-	b := faultfsBroker(t, filepath.Join(mnt, "data"))
+	b := faultfsBroker(t, filepath.Join(mnt, "data"), "sync")
 	logFrom := len(b.Log())
 
 	sub := mqtttest.Dial(t, b.Addr)
@@ -235,7 +218,7 @@ func TestPowerCutAcknowledgedSurvive(t *testing.T) {
 	const cycles = 20
 	disk, mnt := t.TempDir(), t.TempDir()
 	fs := faultfs.Mount(t, disk, mnt)
-	b := faultfsBroker(t, filepath.Join(mnt, "data"))
+	b := faultfsBroker(t, filepath.Join(mnt, "data"), "sync")
 	sub := mqtttest.Dial(t, b.Addr)
 	sub.MustConnect("faultfs-sub", false)
 	sub.Subscribe(1, 1, "faultfs/#")
@@ -269,32 +252,28 @@ func TestPowerCutAcknowledgedSurvive(t *testing.T) {
 
 // TestPowerCutCrashScenario is the crash test's scenario (crash_test.go: QoS 1 and 2, a publisher
 // that re-sends, an offline and an online slow persistent subscriber, exactly once, session-present,
-// order) with power cuts for kills. The scenario starts the broker on a plain directory, so its
-// first kill is a SIGKILL that moves the data directory onto a faultfs mount; the 20 after it cut
-// the power.
+// order) with 20 power cuts for kills, on a faultfs mount from the first start. Each of the four
+// cells (offline, in flight x QoS 1, 2) must have had acknowledged messages at stake at every cut,
+// so that each is tested by 20 cuts (issue 13).
 func TestPowerCutCrashScenario(t *testing.T) {
-	var fs *faultfs.FS
-	var disk string
-	crashScenario(t, 21, "power cut", func(b *Broker) {
-		if fs == nil {
-			b.Kill()
-			disk = b.Dir + ".disk"
-			if err := os.Rename(b.Dir, disk); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.Mkdir(b.Dir, 0o700); err != nil {
-				t.Fatal(err)
-			}
-		} else {
-			if err := fs.PowerCut(); err != nil {
-				t.Fatal(err)
-			}
-			b.Kill()
-			if err := fs.Unmount(); err != nil {
-				t.Fatal(err)
-			}
+	const cuts = 20
+	disk, mnt := t.TempDir(), t.TempDir()
+	fs := faultfs.Mount(t, disk, mnt)
+	b := faultfsBroker(t, filepath.Join(mnt, "data"), "sync")
+	cells := crashScenario(t, b, cuts, "power cut", func(b *Broker) {
+		if err := fs.PowerCut(); err != nil {
+			t.Fatal(err)
 		}
-		fs = faultfs.Mount(t, disk, b.Dir)
+		b.Kill()
+		if err := fs.Unmount(); err != nil {
+			t.Fatal(err)
+		}
+		fs = faultfs.Mount(t, disk, mnt)
 		t.Cleanup(b.Kill) // before the mount's cleanup unmounts it
 	})
+	for _, c := range cells {
+		if len(c.stake) < cuts {
+			t.Errorf("%s x QoS %d had messages at stake in %d of %d power cuts, want all", c.s.name, c.qos, len(c.stake), cuts)
+		}
+	}
 }
