@@ -92,6 +92,8 @@ type Options struct {
 	// Logger receives persist's own lines (component=persist) and Badger's,
 	// Badger's info chatter at debug level. The zero Logger discards.
 	Logger zerolog.Logger
+
+	checkpointBytes int64 // tests: checkpoint past this many bytes of log records instead of 64 MiB
 }
 
 // The writer's internal defaults.

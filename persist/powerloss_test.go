@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 )
@@ -37,40 +36,40 @@ func TestFormatVersionSurvivesLosingBadgersState(t *testing.T) {
 // nothing. A restart recovers from what is on disk, without the refused batches.
 func TestFailStopAfterStorageError(t *testing.T) {
 	for _, fault := range []struct {
-		name  string
-		point func(*wal) *atomic.Pointer[error]
-		err   error
+		name string
+		at   step
+		err  error
 	}{
-		{"fdatasync EIO", func(l *wal) *atomic.Pointer[error] { return &l.failSync }, syscall.EIO},
-		{"write EIO", func(l *wal) *atomic.Pointer[error] { return &l.failWrite }, syscall.EIO},
-		{"write ENOSPC", func(l *wal) *atomic.Pointer[error] { return &l.failWrite }, syscall.ENOSPC},
+		{"fdatasync EIO", stepSync, syscall.EIO},
+		{"write EIO", stepAppend, syscall.EIO},
+		{"write ENOSPC", stepAppend, syscall.ENOSPC},
 	} {
-		t.Run(fault.name, func(t *testing.T) { failStopAfter(t, fault.point, fault.err) })
+		t.Run(fault.name, func(t *testing.T) { failStopAfter(t, fault.at, fault.err) })
 	}
 }
 
-func failStopAfter(t *testing.T, point func(*wal) *atomic.Pointer[error], fault error) {
+func failStopAfter(t *testing.T, at step, cause error) {
 	dir := t.TempDir()
 	s, err := Open(testOptions(dir, nil))
 	if err != nil {
 		t.Fatal(err)
 	}
 	putSessions(t, s, "c")
-	point(s.wal).Store(&fault)
+	s.wal.faults[at].Store(&fault{err: cause})
 	var b Batch
 	b.PutSubscription("c", Subscription{Filter: "lost", QoS: 1})
-	if _, err := s.Commit(&b); !errors.Is(err, fault) {
-		t.Fatalf("commit over the fault: %v, want %v", err, fault)
+	if _, err := s.Commit(&b); !errors.Is(err, cause) {
+		t.Fatalf("commit over the fault: %v, want %v", err, cause)
 	}
 	select {
 	case <-s.Failed():
 	default:
 		t.Fatal("Failed not closed after a storage error")
 	}
-	if !errors.Is(s.Err(), fault) {
-		t.Errorf("Err() = %v, want %v", s.Err(), fault)
+	if !errors.Is(s.Err(), cause) {
+		t.Errorf("Err() = %v, want %v", s.Err(), cause)
 	}
-	point(s.wal).Store(nil) // the disk "recovers"
+	s.wal.faults[at].Store(nil) // the disk "recovers"
 	var later Batch
 	later.PutSubscription("c", Subscription{Filter: "later", QoS: 1})
 	if _, err := s.Commit(&later); !errors.Is(err, ErrFailed) {

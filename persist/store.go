@@ -119,6 +119,9 @@ func Open(o Options) (*Store, error) {
 			_ = db.Close()
 			return nil, err
 		}
+		if o.checkpointBytes > 0 {
+			s.wal.checkpointAt = o.checkpointBytes
+		}
 		// Exactly 0600 whatever the umask did at creation or a copy of the directory did since.
 		if err := s.wal.f.Chmod(0o600); err != nil {
 			s.wal.close()
@@ -467,7 +470,7 @@ func (s *Store) Close() error {
 		var errs []error
 		if s.wal != nil {
 			// Everything is in Badger: make it durable there and leave an empty log behind.
-			if err := checkpoint(s.db, s.opt.Dir); err != nil {
+			if err := s.wal.checkpoint(s.db); err != nil {
 				errs = append(errs, err)
 			} else if err := s.wal.reset(); err != nil {
 				errs = append(errs, err)

@@ -48,14 +48,37 @@ const (
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
+// step is a point of a commit or of a checkpoint at which tests inject a storage fault.
+type step int
+
+const (
+	stepAppend     step = iota // write of a record
+	stepGrow                   // write of the zeros ahead of the records
+	stepSync                   // fdatasync of the records
+	stepCommit                 // Badger's commit of a group commit's transaction
+	stepBadgerSync             // checkpoint: Badger's sync and the fsyncs of its files
+	stepDirSync                // fsync of the data directory (checkpoint, log creation)
+	stepHeader                 // starting over: write of the new epoch's header
+	stepHeaderSync             // starting over: fdatasync of that header
+	numSteps
+)
+
+// fault is what a failpoint does instead of its step: fail with err, after writing the first half
+// of the buffer when short (a write step).
+type fault struct {
+	err   error
+	short bool
+}
+
 type wal struct {
-	failSync  atomic.Pointer[error] // failpoints for tests: sync and writeAt return them instead of
-	failWrite atomic.Pointer[error] // doing their work
+	faults    [numSteps]atomic.Pointer[fault] // failpoints for tests; nil: none
 	f         *os.File
 	epoch     uint64
 	pos       int64 // where the next record goes
 	allocated int64 // bytes of the file that exist (records or zeros written ahead)
 	buf       []byte
+	// checkpointAt: past this many bytes of records the writer checkpoints (tests lower it).
+	checkpointAt int64
 }
 
 func openWAL(dir string) (*wal, error) {
@@ -68,16 +91,16 @@ func openWAL(dir string) (*wal, error) {
 		f.Close()
 		return nil, err
 	}
-	l := &wal{f: f, pos: walFileHdr, allocated: st.Size()}
+	l := &wal{f: f, pos: walFileHdr, allocated: st.Size(), checkpointAt: walCheckpointBytes}
 	if st.Size() < walFileHdr {
 		l.epoch = 1
-		if err := l.writeHeader(); err != nil {
+		if err := l.writeHeader(l.epoch); err != nil {
 			f.Close()
 			return nil, err
 		}
 		// The new file's name must survive a power cut too, or the records synced into it would
 		// vanish with it.
-		if err := syncDir(dir); err != nil {
+		if err := l.syncDir(dir); err != nil {
 			f.Close()
 			return nil, err
 		}
@@ -96,15 +119,16 @@ func openWAL(dir string) (*wal, error) {
 	return l, nil
 }
 
-func (l *wal) writeHeader() error {
+// writeHeader writes and syncs the header of epoch.
+func (l *wal) writeHeader(epoch uint64) error {
 	var hdr [walFileHdr]byte
 	copy(hdr[:], walMagic)
-	binary.BigEndian.PutUint64(hdr[8:], l.epoch)
-	if err := l.writeAt(hdr[:], 0); err != nil {
+	binary.BigEndian.PutUint64(hdr[8:], epoch)
+	if err := l.writeAt(hdr[:], 0, stepHeader); err != nil {
 		return fmt.Errorf("persist: write write-ahead log header: %w", err)
 	}
 	l.allocated = max(l.allocated, walFileHdr)
-	return l.sync()
+	return l.syncAt(stepHeaderSync)
 }
 
 func (l *wal) checksum(payload []byte) uint32 {
@@ -141,7 +165,7 @@ func (l *wal) append(recs [][]rec) error {
 	}
 	// On an error pos stays, so that the next record overwrites the torn one instead of
 	// following it, past where replay stops.
-	if err := l.writeAt(l.buf, l.pos); err != nil {
+	if err := l.writeAt(l.buf, l.pos, stepAppend); err != nil {
 		return fmt.Errorf("persist: append to write-ahead log: %w", err)
 	}
 	l.pos += int64(len(l.buf))
@@ -165,13 +189,24 @@ func (l *wal) appendSynced(recs [][]rec) error {
 	return nil
 }
 
-// writeAt writes b at off, all of it or an error.
-func (l *wal) writeAt(b []byte, off int64) error {
-	if err := l.failWrite.Load(); err != nil {
-		return *err
+// writeAt writes b at off, all of it or an error; at names the step for failpoints.
+func (l *wal) writeAt(b []byte, off int64, at step) error {
+	if f := l.faults[at].Load(); f != nil {
+		if f.short {
+			_, _ = l.f.WriteAt(b[:len(b)/2], off) // part of b lands, as in a write cut short
+		}
+		return f.err
 	}
 	_, err := l.f.WriteAt(b, off)
 	return err
+}
+
+// failpoint returns the error of the fault set at step, if any.
+func (l *wal) failpoint(at step) error {
+	if f := l.faults[at].Load(); f != nil {
+		return f.err
+	}
+	return nil
 }
 
 // grow writes zeros so that the file holds at least end bytes, in steps of walGrowBy.
@@ -180,7 +215,7 @@ func (l *wal) grow(end int64) error {
 	zeros := make([]byte, min(target-l.allocated, walGrowBy))
 	for l.allocated < target {
 		n := min(int64(len(zeros)), target-l.allocated)
-		if err := l.writeAt(zeros[:n], l.allocated); err != nil {
+		if err := l.writeAt(zeros[:n], l.allocated, stepGrow); err != nil {
 			return fmt.Errorf("persist: extend write-ahead log: %w", err)
 		}
 		l.allocated += n
@@ -192,11 +227,14 @@ func (l *wal) grow(end int64) error {
 func (l *wal) size() int64 { return l.pos - walFileHdr }
 
 // sync makes every appended record durable.
-func (l *wal) sync() error {
-	if err := l.failSync.Load(); err != nil {
-		return fmt.Errorf("persist: sync write-ahead log: %w", *err)
+func (l *wal) sync() error { return l.syncAt(stepSync) }
+
+func (l *wal) syncAt(at step) error {
+	err := l.failpoint(at)
+	if err == nil {
+		err = unix.Fdatasync(int(l.f.Fd()))
 	}
-	if err := unix.Fdatasync(int(l.f.Fd())); err != nil {
+	if err != nil {
 		return fmt.Errorf("persist: sync write-ahead log: %w", err)
 	}
 	return nil
@@ -206,7 +244,7 @@ func (l *wal) sync() error {
 func (l *wal) reset() error {
 	l.epoch++
 	l.pos = walFileHdr
-	return l.writeHeader()
+	return l.writeHeader(l.epoch)
 }
 
 func (l *wal) close() error { return l.f.Close() }
@@ -214,8 +252,13 @@ func (l *wal) close() error { return l.f.Close() }
 // checkpoint makes everything Badger holds durable, so that the log can be truncated: DB.Sync
 // covers the active memtable and value log, and an fsync of every memtable and value-log file
 // covers the memtables waiting to be flushed, whose logs Badger does not sync.
-func checkpoint(db *badger.DB, dir string) error {
-	if err := db.Sync(); err != nil {
+func (l *wal) checkpoint(db *badger.DB) error {
+	dir := db.Opts().Dir
+	err := l.failpoint(stepBadgerSync)
+	if err == nil {
+		err = db.Sync()
+	}
+	if err != nil {
 		return fmt.Errorf("persist: checkpoint: %w", err)
 	}
 	entries, err := os.ReadDir(dir)
@@ -275,7 +318,7 @@ func replayWAL(db *badger.DB, l *wal, dir string) (int, error) {
 	if err := pw.commit(); err != nil {
 		return records, fmt.Errorf("persist: replay write-ahead log: %w", err)
 	}
-	if err := checkpoint(db, dir); err != nil {
+	if err := l.checkpoint(db); err != nil {
 		return records, err
 	}
 	return records, l.reset()
@@ -399,6 +442,14 @@ func (p *partWriter) discard() {
 		p.txn.Discard()
 		p.txn = nil
 	}
+}
+
+// syncDir is syncDir with the log's failpoint.
+func (l *wal) syncDir(dir string) error {
+	if err := l.failpoint(stepDirSync); err != nil {
+		return fmt.Errorf("persist: sync directory %s: %w", dir, err)
+	}
+	return syncDir(dir)
 }
 
 // syncDir makes the entries of dir (a file created in it) durable.

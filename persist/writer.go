@@ -276,6 +276,10 @@ func (w *writer) commitTxn() error {
 		w.txn.Discard()
 		return err
 	}
+	if err := l.failpoint(stepCommit); err != nil {
+		w.txn.Discard()
+		return err
+	}
 	if err := w.txn.Commit(); err != nil {
 		return err
 	}
@@ -318,11 +322,11 @@ func (w *writer) commitSpill() error {
 // walCheckpointBytes.
 func (w *writer) checkpointIfDue() error {
 	l := w.s.wal
-	if l.size() <= walCheckpointBytes {
+	if l.size() <= l.checkpointAt {
 		return nil
 	}
 	start := time.Now()
-	if err := checkpoint(w.db, w.s.opt.Dir); err != nil {
+	if err := l.checkpoint(w.db); err != nil {
 		return err
 	}
 	if err := l.reset(); err != nil {
