@@ -6,7 +6,6 @@ import (
 	"net"
 	"os"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -18,9 +17,8 @@ import (
 )
 
 // conn is one client connection: a reader goroutine (serve) that decodes and handles packets, a
-// writer goroutine (writeLoop) that sends the outbound buffer and the session's queue, and, once
-// the client publishes at QoS > 0, a deliver goroutine that completes publishes in order after
-// their commit.
+// writer goroutine (writeLoop) that sends the outbound buffer and the session's queue, and the
+// queue of its publishes waiting for their commit (inOrder).
 type conn struct {
 	srv *Server
 	nc  net.Conn
@@ -42,11 +40,8 @@ type conn struct {
 	closing  chan struct{} // closed once: the connection is going away
 	closeOne sync.Once
 
-	ended      chan struct{} // closed when teardown is complete
-	jobs       chan *pubJob  // publishes waiting for their commit, in arrival order
-	pending    atomic.Int32  // jobs not yet finished
-	deliverOn  bool          // the deliver goroutine runs (reader-owned)
-	deliverEnd chan struct{}
+	ended chan struct{} // closed when teardown is complete
+	inOrder
 
 	// Reader-owned staging of QoS 0 messages for other connections (stagePublish).
 	staged      []stagedOut
@@ -58,13 +53,12 @@ func newConn(s *Server, nc net.Conn) *conn {
 	// The reader starts at the CONNECT bound: a client that has not authenticated must not make
 	// the broker buffer limits.max_packet_size. connect raises the limit after CONNACK.
 	c := &conn{
-		srv:        s,
-		nc:         nc,
-		r:          codec.NewReader(countingReader{nc, &s.stats.WireBytesIn}, min(s.cfg.Limits.MaxPacketSize, codec.MaxConnectSize)),
-		outbound:   outbound{omax: s.cfg.Limits.MaxOutboundBytes, drained: make(chan struct{})},
-		closing:    make(chan struct{}),
-		deliverEnd: make(chan struct{}),
-		ended:      make(chan struct{}),
+		srv:      s,
+		nc:       nc,
+		r:        codec.NewReader(countingReader{nc, &s.stats.WireBytesIn}, min(s.cfg.Limits.MaxPacketSize, codec.MaxConnectSize)),
+		outbound: outbound{omax: s.cfg.Limits.MaxOutboundBytes, drained: make(chan struct{})},
+		closing:  make(chan struct{}),
+		ended:    make(chan struct{}),
 	}
 	c.log = s.log.With().Str("remote", nc.RemoteAddr().String()).Logger()
 	return c
@@ -235,10 +229,7 @@ func (c *conn) teardown() {
 	c.releaseWaitersLocked()
 	c.omu.Unlock()
 	c.writers.Wait()
-	if c.deliverOn {
-		close(c.jobs)
-		<-c.deliverEnd
-	}
+	c.all.Wait() // every publish read is routed or given back before the session goes
 	if c.sess != nil {
 		c.endSession()
 	}

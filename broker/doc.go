@@ -4,21 +4,26 @@
 // # Files
 //
 // server.go starts, serves and stops; conn.go is one connection's reader and lifecycle;
-// outbound.go its write side (buffer, flow control, writer goroutine); connect.go CONNECT and
-// the end of a connection; takeover.go who owns a client id; auth.go and passwords.go
-// authentication; access.go the ACL's three questions; publish.go an inbound PUBLISH from
-// routing to acknowledgement; handshake.go the QoS 1/2 acknowledgements; subscribe.go,
-// retained.go, will.go, sessions.go (expiry and removal), sys.go ($SYS) and stats.go.
+// outbound.go its write side (buffer, flow control, writer goroutine); inorder.go the queue of
+// its publishes waiting for their commit; handle.go how the broker holds a session (its lock,
+// the publishers' flow control) and the registry of sessions; connect.go CONNECT and the end of
+// a connection; takeover.go who owns a client id; auth.go and passwords.go authentication;
+// access.go the ACL's three questions; publish.go an inbound PUBLISH from routing to
+// acknowledgement; handshake.go the QoS 1/2 acknowledgements; subscribe.go, retained.go,
+// will.go, sessions.go (expiry and removal), sys.go ($SYS) and stats.go.
+//
+// The MQTT state of a session lives in package session, a machine without I/O, locks or clock:
+// the broker feeds it events under the handle's lock and carries out what it returns (records
+// to store, disk reads, outlets to wake).
 //
 // # Goroutines
 //
-// Per connection: the reader (CONNECT, then every packet in order); the writer, which runs only
-// while the outbound buffer or the session's queue has something to send; and, once the client
-// publishes at QoS 1 or 2, the deliver goroutine, which completes its publishes in arrival order
-// as their commits finish. Shared: one accept loop per listener, persist's writer (applies
-// batches to Badger and appends them to the write-ahead log) and syncer (fdatasyncs the log and
-// runs the completion callbacks in commit order), the password workers, and the $SYS and expiry
-// loops.
+// Per connection: the reader (CONNECT, then every packet in order) and the writer, which runs
+// only while the outbound buffer or the session's queue has something to send. Shared: one accept
+// loop per listener, persist's writer (applies batches to Badger and appends them to the
+// write-ahead log) and syncer (fdatasyncs the log and runs the completion callbacks in commit
+// order), the password workers, and the $SYS and expiry loops. A publish whose commit completes
+// QoS 0 copies for other connections is finished by a goroutine started for it (inorder.go).
 //
 // # One QoS 1 message, end to end
 //
@@ -26,22 +31,22 @@
 //
 //  1. publisher's reader: decodes the PUBLISH, checks the ACL, matches the trie, reserves room in
 //     each target session and puts the message and its queue entries in one persist.Batch
-//     (publish.go route); submits it and queues the job for the deliver goroutine.
+//     (publish.go route); queues the job in the connection's inOrder and submits the batch.
 //  2. persist's writer: applies the batch to Badger with the others waiting and appends it to the
 //     write-ahead log.
 //  3. persist's syncer: fdatasyncs the log, then runs the batch's callback: each target session
-//     is told its entry is durable (session.Committed), which wakes the subscriber's writer.
-//  4. publisher's deliver goroutine: sees the commit done, queues PUBACK in the publisher's
-//     outbound buffer and wakes its writer.
-//  5. publisher's writer: writes PUBACK. Subscriber's writer, meanwhile: takes the entry from the
+//     is told its entry is durable (session.Committed), which wakes the subscriber's writer; and
+//     the job is marked ready, so the syncer completes it and every ready job behind it: PUBACK
+//     goes into the publisher's outbound buffer, which wakes the publisher's writer.
+//  4. publisher's writer: writes PUBACK. Subscriber's writer, meanwhile: takes the entry from the
 //     session (session.Fill), checks the ACL again, writes PUBLISH.
-//  6. subscriber's reader: PUBACK removes the entry from the session and submits the deletion to
+//  5. subscriber's reader: PUBACK removes the entry from the session and submits the deletion to
 //     persist (writer and syncer again; nobody waits for it).
 //
-// So the acknowledgement crosses four goroutines after the reader (writer, syncer, deliver,
-// writer) and the delivery two (writer, syncer, then the subscriber's writer). Issue 12's target
-// shape, a session state machine driven by the connection's goroutines, would remove the
-// deliver goroutine's hand-off; the path above is the one the code has today.
+// So the acknowledgement crosses three goroutines after the reader (persist's writer and syncer,
+// the publisher's writer) and the delivery three (persist's writer and syncer, the subscriber's
+// writer). Before issue 12 the acknowledgement crossed four: a per-connection deliver goroutine
+// waited for each commit and queued the PUBACK, between the syncer and the writer.
 //
 // # Flow control: a subscriber reading slower than publishers write
 //
@@ -64,12 +69,16 @@
 //   - The publisher itself: at most 256 of its publishes wait for their commit (its reader then
 //     blocks: it is read no faster than the disk commits), and while its own outbound buffer is
 //     over the limit (it does not read its acknowledgements) its reader waits.
+//   - QoS 0 copies of a message that had to be committed first (a retained or QoS 1/2 publish
+//     with QoS 0 subscribers) wait for room like any QoS 0 message, on a goroutine started for
+//     that job rather than on persist's syncer.
 //
 // # Locks
 //
-// Order: Server.mu, then session.Session's lock, then conn.omu (outbound). retainMu is taken
-// alone, around a retained update and its submission to persist. The password checker's, the
-// login cache's and the listener gate's locks are leaves: nothing else is taken under them. No
-// lock is held across network I/O or while waiting for a commit. A session never calls its
-// outlet: the broker wakes the writer after the session's method has returned.
+// Order: Server.mu, then a sessionHandle's lock, then conn.omu (outbound). retainMu is taken
+// alone, around a retained update and its submission to persist. conn.jmu (inOrder), the password
+// checker's, the login cache's and the listener gate's locks are leaves: nothing else is taken
+// under them (jobs are completed outside jmu). No lock is held across network I/O or while
+// waiting for a commit. A session never calls its outlet: the broker wakes the writer after the
+// session's method has returned.
 package broker

@@ -32,7 +32,7 @@ type pubJob struct {
 	d          delivery
 	ack        codec.Packet // PUBACK, PUBREC or PUBCOMP to send once done; nil for QoS 0
 	inboundPID uint16       // QoS 2: forgotten again if the commit fails, so the retry is routed
-	done       chan struct{}
+	ready      bool         // its commit has finished (under inOrder.jmu)
 	err        error
 }
 
@@ -315,46 +315,8 @@ func (s *Server) finish(d *delivery) {
 	}
 }
 
-// submit starts j's commit and queues it behind this connection's earlier jobs; a job with
-// nothing to write and nothing ahead of it completes at once.
-func (c *conn) submit(j *pubJob) {
-	if j.d.batch.Len() > 0 {
-		j.done = make(chan struct{})
-		c.srv.submitDelivery(&j.d, func(seq uint64, err error) {
-			if err != nil {
-				j.err = err
-			} else {
-				j.d.committed(seq)
-			}
-			close(j.done)
-		})
-	} else if c.pending.Load() == 0 {
-		c.complete(j)
-		return
-	}
-	if !c.deliverOn {
-		c.deliverOn = true
-		c.jobs = make(chan *pubJob, 256)
-		c.srv.wg.Add(1)
-		go c.deliverLoop()
-	}
-	c.pending.Add(1)
-	c.jobs <- j // blocks when 256 are waiting: the publisher is read no faster than the disk
-}
-
-// deliverLoop completes jobs in arrival order as their commits finish.
-func (c *conn) deliverLoop() {
-	defer c.srv.wg.Done()
-	defer close(c.deliverEnd)
-	for j := range c.jobs {
-		if j.done != nil {
-			<-j.done
-		}
-		c.complete(j)
-		c.pending.Add(-1)
-	}
-}
-
+// complete sends what j waited for: the message to clean sessions and QoS 0 subscribers, then
+// the acknowledgement; or, if its commit failed, gives everything back and closes.
 func (c *conn) complete(j *pubJob) {
 	if j.err != nil {
 		j.d.abandon()
