@@ -30,10 +30,8 @@ type conn struct {
 	level     byte
 	sess      *sessionHandle
 	keepAlive time.Duration
-	will      *codec.Will
 	ident     auth.Client // who the client authenticated as, for the ACL
 
-	cleanExit     bool // DISCONNECT received: the will is discarded [MQTT-3.1.2-10]
 	retainRefused bool // a retained publish passed a retained-store limit (logged once)
 
 	outbound
@@ -193,7 +191,8 @@ func (c *conn) handle(p codec.Packet) error {
 	case *codec.Pingreq:
 		c.sendControl(&codec.Pingresp{}) // [MQTT-3.12.4-1]
 	case *codec.Disconnect:
-		c.cleanExit = true
+		c.sess.lock().Disconnected()
+		c.sess.unlock()
 		return errDisconnect
 	case *codec.Connect:
 		return errors.New("second CONNECT is a protocol violation [MQTT-3.1.0-2]")

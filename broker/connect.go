@@ -66,10 +66,9 @@ func (c *conn) handleConnect(cp *codec.Connect, decodeErr error) bool {
 	}
 	c.log = c.log.With().Str("client_id", id).Logger()
 	c.keepAlive = time.Duration(cp.KeepAlive) * time.Second
-	c.will = cp.Will
-	if c.will != nil && !c.srv.canPublish(&c.ident, c.will.Topic) {
+	if cp.Will != nil && !c.srv.canPublish(&c.ident, cp.Will.Topic) {
 		// Checked again when it is published; refusing it here tells the client early.
-		c.log.Info().Str("topic", c.will.Topic).Msg("will topic not allowed by the ACL: the will will not be published")
+		c.log.Info().Str("topic", cp.Will.Topic).Msg("will topic not allowed by the ACL: the will will not be published")
 	}
 
 	old, code := c.srv.claim(c)
@@ -94,7 +93,9 @@ func (c *conn) handleConnect(cp *codec.Connect, decodeErr error) bool {
 	listener.Established(c.nc) // no longer counts against limits.max_pending_connects*, before the client can tell
 	// The session-present byte is reserved (0) in MQTT 3.1 [MQTT-3.2.2-1..3].
 	c.sendControl(&codec.Connack{SessionPresent: present && c.level == codec.Level311})
-	c.sess.lock().Attach(c.level, c)
+	m := c.sess.lock()
+	m.SetWill(cp.Will)
+	m.Attach(c.level, c)
 	c.sess.unlock()
 	c.Wake()
 	c.log.Debug().Bool("clean_session", cp.CleanSession).Bool("session_present", present).
@@ -154,7 +155,7 @@ func (c *conn) endSession() {
 	var b persist.Batch
 	m := c.sess.lock()
 	addWrites(&b, c.clientID, m.Detach(time.Now())...)
-	record := m.Record()
+	record, will := m.Record(), m.TakeWill()
 	c.sess.unlock()
 	if !c.sess.Persistent {
 		srv.discardSession(c.sess, nil)
@@ -162,7 +163,7 @@ func (c *conn) endSession() {
 		b.PutSession(c.clientID, sessionRecord(record))
 		srv.store.Submit(&b, srv.logCommitError("recording a session going offline"))
 	}
-	c.publishWillIfDue()
+	c.publishWillIfDue(will)
 }
 
 func (s *Server) isClosing() bool {

@@ -30,17 +30,18 @@ func (s *Server) publishWill(w *codec.Will, owner string, log zerolog.Logger) {
 	log.Debug().Str("topic", w.Topic).Msg("will published")
 }
 
-// publishWillIfDue publishes the will when the connection ended without DISCONNECT
-// [MQTT-3.1.2-8], unless the broker is shutting down, if the ACL lets its client publish there now.
-func (c *conn) publishWillIfDue() {
+// publishWillIfDue publishes the will the session returned at the end of the connection (there
+// is none after DISCONNECT), unless the broker is shutting down, if the ACL lets its client
+// publish there now.
+func (c *conn) publishWillIfDue(will *codec.Will) {
 	srv := c.srv
-	if c.will == nil || c.cleanExit || srv.isClosing() {
+	if will == nil || srv.isClosing() {
 		return
 	}
-	if !srv.canPublish(&c.ident, c.will.Topic) {
+	if !srv.canPublish(&c.ident, will.Topic) {
 		srv.stats.drop(DropNotAuthorized)
-		c.log.Info().Str("topic", c.will.Topic).Msg("will not published: the ACL refuses its topic")
+		c.log.Info().Str("topic", will.Topic).Msg("will not published: the ACL refuses its topic")
 		return
 	}
-	srv.publishWill(c.will, c.clientID, c.log)
+	srv.publishWill(will, c.clientID, c.log)
 }

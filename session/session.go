@@ -51,7 +51,8 @@ type Session struct {
 	gen         uint64 // bumped on detach, so a disk read that raced a detach is discarded
 	nextPID     uint16
 	inbound     map[uint16]struct{}
-	outlet      Outlet // non-nil while a connection is attached
+	outlet      Outlet      // non-nil while a connection is attached
+	will        *codec.Will // the attached connection's will, until it is published or discarded
 	identity    Identity
 	offlineAt   time.Time // when the last connection went away; zero if none has yet
 }
@@ -165,6 +166,20 @@ func (s *Session) Detach(now time.Time) []Write {
 		s.gen++
 	}
 	return ws
+}
+
+// SetWill records the will of the connection being attached [MQTT-3.1.2-8].
+func (s *Session) SetWill(w *codec.Will) { s.will = w }
+
+// Disconnected handles DISCONNECT: the will is discarded without being published [MQTT-3.1.2-10].
+func (s *Session) Disconnected() { s.will = nil }
+
+// TakeWill returns the will to publish now that the connection is gone (nil if there is none or
+// the client sent DISCONNECT) and forgets it: a will is published at most once.
+func (s *Session) TakeWill() *codec.Will {
+	w := s.will
+	s.will = nil
+	return w
 }
 
 // Online reports whether a connection is attached.

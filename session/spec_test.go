@@ -368,6 +368,27 @@ func TestSessionSpec(t *testing.T) {
 				t.Errorf("queued %d after the refusal, want 0", n)
 			}
 		}},
+		{"MQTT-3.1.2-8 the will is returned once when the connection ends without DISCONNECT", func(t *testing.T) {
+			s, _ := newSpecSession(true)
+			w := &codec.Will{Topic: "gone", Payload: []byte("x"), QoS: 1}
+			s.SetWill(w)
+			s.Detach(time.Now())
+			if got := s.TakeWill(); got != w {
+				t.Fatalf("will %v, want %v", got, w)
+			}
+			if s.TakeWill() != nil {
+				t.Error("the will was returned twice")
+			}
+		}},
+		{"MQTT-3.1.2-10 DISCONNECT discards the will", func(t *testing.T) {
+			s, _ := newSpecSession(false)
+			s.SetWill(&codec.Will{Topic: "gone"})
+			s.Disconnected()
+			s.Detach(time.Now())
+			if w := s.TakeWill(); w != nil {
+				t.Fatalf("will %v after DISCONNECT", w)
+			}
+		}},
 		{"MQTT-3.1.2-4 a persistent session is restored from what the store held", func(t *testing.T) {
 			since := time.Now().Add(-time.Hour).Truncate(time.Second)
 			owner := Identity{Username: "u", Known: true}
