@@ -40,8 +40,14 @@ type faultfsPublisher struct {
 	base    int
 	started atomic.Int64 // the highest number whose write has begun
 	mu      sync.Mutex
-	acked   []int
+	acked   []faultfsAck
 	done    chan struct{} // the reader has ended: the connection is gone
+}
+
+// faultfsAck is a PUBACK the publisher read: the message's number and when it arrived.
+type faultfsAck struct {
+	n  int
+	at time.Time
 }
 
 func faultfsPublish(t *testing.T, addr string, base int) *faultfsPublisher {
@@ -57,7 +63,7 @@ func faultfsPublish(t *testing.T, addr string, base int) *faultfsPublisher {
 			}
 			if ack, ok := pk.(*codec.Puback); ok {
 				p.mu.Lock()
-				p.acked = append(p.acked, p.base+int(ack.PacketID))
+				p.acked = append(p.acked, faultfsAck{p.base + int(ack.PacketID), time.Now()})
 				p.mu.Unlock()
 				<-window
 			}
@@ -82,15 +88,25 @@ func faultfsPublish(t *testing.T, addr string, base int) *faultfsPublisher {
 func (p *faultfsPublisher) ackedNumbers() []int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return append([]int(nil), p.acked...)
+	ns := make([]int, len(p.acked))
+	for i, a := range p.acked {
+		ns[i] = a.n
+	}
+	return ns
 }
 
-// faultfsDrain reconnects the persistent subscriber id and reads until every number of want has
-// been delivered (others may come too: published, stored, not acknowledged), failing with the
-// missing ones after a quiet spell. It returns the connection.
-func faultfsDrain(t *testing.T, addr, id string, want []int) *mqtttest.Client {
+func (p *faultfsPublisher) acks() []faultfsAck {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]faultfsAck(nil), p.acked...)
+}
+
+// faultfsReceive reconnects the persistent subscriber id, failing the test if its session is gone,
+// and acknowledges what it is sent until every number of want has been delivered or nothing has
+// come for 10 s (err). It returns the connection and the numbers delivered.
+func faultfsReceive(t *testing.T, addr, id string, want []int) (c *mqtttest.Client, got map[int]bool, err error) {
 	t.Helper()
-	c := mqtttest.Dial(t, addr)
+	c = mqtttest.Dial(t, addr)
 	if !c.MustConnect(id, false) {
 		t.Fatalf("%s: session-present is false after the restart", id)
 	}
@@ -98,26 +114,40 @@ func faultfsDrain(t *testing.T, addr, id string, want []int) *mqtttest.Client {
 	for _, n := range want {
 		missing[n] = true
 	}
-	extra := 0
+	got = map[int]bool{}
 	for len(missing) > 0 {
 		pk, err := c.TryRead(10 * time.Second)
 		if err != nil {
-			t.Fatalf("%d of %d acknowledged messages not delivered after the restart (%v), e.g. %v",
-				len(missing), len(want), err, faultfsSome(missing))
+			return c, got, err
 		}
 		pub, ok := pk.(*codec.Publish)
 		if !ok {
 			continue
 		}
 		n, _ := strconv.Atoi(string(pub.Payload))
-		if missing[n] {
-			delete(missing, n)
-		} else {
-			extra++
-		}
+		got[n] = true
+		delete(missing, n)
 		c.Send(&codec.Puback{PacketID: pub.PacketID})
 	}
-	t.Logf("%s: all %d acknowledged messages delivered after the restart, and %d not acknowledged", id, len(want), extra)
+	return c, got, nil
+}
+
+// faultfsDrain is faultfsReceive of the numbers want, which were acknowledged to the publisher
+// (others may come too: published, stored, not acknowledged): it fails with the missing ones.
+func faultfsDrain(t *testing.T, addr, id string, want []int) *mqtttest.Client {
+	t.Helper()
+	c, got, err := faultfsReceive(t, addr, id, want)
+	if err != nil {
+		missing := map[int]bool{}
+		for _, n := range want {
+			if !got[n] {
+				missing[n] = true
+			}
+		}
+		t.Fatalf("%d of %d acknowledged messages not delivered after the restart (%v), e.g. %v",
+			len(missing), len(want), err, faultfsSome(missing))
+	}
+	t.Logf("%s: all %d acknowledged messages delivered after the restart, and %d not acknowledged", id, len(want), len(got)-len(want))
 	return c
 }
 
