@@ -87,21 +87,7 @@ func TestCrashNoAckedLoss(t *testing.T) {
 			t.Fatal(err)
 		}
 		for cid, seqs := range acked {
-			q, err := s.ReadQueue(cid, 0, 1<<30)
-			if err != nil {
-				t.Fatal(err)
-			}
-			have := map[uint64]bool{}
-			for _, e := range q {
-				have[e.Seq] = true
-			}
-			lost := 0
-			for _, seq := range seqs {
-				if !have[seq] {
-					lost++
-				}
-			}
-			if lost > 0 {
+			if lost := lostSeqs(t, s, cid, seqs); lost > 0 {
 				t.Errorf("round %d: %s: %d of %d acknowledged seqs lost", round, cid, lost, len(seqs))
 			}
 			if ss := session(st, cid); ss == nil || ss.Orphan || ss.QueuedCount < len(seqs) {
@@ -121,8 +107,46 @@ func TestCrashNoAckedLoss(t *testing.T) {
 // acked, SIGKILLs it after killAfter lines, and returns how many it read.
 func runCrashChild(t *testing.T, dir string, killAfter int, acked map[string][]uint64) int {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.count=1")
-	cmd.Env = append(os.Environ(), crashDirEnv+"="+dir)
+	c := startChild(t, "TestCrashChild", 10*time.Second, crashDirEnv+"="+dir)
+	n := 0
+	for c.lines.Scan() {
+		f := strings.Fields(c.lines.Text())
+		if len(f) != 3 {
+			t.Fatalf("child: %q", c.lines.Text())
+		}
+		seq, err := strconv.ParseUint(f[1], 10, 64)
+		if err != nil {
+			t.Fatalf("child: %q", c.lines.Text())
+		}
+		acked[f[0]] = append(acked[f[0]], seq)
+		if f[2] == "true" {
+			acked["shared"] = append(acked["shared"], seq)
+		}
+		if n++; n == killAfter {
+			c.kill() // mid-stream; lines already in the pipe are still read
+		}
+	}
+	err := c.wait()
+	if n < killAfter {
+		t.Fatalf("child stopped after %d lines: %v", n, err)
+	}
+	return n
+}
+
+// child is this test binary running one of its tests in another process.
+type child struct {
+	cmd   *exec.Cmd
+	lines *bufio.Scanner // its standard output
+	kill  func()         // SIGKILL: no Close, no flush
+	timer *time.Timer
+}
+
+// startChild runs the test named test in a child process with env added to the environment,
+// and SIGKILLs it after limit (bounding the test if the child stalls).
+func startChild(t *testing.T, test string, limit time.Duration, env ...string) *child {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^"+test+"$", "-test.count=1")
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stderr = os.Stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -132,31 +156,34 @@ func runCrashChild(t *testing.T, dir string, killAfter int, acked map[string][]u
 		t.Fatal(err)
 	}
 	var once sync.Once
-	kill := func() { once.Do(func() { _ = cmd.Process.Kill() }) } // SIGKILL: no Close, no flush
-	timer := time.AfterFunc(10*time.Second, kill)                 // bound the test if the child stalls
-	defer timer.Stop()
-	n := 0
-	sc := bufio.NewScanner(stdout)
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) != 3 {
-			t.Fatalf("child: %q", sc.Text())
-		}
-		seq, err := strconv.ParseUint(f[1], 10, 64)
-		if err != nil {
-			t.Fatalf("child: %q", sc.Text())
-		}
-		acked[f[0]] = append(acked[f[0]], seq)
-		if f[2] == "true" {
-			acked["shared"] = append(acked["shared"], seq)
-		}
-		if n++; n == killAfter {
-			kill() // mid-stream; lines already in the pipe are still read
+	c := &child{cmd: cmd, lines: bufio.NewScanner(stdout)}
+	c.kill = func() { once.Do(func() { _ = cmd.Process.Kill() }) }
+	c.timer = time.AfterFunc(limit, c.kill)
+	return c
+}
+
+// wait waits for the child to exit, once its output is read.
+func (c *child) wait() error {
+	c.timer.Stop()
+	return c.cmd.Wait()
+}
+
+// lostSeqs returns how many of seqs are not in cid's queue in s.
+func lostSeqs(t *testing.T, s *Store, cid string, seqs []uint64) int {
+	t.Helper()
+	q, err := s.ReadQueue(cid, 0, 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := make(map[uint64]bool, len(q))
+	for _, e := range q {
+		have[e.Seq] = true
+	}
+	lost := 0
+	for _, seq := range seqs {
+		if !have[seq] {
+			lost++
 		}
 	}
-	err = cmd.Wait()
-	if n < killAfter {
-		t.Fatalf("child stopped after %d lines: %v", n, err)
-	}
-	return n
+	return lost
 }

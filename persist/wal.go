@@ -283,6 +283,11 @@ func (l *wal) checkpoint(db *badger.DB) error {
 			return fmt.Errorf("persist: checkpoint %s: %w", name, err)
 		}
 	}
+	// Badger does not sync the directory when it creates a memtable or value-log file (ristretto's
+	// OpenMmapFile syncs it only for a file created empty), so their names are not durable yet.
+	if err := l.syncDir(dir); err != nil {
+		return fmt.Errorf("persist: checkpoint: %w", err)
+	}
 	return nil
 }
 
@@ -529,26 +534,19 @@ func (y *syncer) run() {
 				continue
 			}
 		}
-		start := time.Now()
-		err := y.s.wal.sync()
-		d := time.Since(start)
-		y.s.stats.recordSync(d)
-		if d > slowThreshold {
-			y.s.log.Warn().Dur("took", d).Int("batches", len(round)).Msg("slow fdatasync of the write-ahead log")
-		}
-		if err != nil {
-			y.s.fail(err) // the commits it held are not acknowledged
-			err = y.s.failedErr()
-		}
-		if y.s.Err() != nil && err == nil {
-			err = y.s.failedErr() // a sync after a failure proves nothing
-		}
-		for i, b := range round {
-			if err != nil && b.result == nil {
-				b.result = err
+		if y.s.Err() == nil { // after a failure a sync proves nothing: nothing more is acknowledged
+			start := time.Now()
+			err := y.s.wal.sync()
+			d := time.Since(start)
+			y.s.stats.recordSync(d)
+			if d > slowThreshold {
+				y.s.log.Warn().Dur("took", d).Int("batches", len(round)).Msg("slow fdatasync of the write-ahead log")
 			}
-			y.s.complete(b)
-			round[i] = nil
+			if err != nil {
+				y.s.fail(err) // the commits it held are not acknowledged
+			}
 		}
+		y.s.completeAll(round)
+		clear(round)
 	}
 }

@@ -126,8 +126,8 @@ func (w *writer) process(reqs []*Batch) {
 	if w.s.Err() != nil {
 		for _, b := range reqs {
 			b.applied, b.result = nil, w.s.failedErr()
-			w.s.complete(b)
 		}
+		w.handOff(reqs) // after the batches before them
 		return
 	}
 	for i := 0; i < len(reqs); {
@@ -256,9 +256,7 @@ func (w *writer) records() [][]rec {
 // log holding them is fdatasynced; otherwise at once. Either way in order.
 func (w *writer) handOff(bs []*Batch) {
 	if w.s.sync == nil {
-		for _, b := range bs {
-			w.s.complete(b)
-		}
+		w.s.completeAll(bs)
 		return
 	}
 	w.s.sync.push(bs)
@@ -341,6 +339,17 @@ func (w *writer) addRef(seq uint64, d int32) {
 		w.refs[seq] = n
 	} else {
 		delete(w.refs, seq)
+	}
+}
+
+// completeAll calls the callbacks of bs in order. Once the store has failed, a batch still
+// without a result fails too, even if its record was synced: no success may follow a failure.
+func (s *Store) completeAll(bs []*Batch) {
+	for _, b := range bs {
+		if b.result == nil && s.Err() != nil {
+			b.result = s.failedErr()
+		}
+		s.complete(b)
 	}
 }
 

@@ -1,0 +1,234 @@
+package persist
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+const (
+	faultDirEnv  = "HOLDFAST_PERSIST_FAULT_DIR"
+	faultCaseEnv = "HOLDFAST_PERSIST_FAULT" // "step errno short", as faultCase.String
+	// faultCheckpointBytes: the child's log checkpoints past 1.5 MiB of records, so that one run
+	// grows the log past its first MiB and then checkpoints.
+	faultCheckpointBytes = 1536 << 10
+	faultArmAfter        = 100 // acknowledged batches before the fault is set
+)
+
+var stepNames = [numSteps]string{
+	stepAppend: "append", stepGrow: "grow", stepSync: "fdatasync", stepCommit: "badger-commit",
+	stepBadgerSync: "badger-sync", stepDirSync: "dir-sync", stepHeader: "header-write", stepHeaderSync: "header-sync",
+}
+
+type faultCase struct {
+	at    step
+	errno syscall.Errno
+	short bool
+}
+
+func (c faultCase) String() string {
+	return fmt.Sprintf("%d %d %t", c.at, c.errno, c.short)
+}
+
+func (c faultCase) name() string {
+	kind := c.errno.Error()
+	if c.short {
+		kind = "short write, " + kind
+	}
+	return stepNames[c.at] + "/" + kind
+}
+
+// faultCases is every step with EIO and ENOSPC, and the steps that write with a short write too.
+func faultCases() []faultCase {
+	var cs []faultCase
+	for at := range numSteps {
+		cs = append(cs, faultCase{at, syscall.EIO, false}, faultCase{at, syscall.ENOSPC, false})
+		if at == stepAppend || at == stepGrow || at == stepHeader {
+			cs = append(cs, faultCase{at, syscall.ENOSPC, true})
+		}
+	}
+	return cs
+}
+
+// TestFaultInjectionInTheWAL (issue 13, "Fault injection in the WAL"): for every step of a
+// commit and of a checkpoint and every fault (EIO, ENOSPC, a short write), a child process runs a
+// store with batches in flight and the fault set at that step, and reports every callback in the
+// order they run. The failed batch and every later one get an error wrapping ErrFailed, and no
+// success is reported after the first failure. The child is then SIGKILLed, as the broker exits
+// after a storage error, and a reopen of its directory recovers every acknowledged batch.
+func TestFaultInjectionInTheWAL(t *testing.T) {
+	if os.Getenv(faultDirEnv) != "" {
+		t.Skip("in the child")
+	}
+	for _, c := range faultCases() {
+		t.Run(c.name(), func(t *testing.T) { runFaultCase(t, c) })
+	}
+}
+
+// TestFaultChild is the child of TestFaultInjectionInTheWAL. It prints "ok seq" for each batch
+// acknowledged, "failed <wraps the fault> <error>" for the first failure, "violation ..." for a
+// callback that breaks fail-stop, and "done" once every submitter has seen the failure.
+func TestFaultChild(t *testing.T) {
+	dir := os.Getenv(faultDirEnv)
+	if dir == "" {
+		t.Skip("child process of TestFaultInjectionInTheWAL")
+	}
+	var c faultCase
+	if _, err := fmt.Sscan(os.Getenv(faultCaseEnv), &c.at, &c.errno, &c.short); err != nil {
+		t.Fatal(err)
+	}
+	o := testOptions(dir, nil)
+	o.checkpointBytes = faultCheckpointBytes
+	s, err := Open(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	putSessions(t, s, "c")
+
+	var mu sync.Mutex
+	acked, failed := 0, false
+	report := func(seq uint64, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case err == nil && failed:
+			fmt.Printf("violation: seq %d acknowledged after a failure\n", seq)
+		case err == nil:
+			fmt.Printf("ok %d\n", seq)
+			if acked++; acked == faultArmAfter {
+				s.wal.faults[c.at].Store(&fault{err: c.errno, short: c.short})
+			}
+		case !errors.Is(err, ErrFailed):
+			fmt.Printf("violation: %q does not wrap ErrFailed\n", err)
+		case !failed:
+			failed = true
+			fmt.Printf("failed %t %q\n", errors.Is(err, c.errno), err)
+		}
+	}
+	payload := strings.Repeat("p", 600)
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Go(func() {
+			for {
+				b := &Batch{}
+				b.Enqueue(msg("fault", payload, 1), []Target{{"c", 1}})
+				done := make(chan error, 1)
+				s.Submit(b, func(seq uint64, err error) {
+					report(seq, err)
+					done <- err
+				})
+				if <-done != nil {
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	<-s.Failed()
+	fmt.Printf("done %t\n", errors.Is(s.Err(), c.errno))
+	select {} // until SIGKILL: a failed broker exits without closing Badger
+}
+
+func runFaultCase(t *testing.T, c faultCase) {
+	dir := t.TempDir()
+	// The limit: the fault never stopped the child.
+	child := startChild(t, "TestFaultChild", 30*time.Second, faultDirEnv+"="+dir, faultCaseEnv+"="+c.String())
+	var acked []uint64
+	failures, done := 0, false
+	for child.lines.Scan() {
+		line := child.lines.Text()
+		switch f := strings.Fields(line); {
+		case len(f) == 2 && f[0] == "ok":
+			seq, err := strconv.ParseUint(f[1], 10, 64)
+			if err != nil {
+				t.Fatalf("child: %q", line)
+			}
+			acked = append(acked, seq)
+		case len(f) >= 2 && f[0] == "failed":
+			failures++
+			if f[1] != "true" {
+				t.Errorf("the first failure does not wrap the injected %v: %s", c.errno, line)
+			}
+		case len(f) == 2 && f[0] == "done":
+			done = true
+			if f[1] != "true" {
+				t.Errorf("Err() does not wrap the injected %v", c.errno)
+			}
+			child.kill()
+		default:
+			t.Errorf("child: %s", line)
+		}
+	}
+	_ = child.wait()
+	if !done {
+		t.Fatalf("the child did not fail-stop within 30 s (%d batches acknowledged)", len(acked))
+	}
+	if failures != 1 || len(acked) < faultArmAfter {
+		t.Fatalf("%d batches acknowledged, %d first failures; want at least %d, then one", len(acked), failures, faultArmAfter)
+	}
+
+	s, err := Open(testOptions(dir, nil))
+	if errors.Is(err, ErrCorrupt) && strings.Contains(err.Error(), filepath.Join(dir, walName)) && strings.Contains(err.Error(), "byte") {
+		t.Logf("the fault left a damaged log, detected: %v", err)
+		return
+	}
+	if err != nil {
+		t.Fatalf("reopen after the fault: %v", err)
+	}
+	defer s.Close()
+	if err := checkInvariants(s.db, s.w.refs); err != nil {
+		t.Errorf("invariants after the fault: %v", err)
+	}
+	if _, err := s.Recover(); err != nil {
+		t.Fatalf("Recover: %v", err)
+	}
+	if lost := lostSeqs(t, s, "c", acked); lost > 0 {
+		t.Errorf("%d of %d acknowledged batches lost", lost, len(acked))
+	}
+	var b Batch
+	b.PutSubscription("c", Subscription{Filter: "after", QoS: 1})
+	if _, err := s.Commit(&b); err != nil {
+		t.Errorf("commit after recovery: %v", err)
+	}
+}
+
+// TestNoAcknowledgementAfterFailure: a storage error that arrives while the syncer is calling
+// back a round of synced batches (from the writer or the async sync loop) fails the rest of the
+// round: no success is reported after the first failure, even for a batch already synced.
+func TestNoAcknowledgementAfterFailure(t *testing.T) {
+	s, err := Open(testOptions(t.TempDir(), nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	// Hold the writer until both batches wait in the channel: it then commits them as one group,
+	// and the syncer completes them in one round.
+	gate := make(chan struct{})
+	s.Submit(&Batch{ctl: func(*writer) error { <-gate; return nil }}, nil)
+	results := make(chan error, 2)
+	s.Submit(subscribe("a"), func(_ uint64, err error) {
+		s.fail(syscall.EIO) // as the writer would, between the round's sync and its callbacks
+		results <- err
+	})
+	s.Submit(subscribe("b"), func(_ uint64, err error) { results <- err })
+	close(gate)
+	if err := <-results; err != nil {
+		t.Fatalf("the batch completed before the failure: %v", err)
+	}
+	if err := <-results; !errors.Is(err, ErrFailed) {
+		t.Fatalf("the batch completed after the failure: %v, want ErrFailed", err)
+	}
+}
+
+func subscribe(filter string) *Batch {
+	var b Batch
+	b.PutSubscription("c", Subscription{Filter: filter, QoS: 1})
+	return &b
+}
