@@ -1,13 +1,15 @@
-// Package codec reads and writes MQTT control packets for two protocol
-// levels served side by side:
+// Package codec reads and writes MQTT control packets for three protocol
+// levels:
 //
 //   - level 3, MQTT 3.1, protocol name "MQIsdp" (Level31)
 //   - level 4, MQTT 3.1.1, protocol name "MQTT" (Level311)
+//   - level 5, MQTT 5.0, protocol name "MQTT" (Level5)
 //
-// The wire format of the fourteen packet types is the same at both levels, so
-// one set of types serves both; what differs between the levels (the
+// The wire format of the fourteen packet types is the same at levels 3 and
+// 4, so one set of types serves both; what differs between them (the
 // session-present flag, SUBACK 0x80, client identifier length) is the broker's
-// business, not the codec's.
+// business, not the codec's. Level 5 adds properties, reason codes and the
+// AUTH packet; the same types carry them (see "MQTT 5" below).
 //
 // # Decoding
 //
@@ -32,11 +34,48 @@
 // writes. Client-side packets (CONNECT, SUBSCRIBE, UNSUBSCRIBE, PINGREQ) encode
 // too, for test clients and load tools.
 //
-// # Room for MQTT 5
+// # MQTT 5
 //
-// The packet types are structs behind pointers, so MQTT 5 can add fields
-// (properties, reason codes, a reason string) without changing how 3.x
-// packets are built or read. Version-specific encoding would hang off the
-// protocol level, which a Reader would learn from the CONNECT it decodes.
-// Nothing of 5.0 is implemented here.
+// Level 5 packets are the same structs with more fields: Props (a
+// *Properties, nil when a packet has none), Reason (a ReasonCode) on CONNACK,
+// the publish acknowledgements, DISCONNECT and AUTH, Reasons on UNSUBACK, the
+// subscription options on Subscription, and the Auth type. SUBACK keeps its
+// ReturnCodes, each a ReasonCode at level 5. Levels 3 and 4 leave all of
+// these zero and never read them, so 3.x code does not change and pays
+// nothing: one more nil pointer in a packet, no allocation, no branch on the
+// QoS 0 path but the level test.
+//
+// The level is never guessed. A Reader decodes at the level of the CONNECT it
+// read (Level, which is known as soon as the CONNECT's protocol level is, so
+// a malformed level-5 CONNECT can be answered in level-5 form) or at the one
+// a client gives SetLevel; a CONNECT always carries its own. A Reader
+// refuses a level-5 CONNECT with ErrUnsupportedProtocol, as before MQTT 5
+// existed, until AcceptLevel5 is called: a broker calls it once it serves
+// MQTT 5. Encoding is as explicit: Append writes the 3.x form (a Connect
+// follows its ProtocolLevel, an Auth has only the level-5 form) and
+// AppendLevel(dst, Level5) the level-5 one, in its shortest form (a PUBACK
+// with Success and no properties is the two bytes of 3.1.1, a normal
+// DISCONNECT is 0xE0 0x00). Encoding leaves out properties the packet type
+// may not carry, so a broker can forward a PUBLISH's properties as they are.
+//
+// A property whose field holds the zero value is absent unless
+// Properties.Include marked it; Properties.Has tells. Defaults the
+// specification gives to absent properties are the broker's to apply.
+//
+// Decoding errors at level 5 are of two kinds, as the specification's are
+// (§4.13): ErrMalformed for a packet that cannot be parsed (a bad length, an
+// unknown property, a property the packet type may not carry, ill-formed
+// UTF-8, reserved bits) and ErrProtocol for one that parses but breaks a rule
+// (a property given twice, Receive Maximum 0, a reason code the packet type
+// does not have, an empty topic without a Topic Alias). Both name the packet
+// and the field; ReasonOf maps an error to the reason code to send in
+// DISCONNECT, or in CONNACK for a CONNECT. Rules that depend on direction or
+// on the session (a Subscription Identifier in a PUBLISH from a client, a
+// Topic Alias above the maximum, Session Expiry Interval in a DISCONNECT from
+// the server or after a CONNECT that had 0) are the broker's.
+//
+// MaxConnectSize is the largest CONNECT of levels 3 and 4. A level-5 CONNECT
+// may be larger, since its properties (user properties above all) have no
+// bound but the remaining length; a broker that serves MQTT 5 chooses its own
+// limit for the first packet.
 package codec

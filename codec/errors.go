@@ -36,3 +36,22 @@ func malformed(t Type, field, format string, args ...any) error {
 func malformedBy(t Type, field string, err error) error {
 	return fmt.Errorf("%w: %s %s: %w", ErrMalformed, t, field, err)
 }
+
+// ErrProtocol reports a level-5 packet that parses but carries what the
+// specification calls a Protocol Error (§4.13): a property given twice, a
+// Receive Maximum of 0, a Retain Handling of 3 and so on. The error wraps it
+// with the packet type and field, like ErrMalformed; ReasonOf gives the
+// reason code to answer with. Packets of levels 3 and 4 never return it: what
+// 5.0 splits in two, 3.1.1 calls malformed.
+var ErrProtocol = errors.New("protocol error")
+
+// ErrTopicAliasInvalid is the ErrProtocol of a PUBLISH whose Topic Alias is 0,
+// which the specification answers with its own reason code, 0x94
+// [MQTT-3.3.2-8]. Whether an alias exceeds the Topic Alias Maximum is the
+// broker's to judge, with the same error.
+var ErrTopicAliasInvalid = fmt.Errorf("%w: topic alias invalid", ErrProtocol)
+
+// protocolErr builds the error for a Protocol Error in field of a t packet.
+func protocolErr(t Type, field, format string, args ...any) error {
+	return fmt.Errorf("%w: %s %s: %s", ErrProtocol, t, field, fmt.Sprintf(format, args...))
+}

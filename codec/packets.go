@@ -8,7 +8,8 @@ import (
 // Type is the MQTT control packet type, the high nibble of the first byte.
 type Type byte
 
-// Values 0 and 15 are reserved in 3.x and never decoded.
+// Value 0 is reserved. 15, AUTH, exists from MQTT 5 on: a Reader decodes it
+// only at Level5, and at levels 3 and 4 refuses it as a reserved type.
 const (
 	TypeConnect Type = iota + 1
 	TypeConnack
@@ -24,6 +25,7 @@ const (
 	TypePingreq
 	TypePingresp
 	TypeDisconnect
+	TypeAuth
 )
 
 var typeNames = [...]string{
@@ -41,11 +43,12 @@ var typeNames = [...]string{
 	TypePingreq:     "PINGREQ",
 	TypePingresp:    "PINGRESP",
 	TypeDisconnect:  "DISCONNECT",
+	TypeAuth:        "AUTH",
 }
 
 // String returns the name the specification uses, e.g. "PUBLISH".
 func (t Type) String() string {
-	if t >= TypeConnect && t <= TypeDisconnect {
+	if t >= TypeConnect && t <= TypeAuth {
 		return typeNames[t]
 	}
 	return "Type(" + strconv.Itoa(int(t)) + ")"
@@ -55,6 +58,7 @@ func (t Type) String() string {
 const (
 	Level31  byte = 3 // MQTT 3.1, protocol name "MQIsdp"
 	Level311 byte = 4 // MQTT 3.1.1, protocol name "MQTT"
+	Level5   byte = 5 // MQTT 5.0, protocol name "MQTT"
 
 	ProtocolName31  = "MQIsdp"
 	ProtocolName311 = "MQTT"
@@ -77,22 +81,29 @@ const (
 type Packet interface {
 	Type() Type
 	// Append encodes the whole packet (fixed header included) onto dst and
-	// returns the extended slice.
+	// returns the extended slice, in the wire form of levels 3 and 4, which
+	// is the same for both. A Connect follows its own ProtocolLevel, and an
+	// Auth, which only exists at level 5, is written in that form.
 	Append(dst []byte) []byte
+	// AppendLevel encodes the packet in the wire form of level: at Level5
+	// with its reason code and properties, below it as Append does. A
+	// Connect ignores level and follows its ProtocolLevel.
+	AppendLevel(dst []byte, level byte) []byte
 }
 
 // Connect is the first packet a client sends on a connection.
 type Connect struct {
 	ProtocolName  string
 	ProtocolLevel byte
-	CleanSession  bool
+	CleanSession  bool   // Clean Start at level 5
 	KeepAlive     uint16 // seconds
 	ClientID      string
 	Will          *Will // nil when the will flag is 0
 	Username      string
 	HasUsername   bool
 	Password      []byte
-	HasPassword   bool
+	HasPassword   bool // at level 5 also without a user name
+	Props         *Properties
 }
 
 // Will is the message the broker publishes when a client vanishes without
@@ -102,6 +113,7 @@ type Will struct {
 	Payload []byte
 	QoS     byte
 	Retain  bool
+	Props   *Properties // the will properties, level 5 (§3.1.3.2)
 }
 
 // ConnackCode is the return code of a CONNACK.
@@ -136,12 +148,16 @@ func (c ConnackCode) String() string {
 
 // Connack answers a CONNECT. SessionPresent exists from 3.1.1 on; a broker
 // must leave it false when answering a 3.1 client, where the bit is reserved.
+// ReturnCode is the answer at levels 3 and 4, Reason the one at level 5.
 type Connack struct {
 	SessionPresent bool
 	ReturnCode     ConnackCode
+	Reason         ReasonCode
+	Props          *Properties
 }
 
-// Publish carries an application message in either direction.
+// Publish carries an application message in either direction. At level 5
+// Topic may be empty when Props carries a Topic Alias.
 type Publish struct {
 	Dup      bool
 	QoS      byte
@@ -149,30 +165,53 @@ type Publish struct {
 	Topic    string
 	PacketID uint16 // only when QoS > 0
 	Payload  []byte
+	Props    *Properties
 }
 
-// Puback acknowledges a QoS 1 PUBLISH.
-type Puback struct{ PacketID uint16 }
+// Puback acknowledges a QoS 1 PUBLISH. Reason and Props exist at level 5.
+type Puback struct {
+	PacketID uint16
+	Reason   ReasonCode
+	Props    *Properties
+}
 
 // Pubrec is the first acknowledgement of a QoS 2 PUBLISH.
-type Pubrec struct{ PacketID uint16 }
+type Pubrec struct {
+	PacketID uint16
+	Reason   ReasonCode
+	Props    *Properties
+}
 
 // Pubrel answers a PUBREC.
-type Pubrel struct{ PacketID uint16 }
+type Pubrel struct {
+	PacketID uint16
+	Reason   ReasonCode
+	Props    *Properties
+}
 
 // Pubcomp answers a PUBREL and ends a QoS 2 exchange.
-type Pubcomp struct{ PacketID uint16 }
+type Pubcomp struct {
+	PacketID uint16
+	Reason   ReasonCode
+	Props    *Properties
+}
 
-// Subscription is one topic filter of a SUBSCRIBE and its requested QoS.
+// Subscription is one topic filter of a SUBSCRIBE and its requested QoS,
+// the Maximum QoS of level 5. The other options exist at level 5 only
+// (§3.8.3.1).
 type Subscription struct {
-	Filter string
-	QoS    byte
+	Filter            string
+	QoS               byte
+	NoLocal           bool
+	RetainAsPublished bool
+	RetainHandling    byte // 0: send retained messages, 1: only for a new subscription, 2: never
 }
 
 // Subscribe asks for one or more subscriptions.
 type Subscribe struct {
 	PacketID      uint16
 	Subscriptions []Subscription
+	Props         *Properties
 }
 
 // SubackFailure is the SUBACK return code for a refused subscription
@@ -180,20 +219,28 @@ type Subscribe struct {
 const SubackFailure byte = 0x80
 
 // Suback answers a SUBSCRIBE with one return code per filter, in order
-// [MQTT-3.9.3-1]: the granted QoS or SubackFailure.
+// [MQTT-3.9.3-1]: the granted QoS or SubackFailure. At level 5 each is a
+// ReasonCode; the four values of 3.1.1 keep their meaning there.
 type Suback struct {
 	PacketID    uint16
 	ReturnCodes []byte
+	Props       *Properties
 }
 
 // Unsubscribe removes one or more subscriptions.
 type Unsubscribe struct {
 	PacketID uint16
 	Filters  []string
+	Props    *Properties
 }
 
-// Unsuback answers an UNSUBSCRIBE.
-type Unsuback struct{ PacketID uint16 }
+// Unsuback answers an UNSUBSCRIBE. At level 5 it carries one reason code
+// per filter, in order [MQTT-3.11.3-1]; at levels 3 and 4 Reasons is unused.
+type Unsuback struct {
+	PacketID uint16
+	Reasons  []ReasonCode
+	Props    *Properties
+}
 
 // Pingreq is a client's keep-alive probe.
 type Pingreq struct{}
@@ -201,8 +248,19 @@ type Pingreq struct{}
 // Pingresp answers a PINGREQ.
 type Pingresp struct{}
 
-// Disconnect is a client's clean goodbye; the will is discarded.
-type Disconnect struct{}
+// Disconnect is a client's clean goodbye; the will is discarded. At level 5
+// either side may send it, with a reason (ReasonNormalDisconnection keeps
+// the will from being published, ReasonDisconnectWithWill does not).
+type Disconnect struct {
+	Reason ReasonCode
+	Props  *Properties
+}
+
+// Auth carries a step of enhanced authentication, level 5 only (§3.15).
+type Auth struct {
+	Reason ReasonCode
+	Props  *Properties
+}
 
 func (*Connect) Type() Type     { return TypeConnect }
 func (*Connack) Type() Type     { return TypeConnack }
@@ -218,6 +276,7 @@ func (*Unsuback) Type() Type    { return TypeUnsuback }
 func (*Pingreq) Type() Type     { return TypePingreq }
 func (*Pingresp) Type() Type    { return TypePingresp }
 func (*Disconnect) Type() Type  { return TypeDisconnect }
+func (*Auth) Type() Type        { return TypeAuth }
 
 // Bits of the CONNECT flags byte (§3.1.2).
 const (
@@ -247,6 +306,9 @@ const flagsRequired = 0x02
 // 65,535 bytes or the packet exceeds MaxRemainingLength, since that can only
 // be a programming error: nothing decoded by a Reader is that large.
 func (c *Connect) Append(dst []byte) []byte {
+	if c.ProtocolLevel == Level5 {
+		return c.appendConnect5(dst)
+	}
 	flags := byte(0)
 	n := 2 + len(c.ProtocolName) + 1 + 1 + 2 + 2 + len(c.ClientID)
 	if c.CleanSession {

@@ -242,7 +242,7 @@ func TestPacketType(t *testing.T) {
 
 func TestTypeString(t *testing.T) {
 	want := []string{"Type(0)", "CONNECT", "CONNACK", "PUBLISH", "PUBACK", "PUBREC", "PUBREL", "PUBCOMP",
-		"SUBSCRIBE", "SUBACK", "UNSUBSCRIBE", "UNSUBACK", "PINGREQ", "PINGRESP", "DISCONNECT", "Type(15)"}
+		"SUBSCRIBE", "SUBACK", "UNSUBSCRIBE", "UNSUBACK", "PINGREQ", "PINGRESP", "DISCONNECT", "AUTH", "Type(16)"}
 	for i, w := range want {
 		if got := Type(i).String(); got != w {
 			t.Errorf("Type(%d).String() = %q, want %q", i, got, w)
