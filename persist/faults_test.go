@@ -232,3 +232,75 @@ func subscribe(filter string) *Batch {
 	b.PutSubscription("c", Subscription{Filter: filter, QoS: 1})
 	return &b
 }
+
+// TestWALPartialWriteAndEpoch (issue 13, item 7): a record write that fails after writing part
+// of the record leaves the position where it was, so the next record overwrites the torn one;
+// and a header write that fails leaves the log on the epoch that its file still holds, with its
+// records.
+func TestWALPartialWriteAndEpoch(t *testing.T) {
+	dir := t.TempDir()
+	l, err := openWAL(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.close()
+	record := func(k string) [][]rec { return [][]rec{{{key: []byte(k), val: []byte("v")}}} }
+	for _, k := range []string{"a", "b"} {
+		if err := l.append(record(k)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pos := l.pos
+	l.faults[stepAppend].Store(&fault{err: syscall.ENOSPC, short: true})
+	if err := l.append(record("torn")); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("append over a short write: %v, want ENOSPC", err)
+	}
+	if l.pos != pos {
+		t.Fatalf("a failed append moved the position from %d to %d", pos, l.pos)
+	}
+	l.faults[stepAppend].Store(nil)
+	if err := l.append(record("c")); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.sync(); err != nil {
+		t.Fatal(err)
+	}
+	wantKeys(t, l, dir, "a", "b", "c")
+
+	for _, f := range []fault{{err: syscall.EIO}, {err: syscall.ENOSPC, short: true}} {
+		epoch, pos := l.epoch, l.pos
+		l.faults[stepHeader].Store(&f)
+		if err := l.reset(); !errors.Is(err, f.err) {
+			t.Fatalf("reset over a failing header write: %v, want %v", err, f.err)
+		}
+		l.faults[stepHeader].Store(nil)
+		if l.epoch != epoch || l.pos != pos {
+			t.Fatalf("after a failed reset: epoch %d at %d, want %d at %d as the file holds", l.epoch, l.pos, epoch, pos)
+		}
+		onDisk, err := openWAL(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		onDisk.close()
+		if onDisk.epoch != l.epoch {
+			t.Fatalf("after a failed reset the file's epoch is %d, the log's %d", onDisk.epoch, l.epoch)
+		}
+		wantKeys(t, l, dir, "a", "b", "c")
+	}
+}
+
+// wantKeys fails the test unless the records of l's epoch hold exactly keys, in order.
+func wantKeys(t *testing.T, l *wal, dir string, keys ...string) {
+	t.Helper()
+	var got []string
+	if _, err := scanWAL(l, dir, func(p []byte) error {
+		key, _, _ := walField(p[1:])
+		got = append(got, string(key))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(got, ",") != strings.Join(keys, ",") {
+		t.Fatalf("the log holds %v, want %v", got, keys)
+	}
+}

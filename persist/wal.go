@@ -240,11 +240,15 @@ func (l *wal) syncAt(at step) error {
 	return nil
 }
 
-// reset starts the log over under a new epoch; only after a checkpoint.
+// reset starts the log over under a new epoch; only after a checkpoint. The log takes the new
+// epoch only once its header is durable: until then the file still holds the old one.
 func (l *wal) reset() error {
+	if err := l.writeHeader(l.epoch + 1); err != nil {
+		return err
+	}
 	l.epoch++
 	l.pos = walFileHdr
-	return l.writeHeader(l.epoch)
+	return nil
 }
 
 func (l *wal) close() error { return l.f.Close() }
