@@ -56,6 +56,7 @@ func TestPowerCutAsyncLossWindow(t *testing.T) {
 		if err := fs.PowerCut(); err != nil {
 			t.Fatal(err)
 		}
+		cutTook := time.Since(cutAt) // the writes are dropped at some moment of it
 		b.Kill()
 		if err := fs.Unmount(); err != nil {
 			t.Fatal(err)
@@ -99,7 +100,7 @@ func TestPowerCutAsyncLossWindow(t *testing.T) {
 		}
 		lost += len(cycleAges)
 		ages = append(ages, cycleAges...)
-		t.Logf("cycle %d: %d acknowledged, %d lost%s", cycle, len(acks), len(cycleAges), asyncAges(cycleAges))
+		t.Logf("cycle %d: %d acknowledged, %d lost%s; the cut took %v", cycle, len(acks), len(cycleAges), asyncAges(cycleAges), cutTook.Round(10*time.Microsecond))
 	}
 	t.Logf("durability async, store.async_interval %v: %d power cuts, %d acknowledged messages, %d lost in %d of the cuts%s",
 		interval, cycles, acked, lost, lossy, asyncAges(ages))
@@ -138,8 +139,8 @@ func asyncMark(t *testing.T, addr string) {
 	c.ExpectClosed()
 }
 
-// asyncAges renders the spread of ages, the time from a lost message's PUBACK to the cut
-// (negative: the PUBACK arrived after it).
+// asyncAges renders the spread of ages, the time from a lost message's PUBACK to the start of the
+// cut (negative: the PUBACK arrived after it, and was sent before the disk was cut, or during).
 func asyncAges(ages []time.Duration) string {
 	if len(ages) == 0 {
 		return ""
