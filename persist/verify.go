@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -14,6 +15,9 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
+	"github.com/dgraph-io/badger/v4/table"
+	"github.com/dgraph-io/ristretto/v2/z"
 	"github.com/rs/zerolog"
 )
 
@@ -69,6 +73,11 @@ func (r *Report) OK() bool { return len(r.Problems) == 0 }
 // directory, and one saying "no store" for a directory without a Badger
 // MANIFEST. A panic inside Badger is returned as an error.
 func Verify(dir string) (*Report, error) {
+	if problems := checkTables(dir); len(problems) > 0 {
+		// Badger would open these tables on goroutines of its own, where a damaged one can panic
+		// beyond any recover and take the process down.
+		return &Report{Problems: problems}, nil
+	}
 	db, err := openReadOnly(dir)
 	if err != nil {
 		return nil, err
@@ -87,6 +96,41 @@ func Verify(dir string) (*Report, error) {
 	r := a.rep
 	r.Problems = a.finish()
 	return &r, nil
+}
+
+// checkTables opens every table the MANIFEST in dir lists, on this goroutine, and verifies its
+// checksums, returning a problem for each one that fails (a panic inside Badger included). A
+// MANIFEST it cannot read is left to Badger's open to report.
+func checkTables(dir string) []string {
+	fp, err := os.Open(filepath.Join(dir, "MANIFEST"))
+	if err != nil {
+		return nil
+	}
+	defer fp.Close()
+	mf, _, err := badger.ReplayManifestFile(fp, 0, badger.DefaultOptions(dir))
+	if err != nil {
+		return nil
+	}
+	var problems []string
+	for _, id := range slices.Sorted(maps.Keys(mf.Tables)) {
+		name := table.NewFilename(id, dir)
+		err := safeCall(func() error {
+			f, err := z.OpenMmapFile(name, os.O_RDONLY, 0)
+			if err != nil {
+				return err
+			}
+			// Not Table.DecrRef: at no reference left it deletes the file.
+			defer f.Close(-1)
+			bo := badger.DefaultOptions(dir)
+			_, err = table.OpenTable(f, table.Options{ReadOnly: true, ChkMode: options.OnTableAndBlockRead, BlockSize: bo.BlockSize,
+				BloomFalsePositive: bo.BloomFalsePositive, Compression: mf.Tables[id].Compression})
+			return err
+		})
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("Badger table %s: %v", filepath.Base(name), err))
+		}
+	}
+	return problems
 }
 
 // openReadOnly opens dir with Badger read-only, turning Badger's refusals into
