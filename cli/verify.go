@@ -16,8 +16,9 @@ const verifyUsage = `--data DIR
 Opens the stopped broker's data directory read-only (nothing in it changes) and checks that
 every key and value decodes, every queue entry has its message, every in-flight state its queue
 entry, every client's data its session record, and Badger's checksums; first it reads holdfast's
-write-ahead log, which a start would replay, and reports a damaged record in it. Prints what the
-store holds and each problem on its own line. Exit status: 0 consistent, 1 problems found or the
+write-ahead log, which a start would replay, and reports a damaged record in it (and what
+holdfast recover would drop to get past it). Prints what the store holds and each problem on its
+own line. Exit status: 0 consistent, 1 problems found or the
 directory cannot be read, 2 bad usage.
 `
 
@@ -31,11 +32,19 @@ func verify(env *Env, args []string) error {
 		fs.Usage()
 		return usagef("verify: --data DIR is required")
 	}
-	records, err := persist.CheckWAL(*dir)
+	wal, err := persist.InspectWAL(*dir)
 	if err != nil {
-		// Starting holdfast would stop on it too: nothing is dropped unless someone chooses to.
-		return fmt.Errorf("verify: %w; the records after the damage hold acknowledged messages: copy the directory aside before changing anything in it", err)
+		return fmt.Errorf("verify: %w; the log's records hold acknowledged messages: copy the directory aside before changing anything in it, and restore a backup (holdfast restore)", err)
 	}
+	if wal.Corrupt() {
+		// Nothing is dropped unless the operator chooses to, knowing what.
+		return fmt.Errorf("verify: write-ahead log %s: the record at byte %d is damaged and %d valid records follow it: "+
+			"a start refuses this directory rather than drop them, and they hold acknowledged messages. Copy the directory aside first. "+
+			"Then either restore a backup (holdfast restore), or run holdfast recover --data %s, which keeps the %d records before it and drops "+
+			"the damaged record and the %d valid records after it (bytes %d to %d), after copying the whole log to a backup file beside it",
+			wal.Path, wal.Damaged, wal.After, *dir, wal.Records, wal.After, wal.Damaged, wal.End)
+	}
+	records := wal.Records
 	rep, err := persist.Verify(*dir)
 	if err != nil {
 		return storeOpenError("verify", *dir, err)
