@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"runtime"
 	"sync"
 	"testing"
@@ -12,54 +11,21 @@ import (
 
 	"github.com/holdfast/holdfast/codec"
 	"github.com/holdfast/holdfast/config"
+	"github.com/holdfast/holdfast/internal/mqtttest"
 )
 
-// loadConn is one raw connection of the lock-order load test: it answers every QoS handshake the
+// dialLoad connects a client of the lock-order load test, which answers every QoS handshake the
 // broker starts and drops what it reads, so the broker's every path runs.
-type loadConn struct {
-	nc net.Conn
-	mu sync.Mutex // writes come from the actor and from its reader
-}
-
-func dialLoad(addr, id string, clean bool) (*loadConn, error) {
-	nc, err := net.DialTimeout("tcp", addr, time.Second)
+func dialLoad(t *testing.T, addr, id string, clean bool) (*mqtttest.Client, error) {
+	c, err := mqtttest.TryDial(t, "", addr)
 	if err != nil {
 		return nil, err
 	}
-	c := &loadConn{nc: nc}
-	c.send(&codec.Connect{ProtocolName: "MQTT", ProtocolLevel: codec.Level311, ClientID: id, CleanSession: clean, KeepAlive: 60})
-	go c.answer()
-	return c, nil
-}
-
-func (c *loadConn) send(p codec.Packet) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.nc.SetWriteDeadline(time.Now().Add(time.Second))
-	c.nc.Write(p.Append(nil)) // errors end the connection; the reader sees them
-}
-
-func (c *loadConn) answer() {
-	r := codec.NewReader(c.nc, 1<<20)
-	for {
-		p, err := r.ReadPacket()
-		if err != nil {
-			c.nc.Close()
-			return
-		}
-		switch p := p.(type) {
-		case *codec.Publish:
-			if p.QoS == 1 {
-				c.send(&codec.Puback{PacketID: p.PacketID})
-			} else if p.QoS == 2 {
-				c.send(&codec.Pubrec{PacketID: p.PacketID})
-			}
-		case *codec.Pubrec:
-			c.send(&codec.Pubrel{PacketID: p.PacketID})
-		case *codec.Pubrel:
-			c.send(&codec.Pubcomp{PacketID: p.PacketID})
-		}
+	if err := c.Write(&codec.Connect{ProtocolName: "MQTT", ProtocolLevel: codec.Level311, ClientID: id, CleanSession: clean, KeepAlive: 60}); err != nil {
+		return nil, err
 	}
+	go c.AnswerAll(time.Minute)
+	return c, nil
 }
 
 // TestLockOrderUnderLoad drives every path that takes locks at once — publishes at each QoS,
@@ -91,39 +57,39 @@ func TestLockOrderUnderLoad(t *testing.T) {
 	}
 	for i := range 4 {
 		actor(fmt.Sprint("pub", i), func(rng *rand.Rand) {
-			c, err := dialLoad(b.addr, fmt.Sprint("pub", i), true)
+			c, err := dialLoad(t, b.addr, fmt.Sprint("pub", i), true)
 			if err != nil {
 				return
 			}
-			defer c.nc.Close()
+			defer c.Conn.Close()
 			for n := range 200 {
 				qos := byte(rng.IntN(3))
-				c.send(&codec.Publish{Topic: fmt.Sprintf("load/%d", rng.IntN(8)), QoS: qos, PacketID: uint16(n + 1),
+				c.Write(&codec.Publish{Topic: fmt.Sprintf("load/%d", rng.IntN(8)), QoS: qos, PacketID: uint16(n + 1),
 					Retain: rng.IntN(20) == 0, Payload: []byte("payload")})
 			}
 		})
 		actor(fmt.Sprint("sub", i), func(rng *rand.Rand) {
 			// A new connection takes the session over from the previous one, still open.
-			c, err := dialLoad(b.addr, fmt.Sprint("sub", i), i%2 == 0)
+			c, err := dialLoad(t, b.addr, fmt.Sprint("sub", i), i%2 == 0)
 			if err != nil {
 				return
 			}
-			c.send(&codec.Subscribe{PacketID: 1, Subscriptions: []codec.Subscription{{Filter: "load/#", QoS: byte(rng.IntN(3))}}})
+			c.Write(&codec.Subscribe{PacketID: 1, Subscriptions: []codec.Subscription{{Filter: "load/#", QoS: byte(rng.IntN(3))}}})
 			time.Sleep(time.Duration(rng.IntN(200)) * time.Millisecond) // paces the take-overs
 		})
 	}
 	actor("churn", func(rng *rand.Rand) {
-		c, err := dialLoad(b.addr, "churn", false)
+		c, err := dialLoad(t, b.addr, "churn", false)
 		if err != nil {
 			return
 		}
-		defer c.nc.Close()
+		defer c.Conn.Close()
 		for n := range 100 {
 			f := fmt.Sprintf("load/%d", rng.IntN(8))
 			if n%2 == 0 {
-				c.send(&codec.Subscribe{PacketID: uint16(n + 1), Subscriptions: []codec.Subscription{{Filter: f, QoS: 1}}})
+				c.Write(&codec.Subscribe{PacketID: uint16(n + 1), Subscriptions: []codec.Subscription{{Filter: f, QoS: 1}}})
 			} else {
-				c.send(&codec.Unsubscribe{PacketID: uint16(n + 1), Filters: []string{f}})
+				c.Write(&codec.Unsubscribe{PacketID: uint16(n + 1), Filters: []string{f}})
 			}
 		}
 	})

@@ -133,19 +133,51 @@ func (c *Client) TryRead(d time.Duration) (codec.Packet, error) {
 func (c *Client) Next() codec.Packet {
 	c.t.Helper()
 	for {
-		switch p := c.Read().(type) {
-		case *codec.Publish:
-			switch p.QoS {
-			case 1:
-				c.Send(&codec.Puback{PacketID: p.PacketID})
-			case 2:
-				c.Send(&codec.Pubrec{PacketID: p.PacketID})
+		p := c.Read()
+		if a := reply(p); a != nil {
+			c.Send(a)
+		}
+		if p.Type() != codec.TypePubrel {
+			return p
+		}
+	}
+}
+
+// reply is a well-behaved client's answer to p as a receiver: PUBACK or PUBREC to a PUBLISH at
+// QoS 1 or 2, PUBCOMP to PUBREL; nil for anything else.
+func reply(p codec.Packet) codec.Packet {
+	switch p := p.(type) {
+	case *codec.Publish:
+		switch p.QoS {
+		case 1:
+			return &codec.Puback{PacketID: p.PacketID}
+		case 2:
+			return &codec.Pubrec{PacketID: p.PacketID}
+		}
+	case *codec.Pubrel:
+		return &codec.Pubcomp{PacketID: p.PacketID}
+	}
+	return nil
+}
+
+// AnswerAll reads until the connection ends (or stays silent for idle), answering every QoS
+// handshake the peer starts or continues, PUBREC with PUBREL included, and dropping the rest: a
+// client that keeps every path of a broker busy under load. It may run off the test goroutine;
+// writes from other goroutines may go on meanwhile (one Write is one system call).
+func (c *Client) AnswerAll(idle time.Duration) error {
+	for {
+		p, err := c.TryRead(idle)
+		if err != nil {
+			return err
+		}
+		a := reply(p)
+		if rec, ok := p.(*codec.Pubrec); ok {
+			a = &codec.Pubrel{PacketID: rec.PacketID}
+		}
+		if a != nil {
+			if err := c.Write(a); err != nil {
+				return err
 			}
-			return p
-		case *codec.Pubrel:
-			c.Send(&codec.Pubcomp{PacketID: p.PacketID})
-		default:
-			return p
 		}
 	}
 }
