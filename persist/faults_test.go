@@ -1,6 +1,8 @@
 package persist
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -11,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/dgraph-io/badger/v4"
 )
 
 const (
@@ -303,4 +307,129 @@ func wantKeys(t *testing.T, l *wal, dir string, keys ...string) {
 	if strings.Join(got, ",") != strings.Join(keys, ",") {
 		t.Fatalf("the log holds %v, want %v", got, keys)
 	}
+}
+
+const checkpointCrashEnv = "HOLDFAST_PERSIST_CHECKPOINT_CRASH_DIR"
+
+// TestReplayOverCheckpointedBadger (issue 13, "replay of an old WAL over a newer Badger state"):
+// a crash between a checkpoint and the start of the next epoch leaves a log whose every record
+// Badger already holds, durably, with the effects of later records in it (deletes, overwrites,
+// acknowledgements). Replaying the whole old epoch over it gives back exactly the same store,
+// because replay applies the exact entries in order: the last write of every key wins again.
+// The child stops there (the header write fails: fail-stop) and prints a digest of its store;
+// after SIGKILL the reopened store has the same digest.
+func TestReplayOverCheckpointedBadger(t *testing.T) {
+	if os.Getenv(checkpointCrashEnv) != "" {
+		t.Skip("in the child")
+	}
+	dir := t.TempDir()
+	child := startChild(t, "TestCheckpointCrashChild", 30*time.Second, checkpointCrashEnv+"="+dir)
+	var want string
+	for child.lines.Scan() {
+		f := strings.Fields(child.lines.Text())
+		if len(f) != 2 || f[0] != "digest" {
+			t.Fatalf("child: %s", child.lines.Text())
+		}
+		want = f[1]
+		child.kill()
+	}
+	_ = child.wait()
+	if want == "" {
+		t.Fatal("the child did not stop between a checkpoint and the new epoch")
+	}
+	l, err := openWAL(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := scanWAL(l, dir, func([]byte) error { return nil })
+	l.close()
+	if err != nil || n == 0 {
+		t.Fatalf("the log holds %d records of the checkpointed epoch (%v); want the whole epoch", n, err)
+	}
+	s, err := Open(testOptions(dir, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if got := storeDigest(t, s); got != want {
+		t.Errorf("after replaying %d old records over the checkpointed store: digest %s, want %s", n, got, want)
+	}
+	if err := checkInvariants(s.db, s.w.refs); err != nil {
+		t.Error(err)
+	}
+}
+
+// TestCheckpointCrashChild is the child of TestReplayOverCheckpointedBadger: batches that
+// enqueue to two sessions (a shared body), acknowledge and set the state of earlier entries,
+// and put and delete subscriptions, retained messages and a whole session, until the first
+// checkpoint's header write fails. It prints the digest of what its store holds then.
+func TestCheckpointCrashChild(t *testing.T) {
+	dir := os.Getenv(checkpointCrashEnv)
+	if dir == "" {
+		t.Skip("child process of TestReplayOverCheckpointedBadger")
+	}
+	o := testOptions(dir, nil)
+	o.checkpointBytes = 256 << 10
+	s, err := Open(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	putSessions(t, s, "a", "b", "c")
+	s.wal.faults[stepHeader].Store(&fault{err: syscall.EIO})
+	var seqs []uint64
+	for i := 0; ; i++ {
+		b := &Batch{}
+		b.Enqueue(msg("t", strings.Repeat("x", 200), 1), []Target{{"a", 1}, {"b", 1}})
+		if n := len(seqs); n > 0 {
+			b.Ack("a", seqs[n-1])
+			b.SetQueueState("b", seqs[n-1], Sent, uint16(i))
+		}
+		if n := len(seqs); n > 3 {
+			b.Ack("b", seqs[n-4])
+		}
+		filter := fmt.Sprintf("f/%d", i%7)
+		if i%2 == 0 {
+			b.PutSubscription("c", Subscription{Filter: filter, QoS: 1})
+			b.PutRetained(msg(filter, strconv.Itoa(i), 1))
+		} else {
+			b.DeleteSubscription("c", filter)
+			b.DeleteRetained(filter)
+		}
+		if i%50 == 49 {
+			b.DeleteSession("c")
+			b.PutSession("c", SessionRecord{ProtocolLevel: 4})
+		}
+		seq, err := s.Commit(b)
+		if err != nil {
+			break
+		}
+		seqs = append(seqs, seq)
+	}
+	if !errors.Is(s.Err(), syscall.EIO) {
+		t.Fatalf("stopped by %v, want the header write's EIO", s.Err())
+	}
+	fmt.Printf("digest %s\n", storeDigest(t, s))
+	select {} // until SIGKILL
+}
+
+// storeDigest is a hash of every key and value in s's Badger.
+func storeDigest(t *testing.T, s *Store) string {
+	t.Helper()
+	h := sha256.New()
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			v, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(h, "%q=%q\n", it.Item().Key(), v)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
