@@ -550,7 +550,7 @@ func decodePublish(flags byte, body []byte, v5 bool) (Packet, error) {
 		if p.Props, err = c.properties(TypePublish); err != nil {
 			return nil, err
 		}
-		if p.Topic == "" && p.Props.TopicAlias == 0 {
+		if p.Topic == "" && !p.Props.Has(PropTopicAlias) {
 			return nil, protocolErr(c.t, "topic name", "empty without a Topic Alias") // §3.3.2.3.4
 		}
 	}
