@@ -433,3 +433,40 @@ func storeDigest(t *testing.T, s *Store) string {
 	}
 	return hex.EncodeToString(h.Sum(nil))
 }
+
+// TestRecoverWaitsForItsRemoval (issue 13, "a data race on the reader's error in read.go"):
+// Recover removes leftovers in a batch that, in Sync mode, the syncer completes on its own
+// goroutine, and must wait for that callback before it reads the result. Before 0e51533 it read
+// the error the callback wrote without waiting, a race that -race reports when the syncer calls
+// back before the writer moves on, so the test recovers many times. Last, the removal's
+// fdatasync fails and Recover fails with it.
+func TestRecoverWaitsForItsRemoval(t *testing.T) {
+	s, err := Open(testOptions(t.TempDir(), nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	putSessions(t, s, "s")
+	stray := func() {
+		t.Helper()
+		var b Batch
+		b.SetQueueState("s", 1, Sent, 1) // an in-flight state without its entry: a leftover
+		if _, err := s.Commit(&b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 200 {
+		stray()
+		if _, err := s.Recover(); err != nil {
+			t.Fatal(err)
+		}
+		if n := len(rawKeys(t, s.db, famInflight)); n != 0 {
+			t.Fatalf("%d in-flight states left after Recover", n)
+		}
+	}
+	stray()
+	s.wal.faults[stepSync].Store(&fault{err: syscall.EIO})
+	if _, err := s.Recover(); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("Recover over a failing removal: %v, want EIO", err)
+	}
+}
