@@ -170,6 +170,19 @@ var propInfos = [...]propInfo{
 	PropSharedSubscriptionAvailable:     {"Shared Subscription Available", carriedBy(TypeConnack), ruleZeroOne},
 }
 
+// carried lists, for each packet type (and willProps), the properties it may
+// carry in identifier order, so that encoding visits only those.
+var carried = func() (c [TypeAuth + 1][]PropertyID) {
+	for id, info := range propInfos {
+		for t := range c {
+			if info.in&(1<<t) != 0 {
+				c[t] = append(c[t], PropertyID(id))
+			}
+		}
+	}
+	return c
+}()
+
 func (id PropertyID) known() bool { return int(id) < len(propInfos) && propInfos[id].name != "" }
 
 // String returns the name the specification gives the property.
@@ -279,8 +292,8 @@ func (p *Properties) size(t Type) int {
 		return 0
 	}
 	n := 0
-	for id := range PropertyID(len(propInfos)) {
-		if !p.writes(id, t) {
+	for _, id := range carried[t] {
+		if !p.writes(id) {
 			continue
 		}
 		switch v := p.ref(id).(type) {
@@ -307,9 +320,9 @@ func (p *Properties) size(t Type) int {
 	return n
 }
 
-// writes reports whether encoding for a t packet writes property id.
-func (p *Properties) writes(id PropertyID, t Type) bool {
-	return propInfos[id].in&(1<<t) != 0 && (p.zero&(1<<id) != 0 || !isZero(p.ref(id)))
+// writes reports whether property id is present to be written.
+func (p *Properties) writes(id PropertyID) bool {
+	return p.zero&(1<<id) != 0 || !isZero(p.ref(id))
 }
 
 // appendTo writes the property length n, from size(t), and the properties.
@@ -318,8 +331,8 @@ func (p *Properties) appendTo(dst []byte, t Type, n int) []byte {
 	if n == 0 {
 		return dst
 	}
-	for id := range PropertyID(len(propInfos)) {
-		if !p.writes(id, t) {
+	for _, id := range carried[t] {
+		if !p.writes(id) {
 			continue
 		}
 		switch v := p.ref(id).(type) {

@@ -466,6 +466,7 @@ func TestReadAllocations(t *testing.T) {
 		want float64
 	}{
 		{&Publish{QoS: 1, Topic: "a/b/c", PacketID: 7, Payload: []byte("payload")}, 3},
+		{&Publish{Topic: "a/b/c", Payload: []byte("payload")}, 3}, // QoS 0: level 5 must not cost it anything
 		{&Puback{PacketID: 7}, 1},
 		{&Pingreq{}, 0},
 	} {
