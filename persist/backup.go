@@ -328,8 +328,9 @@ func prepareRestoreDir(dir string) (created bool, err error) {
 	ents, err := os.ReadDir(dir)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return false, fmt.Errorf("persist: restore: %w", err)
+		// As a data directory: mode 0700, and its name durable before the store goes in.
+		if err := makeDataDir(dir); err != nil {
+			return false, err
 		}
 		return true, nil
 	case err != nil:
