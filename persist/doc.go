@@ -41,7 +41,10 @@
 //     fdatasyncs the log once for all of them, and calls their callbacks in
 //     submission order, with the error of the commit or of the sync if any.
 //     In Async and None modes the writer calls them itself right after step 5;
-//     in Async a ticker fdatasyncs the log every AsyncInterval.
+//     in Async a ticker fdatasyncs the log every AsyncInterval. Once the store
+//     has failed (any storage error: fail-stop), every callback not yet called
+//     gets ErrFailed, even for a record already synced: no success follows a
+//     failure.
 //
 // Reference counts of shared bodies and the set of client ids with a session
 // record live in the writer's memory in three layers: committed, open
@@ -78,9 +81,11 @@
 // All fixed-width integers are big-endian. Records start right after the
 // header. The file grows with zeros written 1 MiB ahead of the last record, so
 // that most fdatasyncs carry data and no size change. Starting over (after a
-// checkpoint) increments the epoch, rewrites and syncs the header, and writes
-// the next record at offset 16 over the old ones: a record of an older epoch
-// fails its CRC. A record whose write failed is overwritten by the next.
+// checkpoint) rewrites and syncs the header with the next epoch, which the log
+// takes only then, and writes the next record at offset 16 over the old ones:
+// a record of an older epoch fails its CRC. A write that fails, even after
+// writing part of a record, leaves the position where it was, and the store
+// fails (nothing more is written).
 //
 // Replay, at Open before anything reads the store, applies the records in
 // order into Badger and stops at the first one of length 0, running past the
@@ -92,8 +97,11 @@
 //
 // A checkpoint makes Badger durable by itself so that the log may be
 // discarded: DB.Sync, then an fsync of every .mem and .vlog file in the
-// directory (memtables waiting to be flushed are not synced by Badger). It
-// runs when the records pass 64 MiB, after replay, and at Close.
+// directory (memtables waiting to be flushed are not synced by Badger), then
+// of the directory (Badger does not sync it when it creates those files). It
+// runs when the records pass 64 MiB, after replay, and at Close. A crash
+// between a checkpoint and the new header replays the old epoch over a Badger
+// that holds it: the same store again, since replay is idempotent.
 //
 // # Keys
 //
