@@ -306,11 +306,14 @@ const flagsRequired = 0x02
 // 65,535 bytes or the packet exceeds MaxRemainingLength, since that can only
 // be a programming error: nothing decoded by a Reader is that large.
 func (c *Connect) Append(dst []byte) []byte {
-	if c.ProtocolLevel == Level5 {
-		return c.appendConnect5(dst)
-	}
+	v5 := c.ProtocolLevel == Level5
 	flags := byte(0)
 	n := 2 + len(c.ProtocolName) + 1 + 1 + 2 + 2 + len(c.ClientID)
+	pn, wn := 0, 0 // level 5: the lengths of the properties and will properties
+	if v5 {
+		pn = c.Props.size(TypeConnect)
+		n += varintLen(pn) + pn
+	}
 	if c.CleanSession {
 		flags |= connectCleanSession
 	}
@@ -320,6 +323,10 @@ func (c *Connect) Append(dst []byte) []byte {
 			flags |= connectWillRetain
 		}
 		n += 2 + len(w.Topic) + 2 + len(w.Payload)
+		if v5 {
+			wn = w.Props.size(willProps)
+			n += varintLen(wn) + wn
+		}
 	}
 	if c.HasUsername {
 		flags |= connectUsername
@@ -333,8 +340,14 @@ func (c *Connect) Append(dst []byte) []byte {
 	dst = appendString(dst, c.ProtocolName)
 	dst = append(dst, c.ProtocolLevel, flags)
 	dst = binary.BigEndian.AppendUint16(dst, c.KeepAlive)
+	if v5 {
+		dst = c.Props.appendTo(dst, TypeConnect, pn) // §3.1.2.11
+	}
 	dst = appendString(dst, c.ClientID)
 	if w := c.Will; w != nil {
+		if v5 {
+			dst = w.Props.appendTo(dst, willProps, wn) // §3.1.3.2
+		}
 		dst = appendString(dst, w.Topic)
 		dst = appendString(dst, w.Payload)
 	}
@@ -358,7 +371,11 @@ func (c *Connack) Append(dst []byte) []byte {
 
 // Append implements Packet. With QoS 0 no packet identifier is written
 // [MQTT-2.3.1-5].
-func (p *Publish) Append(dst []byte) []byte {
+func (p *Publish) Append(dst []byte) []byte { return p.append(dst, false) }
+
+// append writes the PUBLISH; at level 5 the properties follow the packet
+// identifier (§3.3.2).
+func (p *Publish) append(dst []byte, v5 bool) []byte {
 	flags := (p.QoS & 3) << publishQoSShift
 	if p.Dup {
 		flags |= publishDup
@@ -370,10 +387,18 @@ func (p *Publish) Append(dst []byte) []byte {
 	if p.QoS > 0 {
 		n += 2
 	}
+	pn := 0
+	if v5 {
+		pn = p.Props.size(TypePublish)
+		n += varintLen(pn) + pn
+	}
 	dst = appendFixedHeader(dst, TypePublish, flags, n)
 	dst = appendString(dst, p.Topic)
 	if p.QoS > 0 {
 		dst = binary.BigEndian.AppendUint16(dst, p.PacketID)
+	}
+	if v5 {
+		dst = p.Props.appendTo(dst, TypePublish, pn)
 	}
 	return append(dst, p.Payload...)
 }
@@ -396,16 +421,31 @@ func (p *Pubcomp) Append(dst []byte) []byte { return appendAck(dst, TypePubcomp,
 func (p *Unsuback) Append(dst []byte) []byte { return appendAck(dst, TypeUnsuback, 0, p.PacketID) }
 
 // Append implements Packet.
-func (s *Subscribe) Append(dst []byte) []byte {
-	n := 2
+func (s *Subscribe) Append(dst []byte) []byte { return s.append(dst, false) }
+
+// append writes the SUBSCRIBE; at level 5 with properties and the options
+// byte in place of the requested QoS (§3.8.3.1).
+func (s *Subscribe) append(dst []byte, v5 bool) []byte {
+	n, pn := 2, 0
+	if v5 {
+		pn = s.Props.size(TypeSubscribe)
+		n += varintLen(pn) + pn
+	}
 	for _, sub := range s.Subscriptions {
 		n += 2 + len(sub.Filter) + 1
 	}
 	dst = appendFixedHeader(dst, TypeSubscribe, flagsRequired, n)
 	dst = binary.BigEndian.AppendUint16(dst, s.PacketID)
+	if v5 {
+		dst = s.Props.appendTo(dst, TypeSubscribe, pn)
+	}
 	for _, sub := range s.Subscriptions {
 		dst = appendString(dst, sub.Filter)
-		dst = append(dst, sub.QoS)
+		if v5 {
+			dst = append(dst, sub.options())
+		} else {
+			dst = append(dst, sub.QoS)
+		}
 	}
 	return dst
 }
@@ -418,13 +458,22 @@ func (s *Suback) Append(dst []byte) []byte {
 }
 
 // Append implements Packet.
-func (u *Unsubscribe) Append(dst []byte) []byte {
-	n := 2
+func (u *Unsubscribe) Append(dst []byte) []byte { return u.append(dst, false) }
+
+func (u *Unsubscribe) append(dst []byte, v5 bool) []byte {
+	n, pn := 2, 0
+	if v5 {
+		pn = u.Props.size(TypeUnsubscribe)
+		n += varintLen(pn) + pn
+	}
 	for _, f := range u.Filters {
 		n += 2 + len(f)
 	}
 	dst = appendFixedHeader(dst, TypeUnsubscribe, flagsRequired, n)
 	dst = binary.BigEndian.AppendUint16(dst, u.PacketID)
+	if v5 {
+		dst = u.Props.appendTo(dst, TypeUnsubscribe, pn)
+	}
 	for _, f := range u.Filters {
 		dst = appendString(dst, f)
 	}

@@ -2,9 +2,10 @@ package codec
 
 import "encoding/binary"
 
-// Encoding at level 5. Each packet type's AppendLevel sends levels below 5 to
-// Append, so that 3.x encoding stays exactly what it was; the level-5 forms
-// are below. Like Append they write what they are given, except that
+// Encoding at level 5. Below level 5 each packet type's AppendLevel writes
+// what Append writes. Where the level-5 form only adds to the 3.x one
+// (CONNECT, PUBLISH, SUBSCRIBE, UNSUBSCRIBE) one function in packets.go
+// writes both; the others are here. Like Append they write what they are given, except that
 // properties the packet type may not carry are left out (Properties).
 
 // AppendLevel implements Packet: a CONNECT carries its own level.
@@ -25,31 +26,9 @@ func (c *Connack) AppendLevel(dst []byte, level byte) []byte {
 	return c.Props.appendTo(dst, TypeConnack, pn)
 }
 
-// AppendLevel implements Packet. At level 5 the properties follow the packet
-// identifier (§3.3.2).
+// AppendLevel implements Packet.
 func (p *Publish) AppendLevel(dst []byte, level byte) []byte {
-	if level < Level5 {
-		return p.Append(dst)
-	}
-	flags := (p.QoS & 3) << publishQoSShift
-	if p.Dup {
-		flags |= publishDup
-	}
-	if p.Retain {
-		flags |= publishRetain
-	}
-	pn := p.Props.size(TypePublish)
-	n := 2 + len(p.Topic) + varintLen(pn) + pn + len(p.Payload)
-	if p.QoS > 0 {
-		n += 2
-	}
-	dst = appendFixedHeader(dst, TypePublish, flags, n)
-	dst = appendString(dst, p.Topic)
-	if p.QoS > 0 {
-		dst = binary.BigEndian.AppendUint16(dst, p.PacketID)
-	}
-	dst = p.Props.appendTo(dst, TypePublish, pn)
-	return append(dst, p.Payload...)
+	return p.append(dst, level >= Level5)
 }
 
 // AppendLevel implements Packet.
@@ -86,22 +65,7 @@ func (p *Pubcomp) AppendLevel(dst []byte, level byte) []byte {
 
 // AppendLevel implements Packet.
 func (s *Subscribe) AppendLevel(dst []byte, level byte) []byte {
-	if level < Level5 {
-		return s.Append(dst)
-	}
-	pn := s.Props.size(TypeSubscribe)
-	n := 2 + varintLen(pn) + pn
-	for _, sub := range s.Subscriptions {
-		n += 2 + len(sub.Filter) + 1
-	}
-	dst = appendFixedHeader(dst, TypeSubscribe, flagsRequired, n)
-	dst = binary.BigEndian.AppendUint16(dst, s.PacketID)
-	dst = s.Props.appendTo(dst, TypeSubscribe, pn)
-	for _, sub := range s.Subscriptions {
-		dst = appendString(dst, sub.Filter)
-		dst = append(dst, sub.options())
-	}
-	return dst
+	return s.append(dst, level >= Level5)
 }
 
 // Bits of the subscription options byte (§3.8.3.1); bits 0-1 are the QoS.
@@ -123,35 +87,17 @@ func (s *Subscription) options() byte {
 	return o
 }
 
-// AppendLevel implements Packet.
+// AppendLevel implements Packet. At level 5 each return code is a ReasonCode.
 func (s *Suback) AppendLevel(dst []byte, level byte) []byte {
 	if level < Level5 {
 		return s.Append(dst)
 	}
-	pn := s.Props.size(TypeSuback)
-	dst = appendFixedHeader(dst, TypeSuback, 0, 2+varintLen(pn)+pn+len(s.ReturnCodes))
-	dst = binary.BigEndian.AppendUint16(dst, s.PacketID)
-	dst = s.Props.appendTo(dst, TypeSuback, pn)
-	return append(dst, s.ReturnCodes...)
+	return appendCodes5(dst, TypeSuback, s.PacketID, s.Props, s.ReturnCodes)
 }
 
 // AppendLevel implements Packet.
 func (u *Unsubscribe) AppendLevel(dst []byte, level byte) []byte {
-	if level < Level5 {
-		return u.Append(dst)
-	}
-	pn := u.Props.size(TypeUnsubscribe)
-	n := 2 + varintLen(pn) + pn
-	for _, f := range u.Filters {
-		n += 2 + len(f)
-	}
-	dst = appendFixedHeader(dst, TypeUnsubscribe, flagsRequired, n)
-	dst = binary.BigEndian.AppendUint16(dst, u.PacketID)
-	dst = u.Props.appendTo(dst, TypeUnsubscribe, pn)
-	for _, f := range u.Filters {
-		dst = appendString(dst, f)
-	}
-	return dst
+	return u.append(dst, level >= Level5)
 }
 
 // AppendLevel implements Packet.
@@ -159,12 +105,18 @@ func (u *Unsuback) AppendLevel(dst []byte, level byte) []byte {
 	if level < Level5 {
 		return u.Append(dst)
 	}
-	pn := u.Props.size(TypeUnsuback)
-	dst = appendFixedHeader(dst, TypeUnsuback, 0, 2+varintLen(pn)+pn+len(u.Reasons))
-	dst = binary.BigEndian.AppendUint16(dst, u.PacketID)
-	dst = u.Props.appendTo(dst, TypeUnsuback, pn)
-	for _, r := range u.Reasons {
-		dst = append(dst, byte(r))
+	return appendCodes5(dst, TypeUnsuback, u.PacketID, u.Props, u.Reasons)
+}
+
+// appendCodes5 writes a level-5 SUBACK or UNSUBACK: packet identifier,
+// properties, one reason code per topic filter (§3.9, §3.11).
+func appendCodes5[C ~byte](dst []byte, t Type, id uint16, props *Properties, codes []C) []byte {
+	pn := props.size(t)
+	dst = appendFixedHeader(dst, t, 0, 2+varintLen(pn)+pn+len(codes))
+	dst = binary.BigEndian.AppendUint16(dst, id)
+	dst = props.appendTo(dst, t, pn)
+	for _, c := range codes {
+		dst = append(dst, byte(c))
 	}
 	return dst
 }
@@ -190,52 +142,6 @@ func (a *Auth) Append(dst []byte) []byte { return appendReason5(dst, TypeAuth, a
 
 // AppendLevel implements Packet.
 func (a *Auth) AppendLevel(dst []byte, _ byte) []byte { return a.Append(dst) }
-
-// appendConnect5 writes a level-5 CONNECT: properties after the keep alive,
-// will properties before the will topic (§3.1.2.11, §3.1.3.2).
-func (c *Connect) appendConnect5(dst []byte) []byte {
-	flags := byte(0)
-	pn := c.Props.size(TypeConnect)
-	n := 2 + len(c.ProtocolName) + 1 + 1 + 2 + varintLen(pn) + pn + 2 + len(c.ClientID)
-	if c.CleanSession {
-		flags |= connectCleanSession
-	}
-	wn := 0
-	if w := c.Will; w != nil {
-		flags |= connectWill | (w.QoS&3)<<connectWillQoSShift
-		if w.Retain {
-			flags |= connectWillRetain
-		}
-		wn = w.Props.size(willProps)
-		n += varintLen(wn) + wn + 2 + len(w.Topic) + 2 + len(w.Payload)
-	}
-	if c.HasUsername {
-		flags |= connectUsername
-		n += 2 + len(c.Username)
-	}
-	if c.HasPassword {
-		flags |= connectPassword
-		n += 2 + len(c.Password)
-	}
-	dst = appendFixedHeader(dst, TypeConnect, 0, n)
-	dst = appendString(dst, c.ProtocolName)
-	dst = append(dst, c.ProtocolLevel, flags)
-	dst = binary.BigEndian.AppendUint16(dst, c.KeepAlive)
-	dst = c.Props.appendTo(dst, TypeConnect, pn)
-	dst = appendString(dst, c.ClientID)
-	if w := c.Will; w != nil {
-		dst = w.Props.appendTo(dst, willProps, wn)
-		dst = appendString(dst, w.Topic)
-		dst = appendString(dst, w.Payload)
-	}
-	if c.HasUsername {
-		dst = appendString(dst, c.Username)
-	}
-	if c.HasPassword {
-		dst = appendString(dst, c.Password)
-	}
-	return dst
-}
 
 // appendAck5 writes PUBACK, PUBREC, PUBREL or PUBCOMP at level 5 in its
 // shortest form: the reason code is left out when it is Success and there
