@@ -1,0 +1,98 @@
+package persist
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+)
+
+const lostTailEnv = "HOLDFAST_PERSIST_LOST_TAIL_DIR"
+
+// TestLostLogTailOverNewerBadger (issue 13, "replay of an old WAL over a newer Badger state"):
+// a batch is applied to Badger before its log record is synced. When that fdatasync fails and
+// the kernel drops the record's page (as Linux may after a writeback error; faultfs does), while
+// Badger's memtable file, which nothing syncs, keeps the batch, the next start replays the older
+// records of the epoch over a Badger that holds the newer batch: every key those records write
+// goes back, every other key of the batch stays. Here the batch deletes a session whose record
+// was checkpointed and whose queue entry is in the log: the entry comes back without its record.
+// The batch was never acknowledged, so it may be there or not, but whole or not at all.
+func TestLostLogTailOverNewerBadger(t *testing.T) {
+	if os.Getenv(lostTailEnv) != "" {
+		t.Skip("in the child")
+	}
+	dir := t.TempDir()
+	child := startChild(t, "TestLostTailChild", 30*time.Second, lostTailEnv+"="+dir)
+	var seq uint64
+	var off int64
+	for child.lines.Scan() {
+		if _, err := fmt.Sscanf(child.lines.Text(), "seq %d at %d", &seq, &off); err != nil {
+			t.Fatalf("child: %s", child.lines.Text())
+		}
+		child.kill()
+	}
+	_ = child.wait()
+	if off == 0 {
+		t.Fatal("the child did not report its failed batch")
+	}
+	// The failed fdatasync's page is gone: the log holds zeros from the failed record on.
+	f, err := os.OpenFile(filepath.Join(dir, walName), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(make([]byte, 4096), off); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+
+	st := openRecovered(t, dir)
+	ss := session(st, "c")
+	switch {
+	case ss == nil:
+		// the deletion whole
+	case ss.Orphan && ss.QueuedCount > 0:
+		// Not fixed: replay cannot tell which keys of the epoch a newer, unlogged batch wrote
+		// (it would need Badger's state as of the last durable record, or Badger's commits to
+		// wait for the log's fdatasync, which the overlapped commit path does not do).
+		t.Skipf("known bug (issue 13, old WAL over newer Badger): half of the failed DeleteSession is in the store, queue entry %d without its session record", seq)
+	case ss.QueuedCount != 1:
+		t.Errorf("session c: %+v, want its one queue entry or nothing", ss)
+	}
+}
+
+// TestLostTailChild is the child of TestLostLogTailOverNewerBadger.
+func TestLostTailChild(t *testing.T) {
+	dir := os.Getenv(lostTailEnv)
+	if dir == "" {
+		t.Skip("child process of TestLostLogTailOverNewerBadger")
+	}
+	s, err := Open(testOptions(dir, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	putSessions(t, s, "c")
+	if err := s.Close(); err != nil { // a checkpoint: the session record is in Badger, not in the log
+		t.Fatal(err)
+	}
+	if s, err = Open(testOptions(dir, nil)); err != nil {
+		t.Fatal(err)
+	}
+	var b Batch
+	b.Enqueue(msg("t", "p", 1), []Target{{"c", 1}})
+	seq, err := s.Commit(&b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	off := s.wal.pos // where the next record goes
+	s.wal.faults[stepSync].Store(&fault{err: syscall.EIO})
+	var del Batch
+	del.DeleteSession("c")
+	if _, err := s.Commit(&del); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("DeleteSession over a failing fdatasync: %v", err)
+	}
+	fmt.Printf("seq %d at %d\n", seq, off)
+	select {} // until SIGKILL
+}
