@@ -132,7 +132,8 @@ var fixtures5 = []fixture{
 		pkt:  &Connack{Props: included(&Properties{}, PropMaximumQoS)},
 	},
 	{
-		// §3.3.2.4, Figure 3-9: topic a/b, packet identifier 10, no properties.
+		// The variable header of Figure 3-9 (§3.3.2.3): topic a/b, packet
+		// identifier 10, no properties.
 		name: "PUBLISH spec example",
 		raw:  raw(0x32, 10, 0, 3, "a/b", 0, 10, 0, "hi"),
 		pkt:  &Publish{QoS: 1, Topic: "a/b", PacketID: 10, Payload: []byte("hi")},
@@ -189,7 +190,8 @@ var fixtures5 = []fixture{
 		pkt:  &Pubcomp{PacketID: 0xFFFF, Reason: ReasonPacketIdentifierNotFound, Props: &Properties{ReasonString: "?"}},
 	},
 	{
-		// §3.8.3.2, Figure 3-22: a/b with options 1, c/d with options 2.
+		// The payload of Figure 3-21 (§3.8.3): a/b with options 1, c/d with
+		// options 2.
 		name: "SUBSCRIBE spec example",
 		raw:  raw(0x82, 15, 0, 10, 0, 0, 3, "a/b", 1, 0, 3, "c/d", 2),
 		pkt: &Subscribe{PacketID: 10, Subscriptions: []Subscription{
@@ -215,7 +217,7 @@ var fixtures5 = []fixture{
 		pkt:  &Suback{PacketID: 1, Props: &Properties{ReasonString: "!"}, ReturnCodes: []byte{0, 1, 2, 0x80, 0x87, 0xA2}},
 	},
 	{
-		// §3.10.3.2, Figure 3-28: a/b and c/d.
+		// The payload example of §3.10.3: a/b and c/d.
 		name: "UNSUBSCRIBE spec example with user property",
 		raw:  raw(0xA2, 20, 0, 3, 7, 0x26, 0, 1, "k", 0, 1, "v", 0, 3, "a/b", 0, 3, "c/d"),
 		pkt:  &Unsubscribe{PacketID: 3, Filters: []string{"a/b", "c/d"}, Props: &Properties{User: []UserProperty{{"k", "v"}}}},

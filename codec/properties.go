@@ -46,8 +46,8 @@ const (
 // A property whose value is the zero value of its field is absent, unless
 // Include marked it: that is how a DISCONNECT says Session Expiry Interval 0
 // or a CONNACK Maximum QoS 0. Decoding marks exactly the properties that
-// arrived with a zero value, so a decoded Properties compares equal to one
-// written out by hand. Has tells whether a property is present; where the
+// arrived with a zero value, so a decoded Properties equals one built by hand
+// with Include called for those. Has tells whether a property is present; where the
 // specification gives an absent property a default (Receive Maximum 65,535,
 // Maximum QoS 2, Retain Available 1, Request Problem Information 1 ...) that
 // is the caller's to apply.
@@ -56,33 +56,33 @@ const (
 // packet type may carry, and leaves out the others; it checks no value, as
 // Append checks no field.
 type Properties struct {
-	PayloadFormat        byte   // 0: unspecified bytes, 1: UTF-8 (PUBLISH, will)
-	MessageExpiry        uint32 // seconds (PUBLISH, will)
-	ContentType          string // (PUBLISH, will)
-	ResponseTopic        string // a topic name (PUBLISH, will)
-	CorrelationData      []byte // (PUBLISH, will)
-	SubscriptionIDs      []uint32
-	SessionExpiry        uint32 // seconds (CONNECT, CONNACK, DISCONNECT)
-	AssignedClientID     string // (CONNACK)
-	ServerKeepAlive      uint16 // seconds (CONNACK)
-	AuthMethod           string // (CONNECT, CONNACK, AUTH)
-	AuthData             []byte // (CONNECT, CONNACK, AUTH)
-	RequestProblemInfo   bool   // (CONNECT)
-	WillDelay            uint32 // seconds (will)
-	RequestResponseInfo  bool   // (CONNECT)
-	ResponseInfo         string // (CONNACK)
-	ServerReference      string // (CONNACK, DISCONNECT)
-	ReasonString         string // (every packet with a reason code)
-	ReceiveMaximum       uint16 // (CONNECT, CONNACK)
-	TopicAliasMaximum    uint16 // (CONNECT, CONNACK)
-	TopicAlias           uint16 // (PUBLISH)
-	MaximumQoS           byte   // 0 or 1 (CONNACK)
-	RetainAvailable      bool   // (CONNACK)
-	User                 []UserProperty
-	MaximumPacketSize    uint32 // (CONNECT, CONNACK)
-	WildcardSubAvailable bool   // (CONNACK)
-	SubIDAvailable       bool   // (CONNACK)
-	SharedSubAvailable   bool   // (CONNACK)
+	PayloadFormat        byte           // 0: unspecified bytes, 1: UTF-8 (PUBLISH, will)
+	MessageExpiry        uint32         // seconds (PUBLISH, will)
+	ContentType          string         // (PUBLISH, will)
+	ResponseTopic        string         // a topic name (PUBLISH, will)
+	CorrelationData      []byte         // (PUBLISH, will)
+	SubscriptionIDs      []uint32       // 1 to 268,435,455 (PUBLISH: any number; SUBSCRIBE: one)
+	SessionExpiry        uint32         // seconds (CONNECT, CONNACK, DISCONNECT)
+	AssignedClientID     string         // (CONNACK)
+	ServerKeepAlive      uint16         // seconds (CONNACK)
+	AuthMethod           string         // (CONNECT, CONNACK, AUTH)
+	AuthData             []byte         // (CONNECT, CONNACK, AUTH)
+	RequestProblemInfo   bool           // (CONNECT)
+	WillDelay            uint32         // seconds (will)
+	RequestResponseInfo  bool           // (CONNECT)
+	ResponseInfo         string         // (CONNACK)
+	ServerReference      string         // (CONNACK, DISCONNECT)
+	ReasonString         string         // (every packet with a reason code)
+	ReceiveMaximum       uint16         // (CONNECT, CONNACK)
+	TopicAliasMaximum    uint16         // (CONNECT, CONNACK)
+	TopicAlias           uint16         // (PUBLISH)
+	MaximumQoS           byte           // 0 or 1 (CONNACK)
+	RetainAvailable      bool           // (CONNACK)
+	User                 []UserProperty // in order (every packet but PINGREQ and PINGRESP)
+	MaximumPacketSize    uint32         // (CONNECT, CONNACK)
+	WildcardSubAvailable bool           // (CONNACK)
+	SubIDAvailable       bool           // (CONNACK)
+	SharedSubAvailable   bool           // (CONNACK)
 
 	zero uint64 // bit id: property id present with the zero value
 }

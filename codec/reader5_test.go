@@ -32,7 +32,7 @@ var malformed5Tests = []struct {
 	{"[MQTT-3.1.2-13] CONNECT will QoS without will flag", pkt(0x10, 0, 4, "MQTT", 5, 0x0A, 0, 60, 0, 0, 1, "c"), 0, ErrMalformed},
 	{"[MQTT-3.1.2-15] CONNECT will retain without will flag", pkt(0x10, 0, 4, "MQTT", 5, 0x22, 0, 60, 0, 0, 1, "c"), 0, ErrMalformed},
 	{"[MQTT-3.1.2-9] CONNECT will flag without will topic", pkt(0x10, 0, 4, "MQTT", 5, 0x06, 0, 60, 0, 0, 1, "c", 0), 0, ErrMalformed},
-	{"[MQTT-3.1.3-9] CONNECT will topic with wildcard", pkt(0x10, 0, 4, "MQTT", 5, 0x06, 0, 60, 0, 0, 1, "c", 0, 0, 1, "+", 0, 0), 0, ErrMalformed},
+	{"[MQTT-3.3.2-2] CONNECT will topic with wildcard", pkt(0x10, 0, 4, "MQTT", 5, 0x06, 0, 60, 0, 0, 1, "c", 0, 0, 1, "+", 0, 0), 0, ErrMalformed},
 	{"[MQTT-3.1.3-4] CONNECT client identifier ill-formed", pkt(0x10, 0, 4, "MQTT", 5, 0x02, 0, 60, 0, 0, 1, 0xFF), 0, ErrMalformed},
 	{"[MQTT-3.1.2-19] CONNECT user name flag without user name", pkt(0x10, 0, 4, "MQTT", 5, 0x82, 0, 60, 0, 0, 1, "c"), 0, ErrMalformed},
 	{"[MQTT-3.1.2-18] CONNECT user name without its flag", pkt(0x10, 0, 4, "MQTT", 5, 0x02, 0, 60, 0, 0, 1, "c", 0, 1, "u"), 0, ErrMalformed},
