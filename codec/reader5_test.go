@@ -206,3 +206,65 @@ func FuzzReadPacket5(f *testing.F) {
 		}
 	})
 }
+
+// Every level-5 decoding error maps to a reason code the peer can send: in
+// CONNACK when the packet was a CONNECT, in DISCONNECT otherwise (§4.13).
+func TestReasonOfEveryLevel5ErrorIsSendable(t *testing.T) {
+	type row struct {
+		wire []byte
+		max  int
+	}
+	var rows []row
+	for _, tt := range malformed5Tests {
+		rows = append(rows, row{tt.wire, tt.max})
+	}
+	for _, tt := range propTests {
+		rows = append(rows, row{tt.wire, 0})
+	}
+	for _, r := range rows {
+		_, err := reader5(bytes.NewReader(r.wire), r.max).ReadPacket()
+		code, ok := ReasonOf(err)
+		if !ok {
+			t.Errorf("% x: %v has no reason code", r.wire, err)
+			continue
+		}
+		in := TypeDisconnect
+		if Type(r.wire[0]>>4) == TypeConnect {
+			in = TypeConnack
+		}
+		if !code.ValidFor(in) {
+			t.Errorf("% x: %v gives %v, which %v cannot carry", r.wire, err, code, in)
+		}
+	}
+}
+
+// Correlation Data and Authentication Data are slices of the packet's own
+// body, like Payload: later reads must not change them.
+func TestRead5PacketOwnsItsMemory(t *testing.T) {
+	var first fixture
+	for _, fx := range fixtures5 {
+		if p, ok := fx.pkt.(*Publish); ok && p.Props != nil && p.Props.CorrelationData != nil {
+			first = fx
+		}
+	}
+	stream := bytes.Clone(first.raw)
+	for range 100 {
+		stream = append(stream, withProps(TypePublish, raw(0x09, 0, 3, "XYZ"))...)
+		stream = append(stream, raw(0xE0, 2, 0x04, 0)...) // DISCONNECT in the scratch array
+	}
+	r := reader5(bytes.NewReader(stream), 0)
+	p, err := r.ReadPacket()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := r.ReadPacket(); err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !reflect.DeepEqual(p, first.pkt) {
+		t.Errorf("first packet changed under later reads: %#v", p)
+	}
+}
