@@ -46,11 +46,11 @@ const (
 // A property whose value is the zero value of its field is absent, unless
 // Include marked it: that is how a DISCONNECT says Session Expiry Interval 0
 // or a CONNACK Maximum QoS 0. Decoding marks exactly the properties that
-// arrived with a zero value, so a decoded Properties equals one built by hand
-// with Include called for those. Has tells whether a property is present; where the
-// specification gives an absent property a default (Receive Maximum 65,535,
-// Maximum QoS 2, Retain Available 1, Request Problem Information 1 ...) that
-// is the caller's to apply.
+// arrived with a zero value, so a decoded Properties equals one built by
+// hand with Include called for those. Has tells whether a property is
+// present; where the specification gives an absent property a default
+// (Receive Maximum 65,535, Maximum QoS 2, Retain Available 1, Request Problem
+// Information 1 ...) that is the caller's to apply.
 //
 // Encoding writes, in identifier order, the properties present that the
 // packet type may carry, and leaves out the others; it checks no value, as
@@ -141,29 +141,32 @@ func carriedBy(ts ...Type) uint32 {
 
 // propInfos is table 2-4 of §2.2.2.2.
 var propInfos = [...]propInfo{
-	PropPayloadFormatIndicator:          {"Payload Format Indicator", carriedBy(TypePublish, willProps), ruleZeroOne},
-	PropMessageExpiryInterval:           {"Message Expiry Interval", carriedBy(TypePublish, willProps), ruleNone},
-	PropContentType:                     {"Content Type", carriedBy(TypePublish, willProps), ruleNone},
-	PropResponseTopic:                   {"Response Topic", carriedBy(TypePublish, willProps), ruleTopic},
-	PropCorrelationData:                 {"Correlation Data", carriedBy(TypePublish, willProps), ruleNone},
-	PropSubscriptionIdentifier:          {"Subscription Identifier", carriedBy(TypePublish, TypeSubscribe), ruleNonZero},
-	PropSessionExpiryInterval:           {"Session Expiry Interval", carriedBy(TypeConnect, TypeConnack, TypeDisconnect), ruleNone},
-	PropAssignedClientIdentifier:        {"Assigned Client Identifier", carriedBy(TypeConnack), ruleNone},
-	PropServerKeepAlive:                 {"Server Keep Alive", carriedBy(TypeConnack), ruleNone},
-	PropAuthenticationMethod:            {"Authentication Method", carriedBy(TypeConnect, TypeConnack, TypeAuth), ruleNone},
-	PropAuthenticationData:              {"Authentication Data", carriedBy(TypeConnect, TypeConnack, TypeAuth), ruleNone},
-	PropRequestProblemInformation:       {"Request Problem Information", carriedBy(TypeConnect), ruleZeroOne},
-	PropWillDelayInterval:               {"Will Delay Interval", carriedBy(willProps), ruleNone},
-	PropRequestResponseInformation:      {"Request Response Information", carriedBy(TypeConnect), ruleZeroOne},
-	PropResponseInformation:             {"Response Information", carriedBy(TypeConnack), ruleNone},
-	PropServerReference:                 {"Server Reference", carriedBy(TypeConnack, TypeDisconnect), ruleNone},
-	PropReasonString:                    {"Reason String", carriedBy(TypeConnack, TypePuback, TypePubrec, TypePubrel, TypePubcomp, TypeSuback, TypeUnsuback, TypeDisconnect, TypeAuth), ruleNone},
-	PropReceiveMaximum:                  {"Receive Maximum", carriedBy(TypeConnect, TypeConnack), ruleNonZero},
-	PropTopicAliasMaximum:               {"Topic Alias Maximum", carriedBy(TypeConnect, TypeConnack), ruleNone},
-	PropTopicAlias:                      {"Topic Alias", carriedBy(TypePublish), ruleAlias},
-	PropMaximumQoS:                      {"Maximum QoS", carriedBy(TypeConnack), ruleZeroOne},
-	PropRetainAvailable:                 {"Retain Available", carriedBy(TypeConnack), ruleZeroOne},
-	PropUserProperty:                    {"User Property", carriedBy(willProps, TypeConnect, TypeConnack, TypePublish, TypePuback, TypePubrec, TypePubrel, TypePubcomp, TypeSubscribe, TypeSuback, TypeUnsubscribe, TypeUnsuback, TypeDisconnect, TypeAuth), ruleNone},
+	PropPayloadFormatIndicator:     {"Payload Format Indicator", carriedBy(TypePublish, willProps), ruleZeroOne},
+	PropMessageExpiryInterval:      {"Message Expiry Interval", carriedBy(TypePublish, willProps), ruleNone},
+	PropContentType:                {"Content Type", carriedBy(TypePublish, willProps), ruleNone},
+	PropResponseTopic:              {"Response Topic", carriedBy(TypePublish, willProps), ruleTopic},
+	PropCorrelationData:            {"Correlation Data", carriedBy(TypePublish, willProps), ruleNone},
+	PropSubscriptionIdentifier:     {"Subscription Identifier", carriedBy(TypePublish, TypeSubscribe), ruleNonZero},
+	PropSessionExpiryInterval:      {"Session Expiry Interval", carriedBy(TypeConnect, TypeConnack, TypeDisconnect), ruleNone},
+	PropAssignedClientIdentifier:   {"Assigned Client Identifier", carriedBy(TypeConnack), ruleNone},
+	PropServerKeepAlive:            {"Server Keep Alive", carriedBy(TypeConnack), ruleNone},
+	PropAuthenticationMethod:       {"Authentication Method", carriedBy(TypeConnect, TypeConnack, TypeAuth), ruleNone},
+	PropAuthenticationData:         {"Authentication Data", carriedBy(TypeConnect, TypeConnack, TypeAuth), ruleNone},
+	PropRequestProblemInformation:  {"Request Problem Information", carriedBy(TypeConnect), ruleZeroOne},
+	PropWillDelayInterval:          {"Will Delay Interval", carriedBy(willProps), ruleNone},
+	PropRequestResponseInformation: {"Request Response Information", carriedBy(TypeConnect), ruleZeroOne},
+	PropResponseInformation:        {"Response Information", carriedBy(TypeConnack), ruleNone},
+	PropServerReference:            {"Server Reference", carriedBy(TypeConnack, TypeDisconnect), ruleNone},
+	PropReasonString: {"Reason String", carriedBy(TypeConnack, TypePuback, TypePubrec, TypePubrel, TypePubcomp,
+		TypeSuback, TypeUnsuback, TypeDisconnect, TypeAuth), ruleNone},
+	PropReceiveMaximum:    {"Receive Maximum", carriedBy(TypeConnect, TypeConnack), ruleNonZero},
+	PropTopicAliasMaximum: {"Topic Alias Maximum", carriedBy(TypeConnect, TypeConnack), ruleNone},
+	PropTopicAlias:        {"Topic Alias", carriedBy(TypePublish), ruleAlias},
+	PropMaximumQoS:        {"Maximum QoS", carriedBy(TypeConnack), ruleZeroOne},
+	PropRetainAvailable:   {"Retain Available", carriedBy(TypeConnack), ruleZeroOne},
+	PropUserProperty: {"User Property", carriedBy(willProps, TypeConnect, TypeConnack, TypePublish, TypePuback,
+		TypePubrec, TypePubrel, TypePubcomp, TypeSubscribe, TypeSuback, TypeUnsubscribe, TypeUnsuback,
+		TypeDisconnect, TypeAuth), ruleNone},
 	PropMaximumPacketSize:               {"Maximum Packet Size", carriedBy(TypeConnect, TypeConnack), ruleNonZero},
 	PropWildcardSubscriptionAvailable:   {"Wildcard Subscription Available", carriedBy(TypeConnack), ruleZeroOne},
 	PropSubscriptionIdentifierAvailable: {"Subscription Identifier Available", carriedBy(TypeConnack), ruleZeroOne},
