@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/holdfast/holdfast/internal/faultfs"
 )
 
 const (
@@ -72,7 +73,20 @@ func TestFaultInjectionInTheWAL(t *testing.T) {
 		t.Skip("in the child")
 	}
 	for _, c := range faultCases() {
-		t.Run(c.name(), func(t *testing.T) { runFaultCase(t, c) })
+		t.Run(c.name(), func(t *testing.T) { runFaultCase(t, c, false) })
+	}
+}
+
+// TestFaultInjectionInTheWALThenPowerCut is TestFaultInjectionInTheWAL with EIO at every step,
+// its child on a faultfs mount whose power is cut after the fail-stop: what was not fsynced is
+// gone, Badger's unsynced files included, and every acknowledged batch is still there.
+func TestFaultInjectionInTheWALThenPowerCut(t *testing.T) {
+	if os.Getenv(faultDirEnv) != "" {
+		t.Skip("in the child")
+	}
+	for at := range numSteps {
+		c := faultCase{at, syscall.EIO, false}
+		t.Run(c.name(), func(t *testing.T) { runFaultCase(t, c, true) })
 	}
 }
 
@@ -140,10 +154,22 @@ func TestFaultChild(t *testing.T) {
 	select {} // until SIGKILL: a failed broker exits without closing Badger
 }
 
-func runFaultCase(t *testing.T, c faultCase) {
+// runFaultCase runs TestFaultChild with c, SIGKILLs it once it has failed (after a power cut if
+// powerCut), and checks what it reported and what a reopen of its directory recovers.
+func runFaultCase(t *testing.T, c faultCase, powerCut bool) {
 	dir := t.TempDir()
+	childDir, cut := dir, func() {}
+	if powerCut {
+		childDir = t.TempDir()
+		fs := faultfs.Mount(t, dir, childDir)
+		cut = func() {
+			if err := fs.PowerCut(); err != nil {
+				t.Error(err)
+			}
+		}
+	}
 	// The limit: the fault never stopped the child.
-	child := startChild(t, "TestFaultChild", 30*time.Second, faultDirEnv+"="+dir, faultCaseEnv+"="+c.String())
+	child := startChild(t, "TestFaultChild", 30*time.Second, faultDirEnv+"="+childDir, faultCaseEnv+"="+c.String())
 	var acked []uint64
 	failures, done := 0, false
 	for child.lines.Scan() {
@@ -165,6 +191,7 @@ func runFaultCase(t *testing.T, c faultCase) {
 			if f[1] != "true" {
 				t.Errorf("Err() does not wrap the injected %v", c.errno)
 			}
+			cut()
 			child.kill()
 		default:
 			t.Errorf("child: %s", line)
