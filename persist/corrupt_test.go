@@ -1,9 +1,7 @@
 package persist
 
 import (
-	"crypto/sha256"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -14,8 +12,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/dgraph-io/badger/v4"
 )
 
 // corruptRand returns the source of the flipped positions and how many to flip per region:
@@ -227,9 +223,9 @@ func knownGap(t *testing.T, format string, args ...any) {
 	t.Logf("KNOWN GAP: "+format, args...)
 }
 
-// contentDigest opens the store in dir as a start does, recovers it, and returns a digest of
-// every key and value it reads.
-func contentDigest(dir string) (string, error) {
+// contentDigest opens the store in dir as a start does, recovers it, and returns the digest of
+// every key and value it reads (storeDigest).
+func contentDigest(t *testing.T, dir string) (string, error) {
 	s, err := Open(testOptions(dir, nil))
 	if err != nil {
 		return "", err
@@ -238,20 +234,7 @@ func contentDigest(dir string) (string, error) {
 	if _, err := s.Recover(); err != nil {
 		return "", err
 	}
-	h := sha256.New()
-	err = s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			v, err := it.Item().ValueCopy(nil)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(h, "%q=%q\n", it.Item().Key(), v)
-		}
-		return nil
-	})
-	return hex.EncodeToString(h.Sum(nil)), err
+	return storeDigest(t, s), nil
 }
 
 const corruptStartEnv = "HOLDFAST_CORRUPT_START_DIR"
@@ -264,7 +247,7 @@ func TestCorruptStartChild(t *testing.T) {
 	if dir == "" {
 		t.Skip("child process of TestCorruptBadgerBitFlips")
 	}
-	d, err := contentDigest(dir)
+	d, err := contentDigest(t, dir)
 	if err != nil {
 		fmt.Println("refused:", strings.ReplaceAll(err.Error(), "\n", " "))
 		return
@@ -273,18 +256,23 @@ func TestCorruptStartChild(t *testing.T) {
 }
 
 // startInChild runs a start on dir in a child process and says what it did: "digest: D",
-// "refused: ERROR", or "crashed: STATUS".
+// "refused: ERROR" (reading the store failed included), or "crashed: STATUS" (a panic).
 func startInChild(t *testing.T, dir string) string {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestCorruptStartChild$", "-test.count=1")
 	cmd.Env = append(os.Environ(), corruptStartEnv+"="+dir)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	for _, line := range strings.Split(string(out), "\n") {
 		if strings.HasPrefix(line, "digest: ") || strings.HasPrefix(line, "refused: ") {
 			return line
 		}
 	}
-	return fmt.Sprintf("crashed: %v", err)
+	if strings.Contains(stderr.String(), "panic:") {
+		return fmt.Sprintf("crashed: %v", err)
+	}
+	return fmt.Sprintf("refused: reading the store failed (%v):\n%s", err, out)
 }
 
 // harmless lists the bytes of Badger's files where a flip changes nothing that is read back, so
@@ -311,7 +299,7 @@ func harmless(name string, off int) bool {
 // or give back exactly what was stored: where it does neither, the test logs a known gap.
 func TestCorruptBadgerBitFlips(t *testing.T) {
 	f := buildStore(t, true)
-	d, err := contentDigest(f.dir)
+	d, err := contentDigest(t, f.dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -379,7 +367,7 @@ func TestCorruptBadgerBitFlips(t *testing.T) {
 // changes nothing that is read, and a start must then read back exactly what was stored.
 func TestVerifyDamagedTableNoPanic(t *testing.T) {
 	f := buildStore(t, false)
-	d, err := contentDigest(f.dir)
+	d, err := contentDigest(t, f.dir)
 	if err != nil {
 		t.Fatal(err)
 	}
