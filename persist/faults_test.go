@@ -497,3 +497,39 @@ func TestRecoverWaitsForItsRemoval(t *testing.T) {
 		t.Fatalf("Recover over a failing removal: %v, want EIO", err)
 	}
 }
+
+// TestCloseCheckpointFailureFailsTheStore: Close's checkpoint is on the commit path too. When it
+// fails, the store fails as after any storage error (Close returns ErrFailed and leaves Badger
+// alone: its Close would flush to the failed disk, retrying for ever), and the next start
+// recovers everything committed from the log.
+func TestCloseCheckpointFailureFailsTheStore(t *testing.T) {
+	for _, at := range []step{stepBadgerSync, stepDirSync, stepHeader, stepHeaderSync} {
+		t.Run(stepNames[at], func(t *testing.T) {
+			dir := t.TempDir()
+			s, err := Open(testOptions(dir, nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			putSessions(t, s, "c")
+			if _, err := s.Commit(subscribe("kept")); err != nil {
+				t.Fatal(err)
+			}
+			s.wal.faults[at].Store(&fault{err: syscall.EIO})
+			if err := s.Close(); !errors.Is(err, ErrFailed) || !errors.Is(err, syscall.EIO) {
+				t.Fatalf("Close over a failing checkpoint: %v, want ErrFailed and EIO", err)
+			}
+			select {
+			case <-s.Failed():
+			default:
+				t.Fatal("Failed not closed")
+			}
+			if err := s.db.Close(); err != nil { // what the process's exit does
+				t.Fatal(err)
+			}
+			ss := session(openRecovered(t, dir), "c")
+			if ss == nil || len(ss.Subscriptions) != 1 || ss.Subscriptions[0].Filter != "kept" {
+				t.Fatalf("recovered %+v, want session c with its subscription", ss)
+			}
+		})
+	}
+}

@@ -459,31 +459,30 @@ func (s *Store) Close() error {
 			<-s.sync.done
 		}
 
+		if s.wal != nil && s.Err() == nil {
+			// Everything is in Badger: make it durable there and leave an empty log behind.
+			err := s.wal.checkpoint(s.db)
+			if err == nil {
+				err = s.wal.reset()
+			}
+			if err != nil {
+				s.fail(err) // a storage error like any other
+			}
+		}
+		s.closeWAL()
 		if err := s.Err(); err != nil {
 			// Failed: nothing more goes to this disk. Badger's Close would flush its memtables
 			// there and retry a failed flush for ever; the process exits instead, which releases
 			// the directory lock, and the next start recovers from the log and Badger's files.
-			s.closeWAL()
 			s.closeErr = s.failedErr()
 			return
-		}
-		var errs []error
-		if s.wal != nil {
-			// Everything is in Badger: make it durable there and leave an empty log behind.
-			if err := s.wal.checkpoint(s.db); err != nil {
-				errs = append(errs, err)
-			} else if err := s.wal.reset(); err != nil {
-				errs = append(errs, err)
-			}
-			s.closeWAL()
 		}
 		s.readMu.Lock()
 		s.dbClosed = true
 		if err := s.db.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("persist: close %s: %w", s.opt.Dir, err))
+			s.closeErr = fmt.Errorf("persist: close %s: %w", s.opt.Dir, err)
 		}
 		s.readMu.Unlock()
-		s.closeErr = errors.Join(errs...)
 		s.log.Info().Err(s.closeErr).Msg("store closed")
 	})
 	return s.closeErr
