@@ -25,10 +25,15 @@ type inOrder struct {
 	all      sync.WaitGroup
 }
 
-// submit starts j's commit and queues it behind this connection's earlier jobs; a job with
-// nothing to write and nothing ahead of it completes at once. It returns once the queue has room
-// for the next job (or the connection is closing).
+// submit is start and awaitJobRoom.
 func (c *conn) submit(j *pubJob) {
+	c.start(j)
+	c.awaitJobRoom()
+}
+
+// start starts j's commit and queues it behind this connection's earlier jobs; a job with
+// nothing to write and nothing ahead of it completes at once.
+func (c *conn) start(j *pubJob) {
 	if j.d.batch.Len() == 0 && c.pending.Load() == 0 {
 		c.complete(j)
 		return
@@ -40,14 +45,19 @@ func (c *conn) submit(j *pubJob) {
 	c.jmu.Unlock()
 	if j.d.batch.Len() == 0 {
 		c.jobReady(j, nil, true)
-	} else {
-		c.srv.submitDelivery(&j.d, func(seq uint64, err error) {
-			if err == nil {
-				j.d.committed(seq)
-			}
-			c.jobReady(j, err, false)
-		})
+		return
 	}
+	c.srv.submitDelivery(&j.d, func(seq uint64, err error) {
+		if err == nil {
+			j.d.committed(seq)
+		}
+		c.jobReady(j, err, false)
+	})
+}
+
+// awaitJobRoom returns once the queue has room for the next job (or the connection is closing):
+// the reader stops while maxPendingJobs wait for their commit.
+func (c *conn) awaitJobRoom() {
 	c.jmu.Lock()
 	for len(c.queue) >= maxPendingJobs {
 		if c.room == nil {

@@ -70,6 +70,25 @@ func (c *conn) handlePublish(p *codec.Publish) error {
 		return nil
 	}
 	c.flushStaged() // staged QoS 0 messages go out before anything this publish causes
+	j, err := c.accept(p)
+	if j == nil {
+		return err
+	}
+	c.awaitJobRoom()
+	c.waitForSubscribers(&j.d)
+	return nil
+}
+
+// accept routes p and starts its commit; it returns nil and why the connection must close (nil
+// when it must not) if p is refused for lack of disk space. A retained p is routed and handed to
+// the retained index under retainMu, so that a SUBSCRIBE that this routing's trie match missed
+// finds it in the index (see sendRetained).
+func (c *conn) accept(p *codec.Publish) (*pubJob, error) {
+	srv := c.srv
+	if p.Retain {
+		srv.retainMu.Lock()
+		defer srv.retainMu.Unlock()
+	}
 	j := &pubJob{}
 	if why := srv.route(&j.d, p, c.clientID); why != "" && !c.retainRefused {
 		c.retainRefused = true // once per connection: a client over its limit may keep trying
@@ -95,13 +114,12 @@ func (c *conn) handlePublish(p *codec.Publish) error {
 		}
 		srv.stats.drop(DropDiskLow)
 		if p.QoS == 0 {
-			return nil
+			return nil, nil
 		}
-		return errDiskLow
+		return nil, errDiskLow
 	}
-	c.submit(j)
-	c.waitForSubscribers(&j.d)
-	return nil
+	c.start(j)
+	return j, nil
 }
 
 // errDiskLow closes a connection whose publish needs disk while free space is low.
@@ -279,18 +297,20 @@ func (d *delivery) committed(seq uint64) {
 }
 
 // submitDelivery hands d's batch to persist. A retained update goes into the in-memory index at
-// the same moment, under one lock, so that a SUBSCRIBE handled while the commit is under way
-// already finds the message (it would otherwise miss it both live and retained), and so that
-// memory and disk see concurrent updates of one topic in the same order.
+// the same moment (the caller holds retainMu), so that memory and disk see concurrent updates of
+// one topic in the same order; until it is durable it counts in retainPending, and SUBSCRIBE
+// waits for it before it delivers retained messages.
 func (s *Server) submitDelivery(d *delivery, done func(uint64, error)) {
 	if d.retain == nil {
 		s.store.Submit(&d.batch, done)
 		return
 	}
-	s.retainMu.Lock()
 	s.retained.Set(d.retain)
-	s.store.Submit(&d.batch, done)
-	s.retainMu.Unlock()
+	s.retainPending.Add(1)
+	s.store.Submit(&d.batch, func(seq uint64, err error) {
+		s.retainPending.Add(-1)
+		done(seq, err)
+	})
 }
 
 // abandon gives back the queue reservations of a delivery whose commit failed.

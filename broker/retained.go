@@ -7,13 +7,24 @@ import (
 	"github.com/holdfast/holdfast/persist"
 )
 
-// sendRetained delivers the retained messages matching filter to sess, with the retain flag set.
-func (s *Server) sendRetained(sess *sessionHandle, filter string, granted byte) {
-	acl := s.auth.Load().acl
+// sendRetained delivers the retained messages matching filter to sess, with the retain flag set;
+// sess is subscribed already. A retained publish routed concurrently either matched the
+// subscription or is in the index by the time retainMu is free, so this look-up finds it. The
+// messages go out only once every retained update in the index is durable (a barrier commit when
+// some are not), so that a crash cannot let sess see a message its publisher will send again.
+func (s *Server) sendRetained(sess *sessionHandle, filter string, granted byte) error {
+	s.retainMu.Lock()
 	matches := s.retained.Match(filter, nil)
+	s.retainMu.Unlock()
 	if strings.HasPrefix(filter, sysPrefix) {
 		matches = s.sysRetained.Match(filter, matches)
 	}
+	if len(matches) > 0 && s.retainPending.Load() > 0 {
+		if _, err := s.store.Commit(&persist.Batch{}); err != nil {
+			return err
+		}
+	}
+	acl := s.auth.Load().acl
 	for _, m := range matches {
 		qos := min(m.QoS, granted)
 		o, queued := s.take(acl, sess, m.Topic, qos, len(m.Payload))
@@ -39,4 +50,5 @@ func (s *Server) sendRetained(sess *sessionHandle, filter string, granted byte) 
 			sess.committed(seq, msg, qos)
 		})
 	}
+	return nil
 }

@@ -24,24 +24,25 @@ var ErrServerClosed = errors.New("broker: server closed")
 
 // Server is one broker instance.
 type Server struct {
-	version      string
-	cfg          *config.Config
-	log          zerolog.Logger
-	dropLog      zerolog.Logger // sampled: a full queue can drop thousands of messages a second
-	store        *persist.Store
-	trie         *router.Trie[*sessionHandle] // the subscriptions; see subscribe
-	retained     *retain.Store
-	sysRetained  *retain.Store // the broker's own $SYS topics: memory only, outside the limits
-	retainMu     sync.Mutex    // orders retained updates in memory as they are submitted to the store
-	retainLimits retain.Limits
-	auth         atomic.Pointer[AuthRules]
-	gate         *listener.Gate // bounds sockets from accept on: max_connections, pending CONNECTs
-	passwords    *passwordChecker
-	refuseLog    zerolog.Logger // sampled: a flood refuses thousands of sockets a second
-	sessions     *registry
-	sessOpts     session.Options
-	backlogHigh  int // an online session with this many unacknowledged entries slows its publishers
-	stats        Stats
+	version       string
+	cfg           *config.Config
+	log           zerolog.Logger
+	dropLog       zerolog.Logger // sampled: a full queue can drop thousands of messages a second
+	store         *persist.Store
+	trie          *router.Trie[*sessionHandle] // the subscriptions; see subscribe
+	retained      *retain.Store
+	sysRetained   *retain.Store // the broker's own $SYS topics: memory only, outside the limits
+	retainMu      sync.Mutex    // a retained publish's routing and submission, against SUBSCRIBE's look-up
+	retainPending atomic.Int32  // retained updates in the index, not yet durable
+	retainLimits  retain.Limits
+	auth          atomic.Pointer[AuthRules]
+	gate          *listener.Gate // bounds sockets from accept on: max_connections, pending CONNECTs
+	passwords     *passwordChecker
+	refuseLog     zerolog.Logger // sampled: a flood refuses thousands of sockets a second
+	sessions      *registry
+	sessOpts      session.Options
+	backlogHigh   int // an online session with this many unacknowledged entries slows its publishers
+	stats         Stats
 
 	mu        sync.Mutex
 	owners    map[string]*conn // client id -> the connection holding it

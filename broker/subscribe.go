@@ -35,7 +35,9 @@ func (c *conn) handleSubscribe(p *codec.Subscribe) error {
 	c.sendControl(&codec.Suback{PacketID: p.PacketID, ReturnCodes: codes}) // [MQTT-3.8.4-1]
 	for i, sub := range p.Subscriptions {
 		if granted[i] {
-			c.srv.sendRetained(c.sess, sub.Filter, codes[i]) // [MQTT-3.3.1-6]
+			if err := c.srv.sendRetained(c.sess, sub.Filter, codes[i]); err != nil { // [MQTT-3.3.1-6]
+				return err
+			}
 		}
 	}
 	return nil

@@ -45,6 +45,7 @@ type FS struct {
 
 	mu    sync.Mutex
 	files map[uint64]*undo // by inode number on the disk; absent: clean since the mount
+	held  chan struct{}    // fsyncs wait until it is closed (HoldSyncs); nil: they do not wait
 }
 
 // undo is what a power cut rolls a file back to.
@@ -112,6 +113,35 @@ func (f *FS) FailSync(err syscall.Errno) {
 	f.power.Lock()
 	f.syncErr = err
 	f.power.Unlock()
+}
+
+// HoldSyncs makes every later fsync and fdatasync wait until release is called (release is
+// idempotent): a disk whose syncs take as long as the test wants, so that it can look at what a
+// process does while its writes are not durable yet.
+func (f *FS) HoldSyncs() (release func()) {
+	ch := make(chan struct{})
+	f.mu.Lock()
+	f.held = ch
+	f.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			f.mu.Lock()
+			f.held = nil
+			f.mu.Unlock()
+			close(ch)
+		})
+	}
+}
+
+// waitSyncs returns once fsyncs are not held.
+func (f *FS) waitSyncs() {
+	f.mu.Lock()
+	ch := f.held
+	f.mu.Unlock()
+	if ch != nil {
+		<-ch
+	}
 }
 
 // PowerCut rolls every file back to its durable content, removes the files created and never
@@ -387,6 +417,7 @@ func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 }
 
 func (n *node) Fsync(ctx context.Context, fh gofs.FileHandle, flags uint32) syscall.Errno {
+	n.fs.waitSyncs() // outside enter: a power cut must not wait for a held sync
 	if errno := n.fs.enter(); errno != 0 {
 		return errno
 	}

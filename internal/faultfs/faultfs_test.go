@@ -175,6 +175,28 @@ func TestFailSyncDropsUnsynced(t *testing.T) {
 	expectFile(t, filepath.Join(f.Disk, "log"), []byte("one;\x00\x00\x00\x00three;"))
 }
 
+func TestHoldSyncs(t *testing.T) {
+	f := mounted(t)
+	file, err := os.Create(filepath.Join(f.Dir, "held"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer file.Close()
+	release := f.HoldSyncs()
+	synced := make(chan error, 1)
+	go func() { synced <- file.Sync() }()
+	select {
+	case err := <-synced:
+		t.Fatalf("fsync returned (%v) while syncs are held", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	release()
+	if err := <-synced; err != nil {
+		t.Fatalf("fsync after release: %v", err)
+	}
+	release() // idempotent
+}
+
 // Badger memory-maps its memtable and value-log files: through FUSE the kernel writes the
 // mapped pages back with ordinary writes, which the undo log sees. Badger runs in a child process:
 // a thread of the FUSE server's own process faulting on a mapped page can stop the world for the
