@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"maps"
 	"os"
 	"path/filepath"
@@ -19,6 +20,7 @@ import (
 	"github.com/dgraph-io/badger/v4/table"
 	"github.com/dgraph-io/ristretto/v2/z"
 	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 )
 
 // maxProblems bounds Report.Problems (and Inventory.Problems); the rest are
@@ -159,9 +161,117 @@ func openReadOnly(dir string) (*badger.DB, error) {
 	case strings.Contains(msg, "Cannot acquire directory lock"):
 		return nil, newError(ErrLocked, nil, "data directory %s is in use (a running holdfast holds it): stop it, or ask the running broker through its admin listener", dir)
 	case strings.Contains(msg, "Log truncate required"):
+		if file, off := badgerLogsDamage(dir); file != "" {
+			return nil, newError(ErrCorrupt, nil, "data directory %s was not closed cleanly, and Badger's log file %s is damaged at byte %d with whole entries after it: "+
+				"a start (any read-write open) cuts the file there and drops them without a word. Those written since holdfast's last checkpoint are in its write-ahead log too "+
+				"and come back; older ones are in no other file. Copy the directory aside, then restore a backup (holdfast restore), or start holdfast on it accepting that loss",
+				dir, file, off)
+		}
 		return nil, newError(ErrUnclean, nil, "data directory %s was not closed cleanly (crash or kill): Badger opens it read-only only after a read-write open has replayed its write-ahead log; start holdfast on it once and stop it, then verify again (Badger: %s)", dir, msg)
 	}
 	return nil, fmt.Errorf("persist: open %s read-only: %w", dir, err)
+}
+
+// badgerLogsDamage looks for damage in the Badger log files that a read-write open replays and
+// cuts at their first bad entry: every memtable (.mem) and the newest value-log file. It returns
+// the first damaged file and the offset, or "" when each one's entries run whole to its end or to
+// a torn tail (what a crash leaves of writes that were not synced).
+func badgerLogsDamage(dir string) (string, int) {
+	files, _ := filepath.Glob(filepath.Join(dir, "*.mem"))
+	vlogs, _ := filepath.Glob(filepath.Join(dir, "*.vlog"))
+	if len(vlogs) > 0 {
+		slices.Sort(vlogs) // fixed-width numbers
+		files = append(files, vlogs[len(vlogs)-1])
+	}
+	for _, f := range files {
+		off := -1
+		// Mapped, not read: a value-log file is sparse and can be 2 GiB. A broker that starts
+		// meanwhile may cut the file under the mapping: safeCall turns that fault into an error.
+		err := safeCall(func() error {
+			data, unmap, err := mapFile(f)
+			if err != nil {
+				return err
+			}
+			defer unmap()
+			off = badgerLogDamage(data)
+			return nil
+		})
+		if err == nil && off >= 0 {
+			return filepath.Base(f), off
+		}
+	}
+	return "", 0
+}
+
+// mapFile maps the file name read-only.
+func mapFile(name string) (data []byte, unmap func(), err error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil || st.Size() == 0 {
+		return nil, func() {}, err
+	}
+	data, err = unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		return nil, nil, err
+	}
+	return data, func() { unix.Munmap(data) }, nil
+}
+
+// badgerLogHeader is the size of a Badger log file's header (key id and IV).
+const badgerLogHeader = 20
+
+// badgerLogDamage returns the offset of the first entry of a Badger log file that does not read
+// back whole when a whole entry follows it somewhere after, or -1.
+func badgerLogDamage(data []byte) int {
+	if len(data) < badgerLogHeader {
+		return -1
+	}
+	off := badgerLogHeader
+	for n := badgerEntryAt(data[off:], false); n > 0; n = badgerEntryAt(data[off:], false) {
+		off += n
+	}
+	for i := off + 1; i+2 < len(data); i++ {
+		// An entry's key length is never 0: the zeros ahead of Badger's writes go by fast.
+		if data[i+2] != 0 && badgerEntryAt(data[i:], true) > 0 {
+			return off
+		}
+	}
+	return -1
+}
+
+// badgerEntryAt returns the length of the whole Badger log entry that data starts with, or 0. An
+// entry: meta and user-meta bytes, uvarint key length, value length and expiry, the key (with its
+// version), the value, and a CRC-32C of all of them. A search for the next entry (search) takes
+// only candidates without an expiry, which holdfast never sets, so that it seldom computes a
+// checksum over bytes that are not an entry.
+func badgerEntryAt(data []byte, search bool) int {
+	if len(data) < 3 || data[0]&0x30 != 0 { // meta has no such bits
+		return 0
+	}
+	h := 2
+	klen, k := binary.Uvarint(data[h:])
+	if k <= 0 || klen == 0 || klen > 1<<16 {
+		return 0
+	}
+	h += k
+	vlen, k := binary.Uvarint(data[h:])
+	if k <= 0 || vlen > uint64(len(data)) {
+		return 0
+	}
+	h += k
+	expires, k := binary.Uvarint(data[h:])
+	if k <= 0 || search && expires != 0 {
+		return 0
+	}
+	end := h + k + int(klen) + int(vlen)
+	if end+4 > len(data) || crc32.Checksum(data[:end], castagnoli) != binary.BigEndian.Uint32(data[end:]) {
+		return 0
+	}
+	return end + 4
 }
 
 // safeCall runs fn, turning a panic (or a memory fault on a damaged
