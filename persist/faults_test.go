@@ -36,16 +36,20 @@ type faultCase struct {
 	at    step
 	errno syscall.Errno
 	short bool
+	async bool // the store runs in Async mode
 }
 
 func (c faultCase) String() string {
-	return fmt.Sprintf("%d %d %t", c.at, c.errno, c.short)
+	return fmt.Sprintf("%d %d %t %t", c.at, c.errno, c.short, c.async)
 }
 
 func (c faultCase) name() string {
 	kind := c.errno.Error()
 	if c.short {
 		kind = "short write, " + kind
+	}
+	if c.async {
+		kind += ", async"
 	}
 	return stepNames[c.at] + "/" + kind
 }
@@ -54,9 +58,12 @@ func (c faultCase) name() string {
 func faultCases() []faultCase {
 	var cs []faultCase
 	for at := range numSteps {
-		cs = append(cs, faultCase{at, syscall.EIO, false}, faultCase{at, syscall.ENOSPC, false})
+		cs = append(cs, faultCase{at, syscall.EIO, false, false}, faultCase{at, syscall.ENOSPC, false, false})
 		if at == stepAppend || at == stepGrow || at == stepHeader {
-			cs = append(cs, faultCase{at, syscall.ENOSPC, true})
+			cs = append(cs, faultCase{at, syscall.ENOSPC, true, false})
+		}
+		if at == stepAppend || at == stepSync { // the writer's and the ticker's path in Async mode
+			cs = append(cs, faultCase{at, syscall.EIO, false, true})
 		}
 	}
 	return cs
@@ -85,7 +92,7 @@ func TestFaultInjectionInTheWALThenPowerCut(t *testing.T) {
 		t.Skip("in the child")
 	}
 	for at := range numSteps {
-		c := faultCase{at, syscall.EIO, false}
+		c := faultCase{at, syscall.EIO, false, false}
 		t.Run(c.name(), func(t *testing.T) { runFaultCase(t, c, true) })
 	}
 }
@@ -99,11 +106,14 @@ func TestFaultChild(t *testing.T) {
 		t.Skip("child process of TestFaultInjectionInTheWAL")
 	}
 	var c faultCase
-	if _, err := fmt.Sscan(os.Getenv(faultCaseEnv), &c.at, &c.errno, &c.short); err != nil {
+	if _, err := fmt.Sscan(os.Getenv(faultCaseEnv), &c.at, &c.errno, &c.short, &c.async); err != nil {
 		t.Fatal(err)
 	}
 	o := testOptions(dir, nil)
 	o.checkpointBytes = faultCheckpointBytes
+	if c.async {
+		o.Durability, o.AsyncInterval = Async, time.Millisecond
+	}
 	s, err := Open(o)
 	if err != nil {
 		t.Fatal(err)
