@@ -543,3 +543,38 @@ func TestCloseCheckpointFailureFailsTheStore(t *testing.T) {
 		})
 	}
 }
+
+// TestSpillCommitFailure: a batch too big for one transaction is one synced record before Badger
+// applies it in parts. When Badger's commit fails there, the store fails, and the next start
+// applies the whole batch from the log: all of it, never part.
+func TestSpillCommitFailure(t *testing.T) {
+	dir := t.TempDir()
+	o := testOptions(dir, nil)
+	spillOptions(&o)
+	s, err := Open(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	putSessions(t, s, "c")
+	n := 2 * maxBatchCount(s)
+	b := &Batch{}
+	for i := range n {
+		b.PutSubscription("c", Subscription{Filter: fmt.Sprint("f/", i), QoS: 1})
+	}
+	s.wal.faults[stepCommit].Store(&fault{err: syscall.EIO})
+	if _, err := s.Commit(b); !errors.Is(err, ErrFailed) || !errors.Is(err, syscall.EIO) {
+		t.Fatalf("a spilled batch over a failing commit: %v, want ErrFailed and EIO", err)
+	}
+	if s.Stats().Splits != 1 {
+		t.Fatalf("%d batches applied in parts, want 1", s.Stats().Splits)
+	}
+	if err := s.Close(); !errors.Is(err, ErrFailed) {
+		t.Fatalf("Close: %v", err)
+	}
+	if err := s.db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if ss := session(openRecovered(t, dir), "c"); ss == nil || len(ss.Subscriptions) != n {
+		t.Fatalf("recovered %+v, want session c with its %d subscriptions", ss, n)
+	}
+}

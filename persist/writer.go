@@ -292,10 +292,16 @@ func (w *writer) commitSpill() error {
 	if w.txn != nil {
 		w.txn.Discard() // it only measured entries
 	}
+	held := func(err error) error {
+		return fmt.Errorf("%w (the write-ahead log holds the whole batch: a restart applies it)", err)
+	}
 	recs := w.records()
 	if l := w.s.wal; l != nil {
 		if err := l.appendSynced(recs); err != nil {
 			return err
+		}
+		if err := l.failpoint(stepCommit); err != nil {
+			return held(err)
 		}
 	}
 	p := partWriter{db: w.db, afterPart: testHookSpillPart}
@@ -303,12 +309,12 @@ func (w *writer) commitSpill() error {
 		for _, r := range rs {
 			if err := p.write(r.key, r.val, r.del); err != nil {
 				p.discard()
-				return fmt.Errorf("%w (the write-ahead log holds the whole batch: a restart applies it)", err)
+				return held(err)
 			}
 		}
 	}
 	if err := p.commit(); err != nil {
-		return fmt.Errorf("%w (the write-ahead log holds the whole batch: a restart applies it)", err)
+		return held(err)
 	}
 	if w.s.wal == nil {
 		return nil
