@@ -142,7 +142,7 @@ type child struct {
 }
 
 // startChild runs the test named test in a child process with env added to the environment,
-// and SIGKILLs it after limit (bounding the test if the child stalls).
+// and SIGKILLs it after limit (bounding the test if the child stalls) or when the test ends.
 func startChild(t *testing.T, test string, limit time.Duration, env ...string) *child {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^"+test+"$", "-test.count=1")
@@ -159,6 +159,7 @@ func startChild(t *testing.T, test string, limit time.Duration, env ...string) *
 	c := &child{cmd: cmd, lines: bufio.NewScanner(stdout)}
 	c.kill = func() { once.Do(func() { _ = cmd.Process.Kill() }) }
 	c.timer = time.AfterFunc(limit, c.kill)
+	t.Cleanup(c.kill)
 	return c
 }
 
