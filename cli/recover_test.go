@@ -138,3 +138,20 @@ func TestRecoverCutsDamagedLog(t *testing.T) {
 	opsFail(t, 1, []string{"nothing to recover", "nothing changed"}, "recover", "--data", dir)
 	opsFail(t, 2, []string{"--data DIR is required"}, "recover")
 }
+
+// TestVerifyDamagedLastRecord: a flipped bit in the log's last record is not a torn write (the
+// record is whole, one bit off its checksum), though a start drops it just the same: verify says
+// so, and recover drops it with a copy of the log kept.
+func TestVerifyDamagedLastRecord(t *testing.T) {
+	filters := []string{"a", "b", "c"}
+	dir, off := powerCutWithDamage(t, filters, 2)
+	opsFail(t, 1, []string{"its last record, at byte " + strconv.Itoa(off), "most likely synced and acknowledged", "holdfast recover --data " + dir},
+		"verify", "--data", dir)
+	m := recoveredOutput.FindStringSubmatch(opsMust(t, "recover", "--data", dir))
+	if m == nil || m[2] != strconv.Itoa(off) || m[4] != "0" {
+		t.Errorf("recover: %q, want the cut at byte %d and no valid record after it", m, off)
+	}
+	if got := subscriptions(t, dir); !slices.Equal(got, []string{"a", "b"}) {
+		t.Errorf("after recover the store holds subscriptions %q, want a and b", got)
+	}
+}

@@ -36,6 +36,12 @@ func verify(env *Env, args []string) error {
 	if err != nil {
 		return fmt.Errorf("verify: %w; the log's records hold acknowledged messages: copy the directory aside before changing anything in it, and restore a backup (holdfast restore)", err)
 	}
+	if wal.Corrupt() && wal.After == 0 {
+		return fmt.Errorf("verify: write-ahead log %s: its last record, at byte %d, is damaged: it is one bit away from what its checksum says, so it was written whole "+
+			"and most likely synced and acknowledged, yet a start drops it as it drops a torn write. Copy the directory aside first. Starting holdfast, or holdfast recover --data %s "+
+			"(which copies the whole log to a backup file beside it first), drops that record and keeps the %d before it; restoring a backup (holdfast restore) loses more",
+			wal.Path, wal.Damaged, *dir, wal.Records)
+	}
 	if wal.Corrupt() {
 		// Nothing is dropped unless the operator chooses to, knowing what.
 		return fmt.Errorf("verify: write-ahead log %s: the record at byte %d is damaged and %d valid records follow it: "+

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/bits"
 	"os"
 	"path/filepath"
 	"time"
@@ -26,6 +27,8 @@ type WALReport struct {
 	// Damaged is the byte offset of the first damaged record that valid records of the current
 	// epoch follow (0: none). After counts those valid records, and End is where the last of
 	// them ends: a start refuses such a log, and RecoverWAL drops the bytes from Damaged to End.
+	// With After 0, Damaged is the last record, whole but for one flipped bit (oneBitOff): a start
+	// drops it as it drops a torn write, but it was most likely acknowledged.
 	Damaged int64
 	After   int
 	End     int64
@@ -66,6 +69,11 @@ func InspectWAL(dir string) (*WALReport, error) {
 	off := l.validPrefix(body, &rep.Records)
 	next := l.nextValid(body, off+1)
 	if next < 0 {
+		if n, ok := l.oneBitOff(body[off:]); ok {
+			// The last record, whole but for one bit: not torn by a crash but damaged after
+			// it was written, and so most likely synced and acknowledged.
+			rep.Damaged, rep.End = int64(walFileHdr+off), int64(walFileHdr+off+walHeader+n)
+		}
 		return rep, nil
 	}
 	rep.Damaged = int64(walFileHdr + off)
@@ -106,6 +114,39 @@ func (l *wal) nextValid(data []byte, from int) int {
 		}
 	}
 	return -1
+}
+
+// oneBitOff reports whether data starts with a record of l's epoch that is whole but for one
+// flipped bit of its payload or checksum, and the payload's length. A torn write leaves bytes that
+// miss the checksum by a random amount; CRC-32C tells apart every single-bit error in a record of
+// any length holdfast writes, so a record one bit off was written whole. The checksum is linear:
+// flipping bit b of payload byte j changes it by the CRC register that bit leaves after the bytes
+// that follow it, fed as zeros, so one pass from the end tries every bit.
+func (l *wal) oneBitOff(data []byte) (int, bool) {
+	if len(data) < walHeader {
+		return 0, false
+	}
+	n := int(binary.BigEndian.Uint32(data[0:4]))
+	if n == 0 || walHeader+n > len(data) {
+		return 0, false
+	}
+	diff := l.checksum(data[walHeader:walHeader+n]) ^ binary.BigEndian.Uint32(data[4:8])
+	if bits.OnesCount32(diff) == 1 {
+		return n, true // the stored checksum's bit
+	}
+	var syn [8]uint32 // of each bit of the byte at j
+	for b := range syn {
+		syn[b] = castagnoli[1<<b]
+	}
+	for j := n - 1; j >= 0; j-- {
+		for b := range syn {
+			if syn[b] == diff {
+				return n, true
+			}
+			syn[b] = castagnoli[byte(syn[b])] ^ syn[b]>>8
+		}
+	}
+	return 0, false
 }
 
 // headerEpochDamaged reports whether the record at the start of the log's body (body) proves the
