@@ -387,19 +387,25 @@ func (p *Publish) append(dst []byte, v5 bool) []byte {
 	if p.QoS > 0 {
 		n += 2
 	}
-	pn := 0
 	if v5 {
-		pn = p.Props.size(TypePublish)
-		n += varintLen(pn) + pn
+		return p.append5(dst, flags, n)
 	}
 	dst = appendFixedHeader(dst, TypePublish, flags, n)
 	dst = appendString(dst, p.Topic)
 	if p.QoS > 0 {
 		dst = binary.BigEndian.AppendUint16(dst, p.PacketID)
 	}
-	if v5 {
-		dst = p.Props.appendTo(dst, TypePublish, pn)
+	return append(dst, p.Payload...)
+}
+
+func (p *Publish) append5(dst []byte, flags byte, n int) []byte {
+	pn := p.Props.size(TypePublish)
+	dst = appendFixedHeader(dst, TypePublish, flags, n+varintLen(pn)+pn)
+	dst = appendString(dst, p.Topic)
+	if p.QoS > 0 {
+		dst = binary.BigEndian.AppendUint16(dst, p.PacketID)
 	}
+	dst = p.Props.appendTo(dst, TypePublish, pn)
 	return append(dst, p.Payload...)
 }
 
