@@ -16,6 +16,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/holdfast/holdfast/internal/faultfs"
+	"github.com/holdfast/holdfast/internal/mqtttest"
 )
 
 const (
@@ -576,5 +577,30 @@ func TestSpillCommitFailure(t *testing.T) {
 	}
 	if ss := session(openRecovered(t, dir), "c"); ss == nil || len(ss.Subscriptions) != n {
 		t.Fatalf("recovered %+v, want session c with its %d subscriptions", ss, n)
+	}
+}
+
+// TestBackgroundLoopsStopAtFailure: once the store has failed, the Async sync ticker and the
+// value-log GC stop: nothing more goes to the failed disk (GC rewrites values), and a sync after
+// a failure would prove nothing.
+func TestBackgroundLoopsStopAtFailure(t *testing.T) {
+	o := testOptions(t.TempDir(), nil)
+	o.Durability, o.AsyncInterval = Async, time.Millisecond
+	o.GCInterval, o.GCDiscardRatio = time.Millisecond, 0.5
+	s, err := Open(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	mqtttest.Eventually(t, 5*time.Second, "syncs and GC passes", func() bool {
+		st := s.Stats()
+		return st.Syncs > 2 && st.GCRuns > 2
+	})
+	s.wal.faults[stepSync].Store(&fault{err: syscall.EIO}) // the ticker's next sync fails
+	<-s.Failed()
+	before := s.Stats()
+	<-time.After(50 * o.AsyncInterval) // 50 ticks of each loop, had they gone on
+	if after := s.Stats(); after.Syncs > before.Syncs+1 || after.GCRuns > before.GCRuns+1 {
+		t.Errorf("after the failure: %d more syncs and %d more GC passes, want none", after.Syncs-before.Syncs, after.GCRuns-before.GCRuns)
 	}
 }

@@ -504,6 +504,8 @@ func (s *Store) syncLoop() {
 		select {
 		case <-s.stopBg:
 			return
+		case <-s.failed: // a sync after a failure proves nothing
+			return
 		case <-t.C:
 		}
 		start := time.Now()
@@ -528,6 +530,8 @@ func (s *Store) gcLoop() {
 		select {
 		case <-s.stopBg:
 			return
+		case <-s.failed: // nothing more goes to the disk, value-log rewrites included
+			return
 		case <-t.C:
 		}
 		start := time.Now()
@@ -536,6 +540,8 @@ func (s *Store) gcLoop() {
 		for {
 			select {
 			case <-s.stopBg:
+				return
+			case <-s.failed:
 				return
 			default:
 			}
