@@ -97,23 +97,42 @@ func (l *wal) validPrefix(data []byte, records *int) int {
 }
 
 // nextValid returns the offset of the first whole record of l's epoch in data at or after from,
-// or -1. Records are not aligned, so every offset is a candidate; the checksum is computed only
-// for one whose length fits and whose payload starts with an entry kind (0 or 1) and a key
-// length, so that a search through a large log stays fast in practice.
+// or -1. Records are not aligned, so every offset is a candidate; the checksum, which costs as
+// much as the record is long, is computed only for one whose length fits and whose payload parses
+// into entries that fill it exactly, so that a search through a large log of stale records stays
+// linear.
 func (l *wal) nextValid(data []byte, from int) int {
 	for i := from; i+walHeader < len(data); i++ {
 		n := int(binary.BigEndian.Uint32(data[i : i+4]))
 		if n < 2 || n > len(data)-i-walHeader || data[i+walHeader] > 1 {
 			continue
 		}
-		if _, k := binary.Uvarint(data[i+walHeader+1 : i+walHeader+n]); k <= 0 {
-			continue
-		}
-		if l.validAt(data[i:]) {
+		if walEntriesFit(data[i+walHeader:i+walHeader+n]) && l.validAt(data[i:]) {
 			return i
 		}
 	}
 	return -1
+}
+
+// walEntriesFit reports whether p is a sequence of log entries (see replayWAL) that ends exactly
+// where p does.
+func walEntriesFit(p []byte) bool {
+	for len(p) > 0 {
+		kind := p[0]
+		if kind > 1 {
+			return false
+		}
+		key, rest, ok := walField(p[1:])
+		if !ok || len(key) == 0 {
+			return false
+		}
+		if p = rest; kind == 0 {
+			if _, p, ok = walField(p); !ok {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // oneBitOff reports whether data starts with a record of l's epoch that is whole but for one

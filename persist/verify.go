@@ -246,8 +246,9 @@ func badgerLogDamage(data []byte) int {
 // badgerEntryAt returns the length of the whole Badger log entry that data starts with, or 0. An
 // entry: meta and user-meta bytes, uvarint key length, value length and expiry, the key (with its
 // version), the value, and a CRC-32C of all of them. A search for the next entry (search) takes
-// only candidates without an expiry, which holdfast never sets, so that it seldom computes a
-// checksum over bytes that are not an entry.
+// only candidates without an expiry, which holdfast never sets, and whose key starts with a family
+// byte (below 0x20, room for new families) or Badger's own "!badger!", so that it seldom computes
+// a checksum over bytes that are not an entry.
 func badgerEntryAt(data []byte, search bool) int {
 	if len(data) < 3 || data[0]&0x30 != 0 { // meta has no such bits
 		return 0
@@ -264,10 +265,11 @@ func badgerEntryAt(data []byte, search bool) int {
 	}
 	h += k
 	expires, k := binary.Uvarint(data[h:])
-	if k <= 0 || search && expires != 0 {
+	h += k
+	if k <= 0 || search && (expires != 0 || klen < 9 || h >= len(data) || data[h] >= 0x20 && data[h] != '!') {
 		return 0
 	}
-	end := h + k + int(klen) + int(vlen)
+	end := h + int(klen) + int(vlen)
 	if end+4 > len(data) || crc32.Checksum(data[:end], castagnoli) != binary.BigEndian.Uint32(data[end:]) {
 		return 0
 	}
