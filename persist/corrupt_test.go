@@ -369,8 +369,8 @@ func TestCorruptBadgerBitFlips(t *testing.T) {
 
 // TestVerifyDamagedTableNoPanic: every byte of a table flipped in turn. Badger opens tables on
 // goroutines of its own, and some damage (an entry offset of a block) makes it panic there,
-// beyond any recover: holdfast verify died of it with a stack trace. Verify checks the tables
-// itself first, on its own goroutine, and reports each one. Blocks are Snappy-compressed and
+// beyond any recover: holdfast verify (and inspect) died of it with a stack trace. They check the
+// tables themselves first, on their own goroutine, and report each one. Blocks are Snappy-compressed and
 // their checksums cover the decompressed bytes: a damaged byte of the compressed stream that still
 // decompresses to the same block (a copy of a run of equal bytes from another offset in the run)
 // changes nothing that is read, and a start must then read back exactly what was stored.
@@ -393,6 +393,9 @@ func TestVerifyDamagedTableNoPanic(t *testing.T) {
 		b[off] ^= 0xff
 		if err := os.WriteFile(tables[0], b, 0o600); err != nil {
 			t.Fatal(err)
+		}
+		if _, err := InspectDir(f.dir); err != nil && !errors.Is(err, ErrCorrupt) {
+			t.Errorf("byte %d of %s damaged: InspectDir: %v, want ErrCorrupt", off, filepath.Base(tables[0]), err)
 		}
 		if rep, err := Verify(f.dir); err == nil && rep.OK() {
 			cp := filepath.Join(t.TempDir(), "d") // a start writes in its directory

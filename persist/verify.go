@@ -707,8 +707,12 @@ func (s *Store) Inspect() (*Inventory, error) {
 
 // InspectDir returns the inventory of the stopped store in dir, opened
 // read-only. It fails like Verify (ErrLocked while a broker holds dir,
-// ErrUnclean after a crash).
+// ErrUnclean after a crash), and with ErrCorrupt for a damaged table, which
+// Verify lists as a problem.
 func InspectDir(dir string) (*Inventory, error) {
+	if problems := checkTables(dir); len(problems) > 0 {
+		return nil, newError(ErrCorrupt, nil, "inspect %s: %s", dir, strings.Join(problems, "; "))
+	}
 	db, err := openReadOnly(dir)
 	if err != nil {
 		return nil, err
