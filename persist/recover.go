@@ -21,7 +21,6 @@ var ErrNothingToRecover = errors.New("nothing to recover")
 // WALReport is what InspectWAL found in the write-ahead log of a stopped store.
 type WALReport struct {
 	Path    string
-	Epoch   uint64
 	Records int // whole records of the current epoch before any damage: what a start replays
 
 	// Damaged is the byte offset of the first damaged record that valid records of the current
@@ -60,7 +59,6 @@ func InspectWAL(dir string) (*WALReport, error) {
 		return nil, newError(ErrCorrupt, nil, "write-ahead log %s: bad header", path)
 	}
 	l := &wal{epoch: binary.BigEndian.Uint64(data[8:walFileHdr])}
-	rep.Epoch = l.epoch
 	body := data[walFileHdr:]
 	if wrong, ok := headerEpochDamaged(l.epoch, body); ok {
 		return nil, newError(ErrCorrupt, nil, "write-ahead log %s: the header's epoch %d is damaged: the first record belongs to epoch %d, which the log cannot have reached or cannot have left behind",
