@@ -15,8 +15,8 @@ func init() {
 const recoverUsage = `--data DIR
 
 For a stopped broker that refuses to start because a record in the middle of its write-ahead
-log (DIR/holdfast.wal) is damaged. holdfast verify --data DIR says so first, and what this
-drops. recover copies the whole log to DIR/holdfast.wal.<time>.bak (fsynced), then cuts the
+log (DIR/holdfast.wal) is damaged, or whose last record holdfast verify reports damaged.
+holdfast verify --data DIR says so first, and what this drops. recover copies the whole log to DIR/holdfast.wal.<time>.bak (fsynced), then cuts the
 log at the damaged record: the next start replays every record before it and nothing after.
 The records after it are lost to the broker (they are in the copy); they hold messages,
 subscriptions and sessions that were acknowledged. When a backup taken before the damage is

@@ -13,9 +13,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// ErrNothingToRecover is returned by RecoverWAL when the write-ahead log has no damaged record
-// with valid records after it: a start replays it as it is (dropping at most a torn last record,
-// which was never acknowledged), so there is nothing for an operator to decide.
+// ErrNothingToRecover is returned by RecoverWAL when the write-ahead log is not damaged
+// (WALReport.Corrupt): a start replays it as it is, dropping at most a torn last record, which
+// was never acknowledged, so there is nothing for an operator to decide.
 var ErrNothingToRecover = errors.New("nothing to recover")
 
 // WALReport is what InspectWAL found in the write-ahead log of a stopped store.
@@ -221,7 +221,7 @@ func RecoverWAL(dir string, now time.Time) (*Recovered, error) {
 		return nil, err
 	}
 	if !rep.Corrupt() {
-		return nil, newError(ErrNothingToRecover, nil, "write-ahead log %s has no damaged record followed by valid ones: a start replays its %d records", rep.Path, rep.Records)
+		return nil, newError(ErrNothingToRecover, nil, "write-ahead log %s is not damaged: a start replays its %d records", rep.Path, rep.Records)
 	}
 	r := &Recovered{WALReport: *rep, Backup: rep.Path + "." + now.UTC().Format("20060102T150405.000000000Z") + ".bak"}
 	if err := copyFileSynced(rep.Path, r.Backup); err != nil {
