@@ -95,7 +95,7 @@ func (c *conn) handleConnect(cp *codec.Connect, decodeErr error) bool {
 	c.sendControl(&codec.Connack{SessionPresent: present && c.level == codec.Level311})
 	m := c.sess.lock()
 	m.SetWill(cp.Will)
-	m.Attach(c.level, c)
+	m.Attach(session.Link{Level: c.level}, c)
 	c.sess.unlock()
 	c.Wake()
 	c.log.Debug().Bool("clean_session", cp.CleanSession).Bool("session_present", present).

@@ -21,7 +21,7 @@ var handleOptions = session.Options{MaxInflight: 3, MaxQueuedMessages: 100, Memo
 func TestHandleCongestion(t *testing.T) {
 	const high = 8
 	h := newHandle(session.New("c", false, codec.Level311, &handleOptions), high)
-	h.lock().Attach(codec.Level311, &wakeCounter{})
+	h.lock().Attach(session.Link{Level: codec.Level311}, &wakeCounter{})
 	h.unlock()
 	for range high - 1 {
 		h.lock().Reserve(1)

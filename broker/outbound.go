@@ -261,7 +261,7 @@ func (c *conn) writeLoop() {
 		c.omu.Unlock()
 
 		if c.sess != nil {
-			out.Now, out.After = wbuf, out.After[:0]
+			out.Now, out.After, out.At = wbuf, out.After[:0], time.Now()
 			if !c.fill(&out) {
 				return
 			}
@@ -273,6 +273,8 @@ func (c *conn) writeLoop() {
 					out.Sent[qos], out.SentBytes[qos] = 0, 0
 				}
 			}
+			c.srv.stats.drops(DropExpired, &out.Expired)
+			c.srv.stats.drops(DropTooLarge, &out.TooLarge)
 			if len(out.Writes) > 0 {
 				c.submitSendState(&out)
 			}

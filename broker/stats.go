@@ -20,10 +20,12 @@ const (
 	DropSysTopic                        // a client published to $SYS without an ACL grant
 	DropRetainLimit                     // a retained message was delivered but not stored: limits.max_retained_*
 	DropDiskLow                         // a publish that needed disk while free space was below store.min_free_bytes
+	DropExpired                         // MQTT 5: its Message Expiry Interval ran out before it was sent
+	DropTooLarge                        // MQTT 5: larger than the subscriber's Maximum Packet Size
 	numDropReasons
 )
 
-var dropReasonNames = [numDropReasons]string{"queue_full", "slow_subscriber", "offline_qos0", "not_authorized", "topic_levels", "sys_topic", "retain_limit", "disk_low"}
+var dropReasonNames = [numDropReasons]string{"queue_full", "slow_subscriber", "offline_qos0", "not_authorized", "topic_levels", "sys_topic", "retain_limit", "disk_low", "expired", "too_large"}
 
 func (r DropReason) String() string { return dropReasonNames[r] }
 
@@ -81,6 +83,14 @@ type Stats struct {
 }
 
 func (st *Stats) drop(r DropReason) { st.Dropped[r].Add(1) }
+
+// drops counts *n drops of reason r and resets *n.
+func (st *Stats) drops(r DropReason, n *int) {
+	if *n > 0 {
+		st.Dropped[r].Add(int64(*n))
+		*n = 0
+	}
+}
 
 func (st *Stats) received(qos byte, payload int) {
 	st.MessagesIn[qos].Add(1)

@@ -3,7 +3,12 @@
 // other for them.
 package message
 
-import "strconv"
+import (
+	"strconv"
+	"time"
+
+	"github.com/holdfast/holdfast/codec"
+)
 
 // Message is a PUBLISH as the broker keeps it: routed, queued, retained, stored. The store's
 // Batch methods copy Topic and Payload, so the caller may reuse the buffers once such a method
@@ -13,6 +18,18 @@ type Message struct {
 	Payload []byte
 	QoS     byte // the published QoS
 	Retain  bool
+
+	// MQTT 5: the publisher's properties that travel with the message to its subscribers (Payload
+	// Format Indicator, Content Type, Response Topic, Correlation Data, User Properties), nil
+	// when it has none; shared by every copy, never changed.
+	Props *codec.Properties
+	// Expires is when the Message Expiry Interval the publisher set runs out; zero: never.
+	Expires time.Time
+}
+
+// ExpiredAt reports whether the message expired at t.
+func (m *Message) ExpiredAt(t time.Time) bool {
+	return !m.Expires.IsZero() && !t.Before(m.Expires)
 }
 
 // State is the outbound delivery state of a queue entry.

@@ -51,8 +51,10 @@ type Session struct {
 	gen         uint64 // bumped on detach, so a disk read that raced a detach is discarded
 	nextPID     uint16
 	inbound     map[uint16]struct{}
-	outlet      Outlet      // non-nil while a connection is attached
-	will        *codec.Will // the attached connection's will, until it is published or discarded
+	outlet      Outlet            // non-nil while a connection is attached
+	link        Link              // the attached connection's (or the last one's)
+	aliases     map[string]uint16 // topic aliases assigned on this connection
+	will        *codec.Will       // the attached connection's will, until it is published or discarded
 	identity    Identity
 	offlineAt   time.Time // when the last connection went away; zero if none has yet
 }
@@ -131,12 +133,32 @@ type Outlet interface {
 	SendEncoded(b []byte, n int, payload int64)
 }
 
-// Attach marks the session online behind o; the caller then wakes o. Everything in flight is sent
-// again with DUP set [MQTT-4.4.0-1].
-func (s *Session) Attach(level byte, o Outlet) {
-	s.level = level
+// Link is what the connection being attached agreed on in its CONNECT: the protocol level and, at
+// level 5, the limits the client set on what the broker sends it.
+type Link struct {
+	Level          byte
+	ReceiveMaximum uint16 // unacknowledged QoS 1/2 PUBLISH packets the client takes; 0: 65,535 [MQTT-3.1.2-21]
+	MaxPacketSize  uint32 // the largest packet the client takes; 0: no limit but the protocol's
+	TopicAliasMax  uint16 // topic aliases the broker may assign; 0: none [MQTT-3.1.2-26]
+}
+
+// Attach marks the session online behind o, a connection that agreed on l; the caller then wakes
+// o. Everything in flight is sent again with DUP set [MQTT-4.4.0-1]. Topic aliases are the
+// connection's and start over [MQTT-3.3.2-7].
+func (s *Session) Attach(l Link, o Outlet) {
+	s.level = l.Level
+	s.link = l
+	s.aliases = nil
 	s.outlet = o
 	s.resend = true
+}
+
+// window is how many QoS 1/2 messages may be in flight to the client.
+func (s *Session) window() int {
+	if r := int(s.link.ReceiveMaximum); r > 0 && r < s.opts.MaxInflight {
+		return r // [MQTT-3.3.4-9]
+	}
+	return s.opts.MaxInflight
 }
 
 // Outlet returns the attached connection, or nil while offline.
@@ -292,6 +314,12 @@ type Outgoing struct {
 	Writes    []Write
 	Sent      [3]int   // PUBLISH packets appended, by QoS (for the broker's counters)
 	SentBytes [3]int64 // their payload bytes
+	Expired   int      // queued messages dropped because their Message Expiry Interval ran out
+	TooLarge  int      // messages dropped because they exceed the client's Maximum Packet Size
+
+	// At is the time of the fill: a message whose expiry has passed is dropped, and the others
+	// carry what remains of their interval.
+	At time.Time
 
 	// MayRead, when set, is asked before a queued message is first sent: an ACL reloaded since
 	// the message was queued may no longer let this client read its topic. A refused entry is
@@ -333,7 +361,7 @@ func (s *Session) Fill(o *Outgoing) {
 			s.appendResend(o, e)
 		}
 	}
-	for len(s.inflight) < s.opts.MaxInflight {
+	for len(s.inflight) < s.window() {
 		if len(s.pending) == 0 {
 			if s.Persistent && s.lastLoaded < s.lastQueued {
 				o.NeedLoad = true
@@ -346,6 +374,11 @@ func (s *Session) Fill(o *Outgoing) {
 		s.pending = s.pending[1:]
 		if len(s.pending) == 0 {
 			s.pending = nil // let the backing array go
+		}
+		if e.Message.ExpiredAt(o.At) {
+			s.refuse(o, e) // not yet on its way: the copy goes [MQTT-3.3.2-5]
+			o.Expired++
+			continue
 		}
 		if o.MayRead != nil && !o.MayRead(e.Message.Topic) {
 			s.refuse(o, e)
@@ -397,11 +430,11 @@ func (s *Session) Loaded(o *Outgoing, entries []message.Entry) bool {
 
 func (s *Session) appendResend(o *Outgoing, e *message.Entry) {
 	if e.State == message.Released {
-		o.Now = (&codec.Pubrel{PacketID: e.PacketID}).Append(o.Now)
+		o.Now = s.appendPacket(o.Now, &codec.Pubrel{PacketID: e.PacketID})
 		return
 	}
 	o.count(e)
-	o.Now = publishPacket(e, true).Append(o.Now)
+	o.Now, _ = s.appendPublish(o.Now, e, true, o.At)
 }
 
 // refuse removes a pending entry that may not be delivered; nothing was sent for it, so no
@@ -414,17 +447,30 @@ func (s *Session) refuse(o *Outgoing, e *message.Entry) {
 }
 
 func (s *Session) send(o *Outgoing, e *message.Entry) {
+	if e.QoS > 0 {
+		e.PacketID = s.allocPID()
+	}
+	dst := &o.Now
+	if s.Persistent && e.QoS == 2 {
+		dst = &o.After // sent once its packet identifier is durable
+	}
+	var fits bool
+	if *dst, fits = s.appendPublish(*dst, e, false, o.At); !fits {
+		// Dropped for this client as if it had been delivered [MQTT-3.1.2-25].
+		e.PacketID = 0
+		s.refuse(o, e)
+		o.TooLarge++
+		return
+	}
 	o.count(e)
 	if e.QoS == 0 {
 		// Queued for an offline client at QoS 0: no acknowledgement will come, so it is done now.
-		o.Now = publishPacket(e, false).Append(o.Now)
 		s.release(len(e.Message.Payload))
 		if s.Persistent {
 			o.Writes = append(o.Writes, Write{Kind: WriteDone, Seq: e.Seq})
 		}
 		return
 	}
-	e.PacketID = s.allocPID()
 	if e.QoS == 2 || !s.Persistent {
 		// A persistent session's QoS 1 entry keeps State Queued while in flight: its state is not
 		// on disk (it is written at Detach), and Ack tells the store so.
@@ -432,27 +478,60 @@ func (s *Session) send(o *Outgoing, e *message.Entry) {
 	}
 	s.inflight = append(s.inflight, e)
 	s.byPID[e.PacketID] = e
-	if !s.Persistent {
-		o.Now = publishPacket(e, false).Append(o.Now)
-		return
+	if s.Persistent && e.QoS == 2 {
+		o.Writes = append(o.Writes, Write{Kind: WriteSent, Seq: e.Seq, PacketID: e.PacketID})
 	}
-	if e.QoS == 1 {
-		o.Now = publishPacket(e, false).Append(o.Now) // its state is written at Detach
-		return
-	}
-	o.Writes = append(o.Writes, Write{Kind: WriteSent, Seq: e.Seq, PacketID: e.PacketID})
-	o.After = publishPacket(e, false).Append(o.After)
 }
 
-func publishPacket(e *message.Entry, dup bool) *codec.Publish {
-	return &codec.Publish{
-		Dup:      dup,
-		QoS:      e.QoS,
-		Retain:   e.Message.Retain,
-		Topic:    e.Message.Topic,
-		PacketID: e.PacketID,
-		Payload:  e.Message.Payload,
+// appendPacket encodes p at the attached connection's level.
+func (s *Session) appendPacket(dst []byte, p codec.Packet) []byte {
+	if s.level == codec.Level5 {
+		return p.AppendLevel(dst, codec.Level5)
 	}
+	return p.Append(dst)
+}
+
+// appendPublish encodes e's PUBLISH for the attached connection at time at. At level 5 it carries
+// the publisher's properties, what remains of the message's expiry interval [MQTT-3.3.2-6] and a
+// topic alias when the client allows them. It reports false, having appended nothing, when the
+// packet exceeds the client's Maximum Packet Size.
+func (s *Session) appendPublish(dst []byte, e *message.Entry, dup bool, at time.Time) ([]byte, bool) {
+	m := e.Message
+	p := codec.Publish{Dup: dup, QoS: e.QoS, Retain: m.Retain, Topic: m.Topic, PacketID: e.PacketID, Payload: m.Payload}
+	if s.level != codec.Level5 {
+		return p.Append(dst), true
+	}
+	var props codec.Properties
+	if m.Props != nil {
+		props = *m.Props
+	}
+	if !m.Expires.IsZero() {
+		props.MessageExpiry = uint32(max(0, (m.Expires.Sub(at)+time.Second-1)/time.Second))
+		props.Include(codec.PropMessageExpiryInterval)
+	}
+	alias, known := s.aliases[m.Topic]
+	if !known && len(s.aliases) < int(s.link.TopicAliasMax) {
+		alias = uint16(len(s.aliases) + 1)
+	}
+	if alias != 0 {
+		props.TopicAlias = alias
+		if known {
+			p.Topic = "" // the client maps the alias [MQTT-3.3.2-12]
+		}
+	}
+	p.Props = &props
+	before := len(dst)
+	dst = p.AppendLevel(dst, codec.Level5)
+	if s.link.MaxPacketSize > 0 && len(dst)-before > int(s.link.MaxPacketSize) {
+		return dst[:before], false
+	}
+	if alias != 0 && !known {
+		if s.aliases == nil {
+			s.aliases = make(map[string]uint16)
+		}
+		s.aliases[m.Topic] = alias
+	}
+	return dst, true
 }
 
 // allocPID returns the next packet identifier not in flight. The window is far smaller than

@@ -63,7 +63,7 @@ func TestReserveLimits(t *testing.T) {
 func TestCleanSessionWindowAndPacketIDs(t *testing.T) {
 	s := New("c", false, 4, &Options{MaxInflight: 2, MaxQueuedMessages: 100})
 	out := &fakeOutlet{}
-	s.Attach(4, out)
+	s.Attach(Link{Level: 4}, out)
 	for i := 0; i < 3; i++ {
 		s.Reserve(1)
 		s.Enqueue(&persist.Message{Topic: "t", Payload: []byte{byte(i)}, QoS: 1}, 1)
@@ -100,7 +100,7 @@ func TestPersistentSessionSpillsToDisk(t *testing.T) {
 	opts := &Options{MaxInflight: 5, MaxQueuedMessages: 1000, MemoryWindow: 3}
 	s := New("p", true, 4, opts)
 	out := &fakeOutlet{}
-	s.Attach(4, out)
+	s.Attach(Link{Level: 4}, out)
 	var rec persist.Batch
 	rec.PutSession("p", persist.SessionRecord{ProtocolLevel: 4})
 	if _, err := st.Commit(&rec); err != nil {

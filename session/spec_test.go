@@ -85,7 +85,7 @@ func newSpecSession(persistent bool) (*Session, *fakeOutlet) {
 	opts := specOptions
 	s := New("c", persistent, codec.Level311, &opts)
 	o := &fakeOutlet{}
-	s.Attach(codec.Level311, o)
+	s.Attach(Link{Level: codec.Level311}, o)
 	return s, o
 }
 
@@ -150,7 +150,7 @@ func TestSessionSpec(t *testing.T) {
 			}
 			// Reconnect: the message is past PUBREL, so PUBREL is sent again, not the PUBLISH.
 			d.apply(s.Detach(time.Now()))
-			s.Attach(codec.Level311, &fakeOutlet{})
+			s.Attach(Link{Level: codec.Level311}, &fakeOutlet{})
 			now, _, _ = fill(t, s, &d)
 			if len(now) != 1 {
 				t.Fatalf("after reconnect sent %d packets, want one PUBREL", len(now))
@@ -178,7 +178,7 @@ func TestSessionSpec(t *testing.T) {
 				t.Fatalf("Detach writes %v, want the in-flight state of both", ws)
 			}
 			d.apply(ws)
-			s.Attach(codec.Level311, &fakeOutlet{})
+			s.Attach(Link{Level: codec.Level311}, &fakeOutlet{})
 			now, _, _ = fill(t, s, &d)
 			again := publishes(t, now)
 			if len(again) != 2 {
@@ -202,7 +202,7 @@ func TestSessionSpec(t *testing.T) {
 			if n, _ := s.Queued(); n != 5 {
 				t.Fatalf("queued %d, want 5", n)
 			}
-			s.Attach(codec.Level311, &fakeOutlet{})
+			s.Attach(Link{Level: codec.Level311}, &fakeOutlet{})
 			now, _, _ := fill(t, s, &d)
 			pubs := publishes(t, now)
 			if len(pubs) != specOptions.MaxInflight {
@@ -227,7 +227,7 @@ func TestSessionSpec(t *testing.T) {
 			var d disk
 			s.Detach(time.Now())
 			commit(s, &d, 1, msg("q0", 0), 0)
-			s.Attach(codec.Level311, &fakeOutlet{})
+			s.Attach(Link{Level: codec.Level311}, &fakeOutlet{})
 			now, _, ws := fill(t, s, &d)
 			pubs := publishes(t, now)
 			if len(pubs) != 1 || pubs[0].Dup || pubs[0].QoS != 0 || pubs[0].PacketID != 0 {
@@ -306,7 +306,7 @@ func TestSessionSpec(t *testing.T) {
 			commit(s, &d, 1, msg("durable", 1), 1)
 			// Applied to the store but not yet synced: on disk, not yet Committed.
 			d = append(d, message.Entry{Seq: 2, QoS: 1, Message: msg("not yet", 1)})
-			s.Attach(codec.Level311, &fakeOutlet{})
+			s.Attach(Link{Level: codec.Level311}, &fakeOutlet{})
 			now, _, _ := fill(t, s, &d)
 			if pubs := publishes(t, now); len(pubs) != 1 || string(pubs[0].Payload) != "durable" {
 				t.Fatalf("sent %+v, want only the durable message", pubs)
@@ -322,7 +322,7 @@ func TestSessionSpec(t *testing.T) {
 			for seq := 2; seq < 2+limit; seq++ {
 				d = append(d, message.Entry{Seq: uint64(seq), QoS: 1, Message: msg("later", 1)})
 			}
-			s.Attach(codec.Level311, &fakeOutlet{})
+			s.Attach(Link{Level: codec.Level311}, &fakeOutlet{})
 			var o Outgoing
 			s.Fill(&o)
 			if !o.NeedLoad {
@@ -337,14 +337,14 @@ func TestSessionSpec(t *testing.T) {
 			var d disk
 			s.Detach(time.Now())
 			commit(s, &d, 1, msg("m", 1), 1)
-			s.Attach(codec.Level311, &fakeOutlet{})
+			s.Attach(Link{Level: codec.Level311}, &fakeOutlet{})
 			var o Outgoing
 			s.Fill(&o)
 			if !o.NeedLoad {
 				t.Fatal("Fill did not ask for the queue on disk")
 			}
 			s.Detach(time.Now())
-			s.Attach(codec.Level311, &fakeOutlet{})
+			s.Attach(Link{Level: codec.Level311}, &fakeOutlet{})
 			s.Loaded(&o, d.read(o.Load))
 			var again Outgoing
 			if s.Fill(&again); !again.NeedLoad || len(o.Now) != 0 {
@@ -401,7 +401,7 @@ func TestSessionSpec(t *testing.T) {
 				t.Errorf("record %+v", r)
 			}
 			o := &fakeOutlet{}
-			s.Attach(codec.Level311, o)
+			s.Attach(Link{Level: codec.Level311}, o)
 			if r := s.Record(); !r.OfflineSince.IsZero() || s.Outlet() != o || !s.Online() {
 				t.Errorf("online record %+v", r)
 			}

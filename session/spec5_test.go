@@ -1,0 +1,182 @@
+package session
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/holdfast/holdfast/codec"
+	"github.com/holdfast/holdfast/message"
+)
+
+// The rows below are statements of MQTT 5.0 about what a server sends a client, checked like
+// spec_test.go's: events into one session, packets and writes out.
+
+// decode5 decodes level-5 packets, failing on anything but a clean end.
+func decode5(t *testing.T, b []byte) []*codec.Publish {
+	t.Helper()
+	r := codec.NewReader(bytes.NewReader(b), 0)
+	r.SetLevel(codec.Level5)
+	var out []*codec.Publish
+	for {
+		p, err := r.ReadPacket()
+		if errors.Is(err, io.EOF) {
+			return out
+		}
+		if err != nil {
+			t.Fatalf("decoding what the session sent: %v", err)
+		}
+		pub, ok := p.(*codec.Publish)
+		if !ok {
+			t.Fatalf("got %s, want PUBLISH", p.Type())
+		}
+		out = append(out, pub)
+	}
+}
+
+func newSpec5Session(persistent bool, l Link) *Session {
+	opts := specOptions
+	s := New("c", persistent, codec.Level5, &opts)
+	l.Level = codec.Level5
+	s.Attach(l, &fakeOutlet{})
+	return s
+}
+
+// queue5 queues m at qos in a clean session, as the broker does.
+func queue5(s *Session, m *message.Message, qos byte) {
+	s.Reserve(len(m.Payload))
+	s.Enqueue(m, qos)
+}
+
+func TestSessionSpec5(t *testing.T) {
+	at := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	rows := []struct {
+		name string
+		run  func(t *testing.T)
+	}{
+		{"MQTT-3.3.4-9 no more unacknowledged QoS 1/2 PUBLISH packets than the client's Receive Maximum", func(t *testing.T) {
+			s := newSpec5Session(false, Link{ReceiveMaximum: 2})
+			for range 3 {
+				queue5(s, msg("x", 1), 1)
+			}
+			o := Outgoing{At: at}
+			s.Fill(&o)
+			if n := len(decode5(t, o.Now)); n != 2 || s.Inflight() != 2 {
+				t.Fatalf("sent %d, in flight %d; want 2 (Receive Maximum) below max_inflight %d", n, s.Inflight(), specOptions.MaxInflight)
+			}
+		}},
+		{"MQTT-3.3.2-5 a message whose expiry interval has passed is not sent, and leaves the queue", func(t *testing.T) {
+			s := New("c", true, codec.Level5, &specOptions)
+			s.Attach(Link{Level: codec.Level5}, &fakeOutlet{})
+			var d disk
+			old := &message.Message{Topic: "t", Payload: []byte("old"), QoS: 1, Expires: at.Add(-time.Second)}
+			fresh := &message.Message{Topic: "t", Payload: []byte("new"), QoS: 1, Expires: at.Add(time.Minute)}
+			commit(s, &d, 1, old, 1)
+			commit(s, &d, 2, fresh, 1)
+			o := Outgoing{At: at}
+			s.Fill(&o)
+			pubs := decode5(t, o.Now)
+			if len(pubs) != 1 || string(pubs[0].Payload) != "new" || o.Expired != 1 {
+				t.Fatalf("sent %v, expired %d; want only the fresh one, one expired", pubs, o.Expired)
+			}
+			if !slices.Contains(o.Writes, Write{Kind: WriteDoneQueued, Seq: 1}) {
+				t.Errorf("writes %v: the expired entry is not removed from the store", o.Writes)
+			}
+			if n, _ := s.Queued(); n != 1 {
+				t.Errorf("queued %d, want 1", n)
+			}
+		}},
+		{"MQTT-3.3.2-6 the Message Expiry Interval sent is what remains of the publisher's", func(t *testing.T) {
+			s := newSpec5Session(false, Link{})
+			queue5(s, &message.Message{Topic: "t", QoS: 1, Expires: at.Add(10*time.Second + 500*time.Millisecond)}, 1)
+			queue5(s, msg("never", 1), 1)
+			o := Outgoing{At: at}
+			s.Fill(&o)
+			pubs := decode5(t, o.Now)
+			if len(pubs) != 2 || pubs[0].Props == nil || pubs[0].Props.MessageExpiry != 11 {
+				t.Fatalf("sent %+v, want a Message Expiry Interval of 11 s", pubs)
+			}
+			if pubs[1].Props != nil && pubs[1].Props.Has(codec.PropMessageExpiryInterval) {
+				t.Errorf("a message without expiry got %d", pubs[1].Props.MessageExpiry)
+			}
+		}},
+		{"MQTT-3.3.2-17/18 the publisher's properties reach the subscriber, user properties in order", func(t *testing.T) {
+			props := &codec.Properties{PayloadFormat: 1, ContentType: "text/plain", ResponseTopic: "reply/here",
+				CorrelationData: []byte{7}, User: []codec.UserProperty{{Name: "b", Value: "2"}, {Name: "a", Value: "1"}, {Name: "b", Value: "3"}}}
+			s := newSpec5Session(false, Link{})
+			queue5(s, &message.Message{Topic: "t", Payload: []byte("p"), QoS: 1, Props: props}, 1)
+			o := Outgoing{At: at}
+			s.Fill(&o)
+			pubs := decode5(t, o.Now)
+			if len(pubs) != 1 || pubs[0].Props == nil {
+				t.Fatalf("sent %+v", pubs)
+			}
+			got := pubs[0].Props
+			if got.PayloadFormat != 1 || got.ContentType != "text/plain" || got.ResponseTopic != "reply/here" ||
+				!bytes.Equal(got.CorrelationData, []byte{7}) || !slices.Equal(got.User, props.User) {
+				t.Errorf("properties %+v, want %+v", got, props)
+			}
+		}},
+		{"MQTT-3.1.2-25 a PUBLISH larger than the client's Maximum Packet Size is dropped as if sent", func(t *testing.T) {
+			s := newSpec5Session(false, Link{MaxPacketSize: 64})
+			queue5(s, &message.Message{Topic: "t", Payload: make([]byte, 100), QoS: 1}, 1)
+			queue5(s, msg("small", 1), 1)
+			o := Outgoing{At: at}
+			s.Fill(&o)
+			pubs := decode5(t, o.Now)
+			if len(pubs) != 1 || string(pubs[0].Payload) != "small" || o.TooLarge != 1 {
+				t.Fatalf("sent %+v, too large %d; want only the small one", pubs, o.TooLarge)
+			}
+			if n, _ := s.Queued(); n != 1 || s.Inflight() != 1 {
+				t.Errorf("queued %d, in flight %d; the dropped message must leave the queue", n, s.Inflight())
+			}
+		}},
+		{"MQTT-3.3.2-7/12 topic aliases: the first PUBLISH of a topic names it, the next ones only carry the alias, up to the client's maximum, anew on each connection", func(t *testing.T) {
+			s := newSpec5Session(false, Link{TopicAliasMax: 1})
+			for _, topic := range []string{"a/1", "a/1", "b/2", "a/1"} {
+				queue5(s, &message.Message{Topic: topic, QoS: 0}, 0)
+			}
+			o := Outgoing{At: at}
+			s.Fill(&o)
+			pubs := decode5(t, o.Now)
+			type seen struct {
+				topic string
+				alias uint16
+			}
+			var got []seen
+			for _, p := range pubs {
+				var a uint16
+				if p.Props != nil {
+					a = p.Props.TopicAlias
+				}
+				got = append(got, seen{p.Topic, a})
+			}
+			want := []seen{{"a/1", 1}, {"", 1}, {"b/2", 0}, {"", 1}}
+			if !slices.Equal(got, want) {
+				t.Fatalf("sent %v, want %v", got, want)
+			}
+			s.Detach(at)
+			s.Attach(Link{Level: codec.Level5, TopicAliasMax: 1}, &fakeOutlet{})
+			queue5(s, &message.Message{Topic: "a/1", QoS: 0}, 0)
+			o = Outgoing{At: at}
+			s.Fill(&o)
+			if p := decode5(t, o.Now); len(p) != 1 || p[0].Topic != "a/1" {
+				t.Errorf("after a new connection sent %+v, want the topic named again", p)
+			}
+		}},
+		{"3.1.1 clients get the message without properties", func(t *testing.T) {
+			s, _ := newSpecSession(false)
+			queue5(s, &message.Message{Topic: "t", QoS: 1, Props: &codec.Properties{ContentType: "x"}, Expires: at.Add(time.Hour)}, 1)
+			now, _, _ := fill(t, s, nil)
+			if pubs := publishes(t, now); len(pubs) != 1 || pubs[0].Props != nil {
+				t.Fatalf("sent %+v", pubs)
+			}
+		}},
+	}
+	for _, r := range rows {
+		t.Run(r.name, r.run)
+	}
+}
