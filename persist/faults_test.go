@@ -249,7 +249,7 @@ func TestNoAcknowledgementAfterFailure(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	defer closeFailed(t, s)
 	// Hold the writer until both batches wait in the channel: it then commits them as one group,
 	// and the syncer completes them in one round.
 	gate := make(chan struct{})
@@ -266,6 +266,17 @@ func TestNoAcknowledgementAfterFailure(t *testing.T) {
 	}
 	if err := <-results; !errors.Is(err, ErrFailed) {
 		t.Fatalf("the batch completed after the failure: %v, want ErrFailed", err)
+	}
+}
+
+// closeFailed closes a store that failed, then its Badger, as the process's exit would let it go.
+func closeFailed(t *testing.T, s *Store) {
+	t.Helper()
+	if err := s.Close(); !errors.Is(err, ErrFailed) {
+		t.Errorf("Close of a failed store: %v, want ErrFailed", err)
+	}
+	if err := s.db.Close(); err != nil {
+		t.Error(err)
 	}
 }
 
@@ -483,7 +494,7 @@ func TestRecoverWaitsForItsRemoval(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	defer closeFailed(t, s)
 	putSessions(t, s, "s")
 	stray := func() {
 		t.Helper()
@@ -569,12 +580,7 @@ func TestSpillCommitFailure(t *testing.T) {
 	if s.Stats().Splits != 1 {
 		t.Fatalf("%d batches applied in parts, want 1", s.Stats().Splits)
 	}
-	if err := s.Close(); !errors.Is(err, ErrFailed) {
-		t.Fatalf("Close: %v", err)
-	}
-	if err := s.db.Close(); err != nil {
-		t.Fatal(err)
-	}
+	closeFailed(t, s)
 	if ss := session(openRecovered(t, dir), "c"); ss == nil || len(ss.Subscriptions) != n {
 		t.Fatalf("recovered %+v, want session c with its %d subscriptions", ss, n)
 	}
@@ -591,7 +597,7 @@ func TestBackgroundLoopsStopAtFailure(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	defer closeFailed(t, s)
 	mqtttest.Eventually(t, 5*time.Second, "syncs and GC passes", func() bool {
 		st := s.Stats()
 		return st.Syncs > 2 && st.GCRuns > 2

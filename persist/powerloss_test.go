@@ -77,12 +77,7 @@ func failStopAfter(t *testing.T, at step, cause error) {
 	}
 	// Close writes nothing more to the failed disk (the broker's process exits next, which lets
 	// Badger go); here the test lets Badger go itself, then restarts on the directory.
-	if err := s.Close(); !errors.Is(err, ErrFailed) {
-		t.Errorf("Close of a failed store: %v, want ErrFailed", err)
-	}
-	if err := s.db.Close(); err != nil {
-		t.Fatal(err)
-	}
+	closeFailed(t, s)
 	for _, sub := range session(openRecovered(t, dir), "c").Subscriptions {
 		if sub.Filter == "later" {
 			t.Error("a batch refused after the failure is on disk")
