@@ -2,10 +2,12 @@ package broker
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -26,13 +28,17 @@ type conn struct {
 	log zerolog.Logger
 
 	// Set by the reader during CONNECT, read-only afterwards.
-	clientID  string
-	level     byte
-	sess      *sessionHandle
-	keepAlive time.Duration
-	ident     auth.Client // who the client authenticated as, for the ACL
+	clientID string
+	level    byte
+	link     session.Link // what the client's CONNECT set for deliveries to it
 
-	retainRefused bool // a retained publish passed a retained-store limit (logged once)
+	connected5 atomic.Bool // a level-5 client got its CONNACK: it is told why the server closes
+	sess       *sessionHandle
+	keepAlive  time.Duration
+	ident      auth.Client // who the client authenticated as, for the ACL
+
+	retainRefused bool              // a retained publish passed a retained-store limit (logged once)
+	aliasesIn     map[uint16]string // MQTT 5: the topic aliases the client set (reader-owned)
 
 	outbound
 	closing  chan struct{} // closed once: the connection is going away
@@ -59,6 +65,9 @@ func newConn(s *Server, nc net.Conn) *conn {
 		ended:    make(chan struct{}),
 	}
 	c.log = s.log.With().Str("remote", nc.RemoteAddr().String()).Logger()
+	if s.cfg.MQTT5 {
+		c.r.AcceptLevel5()
+	}
 	return c
 }
 
@@ -91,6 +100,10 @@ func (c *conn) connect() bool {
 	}
 	if err != nil && !errors.Is(err, codec.ErrUnsupportedProtocol) {
 		c.logReadError("before CONNECT", err)
+		if reason, ok := codec.ReasonOf(err); ok && c.r.Level() == codec.Level5 {
+			c.level = codec.Level5
+			c.refuseReason(reason) // a malformed level-5 CONNECT is answered [MQTT-4.13.1-1]
+		}
 		return false
 	}
 	cp, ok := p.(*codec.Connect)
@@ -127,11 +140,15 @@ func (c *conn) readLoop() {
 		p, err := c.r.ReadPacket()
 		if err != nil {
 			c.logReadError("", err)
+			if reason, ok := reasonOfReadError(err); ok {
+				c.farewell(reason)
+			}
 			return
 		}
 		if err := c.handle(p); err != nil {
 			if !errors.Is(err, errDisconnect) {
 				c.log.Warn().Err(err).Msg("closing connection")
+				c.farewell(reasonOfHandleError(err))
 			}
 			return
 		}
@@ -191,13 +208,15 @@ func (c *conn) handle(p codec.Packet) error {
 	case *codec.Pingreq:
 		c.sendControl(&codec.Pingresp{}) // [MQTT-3.12.4-1]
 	case *codec.Disconnect:
-		c.sess.lock().Disconnected()
-		c.sess.unlock()
+		if p.Reason != codec.ReasonDisconnectWithWill { // [MQTT-3.14.4-3]
+			c.sess.lock().Disconnected()
+			c.sess.unlock()
+		}
 		return errDisconnect
 	case *codec.Connect:
-		return errors.New("second CONNECT is a protocol violation [MQTT-3.1.0-2]")
+		return fmt.Errorf("%w: second CONNECT [MQTT-3.1.0-2]", errProtocol)
 	default:
-		return errors.New("client sent a server-only packet " + p.Type().String())
+		return fmt.Errorf("%w: the client sent %s, a server-only packet or one out of place", errProtocol, p.Type())
 	}
 	return nil
 }

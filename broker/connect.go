@@ -19,25 +19,29 @@ const maxV31ClientID = 23
 // and queues CONNACK. It returns false when the connection must close. decodeErr is
 // codec.ErrUnsupportedProtocol or nil.
 func (c *conn) handleConnect(cp *codec.Connect, decodeErr error) bool {
-	c.level = cp.ProtocolLevel
 	if decodeErr != nil {
+		// Answered in 3.1.1's form: the level asked for is not one the broker speaks.
 		c.log.Warn().Str("protocol", cp.ProtocolName).Uint8("level", cp.ProtocolLevel).
 			Msg("refused: unsupported protocol level [MQTT-3.1.2-2]")
 		c.refuse(codec.RefusedProtocolVersion)
 		return false
 	}
+	c.level = cp.ProtocolLevel
+	c.link = linkOf(cp)
 	id := cp.ClientID
+	assigned := ""
 	switch {
 	case id == "" && cp.ProtocolLevel == codec.Level31:
 		c.log.Warn().Msg("refused: MQTT 3.1 requires a client identifier")
 		c.refuse(codec.RefusedIdentifierRejected)
 		return false
-	case id == "" && !cp.CleanSession:
+	case id == "" && !cp.CleanSession && !c.level5():
 		c.log.Warn().Msg("refused: empty client identifier with clean session 0 [MQTT-3.1.3-8]")
 		c.refuse(codec.RefusedIdentifierRejected)
 		return false
 	case id == "":
 		id = newClientID() // [MQTT-3.1.3-6]
+		assigned = id      // MQTT 5 tells the client [MQTT-3.2.2-16]
 	case cp.ProtocolLevel == codec.Level31 && len(id) > maxV31ClientID && c.srv.cfg.Limits.StrictClientID:
 		c.log.Warn().Int("length", len(id)).
 			Msg("refused: MQTT 3.1 client identifier longer than 23 bytes (limits.strict_client_id)")
@@ -66,6 +70,12 @@ func (c *conn) handleConnect(cp *codec.Connect, decodeErr error) bool {
 	}
 	c.log = c.log.With().Str("client_id", id).Logger()
 	c.keepAlive = time.Duration(cp.KeepAlive) * time.Second
+	if cp.Props != nil && cp.Props.AuthMethod != "" {
+		// Enhanced authentication is not supported yet: the client learns it at once [MQTT-4.12.0-1].
+		c.log.Warn().Str("method", cp.Props.AuthMethod).Msg("refused: authentication method not supported")
+		c.refuseReason(codec.ReasonBadAuthenticationMethod)
+		return false
+	}
 	if cp.Will != nil && !c.srv.canPublish(&c.ident, cp.Will.Topic) {
 		// Checked again when it is published; refusing it here tells the client early.
 		c.log.Info().Str("topic", cp.Will.Topic).Msg("will topic not allowed by the ACL: the will will not be published")
@@ -80,6 +90,7 @@ func (c *conn) handleConnect(cp *codec.Connect, decodeErr error) bool {
 		// [MQTT-3.1.4-2] the existing connection of this client id is closed; wait until it has
 		// let go of the session so that only one writer ever serves it.
 		old.log.Info().Msg("closing: client id taken over by a new connection [MQTT-3.1.4-2]")
+		old.farewell(codec.ReasonSessionTakenOver)
 		old.close()
 		<-old.ended
 	}
@@ -92,11 +103,16 @@ func (c *conn) handleConnect(cp *codec.Connect, decodeErr error) bool {
 	}
 	listener.Established(c.nc) // no longer counts against limits.max_pending_connects*, before the client can tell
 	// The session-present byte is reserved (0) in MQTT 3.1 [MQTT-3.2.2-1..3].
-	c.sendControl(&codec.Connack{SessionPresent: present && c.level == codec.Level311})
+	ack := &codec.Connack{SessionPresent: present && c.level != codec.Level31}
+	if c.level5() {
+		ack.Props = c.srv.connackProps(assigned)
+	}
+	c.sendControl(ack)
 	m := c.sess.lock()
 	m.SetWill(cp.Will)
-	m.Attach(session.Link{Level: c.level}, c)
+	m.Attach(c.link, c)
 	c.sess.unlock()
+	c.connected5.Store(c.level5())
 	c.Wake()
 	c.log.Debug().Bool("clean_session", cp.CleanSession).Bool("session_present", present).
 		Uint8("level", c.level).Msg("connected")
@@ -109,7 +125,13 @@ func (c *conn) handleConnect(cp *codec.Connect, decodeErr error) bool {
 func (c *conn) openSession(cp *codec.Connect) (bool, error) {
 	srv := c.srv
 	existing := srv.sessions.get(c.clientID)
-	if !cp.CleanSession && (existing == nil || !existing.Persistent) && srv.diskLow() {
+	// A 3.x session outlives its connection unless clean; a level-5 one if it has an expiry
+	// interval (per-session expiry is not kept yet: limits.session_expiry applies).
+	persistent := !cp.CleanSession
+	if c.level5() {
+		persistent = persistentV5(cp)
+	}
+	if persistent && (existing == nil || !existing.Persistent) && srv.diskLow() {
 		return false, errors.New("a new persistent session needs disk and free space is below store.min_free_bytes")
 	}
 	var b persist.Batch
@@ -122,7 +144,7 @@ func (c *conn) openSession(cp *codec.Connect) (bool, error) {
 		if existing != nil {
 			srv.discardSession(existing, &b) // [MQTT-3.1.2-6] clean session discards the previous one
 		}
-		c.sess = newHandle(session.New(c.clientID, !cp.CleanSession, c.level, &srv.sessOpts), srv.backlogHigh)
+		c.sess = newHandle(session.New(c.clientID, persistent, c.level, &srv.sessOpts), srv.backlogHigh)
 		srv.sessions.put(c.sess)
 	}
 	c.sess.lock().SetIdentity(session.Identity{Username: c.ident.Username, Anonymous: c.ident.Anonymous})
@@ -144,8 +166,15 @@ func (c *conn) openSession(cp *codec.Connect) (bool, error) {
 // the reader to close the connection [MQTT-3.2.2-5].
 func (c *conn) refuse(code codec.ConnackCode) {
 	c.srv.stats.Refused[refuseReasonOf(code)].Add(1)
+	ack := &codec.Connack{ReturnCode: code, Reason: reasonOfConnack(code)}
 	c.nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.Limits.WriteTimeout.Duration))
-	c.nc.Write((&codec.Connack{ReturnCode: code}).Append(nil))
+	c.nc.Write(c.appendPacket(nil, ack))
+}
+
+// refuseReason refuses a level-5 CONNECT with a reason that 3.x has no return code for.
+func (c *conn) refuseReason(reason codec.ReasonCode) {
+	c.nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.Limits.WriteTimeout.Duration))
+	c.nc.Write((&codec.Connack{Reason: reason}).AppendLevel(nil, codec.Level5))
 }
 
 // endSession runs in teardown: a clean session ends with its connection, a persistent one goes

@@ -13,6 +13,9 @@ type wakeCounter struct{ wakes int }
 func (w *wakeCounter) Wake()                          { w.wakes++ }
 func (w *wakeCounter) SendPublish(*codec.Publish)     {}
 func (w *wakeCounter) SendEncoded([]byte, int, int64) {}
+func (w *wakeCounter) AppendPublish(dst []byte, p *codec.Publish) ([]byte, bool) {
+	return p.Append(dst), true
+}
 
 var handleOptions = session.Options{MaxInflight: 3, MaxQueuedMessages: 100, MemoryWindow: 2}
 

@@ -35,7 +35,7 @@ type outbound struct {
 func (c *conn) sendControl(p codec.Packet) {
 	c.omu.Lock()
 	if !c.oclosed {
-		c.obuf = p.Append(c.obuf)
+		c.obuf = c.appendPacket(c.obuf, p)
 		c.wakeLocked()
 	}
 	c.omu.Unlock()
@@ -79,7 +79,11 @@ func (c *conn) SendPublish(p *codec.Publish) {
 		c.omu.Unlock()
 		return
 	}
-	c.obuf = p.Append(c.obuf)
+	var ok bool
+	if c.obuf, ok = c.AppendPublish(c.obuf, p); !ok {
+		c.omu.Unlock()
+		return
+	}
 	c.wakeLocked()
 	c.omu.Unlock()
 	c.srv.stats.sent(0, len(p.Payload))
@@ -184,7 +188,10 @@ func (c *conn) stagePublish(o session.Outlet, p *codec.Publish) {
 	}
 	e := &c.staged[i]
 	before := len(e.buf)
-	e.buf = p.Append(e.buf)
+	var fits bool
+	if e.buf, fits = o.AppendPublish(e.buf, p); !fits {
+		return
+	}
 	e.n++
 	e.payload += int64(len(p.Payload))
 	c.stagedBytes += len(e.buf) - before

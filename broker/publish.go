@@ -42,11 +42,16 @@ type pubJob struct {
 func (c *conn) handlePublish(p *codec.Publish) error {
 	srv := c.srv
 	srv.stats.received(p.QoS, len(p.Payload))
+	if c.level5() {
+		if err := c.resolveAlias(p); err != nil {
+			return err
+		}
+	}
 	if lim := srv.cfg.Limits.MaxTopicLevels; lim > 0 && topicLevels(p.Topic) > lim {
 		// Acknowledged and dropped: the client is not punished for a topic the broker will not route.
 		srv.stats.drop(DropTopicLevels)
 		c.log.Debug().Str("topic", p.Topic).Msg("publish dropped: more levels than limits.max_topic_levels")
-		return c.acknowledgeOnly(p)
+		return c.acknowledgeOnly(p, codec.ReasonTopicNameInvalid)
 	}
 	if !srv.canPublish(&c.ident, p.Topic) {
 		// Acknowledged at its QoS and dropped, so the client has no reason to retry.
@@ -57,7 +62,7 @@ func (c *conn) handlePublish(p *codec.Publish) error {
 			srv.stats.drop(DropNotAuthorized)
 			c.log.Debug().Str("topic", p.Topic).Msg("publish dropped: not allowed by the ACL")
 		}
-		return c.acknowledgeOnly(p)
+		return c.acknowledgeOnly(p, codec.ReasonNotAuthorized)
 	}
 	if p.QoS == 2 && !c.addInbound(p.PacketID) {
 		// A retransmission of a message already routed: answer again, do not route twice
@@ -116,6 +121,11 @@ func (c *conn) accept(p *codec.Publish) (*pubJob, error) {
 		if p.QoS == 0 {
 			return nil, nil
 		}
+		if c.level5() {
+			// MQTT 5 can say so: the publisher keeps its message and may try again later.
+			c.start(&pubJob{ack: ackFor(p, codec.ReasonQuotaExceeded)})
+			return nil, nil
+		}
 		return nil, errDiskLow
 	}
 	c.start(j)
@@ -172,15 +182,16 @@ func (c *conn) removeInbound(pid uint16) bool {
 	return c.sess.lock().RemoveInbound(pid)
 }
 
-// acknowledgeOnly answers a PUBLISH that is not routed, in order behind earlier ones.
-func (c *conn) acknowledgeOnly(p *codec.Publish) error {
-	switch p.QoS {
-	case 1:
-		c.submit(&pubJob{ack: &codec.Puback{PacketID: p.PacketID}})
-	case 2:
-		c.addInbound(p.PacketID) // so that the PUBREL finds it
-		c.submit(&pubJob{ack: &codec.Pubrec{PacketID: p.PacketID}})
+// acknowledgeOnly answers a PUBLISH that is not routed, in order behind earlier ones: at level 5
+// with reason, which tells the client why; 3.x has no way to, and gets success.
+func (c *conn) acknowledgeOnly(p *codec.Publish, reason codec.ReasonCode) error {
+	if p.QoS == 0 {
+		return nil
 	}
+	if p.QoS == 2 && !c.level5() {
+		c.addInbound(p.PacketID) // so that the PUBREL finds it; a level-5 failure ends the exchange
+	}
+	c.submit(&pubJob{ack: ackFor(p, reason)})
 	return nil
 }
 
@@ -189,7 +200,7 @@ func (c *conn) acknowledgeOnly(p *codec.Publish) error {
 func (s *Server) fanOutQoS0(p *codec.Publish, send func(session.Outlet, *codec.Publish)) {
 	mp := s.getMatches()
 	matches := s.trie.Match(p.Topic, *mp)
-	out := codec.Publish{Topic: p.Topic, Payload: p.Payload}
+	out := codec.Publish{Topic: p.Topic, Payload: p.Payload, Props: forwardProps(p.Props, true)}
 	acl := s.auth.Load().acl
 	for _, m := range matches {
 		if o, _ := s.take(acl, m.Key, p.Topic, 0, 0); o != nil {
@@ -214,7 +225,7 @@ func (s *Server) getMatches() *[]router.Subscriber[*sessionHandle] {
 // retain flag [MQTT-3.3.1-9]. It returns which retained-store limit kept a retained p from being
 // stored, or "".
 func (s *Server) route(d *delivery, p *codec.Publish, owner string) (retainRefused string) {
-	d.msg = &persist.Message{Topic: p.Topic, Payload: p.Payload, QoS: p.QoS}
+	d.msg = &persist.Message{Topic: p.Topic, Payload: p.Payload, QoS: p.QoS, Props: forwardProps(p.Props, false), Expires: expiresAt(p, time.Now())}
 	if p.Retain {
 		// [MQTT-3.3.1-5] store (or, with an empty payload, clear [MQTT-3.3.1-10]) the retained message.
 		m := &retain.Message{Topic: p.Topic, Payload: p.Payload, QoS: p.QoS, Owner: owner}
@@ -328,7 +339,7 @@ func (s *Server) finish(d *delivery) {
 		sess.enqueue(d.msg, d.memoryQoS[i])
 	}
 	if len(d.outlets) > 0 {
-		out := codec.Publish{Topic: d.msg.Topic, Payload: d.msg.Payload}
+		out := publishOf(d.msg, time.Now())
 		for _, o := range d.outlets {
 			o.SendPublish(&out)
 		}

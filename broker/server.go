@@ -11,6 +11,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/holdfast/holdfast/codec"
 	"github.com/holdfast/holdfast/config"
 	"github.com/holdfast/holdfast/listener"
 	"github.com/holdfast/holdfast/persist"
@@ -326,7 +327,16 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			l.Close()
 		}
 		for c := range s.conns {
-			c.close()
+			if !c.connected5.Load() {
+				c.close()
+				continue
+			}
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				c.farewell(codec.ReasonServerShuttingDown)
+				c.close()
+			}()
 		}
 	}
 	s.mu.Unlock()

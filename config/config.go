@@ -19,6 +19,7 @@ import (
 type Config struct {
 	DataDir    string     `toml:"data_dir"`
 	Durability string     `toml:"durability"`
+	MQTT5      bool       `toml:"mqtt5"` // serve protocol level 5 (experimental until issue 14 is done)
 	Log        Log        `toml:"log"`
 	Listeners  []Listener `toml:"listener"`
 	Auth       Auth       `toml:"auth"`
@@ -118,8 +119,9 @@ type Limits struct {
 	ConnectTimeout    Duration `toml:"connect_timeout"`
 	WriteTimeout      Duration `toml:"write_timeout"`
 	StrictClientID    bool     `toml:"strict_client_id"`
-	MaxSubscriptions  int      `toml:"max_subscriptions"` // per client; 0 = unlimited
-	MaxTopicLevels    int      `toml:"max_topic_levels"`  // in topic names and filters; 0 = unlimited
+	MaxSubscriptions  int      `toml:"max_subscriptions"`   // per client; 0 = unlimited
+	MaxTopicLevels    int      `toml:"max_topic_levels"`    // in topic names and filters; 0 = unlimited
+	TopicAliasMaximum int      `toml:"topic_alias_maximum"` // MQTT 5: aliases a client may set per connection; 0 = none
 
 	MaxPendingConnects           int `toml:"max_pending_connects"`             // per listener: sockets without CONNECT; the oldest is closed past it
 	MaxPendingConnectsPerAddress int `toml:"max_pending_connects_per_address"` // per listener and source IP: new sockets refused past it
@@ -257,6 +259,9 @@ func (c *Config) validate() error {
 	}
 	if lim.MaxSubscriptions < 0 {
 		return keyError("limits.max_subscriptions", "must be >= 0, not %d", lim.MaxSubscriptions)
+	}
+	if lim.TopicAliasMaximum < 0 || lim.TopicAliasMaximum > 65535 {
+		return keyError("limits.topic_alias_maximum", "must be between 0 and 65535, not %d", lim.TopicAliasMaximum)
 	}
 	if lim.MaxTopicLevels < 0 {
 		return keyError("limits.max_topic_levels", "must be >= 0, not %d", lim.MaxTopicLevels)

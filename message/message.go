@@ -27,6 +27,15 @@ type Message struct {
 	Expires time.Time
 }
 
+// RemainingExpiry is the Message Expiry Interval to send at t, in whole seconds rounded up; false
+// when the message has none.
+func (m *Message) RemainingExpiry(t time.Time) (uint32, bool) {
+	if m.Expires.IsZero() {
+		return 0, false
+	}
+	return uint32(max(0, (m.Expires.Sub(t)+time.Second-1)/time.Second)), true
+}
+
 // ExpiredAt reports whether the message expired at t.
 func (m *Message) ExpiredAt(t time.Time) bool {
 	return !m.Expires.IsZero() && !t.Before(m.Expires)

@@ -131,6 +131,9 @@ type Outlet interface {
 	SendPublish(p *codec.Publish)
 	// SendEncoded writes n QoS 0 PUBLISH packets already encoded in b (payload bytes in all).
 	SendEncoded(b []byte, n int, payload int64)
+	// AppendPublish encodes a QoS 0 PUBLISH for the connection (its protocol level and packet
+	// size limit); false when it may not be sent there, with nothing appended.
+	AppendPublish(dst []byte, p *codec.Publish) ([]byte, bool)
 }
 
 // Link is what the connection being attached agreed on in its CONNECT: the protocol level and, at
@@ -505,8 +508,8 @@ func (s *Session) appendPublish(dst []byte, e *message.Entry, dup bool, at time.
 	if m.Props != nil {
 		props = *m.Props
 	}
-	if !m.Expires.IsZero() {
-		props.MessageExpiry = uint32(max(0, (m.Expires.Sub(at)+time.Second-1)/time.Second))
+	if left, ok := m.RemainingExpiry(at); ok {
+		props.MessageExpiry = left
 		props.Include(codec.PropMessageExpiryInterval)
 	}
 	alias, known := s.aliases[m.Topic]

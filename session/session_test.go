@@ -14,6 +14,9 @@ type fakeOutlet struct{}
 func (f *fakeOutlet) Wake()                          {}
 func (f *fakeOutlet) SendPublish(*codec.Publish)     {}
 func (f *fakeOutlet) SendEncoded([]byte, int, int64) {}
+func (f *fakeOutlet) AppendPublish(dst []byte, p *codec.Publish) ([]byte, bool) {
+	return p.Append(dst), true
+}
 
 func openStore(t *testing.T) *persist.Store {
 	t.Helper()

@@ -83,7 +83,8 @@ type Broker struct {
 type BrokerConfig struct {
 	Durability string // default "sync"
 	DataDir    string // default: "data" in a new temporary directory
-	Extra      string
+	MQTT5      bool   // serve MQTT 5 (mqtt5 = true)
+	Extra      string // appended after the [store] table
 }
 
 // StartBroker writes a config for a fresh data directory and starts holdfast on 127.0.0.1:0.
@@ -98,6 +99,7 @@ func StartBroker(t *testing.T, bc BrokerConfig) *Broker {
 	}
 	cfg := fmt.Sprintf(`data_dir = %q
 durability = %q
+mqtt5 = %t
 [log]
 level = "info"
 format = "json"
@@ -109,7 +111,7 @@ memtable_size = 16777216
 block_cache_size = 4194304
 index_cache_size = 4194304
 %s
-`, bc.DataDir, bc.Durability, bc.Extra)
+`, bc.DataDir, bc.Durability, bc.MQTT5, bc.Extra)
 	path := filepath.Join(dir, "config.toml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

@@ -34,7 +34,14 @@ type Client struct {
 // stream is what the copies For makes share: one reader, one stash.
 type stream struct {
 	r     *codec.Reader
+	level byte             // the protocol level packets are written at (3.x unless SetLevel)
 	stash []*codec.Publish // PUBLISH packets Await read past
+}
+
+// SetLevel makes the client read and write packets at protocol level (codec.Level5 for MQTT 5).
+func (c *Client) SetLevel(level byte) {
+	c.level = level
+	c.r.SetLevel(level)
 }
 
 // New makes a client of nc, any transport (a TLS connection, WebSocket's adapter); nc is closed
@@ -83,7 +90,11 @@ func (c *Client) For(t testing.TB) *Client {
 func (c *Client) Write(ps ...codec.Packet) error {
 	var b []byte
 	for _, p := range ps {
-		b = p.Append(b)
+		if c.level == codec.Level5 {
+			b = p.AppendLevel(b, codec.Level5)
+		} else {
+			b = p.Append(b)
+		}
 	}
 	return c.WriteRaw(b)
 }

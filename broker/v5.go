@@ -1,0 +1,221 @@
+package broker
+
+import (
+	"errors"
+	"os"
+	"time"
+
+	"github.com/holdfast/holdfast/codec"
+	"github.com/holdfast/holdfast/message"
+	"github.com/holdfast/holdfast/session"
+)
+
+// MQTT 5.0 (config mqtt5, experimental): what a level-5 connection adds to the 3.1.1 paths. The
+// session machine does the deliveries (session.Link); this file holds the connection's side:
+// CONNACK's properties, reason codes, the DISCONNECT the server sends, and the client's topic
+// aliases. Not done yet (issue 14): properties and expiry on disk, per-session expiry, the
+// subscription options and identifiers, will delay, enhanced authentication.
+
+// level5 reports whether the connection speaks MQTT 5.
+func (c *conn) level5() bool { return c.level == codec.Level5 }
+
+// appendPacket encodes p at the connection's level.
+func (c *conn) appendPacket(dst []byte, p codec.Packet) []byte {
+	if c.level5() {
+		return p.AppendLevel(dst, codec.Level5)
+	}
+	return p.Append(dst)
+}
+
+// AppendPublish implements session.Outlet: a QoS 0 PUBLISH encoded for this connection, false
+// (nothing appended) when it exceeds the client's Maximum Packet Size [MQTT-3.1.2-25].
+func (c *conn) AppendPublish(dst []byte, p *codec.Publish) ([]byte, bool) {
+	if !c.level5() {
+		return p.Append(dst), true
+	}
+	before := len(dst)
+	dst = p.AppendLevel(dst, codec.Level5)
+	if lim := c.link.MaxPacketSize; lim > 0 && len(dst)-before > int(lim) {
+		c.srv.stats.drop(DropTooLarge)
+		return dst[:before], false
+	}
+	return dst, true
+}
+
+// linkOf is what a CONNECT sets for the broker's deliveries to its client.
+func linkOf(cp *codec.Connect) session.Link {
+	l := session.Link{Level: cp.ProtocolLevel}
+	if cp.ProtocolLevel == codec.Level5 && cp.Props != nil {
+		l.ReceiveMaximum = cp.Props.ReceiveMaximum
+		l.MaxPacketSize = cp.Props.MaximumPacketSize
+		l.TopicAliasMax = cp.Props.TopicAliasMaximum
+	}
+	return l
+}
+
+// persistentV5 reports whether a level-5 CONNECT asks for a session that outlives the connection:
+// a Session Expiry Interval above 0 [MQTT-3.1.2-23].
+func persistentV5(cp *codec.Connect) bool {
+	return cp.Props != nil && cp.Props.SessionExpiry > 0
+}
+
+// connackProps are a level-5 CONNACK's properties: the broker's limits and what it does not
+// support yet, so that clients do not use it [MQTT-3.2.2-...].
+func (s *Server) connackProps(assignedID string) *codec.Properties {
+	p := &codec.Properties{
+		AssignedClientID:  assignedID,
+		TopicAliasMaximum: uint16(s.cfg.Limits.TopicAliasMaximum),
+	}
+	if lim := s.cfg.Limits.MaxPacketSize; lim < 268435455 {
+		p.MaximumPacketSize = uint32(lim)
+	}
+	p.Include(codec.PropSubscriptionIdentifierAvailable) // 0: not yet
+	p.Include(codec.PropSharedSubscriptionAvailable)     // 0: not yet
+	return p
+}
+
+// reasonOfConnack maps a 3.x CONNACK return code to its level-5 reason code.
+func reasonOfConnack(code codec.ConnackCode) codec.ReasonCode {
+	switch code {
+	case codec.RefusedProtocolVersion:
+		return codec.ReasonUnsupportedProtocolVersion
+	case codec.RefusedIdentifierRejected:
+		return codec.ReasonClientIdentifierNotValid
+	case codec.RefusedServerUnavailable:
+		return codec.ReasonServerUnavailable
+	case codec.RefusedBadUsernameOrPassword:
+		return codec.ReasonBadUserNameOrPassword
+	case codec.RefusedNotAuthorized:
+		return codec.ReasonNotAuthorized
+	}
+	return codec.ReasonUnspecifiedError
+}
+
+// reasonOfReadError is the reason a level-5 client is told when the broker closes its connection
+// because of what it read: a malformed packet, a protocol error, silence past the keep-alive.
+func reasonOfReadError(err error) (codec.ReasonCode, bool) {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return codec.ReasonKeepAliveTimeout, true
+	}
+	if errors.Is(err, codec.ErrPacketTooLarge) {
+		return codec.ReasonPacketTooLarge, true
+	}
+	return codec.ReasonOf(err)
+}
+
+// reasonOfHandleError is the reason a level-5 client is told when handling its packet ended the
+// connection.
+func reasonOfHandleError(err error) codec.ReasonCode {
+	switch {
+	case errors.Is(err, errTopicAlias):
+		return codec.ReasonTopicAliasInvalid
+	case errors.Is(err, errProtocol):
+		return codec.ReasonProtocolError
+	}
+	return codec.ReasonUnspecifiedError
+}
+
+// errProtocol marks a packet that breaks the protocol's rules where it arrived.
+var errProtocol = errors.New("protocol error")
+
+// farewell sends a level-5 client a DISCONNECT saying why the server closes the connection
+// [MQTT-4.13.2-1], after what is already queued for it; the caller then closes the connection.
+// Nothing is queued after it.
+func (c *conn) farewell(reason codec.ReasonCode) {
+	if !c.connected5.Load() {
+		return
+	}
+	c.omu.Lock()
+	if c.oclosed {
+		c.omu.Unlock()
+		return
+	}
+	c.oclosed = true // the writer stops after its current write
+	c.releaseWaitersLocked()
+	c.omu.Unlock()
+	c.writers.Wait()
+	c.omu.Lock()
+	buf := (&codec.Disconnect{Reason: reason}).AppendLevel(c.obuf, codec.Level5)
+	c.obuf = nil
+	c.omu.Unlock()
+	c.nc.SetWriteDeadline(time.Now().Add(time.Second))
+	c.nc.Write(buf)
+}
+
+// errTopicAlias closes a connection that used a topic alias it never set or above the maximum.
+var errTopicAlias = errors.New("topic alias unknown or above limits.topic_alias_maximum [MQTT-3.3.2-9]")
+
+// resolveAlias applies a level-5 PUBLISH's Topic Alias: with a topic it sets the alias, without
+// one it names the topic set before [MQTT-3.3.2-12].
+func (c *conn) resolveAlias(p *codec.Publish) error {
+	if p.Props == nil || p.Props.TopicAlias == 0 {
+		return nil
+	}
+	a := p.Props.TopicAlias
+	if int(a) > c.srv.cfg.Limits.TopicAliasMaximum {
+		return errTopicAlias
+	}
+	if p.Topic != "" {
+		if c.aliasesIn == nil {
+			c.aliasesIn = make(map[uint16]string)
+		}
+		c.aliasesIn[a] = p.Topic
+		return nil
+	}
+	topic, ok := c.aliasesIn[a]
+	if !ok {
+		return errTopicAlias
+	}
+	p.Topic = topic
+	return nil
+}
+
+// forwardProps returns what of a PUBLISH's properties travels with the message to subscribers,
+// or nil: the Topic Alias and Subscription Identifiers are the connection's; the Message Expiry
+// Interval only when the copy goes out at once (withExpiry), since a queued message keeps it as
+// message.Message.Expires.
+func forwardProps(p *codec.Properties, withExpiry bool) *codec.Properties {
+	expiry := withExpiry && p != nil && p.Has(codec.PropMessageExpiryInterval)
+	if p == nil || (!expiry && p.PayloadFormat == 0 && p.ContentType == "" && p.ResponseTopic == "" && p.CorrelationData == nil && len(p.User) == 0) {
+		return nil
+	}
+	out := &codec.Properties{PayloadFormat: p.PayloadFormat, ContentType: p.ContentType, ResponseTopic: p.ResponseTopic,
+		CorrelationData: p.CorrelationData, User: p.User}
+	if expiry {
+		out.MessageExpiry = p.MessageExpiry
+		out.Include(codec.PropMessageExpiryInterval)
+	}
+	return out
+}
+
+// publishOf is the QoS 0 PUBLISH of m sent at now, with its properties and what remains of its
+// expiry interval.
+func publishOf(m *message.Message, now time.Time) codec.Publish {
+	p := codec.Publish{Topic: m.Topic, Payload: m.Payload, Props: m.Props}
+	if left, ok := m.RemainingExpiry(now); ok {
+		props := codec.Properties{}
+		if m.Props != nil {
+			props = *m.Props
+		}
+		props.MessageExpiry = left
+		props.Include(codec.PropMessageExpiryInterval)
+		p.Props = &props
+	}
+	return p
+}
+
+// ackFor is the acknowledgement of a QoS 1 or 2 p with reason (level 5 only; 3.x encodes none).
+func ackFor(p *codec.Publish, reason codec.ReasonCode) codec.Packet {
+	if p.QoS == 2 {
+		return &codec.Pubrec{PacketID: p.PacketID, Reason: reason}
+	}
+	return &codec.Puback{PacketID: p.PacketID, Reason: reason}
+}
+
+// expiresAt is when a PUBLISH received at now expires, zero for never.
+func expiresAt(p *codec.Publish, now time.Time) time.Time {
+	if p.Props == nil || !p.Props.Has(codec.PropMessageExpiryInterval) {
+		return time.Time{}
+	}
+	return now.Add(time.Duration(p.Props.MessageExpiry) * time.Second)
+}

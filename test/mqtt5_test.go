@@ -1,0 +1,218 @@
+package test
+
+// MQTT 5.0 over the wire (mqtt5 = true; experimental, issue 14): what works so far, each test
+// named after the statement it checks.
+
+import (
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/holdfast/holdfast/codec"
+	"github.com/holdfast/holdfast/internal/mqtttest"
+)
+
+// dial5 connects a level-5 client; props may be nil.
+func dial5(t *testing.T, addr, id string, props *codec.Properties) (*mqtttest.Client, *codec.Connack) {
+	t.Helper()
+	c := mqtttest.Dial(t, addr)
+	c.SetLevel(codec.Level5)
+	ack := c.Connect(&codec.Connect{ProtocolName: "MQTT", ProtocolLevel: codec.Level5, ClientID: id, CleanSession: true, KeepAlive: 60, Props: props})
+	if ack.Reason != codec.ReasonSuccess {
+		t.Fatalf("CONNACK %v", ack.Reason)
+	}
+	return c, ack
+}
+
+// expectDisconnect reads until a DISCONNECT and returns its reason.
+func expectDisconnect(t *testing.T, c *mqtttest.Client) codec.ReasonCode {
+	t.Helper()
+	for {
+		switch p := c.Read().(type) {
+		case *codec.Disconnect:
+			return p.Reason
+		case *codec.Publish, *codec.Puback, *codec.Suback:
+		default:
+			t.Fatalf("got %s, want DISCONNECT", mqtttest.String(p))
+		}
+	}
+}
+
+func TestMQTT5Off(t *testing.T) {
+	b := StartBroker(t, BrokerConfig{})
+	c := mqtttest.Dial(t, b.Addr)
+	ack := c.Connect(&codec.Connect{ProtocolName: "MQTT", ProtocolLevel: codec.Level5, ClientID: "v5", CleanSession: true})
+	if ack.ReturnCode != codec.RefusedProtocolVersion {
+		t.Fatalf("CONNACK %v with mqtt5 = false, want 0x01", ack.ReturnCode)
+	}
+}
+
+// [MQTT-3.2.2-16] a client that sent no identifier learns the one assigned; CONNACK states the
+// broker's limits and what it does not offer yet.
+func TestMQTT5Connack_MQTT_3_2_2_16(t *testing.T) {
+	b := StartBroker(t, BrokerConfig{MQTT5: true})
+	_, ack := dial5(t, b.Addr, "", nil)
+	p := ack.Props
+	if p == nil || p.AssignedClientID == "" || p.TopicAliasMaximum != 64 ||
+		!p.Has(codec.PropSubscriptionIdentifierAvailable) || p.SubIDAvailable ||
+		!p.Has(codec.PropSharedSubscriptionAvailable) || p.SharedSubAvailable {
+		t.Fatalf("CONNACK properties %+v", p)
+	}
+}
+
+// [MQTT-3.3.2-17] [MQTT-3.3.2-18] [MQTT-3.3.2-6] the publisher's properties reach a level-5
+// subscriber unchanged, user properties in order, with what remains of the expiry interval;
+// a 3.1.1 subscriber gets the message without them.
+func TestMQTT5PropertiesForwarded_MQTT_3_3_2_17(t *testing.T) {
+	b := StartBroker(t, BrokerConfig{MQTT5: true})
+	sub, _ := dial5(t, b.Addr, "sub5", nil)
+	sub.Subscribe(1, 1, "req/#")
+	old := mqtttest.Dial(t, b.Addr)
+	old.MustConnect("sub311", true)
+	old.Subscribe(1, 1, "req/#")
+	pub, _ := dial5(t, b.Addr, "pub5", nil)
+	props := &codec.Properties{PayloadFormat: 1, ContentType: "application/json", ResponseTopic: "resp/1",
+		CorrelationData: []byte("id-7"), MessageExpiry: 60,
+		User: []codec.UserProperty{{Name: "b", Value: "2"}, {Name: "a", Value: "1"}, {Name: "b", Value: "3"}}}
+	for i, qos := range []byte{0, 1} {
+		pub.Send(&codec.Publish{Topic: "req/x", QoS: qos, PacketID: uint16(i + 1), Payload: []byte("{}"), Props: props})
+		got := sub.NextPublish()
+		g := got.Props
+		if g == nil || g.PayloadFormat != 1 || g.ContentType != "application/json" || g.ResponseTopic != "resp/1" ||
+			string(g.CorrelationData) != "id-7" || !slices.Equal(g.User, props.User) || g.MessageExpiry == 0 || g.MessageExpiry > 60 {
+			t.Fatalf("QoS %d: properties %+v", qos, g)
+		}
+		if p := old.NextPublish(); string(p.Payload) != "{}" || p.Props != nil {
+			t.Fatalf("QoS %d: the 3.1.1 subscriber got %+v", qos, p)
+		}
+	}
+}
+
+// [MQTT-3.3.2-12] a topic alias the client sets names the topic in its later PUBLISH packets;
+// [MQTT-3.3.2-9] one it never set ends the connection with DISCONNECT 0x94.
+func TestMQTT5TopicAliasFromClient_MQTT_3_3_2_12(t *testing.T) {
+	b := StartBroker(t, BrokerConfig{MQTT5: true})
+	sub := mqtttest.Dial(t, b.Addr)
+	sub.MustConnect("alias-sub", true)
+	sub.Subscribe(1, 0, "long/topic/name")
+	pub, _ := dial5(t, b.Addr, "alias-pub", nil)
+	pub.Send(&codec.Publish{Topic: "long/topic/name", Payload: []byte("1"), Props: &codec.Properties{TopicAlias: 3}},
+		&codec.Publish{Payload: []byte("2"), Props: &codec.Properties{TopicAlias: 3}})
+	for _, want := range []string{"1", "2"} {
+		if p := sub.NextPublish(); p.Topic != "long/topic/name" || string(p.Payload) != want {
+			t.Fatalf("got %q on %q, want %q", p.Payload, p.Topic, want)
+		}
+	}
+	pub.Send(&codec.Publish{Payload: []byte("3"), Props: &codec.Properties{TopicAlias: 4}})
+	if r := expectDisconnect(t, pub); r != codec.ReasonTopicAliasInvalid {
+		t.Fatalf("DISCONNECT %v, want 0x94", r)
+	}
+}
+
+// [MQTT-3.3.2-7] [MQTT-3.1.2-26] the broker assigns topic aliases on delivery, up to the client's
+// Topic Alias Maximum: the first PUBLISH of a topic names it, the next ones carry the alias alone.
+func TestMQTT5TopicAliasToClient(t *testing.T) {
+	b := StartBroker(t, BrokerConfig{MQTT5: true})
+	sub, _ := dial5(t, b.Addr, "alias-sub5", &codec.Properties{TopicAliasMaximum: 5})
+	sub.Subscribe(1, 1, "a/#")
+	pub, _ := dial5(t, b.Addr, "alias-pub5", nil)
+	for i := range 3 {
+		pub.Send(&codec.Publish{Topic: "a/b", QoS: 1, PacketID: uint16(i + 1), Payload: []byte{byte(i)}})
+	}
+	var topics []string
+	var alias uint16
+	for range 3 {
+		p := sub.NextPublish()
+		if p.Props == nil || p.Props.TopicAlias == 0 || (alias != 0 && p.Props.TopicAlias != alias) {
+			t.Fatalf("PUBLISH %+v without the one alias", p)
+		}
+		alias = p.Props.TopicAlias
+		topics = append(topics, p.Topic)
+	}
+	if !slices.Equal(topics, []string{"a/b", "", ""}) {
+		t.Fatalf("topics %q, want the name once then the alias alone", topics)
+	}
+}
+
+// [MQTT-3.3.4-9] no more unacknowledged QoS 1 messages than the client's Receive Maximum;
+// [MQTT-3.3.2-5] a message that expires while it waits is not sent.
+func TestMQTT5ReceiveMaximumAndExpiry_MQTT_3_3_4_9(t *testing.T) {
+	b := StartBroker(t, BrokerConfig{MQTT5: true})
+	sub, _ := dial5(t, b.Addr, "slow5", &codec.Properties{ReceiveMaximum: 1})
+	sub.Subscribe(1, 1, "q/#")
+	pub, _ := dial5(t, b.Addr, "pub5", nil)
+	pub.Send(&codec.Publish{Topic: "q/1", QoS: 1, PacketID: 1, Payload: []byte("first")},
+		&codec.Publish{Topic: "q/2", QoS: 1, PacketID: 2, Payload: []byte("expires"), Props: &codec.Properties{MessageExpiry: 1}},
+		&codec.Publish{Topic: "q/3", QoS: 1, PacketID: 3, Payload: []byte("last")})
+	first, err := sub.TryRead(mqtttest.Timeout)
+	if p, ok := first.(*codec.Publish); err != nil || !ok || string(p.Payload) != "first" {
+		t.Fatalf("got %v (%v), want the first message", first, err)
+	}
+	// With the window full the others wait; the second outlives its expiry meanwhile.
+	deadline := time.Now().Add(1500 * time.Millisecond)
+	for time.Now().Before(deadline) {
+		time.Sleep(time.Until(deadline)) // the passing of time is the event waited for
+	}
+	sub.Send(&codec.Puback{PacketID: first.(*codec.Publish).PacketID})
+	if p := sub.NextPublish(); string(p.Payload) != "last" {
+		t.Fatalf("after the expiry got %q, want only the last message", p.Payload)
+	}
+}
+
+// A PUBLISH the ACL refuses is answered with 0x87 at level 5 (3.1.1 can only say success).
+func TestMQTT5NotAuthorizedPublish(t *testing.T) {
+	b := StartBroker(t, BrokerConfig{MQTT5: true})
+	pub, _ := dial5(t, b.Addr, "sys-writer", nil)
+	pub.Send(&codec.Publish{Topic: "$SYS/broker/fake", QoS: 1, PacketID: 9, Payload: []byte("x")})
+	if a := mqtttest.Expect[*codec.Puback](pub); a.PacketID != 9 || a.Reason != codec.ReasonNotAuthorized {
+		t.Fatalf("PUBACK %+v, want 0x87", a)
+	}
+}
+
+// The server tells a level-5 client why it closes: [MQTT-3.1.4-3] take-over 0x8E, a second
+// CONNECT 0x82, a malformed packet 0x81, shutting down 0x8B.
+func TestMQTT5ServerDisconnectReasons(t *testing.T) {
+	b := StartBroker(t, BrokerConfig{MQTT5: true})
+	first, _ := dial5(t, b.Addr, "twice", nil)
+	dial5(t, b.Addr, "twice", nil)
+	if r := expectDisconnect(t, first); r != codec.ReasonSessionTakenOver {
+		t.Errorf("take-over: DISCONNECT %v, want 0x8E", r)
+	}
+	again, _ := dial5(t, b.Addr, "again", nil)
+	again.Send(&codec.Connect{ProtocolName: "MQTT", ProtocolLevel: codec.Level5, ClientID: "again", CleanSession: true})
+	if r := expectDisconnect(t, again); r != codec.ReasonProtocolError {
+		t.Errorf("second CONNECT: DISCONNECT %v, want 0x82", r)
+	}
+	bad, _ := dial5(t, b.Addr, "bad", nil)
+	bad.SendRaw([]byte{0x30, 0x05, 0x00, 0x01, 't', 0x02, 0x99}) // a property 0x99 that does not exist
+	if r := expectDisconnect(t, bad); r != codec.ReasonMalformedPacket {
+		t.Errorf("malformed: DISCONNECT %v, want 0x81", r)
+	}
+	last, _ := dial5(t, b.Addr, "last", nil)
+	b.Stop()
+	if r := expectDisconnect(t, last); r != codec.ReasonServerShuttingDown {
+		t.Errorf("shutdown: DISCONNECT %v, want 0x8B", r)
+	}
+}
+
+// [MQTT-3.14.4-3] DISCONNECT with reason 0x04 publishes the will, any other reason discards it.
+func TestMQTT5DisconnectWithWill_MQTT_3_14_4_3(t *testing.T) {
+	b := StartBroker(t, BrokerConfig{MQTT5: true})
+	watch := mqtttest.Dial(t, b.Addr)
+	watch.MustConnect("watch", true)
+	watch.Subscribe(1, 0, "will/#")
+	for _, tc := range []struct {
+		reason codec.ReasonCode
+		topic  string
+	}{{codec.ReasonNormalDisconnection, "will/normal"}, {codec.ReasonDisconnectWithWill, "will/with"}} {
+		c := mqtttest.Dial(t, b.Addr)
+		c.SetLevel(codec.Level5)
+		c.Connect(&codec.Connect{ProtocolName: "MQTT", ProtocolLevel: codec.Level5, ClientID: "w", CleanSession: true,
+			Will: &codec.Will{Topic: tc.topic, Payload: []byte("bye")}})
+		c.Send(&codec.Disconnect{Reason: tc.reason})
+		c.ExpectClosed()
+	}
+	if p := watch.NextPublish(); p.Topic != "will/with" {
+		t.Fatalf("got the will on %q, want only will/with's", p.Topic)
+	}
+}
