@@ -3,7 +3,8 @@
 //	holdfast [-c config.toml]      serve (the embedded default configuration without -c)
 //	holdfast help                  list the commands; each has -h
 //
-// Exit codes: 0 success, 1 runtime error, 2 bad usage or configuration.
+// Exit codes: 0 success, 1 runtime error, 2 bad usage or configuration, 3 a storage error stopped
+// the broker (fail-stop), 4 the data directory is damaged (start refused; see holdfast verify).
 package main
 
 import (
@@ -34,6 +35,9 @@ func main() {
 	case errors.As(err, new(cli.StorageError)):
 		fmt.Fprintln(os.Stderr, "holdfast:", err)
 		os.Exit(3)
+	case errors.As(err, new(cli.DamageError)):
+		fmt.Fprintln(os.Stderr, "holdfast:", err)
+		os.Exit(4)
 	default:
 		fmt.Fprintln(os.Stderr, "holdfast:", err)
 		os.Exit(1)

@@ -33,6 +33,22 @@ type StorageError struct{ Err error }
 func (e StorageError) Error() string { return "storage error: " + e.Err.Error() }
 func (e StorageError) Unwrap() error { return e.Err }
 
+// DamageError is a data directory the broker refuses to start on because what it holds is
+// damaged (persist.ErrCorrupt): exit code 4. A restart cannot help; an operator must look
+// (holdfast verify, then recover or restore).
+type DamageError struct{ Err error }
+
+func (e DamageError) Error() string { return e.Err.Error() + " (see holdfast verify)" }
+func (e DamageError) Unwrap() error { return e.Err }
+
+// damaged wraps err in DamageError when it reports damaged data.
+func damaged(err error) error {
+	if errors.Is(err, persist.ErrCorrupt) {
+		return DamageError{err}
+	}
+	return err
+}
+
 // Env is what every command gets.
 type Env struct {
 	Stdin          io.Reader

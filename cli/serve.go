@@ -20,7 +20,7 @@ import (
 // shutdownTimeout bounds a graceful shutdown.
 const shutdownTimeout = 30 * time.Second
 
-func serve(env *Env, args []string) error {
+func serve(env *Env, args []string) (err error) {
 	fs := newFlags(env, "serve", "[-c config.toml]")
 	path := fs.String("c", "", "configuration file (TOML); without it the embedded defaults are used")
 	if err := parse(fs, args); err != nil {
@@ -46,21 +46,27 @@ func serve(env *Env, args []string) error {
 	}
 	store, err := persist.Open(opts)
 	if err != nil {
-		return err
+		return damaged(err)
 	}
 	if opts.Durability != persist.None {
 		warnDataDirMode(log, opts.Dir)
 	}
 	defer func() {
-		if err := store.Close(); err != nil {
-			if !errors.Is(err, persist.ErrFailed) { // already said, once
-				log.Error().Err(err).Msg("closing the store")
+		cerr := store.Close()
+		switch {
+		case cerr == nil:
+		case errors.Is(cerr, persist.ErrFailed):
+			// Said once already; a store that failed while closing is fail-stop too.
+			if err == nil {
+				err = StorageError{cerr}
 			}
+		default:
+			log.Error().Err(cerr).Msg("closing the store")
 		}
 	}()
 	srv, err := broker.New(cfg, store, rules, "holdfast "+env.Version, log.With().Str("component", "broker").Logger())
 	if err != nil {
-		return err
+		return damaged(err)
 	}
 	shutdown := func() {
 		ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)

@@ -97,10 +97,13 @@ func StartBroker(t *testing.T, bc BrokerConfig) *Broker {
 	if bc.DataDir == "" {
 		bc.DataDir = filepath.Join(dir, "data")
 	}
+	top := ""
+	if bc.MQTT5 {
+		top = "mqtt5 = true\n" // only when asked, so that older binaries (HOLDFAST_TEST_BINARY) still start
+	}
 	cfg := fmt.Sprintf(`data_dir = %q
 durability = %q
-mqtt5 = %t
-[log]
+%s[log]
 level = "info"
 format = "json"
 [[listener]]
@@ -111,7 +114,7 @@ memtable_size = 16777216
 block_cache_size = 4194304
 index_cache_size = 4194304
 %s
-`, bc.DataDir, bc.Durability, bc.MQTT5, bc.Extra)
+`, bc.DataDir, bc.Durability, top, bc.Extra)
 	path := filepath.Join(dir, "config.toml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

@@ -15,8 +15,8 @@ import (
 
 // TestRecoverAfterMidLogDamage (issue 13, holdfast recover), against the binary: a persistent
 // subscriber's queue of acknowledged QoS 1 messages, a SIGKILL, and one damaged byte in a record
-// in the middle of the write-ahead log. The broker refuses to start, naming the file and the
-// offset; verify names them and what recover would drop; recover cuts the log after copying it;
+// in the middle of the write-ahead log. The broker refuses to start with exit code 4, naming the
+// file and the offset; verify names them and what recover would drop; recover cuts the log after copying it;
 // the broker then starts, the session is there, and every message whose record came before the
 // damage is delivered.
 func TestRecoverAfterMidLogDamage(t *testing.T) {
@@ -71,8 +71,8 @@ func TestRecoverAfterMidLogDamage(t *testing.T) {
 	at := "byte " + strconv.Itoa(damaged)
 
 	_, errs, code := opsCmd(t, "-c", b.Config)
-	if code == 0 || !strings.Contains(errs, walPath) || !strings.Contains(errs, at) {
-		t.Fatalf("start on the damaged log: exit %d, want a refusal naming %s and %s:\n%s", code, walPath, at, errs)
+	if code != 4 || !strings.Contains(errs, walPath) || !strings.Contains(errs, at) {
+		t.Fatalf("start on the damaged log: exit %d, want 4 (damaged data directory: the unit does not restart it) naming %s and %s:\n%s", code, walPath, at, errs)
 	}
 	t.Logf("start refused, exit %d; %d messages in the records before the damaged one at %s", code, len(before), at)
 	_, errs, code = opsCmd(t, "verify", "--data", b.Dir)
