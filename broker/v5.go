@@ -60,7 +60,7 @@ func persistentV5(cp *codec.Connect) bool {
 }
 
 // connackProps are a level-5 CONNACK's properties: the broker's limits and what it does not
-// support yet, so that clients do not use it [MQTT-3.2.2-...].
+// support yet, so that clients do not use it (§3.2.2.3).
 func (s *Server) connackProps(assignedID string) *codec.Properties {
 	p := &codec.Properties{
 		AssignedClientID:  assignedID,
