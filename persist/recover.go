@@ -40,8 +40,8 @@ func (r *WALReport) Corrupt() bool { return r.Damaged > 0 }
 // of the current epoch stop, it searches the rest of the file for a whole record of that epoch:
 // if there is one, what stopped them is damage, whichever field of the record it hit (a damaged
 // length field included), not the end of the log. A directory without a log has an empty report.
-// A damaged header is ErrCorrupt: the magic, or an epoch that the log's first record proves
-// wrong (see headerEpochDamaged).
+// A damaged header is ErrCorrupt: the magic, the checksum, or in a log of version 1 (no header
+// checksum) an epoch that the log's first record proves wrong (see headerEpochDamaged).
 func InspectWAL(dir string) (*WALReport, error) {
 	path := filepath.Join(dir, walName)
 	rep := &WALReport{Path: path}
@@ -52,17 +52,19 @@ func InspectWAL(dir string) (*WALReport, error) {
 	if err != nil {
 		return nil, fmt.Errorf("persist: read write-ahead log: %w", err)
 	}
-	if len(data) < walFileHdr {
+	if len(data) < walFileHdrV1 {
 		return rep, nil
 	}
-	if string(data[:8]) != walMagic {
-		return nil, newError(ErrCorrupt, nil, "write-ahead log %s: bad header", path)
+	l := &wal{}
+	if err := l.parseHeader(data, path); err != nil {
+		return nil, err
 	}
-	l := &wal{epoch: binary.BigEndian.Uint64(data[8:walFileHdr])}
-	body := data[walFileHdr:]
-	if wrong, ok := headerEpochDamaged(l.epoch, body); ok {
-		return nil, newError(ErrCorrupt, nil, "write-ahead log %s: the header's epoch %d is damaged: the first record belongs to epoch %d, which the log cannot have reached or cannot have left behind",
-			path, l.epoch, wrong)
+	body := data[l.start:]
+	if l.start == walFileHdrV1 {
+		if wrong, ok := headerEpochDamaged(l.epoch, body); ok {
+			return nil, newError(ErrCorrupt, nil, "write-ahead log %s: the header's epoch %d is damaged: the first record belongs to epoch %d, which the log cannot have reached or cannot have left behind",
+				path, l.epoch, wrong)
+		}
 	}
 	off := l.validPrefix(body, &rep.Records)
 	next := l.nextValid(body, off+1)
@@ -70,14 +72,14 @@ func InspectWAL(dir string) (*WALReport, error) {
 		if n, ok := l.oneBitOff(body[off:]); ok {
 			// The last record, whole but for one bit: not torn by a crash but damaged after
 			// it was written, and so most likely synced and acknowledged.
-			rep.Damaged, rep.End = int64(walFileHdr+off), int64(walFileHdr+off+walHeader+n)
+			rep.Damaged, rep.End = l.start+int64(off), l.start+int64(off+walHeader+n)
 		}
 		return rep, nil
 	}
-	rep.Damaged = int64(walFileHdr + off)
+	rep.Damaged = l.start + int64(off)
 	for next >= 0 {
 		end := l.validPrefix(body[next:], &rep.After) + next
-		rep.End = int64(walFileHdr + end)
+		rep.End = l.start + int64(end)
 		next = l.nextValid(body, end+1)
 	}
 	return rep, nil
@@ -167,8 +169,8 @@ func (l *wal) oneBitOff(data []byte) (int, bool) {
 }
 
 // headerEpochDamaged reports whether the record at the start of the log's body (body) proves the
-// header's epoch wrong, and the epoch the record belongs to. The header has no checksum of its
-// own; a bit flipped in its epoch would make every record of the log look stale, and a start
+// header's epoch wrong, and the epoch the record belongs to, in a log of version 1, whose header
+// has no checksum of its own (version 2's has): a bit flipped in its epoch would make every record of the log look stale, and a start
 // would drop them all. A record there normally belongs to the header's epoch, or to an older
 // one left behind by a checkpoint (the log is reused, not truncated). It cannot belong to a newer
 // one; nor to one 2^16 or more epochs older, which would take that many starts or checkpoints

@@ -25,7 +25,9 @@ import (
 // start over; at Open the log is replayed into Badger, which is idempotent because it holds the
 // exact keys and values written, in order.
 //
-// File: a 16-byte header, "HFWAL" 0 0 1 and the epoch (uint64), then records. Record: uint32
+// File: a 20-byte header, "HFWAL" 0 0 2, the epoch (uint64) and a CRC-32C of those 16 bytes, then
+// records (a log of version 1, "HFWAL" 0 0 1 and the epoch, has no checksum and its records start
+// at byte 16; it is read as it is and written over in version 2 when it starts over). Record: uint32
 // payload length | uint32 CRC-32C of epoch and payload | payload. Payload: entries of byte kind
 // (0 set, 1 delete) | uvarint key length | key | (set) uvarint value length | value.
 //
@@ -36,10 +38,12 @@ import (
 // ahead, 1 MiB at a time, so most syncs carry data only.
 
 const (
-	walName    = "holdfast.wal"
-	walMagic   = "HFWAL\x00\x00\x01"
-	walFileHdr = 16
-	walHeader  = 8
+	walName      = "holdfast.wal"
+	walMagic     = "HFWAL\x00\x00\x02"
+	walFileHdr   = 20
+	walMagicV1   = "HFWAL\x00\x00\x01"
+	walFileHdrV1 = 16
+	walHeader    = 8
 	// walCheckpointBytes: past this many bytes of records the writer checkpoints Badger and
 	// starts the log over.
 	walCheckpointBytes = 64 << 20
@@ -74,6 +78,7 @@ type wal struct {
 	faults    [numSteps]atomic.Pointer[fault] // failpoints for tests; nil: none
 	f         *os.File
 	epoch     uint64
+	start     int64 // where the records begin: walFileHdr, or walFileHdrV1 in a log of version 1
 	pos       int64 // where the next record goes
 	allocated int64 // bytes of the file that exist (records or zeros written ahead)
 	buf       []byte
@@ -91,8 +96,8 @@ func openWAL(dir string) (*wal, error) {
 		f.Close()
 		return nil, err
 	}
-	l := &wal{f: f, pos: walFileHdr, allocated: st.Size(), checkpointAt: walCheckpointBytes}
-	if st.Size() < walFileHdr {
+	l := &wal{f: f, start: walFileHdr, pos: walFileHdr, allocated: st.Size(), checkpointAt: walCheckpointBytes}
+	if st.Size() < walFileHdrV1 {
 		l.epoch = 1
 		if err := l.writeHeader(l.epoch); err != nil {
 			f.Close()
@@ -106,17 +111,40 @@ func openWAL(dir string) (*wal, error) {
 		}
 		return l, nil
 	}
-	var hdr [walFileHdr]byte
-	if _, err := f.ReadAt(hdr[:], 0); err != nil {
+	if err := l.readHeader(filepath.Join(dir, walName)); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("persist: read write-ahead log header: %w", err)
+		return nil, err
 	}
-	if string(hdr[:8]) != walMagic {
-		f.Close()
-		return nil, newError(ErrCorrupt, nil, "write-ahead log %s: bad header", walName)
-	}
-	l.epoch = binary.BigEndian.Uint64(hdr[8:])
+	l.pos = l.start
 	return l, nil
+}
+
+// readHeader reads the header of the log file l.f into l.epoch and l.start (see parseHeader).
+func (l *wal) readHeader(path string) error {
+	var hdr [walFileHdr]byte
+	n, err := l.f.ReadAt(hdr[:], 0)
+	if n < walFileHdrV1 {
+		return fmt.Errorf("persist: read write-ahead log header: %w", err)
+	}
+	return l.parseHeader(hdr[:n], path)
+}
+
+// parseHeader reads a header of either version from the start of data (at least walFileHdrV1
+// bytes) into l.epoch and l.start. A damaged one is ErrCorrupt naming path: trusting a wrong epoch
+// would take every record for a stale one and drop them all.
+func (l *wal) parseHeader(data []byte, path string) error {
+	switch string(data[:8]) {
+	case walMagicV1:
+		l.epoch, l.start = binary.BigEndian.Uint64(data[8:16]), walFileHdrV1
+		return nil
+	case walMagic:
+		if len(data) < walFileHdr || crc32.Checksum(data[:16], castagnoli) != binary.BigEndian.Uint32(data[16:walFileHdr]) {
+			return newError(ErrCorrupt, nil, "write-ahead log %s: the header is damaged (its checksum fails), so its epoch, which tells current records from stale ones, cannot be trusted", path)
+		}
+		l.epoch, l.start = binary.BigEndian.Uint64(data[8:16]), walFileHdr
+		return nil
+	}
+	return newError(ErrCorrupt, nil, "write-ahead log %s: bad header", path)
 }
 
 // writeHeader writes and syncs the header of epoch.
@@ -124,6 +152,7 @@ func (l *wal) writeHeader(epoch uint64) error {
 	var hdr [walFileHdr]byte
 	copy(hdr[:], walMagic)
 	binary.BigEndian.PutUint64(hdr[8:], epoch)
+	binary.BigEndian.PutUint32(hdr[16:], crc32.Checksum(hdr[:16], castagnoli))
 	if err := l.writeAt(hdr[:], 0, stepHeader); err != nil {
 		return fmt.Errorf("persist: write write-ahead log header: %w", err)
 	}
@@ -224,7 +253,7 @@ func (l *wal) grow(end int64) error {
 }
 
 // size is the number of record bytes since the log last started over.
-func (l *wal) size() int64 { return l.pos - walFileHdr }
+func (l *wal) size() int64 { return l.pos - l.start }
 
 // sync makes every appended record durable.
 func (l *wal) sync() error { return l.syncAt(stepSync) }
@@ -247,7 +276,7 @@ func (l *wal) reset() error {
 		return err
 	}
 	l.epoch++
-	l.pos = walFileHdr
+	l.start, l.pos = walFileHdr, walFileHdr
 	return nil
 }
 
@@ -336,32 +365,29 @@ func replayWAL(db *badger.DB, l *wal, dir string) (int, error) {
 // scanWAL hands the payload of every record of l's current epoch to fn, in order, and returns how
 // many there were. It stops at the end: zeros, a record of an older epoch, or a torn last record
 // (never acknowledged, since acknowledgements wait for the fdatasync). A damaged record that a
-// valid record of this epoch follows is not the end but corruption: dropping it would drop the
-// acknowledged records after it, so scanWAL returns ErrCorrupt naming the file and the offset.
+// valid record of this epoch follows is not the end but corruption, whichever field the damage hit
+// (its length included): dropping it would drop the acknowledged records after it, so scanWAL
+// returns ErrCorrupt naming the file and the offset.
 func scanWAL(l *wal, dir string, fn func(payload []byte) error) (int, error) {
-	data, err := io.ReadAll(io.NewSectionReader(l.f, walFileHdr, l.allocated-walFileHdr))
+	data, err := io.ReadAll(io.NewSectionReader(l.f, l.start, l.allocated-l.start))
 	if err != nil {
 		return 0, fmt.Errorf("persist: read write-ahead log: %w", err)
 	}
-	records := 0
-	for off := int64(walFileHdr); len(data) >= walHeader; {
-		n := int(binary.BigEndian.Uint32(data[0:4]))
-		if n == 0 || walHeader+n > len(data) || l.checksum(data[walHeader:walHeader+n]) != binary.BigEndian.Uint32(data[4:8]) {
-			if n > 0 && walHeader+n <= len(data) && l.validAt(data[walHeader+n:]) {
-				return records, newError(ErrCorrupt, nil, "write-ahead log %s: the record at byte %d is damaged and valid records follow it",
-					filepath.Join(dir, walName), off)
-			}
-			return records, nil
-		}
-		if err := fn(data[walHeader : walHeader+n]); err != nil {
+	records, off := 0, 0
+	for l.validAt(data[off:]) {
+		n := int(binary.BigEndian.Uint32(data[off : off+4]))
+		if err := fn(data[off+walHeader : off+walHeader+n]); err != nil {
 			if errors.Is(err, ErrCorrupt) {
-				return records, newError(ErrCorrupt, nil, "write-ahead log %s: the record at byte %d does not decode", filepath.Join(dir, walName), off)
+				return records, newError(ErrCorrupt, nil, "write-ahead log %s: the record at byte %d does not decode", filepath.Join(dir, walName), l.start+int64(off))
 			}
 			return records, err
 		}
-		data = data[walHeader+n:]
-		off += int64(walHeader + n)
+		off += walHeader + n
 		records++
+	}
+	if l.nextValid(data, off+1) >= 0 {
+		return records, newError(ErrCorrupt, nil, "write-ahead log %s: the record at byte %d is damaged and valid records follow it",
+			filepath.Join(dir, walName), l.start+int64(off))
 	}
 	return records, nil
 }
@@ -382,17 +408,13 @@ func CheckWAL(dir string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	var hdr [walFileHdr]byte
-	if st.Size() < walFileHdr {
+	if st.Size() < walFileHdrV1 {
 		return 0, nil
 	}
-	if _, err := f.ReadAt(hdr[:], 0); err != nil {
-		return 0, fmt.Errorf("persist: read write-ahead log header: %w", err)
+	l := &wal{f: f, allocated: st.Size()}
+	if err := l.readHeader(filepath.Join(dir, walName)); err != nil {
+		return 0, err
 	}
-	if string(hdr[:8]) != walMagic {
-		return 0, newError(ErrCorrupt, nil, "write-ahead log %s: bad header", filepath.Join(dir, walName))
-	}
-	l := &wal{f: f, epoch: binary.BigEndian.Uint64(hdr[8:]), allocated: st.Size()}
 	return scanWAL(l, dir, func([]byte) error { return nil })
 }
 
