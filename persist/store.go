@@ -545,7 +545,7 @@ func (s *Store) gcLoop() {
 				return
 			default:
 			}
-			err := s.db.RunValueLogGC(s.opt.GCDiscardRatio)
+			err := s.runGC()
 			if err == nil {
 				n++
 				s.stats.gcRewrites.Add(1)
@@ -560,6 +560,27 @@ func (s *Store) gcLoop() {
 			s.log.Debug().Int("files_rewritten", n).Dur("took", time.Since(start)).Msg("value-log GC")
 		}
 	}
+}
+
+// runGC runs one RunValueLogGC. Badger moves the live values of the file it rewrites into the
+// current value log and memtable, without syncing them (SyncWrites is off), and then deletes the
+// file at once, unless an iterator is open: then only when the last one closes. A power cut after
+// the deletion would lose the moved values (the synced LSM tree still points into the deleted
+// file), so an iterator holds the file until a checkpoint has made the moved values durable. A
+// failed checkpoint fails the store and keeps the iterator open: the file stays on disk.
+func (s *Store) runGC() error {
+	txn := s.db.NewTransaction(false)
+	it := txn.NewIterator(badger.IteratorOptions{})
+	err := s.db.RunValueLogGC(s.opt.GCDiscardRatio)
+	if err == nil {
+		if cerr := s.wal.checkpoint(s.db); cerr != nil {
+			s.fail(cerr)
+			return cerr
+		}
+	}
+	it.Close()
+	txn.Discard()
+	return err
 }
 
 // badgerLogger adapts Badger's logger to zerolog; Badger's info lines are
