@@ -203,7 +203,9 @@ func badgerLogsDamage(dir string) (string, int) {
 	return "", 0
 }
 
-// mapFile maps the file name read-only.
+// mapFile maps the file name read-only, up to the end of its last data: Badger extends its log
+// files ahead of its writes (a value-log file to twice its size) with a hole, whose zeros need
+// not be read.
 func mapFile(name string) (data []byte, unmap func(), err error) {
 	f, err := os.Open(name)
 	if err != nil {
@@ -211,14 +213,39 @@ func mapFile(name string) (data []byte, unmap func(), err error) {
 	}
 	defer f.Close()
 	st, err := f.Stat()
-	if err != nil || st.Size() == 0 {
-		return nil, func() {}, err
+	if err != nil {
+		return nil, nil, err
 	}
-	data, err = unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_SHARED)
+	size := dataEnd(int(f.Fd()), st.Size())
+	if size == 0 {
+		return nil, func() {}, nil
+	}
+	data, err = unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ, unix.MAP_SHARED)
 	if err != nil {
 		return nil, nil, err
 	}
 	return data, func() { unix.Munmap(data) }, nil
+}
+
+// dataEnd returns where the last data of the file fd (size bytes) ends, before a hole that runs to
+// its end; size where the file system cannot tell (SEEK_DATA unsupported).
+func dataEnd(fd int, size int64) int64 {
+	end := int64(0)
+	for off := int64(0); off < size; {
+		d, err := unix.Seek(fd, off, unix.SEEK_DATA)
+		if errors.Is(err, unix.ENXIO) {
+			return end // only a hole from off on
+		}
+		if err != nil {
+			return size
+		}
+		h, err := unix.Seek(fd, d, unix.SEEK_HOLE)
+		if err != nil {
+			return size
+		}
+		end, off = h, h
+	}
+	return min(end, size)
 }
 
 // badgerLogHeader is the size of a Badger log file's header (key id and IV).
