@@ -31,20 +31,48 @@
 //     fresh transaction. When it does not fit into one even alone, it spills:
 //     see below.
 //  5. Commit: the entries of every Batch that succeeded are appended to the
-//     log as one record (written to the operating system, not synced), then
-//     the transaction is committed to Badger (applied to its memtable and its
-//     own log files, not synced). Past 64 MiB of records the writer
+//     log as one record (written to the operating system, not synced). In
+//     Sync mode the transaction goes, with the Batches, to the syncer (6);
+//     otherwise it is committed to Badger at once (applied to its memtable and
+//     its own log files, not synced). Past 64 MiB of records the writer
 //     checkpoints (below) and starts the log over.
-//  6. The committed Batches go, in order, to the syncer (Sync mode). The
-//     writer goes on with the next group commit meanwhile.
-//  7. The syncer takes every Batch handed over since its last round,
-//     fdatasyncs the log once for all of them, and calls their callbacks in
-//     submission order, with the error of the commit or of the sync if any.
-//     In Async and None modes the writer calls them itself right after step 5;
-//     in Async a ticker fdatasyncs the log every AsyncInterval. Once the store
-//     has failed (any storage error: fail-stop), every callback not yet called
-//     gets ErrFailed, even for a record already synced: no success follows a
-//     failure.
+//  6. The syncer takes every group commit handed over since its last round,
+//     fdatasyncs the log once for all of them, then commits their
+//     transactions to Badger in order, and calls the callbacks in submission
+//     order, with the error of the append, the sync or the commit if any. The
+//     writer goes on meanwhile: it applies the next Batches into a new
+//     transaction and keeps it open until the syncer has committed the one
+//     before, so that one group commit takes every Batch that arrives during
+//     a round. In Async and None modes the writer calls the callbacks itself
+//     right after step 5; in Async a ticker fdatasyncs the log every
+//     AsyncInterval. Once the store has failed (any storage error: fail-stop),
+//     every callback not yet called gets ErrFailed, even for a record already
+//     synced: no success follows a failure.
+//  7. A transaction that began before the syncer committed the group commits
+//     before it does not see them. Blind writes do not care, and Enqueue's
+//     check for the target's session record reads the writer's memory (below);
+//     but a Batch that reads the store (DeleteSession's key scan, Ack's check
+//     that an entry with a shared body exists) first waits until the syncer
+//     has committed them all and rebuilds the transaction from its remembered
+//     entries. A control request, a spill and a checkpoint wait for it too.
+//
+// Why Badger only gets a group commit once its record is durable (Sync mode):
+// Badger's memtable file is mapped, and the kernel writes its pages back
+// whenever it likes (and a full memtable is flushed to a table, synced). A
+// batch in Badger whose record the log lost (a power cut, a failed fdatasync
+// whose pages the kernel dropped) survived in part: replay rewrote the keys
+// that the epoch's older records share with it and left its other keys, so a
+// DeleteSession came back as queue entries without their session record. The
+// batch was never acknowledged; now it is in Badger whole or not at all.
+//
+// In Async mode the callbacks cannot wait for the ticker's fdatasync (readers
+// must find an acknowledged batch in Badger), so Badger gets batches before the
+// log holds them durably, and a power cut or kernel crash, which loses up to
+// the last AsyncInterval of the log, can leave a batch of that interval half
+// applied, not only lost: Badger may hold it, and replay puts back those of
+// its keys that the log's surviving records of the epoch also wrote. A crash
+// of holdfast alone loses nothing in either mode (the page cache keeps both
+// files).
 //
 // Reference counts of shared bodies and the set of client ids with a session
 // record live in the writer's memory in three layers: committed, open

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -59,6 +60,16 @@ type writer struct {
 	// request's own writes come from here. nil otherwise.
 	spill map[string]bool
 
+	// Sync mode: a group commit's transaction goes to the syncer with its requests, and the syncer
+	// commits it to Badger after the fdatasync of its record (landAfterSync). handed counts the
+	// transactions handed over, landed those the syncer is done with (committed, or discarded
+	// after a failure). What reads the store waits for landed to reach handed (snapshot), and so
+	// do a control request, a spill and a checkpoint (waitLanded).
+	handed   uint64
+	landed   atomic.Uint64
+	landedCh chan struct{} // one slot: landed moved
+	txnSees  uint64        // landed when the open transaction began
+
 	replays int // requests rerun in a fresh transaction (for tests)
 }
 
@@ -76,6 +87,7 @@ func newWriter(s *Store, idx index, valueThreshold int64) *writer {
 		refs:     idx.refs,
 		txnDelta: make(map[uint64]int32),
 		reqDelta: make(map[uint64]int32),
+		landedCh: make(chan struct{}, 1),
 	}
 	if s.opt.Durability == None {
 		w.maxValue = int(valueThreshold) // memory mode: values must fit the LSM tree
@@ -95,8 +107,9 @@ func (w *writer) run() {
 	defer close(w.s.writerDone)
 	var reqs []*Batch
 	for {
-		b, ok := <-w.s.reqCh
+		b, ok := w.next()
 		if !ok {
+			w.commit()
 			return
 		}
 		reqs = append(reqs[:0], b)
@@ -120,10 +133,29 @@ func (w *writer) run() {
 	}
 }
 
+// next receives the next request. While a group commit is open (in Sync mode it stays open while
+// the syncer has not committed the one before, see process), it hands it over as soon as the
+// syncer has.
+func (w *writer) next() (*Batch, bool) {
+	for len(w.pending) > 0 {
+		select {
+		case b, ok := <-w.s.reqCh:
+			return b, ok
+		case <-w.landedCh:
+			if w.landed.Load() == w.handed {
+				w.commit()
+			}
+		}
+	}
+	b, ok := <-w.s.reqCh
+	return b, ok
+}
+
 // process applies reqs in order to as few transactions as possible and
 // completes them in order.
 func (w *writer) process(reqs []*Batch) {
 	if w.s.Err() != nil {
+		w.commit() // the open group commit first; nothing is written after a failure
 		for _, b := range reqs {
 			b.applied, b.result = nil, w.s.failedErr()
 		}
@@ -134,6 +166,7 @@ func (w *writer) process(reqs []*Batch) {
 		b := reqs[i]
 		if b.ctl != nil {
 			w.commit()
+			w.waitLanded()
 			b.result = b.ctl(w)
 			w.handOff([]*Batch{b})
 			i++
@@ -174,32 +207,78 @@ func (w *writer) process(reqs []*Batch) {
 			i++
 		}
 	}
-	w.commit()
+	// In Sync mode the group commit stays open while the syncer has not yet committed the one
+	// before to Badger, and takes the requests that arrive meanwhile (next): handed over now, it
+	// would only wait for that one, and each group commit costs the syncer a Badger commit.
+	if w.s.sync == nil || w.landed.Load() == w.handed || w.txnEntries >= w.maxOps {
+		w.commit()
+	}
 }
 
 // begin opens the transaction if none is open.
 func (w *writer) begin() {
 	if w.txn == nil {
+		sees := w.landed.Load() // before the transaction takes its snapshot
 		w.txn = w.db.NewTransaction(true)
-		w.txnEntries = 0
+		w.txnEntries, w.txnSees = 0, sees
 	}
+}
+
+// waitLanded waits until the syncer has committed to Badger (or, after a failure, discarded)
+// every transaction handed to it.
+func (w *writer) waitLanded() {
+	for w.landed.Load() < w.handed {
+		<-w.landedCh
+	}
+}
+
+// snapshot makes the open transaction see every group commit before it, for a read: if it began
+// before the syncer committed them all to Badger, it waits for them and rebuilds the transaction
+// from the entries applied to it (a spill's throw-away transaction only measures entries: the
+// spill answers for its own writes).
+func (w *writer) snapshot() error {
+	w.begin()
+	if w.txnSees == w.handed {
+		return nil
+	}
+	w.waitLanded()
+	if w.spill != nil {
+		w.txn.Discard()
+		w.txn = nil
+		w.begin()
+		return nil
+	}
+	w.discardAndReplay()
+	for _, r := range w.cur.applied {
+		if err := put(w.txn, r.key, r.val, r.del); err != nil {
+			return fmt.Errorf("persist: replay: %w", err) // cannot happen: the same entries fitted before
+		}
+		w.txnEntries++
+	}
+	return nil
 }
 
 // commit commits the open transaction (or the spilled request) if it holds entries, and
 // completes the pending requests in order. It returns the commit error.
 func (w *writer) commit() error {
 	var err error
-	if entries := w.entries(); entries > 0 {
+	handed := false
+	if entries := w.entries(); entries > 0 && w.s.Err() == nil {
 		start := time.Now()
-		if w.spill != nil {
+		switch {
+		case w.spill != nil:
 			err = w.commitSpill()
-		} else {
+		case w.s.sync != nil:
+			err = w.append()
+			if err == nil {
+				w.landAfterSync(start, entries)
+				handed = true
+			}
+		default:
 			err = w.commitTxn()
 		}
-		d := time.Since(start)
-		w.s.stats.recordCommit(d, entries)
-		if d > slowThreshold {
-			w.s.log.Warn().Dur("took", d).Int("entries", entries).Int("requests", len(w.pending)).Msg("slow commit")
+		if !handed {
+			w.s.noteCommit(start, entries, len(w.pending))
 		}
 		if err != nil {
 			w.s.fail(err)
@@ -225,7 +304,25 @@ func (w *writer) commit() error {
 	w.handOff(w.pending)
 	clear(w.pending)
 	w.pending = w.pending[:0]
+	if handed && w.s.wal.size() > w.s.wal.checkpointAt {
+		// The group is acknowledged once the syncer has committed it: a checkpoint that fails now
+		// fails the batches after it.
+		w.waitLanded()
+		if err := w.checkpointIfDue(); err != nil {
+			w.s.fail(err)
+		}
+	}
 	return err
+}
+
+// noteCommit records a group commit's duration, from its append to the log to its commit to
+// Badger.
+func (s *Store) noteCommit(start time.Time, entries, requests int) {
+	d := time.Since(start)
+	s.stats.recordCommit(d, entries)
+	if d > slowThreshold {
+		s.log.Warn().Dur("took", d).Int("entries", entries).Int("requests", requests).Msg("slow commit")
+	}
 }
 
 // entries counts the entries the next commit writes.
@@ -262,16 +359,67 @@ func (w *writer) handOff(bs []*Batch) {
 	w.s.sync.push(bs)
 }
 
-// commitTxn commits the open transaction through the write-ahead log: Badger applies the entries
-// (without syncing) and they are appended to the log, which the syncer then fdatasyncs (Sync
-// mode) while the writer goes on with the next batch.
+// append appends the open transaction's entries to the write-ahead log as one record (not
+// synced), discarding the transaction if that fails.
+func (w *writer) append() error {
+	if err := w.s.wal.append(w.records()); err != nil {
+		w.txn.Discard()
+		return err
+	}
+	return nil
+}
+
+// landAfterSync hands the open transaction, appended to the log, to the syncer with the group
+// commit's requests (Sync mode), and the writer goes on with the next group commit. Badger must
+// never hold a batch whose record is not durable: its memtable file is mapped, the kernel writes
+// its pages back when it likes, and after a power cut that kept a batch there but not in the log,
+// replaying the epoch's older records would put back the keys they share with it and leave the
+// rest. So the transaction is committed by the first request's callback, which the syncer calls
+// after the fdatasync of the record and before the others' callbacks, in order with the other
+// group commits; after a failure it is discarded.
+func (w *writer) landAfterSync(start time.Time, entries int) {
+	s, txn, b, requests := w.s, w.txn, w.pending[0], len(w.pending)
+	done := b.done
+	w.handed++
+	b.done = func(seq uint64, err error) {
+		if s.Err() == nil {
+			cerr := s.wal.failpoint(stepCommit)
+			if cerr == nil {
+				cerr = txn.Commit()
+			} else {
+				txn.Discard()
+			}
+			s.noteCommit(start, entries, requests)
+			if cerr != nil {
+				s.fail(cerr)
+			}
+		} else {
+			txn.Discard()
+		}
+		// The store may have failed during the commit: no success after a failure.
+		if err == nil && s.Err() != nil {
+			s.stats.failed.Add(1) // complete counted it as done
+			seq, err = 0, s.failedErr()
+		}
+		w.landed.Add(1)
+		select {
+		case w.landedCh <- struct{}{}:
+		default:
+		}
+		if done != nil {
+			done(seq, err)
+		}
+	}
+}
+
+// commitTxn commits the open transaction through the write-ahead log (Async mode; None has no
+// log): the entries are appended to it, then Badger applies them (without syncing).
 func (w *writer) commitTxn() error {
 	l := w.s.wal
 	if l == nil {
 		return w.txn.Commit()
 	}
-	if err := l.append(w.records()); err != nil {
-		w.txn.Discard()
+	if err := w.append(); err != nil {
 		return err
 	}
 	if err := l.failpoint(stepCommit); err != nil {
@@ -295,6 +443,7 @@ func (w *writer) commitSpill() error {
 	held := func(err error) error {
 		return fmt.Errorf("%w (the write-ahead log holds the whole batch: a restart applies it)", err)
 	}
+	w.waitLanded() // Badger applies group commits in order
 	recs := w.records()
 	if l := w.s.wal; l != nil {
 		if err := l.appendSynced(recs); err != nil {
@@ -470,7 +619,9 @@ func (w *writer) has(key []byte) (bool, error) {
 	if del, ok := w.spill[string(key)]; ok {
 		return !del, nil
 	}
-	w.begin()
+	if err := w.snapshot(); err != nil {
+		return false, err
+	}
 	_, err := w.txn.Get(key)
 	switch {
 	case err == nil:
@@ -484,8 +635,10 @@ func (w *writer) has(key []byte) (bool, error) {
 // keys returns keys under prefix from start on as the request being applied sees them: up to
 // deleteChunk of them and whether more may follow, or, once it has spilled (it has no
 // transaction to keep small), all of them merged with its own writes.
-func (w *writer) keys(prefix, start []byte) (keys [][]byte, more bool) {
-	w.begin()
+func (w *writer) keys(prefix, start []byte) (keys [][]byte, more bool, err error) {
+	if err := w.snapshot(); err != nil {
+		return nil, false, err
+	}
 	it := w.txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
 	for it.Seek(start); it.Valid() && (w.spill != nil || len(keys) < deleteChunk); it.Next() {
 		if _, own := w.spill[string(it.Item().Key())]; !own {
@@ -494,7 +647,7 @@ func (w *writer) keys(prefix, start []byte) (keys [][]byte, more bool) {
 	}
 	it.Close()
 	if w.spill == nil {
-		return keys, len(keys) == deleteChunk
+		return keys, len(keys) == deleteChunk, nil
 	}
 	for k, del := range w.spill {
 		if !del && strings.HasPrefix(k, string(prefix)) && k >= string(start) {
@@ -502,7 +655,7 @@ func (w *writer) keys(prefix, start []byte) (keys [][]byte, more bool) {
 		}
 	}
 	slices.SortFunc(keys, bytes.Compare)
-	return keys, false
+	return keys, false, nil
 }
 
 // apply writes b's operations into the open transaction.
@@ -648,7 +801,10 @@ func (w *writer) deleteSession(cid string) error {
 func (w *writer) deletePrefix(prefix []byte, onKey func(k []byte) error) error {
 	start := prefix
 	for {
-		keys, more := w.keys(prefix, start)
+		keys, more, err := w.keys(prefix, start)
+		if err != nil {
+			return err
+		}
 		for _, k := range keys {
 			if err := w.write(k, nil, true); err != nil {
 				return err
