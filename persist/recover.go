@@ -52,15 +52,16 @@ func InspectWAL(dir string) (*WALReport, error) {
 	if err != nil {
 		return nil, fmt.Errorf("persist: read write-ahead log: %w", err)
 	}
-	if len(data) < walFileHdrV1 {
+	if len(data) < walFileHdr {
 		return rep, nil
 	}
 	l := &wal{}
-	if err := l.parseHeader(data, path); err != nil {
+	checked, err := l.parseHeader(data, path)
+	if err != nil {
 		return nil, err
 	}
-	body := data[l.start:]
-	if l.start == walFileHdrV1 {
+	body := data[walFileHdr:]
+	if !checked {
 		if wrong, ok := headerEpochDamaged(l.epoch, body); ok {
 			return nil, newError(ErrCorrupt, nil, "write-ahead log %s: the header's epoch %d is damaged: the first record belongs to epoch %d, which the log cannot have reached or cannot have left behind",
 				path, l.epoch, wrong)
@@ -72,14 +73,14 @@ func InspectWAL(dir string) (*WALReport, error) {
 		if n, ok := l.oneBitOff(body[off:]); ok {
 			// The last record, whole but for one bit: not torn by a crash but damaged after
 			// it was written, and so most likely synced and acknowledged.
-			rep.Damaged, rep.End = l.start+int64(off), l.start+int64(off+walHeader+n)
+			rep.Damaged, rep.End = int64(walFileHdr+off), int64(walFileHdr+off+walHeader+n)
 		}
 		return rep, nil
 	}
-	rep.Damaged = l.start + int64(off)
+	rep.Damaged = int64(walFileHdr + off)
 	for next >= 0 {
 		end := l.validPrefix(body[next:], &rep.After) + next
-		rep.End = l.start + int64(end)
+		rep.End = int64(walFileHdr + end)
 		next = l.nextValid(body, end+1)
 	}
 	return rep, nil
@@ -170,8 +171,8 @@ func (l *wal) oneBitOff(data []byte) (int, bool) {
 
 // headerEpochDamaged reports whether the record at the start of the log's body (body) proves the
 // header's epoch wrong, and the epoch the record belongs to, in a log of version 1, whose header
-// has no checksum of its own (version 2's has): a bit flipped in its epoch would make every record of the log look stale, and a start
-// would drop them all. A record there normally belongs to the header's epoch, or to an older
+// has no checksum of its own (version 2's has): a bit flipped in its epoch would make every record
+// of the log look stale, and a start would drop them all. A record there normally belongs to the header's epoch, or to an older
 // one left behind by a checkpoint (the log is reused, not truncated). It cannot belong to a newer
 // one; nor to one 2^16 or more epochs older, which would take that many starts or checkpoints
 // without a single record written. Only epochs one bit away from the header's are tried: what

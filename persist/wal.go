@@ -25,9 +25,9 @@ import (
 // start over; at Open the log is replayed into Badger, which is idempotent because it holds the
 // exact keys and values written, in order.
 //
-// File: a 20-byte header, "HFWAL" 0 0 2, the epoch (uint64) and a CRC-32C of those 16 bytes, then
-// records (a log of version 1, "HFWAL" 0 0 1 and the epoch, has no checksum and its records start
-// at byte 16; it is read as it is and written over in version 2 when it starts over). Record: uint32
+// File: a 16-byte header, "HFW" 2, the epoch (uint64) and a CRC-32C of those 12 bytes, then
+// records. (Version 1's header, "HFWAL" 0 0 1 and the epoch, has no checksum; such a log is read
+// as it is, and the header is written in version 2 when the log starts over.) Record: uint32
 // payload length | uint32 CRC-32C of epoch and payload | payload. Payload: entries of byte kind
 // (0 set, 1 delete) | uvarint key length | key | (set) uvarint value length | value.
 //
@@ -38,12 +38,11 @@ import (
 // ahead, 1 MiB at a time, so most syncs carry data only.
 
 const (
-	walName      = "holdfast.wal"
-	walMagic     = "HFWAL\x00\x00\x02"
-	walFileHdr   = 20
-	walMagicV1   = "HFWAL\x00\x00\x01"
-	walFileHdrV1 = 16
-	walHeader    = 8
+	walName    = "holdfast.wal"
+	walMagic   = "HFW\x02"
+	walMagicV1 = "HFWAL\x00\x00\x01"
+	walFileHdr = 16
+	walHeader  = 8
 	// walCheckpointBytes: past this many bytes of records the writer checkpoints Badger and
 	// starts the log over.
 	walCheckpointBytes = 64 << 20
@@ -78,7 +77,6 @@ type wal struct {
 	faults    [numSteps]atomic.Pointer[fault] // failpoints for tests; nil: none
 	f         *os.File
 	epoch     uint64
-	start     int64 // where the records begin: walFileHdr, or walFileHdrV1 in a log of version 1
 	pos       int64 // where the next record goes
 	allocated int64 // bytes of the file that exist (records or zeros written ahead)
 	buf       []byte
@@ -96,8 +94,8 @@ func openWAL(dir string) (*wal, error) {
 		f.Close()
 		return nil, err
 	}
-	l := &wal{f: f, start: walFileHdr, pos: walFileHdr, allocated: st.Size(), checkpointAt: walCheckpointBytes}
-	if st.Size() < walFileHdrV1 {
+	l := &wal{f: f, pos: walFileHdr, allocated: st.Size(), checkpointAt: walCheckpointBytes}
+	if st.Size() < walFileHdr {
 		l.epoch = 1
 		if err := l.writeHeader(l.epoch); err != nil {
 			f.Close()
@@ -111,48 +109,49 @@ func openWAL(dir string) (*wal, error) {
 		}
 		return l, nil
 	}
-	if err := l.readHeader(filepath.Join(dir, walName)); err != nil {
+	if _, err := l.readHeader(filepath.Join(dir, walName)); err != nil {
 		f.Close()
 		return nil, err
 	}
-	l.pos = l.start
 	return l, nil
 }
 
-// readHeader reads the header of the log file l.f into l.epoch and l.start (see parseHeader).
-func (l *wal) readHeader(path string) error {
+// readHeader reads the header of the log file l.f into l.epoch (see parseHeader).
+func (l *wal) readHeader(path string) (checked bool, err error) {
 	var hdr [walFileHdr]byte
-	n, err := l.f.ReadAt(hdr[:], 0)
-	if n < walFileHdrV1 {
-		return fmt.Errorf("persist: read write-ahead log header: %w", err)
+	if _, err := l.f.ReadAt(hdr[:], 0); err != nil {
+		return false, fmt.Errorf("persist: read write-ahead log header: %w", err)
 	}
-	return l.parseHeader(hdr[:n], path)
+	return l.parseHeader(hdr[:], path)
 }
 
-// parseHeader reads a header of either version from the start of data (at least walFileHdrV1
-// bytes) into l.epoch and l.start. A damaged one is ErrCorrupt naming path: trusting a wrong epoch
-// would take every record for a stale one and drop them all.
-func (l *wal) parseHeader(data []byte, path string) error {
-	switch string(data[:8]) {
-	case walMagicV1:
-		l.epoch, l.start = binary.BigEndian.Uint64(data[8:16]), walFileHdrV1
-		return nil
-	case walMagic:
-		if len(data) < walFileHdr || crc32.Checksum(data[:16], castagnoli) != binary.BigEndian.Uint32(data[16:walFileHdr]) {
-			return newError(ErrCorrupt, nil, "write-ahead log %s: the header is damaged (its checksum fails), so its epoch, which tells current records from stale ones, cannot be trusted", path)
+// parseHeader reads a header of either version from the start of data (at least walFileHdr bytes)
+// into l.epoch, and reports whether it had a checksum (version 2) to check it by. A damaged one is
+// ErrCorrupt naming path: trusting a wrong epoch would take every record for a stale one and drop
+// them all.
+func (l *wal) parseHeader(data []byte, path string) (checked bool, err error) {
+	switch {
+	case string(data[:8]) == walMagicV1:
+		l.epoch = binary.BigEndian.Uint64(data[8:walFileHdr])
+		return false, nil
+	case string(data[:4]) == walMagic:
+		if crc32.Checksum(data[:12], castagnoli) != binary.BigEndian.Uint32(data[12:walFileHdr]) {
+			return true, newError(ErrCorrupt, nil, "write-ahead log %s: the header is damaged (its checksum fails), so its epoch, which tells current records from stale ones, cannot be trusted", path)
 		}
-		l.epoch, l.start = binary.BigEndian.Uint64(data[8:16]), walFileHdr
-		return nil
+		l.epoch = binary.BigEndian.Uint64(data[4:12])
+		return true, nil
 	}
-	return newError(ErrCorrupt, nil, "write-ahead log %s: bad header", path)
+	return false, newError(ErrCorrupt, nil, "write-ahead log %s: bad header", path)
 }
 
 // writeHeader writes and syncs the header of epoch.
 func (l *wal) writeHeader(epoch uint64) error {
 	var hdr [walFileHdr]byte
 	copy(hdr[:], walMagic)
-	binary.BigEndian.PutUint64(hdr[8:], epoch)
-	binary.BigEndian.PutUint32(hdr[16:], crc32.Checksum(hdr[:16], castagnoli))
+	binary.BigEndian.PutUint64(hdr[4:], epoch)
+	// The checksum at the end: a write torn after its first half leaves the old header whole,
+	// since the epoch's high bytes seldom change.
+	binary.BigEndian.PutUint32(hdr[12:], crc32.Checksum(hdr[:12], castagnoli))
 	if err := l.writeAt(hdr[:], 0, stepHeader); err != nil {
 		return fmt.Errorf("persist: write write-ahead log header: %w", err)
 	}
@@ -253,7 +252,7 @@ func (l *wal) grow(end int64) error {
 }
 
 // size is the number of record bytes since the log last started over.
-func (l *wal) size() int64 { return l.pos - l.start }
+func (l *wal) size() int64 { return l.pos - walFileHdr }
 
 // sync makes every appended record durable.
 func (l *wal) sync() error { return l.syncAt(stepSync) }
@@ -276,7 +275,7 @@ func (l *wal) reset() error {
 		return err
 	}
 	l.epoch++
-	l.start, l.pos = walFileHdr, walFileHdr
+	l.pos = walFileHdr
 	return nil
 }
 
@@ -369,7 +368,7 @@ func replayWAL(db *badger.DB, l *wal, dir string) (int, error) {
 // (its length included): dropping it would drop the acknowledged records after it, so scanWAL
 // returns ErrCorrupt naming the file and the offset.
 func scanWAL(l *wal, dir string, fn func(payload []byte) error) (int, error) {
-	data, err := io.ReadAll(io.NewSectionReader(l.f, l.start, l.allocated-l.start))
+	data, err := io.ReadAll(io.NewSectionReader(l.f, walFileHdr, l.allocated-walFileHdr))
 	if err != nil {
 		return 0, fmt.Errorf("persist: read write-ahead log: %w", err)
 	}
@@ -378,7 +377,7 @@ func scanWAL(l *wal, dir string, fn func(payload []byte) error) (int, error) {
 		n := int(binary.BigEndian.Uint32(data[off : off+4]))
 		if err := fn(data[off+walHeader : off+walHeader+n]); err != nil {
 			if errors.Is(err, ErrCorrupt) {
-				return records, newError(ErrCorrupt, nil, "write-ahead log %s: the record at byte %d does not decode", filepath.Join(dir, walName), l.start+int64(off))
+				return records, newError(ErrCorrupt, nil, "write-ahead log %s: the record at byte %d does not decode", filepath.Join(dir, walName), walFileHdr+off)
 			}
 			return records, err
 		}
@@ -387,7 +386,7 @@ func scanWAL(l *wal, dir string, fn func(payload []byte) error) (int, error) {
 	}
 	if l.nextValid(data, off+1) >= 0 {
 		return records, newError(ErrCorrupt, nil, "write-ahead log %s: the record at byte %d is damaged and valid records follow it",
-			filepath.Join(dir, walName), l.start+int64(off))
+			filepath.Join(dir, walName), walFileHdr+off)
 	}
 	return records, nil
 }
@@ -408,11 +407,11 @@ func CheckWAL(dir string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	if st.Size() < walFileHdrV1 {
+	if st.Size() < walFileHdr {
 		return 0, nil
 	}
 	l := &wal{f: f, allocated: st.Size()}
-	if err := l.readHeader(filepath.Join(dir, walName)); err != nil {
+	if _, err := l.readHeader(filepath.Join(dir, walName)); err != nil {
 		return 0, err
 	}
 	return scanWAL(l, dir, func([]byte) error { return nil })

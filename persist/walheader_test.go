@@ -100,8 +100,8 @@ func TestWALVersion1StillReplays(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The same records under a version 1 header: each record's checksum covers the epoch and
-	// its payload only, so they move to byte 16 unchanged.
-	old := append([]byte(walMagicV1), wal[8:16]...)
+	// its payload only.
+	old := append([]byte(walMagicV1), wal[4:12]...)
 	old = append(old, wal[walFileHdr:]...)
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, walName), old, 0o600); err != nil {
@@ -121,7 +121,7 @@ func TestWALVersion1StillReplays(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if string(now[:8]) != walMagic || binary.BigEndian.Uint64(now[8:16]) <= binary.BigEndian.Uint64(wal[8:16]) {
+	if string(now[:4]) != walMagic || binary.BigEndian.Uint64(now[4:12]) <= binary.BigEndian.Uint64(wal[4:12]) {
 		t.Errorf("after the start the log's header is %q, want version 2 with a later epoch", now[:16])
 	}
 }
