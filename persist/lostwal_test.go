@@ -91,3 +91,34 @@ func TestLostTailChild(t *testing.T) {
 	fmt.Printf("seq %d at %d\n", seq, off)
 	select {} // until SIGKILL
 }
+
+// TestReadsSeeTheGroupCommitBefore: in Sync mode Badger gets a group commit only from the
+// syncer, after its fdatasync, while the writer already applies the next batches. A DeleteSession
+// submitted right behind an Enqueue to the same session must still find the queue entry (and
+// drop its reference to the shared body), not leave it behind without its session record.
+// MaxBatchOps 1 makes each its own group commit.
+func TestReadsSeeTheGroupCommitBefore(t *testing.T) {
+	ts := openTest(t, withOptions(func(o *Options) { o.MaxBatchOps = 1 }))
+	ts.sessions("other")
+	for i := range 200 {
+		cid := fmt.Sprintf("c%03d", i)
+		ts.sessions(cid)
+		var e, d Batch
+		e.Enqueue(msg("t", "p", 1), []Target{{cid, 1}, {"other", 1}})
+		d.DeleteSession(cid)
+		errs := make(chan error, 2)
+		ts.Submit(&e, func(_ uint64, err error) { errs <- err })
+		ts.Submit(&d, func(_ uint64, err error) { errs <- err })
+		for range 2 {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+		if q := ts.readQueue(cid, 0, 10); len(q) != 0 {
+			t.Fatalf("round %d: deleted session %s still has %d queue entries", i, cid, len(q))
+		}
+	}
+	if q := ts.readQueue("other", 0, 300); len(q) != 200 {
+		t.Errorf("session other: %d queue entries, want 200", len(q))
+	}
+}
