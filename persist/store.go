@@ -85,6 +85,9 @@ func Open(o Options) (*Store, error) {
 		WithBlockCacheSize(o.BlockCacheSize).
 		WithIndexCacheSize(o.IndexCacheSize).
 		WithValueLogFileSize(o.ValueLogFileSize).
+		// A damaged value-log entry is an error rather than a changed value; it costs a CRC-32C
+		// of each value read from the value log, only values over the threshold.
+		WithVerifyValueChecksum(true).
 		WithLogger(badgerLogger{log.With().Str("lib", "badger").Logger()})
 	if o.BlockCacheSize == 0 {
 		// Badger requires a block cache for compressed tables (it panics
