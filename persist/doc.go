@@ -40,10 +40,10 @@
 //     fdatasyncs the log once for all of them, then commits their
 //     transactions to Badger in order, and calls the callbacks in submission
 //     order, with the error of the append, the sync or the commit if any. The
-//     writer goes on meanwhile: it applies the next Batches into a new
-//     transaction and keeps it open until the syncer has committed the one
-//     before, so that one group commit takes every Batch that arrives during
-//     a round. In Async and None modes the writer calls the callbacks itself
+//     writer goes on meanwhile with the next group commit. The syncer holds
+//     at most two (one being synced, one waiting for the next round); a
+//     third stays open and takes every Batch that arrives meanwhile, so that
+//     the syncer does few Badger commits. In Async and None modes the writer calls the callbacks itself
 //     right after step 5; in Async a ticker fdatasyncs the log every
 //     AsyncInterval. Once the store has failed (any storage error: fail-stop),
 //     every callback not yet called gets ErrFailed, even for a record already

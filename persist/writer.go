@@ -21,6 +21,12 @@ var errTxnFull = errors.New("transaction full")
 // deleting them (an iterator must be closed before the txn takes more writes).
 const deleteChunk = 4096
 
+// maxHanded is how many group commits the writer hands to the syncer (Sync mode) before it keeps
+// the next one open: one being synced, one waiting for the next round. With one, the syncer's
+// next round waited for the writer to wake up and append (offline enqueue 0.83x of committing
+// before the sync, against 1.04x with two).
+const maxHanded = 2
+
 // testHookSpillPart, set by tests, runs after each Badger transaction but the last of a request
 // applied in parts: where a crash leaves part of it in Badger and all of it in the log.
 var testHookSpillPart func()
@@ -134,15 +140,15 @@ func (w *writer) run() {
 }
 
 // next receives the next request. While a group commit is open (in Sync mode it stays open while
-// the syncer has not committed the one before, see process), it hands it over as soon as the
-// syncer has.
+// the syncer holds maxHanded others, see process), it hands it over as soon as the syncer has
+// committed one of them.
 func (w *writer) next() (*Batch, bool) {
 	for len(w.pending) > 0 {
 		select {
 		case b, ok := <-w.s.reqCh:
 			return b, ok
 		case <-w.landedCh:
-			if w.landed.Load() == w.handed {
+			if w.handed-w.landed.Load() < maxHanded {
 				w.commit()
 			}
 		}
@@ -207,10 +213,11 @@ func (w *writer) process(reqs []*Batch) {
 			i++
 		}
 	}
-	// In Sync mode the group commit stays open while the syncer has not yet committed the one
-	// before to Badger, and takes the requests that arrive meanwhile (next): handed over now, it
-	// would only wait for that one, and each group commit costs the syncer a Badger commit.
-	if w.s.sync == nil || w.landed.Load() == w.handed || w.txnEntries >= w.maxOps {
+	// In Sync mode the syncer holds at most two group commits: one being synced and committed to
+	// Badger, the next waiting for its round. A third stays open and takes the requests that
+	// arrive meanwhile (next): handed over now, it would only wait, and each group commit costs
+	// the syncer a Badger commit on its round's path.
+	if w.s.sync == nil || w.handed-w.landed.Load() < maxHanded || w.txnEntries >= w.maxOps {
 		w.commit()
 	}
 }
