@@ -93,6 +93,10 @@ func Open(o Options) (*Store, error) {
 		// Badger requires a block cache for compressed tables (it panics
 		// otherwise); without a cache, store tables uncompressed.
 		bo = bo.WithCompression(options.None)
+	} else {
+		// A damaged table block is an error rather than a changed value. Checked as a block is
+		// loaded into the cache, so once per load; without a cache it would be at every read.
+		bo = bo.WithChecksumVerificationMode(options.OnBlockRead)
 	}
 	if o.Durability == None {
 		bo = bo.WithDir("").WithValueDir("")
