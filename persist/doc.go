@@ -40,15 +40,15 @@
 //     fdatasyncs the log once for all of them, then commits their
 //     transactions to Badger in order, and calls the callbacks in submission
 //     order, with the error of the append, the sync or the commit if any. The
-//     writer goes on meanwhile with the next group commit. The syncer holds
-//     at most two (one being synced, one waiting for the next round); a
-//     third stays open and takes every Batch that arrives meanwhile, so that
-//     the syncer does few Badger commits. In Async and None modes the writer
-//     calls the callbacks itself right after step 5; in Async a ticker
-//     fdatasyncs the log every AsyncInterval. Once the store has failed (any
-//     storage error: fail-stop), every callback not yet called gets
-//     ErrFailed, even for a record already synced: no success follows a
-//     failure.
+//     writer goes on meanwhile: it keeps the next group commit open while the
+//     syncer syncs, so that it takes every Batch that arrives meanwhile (the
+//     syncer does one Badger commit per group commit), and hands it over as
+//     soon as the sync is done, ready for the next round. In Async and None
+//     modes the writer calls the callbacks itself right after step 5; in
+//     Async a ticker fdatasyncs the log every AsyncInterval. Once the store
+//     has failed (any storage error: fail-stop), every callback not yet
+//     called gets ErrFailed, even for a record already synced: no success
+//     follows a failure.
 //  7. A transaction that began before the syncer committed the group commits
 //     before it does not see them. Blind writes do not care, and Enqueue's
 //     check for the target's session record reads the writer's memory (below);
