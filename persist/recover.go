@@ -207,18 +207,11 @@ func (r *Recovered) Dropped() int64 { return r.End - r.Damaged }
 // ErrLocked while a broker (or anything else) has it. ErrNothingToRecover when nothing would be
 // dropped; ErrCorrupt for a damaged header, which it does not repair.
 func RecoverWAL(dir string, now time.Time) (*Recovered, error) {
-	d, err := os.Open(dir)
+	unlock, err := lockDir(dir)
 	if err != nil {
-		return nil, fmt.Errorf("persist: recover: %w", err)
+		return nil, err
 	}
-	defer d.Close()
-	// Badger's own lock: a broker cannot start on dir while this runs, nor this run under one.
-	if err := unix.Flock(int(d.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, newError(ErrLocked, nil, "data directory %s is in use (a running holdfast holds it): stop it first", dir)
-		}
-		return nil, fmt.Errorf("persist: recover: lock %s: %w", dir, err)
-	}
+	defer unlock()
 	rep, err := InspectWAL(dir)
 	if err != nil {
 		return nil, err
@@ -245,6 +238,23 @@ func RecoverWAL(dir string, now time.Time) (*Recovered, error) {
 		return nil, fmt.Errorf("persist: recover: sync %s: %w", rep.Path, err)
 	}
 	return r, nil
+}
+
+// lockDir takes Badger's own lock on dir (an flock of the directory), so that no broker starts on
+// dir until unlock, nor does the caller run under one: ErrLocked while one holds it.
+func lockDir(dir string) (unlock func(), err error) {
+	d, err := os.Open(dir)
+	if err != nil {
+		return nil, fmt.Errorf("persist: %w", err)
+	}
+	if err := unix.Flock(int(d.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		d.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, newError(ErrLocked, nil, "data directory %s is in use by another holdfast process: stop it first", dir)
+		}
+		return nil, fmt.Errorf("persist: lock %s: %w", dir, err)
+	}
+	return func() { d.Close() }, nil
 }
 
 // copyFileSynced copies src to the new file dst (mode 0600: it holds messages) and fsyncs it.

@@ -102,6 +102,8 @@ func Open(o Options) (*Store, error) {
 		bo = bo.WithDir("").WithValueDir("")
 	} else if err := makeDataDir(o.Dir); err != nil {
 		return nil, err
+	} else if err := checkBadgerLogsLocked(o.Dir); err != nil {
+		return nil, err
 	}
 	db, err := badger.Open(bo)
 	if err != nil {
@@ -198,6 +200,17 @@ func Open(o Options) (*Store, error) {
 	}
 	ev.Msg("store opened")
 	return s, nil
+}
+
+// checkBadgerLogsLocked is checkBadgerLogs under the directory's lock, so that it does not read the
+// files of a broker running on dir, which Badger's open then refuses.
+func checkBadgerLogsLocked(dir string) error {
+	unlock, err := lockDir(dir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	return checkBadgerLogs(dir)
 }
 
 // makeDataDir creates dir, with any missing parents, mode 0700 whatever the umask. An

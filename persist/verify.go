@@ -161,15 +161,27 @@ func openReadOnly(dir string) (*badger.DB, error) {
 	case strings.Contains(msg, "Cannot acquire directory lock"):
 		return nil, newError(ErrLocked, nil, "data directory %s is in use (a running holdfast holds it): stop it, or ask the running broker through its admin listener", dir)
 	case strings.Contains(msg, "Log truncate required"):
-		if file, off := badgerLogsDamage(dir); file != "" {
-			return nil, newError(ErrCorrupt, nil, "data directory %s was not closed cleanly, and Badger's log file %s is damaged at byte %d with whole entries after it: "+
-				"a start (any read-write open) cuts the file there and drops them without a word. Those written since holdfast's last checkpoint are in its write-ahead log too "+
-				"and come back; older ones are in no other file. Copy the directory aside, then restore a backup (holdfast restore), or start holdfast on it accepting that loss",
-				dir, file, off)
+		if err := checkBadgerLogs(dir); err != nil {
+			return nil, err
 		}
 		return nil, newError(ErrUnclean, nil, "data directory %s was not closed cleanly (crash or kill): Badger opens it read-only only after a read-write open has replayed its write-ahead log; start holdfast on it once and stop it, then verify again (Badger: %s)", dir, msg)
 	}
 	return nil, fmt.Errorf("persist: open %s read-only: %w", dir, err)
+}
+
+// checkBadgerLogs returns ErrCorrupt when a read-write open of dir would cut one of Badger's log
+// files at damage with whole entries after it (see badgerLogsDamage), dropping them. A directory
+// closed cleanly has no memtable file and its newest value-log file ends at its last entry, so
+// the check costs something only after a crash.
+func checkBadgerLogs(dir string) error {
+	file, off := badgerLogsDamage(dir)
+	if file == "" {
+		return nil
+	}
+	return newError(ErrCorrupt, nil, "data directory %s was not closed cleanly, and Badger's log file %s is damaged at byte %d with whole entries after it: "+
+		"a read-write open of Badger cuts the file there and drops them without a word, so holdfast refuses to start on it. Those written since holdfast's last checkpoint "+
+		"are in its write-ahead log too; older ones are in no other file. Copy the directory aside, then restore a backup (holdfast restore)",
+		dir, file, off)
 }
 
 // badgerLogsDamage looks for damage in the Badger log files that a read-write open replays and
