@@ -202,14 +202,17 @@ func Open(o Options) (*Store, error) {
 	return s, nil
 }
 
-// checkBadgerLogsLocked is checkBadgerLogs under the directory's lock, so that it does not read the
-// files of a broker running on dir, which Badger's open then refuses.
+// checkBadgerLogsLocked is checkManifest and checkBadgerLogs under the directory's lock, so that
+// it does not read the files of a broker running on dir, which Badger's open then refuses.
 func checkBadgerLogsLocked(dir string) error {
 	unlock, err := lockDir(dir)
 	if err != nil {
 		return err
 	}
 	defer unlock()
+	if err := checkManifest(dir); err != nil {
+		return err
+	}
 	return checkBadgerLogs(dir)
 }
 
