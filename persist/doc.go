@@ -101,7 +101,7 @@
 //
 // One file, mode 0600, created with the store and reused, never truncated:
 //
-//	header  "HFWAL" 0x00 0x00 0x01 | epoch uint64           (16 bytes)
+//	header  "HFW" 0x02 | epoch uint64 | crc uint32         (16 bytes; crc: CRC-32C of the 12 before)
 //	record  length uint32 | crc uint32 | payload            (length = payload bytes)
 //	        crc: CRC-32C (Castagnoli) of the epoch (8 bytes) then the payload
 //	payload entries, each: kind (0 set, 1 delete) | uvarint key length | key
@@ -121,7 +121,11 @@
 // end of the file, or with a wrong CRC: zeros, an older epoch, or a torn
 // record, whose Batches were never acknowledged because acknowledgement waits
 // for the fdatasync (Sync) or the crash lost only the operating system's
-// unsynced pages (Async). Replay is idempotent: records hold the exact keys
+// unsynced pages (Async). If a valid record of the epoch follows such a stop
+// anywhere in the file (a damaged length field included), that is damage, not
+// a torn tail: Open refuses with ErrCorrupt naming the file and offset (see
+// RecoverWAL). A header whose CRC fails is refused the same way; a version 1
+// header ("HFWAL" 0 0 1, no CRC) is still read and rewritten in version 2. Replay is idempotent: records hold the exact keys
 // and values written, in order. It then checkpoints and starts the log over.
 //
 // A checkpoint makes Badger durable by itself so that the log may be
@@ -211,7 +215,7 @@
 // accept only the versions they know) or a new format version; a new family
 // needs a new format version so that old binaries refuse the store. Backups
 // (Badger's DB.Backup stream) carry the schema key with them. The log's
-// header carries its own version (the last byte of "HFWAL" 0 0 1).
+// header carries its own version (the byte after "HFW").
 //
 // # Recovery
 //
@@ -241,10 +245,14 @@
 // a broker holds the directory, ErrLocked, and after a crash until a
 // read-write open has replayed Badger's own logs, ErrUnclean) and check every
 // key and value against the layout above, reporting problems by key. They do
-// not read holdfast.wal: after a crash, open the store once first. Store.Inspect
-// lists the same inventory from a live store. Badger reads a value-log entry
-// it cannot read as an empty value, without an error; no holdfast value is
-// empty, so Verify, Recover and Backup all catch it.
+// not replay holdfast.wal (InspectWAL checks it read-only). Store.Inspect
+// lists the same inventory from a live store. Badger checks each value-log
+// entry's CRC as it reads it (VerifyValueChecksum) and, with a block cache,
+// each table block's as it loads it, so damage is an error, not a changed
+// value. Before Badger's read-write open, Open refuses a MANIFEST that Badger
+// would cut short although whole change sets follow (manifest.go) and, after
+// a crash, a memtable or newest value log damaged with whole entries after it
+// (Badger would cut both without a word).
 //
 // # Memory
 //
@@ -254,6 +262,9 @@
 // growing with the data). Open logs what Badger runs with. Values up to
 // min(1 MiB, 15% of MemTableSize / 4) live in the LSM tree, larger ones in the
 // value log, which a goroutine garbage-collects every GCInterval
-// (RunValueLogGC(GCDiscardRatio) until it finds nothing to rewrite). The
+// (RunValueLogGC(GCDiscardRatio) until it finds nothing to rewrite). Badger
+// deletes a rewritten file at once, before the values it moved are durable:
+// the GC holds an iterator open, which makes Badger defer the deletion, until
+// a checkpoint has made them durable. The
 // largest storable value is ValueLogFileSize (the LSM-tree limit in None mode).
 package persist
