@@ -306,11 +306,12 @@ func TestPowerCutAcknowledgedSurvive(t *testing.T) {
 
 // TestPowerCutCrashScenario is the crash test's scenario (crash_test.go: QoS 1 and 2, a publisher
 // that re-sends, an offline and an online slow persistent subscriber, exactly once, session-present,
-// order) with 20 power cuts for kills, on a faultfs mount from the first start. Each of the four
-// cells (offline, in flight x QoS 1, 2) must have had acknowledged messages at stake at every cut,
-// so that each is tested by 20 cuts (issue 13).
+// order) with 24 power cuts for kills, on a faultfs mount from the first start. Each of the four
+// cells (offline, in flight x QoS 1, 2) must have had acknowledged messages at stake at 20 cuts
+// at least, so that each is tested by 20 (issue 13). The margin is for a loaded machine, where
+// the in-flight subscriber sometimes has nothing unfinished at the moment of a cut.
 func TestPowerCutCrashScenario(t *testing.T) {
-	const cuts = 20
+	const cuts, perCell = 24, 20
 	disk, mnt := t.TempDir(), t.TempDir()
 	fs := faultfs.Mount(t, disk, mnt)
 	b := faultfsBroker(t, filepath.Join(mnt, "data"), "sync")
@@ -326,8 +327,8 @@ func TestPowerCutCrashScenario(t *testing.T) {
 		t.Cleanup(b.Kill) // before the mount's cleanup unmounts it
 	})
 	for _, c := range cells {
-		if len(c.stake) < cuts {
-			t.Errorf("%s x QoS %d had messages at stake in %d of %d power cuts, want all", c.s.name, c.qos, len(c.stake), cuts)
+		if len(c.stake) < perCell {
+			t.Errorf("%s x QoS %d had messages at stake in %d of %d power cuts, want %d", c.s.name, c.qos, len(c.stake), cuts, perCell)
 		}
 	}
 }
