@@ -6,7 +6,6 @@ import (
 	"io"
 	"reflect"
 	"testing"
-	"testing/iotest"
 )
 
 // malformed5Tests are the rules of level-5 packets outside their properties
@@ -98,21 +97,7 @@ var malformed5Tests = []struct {
 func TestRead5Malformed(t *testing.T) {
 	sentinels := []error{ErrMalformed, ErrProtocol, ErrPacketTooLarge, ErrUnsupportedProtocol}
 	for _, tt := range malformed5Tests {
-		t.Run(tt.name, func(t *testing.T) {
-			_, err := reader5(bytes.NewReader(tt.wire), tt.max).ReadPacket()
-			if !errors.Is(err, tt.want) {
-				t.Fatalf("% x: got %v, want %v", tt.wire, err, tt.want)
-			}
-			for _, s := range sentinels {
-				if s != tt.want && errors.Is(err, s) {
-					t.Errorf("% x: %v is also %v", tt.wire, err, s)
-				}
-			}
-			_, err2 := reader5(iotest.OneByteReader(bytes.NewReader(tt.wire)), tt.max).ReadPacket()
-			if err2 == nil || err2.Error() != err.Error() {
-				t.Errorf("one byte at a time: %v, whole: %v", err2, err)
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { expectMalformed(t, reader5, tt.wire, tt.max, tt.want, sentinels) })
 	}
 }
 

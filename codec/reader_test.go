@@ -373,22 +373,26 @@ var malformedTests = []struct {
 func TestReadMalformed(t *testing.T) {
 	sentinels := []error{ErrMalformed, ErrPacketTooLarge, ErrUnsupportedProtocol}
 	for _, tt := range malformedTests {
-		t.Run(tt.name, func(t *testing.T) {
-			_, err := NewReader(bytes.NewReader(tt.wire), tt.max).ReadPacket()
-			if !errors.Is(err, tt.want) {
-				t.Fatalf("% x: got %v, want %v", tt.wire, err, tt.want)
-			}
-			for _, s := range sentinels {
-				if s != tt.want && errors.Is(err, s) {
-					t.Errorf("% x: %v is also %v", tt.wire, err, s)
-				}
-			}
-			// The same bytes, one at a time, must fail the same way.
-			_, err2 := NewReader(iotest.OneByteReader(bytes.NewReader(tt.wire)), tt.max).ReadPacket()
-			if err2 == nil || err2.Error() != err.Error() {
-				t.Errorf("one byte at a time: %v, whole: %v", err2, err)
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { expectMalformed(t, NewReader, tt.wire, tt.max, tt.want, sentinels) })
+	}
+}
+
+// expectMalformed checks that a reader from newReader fails on wire with want and with none of
+// the other sentinels, and fails the same way when the bytes come one at a time.
+func expectMalformed(t *testing.T, newReader func(io.Reader, int) *Reader, wire []byte, max int, want error, sentinels []error) {
+	t.Helper()
+	_, err := newReader(bytes.NewReader(wire), max).ReadPacket()
+	if !errors.Is(err, want) {
+		t.Fatalf("% x: got %v, want %v", wire, err, want)
+	}
+	for _, s := range sentinels {
+		if s != want && errors.Is(err, s) {
+			t.Errorf("% x: %v is also %v", wire, err, s)
+		}
+	}
+	_, err2 := newReader(iotest.OneByteReader(bytes.NewReader(wire)), max).ReadPacket()
+	if err2 == nil || err2.Error() != err.Error() {
+		t.Errorf("one byte at a time: %v, whole: %v", err2, err)
 	}
 }
 

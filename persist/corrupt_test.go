@@ -436,25 +436,14 @@ func TestVerifyDamagedMemtableNeverAdvisesAStart(t *testing.T) {
 	if err := os.Remove(filepath.Join(crashed, "LOCK")); err != nil {
 		t.Fatal(err)
 	}
-	mems, err := filepath.Glob(filepath.Join(crashed, "*.mem"))
-	if err != nil || len(mems) != 1 {
-		t.Fatalf("memtable files %v %v", mems, err)
-	}
-	mem, err := os.ReadFile(mems[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	end := badgerLogHeader
-	for k := badgerEntryAt(mem[end:], false); k > 0; k = badgerEntryAt(mem[end:], false) {
-		end += k
-	}
+	memPath, mem, end := readMemtable(t, crashed)
 
 	// A torn tail: the last entries cut off half-way, zeros after.
 	torn := filepath.Join(t.TempDir(), "torn")
 	copyDir(t, crashed, torn)
 	b := slices.Clone(mem)
 	clear(b[end-1500:])
-	if err := os.WriteFile(filepath.Join(torn, filepath.Base(mems[0])), b, 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(torn, filepath.Base(memPath)), b, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := Verify(torn); !errors.Is(err, ErrUnclean) {
@@ -464,14 +453,33 @@ func TestVerifyDamagedMemtableNeverAdvisesAStart(t *testing.T) {
 	// Damage early in the file, among entries checkpointed long ago.
 	b = slices.Clone(mem)
 	b[5000] ^= 0x10
-	if err := os.WriteFile(mems[0], b, 0o600); err != nil {
+	if err := os.WriteFile(memPath, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	_, err = Verify(crashed)
-	if !errors.Is(err, ErrCorrupt) || errors.Is(err, ErrUnclean) || !strings.Contains(err.Error(), filepath.Base(mems[0])) {
-		t.Fatalf("verify of a crashed store with a damaged memtable: %v, want ErrCorrupt naming %s", err, filepath.Base(mems[0]))
+	if !errors.Is(err, ErrCorrupt) || errors.Is(err, ErrUnclean) || !strings.Contains(err.Error(), filepath.Base(memPath)) {
+		t.Fatalf("verify of a crashed store with a damaged memtable: %v, want ErrCorrupt naming %s", err, filepath.Base(memPath))
 	}
-	if err := startErr(crashed); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), filepath.Base(mems[0])) {
-		t.Errorf("start on a crashed store with a damaged memtable: %v, want ErrCorrupt naming %s", err, filepath.Base(mems[0]))
+	if err := startErr(crashed); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), filepath.Base(memPath)) {
+		t.Errorf("start on a crashed store with a damaged memtable: %v, want ErrCorrupt naming %s", err, filepath.Base(memPath))
 	}
+}
+
+// readMemtable reads the one memtable file of the crashed store in dir and returns its path, its
+// bytes and where its whole entries end.
+func readMemtable(t *testing.T, dir string) (path string, mem []byte, end int) {
+	t.Helper()
+	mems, err := filepath.Glob(filepath.Join(dir, "*.mem"))
+	if err != nil || len(mems) != 1 {
+		t.Fatalf("memtable files %v %v", mems, err)
+	}
+	mem, err = os.ReadFile(mems[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	end = badgerLogHeader
+	for k := badgerEntryAt(mem[end:], false); k > 0; k = badgerEntryAt(mem[end:], false) {
+		end += k
+	}
+	return mems[0], mem, end
 }

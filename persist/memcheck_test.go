@@ -40,24 +40,13 @@ func TestDamagedMemtableStopsStartUp(t *testing.T) {
 	if !ready {
 		t.Fatal("the child did not get ready")
 	}
-	mems, err := filepath.Glob(filepath.Join(dir, "*.mem"))
-	if err != nil || len(mems) != 1 {
-		t.Fatalf("memtable files %v %v", mems, err)
-	}
-	mem, err := os.ReadFile(mems[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	end := badgerLogHeader
-	for k := badgerEntryAt(mem[end:], false); k > 0; k = badgerEntryAt(mem[end:], false) {
-		end += k
-	}
+	memPath, mem, end := readMemtable(t, dir)
 
 	torn := filepath.Join(t.TempDir(), "torn")
 	copyDir(t, dir, torn)
 	b := slices.Clone(mem)
 	clear(b[end-1500 : end])
-	if err := os.WriteFile(filepath.Join(torn, filepath.Base(mems[0])), b, 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(torn, filepath.Base(memPath)), b, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if got := len(session(openRecovered(t, torn), "c").Subscriptions); got != memCheckSubs {
@@ -66,13 +55,13 @@ func TestDamagedMemtableStopsStartUp(t *testing.T) {
 
 	b = slices.Clone(mem)
 	b[5000] ^= 0x10 // among entries checkpointed long ago
-	if err := os.WriteFile(mems[0], b, 0o600); err != nil {
+	if err := os.WriteFile(memPath, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	err = startErr(dir)
-	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), filepath.Base(mems[0])) || !strings.Contains(err.Error(), dir) {
-		t.Fatalf("start with a damaged memtable: %v, want ErrCorrupt naming %s", err, mems[0])
+	err := startErr(dir)
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), filepath.Base(memPath)) || !strings.Contains(err.Error(), dir) {
+		t.Fatalf("start with a damaged memtable: %v, want ErrCorrupt naming %s", err, memPath)
 	}
 	t.Logf("refused in %v", time.Since(start))
 }
