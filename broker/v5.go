@@ -2,6 +2,7 @@ package broker
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"time"
 
@@ -142,8 +143,8 @@ func (c *conn) farewell(reason codec.ReasonCode) {
 	c.nc.Write(buf)
 }
 
-// errTopicAlias closes a connection that used a topic alias it never set or above the maximum.
-var errTopicAlias = errors.New("topic alias unknown or above limits.topic_alias_maximum [MQTT-3.3.2-9]")
+// errTopicAlias closes a connection that used a topic alias above the maximum: DISCONNECT 0x94.
+var errTopicAlias = errors.New("topic alias above limits.topic_alias_maximum [MQTT-3.3.2-9]")
 
 // resolveAlias applies a level-5 PUBLISH's Topic Alias: with a topic it sets the alias, without
 // one it names the topic set before [MQTT-3.3.2-12].
@@ -164,7 +165,7 @@ func (c *conn) resolveAlias(p *codec.Publish) error {
 	}
 	topic, ok := c.aliasesIn[a]
 	if !ok {
-		return errTopicAlias
+		return fmt.Errorf("%w: topic alias %d used before it was set (§3.3.2.3.4)", errProtocol, a)
 	}
 	p.Topic = topic
 	return nil

@@ -140,7 +140,7 @@ type Outlet interface {
 // level 5, the limits the client set on what the broker sends it.
 type Link struct {
 	Level          byte
-	ReceiveMaximum uint16 // unacknowledged QoS 1/2 PUBLISH packets the client takes; 0: 65,535 [MQTT-3.1.2-21]
+	ReceiveMaximum uint16 // unacknowledged QoS 1/2 PUBLISH packets the client takes; 0: 65,535 (§3.1.2.11.3)
 	MaxPacketSize  uint32 // the largest packet the client takes; 0: no limit but the protocol's
 	TopicAliasMax  uint16 // topic aliases the broker may assign; 0: none [MQTT-3.1.2-26]
 }

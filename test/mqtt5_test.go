@@ -89,7 +89,8 @@ func TestMQTT5PropertiesForwarded_MQTT_3_3_2_17(t *testing.T) {
 }
 
 // [MQTT-3.3.2-12] a topic alias the client sets names the topic in its later PUBLISH packets;
-// [MQTT-3.3.2-9] one it never set ends the connection with DISCONNECT 0x94.
+// [MQTT-3.3.2-9] one above the maximum ends the connection with DISCONNECT 0x94, and one used
+// before it was set is a protocol error, 0x82 (§3.3.2.3.4).
 func TestMQTT5TopicAliasFromClient_MQTT_3_3_2_12(t *testing.T) {
 	b := StartBroker(t, BrokerConfig{MQTT5: true})
 	sub := mqtttest.Dial(t, b.Addr)
@@ -103,9 +104,14 @@ func TestMQTT5TopicAliasFromClient_MQTT_3_3_2_12(t *testing.T) {
 			t.Fatalf("got %q on %q, want %q", p.Payload, p.Topic, want)
 		}
 	}
-	pub.Send(&codec.Publish{Payload: []byte("3"), Props: &codec.Properties{TopicAlias: 4}})
+	pub.Send(&codec.Publish{Topic: "x", Payload: []byte("3"), Props: &codec.Properties{TopicAlias: 65}})
 	if r := expectDisconnect(t, pub); r != codec.ReasonTopicAliasInvalid {
-		t.Fatalf("DISCONNECT %v, want 0x94", r)
+		t.Fatalf("alias above the maximum: DISCONNECT %v, want 0x94", r)
+	}
+	unset, _ := dial5(t, b.Addr, "alias-unset", nil)
+	unset.Send(&codec.Publish{Payload: []byte("4"), Props: &codec.Properties{TopicAlias: 4}})
+	if r := expectDisconnect(t, unset); r != codec.ReasonProtocolError {
+		t.Fatalf("alias never set: DISCONNECT %v, want 0x82", r)
 	}
 }
 
