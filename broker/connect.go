@@ -70,6 +70,11 @@ func (c *conn) handleConnect(cp *codec.Connect, decodeErr error) bool {
 	}
 	c.log = c.log.With().Str("client_id", id).Logger()
 	c.keepAlive = time.Duration(cp.KeepAlive) * time.Second
+	serverKeepAlive := c.level5() && c.srv.cfg.Limits.MaxKeepAlive.Duration > 0 &&
+		(c.keepAlive == 0 || c.keepAlive > c.srv.cfg.Limits.MaxKeepAlive.Duration)
+	if serverKeepAlive {
+		c.keepAlive = c.srv.cfg.Limits.MaxKeepAlive.Duration // the client is told in CONNACK [MQTT-3.1.2-21]
+	}
 	if cp.Props != nil && cp.Props.AuthMethod != "" {
 		// Enhanced authentication is not supported yet: the client learns it at once [MQTT-4.12.0-1].
 		c.log.Warn().Str("method", cp.Props.AuthMethod).Msg("refused: authentication method not supported")
@@ -106,6 +111,9 @@ func (c *conn) handleConnect(cp *codec.Connect, decodeErr error) bool {
 	ack := &codec.Connack{SessionPresent: present && c.level != codec.Level31}
 	if c.level5() {
 		ack.Props = c.srv.connackProps(assigned)
+		if serverKeepAlive {
+			ack.Props.ServerKeepAlive = uint16(c.keepAlive / time.Second)
+		}
 	}
 	c.sendControl(ack)
 	m := c.sess.lock()

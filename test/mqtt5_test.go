@@ -165,6 +165,29 @@ func TestMQTT5ReceiveMaximumAndExpiry_MQTT_3_3_4_9(t *testing.T) {
 	}
 }
 
+// [MQTT-3.1.2-21] a client asking for no keep-alive, or a longer one than limits.max_keepalive,
+// gets the maximum in CONNACK (Server Keep Alive) and is held to it; a shorter one is its own.
+func TestMQTT5ServerKeepAlive_MQTT_3_1_2_21(t *testing.T) {
+	b := StartBroker(t, BrokerConfig{MQTT5: true, Extra: "[limits]\nmax_keepalive = \"1s\""})
+	for _, tc := range []struct {
+		asked uint16
+		told  bool
+	}{{0, true}, {60, true}, {1, false}} {
+		c := mqtttest.Dial(t, b.Addr)
+		c.SetLevel(codec.Level5)
+		ack := c.Connect(&codec.Connect{ProtocolName: "MQTT", ProtocolLevel: codec.Level5, ClientID: "ka", CleanSession: true, KeepAlive: tc.asked})
+		if told := ack.Props != nil && ack.Props.ServerKeepAlive == 1; told != tc.told {
+			t.Errorf("keep-alive %d s asked: CONNACK properties %+v, want Server Keep Alive 1 s: %v", tc.asked, ack.Props, tc.told)
+		}
+		if tc.asked == 0 {
+			// Silent for longer than 1.5 x the maximum: closed with DISCONNECT 0x8D.
+			if r := expectDisconnect(t, c); r != codec.ReasonKeepAliveTimeout {
+				t.Errorf("a silent client: DISCONNECT %v, want 0x8D", r)
+			}
+		}
+	}
+}
+
 // A PUBLISH the ACL refuses is answered with 0x87 at level 5 (3.1.1 can only say success).
 func TestMQTT5NotAuthorizedPublish(t *testing.T) {
 	b := StartBroker(t, BrokerConfig{MQTT5: true})
