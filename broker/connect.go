@@ -174,15 +174,19 @@ func (c *conn) openSession(cp *codec.Connect) (bool, error) {
 // the reader to close the connection [MQTT-3.2.2-5].
 func (c *conn) refuse(code codec.ConnackCode) {
 	c.srv.stats.Refused[refuseReasonOf(code)].Add(1)
-	ack := &codec.Connack{ReturnCode: code, Reason: reasonOfConnack(code)}
-	c.nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.Limits.WriteTimeout.Duration))
-	c.nc.Write(c.appendPacket(nil, ack))
+	c.writeConnack(&codec.Connack{ReturnCode: code, Reason: reasonOfConnack(code)})
 }
 
-// refuseReason refuses a level-5 CONNECT with a reason that 3.x has no return code for.
+// refuseReason refuses a level-5 CONNECT (c.level is 5) with a reason that 3.x has no return code
+// for.
 func (c *conn) refuseReason(reason codec.ReasonCode) {
+	c.writeConnack(&codec.Connack{Reason: reason})
+}
+
+// writeConnack writes ack at the connection's level, directly: the writer has not started.
+func (c *conn) writeConnack(ack *codec.Connack) {
 	c.nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.Limits.WriteTimeout.Duration))
-	c.nc.Write((&codec.Connack{Reason: reason}).AppendLevel(nil, codec.Level5))
+	c.nc.Write(c.appendPacket(nil, ack))
 }
 
 // endSession runs in teardown: a clean session ends with its connection, a persistent one goes

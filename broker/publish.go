@@ -225,7 +225,7 @@ func (s *Server) getMatches() *[]router.Subscriber[*sessionHandle] {
 // retain flag [MQTT-3.3.1-9]. It returns which retained-store limit kept a retained p from being
 // stored, or "".
 func (s *Server) route(d *delivery, p *codec.Publish, owner string) (retainRefused string) {
-	d.msg = &persist.Message{Topic: p.Topic, Payload: p.Payload, QoS: p.QoS, Props: forwardProps(p.Props, false), Expires: expiresAt(p, time.Now())}
+	d.msg = &persist.Message{Topic: p.Topic, Payload: p.Payload, QoS: p.QoS, Props: forwardProps(p.Props, false), Expires: expiresAt(p)}
 	if p.Retain {
 		// [MQTT-3.3.1-5] store (or, with an empty payload, clear [MQTT-3.3.1-10]) the retained message.
 		m := &retain.Message{Topic: p.Topic, Payload: p.Payload, QoS: p.QoS, Owner: owner}

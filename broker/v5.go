@@ -193,13 +193,8 @@ func forwardProps(p *codec.Properties, withExpiry bool) *codec.Properties {
 // expiry interval.
 func publishOf(m *message.Message, now time.Time) codec.Publish {
 	p := codec.Publish{Topic: m.Topic, Payload: m.Payload, Props: m.Props}
-	if left, ok := m.RemainingExpiry(now); ok {
-		props := codec.Properties{}
-		if m.Props != nil {
-			props = *m.Props
-		}
-		props.MessageExpiry = left
-		props.Include(codec.PropMessageExpiryInterval)
+	if !m.Expires.IsZero() {
+		props := m.PropsAt(now)
 		p.Props = &props
 	}
 	return p
@@ -213,10 +208,10 @@ func ackFor(p *codec.Publish, reason codec.ReasonCode) codec.Packet {
 	return &codec.Puback{PacketID: p.PacketID, Reason: reason}
 }
 
-// expiresAt is when a PUBLISH received at now expires, zero for never.
-func expiresAt(p *codec.Publish, now time.Time) time.Time {
+// expiresAt is when a PUBLISH received now expires, zero for never (the clock is read only then).
+func expiresAt(p *codec.Publish) time.Time {
 	if p.Props == nil || !p.Props.Has(codec.PropMessageExpiryInterval) {
 		return time.Time{}
 	}
-	return now.Add(time.Duration(p.Props.MessageExpiry) * time.Second)
+	return time.Now().Add(time.Duration(p.Props.MessageExpiry) * time.Second)
 }

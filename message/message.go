@@ -27,13 +27,18 @@ type Message struct {
 	Expires time.Time
 }
 
-// RemainingExpiry is the Message Expiry Interval to send at t, in whole seconds rounded up; false
-// when the message has none.
-func (m *Message) RemainingExpiry(t time.Time) (uint32, bool) {
-	if m.Expires.IsZero() {
-		return 0, false
+// PropsAt returns the properties that m goes out with at t: a copy of the publisher's, and what
+// remains of its Message Expiry Interval, in whole seconds rounded up [MQTT-3.3.2-6].
+func (m *Message) PropsAt(t time.Time) codec.Properties {
+	var p codec.Properties
+	if m.Props != nil {
+		p = *m.Props
 	}
-	return uint32(max(0, (m.Expires.Sub(t)+time.Second-1)/time.Second)), true
+	if !m.Expires.IsZero() {
+		p.MessageExpiry = uint32(max(0, (m.Expires.Sub(t)+time.Second-1)/time.Second))
+		p.Include(codec.PropMessageExpiryInterval)
+	}
+	return p
 }
 
 // ExpiredAt reports whether the message expired at t.

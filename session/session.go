@@ -504,14 +504,7 @@ func (s *Session) appendPublish(dst []byte, e *message.Entry, dup bool, at time.
 	if s.level != codec.Level5 {
 		return p.Append(dst), true
 	}
-	var props codec.Properties
-	if m.Props != nil {
-		props = *m.Props
-	}
-	if left, ok := m.RemainingExpiry(at); ok {
-		props.MessageExpiry = left
-		props.Include(codec.PropMessageExpiryInterval)
-	}
+	props := m.PropsAt(at)
 	alias, known := s.aliases[m.Topic]
 	if !known && len(s.aliases) < int(s.link.TopicAliasMax) {
 		alias = uint16(len(s.aliases) + 1)
