@@ -29,7 +29,10 @@ func (s *Server) expireSessions(cutoff time.Time) {
 		return !m.Online() && !m.OfflineSince().After(cutoff), m.OfflineSince()
 	}
 	for _, sess := range s.sessions.snapshot() {
-		if ok, _ := expired(sess); !ok || !sess.Persistent {
+		if !sess.Persistent {
+			continue
+		}
+		if ok, _ := expired(sess); !ok {
 			continue
 		}
 		s.mu.Lock()
