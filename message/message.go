@@ -78,3 +78,13 @@ type Entry struct {
 	PacketID uint16 // when State != Queued
 	Message  *Message
 }
+
+// SubOptions are what a session asked for with one topic filter: the maximum QoS granted and, at
+// MQTT 5, the subscription options and identifier (§3.8.3.1). Retain Handling is not kept: it
+// matters only while the SUBSCRIBE is handled.
+type SubOptions struct {
+	QoS               byte
+	NoLocal           bool   // not sent messages this client published [MQTT-3.8.3-3]
+	RetainAsPublished bool   // RETAIN kept as published on delivery [MQTT-3.3.1-12]
+	ID                uint32 // Subscription Identifier, sent with matching messages; 0: none
+}
