@@ -22,7 +22,7 @@ type delivery struct {
 	durableQoS []byte
 	memory     []*sessionHandle // clean-session targets at QoS 1/2, queued in memory after the commit
 	memoryQoS  []byte
-	outlets    []session.Outlet // online targets at QoS 0
+	outlets    []qos0Target     // online targets at QoS 0
 	retain     *retain.Message  // the retained store's update, applied when the batch is submitted
 }
 
@@ -71,7 +71,7 @@ func (c *conn) handlePublish(p *codec.Publish) error {
 		return nil
 	}
 	if p.QoS == 0 && !p.Retain && c.pending.Load() == 0 && !srv.cfg.Limits.QueueQoS0Offline {
-		srv.fanOutQoS0(p, c.stagePublish) // the fast path: nothing to store, nothing to wait for
+		srv.fanOutQoS0(p, c.sess, c.stagePublish) // the fast path: nothing to store, nothing to wait for
 		return nil
 	}
 	c.flushStaged() // staged QoS 0 messages go out before anything this publish causes
@@ -197,14 +197,14 @@ func (c *conn) acknowledgeOnly(p *codec.Publish, reason codec.ReasonCode) error 
 
 // fanOutQoS0 sends a QoS 0 message to every online subscriber through send (a publisher's
 // staging, or straight into the outbound buffers).
-func (s *Server) fanOutQoS0(p *codec.Publish, send func(session.Outlet, *codec.Publish)) {
+func (s *Server) fanOutQoS0(p *codec.Publish, self *sessionHandle, send func(session.Outlet, *codec.Publish)) {
 	mp := s.getMatches()
 	matches := s.trie.Match(p.Topic, *mp)
 	out := codec.Publish{Topic: p.Topic, Payload: p.Payload, Props: forwardProps(p.Props, true)}
 	acl := s.auth.Load().acl
 	for _, m := range matches {
-		if o, _ := s.take(acl, m.Key, p.Topic, 0, 0); o != nil {
-			send(o, &out)
+		if t, _ := s.take(acl, m.Key, p.Topic, 0, 0, m.Key == self); t.o != nil {
+			send(t.o, t.copyOf(&out, false))
 		}
 	}
 	*mp = matches
@@ -221,11 +221,11 @@ func (s *Server) getMatches() *[]router.Subscriber[*sessionHandle] {
 }
 
 // route decides, for every matching session, how p (published by client id owner) reaches it,
-// and reserves room in the queues of those that queue it. Forwarded copies never carry the
-// retain flag [MQTT-3.3.1-9]. It returns which retained-store limit kept a retained p from being
-// stored, or "".
+// and reserves room in the queues of those that queue it. Forwarded copies carry the retain flag
+// only to Retain As Published subscriptions [MQTT-3.3.1-9]. It returns which retained-store limit
+// kept a retained p from being stored, or "".
 func (s *Server) route(d *delivery, p *codec.Publish, owner string) (retainRefused string) {
-	d.msg = &persist.Message{Topic: p.Topic, Payload: p.Payload, QoS: p.QoS, Props: forwardProps(p.Props, false), Expires: expiresAt(p)}
+	d.msg = &persist.Message{Topic: p.Topic, Payload: p.Payload, QoS: p.QoS, RetainPublished: p.Retain, Props: forwardProps(p.Props, false), Expires: expiresAt(p)}
 	if p.Retain {
 		// [MQTT-3.3.1-5] store (or, with an empty payload, clear [MQTT-3.3.1-10]) the retained message.
 		m := &retain.Message{Topic: p.Topic, Payload: p.Payload, QoS: p.QoS, Owner: owner}
@@ -248,9 +248,9 @@ func (s *Server) route(d *delivery, p *codec.Publish, owner string) (retainRefus
 	for _, m := range matches {
 		qos := min(p.QoS, m.QoS) // [MQTT-3.8.4-6]
 		sess := m.Key
-		o, queued := s.take(acl, sess, p.Topic, qos, len(p.Payload))
-		if o != nil {
-			d.outlets = append(d.outlets, o)
+		t, queued := s.take(acl, sess, p.Topic, qos, len(p.Payload), sess.ID == owner)
+		if t.o != nil {
+			d.outlets = append(d.outlets, t)
 		}
 		if !queued {
 			continue
@@ -272,31 +272,68 @@ func (s *Server) route(d *delivery, p *codec.Publish, owner string) (retainRefus
 	return retainRefused
 }
 
-// take decides how a message on topic reaches sess at qos: through o now (QoS 0 to an online
-// session), queued (room for size bytes reserved), or not at all (the ACL, an offline session at
-// QoS 0, a full queue; counted).
-func (s *Server) take(acl *auth.ACL, sess *sessionHandle, topic string, qos byte, size int) (o session.Outlet, queued bool) {
+// qos0Target is an online session that gets a QoS 0 copy of a message straight away, and what
+// its copy carries beyond the publisher's: the identifiers of the subscriptions it matched and
+// whether one keeps RETAIN as published (MQTT 5).
+type qos0Target struct {
+	o                 session.Outlet
+	ids               []uint32
+	retainAsPublished bool
+}
+
+// copyOf returns p as t's client gets it: p itself, or a copy with t's identifiers and RETAIN as
+// published (retainPublished: the publisher set it).
+func (t *qos0Target) copyOf(p *codec.Publish, retainPublished bool) *codec.Publish {
+	retain := p.Retain || t.retainAsPublished && retainPublished
+	if len(t.ids) == 0 && retain == p.Retain {
+		return p
+	}
+	c := *p
+	c.Retain = retain
+	if len(t.ids) > 0 {
+		var props codec.Properties
+		if p.Props != nil {
+			props = *p.Props
+		}
+		props.SubscriptionIDs = t.ids
+		c.Props = &props
+	}
+	return &c
+}
+
+// take decides how a message on topic reaches sess at qos: through t.o now (QoS 0 to an online
+// session), queued (room for size bytes reserved), or not at all (the ACL, No Local when self is
+// the publisher's own session, an offline session at QoS 0, a full queue; counted).
+func (s *Server) take(acl *auth.ACL, sess *sessionHandle, topic string, qos byte, size int, self bool) (t qos0Target, queued bool) {
 	m := sess.lock()
 	defer sess.unlock()
 	if !s.mayRead(acl, m, topic) {
-		return nil, false
+		return t, false
+	}
+	if self && m.HasNoLocal() {
+		own, ok := m.OwnQoS(topic)
+		if !ok {
+			return t, false // [MQTT-3.8.3-3]
+		}
+		qos = min(qos, own)
 	}
 	if qos == 0 {
-		if o = m.Outlet(); o != nil {
-			return o, false
+		if t.o = m.Outlet(); t.o != nil {
+			t.ids, t.retainAsPublished = m.Via(topic)
+			return t, false
 		}
 		if !sess.Persistent || !s.cfg.Limits.QueueQoS0Offline {
 			s.stats.drop(DropOfflineQoS0)
-			return nil, false
+			return t, false
 		}
 	}
 	if !m.Reserve(size) {
 		s.stats.drop(DropQueueFull)
 		s.dropLog.Warn().Str("client_id", sess.ID).Str("topic", topic).
 			Msg("session queue full (limits.max_queued_messages / max_queued_bytes): message dropped for this session")
-		return nil, false
+		return t, false
 	}
-	return nil, true
+	return t, true
 }
 
 // committed runs in persist's callback, in commit order: it hands the entry to each persistent
@@ -340,8 +377,9 @@ func (s *Server) finish(d *delivery) {
 	}
 	if len(d.outlets) > 0 {
 		out := publishOf(d.msg, time.Now())
-		for _, o := range d.outlets {
-			o.SendPublish(&out)
+		for i := range d.outlets {
+			t := &d.outlets[i]
+			t.o.SendPublish(t.copyOf(&out, d.msg.RetainPublished))
 		}
 	}
 }

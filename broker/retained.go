@@ -27,9 +27,9 @@ func (s *Server) sendRetained(sess *sessionHandle, filter string, granted byte) 
 	acl := s.auth.Load().acl
 	for _, m := range matches {
 		qos := min(m.QoS, granted)
-		o, queued := s.take(acl, sess, m.Topic, qos, len(m.Payload))
-		if o != nil {
-			o.SendPublish(&codec.Publish{Topic: m.Topic, Payload: m.Payload, Retain: true})
+		t, queued := s.take(acl, sess, m.Topic, qos, len(m.Payload), false)
+		if t.o != nil {
+			t.o.SendPublish(t.copyOf(&codec.Publish{Topic: m.Topic, Payload: m.Payload, Retain: true}, true))
 		}
 		if !queued {
 			continue

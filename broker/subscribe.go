@@ -4,6 +4,7 @@ import (
 	"strings"
 
 	"github.com/holdfast/holdfast/codec"
+	"github.com/holdfast/holdfast/message"
 	"github.com/holdfast/holdfast/persist"
 )
 
@@ -11,21 +12,30 @@ import (
 // answers SUBACK and sends the matching retained messages.
 func (c *conn) handleSubscribe(p *codec.Subscribe) error {
 	codes := make([]byte, len(p.Subscriptions))
-	granted := make([]bool, len(p.Subscriptions))
+	sendRetained := make([]bool, len(p.Subscriptions))
+	var id uint32
+	if p.Props != nil && len(p.Props.SubscriptionIDs) > 0 {
+		id = p.Props.SubscriptionIDs[0] // the codec lets one through [MQTT-3.8.2-2]
+	}
 	var b persist.Batch
 	for i, sub := range p.Subscriptions {
 		codes[i] = sub.QoS // [MQTT-3.9.3-1] granted as requested
-		if why := c.refuseSubscription(sub.Filter); why != "" {
+		if reason, why := c.refuseSubscription(sub.Filter); why != "" {
 			c.log.Info().Str("filter", sub.Filter).Str("reason", why).Msg("subscription refused")
-			if c.level != codec.Level31 {
+			switch {
+			case c.level5():
+				codes[i] = byte(reason)
+			case c.level != codec.Level31:
 				// MQTT 3.1 has no failure code: like Mosquitto, answer it with the requested
 				// QoS but do not subscribe.
 				codes[i] = codec.SubackFailure // [MQTT-3.9.3-2]
 			}
 			continue
 		}
-		granted[i] = true
-		c.srv.subscribe(c.sess, sub.Filter, sub.QoS, &b)
+		o := message.SubOptions{QoS: sub.QoS, NoLocal: sub.NoLocal, RetainAsPublished: sub.RetainAsPublished, ID: id}
+		isNew := c.srv.subscribe(c.sess, sub.Filter, o, &b)
+		// Retain Handling: 0 always, 1 for a new subscription only, 2 never [MQTT-3.3.1-9..11].
+		sendRetained[i] = sub.RetainHandling == 0 || sub.RetainHandling == 1 && isNew
 	}
 	if b.Len() > 0 {
 		if _, err := c.srv.store.Commit(&b); err != nil {
@@ -34,7 +44,7 @@ func (c *conn) handleSubscribe(p *codec.Subscribe) error {
 	}
 	c.sendControl(&codec.Suback{PacketID: p.PacketID, ReturnCodes: codes}) // [MQTT-3.8.4-1]
 	for i, sub := range p.Subscriptions {
-		if granted[i] {
+		if sendRetained[i] {
 			if err := c.srv.sendRetained(c.sess, sub.Filter, codes[i]); err != nil { // [MQTT-3.3.1-6]
 				return err
 			}
@@ -43,17 +53,18 @@ func (c *conn) handleSubscribe(p *codec.Subscribe) error {
 	return nil
 }
 
-// subscribe records sess's subscription to filter at qos: in the trie, in the session and, for a
+// subscribe records sess's subscription to filter with o: in the trie, in the session and, for a
 // persistent session, in b (nil when the store already holds it, at recovery). Every subscription
 // is made here, so that the three copies cannot disagree. An identical filter's subscription is
-// replaced [MQTT-3.8.4-3].
-func (s *Server) subscribe(sess *sessionHandle, filter string, qos byte, b *persist.Batch) {
-	sess.lock().Subscribe(filter, qos)
+// replaced [MQTT-3.8.4-3]; it reports whether the subscription is new.
+func (s *Server) subscribe(sess *sessionHandle, filter string, o message.SubOptions, b *persist.Batch) bool {
+	isNew := sess.lock().Subscribe(filter, o)
 	sess.unlock()
-	s.trie.Subscribe(sess, filter, qos)
+	s.trie.Subscribe(sess, filter, o.QoS)
 	if sess.Persistent && b != nil {
-		b.PutSubscription(sess.ID, persist.Subscription{Filter: filter, QoS: qos})
+		b.PutSubscription(sess.ID, persist.Subscription{Filter: filter, QoS: o.QoS})
 	}
+	return isNew
 }
 
 // unsubscribe removes sess's subscription to filter from the trie, the session and, for a
@@ -72,25 +83,27 @@ func (s *Server) unsubscribe(sess *sessionHandle, filter string, b *persist.Batc
 	return true
 }
 
-// refuseSubscription returns why filter may not be subscribed, or "".
-func (c *conn) refuseSubscription(filter string) string {
+// refuseSubscription returns why filter may not be subscribed, or "", and the level-5 reason code
+// that says so. A filter the ACL refuses gets 0x80, not 0x87: Paho's v5 client, among others,
+// takes only 0x80 as a refusal.
+func (c *conn) refuseSubscription(filter string) (codec.ReasonCode, string) {
 	lim := &c.srv.cfg.Limits
 	if lim.MaxTopicLevels > 0 && topicLevels(filter) > lim.MaxTopicLevels {
-		return "more levels than limits.max_topic_levels"
+		return codec.ReasonTopicFilterInvalid, "more levels than limits.max_topic_levels"
 	}
 	m := c.sess.lock()
 	full := lim.MaxSubscriptions > 0 && m.NumSubscriptions() >= lim.MaxSubscriptions && !m.Has(filter)
 	c.sess.unlock()
 	if full {
-		return "limits.max_subscriptions reached"
+		return codec.ReasonQuotaExceeded, "limits.max_subscriptions reached"
 	}
 	if !c.srv.canSubscribe(&c.ident, filter) {
-		return "not allowed by the ACL"
+		return codec.ReasonUnspecifiedError, "not allowed by the ACL"
 	}
 	if c.sess.Persistent && c.srv.diskLow() {
-		return "a persistent session's subscription needs disk: free space below store.min_free_bytes"
+		return codec.ReasonQuotaExceeded, "a persistent session's subscription needs disk: free space below store.min_free_bytes"
 	}
-	return ""
+	return 0, ""
 }
 
 // topicLevels counts the levels of a topic name or filter.
@@ -100,14 +113,20 @@ func topicLevels(topic string) int { return strings.Count(topic, "/") + 1 }
 // [MQTT-3.10.4-4], [MQTT-3.10.4-5].
 func (c *conn) handleUnsubscribe(p *codec.Unsubscribe) error {
 	var b persist.Batch
-	for _, f := range p.Filters {
-		c.srv.unsubscribe(c.sess, f, &b)
+	var reasons []codec.ReasonCode
+	if c.level5() {
+		reasons = make([]codec.ReasonCode, len(p.Filters))
+	}
+	for i, f := range p.Filters {
+		if !c.srv.unsubscribe(c.sess, f, &b) && reasons != nil {
+			reasons[i] = codec.ReasonNoSubscriptionExisted
+		}
 	}
 	if b.Len() > 0 {
 		if _, err := c.srv.store.Commit(&b); err != nil {
 			return err
 		}
 	}
-	c.sendControl(&codec.Unsuback{PacketID: p.PacketID})
+	c.sendControl(&codec.Unsuback{PacketID: p.PacketID, Reasons: reasons})
 	return nil
 }

@@ -34,7 +34,7 @@ func subscriptionCopies(t *testing.T, b *testBroker) (trie, sessions, store map[
 		subs := sess.lock().Subscriptions()
 		sess.unlock()
 		for f, q := range subs {
-			add(sessions, sess.ID, f, q)
+			add(sessions, sess.ID, f, q.QoS)
 		}
 	}
 	inv, err := b.store.Inspect()

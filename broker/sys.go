@@ -99,6 +99,6 @@ func (s *Server) publishSys(loads map[string]*sysLoad, interval time.Duration) {
 	for name, v := range values {
 		topic := "$SYS/broker/" + name
 		s.sysRetained.Set(&retain.Message{Topic: topic, Payload: []byte(v)})
-		s.fanOutQoS0(&codec.Publish{Topic: topic, Payload: []byte(v)}, session.Outlet.SendPublish)
+		s.fanOutQoS0(&codec.Publish{Topic: topic, Payload: []byte(v)}, nil, session.Outlet.SendPublish)
 	}
 }

@@ -70,8 +70,7 @@ func (s *Server) connackProps(assignedID string) *codec.Properties {
 	if lim := s.cfg.Limits.MaxPacketSize; lim < 268435455 {
 		p.MaximumPacketSize = uint32(lim)
 	}
-	p.Include(codec.PropSubscriptionIdentifierAvailable) // 0: not yet
-	p.Include(codec.PropSharedSubscriptionAvailable)     // 0: not yet
+	p.Include(codec.PropSharedSubscriptionAvailable) // 0: not yet
 	return p
 }
 

@@ -17,7 +17,10 @@ type Message struct {
 	Topic   string
 	Payload []byte
 	QoS     byte // the published QoS
-	Retain  bool
+	Retain  bool // sent with RETAIN set: a retained message sent for a new subscription
+	// RetainPublished: the publisher set RETAIN. A live copy carries it only to subscriptions with
+	// Retain As Published [MQTT-3.3.1-12]; 3.x and the others get it cleared [MQTT-3.3.1-9].
+	RetainPublished bool
 
 	// MQTT 5: the publisher's properties that travel with the message to its subscribers (Payload
 	// Format Indicator, Content Type, Response Topic, Correlation Data, User Properties), nil

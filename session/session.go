@@ -16,10 +16,13 @@
 package session
 
 import (
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/holdfast/holdfast/codec"
 	"github.com/holdfast/holdfast/message"
+	"github.com/holdfast/holdfast/router"
 )
 
 // Options bound one session.
@@ -39,7 +42,9 @@ type Session struct {
 	opts *Options
 
 	level       byte
-	subs        map[string]byte
+	subs        map[string]message.SubOptions
+	noLocal     int              // subscriptions with No Local
+	decorated   int              // subscriptions with Retain As Published or an identifier
 	pending     []*message.Entry // queued, not yet sent, in order
 	inflight    []*message.Entry // sent, awaiting acknowledgement, in send order
 	byPID       map[uint16]*message.Entry
@@ -66,7 +71,7 @@ func New(id string, persistent bool, level byte, opts *Options) *Session {
 		Persistent: persistent,
 		opts:       opts,
 		level:      level,
-		subs:       make(map[string]byte),
+		subs:       make(map[string]message.SubOptions),
 		byPID:      make(map[uint16]*message.Entry),
 		inbound:    make(map[uint16]struct{}),
 	}
@@ -234,27 +239,76 @@ func (s *Session) Record() Record {
 }
 
 // Subscribe records a granted subscription and reports whether it is new.
-func (s *Session) Subscribe(filter string, qos byte) bool {
-	_, had := s.subs[filter]
-	s.subs[filter] = qos
+func (s *Session) Subscribe(filter string, o message.SubOptions) bool {
+	old, had := s.subs[filter]
+	if had {
+		s.count(old, -1)
+	}
+	s.count(o, 1)
+	s.subs[filter] = o
 	return !had
+}
+
+// count keeps the counters that let Via and HasNoLocal skip the subscriptions of a session that
+// uses no options.
+func (s *Session) count(o message.SubOptions, n int) {
+	if o.NoLocal {
+		s.noLocal += n
+	}
+	if o.RetainAsPublished || o.ID != 0 {
+		s.decorated += n
+	}
 }
 
 // Unsubscribe forgets a subscription and reports whether it existed.
 func (s *Session) Unsubscribe(filter string) bool {
-	_, had := s.subs[filter]
+	old, had := s.subs[filter]
+	if had {
+		s.count(old, -1)
+	}
 	delete(s.subs, filter)
 	return had
 }
 
-// Subscriptions returns a copy of the filters and their granted QoS.
-func (s *Session) Subscriptions() map[string]byte {
-	m := make(map[string]byte, len(s.subs))
-	for f, q := range s.subs {
-		m[f] = q
-	}
-	return m
+// Subscriptions returns a copy of the filters and what they were granted.
+func (s *Session) Subscriptions() map[string]message.SubOptions {
+	return maps.Clone(s.subs)
 }
+
+// OwnQoS is the QoS at which a message this session's own client published on topic reaches it:
+// the highest of its matching subscriptions without No Local [MQTT-3.8.3-3]; ok is false when
+// every matching one has No Local.
+func (s *Session) OwnQoS(topic string) (qos byte, ok bool) {
+	for f, o := range s.subs {
+		if !o.NoLocal && router.MatchFilter(f, topic) {
+			qos, ok = max(qos, o.QoS), true
+		}
+	}
+	return qos, ok
+}
+
+// Via returns, for a message on topic, the identifiers of the matching subscriptions, to be sent
+// with it in one PUBLISH [MQTT-3.3.4-3], and whether one of them keeps RETAIN as published. Both
+// are MQTT 5's: a client attached at 3.x gets neither.
+func (s *Session) Via(topic string) (ids []uint32, retainAsPublished bool) {
+	if s.decorated == 0 || s.level != codec.Level5 {
+		return nil, false
+	}
+	for f, o := range s.subs {
+		if (o.ID != 0 || o.RetainAsPublished) && router.MatchFilter(f, topic) {
+			if o.ID != 0 {
+				ids = append(ids, o.ID)
+			}
+			retainAsPublished = retainAsPublished || o.RetainAsPublished
+		}
+	}
+	slices.Sort(ids) // map order is random; the same message should look the same every time
+	return ids, retainAsPublished
+}
+
+// HasNoLocal reports whether any subscription has No Local, so that the broker asks OwnQoS only
+// then.
+func (s *Session) HasNoLocal() bool { return s.noLocal > 0 }
 
 // Reserve counts a message of size payload bytes against the queue limits before it is queued.
 // It returns false, counting nothing, when the session is full: the message is dropped for this
@@ -505,6 +559,9 @@ func (s *Session) appendPublish(dst []byte, e *message.Entry, dup bool, at time.
 		return p.Append(dst), true
 	}
 	props := m.PropsAt(at)
+	ids, rap := s.Via(m.Topic)
+	props.SubscriptionIDs = ids
+	p.Retain = p.Retain || rap && m.RetainPublished // [MQTT-3.3.1-12]
 	alias, known := s.aliases[m.Topic]
 	if !known && len(s.aliases) < int(s.link.TopicAliasMax) {
 		alias = uint16(len(s.aliases) + 1)

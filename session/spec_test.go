@@ -275,10 +275,10 @@ func TestSessionSpec(t *testing.T) {
 		}},
 		{"MQTT-3.8.4-3 a SUBSCRIBE with an identical filter replaces the subscription; MQTT-3.10.4-1 UNSUBSCRIBE removes it", func(t *testing.T) {
 			s, _ := newSpecSession(false)
-			if !s.Subscribe("a/+", 1) || s.Subscribe("a/+", 2) {
+			if !s.Subscribe("a/+", message.SubOptions{QoS: 1}) || s.Subscribe("a/+", message.SubOptions{QoS: 2}) {
 				t.Fatal("Subscribe must report a new filter once")
 			}
-			if subs := s.Subscriptions(); len(subs) != 1 || subs["a/+"] != 2 || s.NumSubscriptions() != 1 || !s.Has("a/+") {
+			if subs := s.Subscriptions(); len(subs) != 1 || subs["a/+"].QoS != 2 || s.NumSubscriptions() != 1 || !s.Has("a/+") {
 				t.Fatalf("subscriptions %v", subs)
 			}
 			if !s.Unsubscribe("a/+") || s.Unsubscribe("a/+") || s.Has("a/+") {

@@ -54,7 +54,7 @@ func TestMQTT5Connack_MQTT_3_2_2_16(t *testing.T) {
 	_, ack := dial5(t, b.Addr, "", nil)
 	p := ack.Props
 	if p == nil || p.AssignedClientID == "" || p.TopicAliasMaximum != 64 ||
-		!p.Has(codec.PropSubscriptionIdentifierAvailable) || p.SubIDAvailable ||
+		p.Has(codec.PropSubscriptionIdentifierAvailable) || // absent: available
 		!p.Has(codec.PropSharedSubscriptionAvailable) || p.SharedSubAvailable {
 		t.Fatalf("CONNACK properties %+v", p)
 	}

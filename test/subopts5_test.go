@@ -1,0 +1,142 @@
+package test
+
+// MQTT 5 subscription options and identifiers over the wire (§3.8.3.1, §3.3.4).
+
+import (
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/holdfast/holdfast/codec"
+	"github.com/holdfast/holdfast/internal/mqtttest"
+)
+
+// subscribe5 sends one level-5 SUBSCRIBE and returns its reason codes.
+func subscribe5(t *testing.T, c *mqtttest.Client, pid uint16, id uint32, subs ...codec.Subscription) []byte {
+	t.Helper()
+	p := &codec.Subscribe{PacketID: pid, Subscriptions: subs}
+	if id != 0 {
+		p.Props = &codec.Properties{SubscriptionIDs: []uint32{id}}
+	}
+	c.Send(p)
+	ack := mqtttest.Expect[*codec.Suback](c)
+	if ack.PacketID != pid || len(ack.ReturnCodes) != len(subs) {
+		t.Fatalf("SUBACK %+v for %d filters", ack, len(subs))
+	}
+	return ack.ReturnCodes
+}
+
+// [MQTT-3.8.3-3] with No Local a client does not get the messages it published itself, unless
+// another of its subscriptions without it matches too.
+func TestMQTT5NoLocal_MQTT_3_8_3_3(t *testing.T) {
+	b := StartBroker(t, BrokerConfig{MQTT5: true})
+	self, _ := dial5(t, b.Addr, "self", nil)
+	subscribe5(t, self, 1, 0, codec.Subscription{Filter: "nl/#", QoS: 1, NoLocal: true})
+	other, _ := dial5(t, b.Addr, "other", nil)
+	subscribe5(t, other, 1, 0, codec.Subscription{Filter: "nl/#", QoS: 1, NoLocal: true})
+	self.Send(&codec.Publish{Topic: "nl/a", QoS: 0, Payload: []byte("0")},
+		&codec.Publish{Topic: "nl/a", QoS: 1, PacketID: 1, Payload: []byte("1")})
+	mqtttest.Expect[*codec.Puback](self)
+	for _, want := range []string{"0", "1"} {
+		if p := other.NextPublish(); string(p.Payload) != want {
+			t.Fatalf("other client got %q, want %q", p.Payload, want)
+		}
+	}
+	self.ExpectSilence(200 * time.Millisecond)
+
+	subscribe5(t, self, 2, 0, codec.Subscription{Filter: "nl/+", QoS: 0})
+	self.Send(&codec.Publish{Topic: "nl/b", QoS: 1, PacketID: 2, Payload: []byte("2")})
+	if p := self.NextPublish(); string(p.Payload) != "2" || p.QoS != 0 {
+		t.Fatalf("through the subscription without No Local: %q at QoS %d, want \"2\" at its QoS 0", p.Payload, p.QoS)
+	}
+}
+
+// [MQTT-3.3.1-12] Retain As Published keeps RETAIN on a live copy of a retained publish; without
+// it the flag is cleared [MQTT-3.3.1-13].
+func TestMQTT5RetainAsPublished_MQTT_3_3_1_12(t *testing.T) {
+	b := StartBroker(t, BrokerConfig{MQTT5: true})
+	rap, _ := dial5(t, b.Addr, "rap", nil)
+	subscribe5(t, rap, 1, 0, codec.Subscription{Filter: "rap/#", QoS: 1, RetainAsPublished: true})
+	plain, _ := dial5(t, b.Addr, "plain", nil)
+	subscribe5(t, plain, 1, 0, codec.Subscription{Filter: "rap/#", QoS: 1})
+	pub, _ := dial5(t, b.Addr, "pub", nil)
+	for i, qos := range []byte{0, 1} {
+		pub.Send(&codec.Publish{Topic: "rap/x", QoS: qos, PacketID: uint16(i + 1), Retain: true, Payload: []byte{'r', byte('0' + i)}})
+		if p := rap.NextPublish(); !p.Retain {
+			t.Fatalf("QoS %d: Retain As Published subscriber got RETAIN 0", qos)
+		}
+		if p := plain.NextPublish(); p.Retain {
+			t.Fatalf("QoS %d: subscriber without Retain As Published got RETAIN 1", qos)
+		}
+	}
+}
+
+// [MQTT-3.3.1-9] [MQTT-3.3.1-10] [MQTT-3.3.1-11] Retain Handling: 0 sends the retained messages
+// at every SUBSCRIBE, 1 only when the subscription is new, 2 never.
+func TestMQTT5RetainHandling_MQTT_3_3_1_10(t *testing.T) {
+	b := StartBroker(t, BrokerConfig{MQTT5: true})
+	pub, _ := dial5(t, b.Addr, "pub", nil)
+	pub.Send(&codec.Publish{Topic: "rh/x", QoS: 1, PacketID: 1, Retain: true, Payload: []byte("kept")})
+	mqtttest.Expect[*codec.Puback](pub)
+	for _, tc := range []struct {
+		handling    byte
+		first, next bool
+	}{{0, true, true}, {1, true, false}, {2, false, false}} {
+		c, _ := dial5(t, b.Addr, "rh", nil)
+		for i, want := range []bool{tc.first, tc.next} {
+			subscribe5(t, c, uint16(i+1), 0, codec.Subscription{Filter: "rh/#", QoS: 1, RetainHandling: tc.handling})
+			if !want {
+				c.ExpectSilence(200 * time.Millisecond)
+				continue
+			}
+			if p := c.NextPublish(); string(p.Payload) != "kept" || !p.Retain {
+				t.Fatalf("Retain Handling %d, SUBSCRIBE %d: got %q retain=%v", tc.handling, i+1, p.Payload, p.Retain)
+			}
+		}
+		c.Send(&codec.Disconnect{})
+	}
+}
+
+// [MQTT-3.3.4-3] a message that matches several subscriptions of one client goes out once, with
+// the identifiers of all of them [MQTT-3.3.4-4]; a retained message sent for a new subscription
+// carries its identifier too.
+func TestMQTT5SubscriptionIdentifiers_MQTT_3_3_4_3(t *testing.T) {
+	b := StartBroker(t, BrokerConfig{MQTT5: true})
+	pub, _ := dial5(t, b.Addr, "pub", nil)
+	pub.Send(&codec.Publish{Topic: "id/r", QoS: 1, PacketID: 1, Retain: true, Payload: []byte("r")})
+	mqtttest.Expect[*codec.Puback](pub)
+
+	sub, _ := dial5(t, b.Addr, "sub", nil)
+	subscribe5(t, sub, 1, 7, codec.Subscription{Filter: "id/#", QoS: 1})
+	if p := sub.NextPublish(); string(p.Payload) != "r" || p.Props == nil || !slices.Equal(p.Props.SubscriptionIDs, []uint32{7}) {
+		t.Fatalf("retained message: %+v", p)
+	}
+	subscribe5(t, sub, 2, 9, codec.Subscription{Filter: "id/+", QoS: 0, RetainHandling: 2})
+	subscribe5(t, sub, 3, 0, codec.Subscription{Filter: "id/x", QoS: 0}) // no identifier
+	for i, qos := range []byte{0, 1, 2} {
+		pub.Send(&codec.Publish{Topic: "id/x", QoS: qos, PacketID: uint16(i + 2), Payload: []byte{byte('0' + qos)}})
+		p := sub.NextPublish()
+		if p.Props == nil || !slices.Equal(p.Props.SubscriptionIDs, []uint32{7, 9}) {
+			t.Fatalf("QoS %d: identifiers %+v, want [7 9] in one PUBLISH", qos, p.Props)
+		}
+	}
+	sub.ExpectSilence(200 * time.Millisecond) // one copy each
+	c := mqtttest.Dial(t, b.Addr)
+	c.MustConnect("old", true)
+	c.Subscribe(1, 1, "id/#")
+	if p := c.NextPublish(); p.Props != nil {
+		t.Fatalf("a 3.1.1 subscriber got properties %+v", p.Props)
+	}
+}
+
+// [MQTT-3.11.3-1] UNSUBACK has a reason code per filter: 0x11 for one that was not subscribed.
+func TestMQTT5UnsubackReasons_MQTT_3_11_3_1(t *testing.T) {
+	b := StartBroker(t, BrokerConfig{MQTT5: true})
+	c, _ := dial5(t, b.Addr, "u", nil)
+	subscribe5(t, c, 1, 0, codec.Subscription{Filter: "u/a", QoS: 1})
+	c.Send(&codec.Unsubscribe{PacketID: 2, Filters: []string{"u/a", "u/b"}})
+	ack := mqtttest.Expect[*codec.Unsuback](c)
+	if !slices.Equal(ack.Reasons, []codec.ReasonCode{codec.ReasonSuccess, codec.ReasonNoSubscriptionExisted}) {
+		t.Fatalf("UNSUBACK reasons %v", ack.Reasons)
+	}
+}
