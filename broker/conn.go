@@ -32,7 +32,9 @@ type conn struct {
 	level    byte
 	link     session.Link // what the client's CONNECT set for deliveries to it
 
-	connected5 atomic.Bool // a level-5 client got its CONNACK: it is told why the server closes
+	connected5 atomic.Bool  // a level-5 client got its CONNACK: it is told why the server closes
+	expiryCut  uint32       // the Session Expiry Interval used instead of the longer one asked for; 0: as asked
+	unacked    atomic.Int32 // level 5: the client's QoS 1/2 PUBLISH packets not yet finished (Receive Maximum)
 	sess       *sessionHandle
 	keepAlive  time.Duration
 	ident      auth.Client // who the client authenticated as, for the ACL
@@ -208,6 +210,11 @@ func (c *conn) handle(p codec.Packet) error {
 	case *codec.Pingreq:
 		c.sendControl(&codec.Pingresp{}) // [MQTT-3.12.4-1]
 	case *codec.Disconnect:
+		if p.Props != nil && p.Props.Has(codec.PropSessionExpiryInterval) {
+			if err := c.changeExpiry(p.Props.SessionExpiry); err != nil {
+				return err
+			}
+		}
 		if p.Reason != codec.ReasonDisconnectWithWill { // [MQTT-3.14.4-3]
 			c.sess.lock().Disconnected()
 			c.sess.unlock()

@@ -4,8 +4,10 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"time"
 
+	"github.com/holdfast/holdfast/auth"
 	"github.com/holdfast/holdfast/codec"
 	"github.com/holdfast/holdfast/listener"
 	"github.com/holdfast/holdfast/persist"
@@ -114,6 +116,9 @@ func (c *conn) handleConnect(cp *codec.Connect, decodeErr error) bool {
 		if serverKeepAlive {
 			ack.Props.ServerKeepAlive = uint16(c.keepAlive / time.Second)
 		}
+		if c.expiryCut != 0 {
+			ack.Props.SessionExpiry = c.expiryCut // §3.2.2.3.2
+		}
 	}
 	c.sendControl(ack)
 	m := c.sess.lock()
@@ -134,15 +139,19 @@ func (c *conn) openSession(cp *codec.Connect) (bool, error) {
 	srv := c.srv
 	existing := srv.sessions.get(c.clientID)
 	// A 3.x session outlives its connection unless clean; a level-5 one if it has an expiry
-	// interval (per-session expiry is not kept yet: limits.session_expiry applies).
+	// interval, or if it resumes one that does (it then ends when this connection does).
 	persistent := !cp.CleanSession
-	if c.level5() {
-		persistent = persistentV5(cp)
+	expiry, hasExpiry := uint32(0), c.level5()
+	if hasExpiry {
+		expiry = c.sessionExpiry(cp)
+		persistent = expiry > 0 || !cp.CleanSession && existing != nil && existing.Persistent
 	}
 	if persistent && (existing == nil || !existing.Persistent) && srv.diskLow() {
 		return false, errors.New("a new persistent session needs disk and free space is below store.min_free_bytes")
 	}
 	var b persist.Batch
+	var ended *codec.Will
+	var endedOwner auth.Client
 	present := false
 	switch {
 	case !cp.CleanSession && existing != nil && existing.Persistent:
@@ -150,15 +159,21 @@ func (c *conn) openSession(cp *codec.Connect) (bool, error) {
 		present = true
 	default:
 		if existing != nil {
+			m := existing.lock()
+			ended, endedOwner = m.WillDue(time.Now(), true), readerOf(m) // its session ends: due now
+			existing.unlock()
 			srv.discardSession(existing, &b) // [MQTT-3.1.2-6] clean session discards the previous one
 		}
 		c.sess = newHandle(session.New(c.clientID, persistent, c.level, &srv.sessOpts), srv.backlogHigh)
 		srv.sessions.put(c.sess)
 	}
-	c.sess.lock().SetIdentity(session.Identity{Username: c.ident.Username, Anonymous: c.ident.Anonymous})
+	m := c.sess.lock()
+	m.SetIdentity(session.Identity{Username: c.ident.Username, Anonymous: c.ident.Anonymous})
+	m.SetExpiry(expiry, hasExpiry)
+	record := m.Record()
 	c.sess.unlock()
 	if c.sess.Persistent {
-		b.PutSession(c.clientID, persist.SessionRecord{ProtocolLevel: c.level, HasOwner: true, Username: c.ident.Username, Anonymous: c.ident.Anonymous})
+		b.PutSession(c.clientID, sessionRecord(record))
 	}
 	if b.Len() > 0 {
 		// Also a barrier: acknowledgements the previous connection submitted are on disk before
@@ -167,7 +182,44 @@ func (c *conn) openSession(cp *codec.Connect) (bool, error) {
 			return false, err
 		}
 	}
+	if ended != nil {
+		srv.publishWill(&delivery{}, ended, endedOwner, c.log)
+	}
 	return present, nil
+}
+
+// sessionExpiry is the Session Expiry Interval a level-5 CONNECT asked for, cut to
+// limits.session_expiry when that is shorter (CONNACK then says so, §3.2.2.3.2).
+func (c *conn) sessionExpiry(cp *codec.Connect) uint32 {
+	var asked uint32
+	if cp.Props != nil {
+		asked = cp.Props.SessionExpiry
+	}
+	return c.cutExpiry(asked)
+}
+
+// cutExpiry returns asked, or limits.session_expiry when that is shorter, and remembers the cut.
+func (c *conn) cutExpiry(asked uint32) uint32 {
+	if lim := c.srv.cfg.Limits.SessionExpiry.Duration; lim > 0 {
+		if most := uint32(min(lim/time.Second, 0xFFFFFFFE)); asked > most {
+			c.expiryCut = most
+			return most
+		}
+	}
+	return asked
+}
+
+// changeExpiry applies the Session Expiry Interval a DISCONNECT sets: one that was 0 at CONNECT
+// cannot become anything else [MQTT-3.14.2-2]; a persistent session set to 0 ends with this
+// connection (endSession).
+func (c *conn) changeExpiry(seconds uint32) error {
+	m := c.sess.lock()
+	defer c.sess.unlock()
+	if was, _ := m.Expiry(); was == 0 && seconds != 0 {
+		return fmt.Errorf("%w: DISCONNECT sets a Session Expiry Interval, CONNECT set 0 [MQTT-3.14.2-2]", errProtocol)
+	}
+	m.SetExpiry(c.cutExpiry(seconds), true)
+	return nil
 }
 
 // refuse writes a CONNACK with an error code directly (the writer has not started) and leaves
@@ -190,21 +242,32 @@ func (c *conn) writeConnack(ack *codec.Connack) {
 }
 
 // endSession runs in teardown: a clean session ends with its connection, a persistent one goes
-// offline with its queue on disk, and an unexpected close publishes the will.
+// offline with its queue on disk (or ends now, if its expiry interval is 0), and an unexpected
+// close publishes the will, or leaves it pending its delay.
 func (c *conn) endSession() {
 	srv := c.srv
-	var b persist.Batch
+	var d delivery
+	now := time.Now()
 	m := c.sess.lock()
-	addWrites(&b, c.clientID, m.Detach(time.Now())...)
-	record, will := m.Record(), m.TakeWill()
+	addWrites(&d.batch, c.clientID, m.Detach(now)...)
+	will := m.TakeWill(srv.cfg.Limits.SessionExpiry.Duration)
+	end, expires := m.ExpiresAt(srv.cfg.Limits.SessionExpiry.Duration)
+	record, owner := m.Record(), readerOf(m)
 	c.sess.unlock()
-	if !c.sess.Persistent {
+	switch {
+	case !c.sess.Persistent:
 		srv.discardSession(c.sess, nil)
-	} else {
-		b.PutSession(c.clientID, sessionRecord(record))
-		srv.store.Submit(&b, srv.logCommitError("recording a session going offline"))
+	case expires && !end.After(now):
+		srv.discardSession(c.sess, &d.batch) // the connection still holds the client id
+	default:
+		d.batch.PutSession(c.clientID, sessionRecord(record))
+		srv.schedule(c.sess)
 	}
-	c.publishWillIfDue(will)
+	if will == nil {
+		srv.store.Submit(&d.batch, srv.logCommitError("recording a session going offline"))
+		return
+	}
+	srv.publishWill(&d, will, owner, c.log)
 }
 
 func (s *Server) isClosing() bool {

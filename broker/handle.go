@@ -2,6 +2,7 @@ package broker
 
 import (
 	"sync"
+	"time"
 
 	"github.com/holdfast/holdfast/message"
 	"github.com/holdfast/holdfast/session"
@@ -20,6 +21,7 @@ type sessionHandle struct {
 	drain chan struct{} // closed when the backlog falls to backlogHigh/2; nil when nobody waits
 	stuck bool          // a publisher waited in vain: stop making publishers wait until it drains
 	high  int           // backlogHigh of the server, copied for unlock
+	timer *time.Timer   // runs Server.reap while offline; nil until first needed
 }
 
 func newHandle(m *session.Session, backlogHigh int) *sessionHandle {

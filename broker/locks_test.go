@@ -97,7 +97,9 @@ func TestLockOrderUnderLoad(t *testing.T) {
 		b.srv.Gauges()
 		b.srv.Live("sub1")
 		b.srv.ReloadAuth()
-		b.srv.expireSessions(time.Now().Add(-time.Hour))
+		for _, sess := range b.srv.sessions.snapshot() {
+			b.srv.reap(sess)
+		}
 	})
 
 	time.Sleep(3 * time.Second) // the length of the load

@@ -33,6 +33,9 @@ type outbound struct {
 // sendControl queues a packet for the writer. Control packets are never dropped: a client that
 // does not read its acknowledgements stops being read (waitRoom) and then hits the write deadline.
 func (c *conn) sendControl(p codec.Packet) {
+	if c.level5() {
+		c.released(p)
+	}
 	c.omu.Lock()
 	if !c.oclosed {
 		c.obuf = c.appendPacket(c.obuf, p)

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -22,8 +23,8 @@ type delivery struct {
 	durableQoS []byte
 	memory     []*sessionHandle // clean-session targets at QoS 1/2, queued in memory after the commit
 	memoryQoS  []byte
-	outlets    []qos0Target     // online targets at QoS 0
-	retain     *retain.Message  // the retained store's update, applied when the batch is submitted
+	outlets    []qos0Target    // online targets at QoS 0
+	retain     *retain.Message // the retained store's update, applied when the batch is submitted
 }
 
 // pubJob is a packet of one connection that completes after a commit: a routed PUBLISH, or a
@@ -45,6 +46,9 @@ func (c *conn) handlePublish(p *codec.Publish) error {
 	if c.level5() {
 		if err := c.resolveAlias(p); err != nil {
 			return err
+		}
+		if p.QoS > 0 && !c.withinReceiveMaximum(p) {
+			return fmt.Errorf("%w: more than %d QoS 1/2 PUBLISH packets unacknowledged", errReceiveMaximum, srv.cfg.Limits.ReceiveMaximum)
 		}
 	}
 	if lim := srv.cfg.Limits.MaxTopicLevels; lim > 0 && topicLevels(p.Topic) > lim {

@@ -105,10 +105,6 @@ func New(cfg *config.Config, store *persist.Store, rules *AuthRules, version str
 		s.wg.Add(1)
 		go s.sysLoop(every)
 	}
-	if exp := cfg.Limits.SessionExpiry.Duration; exp > 0 {
-		s.wg.Add(1)
-		go s.expireLoop(exp)
-	}
 	return s, nil
 }
 
@@ -135,6 +131,7 @@ func (s *Server) recover() error {
 		for _, sub := range ss.Subscriptions {
 			s.subscribe(sess, sub.Filter, message.SubOptions{QoS: sub.QoS}, nil)
 		}
+		s.schedule(sess)
 		queued += ss.QueuedCount
 	}
 	if orphans.Len() > 0 {

@@ -6,46 +6,70 @@ import (
 	"github.com/holdfast/holdfast/persist"
 )
 
-// expireLoop removes persistent sessions that have been offline longer than exp.
-func (s *Server) expireLoop(exp time.Duration) {
-	defer s.wg.Done()
-	every := min(max(exp/10, 100*time.Millisecond), time.Minute)
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.quit:
-			return
-		case <-t.C:
-			s.expireSessions(time.Now().Add(-exp))
-		}
+// schedule arranges for reap to run when sess next needs it offline: its pending will is due or
+// it expires (see session.NextEvent). A timer per offline session, not a sweep of all of them:
+// the broker holds many sessions and few of them have anything due soon.
+func (s *Server) schedule(sess *sessionHandle) {
+	m := sess.lock()
+	defer sess.unlock()
+	at, ok := m.NextEvent(s.cfg.Limits.SessionExpiry.Duration)
+	if !ok {
+		return
 	}
+	wait := time.Until(at)
+	if sess.timer == nil {
+		sess.timer = time.AfterFunc(wait, func() { s.reap(sess) })
+		return
+	}
+	sess.timer.Reset(wait)
 }
 
-func (s *Server) expireSessions(cutoff time.Time) {
-	expired := func(sess *sessionHandle) (bool, time.Time) {
+// reap publishes sess's will if it is due and removes sess if it expired, then schedules what
+// remains. A session that came back online meanwhile has nothing due.
+func (s *Server) reap(sess *sessionHandle) {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return // the store is closing: a pending will stays on disk and is due after the restart
+	}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	defer s.wg.Done()
+
+	now := time.Now()
+	def := s.cfg.Limits.SessionExpiry.Duration
+	m := sess.lock()
+	will, owner := m.WillDue(now, false), readerOf(m)
+	sess.unlock()
+	if will != nil {
+		var d delivery
+		s.publishWill(&d, will, owner, s.log.With().Str("client_id", sess.ID).Logger())
+	}
+
+	expired := func() (bool, time.Time) {
 		m := sess.lock()
 		defer sess.unlock()
-		return !m.Online() && !m.OfflineSince().After(cutoff), m.OfflineSince()
+		end, ok := m.ExpiresAt(def)
+		return ok && !end.After(now), m.OfflineSince()
 	}
-	for _, sess := range s.sessions.snapshot() {
-		if !sess.Persistent {
-			continue
-		}
-		if ok, _ := expired(sess); !ok {
-			continue
-		}
-		s.mu.Lock()
-		// The owners map is the connect lock: a client connecting now holds its id there.
-		ok, since := expired(sess)
-		if s.owners[sess.ID] != nil || !ok {
-			s.mu.Unlock()
-			continue
-		}
-		s.discardSession(sess, nil)
+	if ok, _ := expired(); !ok {
+		s.schedule(sess)
+		return
+	}
+	s.mu.Lock()
+	// The owners map is the connect lock: a client connecting now holds its id there.
+	ok, since := expired()
+	if s.owners[sess.ID] != nil || !ok || s.sessions.get(sess.ID) != sess {
 		s.mu.Unlock()
-		s.log.Info().Str("client_id", sess.ID).Time("offline_since", since).Msg("session expired")
+		return
 	}
+	will = sess.lock().WillDue(now, true) // the session ends: its will is due now [MQTT-3.1.3-9]
+	sess.unlock()
+	var d delivery
+	s.discardSession(sess, &d.batch)
+	s.mu.Unlock()
+	s.log.Info().Str("client_id", sess.ID).Time("offline_since", since).Msg("session expired")
+	s.publishWill(&d, will, owner, s.log.With().Str("client_id", sess.ID).Logger())
 }
 
 // discardSession removes sess with everything it owns, from memory now and from disk with b (or

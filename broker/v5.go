@@ -14,8 +14,7 @@ import (
 // MQTT 5.0 (config mqtt5, experimental): what a level-5 connection adds to the 3.1.1 paths. The
 // session machine does the deliveries (session.Link); this file holds the connection's side:
 // CONNACK's properties, reason codes, the DISCONNECT the server sends, and the client's topic
-// aliases. Not done yet (issue 14): properties and expiry on disk, per-session expiry, the
-// subscription options and identifiers, will delay, enhanced authentication.
+// aliases. Not done yet (issue 14): properties and expiry on disk, enhanced authentication.
 
 // level5 reports whether the connection speaks MQTT 5.
 func (c *conn) level5() bool { return c.level == codec.Level5 }
@@ -54,18 +53,15 @@ func linkOf(cp *codec.Connect) session.Link {
 	return l
 }
 
-// persistentV5 reports whether a level-5 CONNECT asks for a session that outlives the connection:
-// a Session Expiry Interval above 0 [MQTT-3.1.2-23].
-func persistentV5(cp *codec.Connect) bool {
-	return cp.Props != nil && cp.Props.SessionExpiry > 0
-}
-
 // connackProps are a level-5 CONNACK's properties: the broker's limits and what it does not
 // support yet, so that clients do not use it (§3.2.2.3).
 func (s *Server) connackProps(assignedID string) *codec.Properties {
 	p := &codec.Properties{
 		AssignedClientID:  assignedID,
 		TopicAliasMaximum: uint16(s.cfg.Limits.TopicAliasMaximum),
+	}
+	if rm := s.cfg.Limits.ReceiveMaximum; rm < 65535 {
+		p.ReceiveMaximum = uint16(rm) // absent: 65,535 (§3.2.2.3.3)
 	}
 	if lim := s.cfg.Limits.MaxPacketSize; lim < 268435455 {
 		p.MaximumPacketSize = uint32(lim)
@@ -111,8 +107,51 @@ func reasonOfHandleError(err error) codec.ReasonCode {
 		return codec.ReasonTopicAliasInvalid
 	case errors.Is(err, errProtocol):
 		return codec.ReasonProtocolError
+	case errors.Is(err, errReceiveMaximum):
+		return codec.ReasonReceiveMaximumExceeded
 	}
 	return codec.ReasonUnspecifiedError
+}
+
+// errReceiveMaximum: the client sent more QoS 1/2 PUBLISH packets than the broker's Receive
+// Maximum without waiting for their acknowledgements [MQTT-3.3.4-8].
+var errReceiveMaximum = errors.New("receive maximum exceeded")
+
+// withinReceiveMaximum counts a QoS 1/2 PUBLISH against the broker's Receive Maximum and reports
+// whether it fits. A QoS 2 retransmission of a message the session already holds is not counted:
+// its PUBLISH may date from an earlier connection, so counting it could only punish a client
+// that did nothing wrong, and released (below) never lets the count go negative either.
+func (c *conn) withinReceiveMaximum(p *codec.Publish) bool {
+	if p.QoS == 2 && p.Dup {
+		m := c.sess.lock()
+		known := m.HasInbound(p.PacketID)
+		c.sess.unlock()
+		if known {
+			return true
+		}
+	}
+	return c.unacked.Add(1) <= int32(c.srv.cfg.Limits.ReceiveMaximum)
+}
+
+// released takes back from the Receive Maximum count the PUBLISH that the acknowledgement p
+// finishes: PUBACK, PUBCOMP, or a PUBREC that refuses it (§4.9).
+func (c *conn) released(p codec.Packet) {
+	switch a := p.(type) {
+	case *codec.Puback:
+	case *codec.Pubcomp:
+	case *codec.Pubrec:
+		if a.Reason < 0x80 {
+			return
+		}
+	default:
+		return
+	}
+	for {
+		n := c.unacked.Load()
+		if n <= 0 || c.unacked.CompareAndSwap(n, n-1) {
+			return
+		}
+	}
 }
 
 // errProtocol marks a packet that breaks the protocol's rules where it arrived.

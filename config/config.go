@@ -122,6 +122,7 @@ type Limits struct {
 	MaxSubscriptions  int      `toml:"max_subscriptions"`   // per client; 0 = unlimited
 	MaxTopicLevels    int      `toml:"max_topic_levels"`    // in topic names and filters; 0 = unlimited
 	TopicAliasMaximum int      `toml:"topic_alias_maximum"` // MQTT 5: aliases a client may set per connection; 0 = none
+	ReceiveMaximum    int      `toml:"receive_maximum"`     // MQTT 5: QoS 1/2 PUBLISH packets a client may have unacknowledged
 	MaxKeepAlive      Duration `toml:"max_keepalive"`       // MQTT 5: the longest keep-alive a client gets; 0 = its own
 
 	MaxPendingConnects           int `toml:"max_pending_connects"`             // per listener: sockets without CONNECT; the oldest is closed past it
@@ -263,6 +264,9 @@ func (c *Config) validate() error {
 	}
 	if ka := lim.MaxKeepAlive.Duration; ka < 0 || ka > 65535*time.Second || ka%time.Second != 0 {
 		return keyError("limits.max_keepalive", "must be whole seconds between 0 and 65535s, not %s", ka)
+	}
+	if lim.ReceiveMaximum < 1 || lim.ReceiveMaximum > 65535 {
+		return keyError("limits.receive_maximum", "must be between 1 and 65535, not %d", lim.ReceiveMaximum)
 	}
 	if lim.TopicAliasMaximum < 0 || lim.TopicAliasMaximum > 65535 {
 		return keyError("limits.topic_alias_maximum", "must be between 0 and 65535, not %d", lim.TopicAliasMaximum)

@@ -60,6 +60,9 @@ type Session struct {
 	link        Link              // the attached connection's (or the last one's)
 	aliases     map[string]uint16 // topic aliases assigned on this connection
 	will        *codec.Will       // the attached connection's will, until it is published or discarded
+	willAt      time.Time         // when a will delayed past its connection's end is due; zero: not pending
+	expiry      uint32            // MQTT 5 Session Expiry Interval, seconds, when expirySet
+	expirySet   bool              // false: a 3.x session, which the broker's default ends
 	identity    Identity
 	offlineAt   time.Time // when the last connection went away; zero if none has yet
 }
@@ -85,6 +88,7 @@ type Saved struct {
 	QueuedBytes int64  // their payload bytes
 	LastSeq     uint64 // the highest seq of its queue
 	InboundQoS2 []uint16
+	Will        *codec.Will // the will of its last connection, if it was not published yet
 }
 
 // Restore returns a persistent session rebuilt from what the store held, at start-up time now: a
@@ -102,6 +106,13 @@ func Restore(sv Saved, opts *Options, now time.Time) *Session {
 		s.offlineAt = sv.Record.OfflineSince
 	}
 	s.identity = sv.Record.Owner
+	s.expiry, s.expirySet = sv.Record.Expiry, sv.Record.ExpirySet
+	if sv.Will != nil {
+		// Its connection ended (at the latest when the broker stopped) without DISCONNECT: due
+		// after its delay, counted from then.
+		s.will = sv.Will
+		s.pendWill(s.offlineAt)
+	}
 	return s
 }
 
@@ -198,18 +209,99 @@ func (s *Session) Detach(now time.Time) []Write {
 	return ws
 }
 
-// SetWill records the will of the connection being attached [MQTT-3.1.2-8].
-func (s *Session) SetWill(w *codec.Will) { s.will = w }
+// SetWill records the will of the connection being attached [MQTT-3.1.2-8]. A will still pending
+// from the previous connection is not sent: the session resumed in time [MQTT-3.1.3-9].
+func (s *Session) SetWill(w *codec.Will) {
+	s.will, s.willAt = w, time.Time{}
+}
 
 // Disconnected handles DISCONNECT: the will is discarded without being published [MQTT-3.1.2-10].
 func (s *Session) Disconnected() { s.will = nil }
 
-// TakeWill returns the will to publish now that the connection is gone (nil if there is none or
-// the client sent DISCONNECT) and forgets it: a will is published at most once.
-func (s *Session) TakeWill() *codec.Will {
+// Will returns the will the session holds (its connection's, or one pending), for the store.
+func (s *Session) Will() *codec.Will { return s.will }
+
+// TakeWill, once the connection is gone (after Detach), returns the will to publish now and
+// forgets it: a will is published at most once. A will with a Will Delay Interval is kept
+// instead, and WillDue returns it once the delay or the session has ended, whichever is first
+// [MQTT-3.1.3-9]; def is the broker's expiry for a session without its own.
+func (s *Session) TakeWill(def time.Duration) *codec.Will {
+	if s.will == nil {
+		return nil
+	}
+	if s.Persistent && s.pendWill(s.offlineAt) {
+		if end, ok := s.ExpiresAt(def); !ok || end.After(s.offlineAt) {
+			if ok && end.Before(s.willAt) {
+				s.willAt = end
+			}
+			return nil
+		}
+	}
 	w := s.will
-	s.will = nil
+	s.will, s.willAt = nil, time.Time{}
 	return w
+}
+
+// pendWill marks the will due its delay after from, and reports whether it has one.
+func (s *Session) pendWill(from time.Time) bool {
+	if s.will.Props == nil || s.will.Props.WillDelay == 0 {
+		s.willAt = from
+		return false
+	}
+	s.willAt = from.Add(time.Duration(s.will.Props.WillDelay) * time.Second)
+	return true
+}
+
+// WillDue returns the pending will if it is due at now (or ending: the session ends now) and
+// forgets it; nil if there is none, or it is not due yet, or the session is online.
+func (s *Session) WillDue(now time.Time, ending bool) *codec.Will {
+	if s.will == nil || s.outlet != nil || s.willAt.IsZero() || !ending && now.Before(s.willAt) {
+		return nil
+	}
+	w := s.will
+	s.will, s.willAt = nil, time.Time{}
+	return w
+}
+
+// SetExpiry sets the level-5 Session Expiry Interval in seconds, from CONNECT or DISCONNECT
+// [MQTT-3.1.2-23]; set false makes it a 3.x session again, which the broker's default ends.
+func (s *Session) SetExpiry(seconds uint32, set bool) {
+	s.expiry, s.expirySet = seconds, set
+}
+
+// Expiry returns the Session Expiry Interval, if the session has one of its own.
+func (s *Session) Expiry() (seconds uint32, set bool) { return s.expiry, s.expirySet }
+
+// neverExpires is the Session Expiry Interval that never ends (§3.1.2.11.2).
+const neverExpires = 0xFFFFFFFF
+
+// ExpiresAt returns when the offline session ends: its own interval after it went offline, or
+// def for a session without one (0: never). ok is false while online and for a session that
+// never ends.
+func (s *Session) ExpiresAt(def time.Duration) (at time.Time, ok bool) {
+	if s.outlet != nil {
+		return time.Time{}, false
+	}
+	d := def
+	if s.expirySet {
+		if s.expiry == neverExpires {
+			return time.Time{}, false
+		}
+		d = time.Duration(s.expiry) * time.Second
+	} else if d <= 0 {
+		return time.Time{}, false
+	}
+	return s.offlineAt.Add(d), true
+}
+
+// NextEvent returns when the offline session next needs the broker: its pending will is due or it
+// ends, whichever is first; ok is false when nothing is scheduled.
+func (s *Session) NextEvent(def time.Duration) (at time.Time, ok bool) {
+	at, ok = s.ExpiresAt(def)
+	if s.will != nil && s.outlet == nil && !s.willAt.IsZero() && (!ok || s.willAt.Before(at)) {
+		at, ok = s.willAt, true
+	}
+	return at, ok
 }
 
 // Online reports whether a connection is attached.
@@ -227,11 +319,13 @@ type Record struct {
 	ProtocolLevel byte
 	Owner         Identity  // Known false: not recorded
 	OfflineSince  time.Time // zero while online
+	Expiry        uint32    // the Session Expiry Interval, seconds, when ExpirySet
+	ExpirySet     bool
 }
 
 // Record returns what the store keeps of the session.
 func (s *Session) Record() Record {
-	r := Record{ProtocolLevel: s.level, Owner: s.identity}
+	r := Record{ProtocolLevel: s.level, Owner: s.identity, Expiry: s.expiry, ExpirySet: s.expirySet}
 	if s.outlet == nil {
 		r.OfflineSince = s.offlineAt
 	}
@@ -663,6 +757,12 @@ func (s *Session) AddInbound(pid uint16) bool {
 	}
 	s.inbound[pid] = struct{}{}
 	return true
+}
+
+// HasInbound reports whether an inbound QoS 2 identifier awaits its PUBREL.
+func (s *Session) HasInbound(pid uint16) bool {
+	_, ok := s.inbound[pid]
+	return ok
 }
 
 // RemoveInbound forgets an inbound QoS 2 identifier on PUBREL and reports whether it was known.

@@ -180,3 +180,77 @@ func TestSessionSpec5(t *testing.T) {
 		t.Run(r.name, r.run)
 	}
 }
+
+// TestWillDelayAndSessionExpiry: the timing rows of a level-5 session that outlives its
+// connection, with the clock passed in.
+func TestWillDelayAndSessionExpiry(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	delayed := func(s *Session, delay uint32) *codec.Will {
+		w := &codec.Will{Topic: "gone", Props: &codec.Properties{WillDelay: delay}}
+		s.SetWill(w)
+		s.Detach(t0)
+		return w
+	}
+	t.Run("MQTT-3.1.3-9 a delayed will is not sent when the session resumes in time", func(t *testing.T) {
+		s := newSpec5Session(true, Link{Level: codec.Level5})
+		s.SetExpiry(60, true)
+		delayed(s, 5)
+		if s.TakeWill(0) != nil || s.WillDue(t0.Add(4*time.Second), false) != nil {
+			t.Fatal("a will with a 5 s delay was due at once")
+		}
+		if at, ok := s.NextEvent(0); !ok || !at.Equal(t0.Add(5*time.Second)) {
+			t.Fatalf("next event %v %v, want the will at +5 s", at, ok)
+		}
+		s.SetWill(nil) // the client is back
+		s.Attach(Link{Level: codec.Level5}, &fakeOutlet{})
+		s.Detach(t0.Add(10 * time.Second))
+		if w := s.WillDue(t0.Add(time.Hour), true); w != nil {
+			t.Fatalf("the resumed session still sent the old will %v", w)
+		}
+	})
+	t.Run("MQTT-3.1.3-9 a delayed will is due when the session ends, if that is earlier", func(t *testing.T) {
+		s := newSpec5Session(true, Link{Level: codec.Level5})
+		s.SetExpiry(2, true)
+		w := delayed(s, 5)
+		if s.TakeWill(0) != nil {
+			t.Fatal("due at once")
+		}
+		if at, ok := s.NextEvent(0); !ok || !at.Equal(t0.Add(2*time.Second)) {
+			t.Fatalf("next event %v %v, want the session end at +2 s", at, ok)
+		}
+		if got := s.WillDue(t0.Add(2*time.Second), false); got != w {
+			t.Fatalf("at the session end: will %v", got)
+		}
+		if s.WillDue(t0.Add(time.Hour), true) != nil {
+			t.Fatal("the will was returned twice")
+		}
+	})
+	t.Run("a session that ends with its connection sends a delayed will at once", func(t *testing.T) {
+		s := newSpec5Session(true, Link{Level: codec.Level5})
+		s.SetExpiry(0, true)
+		w := delayed(s, 5)
+		if got := s.TakeWill(0); got != w {
+			t.Fatalf("will %v, want it at once", got)
+		}
+	})
+	t.Run("MQTT-3.1.2-23 expiry: the session's own interval, never, or the broker's default", func(t *testing.T) {
+		s := newSpec5Session(true, Link{Level: codec.Level5})
+		if _, ok := s.ExpiresAt(time.Hour); ok {
+			t.Fatal("an online session expires")
+		}
+		s.Detach(t0)
+		for _, c := range []struct {
+			seconds uint32
+			set     bool
+			def     time.Duration
+			want    time.Duration // -1: never
+		}{{10, true, time.Hour, 10 * time.Second}, {0, true, time.Hour, 0}, {0xFFFFFFFF, true, time.Hour, -1},
+			{0, false, time.Hour, time.Hour}, {0, false, 0, -1}} {
+			s.SetExpiry(c.seconds, c.set)
+			at, ok := s.ExpiresAt(c.def)
+			if c.want < 0 && ok || c.want >= 0 && (!ok || !at.Equal(t0.Add(c.want))) {
+				t.Errorf("interval %d set %v default %v: expires %v %v, want +%v", c.seconds, c.set, c.def, at, ok, c.want)
+			}
+		}
+	})
+}

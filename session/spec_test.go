@@ -373,10 +373,10 @@ func TestSessionSpec(t *testing.T) {
 			w := &codec.Will{Topic: "gone", Payload: []byte("x"), QoS: 1}
 			s.SetWill(w)
 			s.Detach(time.Now())
-			if got := s.TakeWill(); got != w {
+			if got := s.TakeWill(0); got != w {
 				t.Fatalf("will %v, want %v", got, w)
 			}
-			if s.TakeWill() != nil {
+			if s.TakeWill(0) != nil {
 				t.Error("the will was returned twice")
 			}
 		}},
@@ -385,7 +385,7 @@ func TestSessionSpec(t *testing.T) {
 			s.SetWill(&codec.Will{Topic: "gone"})
 			s.Disconnected()
 			s.Detach(time.Now())
-			if w := s.TakeWill(); w != nil {
+			if w := s.TakeWill(0); w != nil {
 				t.Fatalf("will %v after DISCONNECT", w)
 			}
 		}},

@@ -31,7 +31,7 @@ func expectDisconnect(t *testing.T, c *mqtttest.Client) codec.ReasonCode {
 		switch p := c.Read().(type) {
 		case *codec.Disconnect:
 			return p.Reason
-		case *codec.Publish, *codec.Puback, *codec.Suback:
+		case *codec.Publish, *codec.Puback, *codec.Pubrec, *codec.Suback:
 		default:
 			t.Fatalf("got %s, want DISCONNECT", mqtttest.String(p))
 		}

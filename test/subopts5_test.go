@@ -140,3 +140,28 @@ func TestMQTT5UnsubackReasons_MQTT_3_11_3_1(t *testing.T) {
 		t.Fatalf("UNSUBACK reasons %v", ack.Reasons)
 	}
 }
+
+// [MQTT-3.3.4-8] a client may not have more QoS 1/2 PUBLISH packets unacknowledged than the
+// broker's Receive Maximum (CONNACK, limits.receive_maximum): one more ends the connection with
+// DISCONNECT 0x93 (§4.9). Finished exchanges give their place back.
+func TestMQTT5ReceiveMaximum_MQTT_3_3_4_8(t *testing.T) {
+	b := StartBroker(t, BrokerConfig{MQTT5: true, Extra: "[limits]\nreceive_maximum = 3\n"})
+	c, ack := dial5(t, b.Addr, "rm", nil)
+	if ack.Props == nil || ack.Props.ReceiveMaximum != 3 {
+		t.Fatalf("CONNACK Receive Maximum %+v, want 3", ack.Props)
+	}
+	// QoS 2 exchanges completed one by one never hold more than one place.
+	for i := range uint16(10) {
+		c.Send(&codec.Publish{Topic: "rm/x", QoS: 2, PacketID: i + 1, Payload: []byte("x")})
+		mqtttest.Expect[*codec.Pubrec](c)
+		c.Send(&codec.Pubrel{PacketID: i + 1})
+		mqtttest.Expect[*codec.Pubcomp](c)
+	}
+	// Three QoS 2 messages left at PUBREC hold all three places; a fourth is one too many.
+	for i := range uint16(4) {
+		c.Send(&codec.Publish{Topic: "rm/x", QoS: 2, PacketID: 100 + i, Payload: []byte("x")})
+	}
+	if r := expectDisconnect(t, c); r != codec.ReasonReceiveMaximumExceeded {
+		t.Fatalf("DISCONNECT %v, want 0x93", r)
+	}
+}
