@@ -32,12 +32,13 @@ type conn struct {
 	level    byte
 	link     session.Link // what the client's CONNECT set for deliveries to it
 
-	connected5 atomic.Bool  // a level-5 client got its CONNACK: it is told why the server closes
-	expiryCut  uint32       // the Session Expiry Interval used instead of the longer one asked for; 0: as asked
-	unacked    atomic.Int32 // level 5: the client's QoS 1/2 PUBLISH packets not yet finished (Receive Maximum)
-	sess       *sessionHandle
-	keepAlive  time.Duration
-	ident      auth.Client // who the client authenticated as, for the ACL
+	connected5    atomic.Bool  // a level-5 client got its CONNACK: it is told why the server closes
+	expiryCut     uint32       // the Session Expiry Interval used instead of the longer one asked for; 0: as asked
+	unacked       atomic.Int32 // level 5: the client's QoS 1/2 PUBLISH packets not yet finished (Receive Maximum)
+	noProblemInfo bool         // level 5: the client set Request Problem Information to 0
+	sess          *sessionHandle
+	keepAlive     time.Duration
+	ident         auth.Client // who the client authenticated as, for the ACL
 
 	retainRefused bool              // a retained publish passed a retained-store limit (logged once)
 	aliasesIn     map[uint16]string // MQTT 5: the topic aliases the client set (reader-owned)
@@ -143,14 +144,14 @@ func (c *conn) readLoop() {
 		if err != nil {
 			c.logReadError("", err)
 			if reason, ok := reasonOfReadError(err); ok {
-				c.farewell(reason)
+				c.farewell(reason, err.Error())
 			}
 			return
 		}
 		if err := c.handle(p); err != nil {
 			if !errors.Is(err, errDisconnect) {
 				c.log.Warn().Err(err).Msg("closing connection")
-				c.farewell(reasonOfHandleError(err))
+				c.farewell(reasonOfHandleError(err), err.Error())
 			}
 			return
 		}

@@ -29,6 +29,7 @@ func (c *conn) handleConnect(cp *codec.Connect, decodeErr error) bool {
 		return false
 	}
 	c.level = cp.ProtocolLevel
+	c.noProblemInfo = c.level5() && !wantsProblemInfo(cp)
 	c.link = linkOf(cp)
 	id := cp.ClientID
 	assigned := ""
@@ -97,7 +98,7 @@ func (c *conn) handleConnect(cp *codec.Connect, decodeErr error) bool {
 		// [MQTT-3.1.4-2] the existing connection of this client id is closed; wait until it has
 		// let go of the session so that only one writer ever serves it.
 		old.log.Info().Msg("closing: client id taken over by a new connection [MQTT-3.1.4-2]")
-		old.farewell(codec.ReasonSessionTakenOver)
+		old.farewell(codec.ReasonSessionTakenOver, "another connection took over the session")
 		old.close()
 		<-old.ended
 	}

@@ -55,7 +55,7 @@ func (c *conn) handlePublish(p *codec.Publish) error {
 		// Acknowledged and dropped: the client is not punished for a topic the broker will not route.
 		srv.stats.drop(DropTopicLevels)
 		c.log.Debug().Str("topic", p.Topic).Msg("publish dropped: more levels than limits.max_topic_levels")
-		return c.acknowledgeOnly(p, codec.ReasonTopicNameInvalid)
+		return c.acknowledgeOnly(p, codec.ReasonTopicNameInvalid, "more topic levels than the broker routes (limits.max_topic_levels)")
 	}
 	if !srv.canPublish(&c.ident, p.Topic) {
 		// Acknowledged at its QoS and dropped, so the client has no reason to retry.
@@ -66,7 +66,7 @@ func (c *conn) handlePublish(p *codec.Publish) error {
 			srv.stats.drop(DropNotAuthorized)
 			c.log.Debug().Str("topic", p.Topic).Msg("publish dropped: not allowed by the ACL")
 		}
-		return c.acknowledgeOnly(p, codec.ReasonNotAuthorized)
+		return c.acknowledgeOnly(p, codec.ReasonNotAuthorized, "the ACL does not let this client publish on the topic")
 	}
 	if p.QoS == 2 && !c.addInbound(p.PacketID) {
 		// A retransmission of a message already routed: answer again, do not route twice
@@ -127,7 +127,7 @@ func (c *conn) accept(p *codec.Publish) (*pubJob, error) {
 		}
 		if c.level5() {
 			// MQTT 5 can say so: the publisher keeps its message and may try again later.
-			c.start(&pubJob{ack: ackFor(p, codec.ReasonQuotaExceeded)})
+			c.start(&pubJob{ack: c.ackFor(p, codec.ReasonQuotaExceeded, "the broker's disk is nearly full: try again later")})
 			return nil, nil
 		}
 		return nil, errDiskLow
@@ -187,15 +187,15 @@ func (c *conn) removeInbound(pid uint16) bool {
 }
 
 // acknowledgeOnly answers a PUBLISH that is not routed, in order behind earlier ones: at level 5
-// with reason, which tells the client why; 3.x has no way to, and gets success.
-func (c *conn) acknowledgeOnly(p *codec.Publish, reason codec.ReasonCode) error {
+// with reason and why, which tell the client why; 3.x has no way to, and gets success.
+func (c *conn) acknowledgeOnly(p *codec.Publish, reason codec.ReasonCode, why string) error {
 	if p.QoS == 0 {
 		return nil
 	}
 	if p.QoS == 2 && !c.level5() {
 		c.addInbound(p.PacketID) // so that the PUBREL finds it; a level-5 failure ends the exchange
 	}
-	c.submit(&pubJob{ack: ackFor(p, reason)})
+	c.submit(&pubJob{ack: c.ackFor(p, reason, why)})
 	return nil
 }
 

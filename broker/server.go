@@ -332,7 +332,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			s.wg.Add(1)
 			go func() {
 				defer s.wg.Done()
-				c.farewell(codec.ReasonServerShuttingDown)
+				c.farewell(codec.ReasonServerShuttingDown, "the broker is shutting down")
 				c.close()
 			}()
 		}

@@ -18,10 +18,12 @@ func (c *conn) handleSubscribe(p *codec.Subscribe) error {
 		id = p.Props.SubscriptionIDs[0] // the codec lets one through [MQTT-3.8.2-2]
 	}
 	var b persist.Batch
+	var refused []string
 	for i, sub := range p.Subscriptions {
 		codes[i] = sub.QoS // [MQTT-3.9.3-1] granted as requested
 		if reason, why := c.refuseSubscription(sub.Filter); why != "" {
 			c.log.Info().Str("filter", sub.Filter).Str("reason", why).Msg("subscription refused")
+			refused = append(refused, sub.Filter+": "+why)
 			switch {
 			case c.level5():
 				codes[i] = byte(reason)
@@ -42,7 +44,11 @@ func (c *conn) handleSubscribe(p *codec.Subscribe) error {
 			return err
 		}
 	}
-	c.sendControl(&codec.Suback{PacketID: p.PacketID, ReturnCodes: codes}) // [MQTT-3.8.4-1]
+	ack := &codec.Suback{PacketID: p.PacketID, ReturnCodes: codes} // [MQTT-3.8.4-1]
+	if c.level5() {
+		ack.Props = c.problem(strings.Join(refused, "; "))
+	}
+	c.sendControl(ack)
 	for i, sub := range p.Subscriptions {
 		if sendRetained[i] {
 			if err := c.srv.sendRetained(c.sess, sub.Filter, codes[i]); err != nil { // [MQTT-3.3.1-6]

@@ -160,7 +160,7 @@ var errProtocol = errors.New("protocol error")
 // farewell sends a level-5 client a DISCONNECT saying why the server closes the connection
 // [MQTT-4.13.2-1], after what is already queued for it; the caller then closes the connection.
 // Nothing is queued after it.
-func (c *conn) farewell(reason codec.ReasonCode) {
+func (c *conn) farewell(reason codec.ReasonCode, why string) {
 	if !c.connected5.Load() {
 		return
 	}
@@ -174,7 +174,11 @@ func (c *conn) farewell(reason codec.ReasonCode) {
 	c.omu.Unlock()
 	c.writers.Wait()
 	c.omu.Lock()
-	buf := (&codec.Disconnect{Reason: reason}).AppendLevel(c.obuf, codec.Level5)
+	d := &codec.Disconnect{Reason: reason}
+	if why != "" {
+		d.Props = &codec.Properties{ReasonString: why} // DISCONNECT may carry one whatever the client asked
+	}
+	buf := d.AppendLevel(c.obuf, codec.Level5)
 	c.obuf = nil
 	c.omu.Unlock()
 	c.nc.SetWriteDeadline(time.Now().Add(time.Second))
@@ -238,12 +242,30 @@ func publishOf(m *message.Message, now time.Time) codec.Publish {
 	return p
 }
 
-// ackFor is the acknowledgement of a QoS 1 or 2 p with reason (level 5 only; 3.x encodes none).
-func ackFor(p *codec.Publish, reason codec.ReasonCode) codec.Packet {
+// ackFor is the acknowledgement of a QoS 1 or 2 p with reason (level 5 only; 3.x encodes none),
+// and why as its Reason String if the client asked for problem information.
+func (c *conn) ackFor(p *codec.Publish, reason codec.ReasonCode, why string) codec.Packet {
+	props := c.problem(why)
 	if p.QoS == 2 {
-		return &codec.Pubrec{PacketID: p.PacketID, Reason: reason}
+		return &codec.Pubrec{PacketID: p.PacketID, Reason: reason, Props: props}
 	}
-	return &codec.Puback{PacketID: p.PacketID, Reason: reason}
+	return &codec.Puback{PacketID: p.PacketID, Reason: reason, Props: props}
+}
+
+// problem returns why as a Reason String for an acknowledgement, or nil when the client set
+// Request Problem Information to 0: then only CONNACK, PUBLISH and DISCONNECT may carry one
+// [MQTT-3.1.2-29].
+func (c *conn) problem(why string) *codec.Properties {
+	if c.noProblemInfo || why == "" {
+		return nil
+	}
+	return &codec.Properties{ReasonString: why}
+}
+
+// wantsProblemInfo reports the Request Problem Information of a level-5 CONNECT: 1 unless it says
+// 0 (§3.1.2.11.7).
+func wantsProblemInfo(cp *codec.Connect) bool {
+	return cp.Props == nil || !cp.Props.Has(codec.PropRequestProblemInformation) || cp.Props.RequestProblemInfo
 }
 
 // expiresAt is when a PUBLISH received now expires, zero for never (the clock is read only then).

@@ -3,6 +3,8 @@ package test
 // MQTT 5 subscription options and identifiers over the wire (§3.8.3.1, §3.3.4).
 
 import (
+	"fmt"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -163,5 +165,37 @@ func TestMQTT5ReceiveMaximum_MQTT_3_3_4_8(t *testing.T) {
 	}
 	if r := expectDisconnect(t, c); r != codec.ReasonReceiveMaximumExceeded {
 		t.Fatalf("DISCONNECT %v, want 0x93", r)
+	}
+}
+
+// [MQTT-3.1.2-29] a client that sets Request Problem Information to 0 gets no Reason String on
+// acknowledgements; one that leaves it at its default 1 learns why a publish or a subscription was
+// refused. DISCONNECT carries one either way.
+func TestMQTT5RequestProblemInformation_MQTT_3_1_2_29(t *testing.T) {
+	acl := filepath.Join(t.TempDir(), "acl")
+	secWriteFile(t, acl, "topic readwrite open/#\n")
+	b := StartBroker(t, BrokerConfig{MQTT5: true, Extra: fmt.Sprintf("[auth]\nacl_file = %q\n", acl)})
+	for _, want := range []bool{true, false} {
+		var props *codec.Properties
+		if !want {
+			props = &codec.Properties{}
+			props.Include(codec.PropRequestProblemInformation) // 0
+		}
+		c, _ := dial5(t, b.Addr, "problem", props)
+		c.Send(&codec.Publish{Topic: "closed/x", QoS: 1, PacketID: 1, Payload: []byte("x")})
+		ack := mqtttest.Expect[*codec.Puback](c)
+		if ack.Reason != codec.ReasonNotAuthorized || (ack.Props != nil && ack.Props.ReasonString != "") != want {
+			t.Fatalf("problem information %v: PUBACK %v %+v", want, ack.Reason, ack.Props)
+		}
+		c.Send(&codec.Subscribe{PacketID: 2, Subscriptions: []codec.Subscription{{Filter: "closed/#", QoS: 1}}})
+		sack := mqtttest.Expect[*codec.Suback](c)
+		if sack.ReturnCodes[0] != codec.SubackFailure || (sack.Props != nil && sack.Props.ReasonString != "") != want {
+			t.Fatalf("problem information %v: SUBACK %v %+v", want, sack.ReturnCodes, sack.Props)
+		}
+		c.Send(&codec.Publish{Topic: "open/x", Payload: []byte("x"), Props: &codec.Properties{TopicAlias: 60000}})
+		d := mqtttest.Expect[*codec.Disconnect](c)
+		if d.Reason != codec.ReasonTopicAliasInvalid || d.Props == nil || d.Props.ReasonString == "" {
+			t.Fatalf("problem information %v: DISCONNECT %v %+v, want 0x94 with a reason string", want, d.Reason, d.Props)
+		}
 	}
 }
