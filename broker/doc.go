@@ -75,8 +75,9 @@
 //
 // # Locks
 //
-// Order: Server.mu or retainMu (never both), then a sessionHandle's lock, then conn.omu
-// (outbound). retainMu is held while a retained publish is routed and submitted to persist, and
+// Order: Server.mu or retainMu (never both), then the shared subscriptions' lock
+// (router.Shared, whose Pick asks each member whether it is online), then a sessionHandle's
+// lock, then conn.omu (outbound). retainMu is held while a retained publish is routed and submitted to persist, and
 // around SUBSCRIBE's look-up of the retained index. conn.jmu (inOrder), the password
 // checker's, the login cache's and the listener gate's locks are leaves: nothing else is taken
 // under them (jobs are completed outside jmu). No lock is held across network I/O or while

@@ -49,6 +49,12 @@ func (h *sessionHandle) unlock() {
 	h.mu.Unlock()
 }
 
+// online reports whether a connection is attached.
+func (h *sessionHandle) online() bool {
+	defer h.unlock()
+	return h.lock().Online()
+}
+
 // congested returns a channel that is closed once an online session's backlog has drained to half
 // of backlogHigh, or nil when a publisher need not wait: the backlog is below the mark, the
 // session is offline, or it is stuck. Publishers wait on it, so a busy broker slows them down to

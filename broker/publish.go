@@ -3,6 +3,7 @@ package broker
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -203,7 +204,7 @@ func (c *conn) acknowledgeOnly(p *codec.Publish, reason codec.ReasonCode, why st
 // staging, or straight into the outbound buffers).
 func (s *Server) fanOutQoS0(p *codec.Publish, self *sessionHandle, send func(session.Outlet, *codec.Publish)) {
 	mp := s.getMatches()
-	matches := s.trie.Match(p.Topic, *mp)
+	matches := s.match(p.Topic, *mp)
 	out := codec.Publish{Topic: p.Topic, Payload: p.Payload, Props: forwardProps(p.Props, true)}
 	acl := s.auth.Load().acl
 	for _, m := range matches {
@@ -213,6 +214,25 @@ func (s *Server) fanOutQoS0(p *codec.Publish, self *sessionHandle, send func(ses
 	}
 	*mp = matches
 	s.matchPool.Put(mp)
+}
+
+// match appends to dst the sessions that get a message on topic: every subscriber, and one member
+// of each shared subscription group (a session that is both gets one copy, at the higher QoS).
+func (s *Server) match(topic string, dst []router.Subscriber[*sessionHandle]) []router.Subscriber[*sessionHandle] {
+	dst = s.trie.Match(topic, dst)
+	n := len(dst)
+	dst = s.shared.Pick(topic, (*sessionHandle).online, dst)
+	for i := n; i < len(dst); i++ {
+		for j := range i {
+			if dst[j].Key == dst[i].Key {
+				dst[j].QoS = max(dst[j].QoS, dst[i].QoS)
+				dst = slices.Delete(dst, i, i+1)
+				i--
+				break
+			}
+		}
+	}
+	return dst
 }
 
 func (s *Server) getMatches() *[]router.Subscriber[*sessionHandle] {
@@ -246,7 +266,7 @@ func (s *Server) route(d *delivery, p *codec.Publish, owner string) (retainRefus
 		}
 	}
 	mp := s.getMatches()
-	matches := s.trie.Match(p.Topic, *mp)
+	matches := s.match(p.Topic, *mp)
 	var targets []persist.Target
 	acl := s.auth.Load().acl
 	for _, m := range matches {

@@ -31,7 +31,8 @@ type Server struct {
 	log           zerolog.Logger
 	dropLog       zerolog.Logger // sampled: a full queue can drop thousands of messages a second
 	store         *persist.Store
-	trie          *router.Trie[*sessionHandle] // the subscriptions; see subscribe
+	trie          *router.Trie[*sessionHandle]  // the subscriptions; see subscribe
+	shared        router.Shared[*sessionHandle] // the shared subscriptions ($share/...)
 	retained      *retain.Store
 	sysRetained   *retain.Store // the broker's own $SYS topics: memory only, outside the limits
 	retainMu      sync.Mutex    // a retained publish's routing and submission, against SUBSCRIBE's look-up

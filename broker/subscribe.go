@@ -6,6 +6,7 @@ import (
 	"github.com/holdfast/holdfast/codec"
 	"github.com/holdfast/holdfast/message"
 	"github.com/holdfast/holdfast/persist"
+	"github.com/holdfast/holdfast/router"
 )
 
 // handleSubscribe grants every filter, makes a persistent session's subscriptions durable, then
@@ -36,8 +37,10 @@ func (c *conn) handleSubscribe(p *codec.Subscribe) error {
 		}
 		o := message.SubOptions{QoS: sub.QoS, NoLocal: sub.NoLocal, RetainAsPublished: sub.RetainAsPublished, ID: id}
 		isNew := c.srv.subscribe(c.sess, sub.Filter, o, &b)
-		// Retain Handling: 0 always, 1 for a new subscription only, 2 never [MQTT-3.3.1-9..11].
-		sendRetained[i] = sub.RetainHandling == 0 || sub.RetainHandling == 1 && isNew
+		// Retain Handling: 0 always, 1 for a new subscription only, 2 never [MQTT-3.3.1-9..11];
+		// never for a shared subscription (§4.8.2).
+		_, _, shared, _ := router.ParseShared(sub.Filter)
+		sendRetained[i] = !shared && (sub.RetainHandling == 0 || sub.RetainHandling == 1 && isNew)
 	}
 	if b.Len() > 0 {
 		if _, err := c.srv.store.Commit(&b); err != nil {
@@ -66,7 +69,11 @@ func (c *conn) handleSubscribe(p *codec.Subscribe) error {
 func (s *Server) subscribe(sess *sessionHandle, filter string, o message.SubOptions, b *persist.Batch) bool {
 	isNew := sess.lock().Subscribe(filter, o)
 	sess.unlock()
-	s.trie.Subscribe(sess, filter, o.QoS)
+	if name, f, shared, _ := router.ParseShared(filter); shared {
+		s.shared.Subscribe(sess, name, f, o.QoS)
+	} else {
+		s.trie.Subscribe(sess, filter, o.QoS)
+	}
 	if sess.Persistent && b != nil {
 		b.PutSubscription(sess.ID, persist.Subscription{Filter: filter, QoS: o.QoS})
 	}
@@ -82,7 +89,11 @@ func (s *Server) unsubscribe(sess *sessionHandle, filter string, b *persist.Batc
 	if !had {
 		return false
 	}
-	s.trie.Unsubscribe(sess, filter)
+	if name, f, shared, _ := router.ParseShared(filter); shared {
+		s.shared.Unsubscribe(sess, name, f)
+	} else {
+		s.trie.Unsubscribe(sess, filter)
+	}
 	if sess.Persistent && b != nil {
 		b.DeleteSubscription(sess.ID, filter)
 	}
@@ -93,6 +104,10 @@ func (s *Server) unsubscribe(sess *sessionHandle, filter string, b *persist.Batc
 // that says so. A filter the ACL refuses gets 0x80, not 0x87: Paho's v5 client, among others,
 // takes only 0x80 as a refusal.
 func (c *conn) refuseSubscription(filter string) (codec.ReasonCode, string) {
+	_, plain, _, ok := router.ParseShared(filter)
+	if !ok {
+		return codec.ReasonTopicFilterInvalid, "a shared subscription needs $share/{name}/{filter}, the name without wildcards"
+	}
 	lim := &c.srv.cfg.Limits
 	if lim.MaxTopicLevels > 0 && topicLevels(filter) > lim.MaxTopicLevels {
 		return codec.ReasonTopicFilterInvalid, "more levels than limits.max_topic_levels"
@@ -103,7 +118,7 @@ func (c *conn) refuseSubscription(filter string) (codec.ReasonCode, string) {
 	if full {
 		return codec.ReasonQuotaExceeded, "limits.max_subscriptions reached"
 	}
-	if !c.srv.canSubscribe(&c.ident, filter) {
+	if !c.srv.canSubscribe(&c.ident, plain) {
 		return codec.ReasonUnspecifiedError, "not allowed by the ACL"
 	}
 	if c.sess.Persistent && c.srv.diskLow() {

@@ -66,7 +66,6 @@ func (s *Server) connackProps(assignedID string) *codec.Properties {
 	if lim := s.cfg.Limits.MaxPacketSize; lim < 268435455 {
 		p.MaximumPacketSize = uint32(lim)
 	}
-	p.Include(codec.PropSharedSubscriptionAvailable) // 0: not yet
 	return p
 }
 

@@ -374,11 +374,17 @@ func (s *Session) Subscriptions() map[string]message.SubOptions {
 // every matching one has No Local.
 func (s *Session) OwnQoS(topic string) (qos byte, ok bool) {
 	for f, o := range s.subs {
-		if !o.NoLocal && router.MatchFilter(f, topic) {
+		if !o.NoLocal && matches(f, topic) {
 			qos, ok = max(qos, o.QoS), true
 		}
 	}
 	return qos, ok
+}
+
+// matches reports whether the subscription to f, shared or not, matches topic.
+func matches(f, topic string) bool {
+	_, filter, _, _ := router.ParseShared(f)
+	return router.MatchFilter(filter, topic)
 }
 
 // Via returns, for a message on topic, the identifiers of the matching subscriptions, to be sent
@@ -389,7 +395,7 @@ func (s *Session) Via(topic string) (ids []uint32, retainAsPublished bool) {
 		return nil, false
 	}
 	for f, o := range s.subs {
-		if (o.ID != 0 || o.RetainAsPublished) && router.MatchFilter(f, topic) {
+		if (o.ID != 0 || o.RetainAsPublished) && matches(f, topic) {
 			if o.ID != 0 {
 				ids = append(ids, o.ID)
 			}
