@@ -252,7 +252,8 @@ func (s *Server) route(d *delivery, p *codec.Publish, owner string) (retainRefus
 	d.msg = &persist.Message{Topic: p.Topic, Payload: p.Payload, QoS: p.QoS, RetainPublished: p.Retain, Props: forwardProps(p.Props, false), Expires: expiresAt(p)}
 	if p.Retain {
 		// [MQTT-3.3.1-5] store (or, with an empty payload, clear [MQTT-3.3.1-10]) the retained message.
-		m := &retain.Message{Topic: p.Topic, Payload: p.Payload, QoS: p.QoS, Owner: owner}
+		m := &retain.Message{Message: *d.msg, Owner: owner}
+		m.Retain, m.RetainPublished = true, false
 		switch ok, why := s.retained.Fits(m, s.retainLimits); {
 		case len(p.Payload) == 0:
 			d.batch.DeleteRetained(p.Topic)
@@ -261,7 +262,7 @@ func (s *Server) route(d *delivery, p *codec.Publish, owner string) (retainRefus
 			s.stats.drop(DropRetainLimit)
 			retainRefused = why
 		default:
-			d.batch.PutRetained(&persist.Message{Topic: p.Topic, Payload: p.Payload, QoS: p.QoS, Retain: true})
+			d.batch.PutRetained(&m.Message)
 			d.retain = m
 		}
 	}

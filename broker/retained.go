@@ -2,8 +2,8 @@ package broker
 
 import (
 	"strings"
+	"time"
 
-	"github.com/holdfast/holdfast/codec"
 	"github.com/holdfast/holdfast/persist"
 )
 
@@ -25,16 +25,24 @@ func (s *Server) sendRetained(sess *sessionHandle, filter string, granted byte) 
 		}
 	}
 	acl := s.auth.Load().acl
+	now := time.Now()
 	for _, m := range matches {
+		if m.ExpiredAt(now) {
+			continue // [MQTT-3.3.2-5]
+		}
 		qos := min(m.QoS, granted)
 		t, queued := s.take(acl, sess, m.Topic, qos, len(m.Payload), false)
 		if t.o != nil {
-			t.o.SendPublish(t.copyOf(&codec.Publish{Topic: m.Topic, Payload: m.Payload, Retain: true}, true))
+			out := publishOf(&m.Message, now)
+			out.Retain = true
+			t.o.SendPublish(t.copyOf(&out, true))
 		}
 		if !queued {
 			continue
 		}
-		msg := &persist.Message{Topic: m.Topic, Payload: m.Payload, QoS: m.QoS, Retain: true}
+		msg := new(persist.Message)
+		*msg = m.Message
+		msg.Retain = true
 		if !sess.Persistent {
 			sess.enqueue(msg, qos)
 			continue

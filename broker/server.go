@@ -141,7 +141,7 @@ func (s *Server) recover() error {
 		}
 	}
 	for _, m := range st.Retained {
-		s.retained.Set(&retain.Message{Topic: m.Topic, Payload: m.Payload, QoS: m.QoS})
+		s.retained.Set(&retain.Message{Message: m})
 	}
 	if lim := s.retainLimits; lim.Messages > 0 && s.retained.Len() > lim.Messages || lim.Bytes > 0 && s.retained.Bytes() > lim.Bytes {
 		// Served as it is: new retained topics are refused until enough are cleared.

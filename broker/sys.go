@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/holdfast/holdfast/codec"
+	"github.com/holdfast/holdfast/message"
 	"github.com/holdfast/holdfast/retain"
 	"github.com/holdfast/holdfast/session"
 )
@@ -98,7 +99,7 @@ func (s *Server) publishSys(loads map[string]*sysLoad, interval time.Duration) {
 	}
 	for name, v := range values {
 		topic := "$SYS/broker/" + name
-		s.sysRetained.Set(&retain.Message{Topic: topic, Payload: []byte(v)})
+		s.sysRetained.Set(&retain.Message{Message: message.Message{Topic: topic, Payload: []byte(v)}})
 		s.fanOutQoS0(&codec.Publish{Topic: topic, Payload: []byte(v)}, nil, session.Outlet.SendPublish)
 	}
 }

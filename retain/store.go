@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/holdfast/holdfast/message"
 	"github.com/holdfast/holdfast/router"
 )
 
@@ -12,10 +13,8 @@ import (
 // the same pointer to every subscriber without copying, so neither the
 // caller of Set nor a receiver of Match may modify it or its Payload.
 type Message struct {
-	Topic   string
-	Payload []byte
-	QoS     byte
-	Owner   string // client id of the publisher, for Limits.PerOwner; "" counts for nobody
+	message.Message        // Topic, Payload, QoS and, at MQTT 5, the properties and expiry it goes out with
+	Owner           string // client id of the publisher, for Limits.PerOwner; "" counts for nobody
 }
 
 // size is what a message costs against Limits.Bytes.

@@ -10,11 +10,12 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/holdfast/holdfast/message"
 	"github.com/holdfast/holdfast/router"
 )
 
 func msg(topic, payload string) *Message {
-	return &Message{Topic: topic, Payload: []byte(payload), QoS: 1}
+	return &Message{Message: message.Message{Topic: topic, Payload: []byte(payload), QoS: 1}}
 }
 
 // topics returns the sorted topics of ms.
@@ -45,7 +46,7 @@ func TestSetReplaceClear(t *testing.T) {
 	if !s.Set(msg("a/b", "2")) {
 		t.Fatal("Set of a new payload = false")
 	}
-	if !s.Set(&Message{Topic: "a/b", Payload: []byte("2"), QoS: 2}) {
+	if !s.Set(&Message{Message: message.Message{Topic: "a/b", Payload: []byte("2"), QoS: 2}}) {
 		t.Fatal("Set of a new QoS = false")
 	}
 	if got := s.Match("a/b", nil); len(got) != 1 || string(got[0].Payload) != "2" || got[0].QoS != 2 {
@@ -66,7 +67,7 @@ func TestSetReplaceClear(t *testing.T) {
 	if s.Set(msg("a/b", "")) {
 		t.Fatal("clearing an already clear topic = true")
 	}
-	if s.Set(&Message{Topic: "never/set"}) {
+	if s.Set(&Message{Message: message.Message{Topic: "never/set"}}) {
 		t.Fatal("clearing a topic that never existed = true")
 	}
 	if s.Set(msg("a/b/c", "")) || s.Set(msg("a/b", "")) {
@@ -302,7 +303,7 @@ func retained100k() *Store {
 	s := New()
 	payload := []byte("21.5")
 	for i := range 100_000 {
-		s.Set(&Message{Topic: fmt.Sprintf("site/%d/device/%d/temp", i%1000, i/1000), Payload: payload})
+		s.Set(&Message{Message: message.Message{Topic: fmt.Sprintf("site/%d/device/%d/temp", i%1000, i/1000), Payload: payload}})
 	}
 	return s
 }
@@ -328,9 +329,9 @@ func BenchmarkMatchPlusC100k(b *testing.B) {
 	s := New()
 	payload := []byte("x")
 	for i := range 100_000 {
-		s.Set(&Message{Topic: fmt.Sprintf("a/%d/c%d", i%1000, i/1000), Payload: payload})
+		s.Set(&Message{Message: message.Message{Topic: fmt.Sprintf("a/%d/c%d", i%1000, i/1000), Payload: payload}})
 		if i < 1000 {
-			s.Set(&Message{Topic: fmt.Sprintf("a/%d/c", i), Payload: payload})
+			s.Set(&Message{Message: message.Message{Topic: fmt.Sprintf("a/%d/c", i), Payload: payload}})
 		}
 	}
 	dst := s.Match("a/+/c", nil)
@@ -370,7 +371,7 @@ func BenchmarkMemory100k(b *testing.B) {
 func TestFitsLimits(t *testing.T) {
 	s := New()
 	msg := func(topic, owner string, n int) *Message {
-		return &Message{Topic: topic, Payload: make([]byte, n), Owner: owner}
+		return &Message{Message: message.Message{Topic: topic, Payload: make([]byte, n)}, Owner: owner}
 	}
 	lim := Limits{Messages: 3, Bytes: 100, PerOwner: 2}
 	for _, m := range []*Message{msg("a", "x", 10), msg("b", "x", 10), msg("c", "y", 10)} {
@@ -400,7 +401,7 @@ func TestFitsLimits(t *testing.T) {
 	if ok, why := s.Fits(msg("b", "y", 1), lim); ok || why != "per_owner" {
 		t.Errorf("a third message of owner y: %v %q, want refused per_owner", ok, why)
 	}
-	s.Set(&Message{Topic: "c"}) // clear
+	s.Set(&Message{Message: message.Message{Topic: "c"}}) // clear
 	if s.Len() != 2 || s.Bytes() != int64(len("a")+1+len("b")+10) {
 		t.Errorf("after clearing c: %d messages, %d bytes", s.Len(), s.Bytes())
 	}

@@ -199,3 +199,25 @@ func TestMQTT5RequestProblemInformation_MQTT_3_1_2_29(t *testing.T) {
 		}
 	}
 }
+
+// [MQTT-3.3.2-5] a retained message keeps its properties and its expiry: a new subscriber gets
+// them with what remains of the interval, and nothing once it has run out.
+func TestMQTT5RetainedExpiry_MQTT_3_3_2_5(t *testing.T) {
+	b := StartBroker(t, BrokerConfig{MQTT5: true})
+	pub, _ := dial5(t, b.Addr, "pub", nil)
+	props := &codec.Properties{MessageExpiry: 1, ContentType: "text/plain", User: []codec.UserProperty{{Name: "k", Value: "v"}}}
+	props.Include(codec.PropMessageExpiryInterval)
+	pub.Send(&codec.Publish{Topic: "rx/a", QoS: 1, PacketID: 1, Retain: true, Payload: []byte("soon gone"), Props: props})
+	mqtttest.Expect[*codec.Puback](pub)
+	published := time.Now()
+	sub, _ := dial5(t, b.Addr, "sub", nil)
+	subscribe5(t, sub, 1, 0, codec.Subscription{Filter: "rx/#", QoS: 1})
+	p := sub.NextPublish()
+	if !p.Retain || p.Props == nil || p.Props.ContentType != "text/plain" || len(p.Props.User) != 1 || p.Props.MessageExpiry != 1 {
+		t.Fatalf("retained message %+v props %+v", p, p.Props)
+	}
+	time.Sleep(time.Until(published.Add(1100 * time.Millisecond))) // the interval runs out
+	late, _ := dial5(t, b.Addr, "late", nil)
+	subscribe5(t, late, 1, 0, codec.Subscription{Filter: "rx/#", QoS: 1})
+	late.ExpectSilence(200 * time.Millisecond)
+}
