@@ -238,6 +238,9 @@ func (c *conn) refuseReason(reason codec.ReasonCode) {
 
 // writeConnack writes ack at the connection's level, directly: the writer has not started.
 func (c *conn) writeConnack(ack *codec.Connack) {
+	if c.level5() {
+		c.srv.stats.reason(codec.TypeConnack, ack.Reason)
+	}
 	c.nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.Limits.WriteTimeout.Duration))
 	c.nc.Write(c.appendPacket(nil, ack))
 }

@@ -34,7 +34,7 @@ type outbound struct {
 // does not read its acknowledgements stops being read (waitRoom) and then hits the write deadline.
 func (c *conn) sendControl(p codec.Packet) {
 	if c.level5() {
-		c.released(p)
+		c.sent(p)
 	}
 	c.omu.Lock()
 	if !c.oclosed {

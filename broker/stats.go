@@ -80,6 +80,16 @@ type Stats struct {
 	WireBytesIn      atomic.Int64    // everything read from sockets
 	WireBytesOut     atomic.Int64    // everything written to sockets
 	Dropped          [numDropReasons]atomic.Int64
+	// Reasons counts the MQTT 5 reason codes the broker sent, other than success, by packet type
+	// and code: every refusal a level-5 client was told about.
+	Reasons [codec.TypeAuth + 1][256]atomic.Int64
+}
+
+// reason counts a reason code sent in a packet of type t.
+func (st *Stats) reason(t codec.Type, code codec.ReasonCode) {
+	if code != codec.ReasonSuccess {
+		st.Reasons[t][code].Add(1)
+	}
 }
 
 func (st *Stats) drop(r DropReason) { st.Dropped[r].Add(1) }

@@ -119,7 +119,7 @@ var errReceiveMaximum = errors.New("receive maximum exceeded")
 // withinReceiveMaximum counts a QoS 1/2 PUBLISH against the broker's Receive Maximum and reports
 // whether it fits. A QoS 2 retransmission of a message the session already holds is not counted:
 // its PUBLISH may date from an earlier connection, so counting it could only punish a client
-// that did nothing wrong, and released (below) never lets the count go negative either.
+// that did nothing wrong, and sent (below) never lets the count go negative either.
 func (c *conn) withinReceiveMaximum(p *codec.Publish) bool {
 	if p.QoS == 2 && p.Dup {
 		m := c.sess.lock()
@@ -132,20 +132,40 @@ func (c *conn) withinReceiveMaximum(p *codec.Publish) bool {
 	return c.unacked.Add(1) <= int32(c.srv.cfg.Limits.ReceiveMaximum)
 }
 
-// released takes back from the Receive Maximum count the PUBLISH that the acknowledgement p
-// finishes: PUBACK, PUBCOMP, or a PUBREC that refuses it (§4.9).
-func (c *conn) released(p codec.Packet) {
+// sent accounts for a packet the broker sends a level-5 client: its reason codes are counted, and
+// an acknowledgement that finishes a PUBLISH of the client's (PUBACK, PUBCOMP, or a PUBREC that
+// refuses it, §4.9) gives its place back under the Receive Maximum.
+func (c *conn) sent(p codec.Packet) {
+	st := &c.srv.stats
+	finished := false
 	switch a := p.(type) {
 	case *codec.Puback:
+		st.reason(codec.TypePuback, a.Reason)
+		finished = true
 	case *codec.Pubcomp:
+		st.reason(codec.TypePubcomp, a.Reason)
+		finished = true
 	case *codec.Pubrec:
-		if a.Reason < 0x80 {
-			return
+		st.reason(codec.TypePubrec, a.Reason)
+		finished = a.Reason >= 0x80
+	case *codec.Pubrel:
+		st.reason(codec.TypePubrel, a.Reason)
+	case *codec.Suback:
+		for _, code := range a.ReturnCodes {
+			if code >= 0x80 {
+				st.reason(codec.TypeSuback, codec.ReasonCode(code))
+			}
 		}
-	default:
-		return
+	case *codec.Unsuback:
+		for _, code := range a.Reasons {
+			st.reason(codec.TypeUnsuback, code)
+		}
+	case *codec.Disconnect:
+		st.reason(codec.TypeDisconnect, a.Reason)
+	case *codec.Connack:
+		st.reason(codec.TypeConnack, a.Reason)
 	}
-	for {
+	for finished {
 		n := c.unacked.Load()
 		if n <= 0 || c.unacked.CompareAndSwap(n, n-1) {
 			return
@@ -174,6 +194,7 @@ func (c *conn) farewell(reason codec.ReasonCode, why string) {
 	c.writers.Wait()
 	c.omu.Lock()
 	d := &codec.Disconnect{Reason: reason}
+	c.srv.stats.reason(codec.TypeDisconnect, reason)
 	if why != "" {
 		d.Props = &codec.Properties{ReasonString: why} // DISCONNECT may carry one whatever the client asked
 	}

@@ -4,12 +4,14 @@
 package metrics
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/holdfast/holdfast/broker"
+	"github.com/holdfast/holdfast/codec"
 	"github.com/holdfast/holdfast/persist"
 )
 
@@ -41,6 +43,7 @@ var (
 	wireIn           = desc("network_bytes_received_total", "Bytes read from client connections.")
 	wireOut          = desc("network_bytes_sent_total", "Bytes written to client connections.")
 	dropped          = desc("messages_dropped_total", "Messages not delivered to a subscriber, by reason.", "reason")
+	reasonCodes      = desc("reason_codes_sent_total", "MQTT 5 reason codes other than success sent to clients, by packet and code.", "packet", "code", "reason")
 	queued           = desc("queued_messages", "Unacknowledged messages over all sessions, in flight included.")
 	queuedBytes      = desc("queued_payload_bytes", "Payload bytes of the queued messages.")
 	inflight         = desc("inflight_messages", "Messages sent and awaiting acknowledgement.")
@@ -99,6 +102,13 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(wireOut, float64(st.WireBytesOut.Load()))
 	for r := range st.Dropped {
 		counter(dropped, float64(st.Dropped[r].Load()), broker.DropReason(r).String())
+	}
+	for t := range st.Reasons {
+		for code := range st.Reasons[t] {
+			if n := st.Reasons[t][code].Load(); n > 0 {
+				counter(reasonCodes, float64(n), codec.Type(t).String(), fmt.Sprintf("0x%02X", code), codec.ReasonCode(code).String())
+			}
+		}
 	}
 	g := c.srv.Gauges()
 	gauge(clients, float64(g.ClientsConnected), "connected")

@@ -221,3 +221,27 @@ func TestMQTT5RetainedExpiry_MQTT_3_3_2_5(t *testing.T) {
 	subscribe5(t, late, 1, 0, codec.Subscription{Filter: "rx/#", QoS: 1})
 	late.ExpectSilence(200 * time.Millisecond)
 }
+
+// The reason codes sent to level-5 clients are counted in /metrics by packet and code.
+func TestMQTT5ReasonCodeMetrics(t *testing.T) {
+	acl := filepath.Join(t.TempDir(), "acl")
+	secWriteFile(t, acl, "topic readwrite open/#\n")
+	b := StartBroker(t, BrokerConfig{MQTT5: true, Extra: fmt.Sprintf("[auth]\nacl_file = %q\n", acl) + opsAdminExtra("0s")})
+	base := "http://" + opsAdminAddr(t, b)
+	c, _ := dial5(t, b.Addr, "counted", nil)
+	for i := range uint16(3) {
+		c.Send(&codec.Publish{Topic: "closed/x", QoS: 1, PacketID: i + 1, Payload: []byte("x")})
+		mqtttest.Expect[*codec.Puback](c)
+	}
+	c.Send(&codec.Unsubscribe{PacketID: 9, Filters: []string{"never/subscribed"}})
+	mqtttest.Expect[*codec.Unsuback](c)
+	m := opsScrape(t, base)
+	for k, want := range map[string]float64{
+		`holdfast_reason_codes_sent_total{code="0x87",packet="PUBACK",reason="Not authorized"}`:        3,
+		`holdfast_reason_codes_sent_total{code="0x11",packet="UNSUBACK",reason="No subscription existed"}`: 1,
+	} {
+		if m[k] != want {
+			t.Errorf("%s = %v, want %v", k, m[k], want)
+		}
+	}
+}
