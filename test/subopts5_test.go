@@ -237,7 +237,7 @@ func TestMQTT5ReasonCodeMetrics(t *testing.T) {
 	mqtttest.Expect[*codec.Unsuback](c)
 	m := opsScrape(t, base)
 	for k, want := range map[string]float64{
-		`holdfast_reason_codes_sent_total{code="0x87",packet="PUBACK",reason="Not authorized"}`:        3,
+		`holdfast_reason_codes_sent_total{code="0x87",packet="PUBACK",reason="Not authorized"}`:            3,
 		`holdfast_reason_codes_sent_total{code="0x11",packet="UNSUBACK",reason="No subscription existed"}`: 1,
 	} {
 		if m[k] != want {
