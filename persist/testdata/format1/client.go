@@ -114,7 +114,9 @@ func (cl *client) publish(topic, payload string, qos byte, retain bool, pid uint
 	cl.send(packet(first, append(body, payload...)))
 }
 
-func ack(first byte, pid uint16) []byte { return packet(first, binary.BigEndian.AppendUint16(nil, pid)) }
+func ack(first byte, pid uint16) []byte {
+	return packet(first, binary.BigEndian.AppendUint16(nil, pid))
+}
 
 // disconnect ends the connection with DISCONNECT and waits for the broker to close it, so that the
 // session is offline (and its in-flight state written) before the next step.
