@@ -52,7 +52,7 @@ func (s *Server) subscribe(sess *sessionHandle, filter string, qos byte, b *pers
 	sess.unlock()
 	s.trie.Subscribe(sess, filter, qos)
 	if sess.Persistent && b != nil {
-		b.PutSubscription(sess.ID, persist.Subscription{Filter: filter, QoS: qos})
+		b.PutSubscription(sess.ID, persist.Subscription{Filter: filter, SubOptions: persist.SubOptions{QoS: qos}})
 	}
 }
 

@@ -70,7 +70,7 @@ func FuzzDecode(f *testing.F) {
 	m := &Message{Topic: "t", Payload: []byte("p"), QoS: 1, Retain: true}
 	for _, seed := range [][]byte{
 		encodeSession(SessionRecord{ProtocolLevel: 4, DisconnectedAt: time.Unix(1, 0)}),
-		encodeSub(2), encodeRetained(m), encodeQueueInline(1, m), encodeQueueShared(1, 5),
+		encodeSub(SubOptions{QoS: 2}), encodeRetained(m), encodeQueueInline(1, m), encodeQueueShared(1, 5),
 		encodeInflight(Sent, 3), encodeBody(m), inboundValue, {}, {1}, {2, 0, 0},
 		queueKey("c", 1), {famQueue, 0xff, 0xff},
 	} {
