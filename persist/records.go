@@ -215,8 +215,11 @@ func decodeRetained(key, v []byte) (Message, error) {
 	m := Message{Topic: string(key[1:]), QoS: v[1], Retain: true}
 	rest := v[2:]
 	if ver >= recordV2 {
-		if len(v) < 3 || v[2]&^mfKnown != 0 {
-			return Message{}, corruptf(key, "bad flags in %x", shorten(v))
+		if len(v) < 3 {
+			return Message{}, corruptf(key, "value of %d bytes, want at least 3", len(v))
+		}
+		if v[2]&^mfKnown != 0 {
+			return Message{}, corruptf(key, "unknown flags %#x", v[2])
 		}
 		if rest, err = readExtras(key, v[3:], v[2], &m); err != nil {
 			return Message{}, err
