@@ -68,8 +68,8 @@ type SessionState struct {
 	InboundQoS2   []uint16       // sorted
 	Will          *codec.Will    // stored by PutWill; nil: none
 
-	// Orphan is true when the store holds subscriptions, queue entries or
-	// inbound packet ids for this client but no session record (0x01).
+	// Orphan is true when the store holds subscriptions, queue entries,
+	// inbound packet ids or a will for this client but no session record (0x01).
 	// persist does not create queue entries for such a client (Enqueue skips
 	// targets without a record, so a publish racing a DeleteSession leaves
 	// nothing), but subscriptions and inbound packet ids are blind writes a
