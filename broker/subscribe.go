@@ -75,7 +75,7 @@ func (s *Server) subscribe(sess *sessionHandle, filter string, o message.SubOpti
 		s.trie.Subscribe(sess, filter, o.QoS)
 	}
 	if sess.Persistent && b != nil {
-		b.PutSubscription(sess.ID, persist.Subscription{Filter: filter, QoS: o.QoS})
+		b.PutSubscription(sess.ID, persist.Subscription{Filter: filter, SubOptions: o})
 	}
 	return isNew
 }

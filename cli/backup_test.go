@@ -198,8 +198,8 @@ func TestBackupRestoreOffline(t *testing.T) {
 	b := &persist.Batch{}
 	b.PutSession("a", persist.SessionRecord{ProtocolLevel: 4, DisconnectedAt: time.Now()})
 	b.PutSession("b", persist.SessionRecord{ProtocolLevel: 3, DisconnectedAt: time.Now()})
-	b.PutSubscription("a", persist.Subscription{Filter: "t/#", QoS: 1})
-	b.PutSubscription("b", persist.Subscription{Filter: "t/+", QoS: 1})
+	b.PutSubscription("a", persist.Subscription{Filter: "t/#", SubOptions: persist.SubOptions{QoS: 1}})
+	b.PutSubscription("b", persist.Subscription{Filter: "t/+", SubOptions: persist.SubOptions{QoS: 1}})
 	b.PutRetained(&persist.Message{Topic: "r", Payload: []byte("kept"), QoS: 1, Retain: true})
 	opsCommit(t, s, b)
 	opsEnqueue(t, s, "t", 0, 10, "a", "b")
@@ -422,7 +422,7 @@ func TestBackupOnlineAndInspectThroughAdmin(t *testing.T) {
 	defer s.Close()
 	b := &persist.Batch{}
 	b.PutSession("a", persist.SessionRecord{ProtocolLevel: 4})
-	b.PutSubscription("a", persist.Subscription{Filter: "t/#", QoS: 1})
+	b.PutSubscription("a", persist.Subscription{Filter: "t/#", SubOptions: persist.SubOptions{QoS: 1}})
 	opsCommit(t, s, b)
 	opsEnqueue(t, s, "t", 0, 3, "a")
 	cfg, addr := startAdmin(t, s, "s3cret")

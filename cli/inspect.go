@@ -117,11 +117,24 @@ func printInventory(w io.Writer, source string, inv *persist.Inventory, now time
 		}
 		subs := make([]string, len(s.Subscriptions))
 		for i, sub := range s.Subscriptions {
-			subs[i] = fmt.Sprintf("%s (QoS %d)", sub.Filter, sub.QoS)
+			subs[i] = fmt.Sprintf("%s (QoS %d%s)", sub.Filter, sub.QoS, subOptions(sub))
 		}
 		extra := ""
 		if len(s.InboundQoS2) > 0 {
 			extra = fmt.Sprintf("  [%d inbound QoS 2 ids awaiting PUBREL]", len(s.InboundQoS2))
+		}
+		if s.SessionExpiry != nil {
+			extra += "  [session expiry " + expiryInterval(*s.SessionExpiry) + "]"
+		}
+		if w := s.Will; w != nil {
+			extra += fmt.Sprintf("  [will on %s (QoS %d, %d bytes", printable(w.Topic), w.QoS, w.PayloadBytes)
+			if w.Retain {
+				extra += ", retained"
+			}
+			if w.Delay > 0 {
+				extra += fmt.Sprintf(", delay %ds", w.Delay)
+			}
+			extra += ")]"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s%s\n", printable(s.ClientID), state, protocolName(s.ProtocolLevel),
 			s.QueueDepth, s.QueueBytes, s.Inflight, orDash(strings.Join(subs, ", ")), extra)
@@ -130,9 +143,13 @@ func printInventory(w io.Writer, source string, inv *persist.Inventory, now time
 
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "RETAINED TOPIC\tQOS\tPAYLOAD BYTES")
+	fmt.Fprintln(tw, "RETAINED TOPIC\tQOS\tPAYLOAD BYTES\tEXPIRES")
 	for _, r := range inv.Retained {
-		fmt.Fprintf(tw, "%s\t%d\t%d\n", printable(r.Topic), r.QoS, r.PayloadBytes)
+		expires := "-"
+		if r.Expires != nil {
+			expires = r.Expires.Local().Format("2006-01-02 15:04:05")
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\n", printable(r.Topic), r.QoS, r.PayloadBytes, expires)
 	}
 	tw.Flush()
 
@@ -142,6 +159,29 @@ func printInventory(w io.Writer, source string, inv *persist.Inventory, now time
 			fmt.Fprintln(w, "  "+p)
 		}
 	}
+}
+
+// subOptions lists a subscription's MQTT 5 options, each after a comma.
+func subOptions(s persist.SubscriptionInfo) string {
+	var o string
+	if s.NoLocal {
+		o += ", no local"
+	}
+	if s.RetainAsPublished {
+		o += ", retain as published"
+	}
+	if s.ID != 0 {
+		o += fmt.Sprintf(", id %d", s.ID)
+	}
+	return o
+}
+
+// expiryInterval formats a Session Expiry Interval; 0xFFFFFFFF is never (§3.1.2.11.2).
+func expiryInterval(s uint32) string {
+	if s == 0xFFFFFFFF {
+		return "never"
+	}
+	return fmt.Sprintf("%ds", s)
 }
 
 // printable quotes a client id or topic holding spaces or control characters, so that the

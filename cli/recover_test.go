@@ -29,7 +29,7 @@ func powerCutWithDamage(t *testing.T, filters []string, k int) (dir string, off 
 	opsCommit(t, s, b)
 	for _, f := range filters {
 		b := &persist.Batch{}
-		b.PutSubscription("c", persist.Subscription{Filter: f, QoS: 1})
+		b.PutSubscription("c", persist.Subscription{Filter: f, SubOptions: persist.SubOptions{QoS: 1}})
 		opsCommit(t, s, b)
 	}
 	wal, err := os.ReadFile(filepath.Join(live, "holdfast.wal"))

@@ -44,7 +44,7 @@ func TestBackupRestoreLive(t *testing.T) {
 	for i := 0; i < 24; i++ {
 		b := &Batch{}
 		for j := 0; j < 500; j++ {
-			b.PutSubscription(pubs[j%len(pubs)], Subscription{Filter: fmt.Sprintf("f/%d/%d", i, j), QoS: 1})
+			b.PutSubscription(pubs[j%len(pubs)], Subscription{Filter: fmt.Sprintf("f/%d/%d", i, j), SubOptions: SubOptions{QoS: 1}})
 		}
 		ts.commit(b)
 	}

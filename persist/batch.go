@@ -5,6 +5,8 @@ import (
 	"math"
 	"slices"
 	"strings"
+
+	"github.com/holdfast/holdfast/codec"
 )
 
 type opKind uint8
@@ -137,26 +139,51 @@ func (b *Batch) PutSession(cid string, r SessionRecord) {
 }
 
 // DeleteSession removes everything of cid: record, subscriptions, queue
-// entries (dropping their references to shared bodies), in-flight states and
-// inbound packet ids. The writer finds the keys by key-only iteration; a
+// entries (dropping their references to shared bodies), in-flight states,
+// inbound packet ids and will. The writer finds the keys by key-only iteration; a
 // session with a very long queue makes this one slow operation.
 func (b *Batch) DeleteSession(cid string) {
 	if b.checkCID(cid) && b.checkKey(queueKey(cid, 0)) {
-		b.add(op{kind: opDeleteSession, cid: cid}, 8)
+		b.add(op{kind: opDeleteSession, cid: cid}, 9)
 	}
 }
 
 // PutSubscription writes (or overwrites) a subscription of cid.
 func (b *Batch) PutSubscription(cid string, s Subscription) {
-	if b.checkCID(cid) && b.checkQoS("subscription "+s.Filter, s.QoS) {
-		b.set(subKey(cid, s.Filter), encodeSub(s.QoS))
+	if !b.checkCID(cid) || !b.checkQoS("subscription "+s.Filter, s.QoS) {
+		return
 	}
+	if s.ID > maxSubID {
+		b.fail(fmt.Errorf("persist: subscription %s: identifier %d out of range", s.Filter, s.ID))
+		return
+	}
+	b.set(subKey(cid, s.Filter), encodeSub(s.SubOptions))
 }
 
 // DeleteSubscription removes the subscription of cid to filter.
 func (b *Batch) DeleteSubscription(cid, filter string) {
 	if b.checkCID(cid) {
 		b.del(subKey(cid, filter))
+	}
+}
+
+// PutWill stores the will of cid (MQTT 5: with its properties, Will Delay Interval included), so
+// that a restart neither loses nor repeats it; DeleteWill or DeleteSession removes it.
+func (b *Batch) PutWill(cid string, w *codec.Will) {
+	if !b.checkCID(cid) || !b.checkQoS("will "+w.Topic, w.QoS) {
+		return
+	}
+	if len(w.Topic) > 0xFFFF {
+		b.fail(newError(ErrTooLarge, nil, "will topic of %d bytes exceeds 65535", len(w.Topic)))
+		return
+	}
+	b.set(willKey(cid), encodeWill(w))
+}
+
+// DeleteWill removes the will of cid (sent, or the session ended without it).
+func (b *Batch) DeleteWill(cid string) {
+	if b.checkCID(cid) {
+		b.del(willKey(cid))
 	}
 }
 

@@ -50,7 +50,7 @@ func buildWAL(t *testing.T) walFixture {
 	for i := range 12 {
 		f := fmt.Sprintf("f%d/%s", i, strings.Repeat("x", i*i*5))
 		var b Batch
-		b.PutSubscription("c", Subscription{Filter: f, QoS: 1})
+		b.PutSubscription("c", Subscription{Filter: f, SubOptions: SubOptions{QoS: 1}})
 		ts.commit(&b)
 		fx.filters = append(fx.filters, f)
 	}
@@ -423,7 +423,7 @@ func TestVerifyDamagedMemtableNeverAdvisesAStart(t *testing.T) {
 	const n = 300
 	for i := range n {
 		var b Batch
-		b.PutSubscription("c", Subscription{Filter: fmt.Sprintf("f%03d/%s", i, strings.Repeat("x", 1000)), QoS: 1})
+		b.PutSubscription("c", Subscription{Filter: fmt.Sprintf("f%03d/%s", i, strings.Repeat("x", 1000)), SubOptions: SubOptions{QoS: 1}})
 		if _, err := s.Commit(&b); err != nil {
 			t.Fatal(err)
 		}

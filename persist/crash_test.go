@@ -10,14 +10,17 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/holdfast/holdfast/codec"
 )
 
 const crashDirEnv = "HOLDFAST_PERSIST_CRASH_DIR"
 
 // TestCrashChild is the child of TestCrashNoAckedLoss: it commits numbered
 // Enqueues in Sync mode from several goroutines (every fifth one also to the
-// client "shared", so its body is shared) and prints "cid seq shared" for each
-// one whose Commit returned, until it is killed.
+// client "shared", so its body is shared; every message with MQTT 5 properties
+// and expiry, crashMessage) and prints "cid seq shared" for each one whose
+// Commit returned, until it is killed.
 func TestCrashChild(t *testing.T) {
 	dir := os.Getenv(crashDirEnv)
 	if dir == "" {
@@ -45,7 +48,7 @@ func TestCrashChild(t *testing.T) {
 				if shared {
 					targets = append(targets, Target{"shared", 1})
 				}
-				b.Enqueue(msg("crash/"+cid, strconv.Itoa(i), 1), targets)
+				b.Enqueue(crashMessage(cid, i), targets)
 				seq, err := s.Commit(b)
 				if err != nil {
 					fmt.Println("commit:", err)
@@ -90,6 +93,7 @@ func TestCrashNoAckedLoss(t *testing.T) {
 			if lost := lostSeqs(t, s, cid, seqs); lost > 0 {
 				t.Errorf("round %d: %s: %d of %d acknowledged seqs lost", round, cid, lost, len(seqs))
 			}
+			checkCrashMessages(t, s, cid)
 			if ss := session(st, cid); ss == nil || ss.Orphan || ss.QueuedCount < len(seqs) {
 				t.Errorf("%s: recovered %+v, %d acknowledged", cid, ss, len(seqs))
 			}
@@ -99,6 +103,31 @@ func TestCrashNoAckedLoss(t *testing.T) {
 		}
 		if t.Failed() {
 			return
+		}
+	}
+}
+
+// crashMessage is the i-th message of client cid in TestCrashChild, with every MQTT 5 part the
+// store keeps, each derived from cid and i.
+func crashMessage(cid string, i int) *Message {
+	n := strconv.Itoa(i)
+	return &Message{Topic: "crash/" + cid, Payload: []byte(n), QoS: 1, Expires: time.Unix(2000000000, int64(i)).UTC(),
+		Props: &codec.Properties{PayloadFormat: 1, ContentType: cid, CorrelationData: []byte(n),
+			User: []codec.UserProperty{{Name: "i", Value: n}, {Name: "cid", Value: cid}}}}
+}
+
+// checkCrashMessages checks that every message in cid's queue is the crashMessage its topic and
+// payload name, its properties and expiry included.
+func checkCrashMessages(t *testing.T, s *Store, cid string) {
+	t.Helper()
+	q, err := s.ReadQueue(cid, 0, 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range q {
+		i, err := strconv.Atoi(string(e.Message.Payload))
+		if want := crashMessage(strings.TrimPrefix(e.Message.Topic, "crash/"), i); err != nil || !sameMessage(e.Message, want) {
+			t.Fatalf("%s seq %d: %+v %+v, want %+v %+v", cid, e.Seq, e.Message, e.Message.Props, want, want.Props)
 		}
 	}
 }

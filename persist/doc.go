@@ -154,29 +154,46 @@
 //	0x05    cid seq(u64)             in-flight state of queue entry (cid, seq)
 //	0x06    seq(u64)                 shared message body
 //	0x07    cid pid(u16)             inbound QoS 2 packet id awaiting PUBREL
+//	0x08    cid                      will (format 2)
 //
 // (cid above is always uint16 length + bytes.)
 //
 // # Values
 //
-// Every value except the schema value starts with a record-version byte,
-// currently 1; a decoder that meets another version, a wrong length, unknown
-// flags or an out-of-range field returns ErrCorrupt naming the family and
-// key. All integers are big-endian.
+// Every value except the schema value starts with a record-version byte; a
+// decoder that meets a version it does not know, a wrong length, unknown flags
+// or an out-of-range field returns ErrCorrupt naming the family and key. All
+// integers are big-endian. Writers write the version below; decoders read
+// version 1 too (format 1: the same layouts without what version 2 added, and
+// no flag of it allowed).
 //
-//	0x01 session   1 | protocol level | flags | disconnected-at unix ns int64 [| owner]
+//	0x01 session   2 | protocol level | flags | disconnected-at unix ns int64 [| expiry] [| owner]
 //	               flags bit 0: disconnected (else the time is 0)
 //	               flags bit 1: owner follows: username length uint16 | username
 //	               flags bit 2: the owner is anonymous (only with bit 1)
-//	0x02 sub       1 | granted QoS
-//	0x03 retained  1 | QoS | payload
-//	0x04 queue     1 | delivery QoS | flags | payload size uint32 [| inline message]
+//	               flags bit 3: MQTT 5 Session Expiry Interval follows, uint32 seconds
+//	               (absent: not set, the broker's configured limit applies)
+//	0x02 sub       2 | granted QoS | options [| subscription identifier uint32]
+//	               options bit 0: No Local, bit 1: Retain As Published, bit 2: identifier
+//	               follows (1 to 268,435,455)          (version 1: 1 | granted QoS)
+//	0x03 retained  2 | QoS | flags | [v5 parts] | payload     (version 1: 1 | QoS | payload)
+//	0x04 queue     2 | delivery QoS | flags | payload size uint32 [| inline message]
 //	               flags bit 0: shared (body under 0x06 seq; nothing follows)
 //	               flags bit 1: retain (inline only)
-//	               inline message: published QoS | topic length uint16 | topic | payload
+//	               inline message: published QoS | topic length uint16 | topic | [v5 parts] | payload
 //	0x05 inflight  1 | state (1 = Sent, 2 = Released: PUBREC received, PUBREL sent) | packet id uint16
-//	0x06 body      1 | published QoS | flags (bit 0: retain) | topic length uint16 | topic | payload
+//	0x06 body      2 | published QoS | flags (bit 0: retain) | topic length uint16 | topic | [v5 parts] | payload
 //	0x07 inbound   1
+//	0x08 will      1 | QoS | flags (bit 0: retain, bit 3: properties) | topic length uint16 | topic
+//	               [| will property block] | payload
+//
+// The v5 parts of a message (MQTT 5), each present only when its flag in the
+// record's flags byte is set, so that a message without them costs nothing:
+// bit 2, its expiry as absolute unix ns int64 (message.Message.Expires, so that
+// it counts across a restart); bit 3, its properties as the property block a
+// PUBLISH carries (codec.AppendPublishProperties: property length, then the
+// properties; a will's block is the will properties of a CONNECT), read back
+// with the checks a received packet gets.
 //
 // A message queued for exactly one persistent session is stored inline in its
 // queue entry (one key). A message for two or more is stored once under 0x06
@@ -201,19 +218,24 @@
 //     can create by submitting a state change after the Ack);
 //   - no 0x04 without its client's 0x01: Enqueue skips a target whose record
 //     does not exist when the writer applies the batch (the writer keeps the
-//     set of client ids with records). Subscriptions and inbound packet ids
-//     are blind writes, and older stores may hold orphans: Recover reports
+//     set of client ids with records). Subscriptions, inbound packet ids and
+//     wills are blind writes, and older stores may hold orphans: Recover reports
 //     them (SessionState.Orphan), Verify lists them.
 //
 // # Versioning
 //
-// Open reads 0x00 "schema". Absent in an empty store: version 1 is written.
+// Open reads 0x00 "schema". Absent in an empty store: FormatVersion is written.
 // Absent next to other keys: ErrVersion ("no format version"). Newer than
 // FormatVersion: ErrVersion naming both versions; the store is refused, never
-// misread. An older version would run migration steps here (there are none
-// yet). A change to any value layout needs a new record version (readers
-// accept only the versions they know) or a new format version; a new family
-// needs a new format version so that old binaries refuse the store. Backups
+// misread. Older, down to oldestFormat, it is migrated: format 2 (MQTT 5)
+// reads format 1's records as they are, so the migration decodes every record
+// (one it cannot is ErrCorrupt, and the store stays as it was), then writes
+// the new version through the log like the first one, and logs it. A change
+// to any value layout needs a new record version (readers accept only the
+// versions they know) or a new format version; a new family needs a new format
+// version so that old binaries refuse the store. testdata/format1.tar.gz is a
+// store of format 1 written by the last build of that format, and
+// testdata/format1/make.sh how to make one for the next format. Backups
 // (Badger's DB.Backup stream) carry the schema key with them. The log's
 // header carries its own version (the byte after "HFW").
 //
@@ -226,7 +248,7 @@
 // value, removes in-flight states without their entry and bodies without
 // references (older versions could leave them after a crash inside a batch
 // split over transactions), and returns what the broker rebuilds (sessions
-// with subscriptions, queue sizes, inbound packet ids; retained messages).
+// with subscriptions, queue sizes, inbound packet ids, wills; retained messages).
 // Queue contents stay on disk: ReadQueue pages through a session's queue from
 // one snapshot.
 //

@@ -235,7 +235,7 @@ func runFaultCase(t *testing.T, c faultCase, powerCut bool) {
 		t.Errorf("%d of %d acknowledged batches lost", lost, len(acked))
 	}
 	var b Batch
-	b.PutSubscription("c", Subscription{Filter: "after", QoS: 1})
+	b.PutSubscription("c", Subscription{Filter: "after", SubOptions: SubOptions{QoS: 1}})
 	if _, err := s.Commit(&b); err != nil {
 		t.Errorf("commit after recovery: %v", err)
 	}
@@ -282,7 +282,7 @@ func closeFailed(t *testing.T, s *Store) {
 
 func subscribe(filter string) *Batch {
 	var b Batch
-	b.PutSubscription("c", Subscription{Filter: filter, QoS: 1})
+	b.PutSubscription("c", Subscription{Filter: filter, SubOptions: SubOptions{QoS: 1}})
 	return &b
 }
 
@@ -438,7 +438,7 @@ func TestCheckpointCrashChild(t *testing.T) {
 		}
 		filter := fmt.Sprintf("f/%d", i%7)
 		if i%2 == 0 {
-			b.PutSubscription("c", Subscription{Filter: filter, QoS: 1})
+			b.PutSubscription("c", Subscription{Filter: filter, SubOptions: SubOptions{QoS: 1}})
 			b.PutRetained(msg(filter, strconv.Itoa(i), 1))
 		} else {
 			b.DeleteSubscription("c", filter)
@@ -571,7 +571,7 @@ func TestSpillCommitFailure(t *testing.T) {
 	n := 2 * maxBatchCount(s)
 	b := &Batch{}
 	for i := range n {
-		b.PutSubscription("c", Subscription{Filter: fmt.Sprint("f/", i), QoS: 1})
+		b.PutSubscription("c", Subscription{Filter: fmt.Sprint("f/", i), SubOptions: SubOptions{QoS: 1}})
 	}
 	s.wal.faults[stepCommit].Store(&fault{err: syscall.EIO})
 	if _, err := s.Commit(b); !errors.Is(err, ErrFailed) || !errors.Is(err, syscall.EIO) {

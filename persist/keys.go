@@ -16,6 +16,7 @@ const (
 	famInflight byte = 0x05
 	famBody     byte = 0x06
 	famInbound  byte = 0x07
+	famWill     byte = 0x08
 )
 
 // MaxKeySize is Badger's key size limit. A key is the family byte, then for
@@ -35,6 +36,7 @@ var familyNames = [...]string{
 	famInflight: "in-flight state",
 	famBody:     "shared body",
 	famInbound:  "inbound QoS 2",
+	famWill:     "will",
 }
 
 // cidPrefix returns fam | len(cid) uint16 | cid, with room for extra bytes.
@@ -46,6 +48,7 @@ func cidPrefix(fam byte, cid string, extra int) []byte {
 }
 
 func sessionKey(cid string) []byte { return cidPrefix(famSession, cid, 0) }
+func willKey(cid string) []byte    { return cidPrefix(famWill, cid, 0) }
 
 func subKey(cid, filter string) []byte {
 	return append(cidPrefix(famSub, cid, len(filter)), filter...)
@@ -117,13 +120,13 @@ func describeKey(key []byte) string {
 		if len(key) == 9 {
 			return fmt.Sprintf("%s key (seq %d)", name, seqOfKey(key))
 		}
-	case famSession, famSub, famQueue, famInflight, famInbound:
+	case famSession, famSub, famQueue, famInflight, famInbound, famWill:
 		cid, rest, ok := splitCID(key)
 		if !ok {
 			break
 		}
 		switch {
-		case fam == famSession && len(rest) == 0:
+		case (fam == famSession || fam == famWill) && len(rest) == 0:
 			return fmt.Sprintf("%s key (client %q)", name, shorten([]byte(cid)))
 		case fam == famSub:
 			return fmt.Sprintf("%s key (client %q, filter %q)", name, shorten([]byte(cid)), shorten(rest))

@@ -82,7 +82,7 @@ func TestDamagedMemtableChild(t *testing.T) {
 	putSessions(t, s, "c")
 	for i := range memCheckSubs {
 		var b Batch
-		b.PutSubscription("c", Subscription{Filter: fmt.Sprintf("f%03d/%s", i, strings.Repeat("x", 1000)), QoS: 1})
+		b.PutSubscription("c", Subscription{Filter: fmt.Sprintf("f%03d/%s", i, strings.Repeat("x", 1000)), SubOptions: SubOptions{QoS: 1}})
 		if _, err := s.Commit(&b); err != nil {
 			t.Fatal(err)
 		}

@@ -19,7 +19,7 @@ func TestFormatVersionSurvivesLosingBadgersState(t *testing.T) {
 	ts := openTest(t)
 	putSessions(t, ts.Store, "c")
 	var b Batch
-	b.PutSubscription("c", Subscription{Filter: "a/#", QoS: 1})
+	b.PutSubscription("c", Subscription{Filter: "a/#", SubOptions: SubOptions{QoS: 1}})
 	ts.commit(&b)
 
 	// The power cut: only the synced log is left, in a directory otherwise empty.
@@ -57,7 +57,7 @@ func failStopAfter(t *testing.T, at step, cause error) {
 	putSessions(t, s, "c")
 	s.wal.faults[at].Store(&fault{err: cause})
 	var b Batch
-	b.PutSubscription("c", Subscription{Filter: "lost", QoS: 1})
+	b.PutSubscription("c", Subscription{Filter: "lost", SubOptions: SubOptions{QoS: 1}})
 	if _, err := s.Commit(&b); !errors.Is(err, cause) {
 		t.Fatalf("commit over the fault: %v, want %v", err, cause)
 	}
@@ -71,7 +71,7 @@ func failStopAfter(t *testing.T, at step, cause error) {
 	}
 	s.wal.faults[at].Store(nil) // the disk "recovers"
 	var later Batch
-	later.PutSubscription("c", Subscription{Filter: "later", QoS: 1})
+	later.PutSubscription("c", Subscription{Filter: "later", SubOptions: SubOptions{QoS: 1}})
 	if _, err := s.Commit(&later); !errors.Is(err, ErrFailed) {
 		t.Fatalf("commit after the failure: %v, want ErrFailed", err)
 	}
@@ -126,7 +126,7 @@ func TestWALDamageMidLogStopsStartUp(t *testing.T) {
 	putSessions(t, ts.Store, "c")
 	for _, f := range []string{"a", "b", "c"} {
 		var b Batch
-		b.PutSubscription("c", Subscription{Filter: f, QoS: 1})
+		b.PutSubscription("c", Subscription{Filter: f, SubOptions: SubOptions{QoS: 1}})
 		ts.commit(&b)
 	}
 	// Records: the format version, the session, then one per subscription.

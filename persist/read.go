@@ -51,8 +51,8 @@ func (w *writer) recover() (*State, error) {
 	}
 	st := &State{}
 	var (
-		subs, queued, inflight, inbound int
-		strays, garbage                 [][]byte
+		subs, queued, inflight, inbound, wills int
+		strays, garbage                        [][]byte
 	)
 	// Shared references found in 0x04 values: seq -> count, and the first
 	// referring key (for the error message).
@@ -102,12 +102,12 @@ func (w *writer) recover() (*State, error) {
 			if err != nil {
 				return err
 			}
-			qos, err := decodeSub(k, v)
+			o, err := decodeSub(k, v)
 			if err != nil {
 				return err
 			}
 			ss := get(cid)
-			ss.Subscriptions = append(ss.Subscriptions, Subscription{Filter: string(rest), QoS: qos})
+			ss.Subscriptions = append(ss.Subscriptions, Subscription{Filter: string(rest), SubOptions: o})
 			subs++
 			return nil
 		})
@@ -198,6 +198,20 @@ func (w *writer) recover() (*State, error) {
 			return nil
 		})
 	}
+	if err == nil {
+		err = scan(famWill, true, func(k, v []byte) error {
+			cid, _, err := cidOf(k, 0)
+			if err != nil {
+				return err
+			}
+			will, err := decodeWill(k, v)
+			if err == nil {
+				get(cid).Will = will
+				wills++
+			}
+			return err
+		})
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -237,7 +251,7 @@ func (w *writer) recover() (*State, error) {
 			orphans++
 			w.s.log.Warn().Str("client", string(shorten([]byte(ss.ClientID)))).
 				Int("subscriptions", len(ss.Subscriptions)).Int("queued", ss.QueuedCount).
-				Int("inbound", len(ss.InboundQoS2)).Msg("session data without a session record")
+				Int("inbound", len(ss.InboundQoS2)).Bool("will", ss.Will != nil).Msg("session data without a session record")
 		}
 		slices.Sort(ss.InboundQoS2)
 	}
@@ -249,7 +263,7 @@ func (w *writer) recover() (*State, error) {
 
 	w.s.log.Info().Int("sessions", len(st.Sessions)).Int("orphans", orphans).Int("subscriptions", subs).
 		Int("retained", len(st.Retained)).Int("queued", queued).Int("inflight", inflight).
-		Int("shared_bodies", len(sharedRefs)).Int("inbound_qos2", inbound).Uint64("next_seq", w.nextSeq).
+		Int("shared_bodies", len(sharedRefs)).Int("inbound_qos2", inbound).Int("wills", wills).Uint64("next_seq", w.nextSeq).
 		Dur("took", time.Since(start)).Msg("recovered")
 	return st, nil
 }

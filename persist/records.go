@@ -3,10 +3,17 @@ package persist
 import (
 	"encoding/binary"
 	"time"
+
+	"github.com/holdfast/holdfast/codec"
 )
 
-// Record versions: the first byte of every value except the schema value.
-const recordV1 byte = 1
+// Record versions: the first byte of every value except the schema value. Version 2 is MQTT 5's
+// layout of the families that changed (session, subscription, retained, queue entry, body);
+// their decoders read version 1 too, so that a store of format 1 needs no rewriting.
+const (
+	recordV1 byte = 1
+	recordV2 byte = 2
+)
 
 // Queue entry flags.
 const (
@@ -21,12 +28,32 @@ const (
 	bfKnown       = bfRetain
 )
 
+// Flags of a message's MQTT 5 parts, the same bits in a queue entry, a body, a retained message
+// and a will (version 2 and the will only). What is absent costs nothing but its flag.
+const (
+	mfExpires byte = 1 << 2 // after the topic: expiry, unix nanoseconds int64
+	mfProps   byte = 1 << 3 // then the property block of a PUBLISH (a will: of its will properties)
+	mfKnown        = mfExpires | mfProps
+)
+
 // Session record flags.
 const (
 	sfDisconnected byte = 1 << 0
 	sfOwner        byte = 1 << 1 // followed by the owner: uint16 length + username
 	sfAnonymous    byte = 1 << 2
+	sfExpiry       byte = 1 << 3 // version 2: the session expiry interval follows the time
 )
+
+// Subscription option flags (version 2).
+const (
+	subNoLocal           byte = 1 << 0
+	subRetainAsPublished byte = 1 << 1
+	subID                byte = 1 << 2 // the subscription identifier follows, uint32
+	subKnown                  = subNoLocal | subRetainAsPublished | subID
+)
+
+// maxSubID is the largest Subscription Identifier, a Variable Byte Integer (§3.8.2.1.2).
+const maxSubID = 268435455
 
 const queueHeaderLen = 1 + 1 + 1 + 4 // version, qos, flags, payload size
 
@@ -43,11 +70,12 @@ func decodeSchema(v []byte) (format uint32, writer string, err error) {
 	return binary.BigEndian.Uint32(v), string(v[4:]), nil
 }
 
-// --- session (0x01): v1 | protocol level | flags | disconnected-at unix nanos int64
+// --- session (0x01): v2 | protocol level | flags | disconnected-at unix nanos int64
+//   [| session expiry interval uint32] [| owner]
 
 func encodeSession(r SessionRecord) []byte {
-	v := make([]byte, 0, 11)
-	v = append(v, recordV1, r.ProtocolLevel)
+	v := make([]byte, 0, 15)
+	v = append(v, recordV2, r.ProtocolLevel)
 	var flags byte
 	var nanos int64
 	if !r.DisconnectedAt.IsZero() {
@@ -60,8 +88,14 @@ func encodeSession(r SessionRecord) []byte {
 			flags |= sfAnonymous
 		}
 	}
+	if r.HasSessionExpiry {
+		flags |= sfExpiry
+	}
 	v = append(v, flags)
 	v = binary.BigEndian.AppendUint64(v, uint64(nanos))
+	if r.HasSessionExpiry {
+		v = binary.BigEndian.AppendUint32(v, r.SessionExpiry)
+	}
 	if r.HasOwner {
 		v = binary.BigEndian.AppendUint16(v, uint16(len(r.Username)))
 		v = append(v, r.Username...)
@@ -71,18 +105,30 @@ func encodeSession(r SessionRecord) []byte {
 
 func decodeSession(key, v []byte) (SessionRecord, error) {
 	var r SessionRecord
-	if err := checkVersion(key, v, 11); err != nil {
+	ver, err := checkVersion(key, v, 11, recordV2)
+	if err != nil {
 		return r, err
 	}
 	r.ProtocolLevel = v[1]
 	flags := v[2]
-	if flags&^(sfDisconnected|sfOwner|sfAnonymous) != 0 || (flags&sfAnonymous != 0 && flags&sfOwner == 0) {
+	known := sfDisconnected | sfOwner | sfAnonymous
+	if ver >= recordV2 {
+		known |= sfExpiry
+	}
+	if flags&^known != 0 || (flags&sfAnonymous != 0 && flags&sfOwner == 0) {
 		return r, corruptf(key, "unknown flags %#x", flags)
 	}
 	if flags&sfDisconnected != 0 {
 		r.DisconnectedAt = time.Unix(0, int64(binary.BigEndian.Uint64(v[3:11]))).UTC()
 	}
 	rest := v[11:]
+	if flags&sfExpiry != 0 {
+		if len(rest) < 4 {
+			return r, corruptf(key, "session expiry interval truncated")
+		}
+		r.HasSessionExpiry, r.SessionExpiry = true, binary.BigEndian.Uint32(rest)
+		rest = rest[4:]
+	}
 	if flags&sfOwner != 0 {
 		if len(rest) < 2 || len(rest) != 2+int(binary.BigEndian.Uint16(rest)) {
 			return r, corruptf(key, "owner of %d bytes does not match its length", len(rest))
@@ -91,45 +137,102 @@ func decodeSession(key, v []byte) (SessionRecord, error) {
 		rest = nil
 	}
 	if len(rest) != 0 {
-		return r, corruptf(key, "value of %d bytes, want 11", len(v))
+		return r, corruptf(key, "value of %d bytes: %d unexpected at the end", len(v), len(rest))
 	}
 	return r, nil
 }
 
-// --- subscription (0x02): v1 | granted QoS
+// --- subscription (0x02): v2 | granted QoS | option flags [| subscription identifier uint32]
+//   (v1: v1 | granted QoS)
 
-func encodeSub(qos byte) []byte { return []byte{recordV1, qos} }
-
-func decodeSub(key, v []byte) (byte, error) {
-	if err := checkVersion(key, v, 2); err != nil {
-		return 0, err
+func encodeSub(o SubOptions) []byte {
+	var flags byte
+	if o.NoLocal {
+		flags |= subNoLocal
 	}
-	if len(v) != 2 || v[1] > 2 {
-		return 0, corruptf(key, "bad subscription value %x", shorten(v))
+	if o.RetainAsPublished {
+		flags |= subRetainAsPublished
 	}
-	return v[1], nil
+	v := []byte{recordV2, o.QoS, flags}
+	if o.ID != 0 {
+		v[2] |= subID
+		v = binary.BigEndian.AppendUint32(v, o.ID)
+	}
+	return v
 }
 
-// --- retained (0x03): v1 | QoS | payload
+func decodeSub(key, v []byte) (SubOptions, error) {
+	var o SubOptions
+	ver, err := checkVersion(key, v, 2, recordV2)
+	if err != nil {
+		return o, err
+	}
+	o.QoS = v[1]
+	if ver == recordV1 {
+		if len(v) != 2 || o.QoS > 2 {
+			return SubOptions{}, corruptf(key, "bad subscription value %x", shorten(v))
+		}
+		return o, nil
+	}
+	if len(v) < 3 || o.QoS > 2 || v[2]&^subKnown != 0 {
+		return SubOptions{}, corruptf(key, "bad subscription value %x", shorten(v))
+	}
+	flags := v[2]
+	o.NoLocal, o.RetainAsPublished = flags&subNoLocal != 0, flags&subRetainAsPublished != 0
+	want := 3
+	if flags&subID != 0 {
+		want = 7
+		if len(v) == want {
+			o.ID = binary.BigEndian.Uint32(v[3:])
+		}
+		if o.ID == 0 || o.ID > maxSubID {
+			return SubOptions{}, corruptf(key, "bad subscription identifier in %x", shorten(v))
+		}
+	}
+	if len(v) != want {
+		return SubOptions{}, corruptf(key, "subscription value of %d bytes, want %d", len(v), want)
+	}
+	return o, nil
+}
+
+// --- retained (0x03): v2 | QoS | flags | [expiry] [properties] | payload  (v1: v1 | QoS | payload)
 
 func encodeRetained(m *Message) []byte {
-	v := make([]byte, 0, 2+len(m.Payload))
-	return append(append(v, recordV1, m.QoS), m.Payload...)
+	v := make([]byte, 0, 3+len(m.Payload))
+	v = append(v, recordV2, m.QoS, 0)
+	v = appendExtras(v, 2, m)
+	return append(v, m.Payload...)
 }
 
 func decodeRetained(key, v []byte) (Message, error) {
-	if err := checkVersion(key, v, 2); err != nil {
+	ver, err := checkVersion(key, v, 2, recordV2)
+	if err != nil {
 		return Message{}, err
 	}
 	if v[1] > 2 {
 		return Message{}, corruptf(key, "QoS %d", v[1])
 	}
-	return Message{Topic: string(key[1:]), QoS: v[1], Retain: true, Payload: cloneBytes(v[2:])}, nil
+	m := Message{Topic: string(key[1:]), QoS: v[1], Retain: true}
+	rest := v[2:]
+	if ver >= recordV2 {
+		if len(v) < 3 {
+			return Message{}, corruptf(key, "value of %d bytes, want at least 3", len(v))
+		}
+		if v[2]&^mfKnown != 0 {
+			return Message{}, corruptf(key, "unknown flags %#x", v[2])
+		}
+		if rest, err = readExtras(key, v[3:], v[2], &m); err != nil {
+			return Message{}, err
+		}
+	}
+	m.Payload = cloneBytes(rest)
+	return m, nil
 }
 
 // --- queue entry (0x04):
-//   v1 | delivery QoS | flags | payload size uint32
-//   inline (flags&qfShared == 0): published QoS | topic length uint16 | topic | payload
+//   v2 | delivery QoS | flags | payload size uint32
+//   inline (flags&qfShared == 0): published QoS | topic length uint16 | topic | [expiry] [properties] | payload
+//   (v1: no expiry, no properties)
 
 func encodeQueueInline(qos byte, m *Message) []byte {
 	v := make([]byte, 0, queueHeaderLen+3+len(m.Topic)+len(m.Payload))
@@ -137,17 +240,18 @@ func encodeQueueInline(qos byte, m *Message) []byte {
 	if m.Retain {
 		flags |= qfRetain
 	}
-	v = append(v, recordV1, qos, flags)
+	v = append(v, recordV2, qos, flags)
 	v = binary.BigEndian.AppendUint32(v, uint32(len(m.Payload)))
 	v = append(v, m.QoS)
 	v = binary.BigEndian.AppendUint16(v, uint16(len(m.Topic)))
 	v = append(v, m.Topic...)
+	v = appendExtras(v, 2, m)
 	return append(v, m.Payload...)
 }
 
 func encodeQueueShared(qos byte, payloadSize int) []byte {
 	v := make([]byte, 0, queueHeaderLen)
-	v = append(v, recordV1, qos, qfShared)
+	v = append(v, recordV2, qos, qfShared)
 	return binary.BigEndian.AppendUint32(v, uint32(payloadSize))
 }
 
@@ -160,18 +264,23 @@ type queueHeader struct {
 
 func (h queueHeader) shared() bool { return h.flags&qfShared != 0 }
 
-// decodeQueue checks the whole value and returns the header and, for an
-// inline entry when withMsg is set, the message (copied).
+// decodeQueue checks the whole value, a property block included, and returns the header and,
+// for an inline entry when withMsg is set, the message (copied).
 func decodeQueue(key, v []byte, withMsg bool) (queueHeader, *Message, error) {
 	var h queueHeader
-	if err := checkVersion(key, v, queueHeaderLen); err != nil {
+	ver, err := checkVersion(key, v, queueHeaderLen, recordV2)
+	if err != nil {
 		return h, nil, err
 	}
 	h.qos, h.flags, h.payloadSize = v[1], v[2], binary.BigEndian.Uint32(v[3:7])
 	if h.qos > 2 {
 		return h, nil, corruptf(key, "delivery QoS %d", h.qos)
 	}
-	if h.flags&^qfKnown != 0 {
+	known := qfKnown
+	if ver >= recordV2 {
+		known |= mfKnown
+	}
+	if h.flags&^known != 0 {
 		return h, nil, corruptf(key, "unknown flags %#x", h.flags)
 	}
 	if h.shared() {
@@ -185,18 +294,21 @@ func decodeQueue(key, v []byte, withMsg bool) (queueHeader, *Message, error) {
 		return h, nil, corruptf(key, "inline message header truncated or bad QoS")
 	}
 	tl := int(binary.BigEndian.Uint16(rest[1:3]))
-	if len(rest) != 3+tl+int(h.payloadSize) {
-		return h, nil, corruptf(key, "inline message of %d bytes, want %d", len(rest), 3+tl+int(h.payloadSize))
+	if len(rest) < 3+tl {
+		return h, nil, corruptf(key, "inline message of %d bytes, topic of %d", len(rest), tl)
+	}
+	m := &Message{QoS: rest[0], Retain: h.flags&qfRetain != 0}
+	topic := rest[3 : 3+tl]
+	if rest, err = readExtras(key, rest[3+tl:], h.flags, m); err != nil {
+		return h, nil, err
+	}
+	if len(rest) != int(h.payloadSize) {
+		return h, nil, corruptf(key, "inline payload of %d bytes, want %d", len(rest), h.payloadSize)
 	}
 	if !withMsg {
 		return h, nil, nil
 	}
-	m := &Message{
-		QoS:     rest[0],
-		Topic:   string(rest[3 : 3+tl]),
-		Payload: cloneBytes(rest[3+tl:]),
-		Retain:  h.flags&qfRetain != 0,
-	}
+	m.Topic, m.Payload = string(topic), cloneBytes(rest)
 	return h, m, nil
 }
 
@@ -207,7 +319,7 @@ func encodeInflight(state QueueState, pid uint16) []byte {
 }
 
 func decodeInflight(key, v []byte) (QueueState, uint16, error) {
-	if err := checkVersion(key, v, 4); err != nil {
+	if _, err := checkVersion(key, v, 4, recordV1); err != nil {
 		return 0, 0, err
 	}
 	st := QueueState(v[1])
@@ -217,7 +329,8 @@ func decodeInflight(key, v []byte) (QueueState, uint16, error) {
 	return st, binary.BigEndian.Uint16(v[2:]), nil
 }
 
-// --- shared body (0x06): v1 | published QoS | flags | topic length uint16 | topic | payload
+// --- shared body (0x06): v2 | published QoS | flags | topic length uint16 | topic | [expiry] [properties] | payload
+//   (v1: no expiry, no properties)
 
 func encodeBody(m *Message) []byte {
 	v := make([]byte, 0, 5+len(m.Topic)+len(m.Payload))
@@ -225,32 +338,36 @@ func encodeBody(m *Message) []byte {
 	if m.Retain {
 		flags |= bfRetain
 	}
-	v = append(v, recordV1, m.QoS, flags)
+	v = append(v, recordV2, m.QoS, flags)
 	v = binary.BigEndian.AppendUint16(v, uint16(len(m.Topic)))
 	v = append(v, m.Topic...)
+	v = appendExtras(v, 2, m)
 	return append(v, m.Payload...)
 }
 
 func decodeBody(key, v []byte, withMsg bool) (*Message, error) {
-	if err := checkVersion(key, v, 5); err != nil {
+	ver, err := checkVersion(key, v, 5, recordV2)
+	if err != nil {
 		return nil, err
 	}
-	if v[1] > 2 || v[2]&^bfKnown != 0 {
+	known := bfKnown
+	if ver >= recordV2 {
+		known |= mfKnown
+	}
+	if v[1] > 2 || v[2]&^known != 0 {
 		return nil, corruptf(key, "bad QoS %d or flags %#x", v[1], v[2])
 	}
 	tl := int(binary.BigEndian.Uint16(v[3:5]))
 	if len(v) < 5+tl {
 		return nil, corruptf(key, "topic of %d bytes in a value of %d", tl, len(v))
 	}
-	if !withMsg {
-		return nil, nil
+	m := &Message{QoS: v[1], Retain: v[2]&bfRetain != 0}
+	rest, err := readExtras(key, v[5+tl:], v[2], m)
+	if err != nil || !withMsg {
+		return nil, err
 	}
-	return &Message{
-		QoS:     v[1],
-		Retain:  v[2]&bfRetain != 0,
-		Topic:   string(v[5 : 5+tl]),
-		Payload: cloneBytes(v[5+tl:]),
-	}, nil
+	m.Topic, m.Payload = string(v[5:5+tl]), cloneBytes(rest)
+	return m, nil
 }
 
 // --- inbound QoS 2 (0x07): v1
@@ -258,7 +375,7 @@ func decodeBody(key, v []byte, withMsg bool) (*Message, error) {
 var inboundValue = []byte{recordV1}
 
 func decodeInbound(key, v []byte) error {
-	if err := checkVersion(key, v, 1); err != nil {
+	if _, err := checkVersion(key, v, 1, recordV1); err != nil {
 		return err
 	}
 	if len(v) != 1 {
@@ -267,18 +384,138 @@ func decodeInbound(key, v []byte) error {
 	return nil
 }
 
-// checkVersion checks the record-version byte and a minimum length.
-func checkVersion(key, v []byte, min int) error {
-	if len(v) == 0 {
-		return corruptf(key, "empty value")
+// --- will (0x08): v1 | QoS | flags (bit 0: retain; mfProps) | topic length uint16 | topic
+//   [| will property block] | payload
+
+func encodeWill(w *codec.Will) []byte {
+	v := make([]byte, 0, 5+len(w.Topic)+len(w.Payload))
+	var flags byte
+	if w.Retain {
+		flags |= bfRetain
 	}
-	if v[0] != recordV1 {
-		return corruptf(key, "unknown record version %d", v[0])
+	v = append(v, recordV1, w.QoS, flags)
+	v = binary.BigEndian.AppendUint16(v, uint16(len(w.Topic)))
+	v = append(v, w.Topic...)
+	if w.Props != nil {
+		n := len(v)
+		if v = codec.AppendWillProperties(v, w.Props); len(v) == n+1 {
+			v = v[:n] // nothing a will carries: no block
+		} else {
+			v[2] |= mfProps
+		}
+	}
+	return append(v, w.Payload...)
+}
+
+func decodeWill(key, v []byte) (*codec.Will, error) {
+	if _, err := checkVersion(key, v, 5, recordV1); err != nil {
+		return nil, err
+	}
+	flags := v[2]
+	if v[1] > 2 || flags&^(bfRetain|mfProps) != 0 {
+		return nil, corruptf(key, "bad QoS %d or flags %#x", v[1], flags)
+	}
+	tl := int(binary.BigEndian.Uint16(v[3:5]))
+	if len(v) < 5+tl {
+		return nil, corruptf(key, "topic of %d bytes in a value of %d", tl, len(v))
+	}
+	w := &codec.Will{QoS: v[1], Retain: flags&bfRetain != 0, Topic: string(v[5 : 5+tl])}
+	rest := v[5+tl:]
+	if flags&mfProps != 0 {
+		p, n, err := codec.ReadWillProperties(rest)
+		if err != nil {
+			return nil, corruptf(key, "will properties: %v", err)
+		}
+		w.Props, rest = ownProps(p), rest[n:]
+	}
+	w.Payload = cloneBytes(rest)
+	return w, nil
+}
+
+// appendExtras appends m's expiry and property block, those it has, and sets their flags in the
+// byte of v at flagsAt.
+func appendExtras(v []byte, flagsAt int, m *Message) []byte {
+	if !m.Expires.IsZero() {
+		v[flagsAt] |= mfExpires
+		v = binary.BigEndian.AppendUint64(v, uint64(m.Expires.UnixNano()))
+	}
+	if m.Props != nil {
+		n := len(v)
+		if v = codec.AppendPublishProperties(v, m.Props); len(v) == n+1 {
+			return v[:n] // properties with nothing a PUBLISH carries: no block
+		}
+		v[flagsAt] |= mfProps
+	}
+	return v
+}
+
+// readExtras reads into m the expiry and property block that flags say start rest, and returns
+// what follows them.
+func readExtras(key, rest []byte, flags byte, m *Message) ([]byte, error) {
+	if flags&mfExpires != 0 {
+		if len(rest) < 8 {
+			return nil, corruptf(key, "expiry truncated")
+		}
+		m.Expires = time.Unix(0, int64(binary.BigEndian.Uint64(rest))).UTC()
+		rest = rest[8:]
+	}
+	if flags&mfProps != 0 {
+		p, n, err := codec.ReadPublishProperties(rest)
+		if err != nil {
+			return nil, corruptf(key, "message properties: %v", err)
+		}
+		m.Props, rest = ownProps(p), rest[n:]
+	}
+	return rest, nil
+}
+
+// ownProps copies what a decoded property block shares with the value it was read from.
+func ownProps(p *codec.Properties) *codec.Properties {
+	if p != nil && p.CorrelationData != nil {
+		p.CorrelationData = cloneBytes(p.CorrelationData)
+	}
+	return p
+}
+
+// checkRecord decodes the value v of key k with its family's decoder.
+func checkRecord(k, v []byte) error {
+	var err error
+	switch k[0] {
+	case famSession:
+		_, err = decodeSession(k, v)
+	case famSub:
+		_, err = decodeSub(k, v)
+	case famRetained:
+		_, err = decodeRetained(k, v)
+	case famQueue:
+		_, _, err = decodeQueue(k, v, false)
+	case famInflight:
+		_, _, err = decodeInflight(k, v)
+	case famBody:
+		_, err = decodeBody(k, v, false)
+	case famInbound:
+		err = decodeInbound(k, v)
+	case famWill:
+		_, err = decodeWill(k, v)
+	default:
+		err = corruptf(k, "unknown key family")
+	}
+	return err
+}
+
+// checkVersion checks the record-version byte (1 to newest) and a minimum length, and returns
+// the version.
+func checkVersion(key, v []byte, min int, newest byte) (byte, error) {
+	if len(v) == 0 {
+		return 0, corruptf(key, "empty value")
+	}
+	if v[0] < recordV1 || v[0] > newest {
+		return 0, corruptf(key, "unknown record version %d", v[0])
 	}
 	if len(v) < min {
-		return corruptf(key, "value of %d bytes, want at least %d", len(v), min)
+		return 0, corruptf(key, "value of %d bytes, want at least %d", len(v), min)
 	}
-	return nil
+	return v[0], nil
 }
 
 func cloneBytes(b []byte) []byte {

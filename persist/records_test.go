@@ -70,9 +70,12 @@ func FuzzDecode(f *testing.F) {
 	m := &Message{Topic: "t", Payload: []byte("p"), QoS: 1, Retain: true}
 	for _, seed := range [][]byte{
 		encodeSession(SessionRecord{ProtocolLevel: 4, DisconnectedAt: time.Unix(1, 0)}),
-		encodeSub(2), encodeRetained(m), encodeQueueInline(1, m), encodeQueueShared(1, 5),
+		encodeSub(SubOptions{QoS: 2}), encodeRetained(m), encodeQueueInline(1, m), encodeQueueShared(1, 5),
 		encodeInflight(Sent, 3), encodeBody(m), inboundValue, {}, {1}, {2, 0, 0},
 		queueKey("c", 1), {famQueue, 0xff, 0xff},
+		encodeQueueInline(1, v5Message("t", "p")), encodeBody(v5Message("t", "p")), encodeRetained(v5Message("t", "p")),
+		encodeSub(SubOptions{QoS: 1, NoLocal: true, ID: 7}), encodeWill(v5Will()),
+		encodeSession(SessionRecord{ProtocolLevel: 5, HasSessionExpiry: true, SessionExpiry: 9, HasOwner: true, Username: "u"}),
 	} {
 		f.Add(seed)
 	}
@@ -99,6 +102,8 @@ func FuzzDecode(f *testing.F) {
 		_, err = decodeBody(k, v, true)
 		check(err)
 		check(decodeInbound(k, v))
+		_, err = decodeWill(k, v)
+		check(err)
 		_, _, err = decodeSchema(v)
 		check(err)
 		_ = describeKey(v)

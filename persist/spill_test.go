@@ -27,17 +27,17 @@ func TestSpillReadsItsOwnWrites(t *testing.T) {
 	ts := openTest(t, withOptions(spillOptions))
 	ts.sessions("x", "y")
 	b := &Batch{}
-	b.PutSubscription("x", Subscription{Filter: "old", QoS: 1})
+	b.PutSubscription("x", Subscription{Filter: "old", SubOptions: SubOptions{QoS: 1}})
 	b.Enqueue(msg("t", "p", 1), []Target{{"x", 1}, {"y", 1}})
 	shared := ts.commit(b)
 
 	b = &Batch{}
 	b.Ack("x", shared)
 	for i := range 2 * maxBatchCount(ts.Store) {
-		b.PutSubscription("x", Subscription{Filter: fmt.Sprint("new/", i), QoS: 1})
+		b.PutSubscription("x", Subscription{Filter: fmt.Sprint("new/", i), SubOptions: SubOptions{QoS: 1}})
 	}
 	b.Ack("x", shared) // the entry is gone: no second reference dropped
-	b.PutSubscription("y", Subscription{Filter: "kept", QoS: 0})
+	b.PutSubscription("y", Subscription{Filter: "kept", SubOptions: SubOptions{QoS: 0}})
 	b.DeleteSession("x")
 	splits := ts.Stats().Splits
 	ts.commit(b)

@@ -16,8 +16,13 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// FormatVersion is the on-disk format this build reads and writes.
-const FormatVersion uint32 = 1
+// FormatVersion is the on-disk format this build writes. Format 2 added MQTT 5: record version 2
+// of sessions, subscriptions, retained messages, queue entries and bodies, and the will family.
+const FormatVersion uint32 = 2
+
+// oldestFormat is the oldest format this build reads. Its records are read as they are, so Open
+// migrates such a store by checking every record and writing the new format version.
+const oldestFormat uint32 = 1
 
 // slowThreshold: commits and syncs slower than this are logged at warn.
 const slowThreshold = time.Second
@@ -237,8 +242,9 @@ func makeDataDir(dir string) error {
 	return syncDir(filepath.Dir(dir)) // the new directory's name is durable before anything goes in it
 }
 
-// checkSchema reads 0x00 "schema": absent on an empty store -> write version
-// 1; absent next to other keys, or newer -> ErrVersion.
+// checkSchema reads 0x00 "schema": absent on an empty store -> write
+// FormatVersion; older -> migrate; absent next to other keys, newer, or older
+// than oldestFormat -> ErrVersion.
 func (s *Store) checkSchema() error {
 	var (
 		format  uint32
@@ -270,27 +276,66 @@ func (s *Store) checkSchema() error {
 	case !found && nonMeta:
 		return newError(ErrVersion, nil, "data directory %s holds data but no format version (not a holdfast store?)", s.opt.Dir)
 	case !found:
-		v := encodeSchema(FormatVersion, s.opt.WriterVersion)
-		if s.wal != nil {
-			// Through the write-ahead log like everything else, before anything else: Badger's
-			// copy is not synced until the first checkpoint, and a power cut before it would
-			// leave the log's records replayed into a store without a format version.
-			if err := s.wal.appendSynced([][]rec{{{key: schemaKey, val: v}}}); err != nil {
-				return fmt.Errorf("persist: write format version in %s: %w", s.opt.Dir, err)
-			}
-		}
-		if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(schemaKey, v) }); err != nil {
-			return fmt.Errorf("persist: write format version in %s: %w", s.opt.Dir, err)
+		if err := s.writeSchema(); err != nil {
+			return err
 		}
 		s.log.Info().Uint32("format", FormatVersion).Msg("initialised new store")
 		return nil
 	case format > FormatVersion:
 		return newError(ErrVersion, nil, "data directory %s has format version %d (written by %q); this build reads version %d",
 			s.opt.Dir, format, writer, FormatVersion)
+	case format < oldestFormat:
+		return newError(ErrVersion, nil, "data directory %s has format version %d; this build reads versions %d to %d",
+			s.opt.Dir, format, oldestFormat, FormatVersion)
 	case format < FormatVersion:
-		// No older format exists yet; the first migration goes here.
-		return newError(ErrVersion, nil, "data directory %s has format version %d; this build reads version %d and has no migration from it",
-			s.opt.Dir, format, FormatVersion)
+		return s.migrate(format, writer)
+	}
+	return nil
+}
+
+// migrate makes a store of an older format (from oldestFormat on) one of FormatVersion: after
+// checking that every record decodes, it writes the new version; the records stay as they are.
+// A store with a record that does not decode is refused (ErrCorrupt) and left at its format.
+func (s *Store) migrate(from uint32, writer string) error {
+	start := time.Now()
+	n := 0
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 256})
+		defer it.Close()
+		for it.Seek([]byte{famMeta + 1}); it.Valid(); it.Next() {
+			item := it.Item()
+			if err := item.Value(func(v []byte) error { return checkRecord(item.Key(), v) }); err != nil {
+				return err
+			}
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("persist: migrate %s from format version %d: %w", s.opt.Dir, from, err)
+	}
+	if err := s.writeSchema(); err != nil {
+		return err
+	}
+	s.log.Info().Uint32("from", from).Str("from_writer", writer).Uint32("format", FormatVersion).Int("records", n).
+		Dur("took", time.Since(start)).Msg("migrated the store to a new format version")
+	return nil
+}
+
+// writeSchema writes FormatVersion with this build's writer version.
+func (s *Store) writeSchema() error {
+	v := encodeSchema(FormatVersion, s.opt.WriterVersion)
+	if s.wal != nil {
+		// Through the write-ahead log like everything else, before anything else: Badger's
+		// copy is not synced until the first checkpoint, and a power cut before it would
+		// leave the log's records replayed into a store without a format version (or, after
+		// a migration, with the old one under records of the new).
+		if err := s.wal.appendSynced([][]rec{{{key: schemaKey, val: v}}}); err != nil {
+			return fmt.Errorf("persist: write format version in %s: %w", s.opt.Dir, err)
+		}
+	}
+	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(schemaKey, v) }); err != nil {
+		return fmt.Errorf("persist: write format version in %s: %w", s.opt.Dir, err)
 	}
 	return nil
 }

@@ -32,9 +32,9 @@ func TestRoundTrip(t *testing.T) {
 	b := &Batch{}
 	b.PutSession("c1", SessionRecord{ProtocolLevel: 4})
 	b.PutSession("c2", SessionRecord{ProtocolLevel: 3, DisconnectedAt: disc})
-	b.PutSubscription("c1", Subscription{Filter: "a/+", QoS: 1})
-	b.PutSubscription("c1", Subscription{Filter: "b/#", QoS: 2})
-	b.PutSubscription("c2", Subscription{Filter: "x", QoS: 0})
+	b.PutSubscription("c1", Subscription{Filter: "a/+", SubOptions: SubOptions{QoS: 1}})
+	b.PutSubscription("c1", Subscription{Filter: "b/#", SubOptions: SubOptions{QoS: 2}})
+	b.PutSubscription("c2", Subscription{Filter: "x", SubOptions: SubOptions{QoS: 0}})
 	b.PutRetained(&Message{Topic: "r/1", Payload: []byte("one"), QoS: 1, Retain: true})
 	b.PutRetained(&Message{Topic: "r/2", Payload: []byte("two"), QoS: 0, Retain: true})
 	b.PutInbound("c1", 7)
@@ -73,10 +73,10 @@ func TestRoundTrip(t *testing.T) {
 		if c2.Record.ProtocolLevel != 3 || !c2.Record.DisconnectedAt.Equal(disc) {
 			t.Errorf("c2 record = %+v", c2.Record)
 		}
-		if !slices.Equal(c1.Subscriptions, []Subscription{{"a/+", 1}}) {
+		if !slices.Equal(c1.Subscriptions, []Subscription{{"a/+", SubOptions{QoS: 1}}}) {
 			t.Errorf("c1 subs = %+v", c1.Subscriptions)
 		}
-		if !slices.Equal(c2.Subscriptions, []Subscription{{"x", 0}}) {
+		if !slices.Equal(c2.Subscriptions, []Subscription{{"x", SubOptions{QoS: 0}}}) {
 			t.Errorf("c2 subs = %+v", c2.Subscriptions)
 		}
 		if c1.QueuedCount != 2 || c1.QueuedBytes != int64(len("hello")+len("world!")) || c1.LastSeq != seq2 {
@@ -237,8 +237,8 @@ func TestDeleteSessionPrefixes(t *testing.T) {
 	b := &Batch{}
 	for i, c := range cids {
 		b.PutSession(c, SessionRecord{ProtocolLevel: 4})
-		b.PutSubscription(c, Subscription{Filter: "f/" + c, QoS: 1})
-		b.PutSubscription(c, Subscription{Filter: "", QoS: 0})
+		b.PutSubscription(c, Subscription{Filter: "f/" + c, SubOptions: SubOptions{QoS: 1}})
+		b.PutSubscription(c, Subscription{Filter: "", SubOptions: SubOptions{QoS: 0}})
 		b.PutInbound(c, uint16(i+1))
 	}
 	ts.commit(b)
@@ -477,7 +477,7 @@ func TestOrphanSessionData(t *testing.T) {
 	solo := ts.commit(b)
 	b = &Batch{}
 	b.SetQueueState("ghost", solo, Sent, 9)
-	b.PutSubscription("ghost2", Subscription{Filter: "f", QoS: 1}) // blind write, no record needed
+	b.PutSubscription("ghost2", Subscription{Filter: "f", SubOptions: SubOptions{QoS: 1}}) // blind write, no record needed
 	b.PutInbound("ghost2", 5)
 	ts.commit(b)
 	ts.rawUpdate(func(txn *badger.Txn) error { return txn.Delete(sessionKey("ghost")) })
@@ -540,7 +540,7 @@ func TestSubmitOrderAndBarrier(t *testing.T) {
 			b.Enqueue(msg("t", fmt.Sprint(i), 1), []Target{{"o", 1}, {"p", 1}})
 			b.PutInbound("pub", uint16(i))
 		case 3:
-			b.PutSubscription("o", Subscription{Filter: fmt.Sprint(i), QoS: 1})
+			b.PutSubscription("o", Subscription{Filter: fmt.Sprint(i), SubOptions: SubOptions{QoS: 1}})
 		}
 		i := i
 		ts.Submit(b, func(seq uint64, err error) {
@@ -682,11 +682,11 @@ func TestInvalidBatches(t *testing.T) {
 	ts := openTest(t)
 	long := strings.Repeat("x", MaxKeySize)
 	cases := map[string]func(b *Batch){
-		"long filter":      func(b *Batch) { b.PutSubscription("c", Subscription{Filter: long, QoS: 1}) },
+		"long filter":      func(b *Batch) { b.PutSubscription("c", Subscription{Filter: long, SubOptions: SubOptions{QoS: 1}}) },
 		"long topic":       func(b *Batch) { b.PutRetained(&Message{Topic: long + long, QoS: 0}) },
 		"long client id":   func(b *Batch) { b.PutSession(long+long, SessionRecord{}) },
 		"long target":      func(b *Batch) { b.Enqueue(msg("t", "p", 1), []Target{{long, 1}}) },
-		"qos 3":            func(b *Batch) { b.PutSubscription("c", Subscription{Filter: "f", QoS: 3}) },
+		"qos 3":            func(b *Batch) { b.PutSubscription("c", Subscription{Filter: "f", SubOptions: SubOptions{QoS: 3}}) },
 		"target qos 3":     func(b *Batch) { b.Enqueue(msg("t", "p", 1), []Target{{"a", 1}, {"b", 3}}) },
 		"bad queue state":  func(b *Batch) { b.SetQueueState("c", 1, QueueState(9), 1) },
 		"published qos 3":  func(b *Batch) { b.Enqueue(msg("t", "p", 3), []Target{{"a", 1}}) },
@@ -709,7 +709,7 @@ func TestInvalidBatches(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		b := &Batch{}
 		if i == 1 {
-			b.PutSubscription("c", Subscription{Filter: long, QoS: 1})
+			b.PutSubscription("c", Subscription{Filter: long, SubOptions: SubOptions{QoS: 1}})
 		} else {
 			b.PutSession(fmt.Sprint(i), SessionRecord{})
 		}
@@ -795,7 +795,7 @@ func TestTxnTooBig(t *testing.T) {
 	for i := 0; i < batches; i++ {
 		b := &Batch{}
 		for j := 0; j < per; j++ {
-			b.PutSubscription(fmt.Sprintf("c%05d", j), Subscription{Filter: fmt.Sprintf("f/%d", i), QoS: 1})
+			b.PutSubscription(fmt.Sprintf("c%05d", j), Subscription{Filter: fmt.Sprintf("f/%d", i), SubOptions: SubOptions{QoS: 1}})
 		}
 		b.Ack(targets[i].ClientID, seq)
 		ts.Submit(b, func(_ uint64, err error) { order = append(order, i); errs <- err })
@@ -826,7 +826,7 @@ func TestTxnTooBig(t *testing.T) {
 	// transactions.
 	big := &Batch{}
 	for i := 0; i < deleteChunk+100; i++ {
-		big.PutSubscription("big", Subscription{Filter: fmt.Sprint(i), QoS: 1})
+		big.PutSubscription("big", Subscription{Filter: fmt.Sprint(i), SubOptions: SubOptions{QoS: 1}})
 	}
 	big.PutSession("big", SessionRecord{})
 	ts.commit(big)
@@ -860,7 +860,7 @@ func TestVersionRefused(t *testing.T) {
 		return txn.Set(schemaKey, encodeSchema(FormatVersion+1, "holdfast-future"))
 	})
 	_, err = Open(o)
-	if !errors.Is(err, ErrVersion) || !containsAll(err.Error(), "format version 2", "reads version 1", "holdfast-future") {
+	if !errors.Is(err, ErrVersion) || !containsAll(err.Error(), fmt.Sprint("format version ", FormatVersion+1), fmt.Sprint("reads version ", FormatVersion), "holdfast-future") {
 		t.Fatalf("newer version: %v", err)
 	}
 
@@ -872,7 +872,7 @@ func TestVersionRefused(t *testing.T) {
 		t.Fatalf("no version: %v", err)
 	}
 
-	// A fresh store gets version 1.
+	// A fresh store gets the current version.
 	dir3 := t.TempDir()
 	s, err = Open(testOptions(dir3, nil))
 	if err != nil {
@@ -887,7 +887,7 @@ func TestVersionRefused(t *testing.T) {
 		}
 		return err
 	})
-	if f, w, err := decodeSchema(v); err != nil || f != 1 || w != "holdfast" {
+	if f, w, err := decodeSchema(v); err != nil || f != FormatVersion || w != "holdfast" {
 		t.Errorf("schema = %d %q %v", f, w, err)
 	}
 }

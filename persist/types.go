@@ -3,6 +3,7 @@ package persist
 import (
 	"time"
 
+	"github.com/holdfast/holdfast/codec"
 	"github.com/holdfast/holdfast/message"
 )
 
@@ -15,17 +16,24 @@ type SessionRecord struct {
 	HasOwner  bool
 	Username  string
 	Anonymous bool
+
+	// The MQTT 5 Session Expiry Interval in seconds (0xFFFFFFFF: never), when HasSessionExpiry.
+	// Without it (a 3.x session, or a record of format 1) the broker's configured limit applies.
+	HasSessionExpiry bool
+	SessionExpiry    uint32
 }
 
-// Subscription is a persistent session's subscription (0x02).
+// Subscription is a persistent session's subscription (0x02): its filter and what was asked for
+// with it. A subscription of format 1 comes back with its QoS and no MQTT 5 options.
 type Subscription struct {
 	Filter string
-	QoS    byte
+	SubOptions
 }
 
-// Message, QueueState and QueueEntry are the broker's own (package message): persist stores them
+// SubOptions, Message, QueueState and QueueEntry are the broker's own (package message): persist stores them
 // as they are; QueueState's values have their 0x05 records (none for Queued).
 type (
+	SubOptions = message.SubOptions
 	Message    = message.Message
 	QueueState = message.State
 	QueueEntry = message.Entry
@@ -58,9 +66,10 @@ type SessionState struct {
 	QueuedBytes   int64          // sum of their payload sizes
 	LastSeq       uint64         // highest seq queued for it (0 if none)
 	InboundQoS2   []uint16       // sorted
+	Will          *codec.Will    // stored by PutWill; nil: none
 
-	// Orphan is true when the store holds subscriptions, queue entries or
-	// inbound packet ids for this client but no session record (0x01).
+	// Orphan is true when the store holds subscriptions, queue entries,
+	// inbound packet ids or a will for this client but no session record (0x01).
 	// persist does not create queue entries for such a client (Enqueue skips
 	// targets without a record, so a publish racing a DeleteSession leaves
 	// nothing), but subscriptions and inbound packet ids are blind writes a

@@ -39,6 +39,7 @@ type Report struct {
 	Bodies        int `json:"bodies"`        // shared message bodies (0x06)
 	Retained      int `json:"retained"`      // 0x03
 	Inbound       int `json:"inbound"`       // inbound QoS 2 packet ids (0x07)
+	Wills         int `json:"wills"`         // 0x08
 
 	// Problems lists every inconsistency, one line each, naming the key (at
 	// most 1000 lines; a last line counts the rest).
@@ -51,14 +52,15 @@ func (r *Report) OK() bool { return len(r.Problems) == 0 }
 // Verify opens the data directory dir read-only (Badger ReadOnly: nothing in
 // it changes) and checks that it is consistent:
 //
-//   - the format version (0x00 "schema") exists and this build reads it;
+//   - the format version (0x00 "schema") exists and this build reads it (an
+//     older one is read as it is; a start migrates it);
 //   - every key is well-formed and every value of every family decodes (the
 //     same decoders Recover and ReadQueue use);
 //   - every shared queue entry's body (0x06) exists, and no inline entry's
 //     sequence number has a body;
 //   - every body is referred to by some queue entry;
 //   - every in-flight state (0x05) has its queue entry;
-//   - no subscription, queue entry, in-flight state or inbound packet id
+//   - no subscription, queue entry, in-flight state, inbound packet id or will
 //     without its client's session record (reported once per client and
 //     family, naming the first key and the count);
 //   - Badger's table checksums (DB.VerifyChecksum), and the value-log
@@ -522,8 +524,8 @@ func (a *audit) visit(txn *badger.Txn, k, v []byte) {
 		switch {
 		case format > FormatVersion:
 			a.keyProblem(k, "format version %d (written by %q) is newer than this build's %d", format, writer, FormatVersion)
-		case format < FormatVersion:
-			a.keyProblem(k, "format version %d has no migration to this build's %d", format, FormatVersion)
+		case format < oldestFormat:
+			a.keyProblem(k, "format version %d is older than any this build reads (%d to %d)", format, oldestFormat, FormatVersion)
 		}
 
 	case famSession:
@@ -548,6 +550,9 @@ func (a *audit) visit(txn *badger.Txn, k, v []byte) {
 		}
 		if si != nil {
 			si.ProtocolLevel = r.ProtocolLevel
+			if r.HasSessionExpiry {
+				si.SessionExpiry = &r.SessionExpiry
+			}
 			si.Connected = r.DisconnectedAt.IsZero()
 			if !si.Connected {
 				t := r.DisconnectedAt
@@ -566,13 +571,14 @@ func (a *audit) visit(txn *badger.Txn, k, v []byte) {
 		if a.emptyValue(k, v) {
 			return
 		}
-		qos, err := decodeSub(k, v)
+		o, err := decodeSub(k, v)
 		if err != nil {
 			a.errProblem(err)
 			return
 		}
 		if si := a.session(cid); si != nil {
-			si.Subscriptions = append(si.Subscriptions, SubscriptionInfo{Filter: string(rest), QoS: qos})
+			si.Subscriptions = append(si.Subscriptions, SubscriptionInfo{Filter: string(rest), QoS: o.QoS,
+				NoLocal: o.NoLocal, RetainAsPublished: o.RetainAsPublished, ID: o.ID})
 		}
 
 	case famRetained:
@@ -580,16 +586,17 @@ func (a *audit) visit(txn *badger.Txn, k, v []byte) {
 		if a.emptyValue(k, v) {
 			return
 		}
-		if err := checkVersion(k, v, 2); err != nil {
+		m, err := decodeRetained(k, v)
+		if err != nil {
 			a.errProblem(err)
 			return
 		}
-		if v[1] > 2 {
-			a.keyProblem(k, "QoS %d", v[1])
-			return
-		}
 		if a.inv != nil {
-			a.inv.Retained = append(a.inv.Retained, RetainedInfo{Topic: string(k[1:]), QoS: v[1], PayloadBytes: len(v) - 2})
+			ri := RetainedInfo{Topic: m.Topic, QoS: m.QoS, PayloadBytes: len(m.Payload)}
+			if !m.Expires.IsZero() {
+				ri.Expires = &m.Expires
+			}
+			a.inv.Retained = append(a.inv.Retained, ri)
 		}
 
 	case famQueue:
@@ -681,6 +688,29 @@ func (a *audit) visit(txn *badger.Txn, k, v []byte) {
 			si.InboundQoS2 = append(si.InboundQoS2, binary.BigEndian.Uint16(rest))
 		}
 
+	case famWill:
+		cid, rest, ok := splitCID(k)
+		if !ok || len(rest) != 0 {
+			a.keyProblem(k, "malformed key")
+			return
+		}
+		a.owned(fam, cid, k)
+		a.rep.Wills++
+		if a.emptyValue(k, v) {
+			return
+		}
+		w, err := decodeWill(k, v)
+		if err != nil {
+			a.errProblem(err)
+			return
+		}
+		if si := a.session(cid); si != nil {
+			si.Will = &WillInfo{Topic: w.Topic, QoS: w.QoS, Retain: w.Retain, PayloadBytes: len(w.Payload)}
+			if w.Props != nil {
+				si.Will.Delay = w.Props.WillDelay
+			}
+		}
+
 	default:
 		a.keyProblem(k, "unknown key family")
 	}
@@ -716,19 +746,37 @@ type SessionInfo struct {
 	QueueBytes    int64              `json:"queue_bytes"`   // their payload bytes
 	Inflight      int                `json:"inflight"`      // of them sent and not acknowledged
 	InboundQoS2   []uint16           `json:"inbound_qos2"`  // packet ids awaiting PUBREL, ascending
+
+	// MQTT 5: the Session Expiry Interval in seconds, when the client set one; the will, if stored.
+	SessionExpiry *uint32   `json:"session_expiry,omitempty"`
+	Will          *WillInfo `json:"will,omitempty"`
 }
 
-// SubscriptionInfo is one subscription.
+// SubscriptionInfo is one subscription: its maximum QoS and, at MQTT 5, its options and
+// Subscription Identifier (0: none).
 type SubscriptionInfo struct {
-	Filter string `json:"filter"`
-	QoS    byte   `json:"qos"`
+	Filter            string `json:"filter"`
+	QoS               byte   `json:"qos"`
+	NoLocal           bool   `json:"no_local,omitempty"`
+	RetainAsPublished bool   `json:"retain_as_published,omitempty"`
+	ID                uint32 `json:"id,omitempty"`
+}
+
+// WillInfo is a stored will, without its payload.
+type WillInfo struct {
+	Topic        string `json:"topic"`
+	QoS          byte   `json:"qos"`
+	Retain       bool   `json:"retain"`
+	Delay        uint32 `json:"delay,omitempty"` // Will Delay Interval, seconds
+	PayloadBytes int    `json:"payload_bytes"`
 }
 
 // RetainedInfo is one retained message, without its payload.
 type RetainedInfo struct {
-	Topic        string `json:"topic"`
-	QoS          byte   `json:"qos"`
-	PayloadBytes int    `json:"payload_bytes"`
+	Topic        string     `json:"topic"`
+	QoS          byte       `json:"qos"`
+	PayloadBytes int        `json:"payload_bytes"`
+	Expires      *time.Time `json:"expires,omitempty"` // MQTT 5 message expiry
 }
 
 // Inspect returns the inventory of the live store from one read-only

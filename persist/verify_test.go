@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -50,9 +51,9 @@ func buildStore(t *testing.T, withBig bool) fixture {
 	b := &Batch{}
 	b.PutSession("a", SessionRecord{ProtocolLevel: 4})
 	b.PutSession("b", SessionRecord{ProtocolLevel: 5, DisconnectedAt: disconnectedAt})
-	b.PutSubscription("a", Subscription{Filter: "x/#", QoS: 1})
-	b.PutSubscription("a", Subscription{Filter: "y", QoS: 2})
-	b.PutSubscription("b", Subscription{Filter: "z", QoS: 0})
+	b.PutSubscription("a", Subscription{Filter: "x/#", SubOptions: SubOptions{QoS: 1}})
+	b.PutSubscription("a", Subscription{Filter: "y", SubOptions: SubOptions{QoS: 2}})
+	b.PutSubscription("b", Subscription{Filter: "z", SubOptions: SubOptions{QoS: 0}})
 	b.PutRetained(&Message{Topic: "r/1", Payload: []byte("hello"), QoS: 1, Retain: true})
 	b.PutInbound("b", 9)
 	commit(b)
@@ -93,7 +94,7 @@ func verify(t *testing.T, dir string) *Report {
 func TestVerifyGood(t *testing.T) {
 	f := buildStore(t, false)
 	rep := verify(t, f.dir)
-	want := Report{FormatVersion: 1, Writer: "holdfast", Sessions: 2, Subscriptions: 3, Queued: 3, Inflight: 1,
+	want := Report{FormatVersion: FormatVersion, Writer: "holdfast", Sessions: 2, Subscriptions: 3, Queued: 3, Inflight: 1,
 		Bodies: 1, Retained: 1, Inbound: 1, Problems: []string{}}
 	if !reflect.DeepEqual(*rep, want) {
 		t.Errorf("report = %+v\nwant %+v", *rep, want)
@@ -192,7 +193,7 @@ func TestVerifyFindsProblems(t *testing.T) {
 			raw: func(f fixture, txn *badger.Txn) error {
 				return txn.Set(schemaKey, encodeSchema(FormatVersion+1, "holdfast-next"))
 			},
-			wants: []string{`meta key "schema": format version 2 (written by "holdfast-next") is newer than this build's 1`},
+			wants: []string{fmt.Sprintf(`meta key "schema": format version %d (written by "holdfast-next") is newer than this build's %d`, FormatVersion+1, FormatVersion)},
 		},
 		{
 			name:  "no format version",
@@ -338,29 +339,29 @@ func TestInspect(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := &Batch{}
-	b.PutSubscription("orphan", Subscription{Filter: "o", QoS: 1}) // no record
+	b.PutSubscription("orphan", Subscription{Filter: "o", SubOptions: SubOptions{QoS: 1}}) // no record
 	if _, err := s.Commit(b); err != nil {
 		t.Fatal(err)
 	}
 	disc := disconnectedAt
 	want := &Inventory{
-		FormatVersion: 1,
+		FormatVersion: FormatVersion,
 		Writer:        "holdfast",
 		Sessions: []SessionInfo{
 			{
 				ClientID: "a", HasRecord: true, ProtocolLevel: 4, Connected: true,
-				Subscriptions: []SubscriptionInfo{{"x/#", 1}, {"y", 2}},
+				Subscriptions: []SubscriptionInfo{{Filter: "x/#", QoS: 1}, {Filter: "y", QoS: 2}},
 				QueueDepth:    2, QueueBytes: int64(len("one") + len("two!")), Inflight: 1,
 				InboundQoS2: []uint16{},
 			},
 			{
 				ClientID: "b", HasRecord: true, ProtocolLevel: 5, DisconnectedAt: &disc,
-				Subscriptions: []SubscriptionInfo{{"z", 0}},
+				Subscriptions: []SubscriptionInfo{{Filter: "z", QoS: 0}},
 				QueueDepth:    1, QueueBytes: int64(len("two!")),
 				InboundQoS2: []uint16{9},
 			},
 			{
-				ClientID: "orphan", Subscriptions: []SubscriptionInfo{{"o", 1}}, InboundQoS2: []uint16{},
+				ClientID: "orphan", Subscriptions: []SubscriptionInfo{{Filter: "o", QoS: 1}}, InboundQoS2: []uint16{},
 			},
 		},
 		Retained: []RetainedInfo{{Topic: "r/1", QoS: 1, PayloadBytes: 5}},
@@ -390,7 +391,7 @@ func TestInspect(t *testing.T) {
 	// The JSON for scripts: snake_case keys, [] rather than null, times in
 	// RFC 3339, no disconnected_at while connected.
 	js := jsonString(t, stopped)
-	for _, k := range []string{`"format_version":1`, `"client_id":"a"`, `"has_record":true`, `"protocol_level":4`,
+	for _, k := range []string{fmt.Sprintf(`"format_version":%d`, FormatVersion), `"client_id":"a"`, `"has_record":true`, `"protocol_level":4`,
 		`"connected":true`, `"disconnected_at":"2025-06-07T08:09:10.000000011Z"`, `"queue_depth":2`, `"queue_bytes":7`,
 		`"inflight":1`, `"inbound_qos2":[9]`, `"inbound_qos2":[]`, `"filter":"x/#"`, `"qos":1`, `"payload_bytes":5`,
 		`"topic":"r/1"`, `"problems":[`} {

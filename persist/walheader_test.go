@@ -21,7 +21,7 @@ func TestWALDamagedLengthMidLogStopsStartUp(t *testing.T) {
 	putSessions(t, ts.Store, "c")
 	for _, f := range []string{"a", "b", "c"} {
 		var b Batch
-		b.PutSubscription("c", Subscription{Filter: f, QoS: 1})
+		b.PutSubscription("c", Subscription{Filter: f, SubOptions: SubOptions{QoS: 1}})
 		ts.commit(&b)
 	}
 	// Records: the format version, the session, then one per subscription.
@@ -92,7 +92,7 @@ func TestWALVersion1StillReplays(t *testing.T) {
 	putSessions(t, ts.Store, "c")
 	for _, f := range []string{"a", "b"} {
 		var b Batch
-		b.PutSubscription("c", Subscription{Filter: f, QoS: 1})
+		b.PutSubscription("c", Subscription{Filter: f, SubOptions: SubOptions{QoS: 1}})
 		ts.commit(&b)
 	}
 	wal, err := os.ReadFile(filepath.Join(ts.dir, walName))

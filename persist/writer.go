@@ -804,6 +804,9 @@ func (w *writer) deleteSession(cid string) error {
 			return err
 		}
 	}
+	if err := w.write(willKey(cid), nil, true); err != nil {
+		return err
+	}
 	return w.write(sessionKey(cid), nil, true)
 }
 
