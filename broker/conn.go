@@ -36,6 +36,7 @@ type conn struct {
 	expiryCut     uint32       // the Session Expiry Interval used instead of the longer one asked for; 0: as asked
 	unacked       atomic.Int32 // level 5: the client's QoS 1/2 PUBLISH packets not yet finished (Receive Maximum)
 	noProblemInfo bool         // level 5: the client set Request Problem Information to 0
+	willStored    bool         // the CONNECT's will is on disk with the session
 	sess          *sessionHandle
 	keepAlive     time.Duration
 	ident         auth.Client // who the client authenticated as, for the ACL

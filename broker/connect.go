@@ -171,10 +171,19 @@ func (c *conn) openSession(cp *codec.Connect) (bool, error) {
 	m := c.sess.lock()
 	m.SetIdentity(session.Identity{Username: c.ident.Username, Anonymous: c.ident.Anonymous})
 	m.SetExpiry(expiry, hasExpiry)
-	record := m.Record()
+	record, pending := m.Record(), m.Will() != nil
 	c.sess.unlock()
 	if c.sess.Persistent {
 		b.PutSession(c.clientID, sessionRecord(record))
+		// The will is stored with the session, so that a crash neither loses nor repeats it; one
+		// still pending from the last connection is not sent now [MQTT-3.1.3-9].
+		switch {
+		case cp.Will != nil:
+			b.PutWill(c.clientID, cp.Will)
+			c.willStored = true
+		case pending:
+			b.DeleteWill(c.clientID)
+		}
 	}
 	if b.Len() > 0 {
 		// Also a barrier: acknowledgements the previous connection submitted are on disk before
@@ -255,6 +264,9 @@ func (c *conn) endSession() {
 	m := c.sess.lock()
 	addWrites(&d.batch, c.clientID, m.Detach(now)...)
 	will := m.TakeWill(srv.cfg.Limits.SessionExpiry.Duration)
+	if c.willStored && m.Will() == nil {
+		d.batch.DeleteWill(c.clientID) // published now (in this commit), or discarded by DISCONNECT
+	}
 	end, expires := m.ExpiresAt(srv.cfg.Limits.SessionExpiry.Duration)
 	record, owner := m.Record(), readerOf(m)
 	c.sess.unlock()

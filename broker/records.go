@@ -32,12 +32,16 @@ func sessionRecord(r session.Record) persist.SessionRecord {
 		Username:       r.Owner.Username,
 		Anonymous:      r.Owner.Anonymous,
 		DisconnectedAt: r.OfflineSince,
+
+		HasSessionExpiry: r.ExpirySet,
+		SessionExpiry:    r.Expiry,
 	}
 }
 
 // savedSession is what a session is restored from, out of what the store recovered.
 func savedSession(ss *persist.SessionState) session.Saved {
-	r := session.Record{ProtocolLevel: ss.Record.ProtocolLevel, OfflineSince: ss.Record.DisconnectedAt}
+	r := session.Record{ProtocolLevel: ss.Record.ProtocolLevel, OfflineSince: ss.Record.DisconnectedAt,
+		ExpirySet: ss.Record.HasSessionExpiry, Expiry: ss.Record.SessionExpiry}
 	if ss.Record.HasOwner {
 		r.Owner = session.Identity{Username: ss.Record.Username, Anonymous: ss.Record.Anonymous, Known: true}
 	}
@@ -48,5 +52,6 @@ func savedSession(ss *persist.SessionState) session.Saved {
 		QueuedBytes: ss.QueuedBytes,
 		LastSeq:     ss.LastSeq,
 		InboundQoS2: ss.InboundQoS2,
+		Will:        ss.Will,
 	}
 }

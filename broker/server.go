@@ -14,7 +14,6 @@ import (
 	"github.com/holdfast/holdfast/codec"
 	"github.com/holdfast/holdfast/config"
 	"github.com/holdfast/holdfast/listener"
-	"github.com/holdfast/holdfast/message"
 	"github.com/holdfast/holdfast/persist"
 	"github.com/holdfast/holdfast/retain"
 	"github.com/holdfast/holdfast/router"
@@ -130,7 +129,7 @@ func (s *Server) recover() error {
 		sess := newHandle(session.Restore(savedSession(ss), &s.sessOpts, start), s.backlogHigh)
 		s.sessions.put(sess)
 		for _, sub := range ss.Subscriptions {
-			s.subscribe(sess, sub.Filter, message.SubOptions{QoS: sub.QoS}, nil)
+			s.subscribe(sess, sub.Filter, sub.SubOptions, nil)
 		}
 		s.schedule(sess)
 		queued += ss.QueuedCount

@@ -43,6 +43,7 @@ func (s *Server) reap(sess *sessionHandle) {
 	sess.unlock()
 	if will != nil {
 		var d delivery
+		d.batch.DeleteWill(sess.ID) // in the will's own commit: published once, also across a crash
 		s.publishWill(&d, will, owner, s.log.With().Str("client_id", sess.ID).Logger())
 	}
 

@@ -34,6 +34,9 @@ const (
 	mfExpires byte = 1 << 2 // after the topic: expiry, unix nanoseconds int64
 	mfProps   byte = 1 << 3 // then the property block of a PUBLISH (a will: of its will properties)
 	mfKnown        = mfExpires | mfProps
+	// A queue entry's or body's message was published with RETAIN: a Retain As Published
+	// subscription gets it set [MQTT-3.3.1-12].
+	mfRetainPublished byte = 1 << 4
 )
 
 // Session record flags.
@@ -240,6 +243,9 @@ func encodeQueueInline(qos byte, m *Message) []byte {
 	if m.Retain {
 		flags |= qfRetain
 	}
+	if m.RetainPublished {
+		flags |= mfRetainPublished
+	}
 	v = append(v, recordV2, qos, flags)
 	v = binary.BigEndian.AppendUint32(v, uint32(len(m.Payload)))
 	v = append(v, m.QoS)
@@ -278,7 +284,7 @@ func decodeQueue(key, v []byte, withMsg bool) (queueHeader, *Message, error) {
 	}
 	known := qfKnown
 	if ver >= recordV2 {
-		known |= mfKnown
+		known |= mfKnown | mfRetainPublished
 	}
 	if h.flags&^known != 0 {
 		return h, nil, corruptf(key, "unknown flags %#x", h.flags)
@@ -297,7 +303,7 @@ func decodeQueue(key, v []byte, withMsg bool) (queueHeader, *Message, error) {
 	if len(rest) < 3+tl {
 		return h, nil, corruptf(key, "inline message of %d bytes, topic of %d", len(rest), tl)
 	}
-	m := &Message{QoS: rest[0], Retain: h.flags&qfRetain != 0}
+	m := &Message{QoS: rest[0], Retain: h.flags&qfRetain != 0, RetainPublished: h.flags&mfRetainPublished != 0}
 	topic := rest[3 : 3+tl]
 	if rest, err = readExtras(key, rest[3+tl:], h.flags, m); err != nil {
 		return h, nil, err
@@ -338,6 +344,9 @@ func encodeBody(m *Message) []byte {
 	if m.Retain {
 		flags |= bfRetain
 	}
+	if m.RetainPublished {
+		flags |= mfRetainPublished
+	}
 	v = append(v, recordV2, m.QoS, flags)
 	v = binary.BigEndian.AppendUint16(v, uint16(len(m.Topic)))
 	v = append(v, m.Topic...)
@@ -352,7 +361,7 @@ func decodeBody(key, v []byte, withMsg bool) (*Message, error) {
 	}
 	known := bfKnown
 	if ver >= recordV2 {
-		known |= mfKnown
+		known |= mfKnown | mfRetainPublished
 	}
 	if v[1] > 2 || v[2]&^known != 0 {
 		return nil, corruptf(key, "bad QoS %d or flags %#x", v[1], v[2])
@@ -361,7 +370,7 @@ func decodeBody(key, v []byte, withMsg bool) (*Message, error) {
 	if len(v) < 5+tl {
 		return nil, corruptf(key, "topic of %d bytes in a value of %d", tl, len(v))
 	}
-	m := &Message{QoS: v[1], Retain: v[2]&bfRetain != 0}
+	m := &Message{QoS: v[1], Retain: v[2]&bfRetain != 0, RetainPublished: v[2]&mfRetainPublished != 0}
 	rest, err := readExtras(key, v[5+tl:], v[2], m)
 	if err != nil || !withMsg {
 		return nil, err

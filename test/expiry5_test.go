@@ -4,6 +4,7 @@ package test
 // also across a restart of the broker.
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -130,5 +131,43 @@ func TestMQTT5WillDelay_MQTT_3_1_3_9(t *testing.T) {
 	c.Conn.Close()
 	if p := watch.NextPublish(); string(p.Payload) != "will/short" || time.Since(start) > 4*time.Second {
 		t.Fatalf("will %q after %v, want will/short when the session ends after 1 s", p.Payload, time.Since(start))
+	}
+}
+
+// A session outlives a change of protocol level: a level-5 session resumed by a 3.1.1 client
+// (clean session 0) gets its queued message without properties, and back at level 5 with them.
+func TestMQTT5SessionAcrossLevels(t *testing.T) {
+	b := StartBroker(t, BrokerConfig{MQTT5: true})
+	c, _ := connect5(t, b.Addr, "mixed", true, 600, nil)
+	subscribe5(t, c, 1, 5, codec.Subscription{Filter: "mix/#", QoS: 1})
+	disconnect5(t, c, nil)
+	pub, _ := dial5(t, b.Addr, "pub", nil)
+	props := &codec.Properties{ContentType: "text/plain", User: []codec.UserProperty{{Name: "k", Value: "v"}}}
+	send := func(pid uint16, payload string) {
+		pub.Send(&codec.Publish{Topic: "mix/a", QoS: 1, PacketID: pid, Payload: []byte(payload), Props: props})
+		mqtttest.Expect[*codec.Puback](pub)
+	}
+	send(1, "for 3.1.1")
+
+	old := mqtttest.Dial(t, b.Addr)
+	if !old.MustConnect("mixed", false) {
+		t.Fatal("a 3.1.1 client did not find the level-5 session")
+	}
+	if p := old.NextPublish(); string(p.Payload) != "for 3.1.1" || p.Props != nil {
+		t.Fatalf("3.1.1 got %q with properties %+v", p.Payload, p.Props)
+	} else {
+		old.Send(&codec.Puback{PacketID: p.PacketID})
+	}
+	old.Send(&codec.Disconnect{})
+	old.ExpectClosed()
+	send(2, "for 5")
+
+	c, ack := connect5(t, b.Addr, "mixed", false, 600, nil)
+	if !ack.SessionPresent {
+		t.Fatal("the session did not come back at level 5")
+	}
+	p := c.NextPublish()
+	if string(p.Payload) != "for 5" || p.Props == nil || p.Props.ContentType != "text/plain" || !slices.Equal(p.Props.SubscriptionIDs, []uint32{5}) {
+		t.Fatalf("level 5 got %q with %+v", p.Payload, p.Props)
 	}
 }
