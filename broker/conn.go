@@ -41,8 +41,10 @@ type conn struct {
 	keepAlive     time.Duration
 	ident         auth.Client // who the client authenticated as, for the ACL
 
-	retainRefused bool              // a retained publish passed a retained-store limit (logged once)
-	aliasesIn     map[uint16]string // MQTT 5: the topic aliases the client set (reader-owned)
+	retainRefused bool                // a retained publish passed a retained-store limit (logged once)
+	aliasesIn     map[uint16]string   // MQTT 5: the topic aliases the client set (reader-owned)
+	aliasesOut    map[string]aliasDef // MQTT 5: the topic aliases the broker assigned (under omu)
+	rounds        uint64              // the writer's rounds: obuf taken for the socket (under omu)
 
 	outbound
 	closing  chan struct{} // closed once: the connection is going away

@@ -175,6 +175,10 @@ const stageLimit = 64 << 10
 // then costs each subscriber one lock and one append. flushStaged hands everything over before
 // the reader blocks, before any packet that is not a plain QoS 0 publish, and past stageLimit.
 func (c *conn) stagePublish(o session.Outlet, p *codec.Publish) {
+	if sub, ok := o.(*conn); ok && sub.aliasing() {
+		o.SendPublish(p) // its aliases are chosen as packets go into its buffer (AppendPublish)
+		return
+	}
 	i, ok := c.stageIdx[o]
 	if !ok {
 		i = len(c.staged)
@@ -267,11 +271,16 @@ func (c *conn) writeLoop() {
 		}
 		c.wakeReq = false
 		wbuf, c.obuf = c.obuf, wbuf[:0]
+		c.rounds++
+		round := c.rounds
 		c.releaseWaitersLocked()
 		c.omu.Unlock()
 
 		if c.sess != nil {
 			out.Now, out.After, out.At = wbuf, out.After[:0], time.Now()
+			if c.aliasing() {
+				out.Aliases = roundAliases{c, round}
+			}
 			if !c.fill(&out) {
 				return
 			}

@@ -28,10 +28,31 @@ func (c *conn) appendPacket(dst []byte, p codec.Packet) []byte {
 }
 
 // AppendPublish implements session.Outlet: a QoS 0 PUBLISH encoded for this connection, false
-// (nothing appended) when it exceeds the client's Maximum Packet Size [MQTT-3.1.2-25].
+// (nothing appended) when it exceeds the client's Maximum Packet Size [MQTT-3.1.2-25]. A client
+// that takes topic aliases is never staged (stagePublish): its packets are encoded here under
+// c.omu as they go into obuf, so that the alias is chosen in the order they reach the wire.
 func (c *conn) AppendPublish(dst []byte, p *codec.Publish) ([]byte, bool) {
 	if !c.level5() {
 		return p.Append(dst), true
+	}
+	var alias uint16
+	var known bool
+	if c.aliasing() {
+		// obuf goes out with the writer's next round.
+		alias, known = c.lookupAlias(p.Topic, c.rounds+1)
+		if alias != 0 {
+			q := *p
+			props := codec.Properties{}
+			if p.Props != nil {
+				props = *p.Props
+			}
+			props.TopicAlias = alias
+			q.Props = &props
+			if known {
+				q.Topic = "" // [MQTT-3.3.2-12]
+			}
+			p = &q
+		}
 	}
 	before := len(dst)
 	dst = p.AppendLevel(dst, codec.Level5)
@@ -39,7 +60,66 @@ func (c *conn) AppendPublish(dst []byte, p *codec.Publish) ([]byte, bool) {
 		c.srv.stats.drop(DropTooLarge)
 		return dst[:before], false
 	}
+	if alias != 0 && !known {
+		c.definedAlias(p.Topic, c.rounds+1)
+	}
 	return dst, true
+}
+
+// aliasing reports whether the broker assigns topic aliases on this connection: the client
+// allows some [MQTT-3.1.2-26].
+func (c *conn) aliasing() bool { return c.link.TopicAliasMax > 0 }
+
+// aliasDef is a topic alias the broker assigned on this connection, and the writer round from
+// which the packet that defines it is on the wire (neverDefined while none has been written).
+type aliasDef struct {
+	alias uint16
+	round uint64
+}
+
+const neverDefined = ^uint64(0)
+
+// lookupAlias returns the alias of topic for a packet that goes out in writer round round,
+// reserving a new one while the client allows more; known: it may stand alone. c.omu is held.
+func (c *conn) lookupAlias(topic string, round uint64) (alias uint16, known bool) {
+	if d, ok := c.aliasesOut[topic]; ok {
+		return d.alias, d.round <= round
+	}
+	if len(c.aliasesOut) >= int(c.link.TopicAliasMax) {
+		return 0, false
+	}
+	if c.aliasesOut == nil {
+		c.aliasesOut = make(map[string]aliasDef)
+	}
+	alias = uint16(len(c.aliasesOut) + 1)
+	c.aliasesOut[topic] = aliasDef{alias: alias, round: neverDefined}
+	return alias, false
+}
+
+// definedAlias records that a packet of writer round round defines topic's alias. c.omu is held.
+func (c *conn) definedAlias(topic string, round uint64) {
+	if d := c.aliasesOut[topic]; round < d.round {
+		d.round = round
+		c.aliasesOut[topic] = d
+	}
+}
+
+// roundAliases is the connection's alias table as one writer round's Fill sees it.
+type roundAliases struct {
+	c     *conn
+	round uint64
+}
+
+func (a roundAliases) Lookup(topic string) (uint16, bool) {
+	a.c.omu.Lock()
+	defer a.c.omu.Unlock()
+	return a.c.lookupAlias(topic, a.round)
+}
+
+func (a roundAliases) Defined(topic string) {
+	a.c.omu.Lock()
+	defer a.c.omu.Unlock()
+	a.c.definedAlias(topic, a.round)
 }
 
 // linkOf is what a CONNECT sets for the broker's deliveries to its client.

@@ -56,13 +56,12 @@ type Session struct {
 	gen         uint64 // bumped on detach, so a disk read that raced a detach is discarded
 	nextPID     uint16
 	inbound     map[uint16]struct{}
-	outlet      Outlet            // non-nil while a connection is attached
-	link        Link              // the attached connection's (or the last one's)
-	aliases     map[string]uint16 // topic aliases assigned on this connection
-	will        *codec.Will       // the attached connection's will, until it is published or discarded
-	willAt      time.Time         // when a will delayed past its connection's end is due; zero: not pending
-	expiry      uint32            // MQTT 5 Session Expiry Interval, seconds, when expirySet
-	expirySet   bool              // false: a 3.x session, which the broker's default ends
+	outlet      Outlet      // non-nil while a connection is attached
+	link        Link        // the attached connection's (or the last one's)
+	will        *codec.Will // the attached connection's will, until it is published or discarded
+	willAt      time.Time   // when a will delayed past its connection's end is due; zero: not pending
+	expiry      uint32      // MQTT 5 Session Expiry Interval, seconds, when expirySet
+	expirySet   bool        // false: a 3.x session, which the broker's default ends
 	identity    Identity
 	offlineAt   time.Time // when the last connection went away; zero if none has yet
 }
@@ -162,12 +161,10 @@ type Link struct {
 }
 
 // Attach marks the session online behind o, a connection that agreed on l; the caller then wakes
-// o. Everything in flight is sent again with DUP set [MQTT-4.4.0-1]. Topic aliases are the
-// connection's and start over [MQTT-3.3.2-7].
+// o. Everything in flight is sent again with DUP set [MQTT-4.4.0-1].
 func (s *Session) Attach(l Link, o Outlet) {
 	s.level = l.Level
 	s.link = l
-	s.aliases = nil
 	s.outlet = o
 	s.resend = true
 }
@@ -483,11 +480,27 @@ type Outgoing struct {
 	// acknowledged (removed) instead of sent.
 	MayRead func(topic string) bool
 
+	// Aliases, when set, are the topic aliases of the attached connection (nil: none).
+	Aliases Aliases
+
 	// Load, when NeedLoad is set, is the read of the session's queue on disk that Fill needs
 	// before it can go on: the caller reads it and hands the entries to Loaded, then calls Fill
 	// again. The session itself does no I/O.
 	Load     Load
 	NeedLoad bool
+}
+
+// Aliases is the table of the topic aliases the broker assigns on one connection
+// [MQTT-3.3.2-7]. The connection owns it, not the session: QoS 0 copies sent straight to the
+// connection use the same aliases, and only the connection knows in which order its packets
+// reach the wire.
+type Aliases interface {
+	// Lookup returns the alias of topic, reserving a new one if the client allows more (0: none).
+	// known reports that a packet defining it reaches the wire before what Fill writes now, so
+	// that the alias may stand alone.
+	Lookup(topic string) (alias uint16, known bool)
+	// Defined records that a packet Fill wrote defines the alias Lookup gave topic.
+	Defined(topic string)
 }
 
 // Load asks for the queue entries of a persistent session after seq After, at most Limit of them
@@ -591,7 +604,7 @@ func (s *Session) appendResend(o *Outgoing, e *message.Entry) {
 		return
 	}
 	o.count(e)
-	o.Now, _ = s.appendPublish(o.Now, e, true, o.At)
+	o.Now, _ = s.appendPublish(o.Now, e, true, o, true)
 }
 
 // refuse removes a pending entry that may not be delivered; nothing was sent for it, so no
@@ -612,7 +625,9 @@ func (s *Session) send(o *Outgoing, e *message.Entry) {
 		dst = &o.After // sent once its packet identifier is durable
 	}
 	var fits bool
-	if *dst, fits = s.appendPublish(*dst, e, false, o.At); !fits {
+	// A packet held back in After reaches the wire after those in Now: it may not be the one that
+	// defines a topic alias the others use.
+	if *dst, fits = s.appendPublish(*dst, e, false, o, dst == &o.Now); !fits {
 		// Dropped for this client as if it had been delivered [MQTT-3.1.2-25].
 		e.PacketID = 0
 		s.refuse(o, e)
@@ -648,23 +663,25 @@ func (s *Session) appendPacket(dst []byte, p codec.Packet) []byte {
 	return p.Append(dst)
 }
 
-// appendPublish encodes e's PUBLISH for the attached connection at time at. At level 5 it carries
+// appendPublish encodes e's PUBLISH for the attached connection at o.At. At level 5 it carries
 // the publisher's properties, what remains of the message's expiry interval [MQTT-3.3.2-6] and a
-// topic alias when the client allows them. It reports false, having appended nothing, when the
+// topic alias from o.Aliases when the client allows them; defines says whether the packet may
+// define one for the packets after it. It reports false, having appended nothing, when the
 // packet exceeds the client's Maximum Packet Size.
-func (s *Session) appendPublish(dst []byte, e *message.Entry, dup bool, at time.Time) ([]byte, bool) {
+func (s *Session) appendPublish(dst []byte, e *message.Entry, dup bool, o *Outgoing, defines bool) ([]byte, bool) {
 	m := e.Message
 	p := codec.Publish{Dup: dup, QoS: e.QoS, Retain: m.Retain, Topic: m.Topic, PacketID: e.PacketID, Payload: m.Payload}
 	if s.level != codec.Level5 {
 		return p.Append(dst), true
 	}
-	props := m.PropsAt(at)
+	props := m.PropsAt(o.At)
 	ids, rap := s.Via(m.Topic)
 	props.SubscriptionIDs = ids
 	p.Retain = p.Retain || rap && m.RetainPublished // [MQTT-3.3.1-12]
-	alias, known := s.aliases[m.Topic]
-	if !known && len(s.aliases) < int(s.link.TopicAliasMax) {
-		alias = uint16(len(s.aliases) + 1)
+	var alias uint16
+	var known bool
+	if o.Aliases != nil {
+		alias, known = o.Aliases.Lookup(m.Topic)
 	}
 	if alias != 0 {
 		props.TopicAlias = alias
@@ -678,11 +695,8 @@ func (s *Session) appendPublish(dst []byte, e *message.Entry, dup bool, at time.
 	if s.link.MaxPacketSize > 0 && len(dst)-before > int(s.link.MaxPacketSize) {
 		return dst[:before], false
 	}
-	if alias != 0 && !known {
-		if s.aliases == nil {
-			s.aliases = make(map[string]uint16)
-		}
-		s.aliases[m.Topic] = alias
+	if alias != 0 && !known && defines {
+		o.Aliases.Defined(m.Topic)
 	}
 	return dst, true
 }
