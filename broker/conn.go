@@ -37,6 +37,7 @@ type conn struct {
 	unacked       atomic.Int32 // level 5: the client's QoS 1/2 PUBLISH packets not yet finished (Receive Maximum)
 	noProblemInfo bool         // level 5: the client set Request Problem Information to 0
 	willStored    bool         // the CONNECT's will is on disk with the session
+	linger        bool         // the reader sent DISCONNECT: teardown closes lingering (reader-owned)
 	sess          *sessionHandle
 	keepAlive     time.Duration
 	ident         auth.Client // who the client authenticated as, for the ACL
@@ -148,6 +149,7 @@ func (c *conn) readLoop() {
 			c.logReadError("", err)
 			if reason, ok := reasonOfReadError(err); ok {
 				c.farewell(reason, err.Error())
+				c.linger = true
 			}
 			return
 		}
@@ -155,6 +157,7 @@ func (c *conn) readLoop() {
 			if !errors.Is(err, errDisconnect) {
 				c.log.Warn().Err(err).Msg("closing connection")
 				c.farewell(reasonOfHandleError(err), err.Error())
+				c.linger = true
 			}
 			return
 		}
@@ -249,8 +252,37 @@ func (c *conn) close() {
 	})
 }
 
+// closeLingering closes the connection after the DISCONNECT the reader sent: it stops writing at
+// once but reads and drops what the client still sends for up to lingerTime before it closes, so
+// that unread packets of a client that is still sending do not make the kernel reset the
+// connection and throw away the DISCONNECT before the client reads it.
+func (c *conn) closeLingering() {
+	c.closeOne.Do(func() {
+		close(c.closing)
+		if cw, ok := c.nc.(interface{ CloseWrite() error }); ok {
+			cw.CloseWrite()
+		}
+		c.nc.SetReadDeadline(time.Now().Add(lingerTime))
+		c.srv.wg.Add(1)
+		go func() {
+			defer c.srv.wg.Done()
+			io.Copy(io.Discard, io.LimitReader(c.nc, lingerBytes))
+			c.nc.Close()
+		}()
+	})
+}
+
+// How long, and for how many bytes, closeLingering reads after a server-sent DISCONNECT.
+const (
+	lingerTime  = time.Second
+	lingerBytes = 1 << 20
+)
+
 // teardown runs once, when the reader returns.
 func (c *conn) teardown() {
+	if c.linger {
+		c.closeLingering()
+	}
 	c.close()
 	c.omu.Lock()
 	c.oclosed = true
