@@ -34,40 +34,11 @@ func scramBroker(t *testing.T, users map[string]string, mutate func(*config.Conf
 	})
 }
 
-// scramLogin runs CONNECT, AUTH, AUTH, CONNACK for user and returns the CONNACK; a successful one
-// must carry the server's signature.
-func scramLogin(t *testing.T, c *mqtttest.Client, id, user, password string) *codec.Connack {
-	t.Helper()
-	c.SetLevel(codec.Level5)
-	sc := scramtest.New(user, password)
-	c.Send(&codec.Connect{ProtocolName: "MQTT", ProtocolLevel: codec.Level5, ClientID: id, CleanSession: true, KeepAlive: 60,
-		Props: &codec.Properties{AuthMethod: "SCRAM-SHA-256", AuthData: sc.First()}})
-	a := mqtttest.Expect[*codec.Auth](c)
-	if a.Reason != codec.ReasonContinueAuthentication || a.Props.AuthMethod != "SCRAM-SHA-256" {
-		t.Fatalf("AUTH %v %+v, want 0x18 with the method [MQTT-4.12.0-2] [MQTT-4.12.0-5]", a.Reason, a.Props)
-	}
-	final, err := sc.Final(a.Props.AuthData)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.Send(&codec.Auth{Reason: codec.ReasonContinueAuthentication, Props: &codec.Properties{AuthMethod: "SCRAM-SHA-256", AuthData: final}})
-	ack := mqtttest.Expect[*codec.Connack](c)
-	if ack.Reason == codec.ReasonSuccess {
-		if ack.Props.AuthMethod != "SCRAM-SHA-256" {
-			t.Fatalf("CONNACK without the method [MQTT-4.12.0-5]: %+v", ack.Props)
-		}
-		if err := sc.Verify(ack.Props.AuthData); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return ack
-}
-
 // reauth sends AUTH 0x19 and the client's final message, and returns the broker's last answer.
 func reauth(t *testing.T, c *mqtttest.Client, user, password string) codec.Packet {
 	t.Helper()
 	sc := scramtest.New(user, password)
-	c.Send(&codec.Auth{Reason: codec.ReasonReAuthenticate, Props: &codec.Properties{AuthMethod: "SCRAM-SHA-256", AuthData: sc.First()}},
+	c.Send(&codec.Auth{Reason: codec.ReasonReAuthenticate, Props: &codec.Properties{AuthMethod: mqtttest.SCRAM, AuthData: sc.First()}},
 		&codec.Pingreq{}) // other packets flow during re-authentication
 	a := mqtttest.Expect[*codec.Auth](c)
 	if a.Reason != codec.ReasonContinueAuthentication {
@@ -78,7 +49,7 @@ func reauth(t *testing.T, c *mqtttest.Client, user, password string) codec.Packe
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.Send(&codec.Auth{Reason: codec.ReasonContinueAuthentication, Props: &codec.Properties{AuthMethod: "SCRAM-SHA-256", AuthData: final}})
+	c.Send(&codec.Auth{Reason: codec.ReasonContinueAuthentication, Props: &codec.Properties{AuthMethod: mqtttest.SCRAM, AuthData: final}})
 	p := c.Read()
 	if a, ok := p.(*codec.Auth); ok && a.Reason == codec.ReasonSuccess {
 		if err := sc.Verify(a.Props.AuthData); err != nil {
@@ -94,7 +65,7 @@ func reauth(t *testing.T, c *mqtttest.Client, user, password string) codec.Packe
 func TestReauthenticate_MQTT_4_12_1_1(t *testing.T) {
 	b := scramBroker(t, map[string]string{"sam": "pw-sam", "pat": "pw-pat"}, nil)
 	c := b.dial()
-	if ack := scramLogin(t, c, "re1", "sam", "pw-sam"); ack.Reason != codec.ReasonSuccess {
+	if ack := c.ConnectSCRAM(&codec.Connect{ClientID: "re1", CleanSession: true}, "sam", "pw-sam"); ack.Reason != codec.ReasonSuccess {
 		t.Fatalf("CONNACK %v", ack.Reason)
 	}
 	for range 2 {
@@ -104,7 +75,7 @@ func TestReauthenticate_MQTT_4_12_1_1(t *testing.T) {
 	}
 	for _, tc := range []struct{ user, password string }{{"sam", "wrong"}, {"pat", "pw-pat"}} {
 		c := b.dial()
-		if ack := scramLogin(t, c, "re2", "sam", "pw-sam"); ack.Reason != codec.ReasonSuccess {
+		if ack := c.ConnectSCRAM(&codec.Connect{ClientID: "re2", CleanSession: true}, "sam", "pw-sam"); ack.Reason != codec.ReasonSuccess {
 			t.Fatalf("CONNACK %v", ack.Reason)
 		}
 		p := reauth(t, c, tc.user, tc.password)
@@ -126,14 +97,14 @@ func TestAuthOutOfPlace_MQTT_4_12_0_7(t *testing.T) {
 		t.Fatalf("plain password of a SCRAM user: CONNACK %v %+v [MQTT-4.12.0-6]", ack.Reason, ack.Props)
 	}
 	for i, a := range []*codec.Auth{
-		{Reason: codec.ReasonReAuthenticate, Props: &codec.Properties{AuthMethod: "SCRAM-SHA-256"}},
+		{Reason: codec.ReasonReAuthenticate, Props: &codec.Properties{AuthMethod: mqtttest.SCRAM}},
 		{Reason: codec.ReasonReAuthenticate, Props: &codec.Properties{AuthMethod: "SCRAM-SHA-1"}},
-		{Reason: codec.ReasonContinueAuthentication, Props: &codec.Properties{AuthMethod: "SCRAM-SHA-256"}},
+		{Reason: codec.ReasonContinueAuthentication, Props: &codec.Properties{AuthMethod: mqtttest.SCRAM}},
 	} {
 		c := plain
 		if i > 0 {
 			c = b.dial()
-			scramLogin(t, c, "s", "sam", "pw")
+			c.ConnectSCRAM(&codec.Connect{ClientID: "s", CleanSession: true}, "sam", "pw")
 		}
 		c.Send(a)
 		if d := mqtttest.Expect[*codec.Disconnect](c); d.Reason != codec.ReasonProtocolError {
@@ -150,7 +121,7 @@ func TestAuthExchangeDeadline(t *testing.T) {
 	c.SetLevel(codec.Level5)
 	start := time.Now()
 	c.Send(&codec.Connect{ProtocolName: "MQTT", ProtocolLevel: codec.Level5, ClientID: "slow", CleanSession: true,
-		Props: &codec.Properties{AuthMethod: "SCRAM-SHA-256", AuthData: scramtest.New("sam", "pw").First()}})
+		Props: &codec.Properties{AuthMethod: mqtttest.SCRAM, AuthData: scramtest.New("sam", "pw").First()}})
 	mqtttest.Expect[*codec.Auth](c)
 	if got := c.ExpectClosed(); len(got) != 0 {
 		t.Fatalf("got %s before the close", mqtttest.String(got[0]))
