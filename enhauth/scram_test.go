@@ -186,3 +186,16 @@ func TestSCRAMRefusesMalformed(t *testing.T) {
 		}
 	}
 }
+
+// The server's whole side of one exchange (both steps of RFC 7677's example): what a SCRAM
+// login costs the broker's CPU, the iterations being the client's to pay.
+func BenchmarkSCRAMServerExchange(b *testing.B) {
+	s := vectorServer(b)
+	for b.Loop() {
+		x := s.Start()
+		x.Step([]byte(vectorClientFirst))
+		if _, done, err := x.Step([]byte(vectorClientFinal)); !done || err != nil {
+			b.Fatal(err)
+		}
+	}
+}
