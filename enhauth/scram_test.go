@@ -199,3 +199,22 @@ func BenchmarkSCRAMServerExchange(b *testing.B) {
 		}
 	}
 }
+
+// Whatever a client sends in either step, the exchange answers or fails; it never panics, and
+// it succeeds only with the proof of RFC 7677's example.
+func FuzzSCRAMExchange(f *testing.F) {
+	f.Add([]byte(vectorClientFirst), []byte(vectorClientFinal))
+	f.Add([]byte("y,a=user,n=user,r=x,ext=1"), []byte("c=eSxhPXVzZXIs,r=x,p="))
+	f.Add([]byte("n,,n=u=2Cs=3D,r=\x7f"), []byte(",p=,p=,p="))
+	s := vectorServer(f)
+	f.Fuzz(func(t *testing.T, first, final []byte) {
+		x := s.Start()
+		if _, _, err := x.Step(first); err != nil {
+			return
+		}
+		_, done, err := x.Step(final)
+		if done != (err == nil) || done && (string(first) != vectorClientFirst || x.Username() != "user") {
+			t.Fatalf("done %v, err %v, username %q for %q then %q", done, err, x.Username(), first, final)
+		}
+	})
+}
