@@ -321,7 +321,7 @@ func (p *Passwords) setDummy() error {
 
 // hashWarnings describes weak hashes and mixed shapes, for the broker to log.
 func hashWarnings(path string, users map[string]*hash) []string {
-	var weak, sha, n int
+	var weak, weakSCRAM, sha, n int
 	first := map[string]int{}
 	shapes := map[[2]int]bool{}
 	note := func(key string, line int) {
@@ -339,6 +339,9 @@ func hashWarnings(path string, users map[string]*hash) []string {
 		case h.kind == kindPBKDF2 && h.cost < weakIterations:
 			weak++
 			note("weak", h.line)
+		case h.kind == kindSCRAM && h.cost < DefaultSCRAMIterations:
+			weakSCRAM++
+			note("weakSCRAM", h.line)
 		}
 	}
 	var w []string
@@ -347,6 +350,9 @@ func hashWarnings(path string, users map[string]*hash) []string {
 	}
 	if weak > 0 {
 		w = append(w, fmt.Sprintf("%s: %d of %d users have $7$ hashes with fewer than %d iterations (first on line %d); set them again with `holdfast passwd`", path, weak, n, weakIterations, first["weak"]))
+	}
+	if weakSCRAM > 0 {
+		w = append(w, fmt.Sprintf("%s: %d of %d users have SCRAM-SHA-256 entries with fewer than %d iterations, RFC 7677's minimum (first on line %d); set them again with `holdfast passwd --scram`", path, weakSCRAM, n, DefaultSCRAMIterations, first["weakSCRAM"]))
 	}
 	if len(shapes) > 1 {
 		w = append(w, fmt.Sprintf("%s: hashes of %d different kinds or costs: an unknown user costs what the most common kind costs, so users with another kind can be told apart by timing; set them all with `holdfast passwd`", path, len(shapes)))

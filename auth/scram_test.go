@@ -41,6 +41,9 @@ func TestSCRAMEntry(t *testing.T) {
 	if !p.Check("user", []byte("pencil")) || p.Check("user", []byte("pencil ")) || p.Check("user", nil) {
 		t.Fatal("plain password against a SCRAM entry: right refused or wrong accepted")
 	}
+	if w := strings.Join(p.Warnings(), "\n"); strings.Contains(w, "SCRAM-SHA-256 entries") {
+		t.Errorf("warnings about SCRAM entries of 4096 iterations and more: %s", w)
+	}
 	if !p.Check("hy", []byte("IX")) || !p.Check("hy", []byte("I\u00adX")) {
 		t.Fatal("SASLprep: the soft hyphen is not mapped to nothing")
 	}
@@ -74,6 +77,16 @@ func TestHashSCRAM(t *testing.T) {
 	p, err := LoadPasswords(file)
 	if err != nil || !p.Check("eve", []byte("s3cret")) || p.Check("eve", []byte("s3cre")) {
 		t.Fatalf("entry not read back: %v", err)
+	}
+	weak, err := HashSCRAM([]byte("x"), 4095)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := SetPasswordHash(file, "weak", weak); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := LoadPasswords(file); err != nil || !strings.Contains(strings.Join(p.Warnings(), "\n"), "1 of 2 users have SCRAM-SHA-256 entries with fewer than 4096 iterations") {
+		t.Fatalf("no warning about 4095 iterations: %v %q", err, p.Warnings())
 	}
 	if _, err := HashSCRAM([]byte("a\x07b"), 4096); err == nil || strings.Contains(err.Error(), "\\u0007") {
 		t.Fatalf("a control character: %v, want a refusal that does not quote it", err)
