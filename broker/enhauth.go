@@ -42,12 +42,14 @@ func authMethods(passwords *auth.Passwords) map[string]enhauth.Method {
 // CONNECT deadline and before the connection stops counting as pending, so a slow exchange
 // holds a pre-authentication slot no longer than a slow CONNECT. It returns who the client
 // proved to be, or false when it refused the client (and told it) or the client went away.
+// Refusals are logged sampled, as wrong passwords are: a flood must not cost more in logging.
 func (c *conn) exchange(cp *codec.Connect) (auth.Client, bool) {
 	id := auth.Client{ID: c.clientID}
 	method := cp.Props.AuthMethod
 	m, ok := c.srv.auth.Load().methods[method]
 	if !ok {
-		c.log.Warn().Str("method", method).Msg("refused: authentication method not supported [MQTT-4.12.0-1]")
+		c.srv.refuseLog.Warn().Str("remote", c.nc.RemoteAddr().String()).Str("client_id", c.clientID).
+			Str("method", method).Msg("refused: authentication method not offered [MQTT-4.12.0-1]")
 		c.refuseReason(codec.ReasonBadAuthenticationMethod)
 		return id, false
 	}
@@ -56,7 +58,6 @@ func (c *conn) exchange(cp *codec.Connect) (auth.Client, bool) {
 	for {
 		out, done, err := x.Step(data)
 		if err != nil {
-			// Sampled, as wrong passwords are.
 			c.srv.refuseLog.Warn().Str("remote", c.nc.RemoteAddr().String()).Str("client_id", c.clientID).
 				Str("method", method).Err(err).Msg("refused: enhanced authentication failed [MQTT-4.12.0-4]")
 			c.refuse(codec.RefusedNotAuthorized)
