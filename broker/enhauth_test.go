@@ -130,3 +130,26 @@ func TestAuthExchangeDeadline(t *testing.T) {
 		t.Fatalf("closed after %v, want about limits.connect_timeout (300ms)", d)
 	}
 }
+
+// The methods come with the password file: a user added to it is offered SCRAM after a reload,
+// without a restart.
+func TestSCRAMAfterReload(t *testing.T) {
+	b := scramBroker(t, map[string]string{"sam": "pw"}, nil)
+	c := b.dial()
+	if ack := c.ConnectSCRAM(&codec.Connect{ClientID: "new-1", CleanSession: true}, "neo", "pw-neo"); ack.Reason != codec.ReasonNotAuthorized {
+		t.Fatalf("a user not in the file yet: CONNACK %v, want 0x87", ack.Reason)
+	}
+	h, err := auth.HashSCRAM([]byte("pw-neo"), auth.DefaultSCRAMIterations)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := auth.SetPasswordHash(b.cfg.Auth.PasswordFile, "neo", h); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.srv.ReloadAuth(); err != nil {
+		t.Fatal(err)
+	}
+	if ack := b.dial().ConnectSCRAM(&codec.Connect{ClientID: "new-2", CleanSession: true}, "neo", "pw-neo"); ack.Reason != codec.ReasonSuccess {
+		t.Fatalf("after the reload: CONNACK %v", ack.Reason)
+	}
+}
