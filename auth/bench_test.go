@@ -20,7 +20,11 @@ func BenchmarkCheck(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	file := writeFile(b, "pw", "default:"+def+"\nbcrypt:"+string(bc)+"\n")
+	scram, err := HashSCRAM([]byte("pw"), DefaultSCRAMIterations)
+	if err != nil {
+		b.Fatal(err)
+	}
+	file := writeFile(b, "pw", "default:"+def+"\nbcrypt:"+string(bc)+"\nscram:"+scram+"\n")
 	mosq, err := LoadPasswords(filepath.Join("testdata", "mosquitto-pbkdf2.passwd"))
 	if err != nil {
 		b.Fatal(err)
@@ -43,6 +47,7 @@ func BenchmarkCheck(b *testing.B) {
 		{"pbkdf2-101-mosquitto", mosq, "alice", "correct horse battery staple"},
 		{"sha512-mosquitto", sha, "bob", "hunter2"},
 		{fmt.Sprintf("bcrypt-%d", bcrypt.DefaultCost), ours, "bcrypt", "pw"},
+		{fmt.Sprintf("scram-sha-256-%d", DefaultSCRAMIterations), ours, "scram", "pw"},
 	} {
 		b.Run(bm.name, func(b *testing.B) {
 			pw := []byte(bm.pw)

@@ -21,6 +21,14 @@
 //     refused with a message saying so.
 //   - "$2a$", "$2b$", "$2y$": bcrypt (htpasswd -B, crypt(3), x/crypto/bcrypt).
 //     As everywhere, bcrypt reads only the first 72 bytes of a password.
+//   - "SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>": RFC 5803's
+//     form of what a SCRAM-SHA-256 server keeps (RFC 5802, RFC 7677), written
+//     by HashSCRAM. Passwords.SCRAM hands it to MQTT 5's SCRAM exchange
+//     (package enhauth), and Check derives the keys from a plain password and
+//     compares, so one entry serves both. The password is SASLprep-ed (RFC
+//     4013) first, as SCRAM clients do. For users without such an entry SCRAM
+//     returns a decoy whose salt is the same at every call until the file is
+//     reloaded: a reload changes the decoys' salts and not the real users'.
 //
 // Where Mosquitto logs a bad line and drops that user, LoadPasswords refuses
 // the whole file, so a reload never silently locks a user out. It also refuses

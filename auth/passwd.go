@@ -54,6 +54,36 @@ func HashPasswordIterations(password []byte, iterations int) (string, error) {
 		base64.StdEncoding.EncodeToString(salt), base64.StdEncoding.EncodeToString(sum)), nil
 }
 
+// DefaultSCRAMIterations is the iteration count HashSCRAM writes unless told
+// otherwise: RFC 7677's minimum. The client pays it, once per login (the server
+// only compares keys), and so does the broker when a SCRAM user logs in with a
+// plain CONNECT password.
+const DefaultSCRAMIterations = 4096
+
+// scramPrefix starts a SCRAM-SHA-256 entry (RFC 5803); scramSaltLen is the
+// salt length HashSCRAM writes.
+const (
+	scramPrefix  = "SCRAM-SHA-256$"
+	scramSaltLen = 16
+)
+
+// HashSCRAM returns a new SCRAM-SHA-256 entry for password in RFC 5803's form,
+// "SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>", with a random
+// 16-byte salt and iterations from 1 to 1,000,000.
+func HashSCRAM(password []byte, iterations int) (string, error) {
+	if iterations < 1 || iterations > maxIterations {
+		return "", fmt.Errorf("auth: iteration count %d is outside 1..%d", iterations, maxIterations)
+	}
+	salt := make([]byte, scramSaltLen)
+	rand.Read(salt)
+	c, err := DeriveSCRAM(password, salt, iterations)
+	if err != nil {
+		return "", fmt.Errorf("auth: deriving the SCRAM keys: %w", err)
+	}
+	b64 := base64.StdEncoding.EncodeToString
+	return fmt.Sprintf("%s%d:%s$%s:%s", scramPrefix, iterations, b64(salt), b64(c.StoredKey), b64(c.ServerKey)), nil
+}
+
 // ValidUsername returns an error wrapping ErrInvalidUsername if user cannot be
 // written to a password file and read back as the same name: it must be
 // non-empty valid UTF-8 of at most 65535 bytes, without ':', control

@@ -1,16 +1,20 @@
 package auth
 
 import (
+	"crypto/hmac"
 	"crypto/pbkdf2"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/sha512"
 	"crypto/subtle"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
 	"strings"
 
+	"github.com/xdg-go/stringprep"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -21,6 +25,7 @@ const (
 	kindPBKDF2 hashKind = iota + 1 // "$7$": PBKDF2-HMAC-SHA512
 	kindSHA512                     // "$6$": SHA-512(password || salt)
 	kindBcrypt                     // "$2a$", "$2b$", "$2y$"
+	kindSCRAM                      // "SCRAM-SHA-256$": RFC 5803's StoredKey and ServerKey
 )
 
 func (k hashKind) String() string {
@@ -31,6 +36,8 @@ func (k hashKind) String() string {
 		return "$6$ SHA-512"
 	case kindBcrypt:
 		return "bcrypt"
+	case kindSCRAM:
+		return "SCRAM-SHA-256"
 	}
 	return "unknown"
 }
@@ -61,9 +68,10 @@ const (
 // hash is one parsed password hash.
 type hash struct {
 	kind   hashKind
-	cost   int    // $7$: iterations; bcrypt: cost; $6$: 0
-	salt   []byte // $6$, $7$
-	sum    []byte // $6$, $7$: 64 bytes
+	cost   int    // $7$, SCRAM: iterations; bcrypt: cost; $6$: 0
+	salt   []byte // $6$, $7$, SCRAM
+	sum    []byte // $6$, $7$: 64 bytes; SCRAM: the StoredKey, 32 bytes
+	server []byte // SCRAM: the ServerKey, 32 bytes
 	bcrypt []byte // bcrypt: the whole hash, as bcrypt.CompareHashAndPassword wants it
 	line   int    // where it was read, for Warnings
 }
@@ -82,6 +90,9 @@ func (h *hash) verify(password []byte) bool {
 		return subtle.ConstantTimeCompare(d.Sum(nil), h.sum) == 1
 	case kindBcrypt:
 		return bcrypt.CompareHashAndPassword(h.bcrypt, password) == nil
+	case kindSCRAM:
+		c, err := DeriveSCRAM(password, h.salt, h.cost)
+		return err == nil && subtle.ConstantTimeCompare(c.StoredKey, h.sum) == 1
 	}
 	return false
 }
@@ -92,15 +103,22 @@ type Passwords struct {
 	users    map[string]*hash
 	dummy    hash // verified for unknown users, so they cost what a known one does
 	warnings []string
+
+	// decoy makes the salts of SCRAM's decoy credentials (see SCRAM); decoyCost
+	// is their iteration count, the one most SCRAM entries have.
+	decoy     [32]byte
+	decoyCost int
 }
 
 // LoadPasswords reads a Mosquitto-format password file: lines "user:hash",
 // '#' comments and blank lines ignored. Hash formats: "$7$<iterations>$<base64
 // salt>$<base64 hash>" (PBKDF2-SHA512 as written by mosquitto_passwd 2.x),
 // "$6$<base64 salt>$<base64 hash>" (Mosquitto's older SHA-512 of
-// password+salt, not crypt(3)), and bcrypt "$2a$/$2b$/$2y$". An error is a
-// *LineError naming the file and line and what is wrong; it never contains the
-// hash.
+// password+salt, not crypt(3)), bcrypt "$2a$/$2b$/$2y$", and RFC 5803's
+// "SCRAM-SHA-256$<iterations>:<base64 salt>$<base64 StoredKey>:<base64
+// ServerKey>", which serves a plain password and a SCRAM exchange alike. An
+// error is a *LineError naming the file and line and what is wrong; it never
+// contains the hash.
 func LoadPasswords(path string) (*Passwords, error) {
 	lines, err := readLines(path)
 	if err != nil {
@@ -140,6 +158,7 @@ func LoadPasswords(path string) (*Passwords, error) {
 	if err := p.setDummy(); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
+	p.setDecoy()
 	p.warnings = hashWarnings(path, p.users)
 	return p, nil
 }
@@ -189,12 +208,42 @@ func parseHash(s string) (*hash, error) {
 			return nil, fmt.Errorf("bcrypt cost %d is above the limit of %d", cost, maxBcryptCost)
 		}
 		return &hash{kind: kindBcrypt, cost: cost, bcrypt: []byte(s)}, nil
+	case strings.HasPrefix(s, scramPrefix):
+		return parseSCRAM(s[len(scramPrefix):])
 	case strings.HasPrefix(s, "$argon2id$"):
 		return nil, fmt.Errorf("argon2id hashes (Mosquitto 2.1) are not supported; set the password again with `holdfast passwd`")
 	case strings.HasPrefix(s, "$"):
-		return nil, fmt.Errorf("unknown hash format (want $7$, $6$ or bcrypt $2a$/$2b$/$2y$)")
+		return nil, fmt.Errorf("unknown hash format (want $7$, $6$, bcrypt $2a$/$2b$/$2y$ or SCRAM-SHA-256$)")
 	}
 	return nil, fmt.Errorf("password is not hashed (plain-text password files are not supported; hash it with `holdfast passwd`)")
+}
+
+// parseSCRAM decodes what follows "SCRAM-SHA-256$" in RFC 5803's form,
+// "<iterations>:<salt>$<StoredKey>:<ServerKey>", all base64 but the count.
+func parseSCRAM(s string) (*hash, error) {
+	params, keys, ok := strings.Cut(s, "$")
+	iter64, salt64, ok1 := strings.Cut(params, ":")
+	stored64, server64, ok2 := strings.Cut(keys, ":")
+	if !ok || !ok1 || !ok2 {
+		return nil, fmt.Errorf("SCRAM-SHA-256 entry is not <iterations>:<salt>$<StoredKey>:<ServerKey>")
+	}
+	iter, err := strconv.Atoi(iter64)
+	if err != nil || iter < 1 {
+		return nil, fmt.Errorf("SCRAM-SHA-256 iteration count is not a positive number")
+	}
+	if iter > maxIterations {
+		return nil, fmt.Errorf("SCRAM-SHA-256 iteration count %d is above the limit of %d", iter, maxIterations)
+	}
+	salt, err := decodeBase64(salt64)
+	if err != nil || len(salt) < minSaltLen || len(salt) > maxSaltLen {
+		return nil, fmt.Errorf("SCRAM-SHA-256 salt is not %d to %d bytes of base64", minSaltLen, maxSaltLen)
+	}
+	stored, err1 := decodeBase64(stored64)
+	server, err2 := decodeBase64(server64)
+	if err1 != nil || err2 != nil || len(stored) != sha256.Size || len(server) != sha256.Size {
+		return nil, fmt.Errorf("SCRAM-SHA-256 StoredKey and ServerKey are not %d bytes of base64 each", sha256.Size)
+	}
+	return &hash{kind: kindSCRAM, cost: iter, salt: salt, sum: stored, server: server}, nil
 }
 
 // decodeSaltSum decodes the base64 salt and hash fields of a $6$ or $7$ hash.
@@ -252,6 +301,11 @@ func (p *Passwords) setDummy() error {
 		d.sum = make([]byte, sumLen)
 		rand.Read(d.salt)
 		rand.Read(d.sum)
+	case kindSCRAM:
+		d.salt = make([]byte, scramSaltLen)
+		d.sum = make([]byte, sha256.Size)
+		rand.Read(d.salt)
+		rand.Read(d.sum)
 	case kindBcrypt:
 		secret := make([]byte, 32)
 		rand.Read(secret)
@@ -267,7 +321,7 @@ func (p *Passwords) setDummy() error {
 
 // hashWarnings describes weak hashes and mixed shapes, for the broker to log.
 func hashWarnings(path string, users map[string]*hash) []string {
-	var weak, sha, n int
+	var weak, weakSCRAM, sha, n int
 	first := map[string]int{}
 	shapes := map[[2]int]bool{}
 	note := func(key string, line int) {
@@ -285,6 +339,9 @@ func hashWarnings(path string, users map[string]*hash) []string {
 		case h.kind == kindPBKDF2 && h.cost < weakIterations:
 			weak++
 			note("weak", h.line)
+		case h.kind == kindSCRAM && h.cost < DefaultSCRAMIterations:
+			weakSCRAM++
+			note("weakSCRAM", h.line)
 		}
 	}
 	var w []string
@@ -293,6 +350,9 @@ func hashWarnings(path string, users map[string]*hash) []string {
 	}
 	if weak > 0 {
 		w = append(w, fmt.Sprintf("%s: %d of %d users have $7$ hashes with fewer than %d iterations (first on line %d); set them again with `holdfast passwd`", path, weak, n, weakIterations, first["weak"]))
+	}
+	if weakSCRAM > 0 {
+		w = append(w, fmt.Sprintf("%s: %d of %d users have SCRAM-SHA-256 entries with fewer than %d iterations, RFC 7677's minimum (first on line %d); set them again with `holdfast passwd --scram`", path, weakSCRAM, n, DefaultSCRAMIterations, first["weakSCRAM"]))
 	}
 	if len(shapes) > 1 {
 		w = append(w, fmt.Sprintf("%s: hashes of %d different kinds or costs: an unknown user costs what the most common kind costs, so users with another kind can be told apart by timing; set them all with `holdfast passwd`", path, len(shapes)))
@@ -317,6 +377,85 @@ func (p *Passwords) Check(user string, password []byte) bool {
 	}
 	ok := h.verify(password)
 	return known && ok
+}
+
+// SCRAMCredential is what a SCRAM-SHA-256 server keeps of a password (RFC
+// 5802, section 3): the salt and iteration count the client derives its key
+// with, and two keys from which the password cannot be recovered.
+type SCRAMCredential struct {
+	Iterations           int
+	Salt                 []byte
+	StoredKey, ServerKey []byte
+}
+
+// DeriveSCRAM computes the SCRAM-SHA-256 credential of password: SaltedPassword
+// is PBKDF2-HMAC-SHA-256 of it, StoredKey the SHA-256 of HMAC(SaltedPassword,
+// "Client Key"), ServerKey HMAC(SaltedPassword, "Server Key"). The password is
+// SASLprep-ed first (RFC 4013), as SCRAM clients do: a password that SASLprep
+// refuses (control characters, for one) is an error.
+func DeriveSCRAM(password, salt []byte, iterations int) (SCRAMCredential, error) {
+	prepped, err := stringprep.SASLprep.Prepare(string(password))
+	if err != nil {
+		// Not wrapped: the error quotes the character, a piece of the password.
+		return SCRAMCredential{}, errors.New("the password has a character SCRAM does not allow (SASLprep, RFC 4013: control characters, for one)")
+	}
+	salted, err := pbkdf2.Key(sha256.New, prepped, salt, iterations, sha256.Size)
+	if err != nil {
+		return SCRAMCredential{}, err
+	}
+	clientKey := hmacSHA256(salted, "Client Key")
+	stored := sha256.Sum256(clientKey)
+	return SCRAMCredential{Iterations: iterations, Salt: salt, StoredKey: stored[:], ServerKey: hmacSHA256(salted, "Server Key")}, nil
+}
+
+func hmacSHA256(key []byte, msg string) []byte {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(msg))
+	return m.Sum(nil)
+}
+
+// setDecoy picks the decoy credentials' key and iteration count.
+func (p *Passwords) setDecoy() {
+	rand.Read(p.decoy[:])
+	count := make(map[int]int)
+	for _, h := range p.users {
+		if h.kind == kindSCRAM {
+			count[h.cost]++
+		}
+	}
+	p.decoyCost = DefaultSCRAMIterations
+	best := 0
+	for cost, n := range count {
+		if n > best || n == best && cost < p.decoyCost { // ties: the lowest, whatever the map's order
+			p.decoyCost, best = cost, n
+		}
+	}
+}
+
+// SCRAM returns user's SCRAM-SHA-256 credential; ok is false when the user is
+// unknown or has a hash of another kind, which a SCRAM exchange cannot check.
+// Then the credential is a decoy that no proof matches, with a salt that is the
+// same for every exchange naming that user (until the file is reloaded) and
+// the iteration count most entries have, so that the exchange goes on as for a
+// known user and fails only at the proof: the server's first answer does not
+// tell who exists.
+func (p *Passwords) SCRAM(user string) (c SCRAMCredential, ok bool) {
+	if p != nil {
+		if h, known := p.users[user]; known && h.kind == kindSCRAM {
+			return SCRAMCredential{Iterations: h.cost, Salt: h.salt, StoredKey: h.sum, ServerKey: h.server}, true
+		}
+	}
+	var key [32]byte
+	cost := DefaultSCRAMIterations
+	if p != nil {
+		key, cost = p.decoy, p.decoyCost
+	}
+	m := hmac.New(sha256.New, key[:])
+	m.Write([]byte(user))
+	salt := m.Sum(nil)[:scramSaltLen]
+	junk := make([]byte, 2*sha256.Size)
+	rand.Read(junk)
+	return SCRAMCredential{Iterations: cost, Salt: salt, StoredKey: junk[:sha256.Size], ServerKey: junk[sha256.Size:]}, false
 }
 
 // Len returns the number of users.

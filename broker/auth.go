@@ -8,6 +8,7 @@ import (
 	"github.com/holdfast/holdfast/auth"
 	"github.com/holdfast/holdfast/codec"
 	"github.com/holdfast/holdfast/config"
+	"github.com/holdfast/holdfast/enhauth"
 	"github.com/holdfast/holdfast/listener"
 	"github.com/holdfast/holdfast/persist"
 )
@@ -17,6 +18,7 @@ import (
 type AuthRules struct {
 	passwords *auth.Passwords
 	acl       *auth.ACL
+	methods   map[string]enhauth.Method // MQTT 5 enhanced authentication, by name
 }
 
 // LoadAuth reads the password and ACL files named in the configuration. Errors name the key, the
@@ -31,6 +33,7 @@ func LoadAuth(c config.Auth, log zerolog.Logger) (*AuthRules, error) {
 		for _, w := range r.passwords.Warnings() {
 			log.Warn().Str("file", f).Msg(w)
 		}
+		r.methods = authMethods(r.passwords)
 	}
 	if f := c.ACLFile; f != "" {
 		if r.acl, err = auth.LoadACL(f); err != nil {
@@ -89,6 +92,23 @@ func (s *Server) dropRefusedSubscriptions() {
 	if removed > 0 {
 		s.log.Warn().Int("subscriptions", removed).Msg("subscriptions removed after the ACL reload")
 	}
+}
+
+// login authenticates CONNECT's client: by the exchange of the Authentication Method it names,
+// else by its certificate, username and password. It returns who the client is for the ACL, or
+// false when it refused the client (and told it).
+func (c *conn) login(cp *codec.Connect) (auth.Client, bool) {
+	if cp.Props != nil && cp.Props.AuthMethod != "" {
+		return c.exchange(cp)
+	}
+	ident, code, why := c.authenticate(cp)
+	if code != codec.Accepted {
+		// Sampled: a flood of wrong passwords would otherwise cost more in logging than in hashing.
+		c.srv.refuseLog.Warn().Str("remote", c.nc.RemoteAddr().String()).Str("client_id", c.clientID).Str("username", cp.Username).Msg("refused: " + why)
+		c.refuse(code)
+		return ident, false
+	}
+	return ident, true
 }
 
 // authenticate decides whether a CONNECT may proceed and returns the client's identity for the

@@ -41,6 +41,7 @@ type conn struct {
 	sess          *sessionHandle
 	keepAlive     time.Duration
 	ident         auth.Client // who the client authenticated as, for the ACL
+	enh           enhanced    // MQTT 5 enhanced authentication (reader-owned)
 
 	retainRefused bool                // a retained publish passed a retained-store limit (logged once)
 	aliasesIn     map[uint16]string   // MQTT 5: the topic aliases the client set (reader-owned)
@@ -227,6 +228,8 @@ func (c *conn) handle(p codec.Packet) error {
 			c.sess.unlock()
 		}
 		return errDisconnect
+	case *codec.Auth:
+		return c.handleAuth(p)
 	case *codec.Connect:
 		return fmt.Errorf("%w: second CONNECT [MQTT-3.1.0-2]", errProtocol)
 	default:

@@ -52,11 +52,8 @@ func (c *conn) handleConnect(cp *codec.Connect, decodeErr error) bool {
 		return false
 	}
 	c.clientID = id
-	ident, code, why := c.authenticate(cp)
-	if code != codec.Accepted {
-		// Sampled: a flood of wrong passwords would otherwise cost more in logging than in hashing.
-		c.srv.refuseLog.Warn().Str("remote", c.nc.RemoteAddr().String()).Str("client_id", id).Str("username", cp.Username).Msg("refused: " + why)
-		c.refuse(code)
+	ident, ok := c.login(cp)
+	if !ok {
 		return false
 	}
 	c.ident = ident
@@ -77,12 +74,6 @@ func (c *conn) handleConnect(cp *codec.Connect, decodeErr error) bool {
 		(c.keepAlive == 0 || c.keepAlive > c.srv.cfg.Limits.MaxKeepAlive.Duration)
 	if serverKeepAlive {
 		c.keepAlive = c.srv.cfg.Limits.MaxKeepAlive.Duration // the client is told in CONNACK [MQTT-3.1.2-21]
-	}
-	if cp.Props != nil && cp.Props.AuthMethod != "" {
-		// Enhanced authentication is not supported yet: the client learns it at once [MQTT-4.12.0-1].
-		c.log.Warn().Str("method", cp.Props.AuthMethod).Msg("refused: authentication method not supported")
-		c.refuseReason(codec.ReasonBadAuthenticationMethod)
-		return false
 	}
 	if cp.Will != nil && !c.srv.canPublish(&c.ident, cp.Will.Topic) {
 		// Checked again when it is published; refusing it here tells the client early.
@@ -114,6 +105,7 @@ func (c *conn) handleConnect(cp *codec.Connect, decodeErr error) bool {
 	ack := &codec.Connack{SessionPresent: present && c.level != codec.Level31}
 	if c.level5() {
 		ack.Props = c.srv.connackProps(assigned)
+		ack.Props.AuthMethod, ack.Props.AuthData = c.enh.method, c.enh.final // [MQTT-4.12.0-5] [MQTT-4.12.0-6]
 		if serverKeepAlive {
 			ack.Props.ServerKeepAlive = uint16(c.keepAlive / time.Second)
 		}

@@ -14,7 +14,8 @@ import (
 // MQTT 5.0 (config mqtt5, experimental): what a level-5 connection adds to the 3.1.1 paths. The
 // session machine does the deliveries (session.Link); this file holds the connection's side:
 // CONNACK's properties, reason codes, the DISCONNECT the server sends, and the client's topic
-// aliases. Not done yet (issue 14): properties and expiry on disk, enhanced authentication.
+// aliases. Not done yet (issue 14): properties and expiry on disk. Enhanced authentication is
+// in enhauth.go.
 
 // level5 reports whether the connection speaks MQTT 5.
 func (c *conn) level5() bool { return c.level == codec.Level5 }
@@ -188,6 +189,8 @@ func reasonOfHandleError(err error) codec.ReasonCode {
 		return codec.ReasonProtocolError
 	case errors.Is(err, errReceiveMaximum):
 		return codec.ReasonReceiveMaximumExceeded
+	case errors.Is(err, errNotAuthorized):
+		return codec.ReasonNotAuthorized
 	}
 	return codec.ReasonUnspecifiedError
 }

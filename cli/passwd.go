@@ -17,11 +17,13 @@ func init() {
 	commands["passwd"] = command{"add or update a user in a password file", passwd}
 }
 
-// passwd adds or updates a user with a strong hash. The password is read from the terminal
-// (twice, without echo) or, when stdin is not a terminal, as one line from stdin; never from the
-// command line, where other users could see it.
+// passwd adds or updates a user with a strong hash, or with --scram a SCRAM-SHA-256 entry. The
+// password is read from the terminal (twice, without echo) or, when stdin is not a terminal, as
+// one line from stdin; never from the command line, where other users could see it.
 func passwd(env *Env, args []string) error {
-	fs := newFlags(env, "passwd", "FILE USER   (the password is read from the terminal or stdin)")
+	fs := newFlags(env, "passwd", "[--scram] [--iterations N] FILE USER   (the password is read from the terminal or stdin)")
+	scram := fs.Bool("scram", false, "write a SCRAM-SHA-256 entry (RFC 5803): for MQTT 5 SCRAM-SHA-256 logins, and plain passwords too")
+	iterations := fs.Int("iterations", 0, fmt.Sprintf("PBKDF2 iterations (default %d, with --scram %d)", auth.DefaultIterations, auth.DefaultSCRAMIterations))
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -44,7 +46,23 @@ func passwd(env *Env, args []string) error {
 	if fi, err := os.Lstat(file); err == nil && fi.Mode().IsRegular() {
 		oldMode = fi.Mode().Perm()
 	}
-	if err := auth.SetPassword(file, user, password); err != nil {
+	hash := auth.HashPasswordIterations
+	if *scram {
+		hash = auth.HashSCRAM
+	}
+	switch {
+	case *iterations < 0:
+		return usagef("--iterations must be positive")
+	case *iterations == 0 && *scram:
+		*iterations = auth.DefaultSCRAMIterations
+	case *iterations == 0:
+		*iterations = auth.DefaultIterations
+	}
+	h, err := hash(password, *iterations)
+	if err != nil {
+		return UsageError{err}
+	}
+	if err := auth.SetPasswordHash(file, user, h); err != nil {
 		return err
 	}
 	fmt.Fprintf(env.Stderr, "holdfast: %s: password of %q set\n", file, user)

@@ -66,3 +66,30 @@ func TestSecurity14_PasswdCommand(t *testing.T) {
 		t.Error("the link's target changed")
 	}
 }
+
+// holdfast passwd --scram writes RFC 5803's SCRAM-SHA-256 entry (4096 iterations unless told),
+// which serves a SCRAM exchange and a plain password; without it the entry stays $7$.
+func TestPasswdSCRAM(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "passwd")
+	for _, args := range [][]string{{"--scram", file, "sam"}, {"--scram", "--iterations", "5000", file, "sid"}, {file, "pat"}} {
+		env := &Env{Stdin: strings.NewReader("pw\n"), Stdout: &bytes.Buffer{}, Stderr: &bytes.Buffer{}, Version: "test"}
+		if err := Run(env, append([]string{"passwd"}, args...)); err != nil {
+			t.Fatalf("%v: %v", args, err)
+		}
+	}
+	data, _ := os.ReadFile(file)
+	for _, want := range []string{"sam:SCRAM-SHA-256$4096:", "sid:SCRAM-SHA-256$5000:", "pat:$7$100000$"} {
+		if !strings.Contains(string(data), "\n"+want) && !strings.HasPrefix(string(data), want) {
+			t.Errorf("no line starting %q in\n%s", want, data)
+		}
+	}
+	p, err := auth.LoadPasswords(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range []string{"sam", "sid", "pat"} {
+		if _, scram := p.SCRAM(u); !p.Check(u, []byte("pw")) || scram != (u != "pat") {
+			t.Errorf("%s: plain password refused, or SCRAM entry %v", u, scram)
+		}
+	}
+}

@@ -29,33 +29,42 @@ type nodeResult struct {
 	} `json:"messages"`
 }
 
-// runNodeScript runs test/js/persistent_session.js with args under a 30 s limit and parses the
-// JSON line it prints.
+// runNodeScript runs test/js/persistent_session.js with args and fails the test unless it
+// reports success.
 func runNodeScript(t *testing.T, node string, args ...string) nodeResult {
 	t.Helper()
-	script, err := filepath.Abs(filepath.Join(jsTestDir, "persistent_session.js"))
+	var res nodeResult
+	if diag, err := runNodeJSON(t, node, "persistent_session.js", &res, args...); err != nil || res.Error != "" {
+		t.Fatalf("node %s: exit %v, error %q; %s", strings.Join(args, " "), err, res.Error, diag)
+	}
+	return res
+}
+
+// runNodeJSON runs script of test/js with args under a 30 s limit and decodes the JSON line it
+// prints last into res, failing the test when there is none. It returns the script's exit error
+// and its output, for the caller's messages.
+func runNodeJSON(t *testing.T, node, script string, res any, args ...string) (diag string, runErr error) {
+	t.Helper()
+	path, err := filepath.Abs(filepath.Join(jsTestDir, script))
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, node, append([]string{script}, args...)...)
+	cmd := exec.CommandContext(ctx, node, append([]string{path}, args...)...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	start := time.Now()
-	runErr := cmd.Run()
+	runErr = cmd.Run()
 	out := strings.TrimSpace(stdout.String())
 	if i := strings.LastIndexByte(out, '\n'); i >= 0 {
 		out = out[i+1:]
 	}
-	var res nodeResult
-	if err := json.Unmarshal([]byte(out), &res); err != nil {
-		t.Fatalf("node %s: %v after %v; stdout %q (%v); stderr:\n%s", strings.Join(args, " "), runErr, time.Since(start).Round(time.Millisecond), stdout.String(), err, stderr.String())
+	diag = fmt.Sprintf("stdout %s; stderr:\n%s", stdout.String(), stderr.String())
+	if err := json.Unmarshal([]byte(out), res); err != nil {
+		t.Fatalf("node %s %s: %v after %v (%v); %s", script, strings.Join(args, " "), runErr, time.Since(start).Round(time.Millisecond), err, diag)
 	}
-	if runErr != nil || res.Error != "" {
-		t.Fatalf("node %s: exit %v, error %q; stdout %s; stderr:\n%s", strings.Join(args, " "), runErr, res.Error, stdout.String(), stderr.String())
-	}
-	return res
+	return diag, runErr
 }
 
 // TestNodeMQTTjsPersistentQoS2: MQTT.js under Node.js over ws:// with a persistent session at
