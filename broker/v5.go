@@ -247,6 +247,8 @@ func (c *conn) sent(p codec.Packet) {
 		st.reason(codec.TypeDisconnect, a.Reason)
 	case *codec.Connack:
 		st.reason(codec.TypeConnack, a.Reason)
+	case *codec.Auth:
+		st.reason(codec.TypeAuth, a.Reason)
 	}
 	for finished {
 		n := c.unacked.Load()
