@@ -46,7 +46,7 @@ func extractFixture(t *testing.T, name string) string {
 			err = os.MkdirAll(path, 0o700)
 		case tar.TypeReg:
 			var out *os.File
-			if out, err = os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, os.FileMode(h.Mode)&0o600|0o600); err == nil {
+			if out, err = os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600); err == nil {
 				_, err = io.Copy(out, tr)
 				if cerr := out.Close(); err == nil {
 					err = cerr

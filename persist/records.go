@@ -303,9 +303,10 @@ func decodeQueue(key, v []byte, withMsg bool) (queueHeader, *Message, error) {
 	if len(rest) < 3+tl {
 		return h, nil, corruptf(key, "inline message of %d bytes, topic of %d", len(rest), tl)
 	}
-	m := &Message{QoS: rest[0], Retain: h.flags&qfRetain != 0, RetainPublished: h.flags&mfRetainPublished != 0}
+	// On the stack unless withMsg: Recover checks every entry this way.
+	m := Message{QoS: rest[0], Retain: h.flags&qfRetain != 0, RetainPublished: h.flags&mfRetainPublished != 0}
 	topic := rest[3 : 3+tl]
-	if rest, err = readExtras(key, rest[3+tl:], h.flags, m); err != nil {
+	if rest, err = readExtras(key, rest[3+tl:], h.flags, &m); err != nil {
 		return h, nil, err
 	}
 	if len(rest) != int(h.payloadSize) {
@@ -314,8 +315,9 @@ func decodeQueue(key, v []byte, withMsg bool) (queueHeader, *Message, error) {
 	if !withMsg {
 		return h, nil, nil
 	}
-	m.Topic, m.Payload = string(topic), cloneBytes(rest)
-	return h, m, nil
+	out := m
+	out.Topic, out.Payload = string(topic), cloneBytes(rest)
+	return h, &out, nil
 }
 
 // --- in-flight state (0x05): v1 | state | packet id uint16
@@ -370,13 +372,14 @@ func decodeBody(key, v []byte, withMsg bool) (*Message, error) {
 	if len(v) < 5+tl {
 		return nil, corruptf(key, "topic of %d bytes in a value of %d", tl, len(v))
 	}
-	m := &Message{QoS: v[1], Retain: v[2]&bfRetain != 0, RetainPublished: v[2]&mfRetainPublished != 0}
-	rest, err := readExtras(key, v[5+tl:], v[2], m)
+	m := Message{QoS: v[1], Retain: v[2]&bfRetain != 0, RetainPublished: v[2]&mfRetainPublished != 0}
+	rest, err := readExtras(key, v[5+tl:], v[2], &m)
 	if err != nil || !withMsg {
 		return nil, err
 	}
-	m.Topic, m.Payload = string(v[5:5+tl]), cloneBytes(rest)
-	return m, nil
+	out := m
+	out.Topic, out.Payload = string(v[5:5+tl]), cloneBytes(rest)
+	return &out, nil
 }
 
 // --- inbound QoS 2 (0x07): v1

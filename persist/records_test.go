@@ -52,6 +52,7 @@ func TestDescribeKey(t *testing.T) {
 		`in-flight state key (client "c1", seq 42)`:    inflightKey("c1", 42),
 		`shared body key (seq 7)`:                      bodyKey(7),
 		`inbound QoS 2 key (client "c1", packet id 9)`: inboundKey("c1", 9),
+		`will key (client "c1")`:                       willKey("c1"),
 		`meta key "schema"`:                            schemaKey,
 		`queue entry key 0400ff (malformed)`:           {famQueue, 0, 0xff},
 		`unknown family 0x9 key 09 (malformed)`:        {9},

@@ -295,3 +295,21 @@ func TestWillOrphanReported(t *testing.T) {
 	}
 	ts.Store = s
 }
+
+// Recover checks every queue entry and body without keeping the message: that costs no
+// allocation for a message without properties, as it did before format 2.
+func TestCheckingEntriesDoesNotAllocate(t *testing.T) {
+	k := queueKey("c", 1)
+	m := &Message{Topic: "t", Payload: []byte("p"), QoS: 1, Expires: time.Unix(1, 0)}
+	inline, body := encodeQueueInline(1, m), encodeBody(m)
+	if n := testing.AllocsPerRun(100, func() {
+		if _, _, err := decodeQueue(k, inline, false); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := decodeBody(k, body, false); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Errorf("%v allocations", n)
+	}
+}
