@@ -19,7 +19,7 @@ import (
 type Config struct {
 	DataDir    string     `toml:"data_dir"`
 	Durability string     `toml:"durability"`
-	MQTT5      bool       `toml:"mqtt5"` // serve protocol level 5 (experimental until issue 14 is done)
+	MQTT5      bool       `toml:"mqtt5"` // serve protocol level 5 beside 3 and 4
 	Log        Log        `toml:"log"`
 	Listeners  []Listener `toml:"listener"`
 	Auth       Auth       `toml:"auth"`

@@ -84,6 +84,7 @@ type BrokerConfig struct {
 	Durability string // default "sync"
 	DataDir    string // default: "data" in a new temporary directory
 	MQTT5      bool   // serve MQTT 5 (mqtt5 = true)
+	NoMQTT5    bool   // do not (mqtt5 = false)
 	Extra      string // appended after the [store] table
 }
 
@@ -100,6 +101,9 @@ func StartBroker(t *testing.T, bc BrokerConfig) *Broker {
 	top := ""
 	if bc.MQTT5 {
 		top = "mqtt5 = true\n" // only when asked, so that older binaries (HOLDFAST_TEST_BINARY) still start
+	}
+	if bc.NoMQTT5 {
+		top = "mqtt5 = false\n"
 	}
 	cfg := fmt.Sprintf(`data_dir = %q
 durability = %q
