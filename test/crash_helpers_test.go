@@ -150,11 +150,23 @@ func (cc *crashConn) send(ps ...codec.Packet) error {
 	return cc.c.Write(ps...)
 }
 
+// errCrashShutdown is how the broker ends a level-5 connection when it stops: DISCONNECT 0x8B.
+var errCrashShutdown = errors.New("DISCONNECT: server shutting down")
+
+// crashDisconnect is a worker's answer to a DISCONNECT from the broker (level 5): the end of the
+// connection, an error of its own unless the broker is shutting down.
+func crashDisconnect(d *codec.Disconnect) error {
+	if d.Reason == codec.ReasonServerShuttingDown {
+		return errCrashShutdown
+	}
+	return fmt.Errorf("the broker closed the connection with DISCONNECT %v", d.Reason)
+}
+
 // crashEnded reports whether err is the end of a connection (broker killed, stopped or closed by
 // us) rather than a protocol problem.
 func crashEnded(err error) bool {
 	var oe *net.OpError
-	return errors.Is(err, net.ErrClosed) || errors.As(err, &oe) || errors.Is(err, os.ErrDeadlineExceeded) ||
+	return errors.Is(err, net.ErrClosed) || errors.Is(err, errCrashShutdown) || errors.As(err, &oe) || errors.Is(err, os.ErrDeadlineExceeded) ||
 		strings.Contains(err.Error(), "EOF") || strings.Contains(err.Error(), "connection reset")
 }
 
@@ -344,6 +356,8 @@ func (p *crashPublisher) handle(cc *crashConn, pk codec.Packet) error {
 			p.completed++
 			delete(p.inflight, a.PacketID)
 		}
+	case *codec.Disconnect:
+		return crashDisconnect(a)
 	default:
 		p.problems = append(p.problems, fmt.Sprintf("run %d: unexpected %s", cc.run, mqtttest.String(pk)))
 	}
@@ -524,6 +538,8 @@ func (s *crashSubscriber) handle(cc *crashConn, pk codec.Packet) error {
 			s.done(n)
 		}
 		return err
+	case *codec.Disconnect:
+		return crashDisconnect(m)
 	default:
 		s.problems = append(s.problems, fmt.Sprintf("run %d: unexpected %s", cc.run, mqtttest.String(pk)))
 	}
