@@ -51,6 +51,10 @@ package test
 // received (QoS 2): the broker's promise point. A message the broker persisted but did not
 // acknowledge before dying may be delivered (and is, once P re-sends it); one never
 // acknowledged may also be lost. Neither is a failure.
+//
+// The scenario runs with MQTT 3.1.1 clients or, one parameter apart, with MQTT 5 clients, which
+// check everything above and what crash5_test.go lists: properties, subscription identifiers,
+// topic aliases, message expiry and delayed wills across the downs.
 
 import (
 	"fmt"
