@@ -48,7 +48,14 @@ func crashQoS(n int) byte {
 	return 2
 }
 
-func crashTopic(n int) string { return crashTopicRoot + strconv.Itoa(n) }
+// crashTopic is the topic n is published to: its own at 3.1.1, at level 5 one for all, so that
+// the publisher's topic alias stands for it.
+func crashTopic(level byte, n int) string {
+	if level == codec.Level5 {
+		return crash5Topic
+	}
+	return crashTopicRoot + strconv.Itoa(n)
+}
 
 // crashPacket is what a connection's pump hands on: a packet, or the error that ended the
 // connection.
@@ -63,18 +70,26 @@ type crashPacket struct {
 // since the codec's reader cannot resume a packet cut by a timeout; each read is still bounded by
 // crashReadIdle.
 type crashConn struct {
-	c    *mqtttest.Client
-	run  int // the broker run (0 = first start, i = after the i-th restart)
-	in   chan crashPacket
-	quit chan struct{}
-	done chan struct{}
-	on   bool // the pump was started
+	c     *mqtttest.Client
+	level byte // the protocol level: codec.Level311 or codec.Level5
+	run   int  // the broker run (0 = first start, i = after the i-th restart)
+	in    chan crashPacket
+	quit  chan struct{}
+	done  chan struct{}
+	on    bool // the pump was started
+
+	// Level 5: topic aliases live as long as their connection [MQTT-3.3.2-7], so each crashConn
+	// starts without any.
+	aliasOut bool              // P has set its topic alias on this connection
+	aliasIn  map[uint16]string // the aliases the broker has set towards this client
 }
 
-// crashConnect dials addr (retrying while the broker is not up), connects as id with the given
-// clean-session flag and starts the pump. It returns the CONNACK's session-present flag. It runs
-// on the test goroutine, so it may fail the test.
-func crashConnect(t *testing.T, addr, id string, clean bool, run int) (*crashConn, bool) {
+// crashConnect dials addr (retrying while the broker is not up) and connects as id at the protocol
+// level with clean-session=0, at level 5 Clean Start 0 with the longest Session Expiry Interval
+// (and a Topic Alias Maximum, so that the broker may use aliases towards the client), with the
+// will w (nil: none). It returns the CONNACK's session-present flag. It runs on the test
+// goroutine, so it may fail the test.
+func crashConnect(t *testing.T, addr, id string, level byte, run int, w *codec.Will) (*crashConn, bool) {
 	t.Helper()
 	// The broker may be down (killed, restarting): a dial failure is not an error until the
 	// deadline has passed.
@@ -83,11 +98,17 @@ func crashConnect(t *testing.T, addr, id string, clean bool, run int) (*crashCon
 	if !mqtttest.Within(crashDialWait, func() bool { c, err = mqtttest.TryDial(t, "", addr); return err == nil }) {
 		t.Fatalf("run %d: reconnecting %s: still failing after %v: %v", run, id, crashDialWait, err)
 	}
-	ack := c.Connect(&codec.Connect{ClientID: id, CleanSession: clean, KeepAlive: 60})
-	if ack.ReturnCode != codec.Accepted {
-		t.Fatalf("run %d: CONNECT %s refused: %v", run, id, ack.ReturnCode)
+	cp := &codec.Connect{ClientID: id, KeepAlive: 60, Will: w}
+	if level == codec.Level5 {
+		c.SetLevel(level)
+		cp.ProtocolName, cp.ProtocolLevel = "MQTT", level
+		cp.Props = &codec.Properties{SessionExpiry: 0xFFFFFFFF, TopicAliasMaximum: crash5AliasMax}
 	}
-	cc := &crashConn{c: c, run: run, in: make(chan crashPacket, 64), quit: make(chan struct{}), done: make(chan struct{})}
+	ack := c.Connect(cp)
+	if ack.ReturnCode != codec.Accepted || ack.Reason != codec.ReasonSuccess {
+		t.Fatalf("run %d: CONNECT %s refused: %v %v", run, id, ack.ReturnCode, ack.Reason)
+	}
+	cc := &crashConn{c: c, level: level, run: run, in: make(chan crashPacket, 64), quit: make(chan struct{}), done: make(chan struct{})}
 	return cc, ack.SessionPresent
 }
 
@@ -129,11 +150,23 @@ func (cc *crashConn) send(ps ...codec.Packet) error {
 	return cc.c.Write(ps...)
 }
 
+// errCrashShutdown is how the broker ends a level-5 connection when it stops: DISCONNECT 0x8B.
+var errCrashShutdown = errors.New("DISCONNECT: server shutting down")
+
+// crashDisconnect is a worker's answer to a DISCONNECT from the broker (level 5): the end of the
+// connection, an error of its own unless the broker is shutting down.
+func crashDisconnect(d *codec.Disconnect) error {
+	if d.Reason == codec.ReasonServerShuttingDown {
+		return errCrashShutdown
+	}
+	return fmt.Errorf("the broker closed the connection with DISCONNECT %v", d.Reason)
+}
+
 // crashEnded reports whether err is the end of a connection (broker killed, stopped or closed by
 // us) rather than a protocol problem.
 func crashEnded(err error) bool {
 	var oe *net.OpError
-	return errors.Is(err, net.ErrClosed) || errors.As(err, &oe) || errors.Is(err, os.ErrDeadlineExceeded) ||
+	return errors.Is(err, net.ErrClosed) || errors.Is(err, errCrashShutdown) || errors.As(err, &oe) || errors.Is(err, os.ErrDeadlineExceeded) ||
 		strings.Contains(err.Error(), "EOF") || strings.Contains(err.Error(), "connection reset")
 }
 
@@ -172,6 +205,7 @@ type crashPublisher struct {
 	completed   int // QoS 2 messages whose PUBCOMP arrived
 	retransmits int // PUBLISHes re-sent with DUP=1
 	pubrelsSent int
+	aliasSets   int      // level 5: PUBLISH packets that set the topic alias, one per connection
 	strays      []string // acknowledgements for unknown packet identifiers (logged, not failures)
 	problems    []string // protocol violations the broker committed towards the publisher
 }
@@ -211,9 +245,22 @@ func (p *crashPublisher) unfinished() []*crashOut {
 	return out
 }
 
-func (p *crashPublisher) publishPacket(m *crashOut, dup bool, run int) *codec.Publish {
-	p.sends[m.num] = append(p.sends[m.num], crashSend{run: run, pid: m.pid, dup: dup, at: time.Since(p.t0)})
-	return &codec.Publish{Dup: dup, QoS: m.qos, Topic: crashTopic(m.num), PacketID: m.pid, Payload: []byte(strconv.Itoa(m.num))}
+func (p *crashPublisher) publishPacket(cc *crashConn, m *crashOut, dup bool) *codec.Publish {
+	p.sends[m.num] = append(p.sends[m.num], crashSend{run: cc.run, pid: m.pid, dup: dup, at: time.Since(p.t0)})
+	pk := &codec.Publish{Dup: dup, QoS: m.qos, Topic: crashTopic(cc.level, m.num), PacketID: m.pid, Payload: []byte(strconv.Itoa(m.num))}
+	if cc.level == codec.Level5 {
+		pk.Props = crash5Props(m.num)
+		// The alias is set by the first PUBLISH of each connection, re-sent ones included, and
+		// stands for the topic in the later ones.
+		pk.Props.TopicAlias = crash5Alias
+		if cc.aliasOut {
+			pk.Topic = ""
+		} else {
+			cc.aliasOut = true
+			p.aliasSets++
+		}
+	}
+	return pk
 }
 
 // serve runs P on one connection. It first re-sends what is unfinished, then, when publish is
@@ -226,7 +273,7 @@ func (p *crashPublisher) serve(cc *crashConn, publish bool, deadline time.Time) 
 			resend = append(resend, &codec.Pubrel{PacketID: m.pid}) // [MQTT-4.4.0-1]
 			p.pubrelsSent++
 		} else {
-			resend = append(resend, p.publishPacket(m, true, cc.run)) // [MQTT-3.3.1-1] DUP on re-delivery
+			resend = append(resend, p.publishPacket(cc, m, true)) // [MQTT-3.3.1-1] DUP on re-delivery
 			p.retransmits++
 		}
 	}
@@ -242,7 +289,7 @@ func (p *crashPublisher) serve(cc *crashConn, publish bool, deadline time.Time) 
 				m := &crashOut{num: p.next, qos: crashQoS(p.next), pid: p.pid()}
 				p.next++
 				p.inflight[m.pid] = m
-				batch = append(batch, p.publishPacket(m, false, cc.run))
+				batch = append(batch, p.publishPacket(cc, m, false))
 			}
 			if err := cc.send(batch...); err != nil {
 				return err
@@ -273,6 +320,9 @@ func (p *crashPublisher) handle(cc *crashConn, pk codec.Packet) error {
 			p.strays = append(p.strays, fmt.Sprintf("run %d: PUBACK for packet id %d, which is not in flight", cc.run, a.PacketID))
 		case m.qos != 1:
 			p.problems = append(p.problems, fmt.Sprintf("run %d: PUBACK for packet id %d, which carries QoS 2 message %d", cc.run, a.PacketID, m.num))
+		case a.Reason >= 0x80:
+			p.problems = append(p.problems, fmt.Sprintf("run %d: message %d refused: PUBACK %v", cc.run, m.num, a.Reason))
+			delete(p.inflight, a.PacketID)
 		default:
 			p.ack(m.num, cc.run)
 			delete(p.inflight, a.PacketID)
@@ -284,6 +334,9 @@ func (p *crashPublisher) handle(cc *crashConn, pk codec.Packet) error {
 			p.strays = append(p.strays, fmt.Sprintf("run %d: PUBREC for packet id %d, which is not in flight", cc.run, a.PacketID))
 		case m.qos != 2:
 			p.problems = append(p.problems, fmt.Sprintf("run %d: PUBREC for packet id %d, which carries QoS 1 message %d", cc.run, a.PacketID, m.num))
+		case a.Reason >= 0x80: // the exchange ends here (§4.3.3)
+			p.problems = append(p.problems, fmt.Sprintf("run %d: message %d refused: PUBREC %v", cc.run, m.num, a.Reason))
+			delete(p.inflight, a.PacketID)
 		default:
 			if !m.rec {
 				p.ack(m.num, cc.run)
@@ -303,6 +356,8 @@ func (p *crashPublisher) handle(cc *crashConn, pk codec.Packet) error {
 			p.completed++
 			delete(p.inflight, a.PacketID)
 		}
+	case *codec.Disconnect:
+		return crashDisconnect(a)
 	default:
 		p.problems = append(p.problems, fmt.Sprintf("run %d: unexpected %s", cc.run, mqtttest.String(pk)))
 	}
@@ -355,6 +410,7 @@ type crashSubscriber struct {
 	name, id string
 	t0       time.Time
 	slow     bool
+	v5       crash5Subscription // level 5: its subscriptions' identifiers and its second filter
 
 	awaitRel  map[uint16]int // QoS 2: PUBREC sent, PUBREL not yet received: packet id -> number
 	completed map[int]bool   // QoS 2 numbers whose PUBCOMP we sent
@@ -368,6 +424,9 @@ type crashSubscriber struct {
 	dups1        []crashDup // QoS 1 numbers received as new more than once (allowed)
 	dups2        []crashDup // QoS 2 numbers received as new more than once (a D4 violation)
 	problems     []string
+
+	extra    map[string][]crashRecv // level 5: deliveries on the topics of crash5_test.go, by topic
+	extraRel map[uint16]string      // ... and their QoS 2 exchanges awaiting PUBREL: packet id -> topic
 }
 
 func newCrashSubscriber(name, id string, slow bool, t0 time.Time) *crashSubscriber {
@@ -377,6 +436,8 @@ func newCrashSubscriber(name, id string, slow bool, t0 time.Time) *crashSubscrib
 		completed: make(map[int]bool),
 		recv:      make(map[int][]crashRecv),
 		doneAt:    make(map[int]time.Duration),
+		extra:     make(map[string][]crashRecv),
+		extraRel:  make(map[uint16]string),
 	}
 }
 
@@ -400,12 +461,23 @@ func crashDupReport(dups []crashDup, p *crashPublisher, k int) (report string, r
 	return crashSample(lines, k), resent
 }
 
-// crashDrain tells a subscriber when it has drained: every wanted number received, no QoS 2
-// exchange open, and nothing received for quiet.
+// crashDrain tells a subscriber when it has drained: every wanted number received, and at level
+// 5 a message on every topic of extra, no QoS 2 exchange open, and nothing received for quiet.
 type crashDrain struct {
 	want     map[int]bool
+	extra    []string
 	quiet    time.Duration
 	deadline time.Time
+}
+
+// drained reports whether s has everything d waits for, and no QoS 2 exchange open.
+func (d *crashDrain) drained(s *crashSubscriber) bool {
+	for _, topic := range d.extra {
+		if len(s.extra[topic]) == 0 {
+			return false
+		}
+	}
+	return len(s.awaitRel) == 0 && len(s.extraRel) == 0 && len(s.missing(d.want)) == 0
 }
 
 // serve receives on one connection until it ends or, with drain, until drained (nil) or the
@@ -432,16 +504,16 @@ func (s *crashSubscriber) serve(cc *crashConn, drain *crashDrain) error {
 				time.Sleep(crashSlowSleep) // paces the slow subscriber's reading
 			}
 		case now := <-tick:
-			if now.Sub(last) >= drain.quiet && len(s.awaitRel) == 0 && len(s.missing(drain.want)) == 0 {
+			if now.Sub(last) >= drain.quiet && drain.drained(s) {
 				return nil
 			}
 			if stalled := now.Sub(last); stalled >= crashDrainStall {
 				return fmt.Errorf("%s: nothing received for %v with %d wanted numbers missing and %d QoS 2 exchanges open",
-					s.name, stalled.Round(time.Millisecond), len(s.missing(drain.want)), len(s.awaitRel))
+					s.name, stalled.Round(time.Millisecond), len(s.missing(drain.want)), len(s.awaitRel)+len(s.extraRel))
 			}
 			if now.After(drain.deadline) {
 				return fmt.Errorf("%s: not drained by the deadline: %d wanted numbers missing, %d QoS 2 exchanges open",
-					s.name, len(s.missing(drain.want)), len(s.awaitRel))
+					s.name, len(s.missing(drain.want)), len(s.awaitRel)+len(s.extraRel))
 			}
 		}
 	}
@@ -456,6 +528,8 @@ func (s *crashSubscriber) handle(cc *crashConn, pk codec.Packet) error {
 		if ok {
 			delete(s.awaitRel, m.PacketID)
 			s.completed[n] = true
+		} else if _, extra := s.extraRel[m.PacketID]; extra {
+			delete(s.extraRel, m.PacketID)
 		} else {
 			s.strayPubrels++
 		}
@@ -464,6 +538,8 @@ func (s *crashSubscriber) handle(cc *crashConn, pk codec.Packet) error {
 			s.done(n)
 		}
 		return err
+	case *codec.Disconnect:
+		return crashDisconnect(m)
 	default:
 		s.problems = append(s.problems, fmt.Sprintf("run %d: unexpected %s", cc.run, mqtttest.String(pk)))
 	}
@@ -473,6 +549,16 @@ func (s *crashSubscriber) handle(cc *crashConn, pk codec.Packet) error {
 // handlePublish records a PUBLISH and acknowledges it (after recording: a message counts as
 // received when it arrives, whether or not the acknowledgement reaches the broker).
 func (s *crashSubscriber) handlePublish(cc *crashConn, m *codec.Publish) error {
+	if cc.level == codec.Level5 {
+		s.resolveAlias(cc, m)
+		if strings.HasPrefix(m.Topic, crash5ExtraRoot) {
+			s.recordExtra(cc, m)
+			if m.QoS == 2 {
+				return cc.send(&codec.Pubrec{PacketID: m.PacketID})
+			}
+			return cc.send(&codec.Puback{PacketID: m.PacketID})
+		}
+	}
 	switch m.QoS {
 	case 1:
 		s.record(cc, m)
@@ -500,9 +586,14 @@ func (s *crashSubscriber) done(n int) {
 func (s *crashSubscriber) record(cc *crashConn, m *codec.Publish) {
 	s.publishes++
 	n, err := strconv.Atoi(string(m.Payload))
-	if err != nil || n <= 0 || m.Topic != crashTopic(n) {
+	if err != nil || n <= 0 || m.Topic != crashTopic(cc.level, n) {
 		s.problems = append(s.problems, fmt.Sprintf("run %d: PUBLISH with topic %q and payload %q, not one of ours", cc.run, m.Topic, m.Payload))
 		return
+	}
+	if cc.level == codec.Level5 {
+		for _, p := range crash5Check(m.Props, n, s.v5.subID) {
+			s.problems = append(s.problems, fmt.Sprintf("run %d: message %d (dup=%v): %s", cc.run, n, m.Dup, p))
+		}
 	}
 	if want := min(crashQoS(n), 2); m.QoS != want { // granted QoS 2: delivered at min(published, granted)
 		s.problems = append(s.problems, fmt.Sprintf("run %d: message %d delivered at QoS %d, want %d [MQTT-3.8.4-6]", cc.run, n, m.QoS, want))
@@ -512,6 +603,10 @@ func (s *crashSubscriber) record(cc *crashConn, m *codec.Publish) {
 	}
 	r := crashRecv{run: cc.run, pid: m.PacketID, qos: m.QoS, dup: m.Dup, at: time.Since(s.t0), new: true}
 	if m.QoS == 2 {
+		if topic, ok := s.extraRel[m.PacketID]; ok {
+			s.problems = append(s.problems, fmt.Sprintf("run %d: packet id %d reused for message %d while the message on %s still awaits PUBREL [MQTT-2.3.1-2]", cc.run, m.PacketID, n, topic))
+			delete(s.extraRel, m.PacketID)
+		}
 		if prev, ok := s.awaitRel[m.PacketID]; ok {
 			// Still awaiting PUBREL for this packet identifier: a re-delivery, not a new message
 			// (method B). The broker must have set DUP [MQTT-3.3.1-1] and must not have reused the

@@ -51,6 +51,10 @@ package test
 // received (QoS 2): the broker's promise point. A message the broker persisted but did not
 // acknowledge before dying may be delivered (and is, once P re-sends it); one never
 // acknowledged may also be lost. Neither is a failure.
+//
+// The scenario runs with MQTT 3.1.1 clients or, one parameter apart, with MQTT 5 clients, which
+// check everything above and what crash5_test.go lists: properties, subscription identifiers,
+// topic aliases, message expiry and delayed wills across the downs.
 
 import (
 	"fmt"
@@ -68,13 +72,24 @@ import (
 // TestCrashNoAcknowledgedMessageLost kills the broker with SIGKILL at random moments (20 times)
 // while P publishes and S2 receives, then checks D1-D4 and the ordering above.
 func TestCrashNoAcknowledgedMessageLost(t *testing.T) {
-	crashScenario(t, StartBroker(t, BrokerConfig{Durability: "sync"}), 20, "SIGKILL", (*Broker).Kill)
+	crashScenario(t, StartBroker(t, BrokerConfig{Durability: "sync"}), codec.Level311, 20, "SIGKILL", (*Broker).Kill)
+}
+
+// TestCrashNoAcknowledgedMessageLostV5 is the same with MQTT 5 clients and what crash5_test.go
+// adds.
+func TestCrashNoAcknowledgedMessageLostV5(t *testing.T) {
+	crashScenario(t, StartBroker(t, BrokerConfig{Durability: "sync", MQTT5: true}), codec.Level5, 20, "SIGKILL", (*Broker).Kill)
 }
 
 // TestGracefulRestartNoAcknowledgedMessageLost is the same scenario with SIGTERM (a clean shutdown
 // at a random moment), 5 times.
 func TestGracefulRestartNoAcknowledgedMessageLost(t *testing.T) {
-	crashScenario(t, StartBroker(t, BrokerConfig{Durability: "sync"}), 5, "SIGTERM", (*Broker).Stop)
+	crashScenario(t, StartBroker(t, BrokerConfig{Durability: "sync"}), codec.Level311, 5, "SIGTERM", (*Broker).Stop)
+}
+
+// TestGracefulRestartNoAcknowledgedMessageLostV5 is its twin with MQTT 5 clients.
+func TestGracefulRestartNoAcknowledgedMessageLostV5(t *testing.T) {
+	crashScenario(t, StartBroker(t, BrokerConfig{Durability: "sync", MQTT5: true}), codec.Level5, 5, "SIGTERM", (*Broker).Stop)
 }
 
 // crashSeed returns the seed of the kill delays: HOLDFAST_CRASH_SEED when set, else the clock.
@@ -103,9 +118,10 @@ type crashCell struct {
 	inflight int
 }
 
-// crashScenario runs the scenario on b, a broker just started with durability "sync", taking it
-// down with down cycles times, and returns its four cells.
-func crashScenario(t *testing.T, b *Broker, cycles int, how string, down func(*Broker)) []*crashCell {
+// crashScenario runs the scenario on b, a broker just started with durability "sync", with
+// clients of the protocol level (codec.Level311, or codec.Level5 with what crash5_test.go adds),
+// taking it down with down cycles times, and returns its four cells.
+func crashScenario(t *testing.T, b *Broker, level byte, cycles int, how string, down func(*Broker)) []*crashCell {
 	seed := crashSeed(t)
 	t.Logf("seed %d (HOLDFAST_CRASH_SEED=%d replays the same %s delays)", seed, seed, how)
 	rng := rand.New(rand.NewSource(seed))
@@ -118,15 +134,19 @@ func crashScenario(t *testing.T, b *Broker, cycles int, how string, down func(*B
 	s1 := newCrashSubscriber("S1 durable-offline", "crash-durable-offline", false, t0)
 	s2 := newCrashSubscriber("S2 durable-slow", "crash-durable-slow", true, t0)
 	cells := []*crashCell{{s: s1, qos: 1}, {s: s1, qos: 2}, {s: s2, qos: 1}, {s: s2, qos: 2}}
+	var x *crash5Extras // level 5: X and the W clients
+	if level == codec.Level5 {
+		x = &crash5Extras{}
+		s1.v5 = crash5Subscription{subID: 11, extra: crash5ExpiryRoot + "#", extraID: 12}
+		s2.v5 = crash5Subscription{subID: 21, extra: crash5WillRoot + "#", extraID: 22}
+	}
 
 	// S1: subscribe once and go offline until the end.
-	c1, sp := crashConnect(t, b.Addr, s1.id, false, 0)
+	c1, sp := crashConnect(t, b.Addr, s1.id, level, 0, nil)
 	if sp {
 		t.Fatalf("%s: session-present = 1 on its very first connection", s1.name)
 	}
-	if codes := c1.c.Subscribe(1, 2, crashFilter); len(codes) != 1 || codes[0] != 2 {
-		t.Fatalf("%s: SUBACK %v, want [2]", s1.name, codes)
-	}
+	crashSubscribe(t, c1, s1)
 	if err := c1.send(&codec.Disconnect{}); err != nil {
 		t.Fatalf("%s: DISCONNECT: %v", s1.name, err)
 	}
@@ -134,22 +154,20 @@ func crashScenario(t *testing.T, b *Broker, cycles int, how string, down func(*B
 	c1.close()
 
 	// S2: subscribe and stay online.
-	c2, sp := crashConnect(t, b.Addr, s2.id, false, 0)
+	c2, sp := crashConnect(t, b.Addr, s2.id, level, 0, nil)
 	if sp {
 		t.Fatalf("%s: session-present = 1 on its very first connection", s2.name)
 	}
-	if codes := c2.c.Subscribe(1, 2, crashFilter); len(codes) != 1 || codes[0] != 2 {
-		t.Fatalf("%s: SUBACK %v, want [2]", s2.name, codes)
-	}
+	crashSubscribe(t, c2, s2)
 
-	cp, sp := crashConnect(t, b.Addr, p.id, false, 0)
+	cp, sp := crashConnect(t, b.Addr, p.id, level, 0, nil)
 	if sp {
 		t.Fatalf("publisher: session-present = 1 on its very first connection")
 	}
 
 	reconnect := func(name, id string, run int) *crashConn {
 		t.Helper()
-		cc, sp := crashConnect(t, b.Addr, id, false, run)
+		cc, sp := crashConnect(t, b.Addr, id, level, run, nil)
 		if !sp {
 			failures = append(failures, fmt.Sprintf("run %d: %s reconnected with clean-session=0 and got session-present = 0 (D3)", run, name))
 		}
@@ -174,6 +192,9 @@ func crashScenario(t *testing.T, b *Broker, cycles int, how string, down func(*B
 		pDone, sDone := make(chan error, 1), make(chan error, 1)
 		go func(cc *crashConn) { pDone <- p.serve(cc, true, time.Now().Add(crashJoinWait)) }(cp)
 		go func(cc *crashConn) { sDone <- s2.serve(cc, nil) }(c2)
+		if x != nil {
+			x.startRun(t, b.Addr, run, reconnect)
+		}
 
 		delay := 50 + rng.Intn(351)
 		delays = append(delays, delay)
@@ -211,6 +232,9 @@ func crashScenario(t *testing.T, b *Broker, cycles int, how string, down func(*B
 		}
 		cp.close()
 		c2.close()
+		if x != nil {
+			x.down()
+		}
 		for _, c := range cells {
 			if n, delivered := c.atStake(p, cutAt); n > 0 {
 				c.stake = append(c.stake, n)
@@ -244,6 +268,11 @@ func crashScenario(t *testing.T, b *Broker, cycles int, how string, down func(*B
 	for n := range p.acked {
 		want[n] = true
 	}
+	var extra1, extra2 []string // level 5: what else each subscriber must receive to be drained
+	if x != nil {
+		x.awaitExpiry()
+		extra1, extra2 = []string{crash5Control}, x.wills
+	}
 	c1 = reconnect(s1.name, s1.id, run)
 	c2 = reconnect(s2.name, s2.id, run)
 	c1.start()
@@ -251,10 +280,10 @@ func crashScenario(t *testing.T, b *Broker, cycles int, how string, down func(*B
 	drainStart := time.Now()
 	d1, d2 := make(chan error, 1), make(chan error, 1)
 	go func() {
-		d1 <- s1.serve(c1, &crashDrain{want: want, quiet: 500 * time.Millisecond, deadline: time.Now().Add(30 * time.Second)})
+		d1 <- s1.serve(c1, &crashDrain{want: want, extra: extra1, quiet: 500 * time.Millisecond, deadline: time.Now().Add(30 * time.Second)})
 	}()
 	go func() {
-		d2 <- s2.serve(c2, &crashDrain{want: want, quiet: 500 * time.Millisecond, deadline: time.Now().Add(30 * time.Second)})
+		d2 <- s2.serve(c2, &crashDrain{want: want, extra: extra2, quiet: 500 * time.Millisecond, deadline: time.Now().Add(30 * time.Second)})
 	}()
 	for _, w := range []struct {
 		s    *crashSubscriber
@@ -303,6 +332,9 @@ func crashScenario(t *testing.T, b *Broker, cycles int, how string, down func(*B
 	for _, c := range cells {
 		t.Logf("%s", c.summary(p, want, cycles, how))
 	}
+	if x != nil {
+		t.Logf("%s", x.report(p, s1, s2))
+	}
 
 	// ---- verdict ----
 	if p.published() == 0 || len(p.acked) == 0 {
@@ -313,6 +345,11 @@ func crashScenario(t *testing.T, b *Broker, cycles int, how string, down func(*B
 	}
 	if len(p.problems) > 0 {
 		t.Errorf("publisher: the broker broke the protocol %d times:\n  %s", len(p.problems), crashSample(p.problems, 20))
+	}
+	if x != nil {
+		if v := x.verdict(s1, s2); len(v) > 0 {
+			t.Errorf("level 5: %d problems with expiring messages and wills:\n  %s", len(v), crashSample(v, 20))
+		}
 	}
 	if s1.publishes == 0 {
 		t.Errorf("%s received nothing after %d restarts: its subscription or its queue did not survive (D2)", s1.name, cycles)
@@ -335,6 +372,24 @@ func crashScenario(t *testing.T, b *Broker, cycles int, how string, down func(*B
 		}
 	}
 	return cells
+}
+
+// crashSubscribe subscribes s to crashFilter at QoS 2 and, at level 5, with its Subscription
+// Identifier, then to its second filter.
+func crashSubscribe(t *testing.T, cc *crashConn, s *crashSubscriber) {
+	t.Helper()
+	if cc.level != codec.Level5 {
+		if codes := cc.c.Subscribe(1, 2, crashFilter); len(codes) != 1 || codes[0] != 2 {
+			t.Fatalf("%s: SUBACK %v, want [2]", s.name, codes)
+		}
+		return
+	}
+	if codes := subscribe5(t, cc.c, 1, s.v5.subID, codec.Subscription{Filter: crashFilter, QoS: 2}); codes[0] != 2 {
+		t.Fatalf("%s: SUBACK %v, want [2]", s.name, codes)
+	}
+	if codes := subscribe5(t, cc.c, 2, s.v5.extraID, codec.Subscription{Filter: s.v5.extra, QoS: 2}); codes[0] != 2 {
+		t.Fatalf("%s: SUBACK %v for %s, want [2]", s.name, codes, s.v5.extra)
+	}
 }
 
 // atStake counts the cell's messages at stake at a down that happened at cutAt (since the

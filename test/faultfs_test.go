@@ -311,11 +311,21 @@ func TestPowerCutAcknowledgedSurvive(t *testing.T) {
 // at least, so that each is tested by 20 (issue 13). The margin is for a loaded machine, where
 // the in-flight subscriber sometimes has nothing unfinished at the moment of a cut.
 func TestPowerCutCrashScenario(t *testing.T) {
+	powerCutScenario(t, codec.Level311)
+}
+
+// TestPowerCutCrashScenarioV5 is its twin with MQTT 5 clients and what crash5_test.go adds.
+func TestPowerCutCrashScenarioV5(t *testing.T) {
+	powerCutScenario(t, codec.Level5)
+}
+
+// powerCutScenario runs TestPowerCutCrashScenario with clients of the protocol level.
+func powerCutScenario(t *testing.T, level byte) {
 	const cuts, perCell = 24, 20
 	disk, mnt := t.TempDir(), t.TempDir()
 	fs := faultfs.Mount(t, disk, mnt)
-	b := faultfsBroker(t, filepath.Join(mnt, "data"), "sync")
-	cells := crashScenario(t, b, cuts, "power cut", func(b *Broker) {
+	b := StartBroker(t, BrokerConfig{DataDir: filepath.Join(mnt, "data"), Durability: "sync", MQTT5: level == codec.Level5})
+	cells := crashScenario(t, b, level, cuts, "power cut", func(b *Broker) {
 		if err := fs.PowerCut(); err != nil {
 			t.Fatal(err)
 		}
