@@ -41,6 +41,11 @@ type Store struct {
 	senders sync.WaitGroup
 	reqCh   chan *Batch
 
+	// completeMu makes completions one at a time, from the writer and the syncer alike: the
+	// failure check and the callback of one batch happen together, so no batch is told of
+	// success after another was told of a failure.
+	completeMu sync.Mutex
+
 	wal        *wal    // nil in None mode
 	sync       *syncer // Sync mode only
 	w          *writer
@@ -477,7 +482,9 @@ func (s *Store) Submit(b *Batch, done func(seq uint64, err error)) {
 	if s.Err() != nil {
 		s.mu.RUnlock()
 		if done != nil {
+			s.completeMu.Lock() // after the completions that were already under way (completeAll)
 			done(0, s.failedErr())
+			s.completeMu.Unlock()
 		}
 		return
 	}

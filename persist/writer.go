@@ -511,6 +511,8 @@ func (w *writer) addRef(seq uint64, d int32) {
 // completeAll calls the callbacks of bs in order. Once the store has failed, a batch still
 // without a result fails too, even if its record was synced: no success may follow a failure.
 func (s *Store) completeAll(bs []*Batch) {
+	s.completeMu.Lock()
+	defer s.completeMu.Unlock()
 	for _, b := range bs {
 		if b.result == nil && s.Err() != nil {
 			b.result = s.failedErr()
