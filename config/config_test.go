@@ -99,3 +99,18 @@ func TestTLSListenerNeedsCertificate(t *testing.T) {
 		t.Fatalf("err=%v", err)
 	}
 }
+
+// The production example in deploy/ is a valid configuration: every key it shows exists.
+func TestDeployExampleLoads(t *testing.T) {
+	data, err := os.ReadFile("../deploy/config.example.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(defaults(t), "config.example.toml", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.MQTT5 || c.Limits.ReceiveMaximum != 1024 {
+		t.Errorf("mqtt5 %v, receive_maximum %d", c.MQTT5, c.Limits.ReceiveMaximum)
+	}
+}
