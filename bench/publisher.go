@@ -92,14 +92,16 @@ func (p *publisher) read() error {
 			if rc != codec.ReasonSuccess {
 				p.codes.add(t, rc)
 			}
+			// A PUBACK or PUBREC of 0x80 or more refuses the message; such a
+			// PUBREC ends the exchange: no PUBREL [MQTT-4.3.3-4].
+			refused := rc >= 0x80 && t != codec.TypePubcomp
 			st := &p.state[id]
 			switch {
 			case t == codec.TypePuback && p.qos == 1 && st.Load() == idSent,
 				t == codec.TypePubcomp && p.qos == 2 && st.Load() == idReleased,
-				// A PUBREC of 0x80 or more ends the exchange: no PUBREL [MQTT-4.3.3-4].
-				t == codec.TypePubrec && p.qos == 2 && st.Load() == idSent && rc >= 0x80:
+				t == codec.TypePubrec && p.qos == 2 && st.Load() == idSent && refused:
 				st.Store(idFree)
-				if rc < 0x80 { // a refused message is not an acknowledged one
+				if !refused {
 					p.lastAck.Store(c.fr.readAt.Sub(p.epoch).Nanoseconds())
 					p.acked.Add(1)
 				}
