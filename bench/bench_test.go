@@ -179,6 +179,21 @@ func TestReasonCodesCounted(t *testing.T) {
 	}
 }
 
+// TestPubcompFailureStillAcknowledges checks that a PUBCOMP of 0x92
+// (Packet Identifier not found) is counted as an error but completes a
+// message its PUBREC accepted: restart -fill counts it as queued.
+func TestPubcompFailureStillAcknowledges(t *testing.T) {
+	b := newFakeBroker(t)
+	b.pubcomp = codec.ReasonPacketIdentifierNotFound
+	kv, err := runMain(t, "restart", "-fill", "-v", "5", "-qos", "2", "-sessions", "4", "-count", "100", "-addr", b.addr())
+	if err == nil || !strings.Contains(err.Error(), "0x92:100") {
+		t.Errorf("err = %v, want the acknowledgement error", err)
+	}
+	if kv["acked"] != "100" || kv["ack_errors"] != "100" || kv["ack_codes"] != "0x92:100" {
+		t.Errorf("got %v", kv)
+	}
+}
+
 // TestReceiveMaximum checks that a run refuses to start with a window wider
 // than a level-5 broker's Receive Maximum [MQTT-3.3.4-7]; 3.1.1 has none.
 func TestReceiveMaximum(t *testing.T) {

@@ -28,7 +28,8 @@ type fakeBroker struct {
 	// reason code refuse and, if that is 0x80 or more, not routed.
 	refuseEvery int
 	refuse      codec.ReasonCode
-	receiveMax  uint16 // the CONNACK's Receive Maximum; 0: absent
+	receiveMax  uint16           // the CONNACK's Receive Maximum; 0: absent
+	pubcomp     codec.ReasonCode // of every PUBCOMP (0x92 also for a PUBREL it did not expect)
 
 	mu       sync.Mutex
 	sessions map[string]*fakeSession
@@ -231,7 +232,7 @@ func (b *fakeBroker) serve(nc net.Conn) {
 				c.send(&codec.Pubrec{PacketID: p.PacketID, Reason: rc})
 			}
 		case *codec.Pubrel:
-			var rc codec.ReasonCode
+			rc := b.pubcomp
 			if !inbound2[p.PacketID] {
 				rc = codec.ReasonPacketIdentifierNotFound
 			}
