@@ -335,17 +335,12 @@ func TestDisconnectReasonReported(t *testing.T) {
 // nothing once buffers have grown.
 func TestNoAllocationPerMessage(t *testing.T) {
 	for _, level := range []byte{codec.Level311, codec.Level5} {
-		v5 := level == codec.Level5
-		payload := newPayload(64)
-		pk := codec.Publish{QoS: 1, Topic: "bench/00000000/fanin", Payload: payload}
+		pk := codec.Publish{QoS: 1, Topic: benchTopic, Payload: newPayload(64)}
 		bw := bufio.NewWriterSize(io.Discard, writeBufSize)
 		var scratch []byte
 		var seq uint64
 		send := func() {
-			putStamp(payload, stamp{run: 1, seq: seq, sent: time.Since(time.Time{}).Nanoseconds()})
-			pk.PacketID = uint16(seq%16 + 1)
-			scratch = pk.AppendLevel(scratch[:0], level)
-			bw.Write(scratch)
+			scratch = sendOne(bw, &pk, scratch, seq, level)
 			seq++
 		}
 		send()
@@ -353,17 +348,9 @@ func TestNoAllocationPerMessage(t *testing.T) {
 			t.Errorf("level %d: publishing allocates %v times per message", level, n)
 		}
 
-		var acks []byte
-		for i := range 2000 {
-			acks = (&codec.Puback{PacketID: uint16(i%16 + 1)}).AppendLevel(acks, level)
-		}
-		afr := newFrameReader(bytes.NewReader(acks), readBufSize)
+		afr := newFrameReader(bytes.NewReader(ackStream(2000, level)), readBufSize)
 		acked := func() {
-			first, body, err := afr.next()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, _, err := parseAck(first, body, v5); err != nil {
+			if err := takeAck(afr, level); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -372,26 +359,14 @@ func TestNoAllocationPerMessage(t *testing.T) {
 			t.Errorf("level %d: taking an acknowledgement allocates %v times per message", level, n)
 		}
 
-		var stream []byte
-		for seq := range uint64(2000) {
-			putStamp(payload, stamp{run: 1, seq: seq})
-			pk.PacketID = uint16(seq%16 + 1)
-			stream = pk.AppendLevel(stream, level)
-		}
-		fr := newFrameReader(bytes.NewReader(stream), readBufSize)
+		fr := newFrameReader(bytes.NewReader(publishStream(2000, level)), readBufSize)
 		tr := newTracker(1, 1)
 		var ack []byte
 		receive := func() {
-			first, body, err := fr.next()
-			if err != nil {
+			var err error
+			if ack, err = receiveOne(fr, tr, ack, level); err != nil {
 				t.Fatal(err)
 			}
-			p, err := parsePublish(first, body, v5)
-			if err != nil {
-				t.Fatal(err)
-			}
-			tr.add(p.payload, 1)
-			ack = appendAck(ack[:0], codec.TypePuback, p.packetID, level)
 		}
 		receive()
 		if n := testing.AllocsPerRun(1000, receive); n != 0 {
