@@ -5,10 +5,13 @@ import (
 	"errors"
 	"flag"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/holdfast/holdfast/codec"
 )
 
 // runMain runs Main and returns its result line parsed into a map.
@@ -61,6 +64,11 @@ func TestFlowsAgainstFakeBroker(t *testing.T) {
 		{"fanout qos1", []string{"fanout", "-qos", "1", "-subs", "3", "-count", "1000"}, 3000},
 		{"fanin by duration", []string{"fanin", "-qos", "1", "-duration", "300ms"}, -1},
 		{"latency", []string{"latency", "-qos", "1", "-rate", "2000", "-count", "200"}, 200},
+		{"fanin qos0 v5", []string{"fanin", "-v", "5", "-qos", "0", "-count", "3000"}, 3000},
+		{"fanin qos1 v5", []string{"fanin", "-v", "5", "-qos", "1", "-count", "3000", "-inflight", "4"}, 3000},
+		{"fanin qos2 v5", []string{"fanin", "-v", "5", "-qos", "2", "-count", "2000", "-pubs", "3"}, 2000},
+		{"fanin qos1 persistent v5", []string{"fanin", "-v", "5", "-qos", "1", "-count", "1000", "-clean=false"}, 1000},
+		{"fanout qos2 v5", []string{"fanout", "-v", "5", "-qos", "2", "-subs", "3", "-count", "1000"}, 3000},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -76,6 +84,13 @@ func TestFlowsAgainstFakeBroker(t *testing.T) {
 			}
 			if num(t, kv, "p99_ms") > num(t, kv, "max_ms") || num(t, kv, "max_ms") <= 0 {
 				t.Errorf("latency p99 %s max %s", kv["p99_ms"], kv["max_ms"])
+			}
+			wantV := "4"
+			if slices.Contains(c.args, "-v") {
+				wantV = c.args[slices.Index(c.args, "-v")+1]
+			}
+			if kv["v"] != wantV || kv["ack_errors"] != "0" || kv["ack_codes"] != "-" {
+				t.Errorf("v=%s ack_errors=%s ack_codes=%s, want v=%s and no acknowledgement errors", kv["v"], kv["ack_errors"], kv["ack_codes"], wantV)
 			}
 		})
 	}
@@ -118,40 +133,112 @@ func TestHungBroker(t *testing.T) {
 	}
 }
 
+// TestOfflineAgainstFakeBroker runs the offline scenario at 3.1.1 and at
+// level 5, where the session outlives its connection only because the
+// CONNECT asks for a Session Expiry Interval [MQTT-3.1.2-23].
 func TestOfflineAgainstFakeBroker(t *testing.T) {
 	b := newFakeBroker(t)
-	kv, err := runMain(t, "offline", "-count", "2000", "-addr", b.addr())
-	if err != nil {
-		t.Fatal(err)
+	for _, v := range []string{"4", "5"} {
+		kv, err := runMain(t, "offline", "-v", v, "-count", "2000", "-addr", b.addr())
+		if err != nil {
+			t.Fatalf("-v %s: %v", v, err)
+		}
+		if kv["received"] != "2000" || kv["lost"] != "0" || kv["session_present"] != "true" || num(t, kv, "drain_per_s") <= 0 {
+			t.Errorf("-v %s: got %v", v, kv)
+		}
+		if n := b.sessionCount(0); n != 0 {
+			t.Errorf("-v %s: %d sessions left behind", v, n)
+		}
 	}
-	if kv["received"] != "2000" || kv["lost"] != "0" || kv["session_present"] != "true" || num(t, kv, "drain_per_s") <= 0 {
+}
+
+// TestReasonCodesCounted checks that level-5 acknowledgements other than
+// Success are counted and fail the run: a refusal (0x80 or more) frees the
+// packet identifier without a PUBREL [MQTT-4.3.3-4] and its message is not
+// reported as lost; 0x10 (accepted, no subscribers) is counted too.
+func TestReasonCodesCounted(t *testing.T) {
+	for _, c := range []struct {
+		qos    string
+		refuse codec.ReasonCode
+		codes  string
+		lost   string
+	}{
+		{"1", codec.ReasonQuotaExceeded, "0x97:10", "10"},
+		{"2", codec.ReasonQuotaExceeded, "0x97:10", "10"},
+		{"1", codec.ReasonNoMatchingSubscribers, "0x10:10", "0"},
+	} {
+		b := newFakeBroker(t)
+		b.refuseEvery, b.refuse = 100, c.refuse
+		kv, err := runMain(t, "fanin", "-v", "5", "-qos", c.qos, "-count", "1000", "-timeout", "2s", "-addr", b.addr())
+		if err == nil || errors.Is(err, ErrLoss) || !strings.Contains(err.Error(), c.codes) {
+			t.Errorf("QoS %s, 0x%02x: err = %v, want the acknowledgement error and no ErrLoss", c.qos, byte(c.refuse), err)
+		}
+		if kv["ack_errors"] != "10" || kv["ack_codes"] != c.codes || kv["lost"] != c.lost || kv["sent"] != "1000" {
+			t.Errorf("QoS %s, 0x%02x: got %v", c.qos, byte(c.refuse), kv)
+		}
+	}
+}
+
+// TestPubcompFailureStillAcknowledges checks that a PUBCOMP of 0x92
+// (Packet Identifier not found) is counted as an error but completes a
+// message its PUBREC accepted: restart -fill counts it as queued.
+func TestPubcompFailureStillAcknowledges(t *testing.T) {
+	b := newFakeBroker(t)
+	b.pubcomp = codec.ReasonPacketIdentifierNotFound
+	kv, err := runMain(t, "restart", "-fill", "-v", "5", "-qos", "2", "-sessions", "4", "-count", "100", "-addr", b.addr())
+	if err == nil || !strings.Contains(err.Error(), "0x92:100") {
+		t.Errorf("err = %v, want the acknowledgement error", err)
+	}
+	if kv["acked"] != "100" || kv["ack_errors"] != "100" || kv["ack_codes"] != "0x92:100" {
 		t.Errorf("got %v", kv)
 	}
-	if n := b.sessionCount(0); n != 0 {
-		t.Errorf("%d sessions left behind", n)
+}
+
+// TestReceiveMaximum checks that a run refuses to start with a window wider
+// than a level-5 broker's Receive Maximum [MQTT-3.3.4-7]; 3.1.1 has none.
+func TestReceiveMaximum(t *testing.T) {
+	b := newFakeBroker(t)
+	b.receiveMax = 8
+	_, err := runMain(t, "fanin", "-v", "5", "-qos", "1", "-inflight", "16", "-count", "100", "-addr", b.addr())
+	if err == nil || !strings.Contains(err.Error(), "Receive Maximum 8 is below -inflight 16") {
+		t.Errorf("-inflight 16 with Receive Maximum 8: err = %v", err)
+	}
+	for _, args := range [][]string{{"-v", "5", "-inflight", "8"}, {"-v", "4", "-inflight", "16"}} {
+		kv, err := runMain(t, append([]string{"fanin", "-qos", "1", "-count", "100", "-addr", b.addr()}, args...)...)
+		if err != nil || kv["received"] != "100" {
+			t.Errorf("%q: %v, %v", args, err, kv)
+		}
 	}
 }
 
 func TestIdleAndRestartAgainstFakeBroker(t *testing.T) {
 	b := newFakeBroker(t)
-	kv, err := runMain(t, "idle", "-conns", "50", "-pid", strconv.Itoa(os.Getpid()), "-settle", "0", "-addr", b.addr())
-	if err != nil {
-		t.Fatal(err)
+	for _, v := range []string{"4", "5"} {
+		kv, err := runMain(t, "idle", "-v", v, "-conns", "50", "-pid", strconv.Itoa(os.Getpid()), "-settle", "0", "-addr", b.addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if kv["opened"] != "50" || num(t, kv, "rss_after_kb") <= 0 {
+			t.Errorf("-v %s: got %v", v, kv)
+		}
 	}
-	if kv["opened"] != "50" || num(t, kv, "rss_after_kb") <= 0 {
-		t.Errorf("got %v", kv)
+	if n := b.sessionCount(0); n != 0 {
+		t.Errorf("%d sessions after idle, which opens clean ones", n)
 	}
 
-	kv, err = runMain(t, "restart", "-fill", "-sessions", "20", "-count", "400", "-addr", b.addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n := b.sessionCount(20); kv["acked"] != "400" || n != 20 {
-		t.Errorf("got %v and %d sessions", kv, n)
-	}
-	kv, err = runMain(t, "restart", "-wait", "-addr", b.addr())
-	if err != nil || kv["attempts"] != "1" {
-		t.Errorf("wait: %v, %v", err, kv)
+	// At level 5 the filled sessions stay because they never expire.
+	for i, v := range []string{"4", "5"} {
+		kv, err := runMain(t, "restart", "-fill", "-v", v, "-sessions", "20", "-count", "400", "-addr", b.addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := b.sessionCount(20 * (i + 1)); kv["acked"] != "400" || n != 20*(i+1) {
+			t.Errorf("-v %s: got %v and %d sessions", v, kv, n)
+		}
+		kv, err = runMain(t, "restart", "-wait", "-v", v, "-addr", b.addr())
+		if err != nil || kv["attempts"] != "1" {
+			t.Errorf("-v %s: wait: %v, %v", v, err, kv)
+		}
 	}
 
 	b.ln.Close()
@@ -168,6 +255,7 @@ func TestUsage(t *testing.T) {
 		{"fanin", "-nosuchflag"},
 		{"fanin", "extra"},
 		{"fanin", "-size", "8"},
+		{"fanin", "-v", "6"},
 		{"offline", "-qos", "0"},
 		{"restart"},
 		{"restart", "-fill", "-wait"},

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -22,8 +23,10 @@ const (
 // writes go through one bufio.Writer guarded by mu, flushed by whoever
 // knows that nothing more is coming soon.
 type conn struct {
-	nc net.Conn
-	fr *frameReader
+	nc    net.Conn
+	fr    *frameReader
+	level byte // protocol level: packets are encoded and decoded at it
+	v5    bool // level 5
 
 	mu      sync.Mutex
 	bw      *bufio.Writer
@@ -35,10 +38,11 @@ type conn struct {
 // dialOpts says how to open a connection.
 type dialOpts struct {
 	addr     string
-	level    byte // 3 or 4
+	level    byte // 3, 4 or 5
 	clientID string
 	clean    bool
 	timeout  time.Duration // for the TCP connect and the CONNACK
+	window   int           // QoS 1/2 PUBLISH packets kept in flight: a level-5 broker's Receive Maximum must allow them
 }
 
 // dial connects and completes CONNECT/CONNACK. It returns the CONNACK's
@@ -49,9 +53,11 @@ func dial(o dialOpts) (*conn, bool, error) {
 		return nil, false, err
 	}
 	c := &conn{
-		nc: nc,
-		fr: newFrameReader(nc, readBufSize),
-		bw: bufio.NewWriterSize(nc, writeBufSize),
+		nc:    nc,
+		fr:    newFrameReader(nc, readBufSize),
+		level: o.level,
+		v5:    o.level == codec.Level5,
+		bw:    bufio.NewWriterSize(nc, writeBufSize),
 	}
 	present, err := c.handshake(o)
 	if err != nil {
@@ -68,7 +74,30 @@ func connectPacket(level byte, clientID string, clean bool) *codec.Connect {
 	if level == codec.Level31 {
 		name = codec.ProtocolName31
 	}
-	return &codec.Connect{ProtocolName: name, ProtocolLevel: level, CleanSession: clean, ClientID: clientID}
+	c := &codec.Connect{ProtocolName: name, ProtocolLevel: level, CleanSession: clean, ClientID: clientID}
+	if level == codec.Level5 && !clean {
+		// A level-5 session without a Session Expiry Interval ends with its
+		// connection [MQTT-3.1.2-23]; one that never expires is what
+		// clean-session=0 asks of a 3.1.1 broker.
+		c.Props = &codec.Properties{SessionExpiry: math.MaxUint32}
+	}
+	return c
+}
+
+// checkConnack returns the CONNACK p if it accepts the connection, at any
+// level: a 3.x CONNACK leaves Reason at Success, a level-5 one ReturnCode at
+// Accepted.
+func checkConnack(p codec.Packet) (*codec.Connack, error) {
+	ack, ok := p.(*codec.Connack)
+	switch {
+	case !ok:
+		return nil, fmt.Errorf("got %s, want CONNACK", p.Type())
+	case ack.ReturnCode != codec.Accepted:
+		return nil, fmt.Errorf("CONNACK refused: %s", ack.ReturnCode)
+	case ack.Reason != codec.ReasonSuccess:
+		return nil, fmt.Errorf("CONNACK refused: %s (0x%02x)", ack.Reason, byte(ack.Reason))
+	}
+	return ack, nil
 }
 
 func (c *conn) handshake(o dialOpts) (bool, error) {
@@ -81,16 +110,21 @@ func (c *conn) handshake(o dialOpts) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("waiting for CONNACK: %w", err)
 	}
-	p, err := decodeFrame(first, body)
+	p, err := decodeFrame(first, body, o.level)
 	if err != nil {
 		return false, err
 	}
-	ack, ok := p.(*codec.Connack)
-	if !ok {
-		return false, fmt.Errorf("got %s, want CONNACK", p.Type())
+	ack, err := checkConnack(p)
+	if err != nil {
+		return false, err
 	}
-	if ack.ReturnCode != codec.Accepted {
-		return false, fmt.Errorf("CONNACK refused: %s", ack.ReturnCode)
+	if c.v5 && ack.Props != nil {
+		// A client keeps no more in flight than the broker's Receive Maximum
+		// [MQTT-3.3.4-7], 65,535 when absent (§3.2.2.3.3): a smaller window
+		// than asked for would measure something else.
+		if rm := ack.Props.ReceiveMaximum; rm > 0 && int(rm) < o.window {
+			return false, fmt.Errorf("the broker's Receive Maximum %d is below -inflight %d", rm, o.window)
+		}
 	}
 	return ack.SessionPresent, nil
 }
@@ -99,7 +133,7 @@ func (c *conn) handshake(o dialOpts) (bool, error) {
 func (c *conn) writeFlush(p codec.Packet) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.scratch = p.Append(c.scratch[:0])
+	c.scratch = p.AppendLevel(c.scratch[:0], c.level)
 	if _, err := c.bw.Write(c.scratch); err != nil {
 		return err
 	}
@@ -119,7 +153,7 @@ func (c *conn) subscribe(filter string, qos byte, timeout time.Duration) error {
 	if err != nil {
 		return fmt.Errorf("waiting for SUBACK: %w", err)
 	}
-	p, err := decodeFrame(first, body)
+	p, err := decodeFrame(first, body, c.level)
 	if err != nil {
 		return err
 	}
@@ -127,8 +161,9 @@ func (c *conn) subscribe(filter string, qos byte, timeout time.Duration) error {
 	if !ok || ack.PacketID != 1 || len(ack.ReturnCodes) != 1 {
 		return fmt.Errorf("got %s, want SUBACK for packet 1", p.Type())
 	}
-	if rc := ack.ReturnCodes[0]; rc == codec.SubackFailure {
-		return fmt.Errorf("subscription to %q refused", filter)
+	// 0x80 in 3.1.1; at level 5 every code from 0x80 on is a refusal.
+	if rc := ack.ReturnCodes[0]; rc >= codec.SubackFailure {
+		return fmt.Errorf("subscription to %q refused: 0x%02x", filter, rc)
 	}
 	return nil
 }

@@ -14,13 +14,22 @@ import (
 // tests: CONNECT, SUBSCRIBE to exact topics, PUBLISH relayed at
 // min(published, granted) QoS with the acknowledgements of each QoS, and
 // persistent sessions that queue while offline. dropEvery > 0 loses every
-// n-th publication, to prove that loss is noticed.
+// n-th publication, to prove that loss is noticed. At level 5 a session
+// outlives its connection only with a Session Expiry Interval, as the
+// specification says.
 type fakeBroker struct {
 	t         testing.TB
 	ln        net.Listener
 	dropEvery int
 	stall     bool          // stop reading at the first PUBLISH, as a hung broker would
 	quit      chan struct{} // closed at cleanup
+
+	// Level 5: every refuseEvery-th PUBLISH (QoS 1 or 2) is answered with
+	// reason code refuse and, if that is 0x80 or more, not routed.
+	refuseEvery int
+	refuse      codec.ReasonCode
+	receiveMax  uint16           // the CONNACK's Receive Maximum; 0: absent
+	pubcomp     codec.ReasonCode // of every PUBCOMP (0x92 also for a PUBREL it did not expect)
 
 	mu       sync.Mutex
 	sessions map[string]*fakeSession
@@ -43,6 +52,7 @@ type fakeConn struct {
 	out    []codec.Packet
 	closed bool
 	nextID uint16
+	level  byte // set at CONNECT, before anything is sent
 }
 
 func newFakeBroker(t testing.TB) *fakeBroker {
@@ -99,12 +109,12 @@ func (c *fakeConn) writeLoop() {
 			c.mu.Unlock()
 			return
 		}
-		out := c.out
+		out, level := c.out, c.level
 		c.out = nil
 		c.mu.Unlock()
 		buf = buf[:0]
 		for _, p := range out {
-			buf = p.Append(buf)
+			buf = p.AppendLevel(buf, level)
 		}
 		if _, err := c.nc.Write(buf); err != nil {
 			c.nc.Close()
@@ -139,6 +149,8 @@ func (b *fakeBroker) serve(nc net.Conn) {
 		c.cond.Signal()
 	}()
 	r := codec.NewReader(nc, 0)
+	r.AcceptLevel5()
+	inbound2 := map[uint16]bool{} // QoS 2 packet identifiers awaiting PUBREL
 	var sess *fakeSession
 	var id string
 	defer func() {
@@ -166,9 +178,16 @@ func (b *fakeBroker) serve(nc net.Conn) {
 				sess = &fakeSession{filters: map[string]byte{}}
 				b.sessions[id] = sess
 			}
-			sess.clean = p.CleanSession
+			sess.clean = p.CleanSession || p.ProtocolLevel == codec.Level5 && (p.Props == nil || p.Props.SessionExpiry == 0)
 			sess.conn = c
-			c.send(&codec.Connack{SessionPresent: present && p.ProtocolLevel == codec.Level311})
+			c.mu.Lock()
+			c.level = p.ProtocolLevel
+			c.mu.Unlock()
+			ack := &codec.Connack{SessionPresent: present && p.ProtocolLevel >= codec.Level311}
+			if b.receiveMax > 0 {
+				ack.Props = &codec.Properties{ReceiveMaximum: b.receiveMax}
+			}
+			c.send(ack)
 			queued := sess.queue
 			sess.queue = nil
 			for _, m := range queued {
@@ -191,7 +210,11 @@ func (b *fakeBroker) serve(nc net.Conn) {
 			}
 			b.mu.Lock()
 			b.routed++
-			if b.dropEvery == 0 || b.routed%b.dropEvery != 0 {
+			var rc codec.ReasonCode
+			if b.refuseEvery > 0 && p.QoS > 0 && b.routed%b.refuseEvery == 0 {
+				rc = b.refuse
+			}
+			if (b.dropEvery == 0 || b.routed%b.dropEvery != 0) && rc < 0x80 {
 				for _, s := range b.sessions {
 					if granted, ok := s.filters[p.Topic]; ok {
 						m := *p
@@ -203,12 +226,18 @@ func (b *fakeBroker) serve(nc net.Conn) {
 			b.mu.Unlock()
 			switch p.QoS {
 			case 1:
-				c.send(&codec.Puback{PacketID: p.PacketID})
+				c.send(&codec.Puback{PacketID: p.PacketID, Reason: rc})
 			case 2:
-				c.send(&codec.Pubrec{PacketID: p.PacketID})
+				inbound2[p.PacketID] = rc < 0x80
+				c.send(&codec.Pubrec{PacketID: p.PacketID, Reason: rc})
 			}
 		case *codec.Pubrel:
-			c.send(&codec.Pubcomp{PacketID: p.PacketID})
+			rc := b.pubcomp
+			if !inbound2[p.PacketID] {
+				rc = codec.ReasonPacketIdentifierNotFound
+			}
+			delete(inbound2, p.PacketID)
+			c.send(&codec.Pubcomp{PacketID: p.PacketID, Reason: rc})
 		case *codec.Pubrec:
 			c.send(&codec.Pubrel{PacketID: p.PacketID})
 		case *codec.Puback, *codec.Pubcomp:

@@ -136,8 +136,13 @@ func runFlow(e *env, name string, npub, nsub int, rate float64) error {
 
 	var received, lost, dup, stray uint64
 	var last int64
+	var codes ackCodes
 	lat := new(histogram)
+	for _, p := range pubs {
+		codes.merge(&p.codes)
+	}
 	for _, s := range subs {
+		codes.merge(&s.codes)
 		t := s.t
 		received += t.uniq + t.dup
 		dup += t.dup
@@ -154,29 +159,38 @@ func runFlow(e *env, name string, npub, nsub int, rate float64) error {
 	}
 
 	var l line
-	l.str("scenario", name).int("qos", o.qos).int("pubs", npub).int("subs", nsub).
+	l.str("scenario", name).int("v", o.level).int("qos", o.qos).int("pubs", npub).int("subs", nsub).
 		int("size", o.size).int("inflight", o.inflight).bool("clean", o.clean)
 	if rate > 0 {
 		l.add("rate", fmt.Sprint(rate))
 	}
 	l.uint("sent", sent).uint("received", received).uint("lost", lost).uint("dup", dup).uint("stray", stray).
 		secs("elapsed", elapsed).rate("sent_per_s", sent, pubEnd.Sub(start)).rate("recv_per_s", received, elapsed).
-		ms("p50_ms", lat.quantile(0.50)).ms("p99_ms", lat.quantile(0.99)).ms("max_ms", lat.max)
+		ms("p50_ms", lat.quantile(0.50)).ms("p99_ms", lat.quantile(0.99)).ms("max_ms", lat.max).
+		uint("ack_errors", codes.total()).str("ack_codes", codes.String())
 	if err := l.print(e.stdout); err != nil {
 		return err
 	}
 
-	if err := guarantees(o.qos, lost, dup, sent*uint64(nsub)); err != nil {
+	if err := guarantees(o.qos, lost, dup, sent*uint64(nsub), codes.refused*uint64(nsub)); err != nil {
 		errs = append([]error{err}, errs...)
 	} else if drainErr != nil && o.qos > 0 {
 		errs = append(errs, drainErr)
+	}
+	if err := codes.err(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
 
 // guarantees checks what MQTT promises: nothing lost at QoS 1 and 2,
-// nothing twice at QoS 2. QoS 0 loss is reported, not failed.
-func guarantees(qos int, lost, dup, expected uint64) error {
+// nothing twice at QoS 2. QoS 0 loss is reported, not failed. Of the
+// deliveries missing, refused ones belong to messages the broker refused
+// (level 5): they were never accepted, so not lost.
+func guarantees(qos int, lost, dup, expected, refused uint64) error {
+	if lost >= refused {
+		lost -= refused
+	}
 	switch {
 	case qos > 0 && lost > 0:
 		return fmt.Errorf("%w: %d of %d QoS %d messages lost", ErrLoss, lost, expected, qos)

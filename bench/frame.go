@@ -124,9 +124,10 @@ type publishView struct {
 	payload  []byte
 }
 
-// parsePublish reads a PUBLISH body. Only what the tool needs is checked;
-// the topic is not validated (the tool subscribes to its own topics).
-func parsePublish(first byte, body []byte) (publishView, error) {
+// parsePublish reads a PUBLISH body; at level 5 (v5) its properties are
+// skipped. Only what the tool needs is checked; the topic is not validated
+// (the tool subscribes to its own topics and allows no topic aliases).
+func parsePublish(first byte, body []byte, v5 bool) (publishView, error) {
 	p := publishView{qos: first >> 1 & 3, dup: first&0x08 != 0}
 	if p.qos == 3 {
 		return p, fmt.Errorf("%w: PUBLISH with QoS 3", codec.ErrMalformed)
@@ -149,50 +150,75 @@ func parsePublish(first byte, body []byte) (publishView, error) {
 			return p, fmt.Errorf("%w: PUBLISH packet identifier 0", codec.ErrMalformed)
 		}
 	}
+	if v5 {
+		n, hlen, err := codec.DecodeRemainingLength(body[off:])
+		if err != nil || hlen == 0 || off+hlen+n > len(body) {
+			return p, fmt.Errorf("%w: PUBLISH properties run past its end", codec.ErrMalformed)
+		}
+		off += hlen + n
+	}
 	p.payload = body[off:]
 	return p, nil
 }
 
 // parseAck reads the packet identifier of PUBACK, PUBREC, PUBREL and
-// PUBCOMP.
-func parseAck(first byte, body []byte) (uint16, error) {
+// PUBCOMP and, at level 5 (v5), the reason code, which is Success when the
+// body is the identifier alone (§3.4.2.1); properties are skipped.
+func parseAck(first byte, body []byte, v5 bool) (uint16, codec.ReasonCode, error) {
 	t := packetType(first)
 	want := byte(0)
 	if t == codec.TypePubrel {
 		want = 2
 	}
-	if first&0x0f != want || len(body) != 2 {
-		return 0, fmt.Errorf("%w: %s with flags %#x and %d body bytes", codec.ErrMalformed, t, first&0x0f, len(body))
+	if first&0x0f != want || len(body) < 2 || len(body) > 2 && !v5 {
+		return 0, 0, fmt.Errorf("%w: %s with flags %#x and %d body bytes", codec.ErrMalformed, t, first&0x0f, len(body))
 	}
 	id := binary.BigEndian.Uint16(body)
 	if id == 0 {
-		return 0, fmt.Errorf("%w: %s packet identifier 0", codec.ErrMalformed, t)
+		return 0, 0, fmt.Errorf("%w: %s packet identifier 0", codec.ErrMalformed, t)
 	}
-	return id, nil
+	if len(body) == 2 {
+		return id, codec.ReasonSuccess, nil
+	}
+	rc := codec.ReasonCode(body[2])
+	if !rc.ValidFor(t) {
+		return 0, 0, fmt.Errorf("%w: %s reason code %#x", codec.ErrProtocol, t, body[2])
+	}
+	if len(body) > 3 {
+		n, hlen, err := codec.DecodeRemainingLength(body[3:])
+		if err != nil || hlen == 0 || 3+hlen+n != len(body) {
+			return 0, 0, fmt.Errorf("%w: %s properties do not end with the packet", codec.ErrMalformed, t)
+		}
+	}
+	return id, rc, nil
 }
 
-// appendAck encodes PUBACK, PUBREC, PUBREL or PUBCOMP through the
-// concrete types, so that nothing escapes to the heap.
-func appendAck(dst []byte, t codec.Type, id uint16) []byte {
+// appendAck encodes PUBACK, PUBREC, PUBREL or PUBCOMP with reason code
+// Success at the given protocol level through the concrete types, so that
+// nothing escapes to the heap.
+func appendAck(dst []byte, t codec.Type, id uint16, level byte) []byte {
 	switch t {
 	case codec.TypePuback:
-		return (&codec.Puback{PacketID: id}).Append(dst)
+		return (&codec.Puback{PacketID: id}).AppendLevel(dst, level)
 	case codec.TypePubrec:
-		return (&codec.Pubrec{PacketID: id}).Append(dst)
+		return (&codec.Pubrec{PacketID: id}).AppendLevel(dst, level)
 	case codec.TypePubrel:
-		return (&codec.Pubrel{PacketID: id}).Append(dst)
+		return (&codec.Pubrel{PacketID: id}).AppendLevel(dst, level)
 	case codec.TypePubcomp:
-		return (&codec.Pubcomp{PacketID: id}).Append(dst)
+		return (&codec.Pubcomp{PacketID: id}).AppendLevel(dst, level)
 	}
 	panic("bench: appendAck of " + t.String())
 }
 
 // decodeFrame decodes one packet split off by a frameReader with the
-// project's codec, for the packets off the hot path (CONNACK, SUBACK, ...).
-func decodeFrame(first byte, body []byte) (codec.Packet, error) {
+// project's codec at the given protocol level, for the packets off the hot
+// path (CONNACK, SUBACK, ...).
+func decodeFrame(first byte, body []byte, level byte) (codec.Packet, error) {
 	frame := make([]byte, 0, 5+len(body))
 	frame = append(frame, first)
 	frame = codec.AppendRemainingLength(frame, len(body))
 	frame = append(frame, body...)
-	return codec.NewReader(bytes.NewReader(frame), 0).ReadPacket()
+	r := codec.NewReader(bytes.NewReader(frame), 0)
+	r.SetLevel(level)
+	return r.ReadPacket()
 }

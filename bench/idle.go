@@ -114,13 +114,11 @@ func dialIdle(e *env, clientID string, buf []byte) (net.Conn, []byte, error) {
 		nc.Close()
 		return nil, buf, err
 	}
-	p, err := codec.NewReader(nc, 64).ReadPacket()
+	r := codec.NewReader(nc, 0)
+	r.SetLevel(byte(e.o.level))
+	p, err := r.ReadPacket()
 	if err == nil {
-		if ack, ok := p.(*codec.Connack); !ok {
-			err = fmt.Errorf("got %s, want CONNACK", p.Type())
-		} else if ack.ReturnCode != codec.Accepted {
-			err = fmt.Errorf("CONNACK refused: %s", ack.ReturnCode)
-		}
+		_, err = checkConnack(p)
 	}
 	if err != nil {
 		nc.Close()

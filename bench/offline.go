@@ -79,23 +79,30 @@ func runOffline(e *env) error {
 	}
 	prog.end()
 
+	var codes ackCodes
+	codes.merge(&pub.codes)
+	codes.merge(&s.codes)
 	t := s.t
 	drain := time.Duration(t.last) - drainStart.Sub(epoch)
 	lost := t.lost(0, sent)
 	var l line
-	l.str("scenario", "offline").int("qos", o.qos).int("size", o.size).int("inflight", o.inflight).
+	l.str("scenario", "offline").int("v", o.level).int("qos", o.qos).int("size", o.size).int("inflight", o.inflight).
 		uint("count", uint64(o.count)).uint("sent", sent).uint("acked", acked).
 		uint("received", t.uniq+t.dup).uint("lost", lost).uint("dup", t.dup).uint("stray", t.stray).
 		bool("session_present", present).
 		secs("enqueue_s", enqueue).rate("enqueue_per_s", acked, enqueue).
-		secs("drain_s", max(drain, 0)).rate("drain_per_s", t.uniq, drain)
+		secs("drain_s", max(drain, 0)).rate("drain_per_s", t.uniq, drain).
+		uint("ack_errors", codes.total()).str("ack_codes", codes.String())
 	if err := l.print(e.stdout); err != nil {
 		return err
 	}
-	if err := guarantees(o.qos, lost, t.dup, sent); err != nil {
+	if err := guarantees(o.qos, lost, t.dup, sent, codes.refused); err != nil {
 		errs = append([]error{err}, errs...)
 	} else if drainErr != nil {
 		errs = append(errs, drainErr)
+	}
+	if err := codes.err(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

@@ -37,6 +37,7 @@ type publisher struct {
 	sent    atomic.Uint64
 	acked   atomic.Uint64
 	lastAck atomic.Int64 // run clock of the last PUBACK or PUBCOMP
+	codes   ackCodes     // level 5: acknowledgements other than Success; read after done
 
 	done chan struct{} // closed when the read loop ends
 	err  error         // why it ended; read after done
@@ -81,25 +82,34 @@ func (p *publisher) read() error {
 		t := packetType(first)
 		switch t {
 		case codec.TypePuback, codec.TypePubrec, codec.TypePubcomp:
-			id, err := parseAck(first, body)
+			id, rc, err := parseAck(first, body, c.v5)
 			if err != nil {
 				return err
 			}
 			if int(id) >= len(p.state) {
 				return fmt.Errorf("%s for packet %d, which was never sent", t, id)
 			}
+			if rc != codec.ReasonSuccess {
+				p.codes.add(t, rc)
+			}
+			// A PUBACK or PUBREC of 0x80 or more refuses the message; such a
+			// PUBREC ends the exchange: no PUBREL [MQTT-4.3.3-4].
+			refused := rc >= 0x80 && t != codec.TypePubcomp
 			st := &p.state[id]
 			switch {
 			case t == codec.TypePuback && p.qos == 1 && st.Load() == idSent,
-				t == codec.TypePubcomp && p.qos == 2 && st.Load() == idReleased:
+				t == codec.TypePubcomp && p.qos == 2 && st.Load() == idReleased,
+				t == codec.TypePubrec && p.qos == 2 && st.Load() == idSent && refused:
 				st.Store(idFree)
-				p.lastAck.Store(c.fr.readAt.Sub(p.epoch).Nanoseconds())
-				p.acked.Add(1)
+				if !refused {
+					p.lastAck.Store(c.fr.readAt.Sub(p.epoch).Nanoseconds())
+					p.acked.Add(1)
+				}
 				p.free <- id
 			case t == codec.TypePubrec && p.qos == 2 && st.Load() == idSent:
 				st.Store(idReleased)
 				c.mu.Lock()
-				c.scratch = appendAck(c.scratch[:0], codec.TypePubrel, id)
+				c.scratch = appendAck(c.scratch[:0], codec.TypePubrel, id, c.level)
 				_, err = c.bw.Write(c.scratch)
 				c.mu.Unlock()
 				if err != nil {
@@ -111,7 +121,7 @@ func (p *publisher) read() error {
 			}
 		case codec.TypePingresp:
 		default:
-			return unexpected(first, body)
+			return unexpected(first, body, c.level)
 		}
 		if unflushed && !c.fr.hasPacket() {
 			c.mu.Lock()
@@ -188,7 +198,7 @@ func (p *publisher) publish(pl plan) error {
 			p.state[id].Store(idSent)
 		}
 		c.mu.Lock()
-		c.scratch = pk.Append(c.scratch[:0])
+		c.scratch = pk.AppendLevel(c.scratch[:0], c.level)
 		_, err := c.bw.Write(c.scratch)
 		if err == nil && pl.interval > 0 {
 			err = c.bw.Flush()

@@ -124,6 +124,7 @@ func runFill(e *env) error {
 
 	var sent, acked uint64
 	var last int64
+	var codes ackCodes
 	for i, p := range pubs {
 		if err := p.close(); err != nil && errs[i] == nil {
 			errs[i] = err
@@ -134,20 +135,22 @@ func runFill(e *env) error {
 		sent += p.sent.Load()
 		acked += p.acked.Load()
 		last = max(last, p.lastAck.Load())
+		codes.merge(&p.codes)
 	}
 	enqueue := time.Duration(last) - start.Sub(epoch)
 
 	var l line
-	l.str("scenario", "restart").str("mode", "fill").int("sessions", o.sessions).int("pubs", o.pubs).
+	l.str("scenario", "restart").str("mode", "fill").int("v", o.level).int("sessions", o.sessions).int("pubs", o.pubs).
 		int("qos", o.qos).int("size", o.size).int("inflight", o.inflight).
 		uint("count", count).uint("sent", sent).uint("acked", acked).
 		secs("setup_s", setup).rate("sessions_per_s", uint64(o.sessions), setup).
 		secs("enqueue_s", max(enqueue, 0)).rate("enqueue_per_s", acked, enqueue).
+		uint("ack_errors", codes.total()).str("ack_codes", codes.String()).
 		str("run", fmt.Sprintf("%08x", e.run))
 	if err := l.print(e.stdout); err != nil {
 		return err
 	}
-	return errors.Join(errs...)
+	return errors.Join(append(errs, codes.err())...)
 }
 
 // runWait connects to -addr again and again until a CONNACK accepts it and

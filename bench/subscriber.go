@@ -16,9 +16,10 @@ type subscriber struct {
 	t     *tracker
 	epoch time.Time
 
-	uniq atomic.Uint64 // new messages so far, for progress and drain checks
-	done chan struct{}
-	err  error // why the read loop ended; read after done
+	uniq  atomic.Uint64 // new messages so far, for progress and drain checks
+	codes ackCodes      // level 5: PUBRELs other than Success; read after done
+	done  chan struct{}
+	err   error // why the read loop ended; read after done
 }
 
 func newSubscriber(c *conn, run uint32, pubs int, epoch time.Time) *subscriber {
@@ -39,7 +40,7 @@ func (s *subscriber) read() error {
 		var id uint16
 		switch packetType(first) {
 		case codec.TypePublish:
-			p, err := parsePublish(first, body)
+			p, err := parsePublish(first, body, c.v5)
 			if err != nil {
 				return err
 			}
@@ -55,17 +56,21 @@ func (s *subscriber) read() error {
 				ack, id = codec.TypePubrec, p.packetID
 			}
 		case codec.TypePubrel:
-			if id, err = parseAck(first, body); err != nil {
+			var rc codec.ReasonCode
+			if id, rc, err = parseAck(first, body, c.v5); err != nil {
 				return err
+			}
+			if rc != codec.ReasonSuccess {
+				s.codes.add(codec.TypePubrel, rc)
 			}
 			ack = codec.TypePubcomp
 		case codec.TypePingresp:
 		default:
-			return unexpected(first, body)
+			return unexpected(first, body, c.level)
 		}
 		if ack != 0 {
 			c.mu.Lock()
-			c.scratch = appendAck(c.scratch[:0], ack, id)
+			c.scratch = appendAck(c.scratch[:0], ack, id, c.level)
 			_, err := c.bw.Write(c.scratch)
 			c.mu.Unlock()
 			if err != nil {
@@ -87,11 +92,15 @@ func (s *subscriber) read() error {
 	}
 }
 
-// unexpected describes a packet the tool did not ask for.
-func unexpected(first byte, body []byte) error {
-	p, err := decodeFrame(first, body)
+// unexpected describes a packet the tool did not ask for, with the reason a
+// level-5 broker gave for a DISCONNECT.
+func unexpected(first byte, body []byte, level byte) error {
+	p, err := decodeFrame(first, body, level)
 	if err != nil {
 		return err
+	}
+	if d, ok := p.(*codec.Disconnect); ok && level == codec.Level5 {
+		return fmt.Errorf("the broker sent DISCONNECT: %s (0x%02x)", d.Reason, byte(d.Reason))
 	}
 	return fmt.Errorf("unexpected %s", p.Type())
 }

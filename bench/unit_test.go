@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"reflect"
+	"strings"
 	"testing"
 	"testing/iotest"
 	"time"
@@ -163,66 +164,111 @@ func TestParseRSS(t *testing.T) {
 	}
 }
 
-// packets is a stream of every packet type the tool reads, encoded by codec.
-func packets() []codec.Packet {
+// packets is a stream of every packet type the tool reads at the given
+// protocol level, encoded by codec; at level 5 with properties and reason
+// codes where the packet may carry them.
+func packets(level byte) []codec.Packet {
 	big := bytes.Repeat([]byte("x"), 200_000) // needs a 3-byte length and a bigger buffer
+	if level < codec.Level5 {
+		return []codec.Packet{
+			&codec.Connack{SessionPresent: true},
+			&codec.Suback{PacketID: 1, ReturnCodes: []byte{1}},
+			&codec.Publish{Topic: "a/b", Payload: []byte("hello")},
+			&codec.Publish{QoS: 1, Dup: true, Topic: "t", PacketID: 513, Payload: []byte{}},
+			&codec.Publish{QoS: 2, Topic: "big", PacketID: 9, Payload: big},
+			&codec.Puback{PacketID: 1},
+			&codec.Pubrec{PacketID: 2},
+			&codec.Pubrel{PacketID: 3},
+			&codec.Pubcomp{PacketID: 65535},
+			&codec.Pingresp{},
+		}
+	}
+	user := []codec.UserProperty{{Name: "k", Value: "v"}}
 	return []codec.Packet{
-		&codec.Connack{SessionPresent: true},
+		&codec.Connack{SessionPresent: true, Props: &codec.Properties{ReceiveMaximum: 20, TopicAliasMaximum: 10}},
 		&codec.Suback{PacketID: 1, ReturnCodes: []byte{1}},
 		&codec.Publish{Topic: "a/b", Payload: []byte("hello")},
-		&codec.Publish{QoS: 1, Dup: true, Topic: "t", PacketID: 513, Payload: []byte{}},
-		&codec.Publish{QoS: 2, Topic: "big", PacketID: 9, Payload: big},
+		&codec.Publish{QoS: 1, Dup: true, Topic: "t", PacketID: 513, Payload: []byte{},
+			Props: &codec.Properties{MessageExpiry: 60, ContentType: "text/plain", User: user}},
+		&codec.Publish{QoS: 2, Topic: "big", PacketID: 9, Payload: big, Props: &codec.Properties{SubscriptionIDs: []uint32{268435455}}},
 		&codec.Puback{PacketID: 1},
+		&codec.Puback{PacketID: 4, Reason: codec.ReasonNoMatchingSubscribers},
+		&codec.Puback{PacketID: 5, Reason: codec.ReasonQuotaExceeded, Props: &codec.Properties{ReasonString: "full", User: user}},
 		&codec.Pubrec{PacketID: 2},
+		&codec.Pubrec{PacketID: 6, Reason: codec.ReasonNotAuthorized},
 		&codec.Pubrel{PacketID: 3},
+		&codec.Pubrel{PacketID: 7, Reason: codec.ReasonPacketIdentifierNotFound, Props: &codec.Properties{ReasonString: "gone"}},
 		&codec.Pubcomp{PacketID: 65535},
 		&codec.Pingresp{},
 	}
 }
 
-// TestFrameReader splits a stream delivered one byte at a time and checks
-// each packet against codec's own decoder.
-func TestFrameReader(t *testing.T) {
-	var stream []byte
-	for _, p := range packets() {
-		stream = p.Append(stream)
+// ackFields are the packet identifier and reason code of PUBACK, PUBREC,
+// PUBREL or PUBCOMP.
+func ackFields(p codec.Packet) (uint16, codec.ReasonCode) {
+	switch p := p.(type) {
+	case *codec.Puback:
+		return p.PacketID, p.Reason
+	case *codec.Pubrec:
+		return p.PacketID, p.Reason
+	case *codec.Pubrel:
+		return p.PacketID, p.Reason
+	case *codec.Pubcomp:
+		return p.PacketID, p.Reason
 	}
-	for _, r := range []io.Reader{bytes.NewReader(stream), iotest.OneByteReader(bytes.NewReader(stream))} {
-		fr := newFrameReader(r, 16)
-		want := codec.NewReader(bytes.NewReader(stream), 0)
-		for i := range packets() {
-			first, body, err := fr.next()
-			if err != nil {
-				t.Fatalf("packet %d: %v", i, err)
-			}
-			wp, err := want.ReadPacket()
-			if err != nil {
-				t.Fatal(err)
-			}
-			got, err := decodeFrame(first, body)
-			if err != nil || !reflect.DeepEqual(got, wp) {
-				t.Fatalf("packet %d: decodeFrame = %#v, %v; want %#v", i, got, err, wp)
-			}
-			switch wp := wp.(type) {
-			case *codec.Publish:
-				pv, err := parsePublish(first, body)
-				if err != nil || pv.qos != wp.QoS || pv.dup != wp.Dup || string(pv.topic) != wp.Topic ||
-					pv.packetID != wp.PacketID || !bytes.Equal(pv.payload, wp.Payload) {
-					t.Errorf("packet %d: parsePublish = %+v, %v; want %+v", i, pv, err, wp)
-				}
-			case *codec.Puback, *codec.Pubrec, *codec.Pubrel, *codec.Pubcomp:
-				id, err := parseAck(first, body)
-				wantID := reflect.ValueOf(wp).Elem().Field(0).Uint()
-				if err != nil || uint64(id) != wantID {
-					t.Errorf("packet %d: parseAck = %d, %v; want %d", i, id, err, wantID)
-				}
-				if re := appendAck(nil, packetType(first), id); !bytes.Equal(re, wp.Append(nil)) {
-					t.Errorf("packet %d: appendAck = %x, want %x", i, re, wp.Append(nil))
-				}
-			}
+	panic("ackFields of " + p.Type().String())
+}
+
+// TestFrameReader splits a stream delivered one byte at a time and checks
+// each packet against codec's own decoder, at levels 4 and 5.
+func TestFrameReader(t *testing.T) {
+	for _, level := range []byte{codec.Level311, codec.Level5} {
+		var stream []byte
+		for _, p := range packets(level) {
+			stream = p.AppendLevel(stream, level)
 		}
-		if _, _, err := fr.next(); err != io.EOF {
-			t.Errorf("after the last packet: %v, want EOF", err)
+		v5 := level == codec.Level5
+		for _, r := range []io.Reader{bytes.NewReader(stream), iotest.OneByteReader(bytes.NewReader(stream))} {
+			fr := newFrameReader(r, 16)
+			want := codec.NewReader(bytes.NewReader(stream), 0)
+			want.SetLevel(level)
+			for i := range packets(level) {
+				first, body, err := fr.next()
+				if err != nil {
+					t.Fatalf("level %d packet %d: %v", level, i, err)
+				}
+				wp, err := want.ReadPacket()
+				if err != nil {
+					t.Fatal(err)
+				}
+				got, err := decodeFrame(first, body, level)
+				if err != nil || !reflect.DeepEqual(got, wp) {
+					t.Fatalf("level %d packet %d: decodeFrame = %#v, %v; want %#v", level, i, got, err, wp)
+				}
+				switch wp := wp.(type) {
+				case *codec.Publish:
+					pv, err := parsePublish(first, body, v5)
+					if err != nil || pv.qos != wp.QoS || pv.dup != wp.Dup || string(pv.topic) != wp.Topic ||
+						pv.packetID != wp.PacketID || !bytes.Equal(pv.payload, wp.Payload) {
+						t.Errorf("level %d packet %d: parsePublish = QoS %d dup %v id %d topic %q, %d payload bytes, %v; want %d %v %d %q, %d bytes",
+							level, i, pv.qos, pv.dup, pv.packetID, pv.topic, len(pv.payload), err, wp.QoS, wp.Dup, wp.PacketID, wp.Topic, len(wp.Payload))
+					}
+				case *codec.Puback, *codec.Pubrec, *codec.Pubrel, *codec.Pubcomp:
+					id, rc, err := parseAck(first, body, v5)
+					wantID, wantRC := ackFields(wp)
+					if err != nil || id != wantID || rc != wantRC {
+						t.Errorf("level %d packet %d: parseAck = %d, %#x, %v; want %d, %#x", level, i, id, rc, err, wantID, wantRC)
+					}
+					if wantRC == codec.ReasonSuccess {
+						if re := appendAck(nil, packetType(first), id, level); !bytes.Equal(re, wp.AppendLevel(nil, level)) {
+							t.Errorf("level %d packet %d: appendAck = %x, want %x", level, i, re, wp.AppendLevel(nil, level))
+						}
+					}
+				}
+			}
+			if _, _, err := fr.next(); err != io.EOF {
+				t.Errorf("level %d: after the last packet: %v, want EOF", level, err)
+			}
 		}
 	}
 }
@@ -236,64 +282,95 @@ func TestFrameReaderRejects(t *testing.T) {
 			t.Errorf("%s: err = %v", name, err)
 		}
 	}
-	if _, err := parsePublish(0x32, []byte{0, 1, 'a', 0, 0}); err == nil {
-		t.Error("PUBLISH with packet identifier 0 accepted")
+	for _, v5 := range []bool{false, true} {
+		if _, err := parsePublish(0x32, []byte{0, 1, 'a', 0, 0, 0}, v5); err == nil {
+			t.Errorf("v5 %v: PUBLISH with packet identifier 0 accepted", v5)
+		}
+		if _, err := parsePublish(0x30, []byte{0, 9, 'a'}, v5); err == nil {
+			t.Errorf("v5 %v: PUBLISH with a topic running past the end accepted", v5)
+		}
+		if _, _, err := parseAck(0x62, []byte{0, 1}, v5); err != nil {
+			t.Errorf("v5 %v: PUBREL with flags 2 refused: %v", v5, err)
+		}
 	}
-	if _, err := parsePublish(0x30, []byte{0, 9, 'a'}); err == nil {
-		t.Error("PUBLISH with a topic running past the end accepted")
+	if _, _, err := parseAck(0x40, []byte{0, 1, 0x10}, false); err == nil {
+		t.Error("PUBACK with 3 bytes accepted at 3.1.1")
 	}
-	if _, err := parseAck(0x62, []byte{0, 1}); err != nil {
-		t.Errorf("PUBREL with flags 2 refused: %v", err)
-	}
-	if _, err := parseAck(0x40, []byte{0, 1, 2}); err == nil {
-		t.Error("PUBACK with 3 bytes accepted")
+	for name, c := range map[string]struct {
+		first byte
+		body  []byte
+	}{
+		"PUBLISH properties past the end": {0x32, []byte{0, 1, 'a', 0, 1, 5, 0x02, 0, 0}},
+		"PUBLISH without property length": {0x32, []byte{0, 1, 'a', 0, 1}},
+		"PUBACK reason code of CONNACK":   {0x40, []byte{0, 1, 0x84}},
+		"PUBREL reason code of PUBACK":    {0x62, []byte{0, 1, 0x10}},
+		"PUBACK properties past the end":  {0x40, []byte{0, 1, 0x97, 3, 0x1f, 0}},
+		"PUBACK bytes after properties":   {0x40, []byte{0, 1, 0x97, 0, 0}},
+	} {
+		var err error
+		if packetType(c.first) == codec.TypePublish {
+			_, err = parsePublish(c.first, c.body, true)
+		} else {
+			_, _, err = parseAck(c.first, c.body, true)
+		}
+		if err == nil {
+			t.Errorf("level 5: %s accepted", name)
+		}
 	}
 }
 
-// TestNoAllocationPerMessage holds the message path to its promise: encoding
-// and writing a PUBLISH, and splitting, parsing and tracking one, allocate
+// TestDisconnectReasonReported checks that a level-5 broker's reason for
+// closing the connection reaches the run's error.
+func TestDisconnectReasonReported(t *testing.T) {
+	frame := (&codec.Disconnect{Reason: codec.ReasonServerShuttingDown}).AppendLevel(nil, codec.Level5)
+	err := unexpected(frame[0], frame[2:], codec.Level5)
+	if err == nil || !strings.Contains(err.Error(), "Server shutting down (0x8b)") {
+		t.Errorf("unexpected(DISCONNECT 0x8b) = %v", err)
+	}
+}
+
+// TestNoAllocationPerMessage holds the message path to its promise at every
+// level: encoding and writing a PUBLISH, splitting and parsing an
+// acknowledgement, and splitting, parsing and tracking a PUBLISH allocate
 // nothing once buffers have grown.
 func TestNoAllocationPerMessage(t *testing.T) {
-	payload := newPayload(64)
-	pk := codec.Publish{QoS: 1, Topic: "bench/00000000/fanin", Payload: payload}
-	bw := bufio.NewWriterSize(io.Discard, writeBufSize)
-	var scratch []byte
-	var seq uint64
-	send := func() {
-		putStamp(payload, stamp{run: 1, seq: seq, sent: time.Since(time.Time{}).Nanoseconds()})
-		pk.PacketID = uint16(seq%16 + 1)
-		scratch = pk.Append(scratch[:0])
-		bw.Write(scratch)
-		seq++
-	}
-	send()
-	if n := testing.AllocsPerRun(1000, send); n != 0 {
-		t.Errorf("publishing allocates %v times per message", n)
-	}
+	for _, level := range []byte{codec.Level311, codec.Level5} {
+		pk := codec.Publish{QoS: 1, Topic: benchTopic, Payload: newPayload(64)}
+		bw := bufio.NewWriterSize(io.Discard, writeBufSize)
+		var scratch []byte
+		var seq uint64
+		send := func() {
+			scratch = sendOne(bw, &pk, scratch, seq, level)
+			seq++
+		}
+		send()
+		if n := testing.AllocsPerRun(1000, send); n != 0 {
+			t.Errorf("level %d: publishing allocates %v times per message", level, n)
+		}
 
-	var stream []byte
-	for seq := range uint64(2000) {
-		putStamp(payload, stamp{run: 1, seq: seq})
-		pk.PacketID = uint16(seq%16 + 1)
-		stream = pk.Append(stream)
-	}
-	fr := newFrameReader(bytes.NewReader(stream), readBufSize)
-	tr := newTracker(1, 1)
-	var ack []byte
-	receive := func() {
-		first, body, err := fr.next()
-		if err != nil {
-			t.Fatal(err)
+		afr := newFrameReader(bytes.NewReader(ackStream(2000, level)), readBufSize)
+		acked := func() {
+			if err := takeAck(afr, level); err != nil {
+				t.Fatal(err)
+			}
 		}
-		p, err := parsePublish(first, body)
-		if err != nil {
-			t.Fatal(err)
+		acked()
+		if n := testing.AllocsPerRun(1000, acked); n != 0 {
+			t.Errorf("level %d: taking an acknowledgement allocates %v times per message", level, n)
 		}
-		tr.add(p.payload, 1)
-		ack = appendAck(ack[:0], codec.TypePuback, p.packetID)
-	}
-	receive()
-	if n := testing.AllocsPerRun(1000, receive); n != 0 {
-		t.Errorf("receiving allocates %v times per message", n)
+
+		fr := newFrameReader(bytes.NewReader(publishStream(2000, level)), readBufSize)
+		tr := newTracker(1, 1)
+		var ack []byte
+		receive := func() {
+			var err error
+			if ack, err = receiveOne(fr, tr, ack, level); err != nil {
+				t.Fatal(err)
+			}
+		}
+		receive()
+		if n := testing.AllocsPerRun(1000, receive); n != 0 {
+			t.Errorf("level %d: receiving allocates %v times per message", level, n)
+		}
 	}
 }

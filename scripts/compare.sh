@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# compare.sh: holdfast against Mosquitto and NATS, side by side (issue 7).
+# compare.sh: holdfast against Mosquitto and NATS, side by side (issue 7), with MQTT 5
+# rows (issue 14).
 #
 # Every scenario row of issue 7's table is run on every broker, alternating
 # (one row at a time, all brokers in turn, the starting broker rotating from
@@ -15,7 +16,10 @@
 #                with a full run)
 #   BROKERS      subset of: hf-sync hf-none mosq-persist mosq-mem nats nats-always
 #   ROWS         subset of: fanin-q0 fanout-q0 fanin-q1 fanin-q2 fanin-q1-persistent offline
-#                latency idle restart
+#                latency idle restart fanin-q1-v5 fanin-q1-persistent-v5
+#                (the -v5 rows are fanin-q1 and fanin-q1-persistent with MQTT 5 clients:
+#                holdfast runs with mqtt5 = true for them; NATS, which speaks only 3.1.1,
+#                is not run)
 #   HOLDFAST     holdfast binary to run (default: `go build` of this checkout into the temp dir)
 #   BENCH        load tool command (default: "$HOLDFAST bench")
 #   MOSQUITTO    mosquitto binary (default: /usr/sbin/mosquitto, else from PATH)
@@ -31,7 +35,7 @@ set -euo pipefail
 ROUNDS=${ROUNDS:-3}
 QUICK=${QUICK:-0}
 BROKERS=${BROKERS:-"hf-sync hf-none mosq-persist mosq-mem nats nats-always"}
-ROWS=${ROWS:-"fanin-q0 fanout-q0 fanin-q1 fanin-q2 fanin-q1-persistent offline latency idle restart"}
+ROWS=${ROWS:-"fanin-q0 fanout-q0 fanin-q1 fanin-q2 fanin-q1-persistent offline latency idle restart fanin-q1-v5 fanin-q1-persistent-v5"}
 BASE_PORT=${BASE_PORT:-21000}
 KEEP=${KEEP:-0}
 NATS_VERSION=v2.15.2
@@ -83,11 +87,13 @@ row_args() {
 	fanin-q1) echo "fanin -pubs 4 -qos 1 $COMMON -duration $FLOW_DURATION" ;;
 	fanin-q2) echo "fanin -pubs 4 -qos 2 $COMMON -duration $FLOW_DURATION" ;;
 	fanin-q1-persistent) echo "fanin -pubs 4 -qos 1 -clean=false $COMMON -duration $FLOW_DURATION" ;;
+	fanin-q1-v5) echo "fanin -v 5 -pubs 4 -qos 1 $COMMON -duration $FLOW_DURATION" ;;
+	fanin-q1-persistent-v5) echo "fanin -v 5 -pubs 4 -qos 1 -clean=false $COMMON -duration $FLOW_DURATION" ;;
 	offline) echo "offline -qos 1 -count $OFFLINE_COUNT $COMMON" ;;
 	latency) echo "latency -qos 1 -rate 1000 $COMMON -duration $LAT_DURATION" ;;
 	idle) echo "idle -conns $IDLE_CONNS -pid PID" ;;
 	restart) echo "restart -fill -sessions $RESTART_SESSIONS -count $RESTART_COUNT -pubs 4 -qos 1 $COMMON -duration $RESTART_FILL_LIMIT; (SIGTERM, start) restart -wait -since T0" ;;
-	*) die "unknown row $1 (rows: fanin-q0 fanout-q0 fanin-q1 fanin-q2 fanin-q1-persistent offline latency idle restart)" ;;
+	*) die "unknown row $1 (rows: fanin-q0 fanout-q0 fanin-q1 fanin-q2 fanin-q1-persistent offline latency idle restart fanin-q1-v5 fanin-q1-persistent-v5)" ;;
 	esac
 }
 # metric rows: id|row|result key|better|goal|label
@@ -100,6 +106,8 @@ metric_rows() {
 		fanin-q1) echo "fanin-q1|$r|recv_per_s|higher|>= 2x|fan-in 4->1 QoS 1, delivered/s" ;;
 		fanin-q2) echo "fanin-q2|$r|recv_per_s|higher|>= 3x|fan-in 4->1 QoS 2, delivered/s" ;;
 		fanin-q1-persistent) echo "fanin-q1-persistent|$r|recv_per_s|higher|>= 1x|fan-in 4->1 QoS 1, persistent sub, delivered/s" ;;
+		fanin-q1-v5) echo "fanin-q1-v5|$r|recv_per_s|higher|>= 2x|v5 fan-in 4->1 QoS 1, delivered/s" ;;
+		fanin-q1-persistent-v5) echo "fanin-q1-persistent-v5|$r|recv_per_s|higher|>= 1x|v5 fan-in 4->1 QoS 1, persistent sub, delivered/s" ;;
 		offline)
 			echo "offline-enqueue|$r|enqueue_per_s|higher|>= 1x|offline $OFFLINE_COUNT QoS 1, enqueue/s"
 			echo "offline-drain|$r|drain_per_s|higher|>= 1.5x|offline $OFFLINE_COUNT QoS 1, drain/s"
@@ -169,16 +177,30 @@ next_port() { PORT=$((BASE_PORT + port_n)); port_n=$((port_n + 1)); }
 
 persistent() { [[ $1 == hf-sync || $1 == mosq-persist || $1 == nats* ]]; }
 
-# write_config NAME PORT DIR: the broker's configuration in DIR.
+# runs ROW BROKER: whether the row is run on the broker. restart needs persistence; NATS refuses
+# MQTT 5 clients (CONNACK 1).
+runs() {
+	case $1 in
+	restart) persistent "$2" ;;
+	*-v5) [[ $2 != nats* ]] ;;
+	*) true ;;
+	esac
+}
+
+# write_config NAME PORT DIR ROW: the broker's configuration in DIR for a run of ROW.
 write_config() {
-	local name=$1 port=$2 dir=$3
+	local name=$1 port=$2 dir=$3 row=$4 mqtt5=false
 	mkdir -p "$dir/data"
+	# Only the MQTT 5 rows turn it on, so that the 3.1.1 rows measure the configuration they
+	# always did. Mosquitto serves every level on every listener.
+	[[ $row == *-v5 ]] && mqtt5=true
 	case $name in
 	hf-sync | hf-none)
 		# holdfast's defaults otherwise (max_inflight 20, max_queued_messages 100000).
 		cat >"$dir/holdfast.toml" <<-EOF
 			data_dir   = "$dir/data"
 			durability = "${name#hf-}"
+			mqtt5      = $mqtt5
 			[log]
 			level  = "warn"
 			format = "json"
@@ -294,7 +316,7 @@ run_one() { # ROW BROKER ROUND
 	local row=$1 broker=$2 round=$3 dir line rc args
 	next_port
 	dir=$tmp/runs/r$round-$row-$broker
-	write_config "$broker" "$PORT" "$dir"
+	write_config "$broker" "$PORT" "$dir" "$row"
 	spawn "$broker" "$dir"
 	if ! ready "$PORT" "$dir"; then
 		log "  $broker did not start: $(tail -3 "$dir/broker.log" | tr '\n' ' ')"
@@ -357,7 +379,9 @@ echo "holdfast:  $HOLDFAST from $rev, $(go version | awk '{print $3}'); bench to
 [[ -n $NATS ]] && echo "nats:      $("$NATS" --version 2>/dev/null) ($NATS)"
 echo "brokers:   hf-sync/hf-none = holdfast durability sync/none; mosq-persist/mosq-mem = mosquitto"
 echo "           persistence on/off, set_tcp_nodelay true, max_queued_messages 100000;"
-echo "           nats/nats-always = nats-server MQTT + JetStream, sync_interval default (2m)/always"
+echo "           nats/nats-always = nats-server MQTT + JetStream, sync_interval default (2m)/always;"
+echo "           -v5 rows: MQTT 5 clients (holdfast with mqtt5 = true; persistent sessions ask for a"
+echo "           Session Expiry Interval of 0xFFFFFFFF, i.e. never)"
 echo "rows (bench flags; every run on a freshly started broker, 127.0.0.1):"
 for r in $ROWS; do printf '  %-20s %s\n' "$r" "$(row_args "$r")"; done
 echo
@@ -372,9 +396,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
 		log "[round $round/$ROUNDS] $row"
 		for ((i = 0; i < nb; i++)); do
 			broker=${broker_list[$(((i + round - 1) % nb))]}
-			if [[ $row == restart ]] && ! persistent "$broker"; then
-				continue
-			fi
+			runs "$row" "$broker" || continue
 			run_one "$row" "$broker" "$round"
 		done
 	done
@@ -423,8 +445,8 @@ done < <(metric_rows)
 echo
 echo "hf/mosq = holdfast (durability sync) / mosquitto (persistence on); rates: higher is better;"
 echo "latency, memory and restart time: lower is better (goal <= 1x / <= 10x)."
-echo "n/a = not run (restart needs persistence); ERR = no result; ! = a run failed or lost QoS 1/2"
-echo "messages (see notes)."
+echo "n/a = not run (restart needs persistence; NATS speaks MQTT 3.1.1 only); ERR = no result;"
+echo "! = a run failed, lost QoS 1/2 messages or got acknowledgements other than Success (see notes)."
 if ((${#NOTES[@]})); then
 	echo
 	echo "notes:"
