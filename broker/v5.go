@@ -11,11 +11,11 @@ import (
 	"github.com/holdfast/holdfast/session"
 )
 
-// MQTT 5.0 (config mqtt5, experimental): what a level-5 connection adds to the 3.1.1 paths. The
-// session machine does the deliveries (session.Link); this file holds the connection's side:
-// CONNACK's properties, reason codes, the DISCONNECT the server sends, and the client's topic
-// aliases. Not done yet (issue 14): properties and expiry on disk. Enhanced authentication is
-// in enhauth.go.
+// MQTT 5.0 (config mqtt5): what a level-5 connection adds to the 3.1.1 paths. The session machine
+// does the deliveries and keeps the session's MQTT 5 state (session.Link, expiry, will delay,
+// subscription options); this file holds the connection's side: CONNACK's properties, reason
+// codes and their counters, Receive Maximum, the DISCONNECT the server sends, and the topic
+// aliases both ways. Enhanced authentication is in enhauth.go.
 
 // level5 reports whether the connection speaks MQTT 5.
 func (c *conn) level5() bool { return c.level == codec.Level5 }
