@@ -1,0 +1,220 @@
+package test
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/holdfast/holdfast/codec"
+	"github.com/holdfast/holdfast/internal/mqtttest"
+)
+
+// A fuzz of a live level-5 session (issue 14): each input is the byte stream a client sends
+// after its CONNECT (MQTT 5, Clean Start, accepted) to the real binary. Without -fuzz it runs
+// over its seeds; for a long run:
+//
+//	go test -run '^$' -fuzz FuzzLiveV5Connection -fuzztime 10m ./test/
+//
+// One broker serves all the inputs of a process.
+
+// liveV5Wait bounds every wait for the broker while fuzzing.
+const liveV5Wait = 10 * time.Second
+
+// FuzzLiveV5Connection_MQTT_4_13_1_1 checks, for every stream: the broker never crashes (nor
+// logs a panic or a data race); it sends only packets a server may send, a DISCONNECT last and
+// only with an error reason code; a stream that does not decode (malformed, or a protocol
+// error the codec sees) ends the connection, with DISCONNECT or a bare close [MQTT-4.13.1-1];
+// a stream of whole packets is either answered up to a PINGREQ sent after it or ends the
+// connection; and afterwards another client still publishes and receives.
+func FuzzLiveV5Connection_MQTT_4_13_1_1(f *testing.F) {
+	for _, seed := range liveV5Seeds() {
+		f.Add(seed)
+	}
+	// async: the stored paths all run, without an fdatasync per retained message.
+	b := StartBroker(f, BrokerConfig{MQTT5: true, Durability: "async"})
+	watcher := mqtttest.Dial(f, b.Addr)
+	watcher.SetLevel(codec.Level5)
+	if ack := watcher.Connect(&codec.Connect{ProtocolName: "MQTT", ProtocolLevel: codec.Level5, ClientID: "live5-watcher", CleanSession: true}); ack.Reason != codec.ReasonSuccess {
+		f.Fatalf("watcher: CONNACK %v", ack.Reason)
+	}
+	watcher.Subscribe(1, 1, "live5-watch/#")
+	logFrom := 0
+	n := 0
+	f.Fuzz(func(t *testing.T, stream []byte) {
+		n++
+		if err := liveV5Session(t, b.Addr, fmt.Sprintf("live5-%d", n), stream); err != nil {
+			t.Fatalf("stream %s: %v", abbreviate(stream), err)
+		}
+		select {
+		case <-b.exited:
+			t.Fatalf("the broker exited (%v) after the stream %s", b.exitErr, abbreviate(stream))
+		default:
+		}
+		log := b.Log()
+		for _, bad := range []string{"panic", "DATA RACE", "fatal error"} {
+			if i := strings.Index(log[logFrom:], bad); i >= 0 {
+				i += logFrom
+				t.Fatalf("after the stream %s the broker log has %q: %s", abbreviate(stream), bad, log[max(0, i-200):min(len(log), i+800)])
+			}
+		}
+		logFrom = len(log)
+		liveV5WatcherWorks(t, watcher.For(t), uint16(n%65535+1))
+	})
+}
+
+// liveV5Session connects a level-5 client, sends stream and judges what the broker does.
+func liveV5Session(t *testing.T, addr, id string, stream []byte) error {
+	c, err := mqtttest.TryDial(t, "", addr)
+	if err != nil {
+		return err
+	}
+	defer c.Conn.Close()
+	c.SetLevel(codec.Level5)
+	// Small limits of its own, so that streams can break them (aliases, flow control).
+	props := &codec.Properties{TopicAliasMaximum: 2, ReceiveMaximum: 4, MaximumPacketSize: 4096}
+	if err := c.Write(&codec.Connect{ProtocolName: "MQTT", ProtocolLevel: codec.Level5, ClientID: id, CleanSession: true, KeepAlive: 30, Props: props}); err != nil {
+		return err
+	}
+	p, err := c.TryRead(liveV5Wait)
+	if ack, ok := p.(*codec.Connack); err != nil || !ok || ack.Reason != codec.ReasonSuccess {
+		return fmt.Errorf("CONNECT answered with %v, %v", p, err)
+	}
+	c.WriteRaw(stream) // the broker may close before it has read it all
+
+	whole, decodeErr := decodeClientStream(stream)
+	switch {
+	case decodeErr == nil:
+		// Whole packets: the connection either goes on, and answers a PINGREQ, or ends.
+		c.WriteRaw((&codec.Pingreq{}).Append(nil))
+		got, err := c.Closed(liveV5Wait, func(p codec.Packet) bool { _, ok := p.(*codec.Pingresp); return ok })
+		if err != nil {
+			return fmt.Errorf("after %d whole packets and a PINGREQ: %v (got %s)", whole, err, packetList(got))
+		}
+		return serverSent(got)
+	case errors.Is(decodeErr, io.ErrUnexpectedEOF):
+		// A packet cut short: the broker waits for the rest, until the client closes its side.
+		c.Conn.(*net.TCPConn).CloseWrite()
+		got, err := c.Closed(liveV5Wait, nil)
+		if err != nil {
+			return fmt.Errorf("a packet cut short, then the end of the stream: %v (got %s)", err, packetList(got))
+		}
+		return serverSent(got)
+	}
+	// Undecodable after whole packets: the broker must end the connection [MQTT-4.13.1-1].
+	got, err := c.Closed(liveV5Wait, nil)
+	if err != nil {
+		return fmt.Errorf("packet %d does not decode (%v), want the connection closed: %v (got %s)", whole+1, decodeErr, err, packetList(got))
+	}
+	return serverSent(got)
+}
+
+// decodeClientStream reads stream as the broker does after a level-5 CONNECT, and returns how
+// many whole packets it holds and why it ends: nil at a packet boundary, io.ErrUnexpectedEOF
+// inside a packet, or the codec's error for a packet that does not decode.
+func decodeClientStream(stream []byte) (int, error) {
+	r := codec.NewReader(bytes.NewReader(stream), codec.MaxRemainingLength)
+	r.AcceptLevel5()
+	r.SetLevel(codec.Level5)
+	for n := 0; ; n++ {
+		if _, err := r.ReadPacket(); err != nil {
+			if err == io.EOF {
+				return n, nil
+			}
+			return n, err
+		}
+	}
+}
+
+// serverSent checks packets a broker sent to a level-5 client after CONNACK: only packets a
+// server sends, and a DISCONNECT, if any, last and with a reason code for an error.
+func serverSent(got []codec.Packet) error {
+	for i, p := range got {
+		switch p := p.(type) {
+		case *codec.Publish, *codec.Puback, *codec.Pubrec, *codec.Pubrel, *codec.Pubcomp,
+			*codec.Suback, *codec.Unsuback, *codec.Pingresp:
+		case *codec.Disconnect:
+			if i != len(got)-1 || p.Reason < codec.ReasonUnspecifiedError || !p.Reason.ValidFor(codec.TypeDisconnect) {
+				return fmt.Errorf("got %s: DISCONNECT with an error reason, and only last [MQTT-4.13.2-1]", packetList(got))
+			}
+		default:
+			return fmt.Errorf("got %s: a server does not send %s after CONNACK", packetList(got), p.Type())
+		}
+	}
+	return nil
+}
+
+// liveV5WatcherWorks has the long-lived watcher publish to itself at QoS 1: it must get the PUBACK
+// and the message, whatever the fuzzed connections did.
+func liveV5WatcherWorks(t *testing.T, w *mqtttest.Client, pid uint16) {
+	t.Helper()
+	payload := fmt.Appendf(nil, "still here %d", pid)
+	w.Send(&codec.Publish{Topic: "live5-watch/probe", QoS: 1, PacketID: pid, Payload: payload})
+	acked, received := false, false
+	for !acked || !received {
+		switch p := w.Next().(type) {
+		case *codec.Puback:
+			acked = acked || p.PacketID == pid
+		case *codec.Publish:
+			received = received || bytes.Equal(p.Payload, payload)
+		}
+	}
+}
+
+// liveV5Seeds are client streams of every packet a level-5 client sends after CONNECT, with
+// properties and options, alone and together, and a few that break the rules.
+func liveV5Seeds() [][]byte {
+	enc := func(ps ...codec.Packet) []byte {
+		var b []byte
+		for _, p := range ps {
+			b = p.AppendLevel(b, codec.Level5)
+		}
+		return b
+	}
+	user := []codec.UserProperty{{Name: "k", Value: "v"}, {Name: "k", Value: "w"}}
+	full := &codec.Properties{PayloadFormat: 1, MessageExpiry: 60, ContentType: "text/plain", ResponseTopic: "live5/resp",
+		CorrelationData: []byte{1, 2}, User: user}
+	valid := [][]byte{
+		enc(&codec.Publish{Topic: "live5/a", Payload: []byte("q0"), Props: full}),
+		enc(&codec.Publish{Topic: "live5/b", QoS: 1, PacketID: 1, Retain: true, Payload: []byte("q1"), Props: &codec.Properties{TopicAlias: 1, User: user}},
+			&codec.Publish{QoS: 1, PacketID: 2, Payload: []byte("by alias"), Props: &codec.Properties{TopicAlias: 1}}),
+		enc(&codec.Publish{Topic: "live5/c", QoS: 2, PacketID: 3, Payload: []byte("q2"), Props: full},
+			&codec.Pubrel{PacketID: 3, Props: &codec.Properties{ReasonString: "done"}}),
+		enc(&codec.Subscribe{PacketID: 4, Props: &codec.Properties{SubscriptionIDs: []uint32{7}, User: user}, Subscriptions: []codec.Subscription{
+			{Filter: "live5/#", QoS: 2, NoLocal: true}, {Filter: "live5/+", QoS: 1, RetainAsPublished: true, RetainHandling: 1},
+			{Filter: "live5/c", RetainHandling: 2}}},
+			&codec.Publish{Topic: "live5/d", QoS: 1, PacketID: 5, Payload: []byte("to myself")}),
+		enc(&codec.Subscribe{PacketID: 6, Subscriptions: []codec.Subscription{{Filter: "live5/b", QoS: 1}}},
+			&codec.Unsubscribe{PacketID: 7, Filters: []string{"live5/b", "live5/none"}, Props: &codec.Properties{User: user}}),
+		enc(&codec.Puback{PacketID: 9, Reason: codec.ReasonNoMatchingSubscribers, Props: &codec.Properties{ReasonString: "?"}},
+			&codec.Pubrec{PacketID: 10, Reason: codec.ReasonUnspecifiedError},
+			&codec.Pubcomp{PacketID: 11, Reason: codec.ReasonPacketIdentifierNotFound}),
+		enc(&codec.Pingreq{}, &codec.Disconnect{Reason: codec.ReasonNormalDisconnection, Props: &codec.Properties{ReasonString: "bye", User: user}}),
+		enc(&codec.Disconnect{Reason: codec.ReasonDisconnectWithWill}),
+		enc(&codec.Auth{Reason: codec.ReasonContinueAuthentication, Props: &codec.Properties{AuthMethod: "SCRAM-SHA-256", AuthData: []byte("n,,n=u,r=x")}}),
+		enc(&codec.Auth{Reason: codec.ReasonReAuthenticate, Props: &codec.Properties{AuthMethod: "unknown"}}),
+	}
+	var all []byte
+	for _, s := range valid {
+		if s[0]>>4 != byte(codec.TypeDisconnect) && s[0]>>4 != byte(codec.TypeAuth) {
+			all = append(all, s...)
+		}
+	}
+	seeds := append(valid, all,
+		all[:len(all)/2], // cut inside a packet
+		// Broken: an unknown property, a property twice, Topic Alias 0 and one above the
+		// client's own maximum, reserved subscription option bits, a PUBLISH without topic
+		// nor alias.
+		[]byte{0x30, 0x05, 0x00, 0x01, 't', 0x02, 0x99},
+		[]byte{0x30, 0x09, 0x00, 0x01, 't', 0x04, 0x01, 0x01, 0x01, 0x01, 'p'},
+		[]byte{0x30, 0x07, 0x00, 0x01, 't', 0x03, 0x23, 0x00, 0x00},
+		[]byte{0x30, 0x07, 0x00, 0x01, 't', 0x03, 0x23, 0xff, 0xff},
+		[]byte{0x82, 0x07, 0x00, 0x01, 0x00, 0x00, 0x01, 't', 0xc1},
+		[]byte{0x30, 0x04, 0x00, 0x00, 0x00, 'p'},
+	)
+	return seeds
+}
