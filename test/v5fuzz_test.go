@@ -18,19 +18,21 @@ import (
 // after its CONNECT (MQTT 5, Clean Start, accepted) to the real binary. Without -fuzz it runs
 // over its seeds; for a long run:
 //
-//	go test -run '^$' -fuzz FuzzLiveV5Connection -fuzztime 10m ./test/
+//	go test -run '^$' -fuzz FuzzLiveV5Connection -fuzztime 10m -fuzzminimizetime 5s -timeout 20m ./test/
 //
-// One broker serves all the inputs of a process.
+// One broker serves all the inputs of a process (each fuzzing worker has its own). A new input
+// is minimised for up to a minute by default, during which the exec count stands still.
 
 // liveV5Wait bounds every wait for the broker while fuzzing.
 const liveV5Wait = 10 * time.Second
 
 // FuzzLiveV5Connection_MQTT_4_13_1_1 checks, for every stream: the broker never crashes (nor
 // logs a panic or a data race); it sends only packets a server may send, a DISCONNECT last and
-// only with an error reason code; a stream that does not decode (malformed, or a protocol
-// error the codec sees) ends the connection, with DISCONNECT or a bare close [MQTT-4.13.1-1];
-// a stream of whole packets is either answered up to a PINGREQ sent after it or ends the
-// connection; and afterwards another client still publishes and receives.
+// only with an error reason code, and answers no packet twice nor one that did not decode; a
+// stream that does not decode (malformed, or a protocol error the codec sees) ends the
+// connection, with DISCONNECT or a bare close [MQTT-4.13.1-1]; a stream of whole packets is
+// either answered up to a PINGREQ sent after it or ends the connection; and afterwards another
+// client still publishes and receives.
 func FuzzLiveV5Connection_MQTT_4_13_1_1(f *testing.F) {
 	for _, seed := range liveV5Seeds() {
 		f.Add(seed)
@@ -86,57 +88,98 @@ func liveV5Session(t *testing.T, addr, id string, stream []byte) error {
 	}
 	c.WriteRaw(stream) // the broker may close before it has read it all
 
-	whole, decodeErr := decodeClientStream(stream)
+	sent, decodeErr := decodeClientStream(stream)
+	answers := answersTo(sent)
+	var got []codec.Packet
 	switch {
 	case decodeErr == nil:
-		// Whole packets: the connection either goes on, and answers a PINGREQ, or ends.
+		// Whole packets: the connection either goes on, and answers a PINGREQ sent after them,
+		// or ends.
 		c.WriteRaw((&codec.Pingreq{}).Append(nil))
-		got, err := c.Closed(liveV5Wait, func(p codec.Packet) bool { _, ok := p.(*codec.Pingresp); return ok })
+		answers[codec.TypePingresp]++
+		pings := answers[codec.TypePingresp]
+		got, err = c.Closed(liveV5Wait, func(p codec.Packet) bool {
+			if _, ok := p.(*codec.Pingresp); ok {
+				pings--
+			}
+			return pings == 0
+		})
 		if err != nil {
-			return fmt.Errorf("after %d whole packets and a PINGREQ: %v (got %s)", whole, err, packetList(got))
+			return fmt.Errorf("after %d whole packets and a PINGREQ: %v (got %s)", len(sent), err, packetList(got))
 		}
-		return serverSent(got)
 	case errors.Is(decodeErr, io.ErrUnexpectedEOF):
 		// A packet cut short: the broker waits for the rest, until the client closes its side.
 		c.Conn.(*net.TCPConn).CloseWrite()
-		got, err := c.Closed(liveV5Wait, nil)
-		if err != nil {
+		if got, err = c.Closed(liveV5Wait, nil); err != nil {
 			return fmt.Errorf("a packet cut short, then the end of the stream: %v (got %s)", err, packetList(got))
 		}
-		return serverSent(got)
+	default:
+		// Undecodable after whole packets: the broker must end the connection [MQTT-4.13.1-1].
+		if got, err = c.Closed(liveV5Wait, nil); err != nil {
+			return fmt.Errorf("packet %d does not decode (%v), want the connection closed: %v (got %s)", len(sent)+1, decodeErr, err, packetList(got))
+		}
 	}
-	// Undecodable after whole packets: the broker must end the connection [MQTT-4.13.1-1].
-	got, err := c.Closed(liveV5Wait, nil)
-	if err != nil {
-		return fmt.Errorf("packet %d does not decode (%v), want the connection closed: %v (got %s)", whole+1, decodeErr, err, packetList(got))
-	}
-	return serverSent(got)
+	return serverSent(got, answers)
 }
 
-// decodeClientStream reads stream as the broker does after a level-5 CONNECT, and returns how
-// many whole packets it holds and why it ends: nil at a packet boundary, io.ErrUnexpectedEOF
-// inside a packet, or the codec's error for a packet that does not decode.
-func decodeClientStream(stream []byte) (int, error) {
+// decodeClientStream reads stream as the broker does after a level-5 CONNECT, and returns its
+// whole packets and why it ends: nil at a packet boundary, io.ErrUnexpectedEOF inside a packet,
+// or the codec's error for a packet that does not decode.
+func decodeClientStream(stream []byte) ([]codec.Packet, error) {
 	r := codec.NewReader(bytes.NewReader(stream), codec.MaxRemainingLength)
 	r.AcceptLevel5()
 	r.SetLevel(codec.Level5)
-	for n := 0; ; n++ {
-		if _, err := r.ReadPacket(); err != nil {
-			if err == io.EOF {
-				return n, nil
-			}
-			return n, err
+	var ps []codec.Packet
+	for {
+		p, err := r.ReadPacket()
+		if err == io.EOF {
+			return ps, nil
 		}
+		if err != nil {
+			return ps, err
+		}
+		ps = append(ps, p)
 	}
 }
 
-// serverSent checks packets a broker sent to a level-5 client after CONNACK: only packets a
-// server sends, and a DISCONNECT, if any, last and with a reason code for an error.
-func serverSent(got []codec.Packet) error {
+// answersTo counts the answers a server may give to the packets a client sent, by type: one
+// PUBACK per QoS 1 PUBLISH, one PUBREC per QoS 2 PUBLISH, one PUBCOMP per PUBREL, one SUBACK per
+// SUBSCRIBE, one UNSUBACK per UNSUBSCRIBE, one PINGRESP per PINGREQ.
+func answersTo(sent []codec.Packet) map[codec.Type]int {
+	n := map[codec.Type]int{}
+	for _, p := range sent {
+		switch p := p.(type) {
+		case *codec.Publish:
+			switch p.QoS {
+			case 1:
+				n[codec.TypePuback]++
+			case 2:
+				n[codec.TypePubrec]++
+			}
+		case *codec.Pubrel:
+			n[codec.TypePubcomp]++
+		case *codec.Subscribe:
+			n[codec.TypeSuback]++
+		case *codec.Unsubscribe:
+			n[codec.TypeUnsuback]++
+		case *codec.Pingreq:
+			n[codec.TypePingresp]++
+		}
+	}
+	return n
+}
+
+// serverSent checks the packets a broker sent to a level-5 client after CONNACK: only packets a
+// server sends; no more answers of a type than answers allows, so none to a packet that did not
+// decode; a DISCONNECT, if any, last and with a reason code for an error [MQTT-4.13.2-1].
+func serverSent(got []codec.Packet, answers map[codec.Type]int) error {
 	for i, p := range got {
 		switch p := p.(type) {
-		case *codec.Publish, *codec.Puback, *codec.Pubrec, *codec.Pubrel, *codec.Pubcomp,
-			*codec.Suback, *codec.Unsuback, *codec.Pingresp:
+		case *codec.Publish, *codec.Pubrel:
+		case *codec.Puback, *codec.Pubrec, *codec.Pubcomp, *codec.Suback, *codec.Unsuback, *codec.Pingresp:
+			if answers[p.Type()]--; answers[p.Type()] < 0 {
+				return fmt.Errorf("got %s: more %s packets than the client's whole packets ask for", packetList(got), p.Type())
+			}
 		case *codec.Disconnect:
 			if i != len(got)-1 || p.Reason < codec.ReasonUnspecifiedError || !p.Reason.ValidFor(codec.TypeDisconnect) {
 				return fmt.Errorf("got %s: DISCONNECT with an error reason, and only last [MQTT-4.13.2-1]", packetList(got))
