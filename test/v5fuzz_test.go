@@ -34,11 +34,12 @@ const liveV5Wait = 10 * time.Second
 // either answered up to a PINGREQ sent after it or ends the connection; and afterwards another
 // client still publishes and receives.
 func FuzzLiveV5Connection_MQTT_4_13_1_1(f *testing.F) {
-	for _, seed := range liveV5Seeds() {
-		f.Add(seed)
+	for i, seed := range liveV5Seeds() {
+		f.Add(byte(i), seed) // each CONNECT variant with some of the streams
 	}
-	// async: the stored paths all run, without an fdatasync per retained message.
-	b := StartBroker(f, BrokerConfig{MQTT5: true, Durability: "async"})
+	// async: the stored paths all run, without an fdatasync per message. Persistent sessions
+	// end 2 s after their client, so that they do not pile up.
+	b := StartBroker(f, BrokerConfig{MQTT5: true, Durability: "async", Extra: "[limits]\nsession_expiry = \"2s\"\n"})
 	watcher := mqtttest.Dial(f, b.Addr)
 	watcher.SetLevel(codec.Level5)
 	if ack := watcher.Connect(&codec.Connect{ProtocolName: "MQTT", ProtocolLevel: codec.Level5, ClientID: "live5-watcher", CleanSession: true}); ack.Reason != codec.ReasonSuccess {
@@ -47,9 +48,9 @@ func FuzzLiveV5Connection_MQTT_4_13_1_1(f *testing.F) {
 	watcher.Subscribe(1, 1, "live5-watch/#")
 	logFrom := 0
 	n := 0
-	f.Fuzz(func(t *testing.T, stream []byte) {
+	f.Fuzz(func(t *testing.T, variant byte, stream []byte) {
 		n++
-		if err := liveV5Session(t, b.Addr, fmt.Sprintf("live5-%d", n), stream); err != nil {
+		if err := liveV5Session(t, b.Addr, liveV5Connect(variant, fmt.Sprintf("live5-%d", n)), stream); err != nil {
 			t.Fatalf("stream %s: %v", abbreviate(stream), err)
 		}
 		select {
@@ -69,17 +70,35 @@ func FuzzLiveV5Connection_MQTT_4_13_1_1(f *testing.F) {
 	})
 }
 
-// liveV5Session connects a level-5 client, sends stream and judges what the broker does.
-func liveV5Session(t *testing.T, addr, id string, stream []byte) error {
+// liveV5Connect is the CONNECT of a fuzzed connection, by the bits of variant: 1, a session that
+// outlives the connection (its messages are stored); 2, a will with a delay and properties; 4, no
+// limits of the client's own (else small ones, so that streams can break them: aliases, flow
+// control, packet size).
+func liveV5Connect(variant byte, id string) *codec.Connect {
+	cp := &codec.Connect{ProtocolName: "MQTT", ProtocolLevel: codec.Level5, ClientID: id, CleanSession: true, KeepAlive: 30,
+		Props: &codec.Properties{TopicAliasMaximum: 2, ReceiveMaximum: 4, MaximumPacketSize: 4096}}
+	if variant&1 != 0 {
+		cp.Props.SessionExpiry = 1
+	}
+	if variant&2 != 0 {
+		cp.Will = &codec.Will{Topic: "live5/will/" + id, QoS: 1, Payload: []byte("gone"),
+			Props: &codec.Properties{WillDelay: 1, ContentType: "text/plain", User: []codec.UserProperty{{Name: "id", Value: id}}}}
+	}
+	if variant&4 != 0 {
+		cp.Props = &codec.Properties{SessionExpiry: cp.Props.SessionExpiry}
+	}
+	return cp
+}
+
+// liveV5Session connects a level-5 client with cp, sends stream and judges what the broker does.
+func liveV5Session(t *testing.T, addr string, cp *codec.Connect, stream []byte) error {
 	c, err := mqtttest.TryDial(t, "", addr)
 	if err != nil {
 		return err
 	}
 	defer c.Conn.Close()
 	c.SetLevel(codec.Level5)
-	// Small limits of its own, so that streams can break them (aliases, flow control).
-	props := &codec.Properties{TopicAliasMaximum: 2, ReceiveMaximum: 4, MaximumPacketSize: 4096}
-	if err := c.Write(&codec.Connect{ProtocolName: "MQTT", ProtocolLevel: codec.Level5, ClientID: id, CleanSession: true, KeepAlive: 30, Props: props}); err != nil {
+	if err := c.Write(cp); err != nil {
 		return err
 	}
 	p, err := c.TryRead(liveV5Wait)
