@@ -116,6 +116,29 @@ func TestMosquitto5PropertiesForwarded_MQTT_3_3_2_17(t *testing.T) {
 	sub311.wait(t)
 }
 
+// TestMosquitto5SubscriptionIdentifier_MQTT_3_3_4_3: a mosquitto_sub -V 5 that subscribes with
+// Subscription Identifier 42 prints it with every message of that subscription, the retained
+// one it gets on subscribing and a live one [MQTT-3.3.4-3]; one that gave none prints none.
+func TestMosquitto5SubscriptionIdentifier_MQTT_3_3_4_3(t *testing.T) {
+	needTool(t, "mosquitto_sub", "mosquitto-clients")
+	t.Parallel()
+	b := StartBroker(t, BrokerConfig{MQTT5: true})
+	const base = "mosq5/subid"
+	const format = "%t|%S|%p"
+	wait := fmt.Sprint(int(mosqWait / time.Second))
+	retainMarker(t, b, base+"/ready", "ready")
+	with := startMosqSub(t, b, "-V", "5", "-i", "ms5-subid", "-t", base+"/#", "-D", "SUBSCRIBE", "subscription-identifier", "42",
+		"-C", "2", "-W", wait, "-F", format)
+	without := startMosqSub(t, b, "-V", "5", "-i", "ms5-nosubid", "-t", base+"/#", "-C", "2", "-W", wait, "-F", format)
+	with.expect(t, base+"/ready|42|ready")
+	without.expect(t, base+"/ready||ready")
+	mosqPub(t, b, "", "-V", "5", "-i", "mp5-subid", "-q", "1", "-t", base+"/live", "-m", "now")
+	with.expect(t, base+"/live|42|now")
+	without.expect(t, base+"/live||now")
+	with.wait(t)
+	without.wait(t)
+}
+
 // TestMosquitto5QueuedExpiry_MQTT_3_3_2_5: a mosquitto_sub -V 5 -c (Session Expiry Interval
 // never) subscribes and leaves. Two messages are queued for it: the first with a Message Expiry
 // Interval of 1 s, the second of an hour. Once the first has expired the session resumes: only
