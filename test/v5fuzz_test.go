@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -23,8 +25,9 @@ import (
 // One broker serves all the inputs of a process (each fuzzing worker has its own). A new input
 // is minimised for up to a minute by default, during which the exec count stands still.
 
-// liveV5Wait bounds every wait for the broker while fuzzing.
-const liveV5Wait = 10 * time.Second
+// liveV5Budget bounds what one input may take, waits for the broker included: less than the 10 s
+// after which a fuzzing worker gives up on an input and dies without a word.
+const liveV5Budget = 9 * time.Second
 
 // FuzzLiveV5Connection_MQTT_4_13_1_1 checks, for every stream: the broker never crashes (nor
 // logs a panic or a data race); it sends only packets a server may send, a DISCONNECT last and
@@ -39,7 +42,8 @@ func FuzzLiveV5Connection_MQTT_4_13_1_1(f *testing.F) {
 	}
 	// async: the stored paths all run, without an fdatasync per message. Persistent sessions
 	// end 2 s after their client, so that they do not pile up.
-	b := StartBroker(f, BrokerConfig{MQTT5: true, Durability: "async", Extra: "[limits]\nsession_expiry = \"2s\"\n"})
+	b := StartBroker(f, BrokerConfig{MQTT5: true, Durability: "async", Extra: "[limits]\nsession_expiry = \"2s\"\n" + opsAdminExtra("0s")})
+	admin := "http://" + opsAdminAddr(f, b)
 	watcher := mqtttest.Dial(f, b.Addr)
 	watcher.SetLevel(codec.Level5)
 	if ack := watcher.Connect(&codec.Connect{ProtocolName: "MQTT", ProtocolLevel: codec.Level5, ClientID: "live5-watcher", CleanSession: true}); ack.Reason != codec.ReasonSuccess {
@@ -50,39 +54,77 @@ func FuzzLiveV5Connection_MQTT_4_13_1_1(f *testing.F) {
 	n := 0
 	f.Fuzz(func(t *testing.T, variant byte, stream []byte) {
 		n++
-		if err := liveV5Session(t, b.Addr, liveV5Connect(variant, fmt.Sprintf("live5-%d", n)), stream); err != nil {
-			t.Fatalf("stream %s: %v", abbreviate(stream), err)
+		start := time.Now()
+		fail := func(format string, args ...any) {
+			t.Helper()
+			t.Fatalf("input %d of this process (variant %d, stream %s), %v into it: %s\n%s", n, variant, abbreviate(stream),
+				time.Since(start).Round(time.Millisecond), fmt.Sprintf(format, args...), liveV5Dump(t, b, admin))
+		}
+		// A panic ends the fuzzing worker, whose output go test discards: report it with its stack.
+		defer func() {
+			if r := recover(); r != nil {
+				fail("panic: %v\n%s", r, debug.Stack())
+			}
+		}()
+		deadline := start.Add(liveV5Budget)
+		if err := liveV5Session(t, b.Addr, liveV5Connect(variant, n), stream, deadline); err != nil {
+			fail("%v", err)
 		}
 		select {
 		case <-b.exited:
-			t.Fatalf("the broker exited (%v) after the stream %s", b.exitErr, abbreviate(stream))
+			fail("the broker exited: %v", b.exitErr)
 		default:
 		}
 		log := b.Log()
 		for _, bad := range []string{"panic", "DATA RACE", "fatal error"} {
 			if i := strings.Index(log[logFrom:], bad); i >= 0 {
 				i += logFrom
-				t.Fatalf("after the stream %s the broker log has %q: %s", abbreviate(stream), bad, log[max(0, i-200):min(len(log), i+800)])
+				fail("the broker log has %q: %s", bad, log[max(0, i-200):min(len(log), i+800)])
 			}
 		}
 		logFrom = len(log)
-		liveV5WatcherWorks(t, watcher.For(t), uint16(n%65535+1))
+		if err := liveV5WatcherWorks(watcher.For(t), uint16(n%65535+1), deadline); err != nil {
+			fail("watcher: %v", err)
+		}
 	})
 }
 
-// liveV5Connect is the CONNECT of a fuzzed connection, by the bits of variant: 1, a session that
-// outlives the connection (its messages are stored); 2, a will with a delay and properties; 4, no
-// limits of the client's own (else small ones, so that streams can break them: aliases, flow
-// control, packet size).
-func liveV5Connect(variant byte, id string) *codec.Connect {
-	cp := &codec.Connect{ProtocolName: "MQTT", ProtocolLevel: codec.Level5, ClientID: id, CleanSession: true, KeepAlive: 30,
+// liveV5Dump writes the broker's log and the stacks of its goroutines, taken from its admin
+// listener, to a new file for a failure message to name: a stall shows there as the goroutines
+// that wait.
+func liveV5Dump(t *testing.T, b *Broker, admin string) string {
+	var stacks []byte
+	select {
+	case <-b.exited:
+	default:
+		resp := opsGet(t, admin+"/debug/pprof/goroutine?debug=2", opsToken)
+		defer resp.Body.Close()
+		stacks, _ = io.ReadAll(resp.Body)
+	}
+	file, err := os.CreateTemp("", "holdfast-live5-*.log")
+	if err != nil {
+		return fmt.Sprintf("no goroutine dump: %v", err)
+	}
+	defer file.Close()
+	fmt.Fprintf(file, "%s\n\n%s", b.Log(), stacks)
+	return "the broker's log and goroutines: " + file.Name()
+}
+
+// liveV5Connect is the CONNECT of fuzzed connection n, by the bits of variant: 1, one of eight
+// sessions (bits 4-6) that outlive their connections, resumed with Clean Start 0 (what was
+// queued for it is delivered), else a new clean session; 2, a will with a delay and properties;
+// 4, no limits of the client's own (else small ones, so that streams can break them: aliases,
+// flow control, packet size).
+func liveV5Connect(variant byte, n int) *codec.Connect {
+	cp := &codec.Connect{ProtocolName: "MQTT", ProtocolLevel: codec.Level5, ClientID: fmt.Sprintf("live5-%d", n), CleanSession: true, KeepAlive: 30,
 		Props: &codec.Properties{TopicAliasMaximum: 2, ReceiveMaximum: 4, MaximumPacketSize: 4096}}
 	if variant&1 != 0 {
+		cp.ClientID, cp.CleanSession = fmt.Sprintf("live5-p%d", variant>>4&7), false
 		cp.Props.SessionExpiry = 1
 	}
 	if variant&2 != 0 {
-		cp.Will = &codec.Will{Topic: "live5/will/" + id, QoS: 1, Payload: []byte("gone"),
-			Props: &codec.Properties{WillDelay: 1, ContentType: "text/plain", User: []codec.UserProperty{{Name: "id", Value: id}}}}
+		cp.Will = &codec.Will{Topic: "live5/will/" + cp.ClientID, QoS: 1, Payload: []byte("gone"),
+			Props: &codec.Properties{WillDelay: 1, ContentType: "text/plain", User: []codec.UserProperty{{Name: "id", Value: cp.ClientID}}}}
 	}
 	if variant&4 != 0 {
 		cp.Props = &codec.Properties{SessionExpiry: cp.Props.SessionExpiry}
@@ -91,7 +133,7 @@ func liveV5Connect(variant byte, id string) *codec.Connect {
 }
 
 // liveV5Session connects a level-5 client with cp, sends stream and judges what the broker does.
-func liveV5Session(t *testing.T, addr string, cp *codec.Connect, stream []byte) error {
+func liveV5Session(t *testing.T, addr string, cp *codec.Connect, stream []byte, deadline time.Time) error {
 	c, err := mqtttest.TryDial(t, "", addr)
 	if err != nil {
 		return err
@@ -101,7 +143,7 @@ func liveV5Session(t *testing.T, addr string, cp *codec.Connect, stream []byte) 
 	if err := c.Write(cp); err != nil {
 		return err
 	}
-	p, err := c.TryRead(liveV5Wait)
+	p, err := c.TryRead(time.Until(deadline))
 	if ack, ok := p.(*codec.Connack); err != nil || !ok || ack.Reason != codec.ReasonSuccess {
 		return fmt.Errorf("CONNECT answered with %v, %v", p, err)
 	}
@@ -117,7 +159,7 @@ func liveV5Session(t *testing.T, addr string, cp *codec.Connect, stream []byte) 
 		c.WriteRaw((&codec.Pingreq{}).Append(nil))
 		answers[codec.TypePingresp]++
 		pings := answers[codec.TypePingresp]
-		got, err = c.Closed(liveV5Wait, func(p codec.Packet) bool {
+		got, err = c.Closed(time.Until(deadline), func(p codec.Packet) bool {
 			if _, ok := p.(*codec.Pingresp); ok {
 				pings--
 			}
@@ -129,12 +171,12 @@ func liveV5Session(t *testing.T, addr string, cp *codec.Connect, stream []byte) 
 	case errors.Is(decodeErr, io.ErrUnexpectedEOF):
 		// A packet cut short: the broker waits for the rest, until the client closes its side.
 		c.Conn.(*net.TCPConn).CloseWrite()
-		if got, err = c.Closed(liveV5Wait, nil); err != nil {
+		if got, err = c.Closed(time.Until(deadline), nil); err != nil {
 			return fmt.Errorf("a packet cut short, then the end of the stream: %v (got %s)", err, packetList(got))
 		}
 	default:
 		// Undecodable after whole packets: the broker must end the connection [MQTT-4.13.1-1].
-		if got, err = c.Closed(liveV5Wait, nil); err != nil {
+		if got, err = c.Closed(time.Until(deadline), nil); err != nil {
 			return fmt.Errorf("packet %d does not decode (%v), want the connection closed: %v (got %s)", len(sent)+1, decodeErr, err, packetList(got))
 		}
 	}
@@ -212,19 +254,30 @@ func serverSent(got []codec.Packet, answers map[codec.Type]int) error {
 
 // liveV5WatcherWorks has the long-lived watcher publish to itself at QoS 1: it must get the PUBACK
 // and the message, whatever the fuzzed connections did.
-func liveV5WatcherWorks(t *testing.T, w *mqtttest.Client, pid uint16) {
-	t.Helper()
+func liveV5WatcherWorks(w *mqtttest.Client, pid uint16, deadline time.Time) error {
 	payload := fmt.Appendf(nil, "still here %d", pid)
-	w.Send(&codec.Publish{Topic: "live5-watch/probe", QoS: 1, PacketID: pid, Payload: payload})
+	if err := w.Write(&codec.Publish{Topic: "live5-watch/probe", QoS: 1, PacketID: pid, Payload: payload}); err != nil {
+		return err
+	}
 	acked, received := false, false
 	for !acked || !received {
-		switch p := w.Next().(type) {
+		p, err := w.TryRead(time.Until(deadline))
+		if err != nil {
+			return fmt.Errorf("%v (PUBACK %v, message %v)", err, acked, received)
+		}
+		switch p := p.(type) {
 		case *codec.Puback:
 			acked = acked || p.PacketID == pid
 		case *codec.Publish:
 			received = received || bytes.Equal(p.Payload, payload)
+			if p.QoS == 1 {
+				if err := w.Write(&codec.Puback{PacketID: p.PacketID}); err != nil {
+					return err
+				}
+			}
 		}
 	}
+	return nil
 }
 
 // liveV5Seeds are client streams of every packet a level-5 client sends after CONNECT, with
