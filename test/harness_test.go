@@ -68,7 +68,7 @@ func needTool(t *testing.T, name, debianPackage string) string {
 
 // Broker is a holdfast child process.
 type Broker struct {
-	t       *testing.T
+	t       testing.TB
 	Dir     string // data directory
 	Config  string // config file path
 	Addr    string // TCP listener address
@@ -88,8 +88,9 @@ type BrokerConfig struct {
 	Extra      string // appended after the [store] table
 }
 
-// StartBroker writes a config for a fresh data directory and starts holdfast on 127.0.0.1:0.
-func StartBroker(t *testing.T, bc BrokerConfig) *Broker {
+// StartBroker writes a config for a fresh data directory and starts holdfast on 127.0.0.1:0; a
+// fuzz target passes its *testing.F, so that one broker serves all its inputs.
+func StartBroker(t testing.TB, bc BrokerConfig) *Broker {
 	t.Helper()
 	dir := t.TempDir()
 	if bc.Durability == "" {

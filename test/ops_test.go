@@ -40,7 +40,7 @@ func opsAdminExtra(sysInterval string) string {
 }
 
 // opsAdminAddr waits for the broker's "admin listening" log line and returns its address.
-func opsAdminAddr(t *testing.T, b *Broker) string {
+func opsAdminAddr(t testing.TB, b *Broker) string {
 	t.Helper()
 	var addr string
 	if _, ok := b.logLine(0, 20*time.Second, func(line string) bool {
