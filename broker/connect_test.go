@@ -30,8 +30,8 @@ func TestSecondConnectClosesConnection_MQTT_3_1_0_2(t *testing.T) {
 func TestUnsupportedProtocolLevel_MQTT_3_1_2_2(t *testing.T) {
 	b := startBroker(t, nil)
 	c := b.dial()
-	// A CONNECT with protocol level 5 written by hand (the codec refuses to encode one).
-	c.SendRaw([]byte{0x10, 13, 0, 4, 'M', 'Q', 'T', 'T', 5, 0x02, 0, 60, 0, 1, 'x'})
+	// A CONNECT with protocol level 6 written by hand (the codec refuses to encode one).
+	c.SendRaw([]byte{0x10, 13, 0, 4, 'M', 'Q', 'T', 'T', 6, 0x02, 0, 60, 0, 1, 'x'})
 	ack := mqtttest.Expect[*codec.Connack](c)
 	if ack.ReturnCode != codec.RefusedProtocolVersion {
 		t.Fatalf("CONNACK 0x%02x, want 0x01", ack.ReturnCode)
