@@ -3,6 +3,7 @@ package router
 import (
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // SharePrefix starts the filter of a shared subscription: $share/{ShareName}/{filter} (§4.8.2).
@@ -30,6 +31,7 @@ type Shared[K comparable] struct {
 	mu     sync.Mutex
 	trie   Trie[*group[K]]
 	groups map[string]*group[K] // by share name and filter
+	n      atomic.Int32         // len(groups), read without the lock: most brokers have none
 }
 
 // group is one share name's subscribers to one filter, in subscription order; next is where the
@@ -53,6 +55,7 @@ func (s *Shared[K]) Subscribe(key K, name, filter string, qos byte) bool {
 		}
 		g = &group[K]{}
 		s.groups[k] = g
+		s.n.Add(1)
 		s.trie.Subscribe(g, filter, 0)
 	}
 	for i := range g.members {
@@ -85,6 +88,7 @@ func (s *Shared[K]) Unsubscribe(key K, name, filter string) bool {
 		}
 		if len(g.members) == 0 {
 			delete(s.groups, k)
+			s.n.Add(-1)
 			s.trie.Unsubscribe(g, filter)
 		}
 		return true
@@ -96,6 +100,9 @@ func (s *Shared[K]) Unsubscribe(key K, name, filter string) bool {
 // message: the next one in turn that online accepts, or, when none does, the next one in turn
 // (its session keeps the message until it is back). Every member takes its turn.
 func (s *Shared[K]) Pick(topic string, online func(K) bool, dst []Subscriber[K]) []Subscriber[K] {
+	if s.n.Load() == 0 {
+		return dst // without taking the lock that every publish would otherwise contend for
+	}
 	var buf [nodeHint]Subscriber[*group[K]]
 	s.mu.Lock()
 	defer s.mu.Unlock()
