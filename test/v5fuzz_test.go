@@ -158,29 +158,38 @@ func liveV5Session(t *testing.T, addr string, cp *codec.Connect, stream []byte, 
 		// or ends.
 		c.WriteRaw((&codec.Pingreq{}).Append(nil))
 		answers[codec.TypePingresp]++
-		pings := answers[codec.TypePingresp]
-		got, err = c.Closed(time.Until(deadline), func(p codec.Packet) bool {
-			if _, ok := p.(*codec.Pingresp); ok {
-				pings--
-			}
-			return pings == 0
-		})
-		if err != nil {
+		if got, err = readToEnd(c, deadline, answers[codec.TypePingresp]); err != nil {
 			return fmt.Errorf("after %d whole packets and a PINGREQ: %v (got %s)", len(sent), err, packetList(got))
 		}
 	case errors.Is(decodeErr, io.ErrUnexpectedEOF):
 		// A packet cut short: the broker waits for the rest, until the client closes its side.
 		c.Conn.(*net.TCPConn).CloseWrite()
-		if got, err = c.Closed(time.Until(deadline), nil); err != nil {
+		if got, err = readToEnd(c, deadline, 0); err != nil {
 			return fmt.Errorf("a packet cut short, then the end of the stream: %v (got %s)", err, packetList(got))
 		}
 	default:
 		// Undecodable after whole packets: the broker must end the connection [MQTT-4.13.1-1].
-		if got, err = c.Closed(time.Until(deadline), nil); err != nil {
+		if got, err = readToEnd(c, deadline, 0); err != nil {
 			return fmt.Errorf("packet %d does not decode (%v), want the connection closed: %v (got %s)", len(sent)+1, decodeErr, err, packetList(got))
 		}
 	}
 	return serverSent(got, answers)
+}
+
+// readToEnd reads what the broker sends until it closes the connection or, with pings above 0,
+// until the pings-th PINGRESP. After a DISCONNECT it closes its own side, as a client does [MQTT-3.14.4-1],
+// so that the broker, which reads on for a while to let the DISCONNECT arrive, closes at once.
+func readToEnd(c *mqtttest.Client, deadline time.Time, pings int) ([]codec.Packet, error) {
+	return c.Closed(time.Until(deadline), func(p codec.Packet) bool {
+		switch p.(type) {
+		case *codec.Pingresp:
+			pings--
+			return pings == 0
+		case *codec.Disconnect:
+			c.Conn.(*net.TCPConn).CloseWrite()
+		}
+		return false
+	})
 }
 
 // decodeClientStream reads stream as the broker does after a level-5 CONNECT, and returns its

@@ -28,6 +28,15 @@ function v5RoundTrip(mqtt, url, clientId, base, report) {
   }
   const timer = setTimeout(() => finish(new Error("timed out after 15 s")), 15000);
 
+  // Done with the reply and both PUBACKs, which may come in either order: the broker may deliver
+  // the answer to the request before the request's own PUBACK.
+  function maybeDone() {
+    if (out.reply !== null && out.puback === 2) {
+      clearTimeout(timer);
+      finish();
+    }
+  }
+
   // Properties as MQTT.js hands them over, made JSON-safe (correlationData is a Buffer).
   function received(topic, payload, packet) {
     const p = Object.assign({}, packet.properties || {});
@@ -74,11 +83,11 @@ function v5RoundTrip(mqtt, url, clientId, base, report) {
       client.publish(base + "/req", "what time is it?", { qos: 1, properties: props }, (err) => {
         if (err) return finish(err);
         out.puback++;
+        maybeDone();
       });
     } else if (topic === replyTopic) {
       out.reply = m;
-      clearTimeout(timer);
-      finish();
+      maybeDone();
     } else {
       finish(new Error("unexpected message on " + topic));
     }
