@@ -399,8 +399,11 @@ func (s *Session) Via(topic string) (ids []uint32, retainAsPublished bool) {
 			retainAsPublished = retainAsPublished || o.RetainAsPublished
 		}
 	}
-	slices.Sort(ids) // map order is random; the same message should look the same every time
-	return ids, retainAsPublished
+	// Map order is random: sorted, the same message looks the same every time. One identifier
+	// given to overlapping subscriptions goes once (a client may take a repeat for a protocol
+	// error: mosquitto_sub 2.0 disconnects).
+	slices.Sort(ids)
+	return slices.Compact(ids), retainAsPublished
 }
 
 // HasNoLocal reports whether any subscription has No Local, so that the broker asks OwnQoS only

@@ -123,6 +123,14 @@ func TestMQTT5SubscriptionIdentifiers_MQTT_3_3_4_3(t *testing.T) {
 		}
 	}
 	sub.ExpectSilence(200 * time.Millisecond) // one copy each
+
+	// One identifier on two overlapping subscriptions is sent once.
+	same, _ := dial5(t, b.Addr, "same", nil)
+	subscribe5(t, same, 1, 42, codec.Subscription{Filter: "id/#", QoS: 1, RetainHandling: 2}, codec.Subscription{Filter: "id/+", QoS: 1, RetainHandling: 2})
+	pub.Send(&codec.Publish{Topic: "id/y", Payload: []byte("y")})
+	if p := same.NextPublish(); p.Props == nil || !slices.Equal(p.Props.SubscriptionIDs, []uint32{42}) {
+		t.Fatalf("one identifier on two subscriptions: %+v, want [42]", p.Props)
+	}
 	c := mqtttest.Dial(t, b.Addr)
 	c.MustConnect("old", true)
 	c.Subscribe(1, 1, "id/#")
