@@ -228,22 +228,23 @@ func (c *conn) changeExpiry(seconds uint32) error {
 // the reader to close the connection [MQTT-3.2.2-5].
 func (c *conn) refuse(code codec.ConnackCode) {
 	c.srv.stats.Refused[refuseReasonOf(code)].Add(1)
-	c.writeConnack(&codec.Connack{ReturnCode: code, Reason: reasonOfConnack(code)})
+	c.writeDirect(&codec.Connack{ReturnCode: code, Reason: reasonOfConnack(code)})
 }
 
 // refuseReason refuses a level-5 CONNECT (c.level is 5) with a reason that 3.x has no return code
 // for.
 func (c *conn) refuseReason(reason codec.ReasonCode) {
-	c.writeConnack(&codec.Connack{Reason: reason})
+	c.writeDirect(&codec.Connack{Reason: reason})
 }
 
-// writeConnack writes ack at the connection's level, directly: the writer has not started.
-func (c *conn) writeConnack(ack *codec.Connack) {
+// writeDirect writes p (a refusing CONNACK, an AUTH of CONNECT's exchange) at the connection's
+// level, directly: the writer has not started.
+func (c *conn) writeDirect(p codec.Packet) {
 	if c.level5() {
-		c.srv.stats.reason(codec.TypeConnack, ack.Reason)
+		c.sent(p) // its reason code counted
 	}
 	c.nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.Limits.WriteTimeout.Duration))
-	c.nc.Write(c.appendPacket(nil, ack))
+	c.nc.Write(p.AppendLevel(nil, c.level))
 }
 
 // endSession runs in teardown: a clean session ends with its connection, a persistent one goes

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"time"
 
 	"github.com/holdfast/holdfast/auth"
 	"github.com/holdfast/holdfast/codec"
@@ -68,7 +67,7 @@ func (c *conn) exchange(cp *codec.Connect) (auth.Client, bool) {
 			id.Username = x.Username()
 			return id, true
 		}
-		c.writeAuth(&codec.Auth{Reason: codec.ReasonContinueAuthentication, // [MQTT-4.12.0-2]
+		c.writeDirect(&codec.Auth{Reason: codec.ReasonContinueAuthentication, // [MQTT-4.12.0-2]
 			Props: &codec.Properties{AuthMethod: method, AuthData: out}}) // [MQTT-4.12.0-5]
 		p, err := c.r.ReadPacket()
 		if errors.Is(err, os.ErrDeadlineExceeded) {
@@ -148,11 +147,4 @@ func authProps(p *codec.Auth) (method string, data []byte) {
 		return "", nil
 	}
 	return p.Props.AuthMethod, p.Props.AuthData
-}
-
-// writeAuth writes a during CONNECT's exchange, directly, as writeConnack does: the writer has
-// not started.
-func (c *conn) writeAuth(a *codec.Auth) {
-	c.nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.Limits.WriteTimeout.Duration))
-	c.nc.Write(c.appendPacket(nil, a))
 }

@@ -38,7 +38,7 @@ func (c *conn) sendControl(p codec.Packet) {
 	}
 	c.omu.Lock()
 	if !c.oclosed {
-		c.obuf = c.appendPacket(c.obuf, p)
+		c.obuf = p.AppendLevel(c.obuf, c.level)
 		c.wakeLocked()
 	}
 	c.omu.Unlock()

@@ -20,14 +20,6 @@ import (
 // level5 reports whether the connection speaks MQTT 5.
 func (c *conn) level5() bool { return c.level == codec.Level5 }
 
-// appendPacket encodes p at the connection's level.
-func (c *conn) appendPacket(dst []byte, p codec.Packet) []byte {
-	if c.level5() {
-		return p.AppendLevel(dst, codec.Level5)
-	}
-	return p.Append(dst)
-}
-
 // AppendPublish implements session.Outlet: a QoS 0 PUBLISH encoded for this connection, false
 // (nothing appended) when it exceeds the client's Maximum Packet Size [MQTT-3.1.2-25]. A client
 // that takes topic aliases is never staged (stagePublish): its packets are encoded here under
@@ -279,10 +271,10 @@ func (c *conn) farewell(reason codec.ReasonCode, why string) {
 	c.writers.Wait()
 	c.omu.Lock()
 	d := &codec.Disconnect{Reason: reason}
-	c.srv.stats.reason(codec.TypeDisconnect, reason)
 	if why != "" {
 		d.Props = &codec.Properties{ReasonString: why} // DISCONNECT may carry one whatever the client asked
 	}
+	c.sent(d)
 	buf := d.AppendLevel(c.obuf, codec.Level5)
 	c.obuf = nil
 	c.omu.Unlock()

@@ -603,7 +603,7 @@ func (s *Session) Loaded(o *Outgoing, entries []message.Entry) bool {
 
 func (s *Session) appendResend(o *Outgoing, e *message.Entry) {
 	if e.State == message.Released {
-		o.Now = s.appendPacket(o.Now, &codec.Pubrel{PacketID: e.PacketID})
+		o.Now = (&codec.Pubrel{PacketID: e.PacketID}).AppendLevel(o.Now, s.level)
 		return
 	}
 	o.count(e)
@@ -656,14 +656,6 @@ func (s *Session) send(o *Outgoing, e *message.Entry) {
 	if s.Persistent && e.QoS == 2 {
 		o.Writes = append(o.Writes, Write{Kind: WriteSent, Seq: e.Seq, PacketID: e.PacketID})
 	}
-}
-
-// appendPacket encodes p at the attached connection's level.
-func (s *Session) appendPacket(dst []byte, p codec.Packet) []byte {
-	if s.level == codec.Level5 {
-		return p.AppendLevel(dst, codec.Level5)
-	}
-	return p.Append(dst)
 }
 
 // appendPublish encodes e's PUBLISH for the attached connection at o.At. At level 5 it carries
