@@ -17,15 +17,8 @@ import (
 // the will w (nil: none), and returns it with its CONNACK.
 func connect5(t *testing.T, addr, id string, clean bool, expiry uint32, w *codec.Will) (*mqtttest.Client, *codec.Connack) {
 	t.Helper()
-	c := mqtttest.Dial(t, addr)
-	c.SetLevel(codec.Level5)
-	cp := &codec.Connect{ProtocolName: "MQTT", ProtocolLevel: codec.Level5, ClientID: id, CleanSession: clean, KeepAlive: 60,
-		Props: &codec.Properties{SessionExpiry: expiry}, Will: w}
-	ack := c.Connect(cp)
-	if ack.Reason != codec.ReasonSuccess {
-		t.Fatalf("CONNACK %v", ack.Reason)
-	}
-	return c, ack
+	return mustConnect5(t, addr, &codec.Connect{ClientID: id, CleanSession: clean, KeepAlive: 60,
+		Props: &codec.Properties{SessionExpiry: expiry}, Will: w})
 }
 
 // disconnect5 sends DISCONNECT, with a new Session Expiry Interval when expiry is not nil, and

@@ -11,16 +11,24 @@ import (
 	"github.com/holdfast/holdfast/internal/mqtttest"
 )
 
-// dial5 connects a level-5 client; props may be nil.
-func dial5(t *testing.T, addr, id string, props *codec.Properties) (*mqtttest.Client, *codec.Connack) {
+// mustConnect5 connects a level-5 client with cp, its protocol name and level filled in, and
+// fails the test unless CONNACK accepts it.
+func mustConnect5(t *testing.T, addr string, cp *codec.Connect) (*mqtttest.Client, *codec.Connack) {
 	t.Helper()
 	c := mqtttest.Dial(t, addr)
 	c.SetLevel(codec.Level5)
-	ack := c.Connect(&codec.Connect{ProtocolName: "MQTT", ProtocolLevel: codec.Level5, ClientID: id, CleanSession: true, KeepAlive: 60, Props: props})
+	cp.ProtocolName, cp.ProtocolLevel = "MQTT", codec.Level5
+	ack := c.Connect(cp)
 	if ack.Reason != codec.ReasonSuccess {
 		t.Fatalf("CONNACK %v", ack.Reason)
 	}
 	return c, ack
+}
+
+// dial5 connects a level-5 client with Clean Start 1; props may be nil.
+func dial5(t *testing.T, addr, id string, props *codec.Properties) (*mqtttest.Client, *codec.Connack) {
+	t.Helper()
+	return mustConnect5(t, addr, &codec.Connect{ClientID: id, CleanSession: true, KeepAlive: 60, Props: props})
 }
 
 // expectDisconnect reads until a DISCONNECT and returns its reason.
@@ -182,9 +190,7 @@ func TestMQTT5ServerKeepAlive_MQTT_3_1_2_21(t *testing.T) {
 		asked uint16
 		told  bool
 	}{{0, true}, {60, true}, {1, false}} {
-		c := mqtttest.Dial(t, b.Addr)
-		c.SetLevel(codec.Level5)
-		ack := c.Connect(&codec.Connect{ProtocolName: "MQTT", ProtocolLevel: codec.Level5, ClientID: "ka", CleanSession: true, KeepAlive: tc.asked})
+		c, ack := mustConnect5(t, b.Addr, &codec.Connect{ClientID: "ka", CleanSession: true, KeepAlive: tc.asked})
 		if told := ack.Props != nil && ack.Props.ServerKeepAlive == 1; told != tc.told {
 			t.Errorf("keep-alive %d s asked: CONNACK properties %+v, want Server Keep Alive 1 s: %v", tc.asked, ack.Props, tc.told)
 		}
@@ -243,9 +249,7 @@ func TestMQTT5DisconnectWithWill_MQTT_3_14_4_3(t *testing.T) {
 		reason codec.ReasonCode
 		topic  string
 	}{{codec.ReasonNormalDisconnection, "will/normal"}, {codec.ReasonDisconnectWithWill, "will/with"}} {
-		c := mqtttest.Dial(t, b.Addr)
-		c.SetLevel(codec.Level5)
-		c.Connect(&codec.Connect{ProtocolName: "MQTT", ProtocolLevel: codec.Level5, ClientID: "w", CleanSession: true,
+		c, _ := mustConnect5(t, b.Addr, &codec.Connect{ClientID: "w", CleanSession: true,
 			Will: &codec.Will{Topic: tc.topic, Payload: []byte("bye")}})
 		c.Send(&codec.Disconnect{Reason: tc.reason})
 		c.ExpectClosed()
