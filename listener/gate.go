@@ -84,8 +84,9 @@ func (l *gatedListener) admit(nc net.Conn) *gatedConn {
 	g.mu.Lock()
 	if g.lim.MaxConnections > 0 && g.open >= g.lim.MaxConnections {
 		g.mu.Unlock()
-		nc.Close()
+		// Counted before the close, so that whoever sees the close finds it counted.
 		g.report(RefusedMaxConnections, nc.RemoteAddr())
+		nc.Close()
 		return nil
 	}
 	g.open++
@@ -98,8 +99,8 @@ func (l *gatedListener) admit(nc net.Conn) *gatedConn {
 	if g.lim.MaxPendingPerAddress > 0 && l.byAddr[addr] >= g.lim.MaxPendingPerAddress {
 		l.mu.Unlock()
 		c.pending = false
-		c.Close()
 		g.report(RefusedPendingAddress, nc.RemoteAddr())
+		c.Close()
 		return nil
 	}
 	if g.lim.MaxPending > 0 && len(l.pending) >= g.lim.MaxPending {
@@ -109,8 +110,8 @@ func (l *gatedListener) admit(nc net.Conn) *gatedConn {
 	l.byAddr[addr]++
 	l.mu.Unlock()
 	if evict != nil {
-		evict.Close()
 		g.report(EvictedPending, evict.RemoteAddr())
+		evict.Close()
 	}
 	return c
 }
