@@ -324,8 +324,32 @@ func fuzzConn(t *testing.T, addr string, m int, rng *rand.Rand, tally *fuzzTally
 		ping = true
 		fc.write(sent)
 	}
+	if connectLevel(sent) == codec.Level5 {
+		fc.c.SetLevel(codec.Level5) // MQTT 5 is served: its CONNACK comes in level-5 form
+	}
 	outcome, err = fc.replies(wait, ping)
 	return outcome, sent, err
+}
+
+// connectLevel returns the protocol level byte of the CONNECT at the start of b, or 0 when b does
+// not start with one long enough to hold it (the mutations send anything).
+func connectLevel(b []byte) byte {
+	if len(b) < 2 || b[0]>>4 != byte(codec.TypeConnect) {
+		return 0
+	}
+	i := 1
+	for i < len(b) && b[i]&0x80 != 0 {
+		i++
+	}
+	i++ // past the last byte of the remaining length
+	if len(b) < i+2 {
+		return 0
+	}
+	i += 2 + int(binenc.BigEndian.Uint16(b[i:]))
+	if len(b) <= i {
+		return 0
+	}
+	return b[i]
 }
 
 // headerLen returns the length of the fixed header at the start of a packet the test encoded.
