@@ -80,6 +80,11 @@ type Entry struct {
 	State    State
 	PacketID uint16 // when State != Queued
 	Message  *Message
+
+	// Holder is, for an entry of a shared subscription group's queue, the member it is in flight
+	// to; empty otherwise. The store keeps it only once the member has answered PUBREC, when the
+	// message stays with that member (exactly once within the group).
+	Holder string
 }
 
 // SubOptions are what a session asked for with one topic filter: the maximum QoS granted and, at
