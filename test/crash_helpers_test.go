@@ -48,6 +48,16 @@ func crashQoS(n int) byte {
 	return 2
 }
 
+// crashMix is the QoS every number is published at, or 0 for crashQoS's alternation.
+type crashMix byte
+
+func (q crashMix) of(n int) byte {
+	if q != 0 {
+		return byte(q)
+	}
+	return crashQoS(n)
+}
+
 // crashTopic is the topic n is published to: its own at 3.1.1, at level 5 one for all, so that
 // the publisher's topic alias stands for it.
 func crashTopic(level byte, n int) string {
@@ -194,7 +204,10 @@ type crashSend struct {
 type crashPublisher struct {
 	id       string
 	t0       time.Time
-	next     int // the next number to publish (the first is 1)
+	qos      crashMix
+	limit    int             // the last number to publish; 0: no limit
+	onAck    func(acked int) // called on the serving goroutine with len(acked) after each new acknowledgement
+	next     int             // the next number to publish (the first is 1)
 	lastPID  uint16
 	inflight map[uint16]*crashOut
 
@@ -264,8 +277,9 @@ func (p *crashPublisher) publishPacket(cc *crashConn, m *crashOut, dup bool) *co
 }
 
 // serve runs P on one connection. It first re-sends what is unfinished, then, when publish is
-// true, publishes new numbers keeping up to crashWindow unfinished, until the connection ends.
-// When publish is false it returns nil once nothing is unfinished, or an error at deadline.
+// true, publishes new numbers keeping up to crashWindow unfinished, until the connection ends
+// or, with a limit, until the limit is published and finished (nil). When publish is false it
+// returns nil once nothing is unfinished, or an error at deadline.
 func (p *crashPublisher) serve(cc *crashConn, publish bool, deadline time.Time) error {
 	var resend []codec.Packet
 	for _, m := range p.unfinished() {
@@ -285,8 +299,8 @@ func (p *crashPublisher) serve(cc *crashConn, publish bool, deadline time.Time) 
 	for {
 		if publish {
 			var batch []codec.Packet
-			for len(p.inflight) < crashWindow {
-				m := &crashOut{num: p.next, qos: crashQoS(p.next), pid: p.pid()}
+			for len(p.inflight) < crashWindow && (p.limit == 0 || p.next <= p.limit) {
+				m := &crashOut{num: p.next, qos: p.qos.of(p.next), pid: p.pid()}
 				p.next++
 				p.inflight[m.pid] = m
 				batch = append(batch, p.publishPacket(cc, m, false))
@@ -294,7 +308,8 @@ func (p *crashPublisher) serve(cc *crashConn, publish bool, deadline time.Time) 
 			if err := cc.send(batch...); err != nil {
 				return err
 			}
-		} else if len(p.inflight) == 0 {
+		}
+		if len(p.inflight) == 0 && (!publish || p.limit > 0 && p.next > p.limit) {
 			return nil
 		}
 		select {
@@ -368,6 +383,9 @@ func (p *crashPublisher) ack(n, run int) {
 	p.acked[n] = true
 	p.ackedRun[n] = run
 	p.ackedAt[n] = time.Since(p.t0)
+	if p.onAck != nil {
+		p.onAck(len(p.acked))
+	}
 }
 
 // sentRuns returns the runs in which n was transmitted, first to last.
@@ -379,7 +397,7 @@ func (p *crashPublisher) sentRuns(n int) (first, last int) {
 // describe is the publisher's history of n, for failure messages.
 func (p *crashPublisher) describe(n int) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%d (QoS %d): sent", n, crashQoS(n))
+	fmt.Fprintf(&b, "%d (QoS %d): sent", n, p.qos.of(n))
 	for _, s := range p.sends[n] {
 		fmt.Fprintf(&b, " [run %d pid %d dup=%v at %v]", s.run, s.pid, s.dup, s.at.Round(time.Millisecond))
 	}
@@ -410,6 +428,8 @@ type crashSubscriber struct {
 	name, id string
 	t0       time.Time
 	slow     bool
+	filter   string             // what it subscribes to: crashFilter, or a shared subscription to it
+	qos      crashMix           // the publisher's
 	v5       crash5Subscription // level 5: its subscriptions' identifiers and its second filter
 
 	awaitRel  map[uint16]int // QoS 2: PUBREC sent, PUBREL not yet received: packet id -> number
@@ -431,7 +451,7 @@ type crashSubscriber struct {
 
 func newCrashSubscriber(name, id string, slow bool, t0 time.Time) *crashSubscriber {
 	return &crashSubscriber{
-		name: name, id: id, slow: slow, t0: t0,
+		name: name, id: id, slow: slow, t0: t0, filter: crashFilter,
 		awaitRel:  make(map[uint16]int),
 		completed: make(map[int]bool),
 		recv:      make(map[int][]crashRecv),
@@ -595,7 +615,7 @@ func (s *crashSubscriber) record(cc *crashConn, m *codec.Publish) {
 			s.problems = append(s.problems, fmt.Sprintf("run %d: message %d (dup=%v): %s", cc.run, n, m.Dup, p))
 		}
 	}
-	if want := min(crashQoS(n), 2); m.QoS != want { // granted QoS 2: delivered at min(published, granted)
+	if want := min(s.qos.of(n), 2); m.QoS != want { // granted QoS 2: delivered at min(published, granted)
 		s.problems = append(s.problems, fmt.Sprintf("run %d: message %d delivered at QoS %d, want %d [MQTT-3.8.4-6]", cc.run, n, m.QoS, want))
 	}
 	if m.Retain {

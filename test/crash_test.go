@@ -374,17 +374,17 @@ func crashScenario(t *testing.T, b *Broker, level byte, cycles int, how string, 
 	return cells
 }
 
-// crashSubscribe subscribes s to crashFilter at QoS 2 and, at level 5, with its Subscription
+// crashSubscribe subscribes s to its filter at QoS 2 and, at level 5, with its Subscription
 // Identifier, then to its second filter.
 func crashSubscribe(t *testing.T, cc *crashConn, s *crashSubscriber) {
 	t.Helper()
 	if cc.level != codec.Level5 {
-		if codes := cc.c.Subscribe(1, 2, crashFilter); len(codes) != 1 || codes[0] != 2 {
+		if codes := cc.c.Subscribe(1, 2, s.filter); len(codes) != 1 || codes[0] != 2 {
 			t.Fatalf("%s: SUBACK %v, want [2]", s.name, codes)
 		}
 		return
 	}
-	if codes := subscribe5(t, cc.c, 1, s.v5.subID, codec.Subscription{Filter: crashFilter, QoS: 2}); codes[0] != 2 {
+	if codes := subscribe5(t, cc.c, 1, s.v5.subID, codec.Subscription{Filter: s.filter, QoS: 2}); codes[0] != 2 {
 		t.Fatalf("%s: SUBACK %v, want [2]", s.name, codes)
 	}
 	if codes := subscribe5(t, cc.c, 2, s.v5.extraID, codec.Subscription{Filter: s.v5.extra, QoS: 2}); codes[0] != 2 {
