@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"math/rand/v2"
 	"errors"
 	"fmt"
 	"net"
@@ -31,7 +32,7 @@ type Server struct {
 	dropLog       zerolog.Logger // sampled: a full queue can drop thousands of messages a second
 	store         *persist.Store
 	trie          *router.Trie[*sessionHandle]  // the subscriptions; see subscribe
-	shared        router.Shared[*sessionHandle] // the shared subscriptions ($share/...)
+	groups        *groups                       // the shared subscription groups ($share/...)
 	retained      *retain.Store
 	sysRetained   *retain.Store // the broker's own $SYS topics: memory only, outside the limits
 	retainMu      sync.Mutex    // a retained publish's routing and submission, against SUBSCRIBE's look-up
@@ -63,6 +64,10 @@ type Server struct {
 // against rules (from LoadAuth). version is what $SYS/broker/version says (main's, set at link
 // time). The store stays the caller's to close, after Shutdown.
 func New(cfg *config.Config, store *persist.Store, rules *AuthRules, version string, log zerolog.Logger) (*Server, error) {
+	strategy, err := session.ParseStrategy(cfg.Shared.Strategy)
+	if err != nil {
+		return nil, fmt.Errorf("shared.strategy: %w", err)
+	}
 	s := &Server{
 		version:     version,
 		cfg:         cfg,
@@ -72,6 +77,11 @@ func New(cfg *config.Config, store *persist.Store, rules *AuthRules, version str
 		retained:    retain.New(),
 		sysRetained: retain.New(),
 		sessions:    newRegistry(),
+		groups: newGroups(session.GroupOptions{
+			Strategy:        strategy,
+			MaxRedeliveries: cfg.Shared.MaxRedeliveries,
+			Rand:            rand.IntN,
+		}),
 		sessOpts: session.Options{
 			MaxInflight:       cfg.Limits.MaxInflight,
 			MaxQueuedMessages: cfg.Limits.MaxQueuedMessages,

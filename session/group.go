@@ -417,18 +417,12 @@ func (g *Group[K]) Return(entries []*message.Entry) (poison []*message.Entry, ws
 	return poison, ws
 }
 
-// Held records that the member holding entry seq answered PUBREC: the entry stays with it. The
-// returned Write makes that durable before PUBREL goes out.
-func (g *Group[K]) Held(seq uint64, pid uint16) Write {
-	l := g.out[seq]
-	if l == nil {
-		return Write{}
-	}
-	if !l.held {
+// Held records that the member holding entry seq answered PUBREC: the entry stays with it.
+func (g *Group[K]) Held(seq uint64) {
+	if l := g.out[seq]; l != nil && !l.held {
 		l.held = true
 		l.m.out--
 	}
-	return Write{Kind: WriteHeld, Seq: seq, PacketID: pid, Group: g.ID, Holder: l.m.id}
 }
 
 // Adopt records, at start, an entry the store holds as PUBREC'd by member k; false if k is not
