@@ -23,8 +23,8 @@ type delivery struct {
 	durableQoS []byte
 	memory     []*sessionHandle // clean-session targets at QoS 1/2, queued in memory after the commit
 	memoryQoS  []byte
-	outlets    []qos0Target    // online targets at QoS 0
-	groups     []*groupHandle  // shared groups that queue it, told in the commit callback
+	outlets    []qos0Target   // online targets at QoS 0
+	groups     []*groupHandle // shared groups that queue it, told in the commit callback
 	groupQoS   []byte
 	retain     *retain.Message // the retained store's update, applied when the batch is submitted
 }

@@ -2,9 +2,9 @@ package broker
 
 import (
 	"context"
-	"math/rand/v2"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -31,8 +31,8 @@ type Server struct {
 	log           zerolog.Logger
 	dropLog       zerolog.Logger // sampled: a full queue can drop thousands of messages a second
 	store         *persist.Store
-	trie          *router.Trie[*sessionHandle]  // the subscriptions; see subscribe
-	groups        *groups                       // the shared subscription groups ($share/...)
+	trie          *router.Trie[*sessionHandle] // the subscriptions; see subscribe
+	groups        *groups                      // the shared subscription groups ($share/...)
 	retained      *retain.Store
 	sysRetained   *retain.Store // the broker's own $SYS topics: memory only, outside the limits
 	retainMu      sync.Mutex    // a retained publish's routing and submission, against SUBSCRIBE's look-up
@@ -127,6 +127,7 @@ func (s *Server) recover() error {
 	}
 	queued := 0
 	var orphans persist.Batch
+	stored := make(map[string]bool) // the groups whose queue has its record
 	for i := range st.Sessions {
 		ss := &st.Sessions[i]
 		if ss.Orphan {
@@ -136,6 +137,13 @@ func (s *Server) recover() error {
 			orphans.DeleteSession(ss.ClientID)
 			continue
 		}
+		if name, filter, ok := session.ParseGroupID(ss.ClientID); ok {
+			gh, _ := s.groupOf(name, filter)
+			gh.g.RestoreQueue(ss.QueuedCount, ss.QueuedBytes, ss.LastSeq)
+			stored[gh.id] = true
+			queued += ss.QueuedCount
+			continue
+		}
 		sess := newHandle(session.Restore(savedSession(ss), &s.sessOpts, start), s.backlogHigh)
 		s.sessions.put(sess)
 		for _, sub := range ss.Subscriptions {
@@ -143,6 +151,9 @@ func (s *Server) recover() error {
 		}
 		s.schedule(sess)
 		queued += ss.QueuedCount
+	}
+	if err := s.recoverGroups(stored, &orphans); err != nil {
+		return err
 	}
 	if orphans.Len() > 0 {
 		if _, err := s.store.Commit(&orphans); err != nil {

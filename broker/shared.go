@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"fmt"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -273,4 +274,86 @@ func (s *Server) settle(ws []session.Write) {
 	for _, gh := range touched {
 		s.dispatch(gh)
 	}
+}
+
+// recoverGroups settles the groups at start, with what it must write in b: a group no persistent
+// session is a member of any more ends with its queue; one that is missing its record gets it;
+// the entries PUBREC'd by a member go back to that member, and those whose holder's session is
+// gone are finished (their exchange ended with the clean session that held them).
+func (s *Server) recoverGroups(stored map[string]bool, b *persist.Batch) error {
+	gs := s.groups
+	gs.mu.Lock()
+	all := make([]*groupHandle, 0, len(gs.byID))
+	for _, gh := range gs.byID {
+		all = append(all, gh)
+	}
+	gs.mu.Unlock()
+	for _, gh := range all {
+		if all, _ := gh.g.Members(); all == 0 {
+			gs.mu.Lock()
+			delete(gs.byID, gh.id)
+			gs.n.Add(-1)
+			gs.trie.Unsubscribe(gh, gh.g.Filter)
+			gs.mu.Unlock()
+			b.DeleteSession(gh.id)
+			continue
+		}
+		if !stored[gh.id] {
+			b.PutSession(gh.id, groupRecord)
+		}
+		held, err := s.store.ReadHeld(gh.id)
+		if err != nil {
+			return fmt.Errorf("recovering shared group %s/%s: %w", gh.g.Name, gh.g.Filter, err)
+		}
+		for i := range held {
+			e := &held[i]
+			holder := s.sessions.get(e.Holder)
+			switch {
+			case e.State == persist.Released && holder != nil && gh.g.Adopt(holder, e):
+				e.Group = gh.id
+				holder.lock().Adopt(e)
+				holder.unlock()
+			case e.State == persist.Released:
+				b.Ack(gh.id, e.Seq)
+				gh.g.Unreserve(len(e.Message.Payload))
+			default:
+				// Not a state a group writes: queued again, so that it is not left behind.
+				b.SetQueueState(gh.id, e.Seq, persist.Queued, 0)
+			}
+		}
+	}
+	return nil
+}
+
+// GroupStats is one shared subscription group's state, for metrics.
+type GroupStats struct {
+	Name, Filter string
+	Members      int   // subscribed
+	Online       int   // of those, connected
+	Queued       int   // messages the group holds, in flight included
+	Inflight     int   // handed to a member and not acknowledged
+	Redelivered  int64 // taken back from a member that went away
+	Poisoned     int64 // dropped after shared.max_redeliveries returns
+}
+
+// Groups returns the state of every shared subscription group.
+func (s *Server) Groups() []GroupStats {
+	gs := s.groups
+	gs.mu.Lock()
+	all := make([]*groupHandle, 0, len(gs.byID))
+	for _, gh := range gs.byID {
+		all = append(all, gh)
+	}
+	gs.mu.Unlock()
+	out := make([]GroupStats, 0, len(all))
+	for _, gh := range all {
+		gh.mu.Lock()
+		g := gh.g
+		st := GroupStats{Name: g.Name, Filter: g.Filter, Redelivered: g.Redelivered, Poisoned: g.Poisoned}
+		st.Members, st.Online = g.Members()
+		st.Queued, st.Inflight = g.Queued()
+		gh.mu.Unlock()
+		out = append(out, st)
+	}
+	return out
 }
