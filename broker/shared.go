@@ -187,9 +187,10 @@ func (s *Server) membersOffline(sess *sessionHandle, back []*message.Entry) {
 }
 
 // dispatch hands gh's pending messages to its online members, and starts a read of its queue
-// when memory ran dry.
+// when memory ran dry. It may run in persist's completion callback: it takes locks briefly and
+// submits nothing. (A member whose client may not read a message's topic drops it when its
+// writer gets to it, as for its own queue: see Outgoing.MayRead.)
 func (s *Server) dispatch(gh *groupHandle) {
-	acl := s.auth.Load().acl
 	for {
 		gh.mu.Lock()
 		hand, load := gh.g.Dispatch(nil)
@@ -201,28 +202,17 @@ func (s *Server) dispatch(gh *groupHandle) {
 		refused := false
 		for _, h := range hand {
 			m := h.Member.lock()
-			readable := s.mayRead(acl, m, h.Entry.Message.Topic)
-			ok := readable && m.Lease(h.Entry, h.Conn)
+			ok := m.Lease(h.Entry, h.Conn)
 			o := m.Outlet()
 			h.Member.unlock()
-			switch {
-			case ok:
+			if ok {
 				wake(o)
-			case !readable:
-				// Dropped for the group, as for a session whose client may not read it.
-				s.stats.drop(DropNotAuthorized)
-				gh.mu.Lock()
-				w := gh.g.Finished(h.Entry.Seq)
-				gh.mu.Unlock()
-				var b persist.Batch
-				addWrites(&b, gh.id, w)
-				s.store.Submit(&b, s.logCommitError("dropping a shared message"))
-			default:
-				gh.mu.Lock()
-				gh.g.Refused(h.Member, h.Conn, h.Entry)
-				gh.mu.Unlock()
-				refused = true
+				continue
 			}
+			gh.mu.Lock()
+			gh.g.Refused(h.Member, h.Conn, h.Entry)
+			gh.mu.Unlock()
+			refused = true
 		}
 		if !refused {
 			return
