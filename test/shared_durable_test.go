@@ -321,15 +321,17 @@ func TestSharedAllMembersOffline(t *testing.T) {
 func TestSharedRedeliveryOnUnsubscribe(t *testing.T) {
 	const filter, first, later = "$share/u/unsub/#", 20, 6
 	b := StartBroker(t, BrokerConfig{})
-	lazy := mqtttest.Dial(t, b.Addr) // never acknowledges
-	lazy.MustConnect("unsub-lazy", false)
-	other := mqtttest.Dial(t, b.Addr)
-	other.MustConnect("unsub-other", false)
-	for _, c := range []*mqtttest.Client{lazy, other} {
-		if codes := c.Subscribe(1, 1, filter); codes[0] != 1 {
-			t.Fatalf("SUBACK %v", codes)
+	var members []*crashConn // the first never acknowledges
+	for _, id := range []string{"unsub-lazy", "unsub-other"} {
+		cc, _ := crashConnect(t, b.Addr, id, codec.Level311, 0, nil)
+		if codes := cc.c.Subscribe(1, 1, filter); codes[0] != 1 {
+			t.Fatalf("%s: SUBACK %v", id, codes)
 		}
+		cc.start()
+		t.Cleanup(cc.close)
+		members = append(members, cc)
 	}
+	lazy, other := members[0], members[1]
 	pub := mqtttest.Dial(t, b.Addr)
 	pub.MustConnect("unsub-pub", true)
 	publish := func(from, to int) {
@@ -338,65 +340,78 @@ func TestSharedRedeliveryOnUnsubscribe(t *testing.T) {
 			mqtttest.Expect[*codec.Puback](pub)
 		}
 	}
-	// receive reads c's PUBLISH packets into got, acknowledging them if ack, until done holds or c
-	// is silent for quiet.
-	receive := func(c *mqtttest.Client, ack bool, got map[int]bool, quiet time.Duration, done func() bool) {
+	held, got := map[int]bool{}, map[int]bool{} // what lazy holds; what other received
+	// receive takes the members' packets until done holds, failing the test with why() after
+	// mqtttest.Timeout without one. The other member acknowledges what it gets; lazy does not.
+	receive := func(done func() bool, why func() string) {
 		t.Helper()
 		for !done() {
-			pk, err := c.TryRead(quiet)
-			if mqtttest.IsTimeout(err) {
-				return
+			var pk crashPacket
+			fromOther := false
+			select {
+			case pk = <-lazy.in:
+			case pk = <-other.in:
+				fromOther = true
+			case <-time.After(mqtttest.Timeout):
+				t.Fatalf("nothing received for %v: %s", mqtttest.Timeout, why())
 			}
-			if err != nil {
-				t.Fatal(err)
+			if pk.err != nil {
+				t.Fatal(pk.err)
 			}
-			m, ok := pk.(*codec.Publish)
-			if !ok {
-				t.Fatalf("got %s", mqtttest.String(pk))
-			}
-			n, _ := strconv.Atoi(string(m.Payload))
-			got[n] = true
-			if ack {
-				c.Send(&codec.Puback{PacketID: m.PacketID})
+			switch m := pk.p.(type) {
+			case *codec.Publish:
+				n, _ := strconv.Atoi(string(m.Payload))
+				if !fromOther {
+					held[n] = true
+					continue
+				}
+				got[n] = true
+				if err := other.send(&codec.Puback{PacketID: m.PacketID}); err != nil {
+					t.Fatal(err)
+				}
+			case *codec.Unsuback:
+			default:
+				t.Fatalf("got %s", mqtttest.String(pk.p))
 			}
 		}
+	}
+	spread := func() string {
+		return fmt.Sprintf("the unacknowledging member holds %v, the other got %v", held, got)
 	}
 	publish(1, first+1)
-	held, others := map[int]bool{}, map[int]bool{}
-	all := func() bool { return len(held)+len(others) >= first }
-	receive(lazy, false, held, 300*time.Millisecond, all)
-	receive(other, true, others, mqtttest.Timeout, all)
-	if len(held) == 0 || len(others) == 0 || len(held)+len(others) != first {
-		t.Fatalf("before the UNSUBSCRIBE: the unacknowledging member holds %v, the other got %v, want %d messages spread over both", held, others, first)
+	receive(func() bool { return len(held)+len(got) >= first }, spread)
+	if len(held) == 0 || len(got) == 0 || len(held)+len(got) != first {
+		t.Fatalf("before the UNSUBSCRIBE: %s; want %d messages spread over both", spread(), first)
 	}
+	before := len(held)
 
-	lazy.Send(&codec.Unsubscribe{PacketID: 2, Filters: []string{filter}})
-	mqtttest.Expect[*codec.Unsuback](lazy)
-	back := map[int]bool{}
-	receive(other, true, back, mqtttest.Timeout, func() bool {
+	if err := lazy.send(&codec.Unsubscribe{PacketID: 2, Filters: []string{filter}}); err != nil {
+		t.Fatal(err)
+	}
+	var lost []int
+	receive(func() bool {
+		lost = lost[:0]
 		for n := range held {
-			if !back[n] {
-				return false
+			if !got[n] {
+				lost = append(lost, n)
 			}
 		}
-		return true
+		return len(lost) == 0
+	}, func() string {
+		slices.Sort(lost)
+		return fmt.Sprintf("the member that unsubscribed held %d unacknowledged messages; %v never reached the other member", len(held), lost)
 	})
-	var lost []int
-	for n := range held {
-		if !back[n] {
-			lost = append(lost, n)
-		}
-	}
-	slices.Sort(lost)
-	if len(lost) > 0 {
-		t.Fatalf("the member that unsubscribed held %d unacknowledged messages; %v never reached the other member (it got %v)", len(held), lost, back)
+	if len(held) != before {
+		t.Fatalf("the member that unsubscribed received %d more messages", len(held)-before)
 	}
 
 	publish(first+1, first+later+1)
-	rest := map[int]bool{}
-	receive(other, true, rest, mqtttest.Timeout, func() bool { return len(rest) >= later })
-	if len(rest) != later {
-		t.Fatalf("after the UNSUBSCRIBE the remaining member got %v of the %d later messages", rest, later)
+	receive(func() bool { return len(got) >= first+later }, func() string {
+		return fmt.Sprintf("after the UNSUBSCRIBE the remaining member got %d of the %d later messages", len(got)-first, later)
+	})
+	select {
+	case pk := <-lazy.in:
+		t.Fatalf("after its UNSUBSCRIBE and the others' delivery the member got %s", mqtttest.String(pk.p))
+	case <-time.After(200 * time.Millisecond):
 	}
-	lazy.ExpectSilence(200 * time.Millisecond)
 }

@@ -36,7 +36,7 @@ func TestSharedShareNameWildcard_MQTT_4_8_2_2(t *testing.T) {
 
 // §4.8.2: a session holding $share/g/t and t has two subscriptions, and a message on t reaches it
 // twice, once through each (it is the group's only member), at 3.1.1 and at level 5, where each
-// copy carries the identifier of its own subscription.
+// copy carries the identifier of its own subscription [MQTT-3.3.4-5].
 func TestSharedAndPlainSubscriptionBothDeliver(t *testing.T) {
 	b := StartBroker(t, BrokerConfig{MQTT5: true})
 	old := mqtttest.Dial(t, b.Addr)
@@ -71,7 +71,7 @@ func TestSharedAndPlainSubscriptionBothDeliver(t *testing.T) {
 		if c == v5 {
 			slices.Sort(ids)
 			if !slices.Equal(ids, []uint32{7, 8}) {
-				t.Errorf("level 5: the two copies carried Subscription Identifiers %v, want 7 on one and 8 on the other", ids)
+				t.Errorf("level 5: the two copies carried Subscription Identifiers %v, want 7 on one and 8 on the other [MQTT-3.3.4-5]", ids)
 			}
 		}
 		c.ExpectSilence(200 * time.Millisecond)
