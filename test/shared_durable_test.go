@@ -98,7 +98,8 @@ func TestSharedMemberDiesNothingStrandedQoS2(t *testing.T) { sharedMemberDies(t,
 // reconnects and finishes the batch while B is offline; then B reconnects, finds its session
 // and its membership, and must receive every acknowledged number that A had not finished.
 func sharedMemberDies(t *testing.T, qos byte) {
-	b := StartBroker(t, BrokerConfig{})
+	b := StartBroker(t, BrokerConfig{Extra: opsAdminExtra("0s")})
+	admin := "http://" + opsAdminAddr(t, b)
 	t0 := time.Now()
 	p := newCrashPublisher("shared-publisher", t0)
 	p.qos, p.limit = crashMix(qos), sharedBatch
@@ -152,6 +153,8 @@ func sharedMemberDies(t *testing.T, qos byte) {
 		t.Fatalf("publisher, first batch: %v", err)
 	}
 	afterBatch1 := len(p.acked)
+	// What the broker took back from A: the counter of this run, before the kill resets it.
+	redelivered := opsScrape(t, admin)[`holdfast_shared_redelivered_total{group="workers/`+crashFilter+`"}`]
 
 	// Batch 2: the broker is killed.
 	p.limit = 2 * sharedBatch
@@ -209,8 +212,8 @@ func sharedMemberDies(t *testing.T, qos byte) {
 			bGotBefore++
 		}
 	}
-	t.Logf("QoS %d: published %d, acknowledged %d (%d by the end of batch 1, %d at the kill); A received %d and finished %d before it died at %v; B received %d before that, %d distinct in all (%d PUBLISH packets, %d DUP re-deliveries awaiting PUBREL); moved from A to B (redelivered) %d",
-		qos, p.published(), len(p.acked), afterBatch1, ackedAtKill, aGot, len(a.doneAt), killedA.Round(time.Millisecond), bGotBefore, bm.distinct(), bm.publishes, bm.redeliveries, both)
+	t.Logf("QoS %d: published %d, acknowledged %d (%d by the end of batch 1, %d at the kill); A received %d and finished %d before it died at %v; B received %d before that, %d distinct in all (%d PUBLISH packets, %d DUP re-deliveries awaiting PUBREL); received by A and B %d; holdfast_shared_redelivered_total after batch 1: %v",
+		qos, p.published(), len(p.acked), afterBatch1, ackedAtKill, aGot, len(a.doneAt), killedA.Round(time.Millisecond), bGotBefore, bm.distinct(), bm.publishes, bm.redeliveries, both, redelivered)
 
 	// ---- verdict ----
 	if drainErr != nil {
