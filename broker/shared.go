@@ -28,10 +28,21 @@ type groups struct {
 	trie *router.Trie[*groupHandle]
 	n    atomic.Int32 // len(byID), read without the lock: most brokers have no groups
 	opts session.GroupOptions
+
+	// The reads of group queues from disk, for loadLoop: asked for where no disk read may
+	// happen (persist's callback), at most one per group at a time.
+	lmu   sync.Mutex
+	loads []groupLoad
+	wake  chan struct{}
+}
+
+type groupLoad struct {
+	gh *groupHandle
+	l  *session.Load
 }
 
 func newGroups(opts session.GroupOptions) *groups {
-	return &groups{byID: make(map[string]*groupHandle), trie: router.New[*groupHandle](), opts: opts}
+	return &groups{byID: make(map[string]*groupHandle), trie: router.New[*groupHandle](), opts: opts, wake: make(chan struct{}, 1)}
 }
 
 // get returns the group of store id, or nil.
@@ -196,8 +207,7 @@ func (s *Server) dispatch(gh *groupHandle) {
 		hand, load := gh.g.Dispatch(nil)
 		gh.mu.Unlock()
 		if load != nil {
-			s.wg.Add(1)
-			go s.loadGroup(gh, load)
+			s.groups.askLoad(gh, load)
 		}
 		refused := false
 		for _, h := range hand {
@@ -220,19 +230,48 @@ func (s *Server) dispatch(gh *groupHandle) {
 	}
 }
 
-// loadGroup reads the next window of gh's queue from disk and dispatches it.
-func (s *Server) loadGroup(gh *groupHandle, l *session.Load) {
-	defer s.wg.Done()
-	entries, err := s.store.ReadQueue(gh.id, l.After, l.Limit)
-	if err != nil {
-		s.log.Error().Err(err).Str("group", gh.g.Name+"/"+gh.g.Filter).Msg("reading a shared group's queue failed")
-		entries = nil
+// askLoad asks loadLoop to read the next window of gh's queue.
+func (gs *groups) askLoad(gh *groupHandle, l *session.Load) {
+	gs.lmu.Lock()
+	gs.loads = append(gs.loads, groupLoad{gh, l})
+	gs.lmu.Unlock()
+	select {
+	case gs.wake <- struct{}{}:
+	default:
 	}
-	gh.mu.Lock()
-	gh.g.Loaded(l, entries)
-	gh.mu.Unlock()
-	if err == nil {
-		s.dispatch(gh)
+}
+
+// loadLoop reads the windows of group queues that dispatch asked for, and dispatches them.
+func (s *Server) loadLoop() {
+	defer s.wg.Done()
+	gs := s.groups
+	for {
+		select {
+		case <-s.quit:
+			return
+		case <-gs.wake:
+		}
+		gs.lmu.Lock()
+		loads := gs.loads
+		gs.loads = nil
+		gs.lmu.Unlock()
+		for _, ld := range loads {
+			gh := ld.gh
+			entries, err := s.store.ReadQueue(gh.id, ld.l.After, ld.l.Limit)
+			gh.mu.Lock()
+			if err != nil {
+				gh.g.LoadFailed()
+			} else {
+				gh.g.Loaded(ld.l, entries)
+			}
+			gh.mu.Unlock()
+			if err != nil {
+				// Asked again by the next dispatch (a member's acknowledgement or connect).
+				s.log.Error().Err(err).Str("group", gh.g.Name+"/"+gh.g.Filter).Msg("reading a shared group's queue failed")
+				continue
+			}
+			s.dispatch(gh)
+		}
 	}
 }
 
