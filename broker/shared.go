@@ -19,7 +19,37 @@ type groupHandle struct {
 	id string // the store id of its queue, immutable
 	mu sync.Mutex
 	g  *session.Group[*sessionHandle]
+	bl backlog
 }
+
+// unlock releases the group, and with it the publishers waiting for its backlog once that has
+// halved or no member is online.
+func (gh *groupHandle) unlock() {
+	if gh.bl.waited() {
+		n, _ := gh.g.Queued()
+		_, online := gh.g.Members()
+		gh.bl.drained(n, online > 0)
+	}
+	gh.unlock()
+}
+
+// congested is sessionHandle.congested for the group's queue: publishers wait while its members
+// fall behind.
+func (gh *groupHandle) congested() <-chan struct{} {
+	gh.mu.Lock()
+	defer gh.unlock()
+	n, _ := gh.g.Queued()
+	_, online := gh.g.Members()
+	return gh.bl.congested(n, online > 0)
+}
+
+func (gh *groupHandle) markStuck() {
+	gh.mu.Lock()
+	gh.bl.stuck = true
+	gh.unlock()
+}
+
+func (gh *groupHandle) String() string { return "$share/" + gh.g.Name + "/" + gh.g.Filter }
 
 // groups holds the shared subscription groups: by store id, and in a trie by filter for routing.
 type groups struct {
@@ -70,7 +100,7 @@ func (s *Server) groupOf(name, filter string) (gh *groupHandle, made bool) {
 	if gh = gs.byID[id]; gh != nil {
 		return gh, false
 	}
-	gh = &groupHandle{id: id, g: session.NewGroup[*sessionHandle](name, filter, &s.sessOpts, &gs.opts)}
+	gh = &groupHandle{id: id, g: session.NewGroup[*sessionHandle](name, filter, &s.sessOpts, &gs.opts), bl: backlog{high: s.backlogHigh}}
 	gs.byID[id] = gh
 	gs.n.Add(1)
 	gs.trie.Subscribe(gh, filter, 0)
@@ -90,7 +120,7 @@ func (s *Server) joinGroup(sess *sessionHandle, name, filter string, qos byte, b
 	}
 	gh.mu.Lock()
 	gh.g.Join(sess, sess.ID, qos)
-	gh.mu.Unlock()
+	gh.unlock()
 	s.memberOnline(sess, gh)
 }
 
@@ -113,7 +143,7 @@ func (s *Server) leaveGroup(sess *sessionHandle, name, filter string, b *persist
 		gs.n.Add(-1)
 		gs.trie.Unsubscribe(gh, gh.g.Filter)
 	}
-	gh.mu.Unlock()
+	gh.unlock()
 	gs.mu.Unlock()
 	if !empty {
 		s.dispatch(gh)
@@ -175,7 +205,7 @@ func (s *Server) memberOnline(sess *sessionHandle, gh *groupHandle) {
 	}
 	gh.mu.Lock()
 	gh.g.Online(sess, conn, window)
-	gh.mu.Unlock()
+	gh.unlock()
 	s.dispatch(gh)
 }
 
@@ -192,7 +222,7 @@ func (s *Server) membersOffline(sess *sessionHandle, back []*message.Entry) {
 			}
 		}
 		s.takeBack(gh, mine)
-		gh.mu.Unlock()
+		gh.unlock()
 		s.dispatch(gh)
 	})
 }
@@ -205,7 +235,7 @@ func (s *Server) dispatch(gh *groupHandle) {
 	for {
 		gh.mu.Lock()
 		hand, load := gh.g.Dispatch(nil)
-		gh.mu.Unlock()
+		gh.unlock()
 		if load != nil {
 			s.groups.askLoad(gh, load)
 		}
@@ -221,7 +251,7 @@ func (s *Server) dispatch(gh *groupHandle) {
 			}
 			gh.mu.Lock()
 			gh.g.Refused(h.Member, h.Conn, h.Entry)
-			gh.mu.Unlock()
+			gh.unlock()
 			refused = true
 		}
 		if !refused {
@@ -264,7 +294,7 @@ func (s *Server) loadLoop() {
 			} else {
 				gh.g.Loaded(ld.l, entries)
 			}
-			gh.mu.Unlock()
+			gh.unlock()
 			if err != nil {
 				// Asked again by the next dispatch (a member's acknowledgement or connect).
 				s.log.Error().Err(err).Str("group", gh.g.Name+"/"+gh.g.Filter).Msg("reading a shared group's queue failed")
@@ -295,7 +325,7 @@ func (s *Server) settle(ws []session.Write) {
 		} else {
 			*w = gh.g.Finished(w.Seq)
 		}
-		gh.mu.Unlock()
+		gh.unlock()
 		if !slices.Contains(touched, gh) {
 			touched = append(touched, gh)
 		}
@@ -381,7 +411,7 @@ func (s *Server) Groups() []GroupStats {
 		st := GroupStats{Name: g.Name, Filter: g.Filter, Redelivered: g.Redelivered, Poisoned: g.Poisoned}
 		st.Members, st.Online = g.Members()
 		st.Queued, st.Inflight = g.Queued()
-		gh.mu.Unlock()
+		gh.unlock()
 		out = append(out, st)
 	}
 	return out
