@@ -148,31 +148,53 @@ func (s *Server) diskLow() bool {
 }
 
 // waitForSubscribers holds the reader (so the publisher is read no faster than its subscribers
-// take messages) while an online target's backlog is high. A target that does not drain within
-// stallWait is marked stuck and no longer waited for.
+// take messages) while an online target's backlog is high: a session's, or a shared group's. A
+// target that does not drain within stallWait is marked stuck and no longer waited for.
 func (c *conn) waitForSubscribers(d *delivery) {
 	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	// wait reports false when the publisher waits no more for anyone.
+	wait := func(t flowControlled) bool {
+		ch := t.congested()
+		if ch == nil {
+			return true
+		}
+		if timer == nil {
+			timer = time.NewTimer(stallWait)
+		}
+		select {
+		case <-ch:
+			return true
+		case <-timer.C:
+			t.markStuck()
+			c.log.Warn().Stringer("subscriber", t).Msg("subscriber is not keeping up: its queue grows up to its limit")
+		case <-c.closing:
+		}
+		return false
+	}
 	for _, targets := range [][]*sessionHandle{d.durable, d.memory} {
 		for _, sess := range targets {
-			ch := sess.congested()
-			if ch == nil {
-				continue
-			}
-			if timer == nil {
-				timer = time.NewTimer(stallWait)
-				defer timer.Stop()
-			}
-			select {
-			case <-ch:
-			case <-timer.C:
-				sess.markStuck()
-				c.log.Warn().Str("subscriber", sess.ID).Msg("subscriber is not keeping up: its queue grows up to its limit")
-				return
-			case <-c.closing:
+			if !wait(sess) {
 				return
 			}
 		}
 	}
+	for _, gh := range d.groups {
+		if !wait(gh) {
+			return
+		}
+	}
+}
+
+// flowControlled is a queue publishers wait for: a session's or a shared group's.
+type flowControlled interface {
+	congested() <-chan struct{}
+	markStuck()
+	String() string
 }
 
 // addInbound records an inbound QoS 2 packet identifier awaiting PUBREL; false means the PUBLISH
@@ -235,7 +257,7 @@ func (s *Server) match(topic string, qos byte, dst []router.Subscriber[*sessionH
 				dst = append(dst, router.Subscriber[*sessionHandle]{Key: k, QoS: q})
 			}
 		}
-		gh.mu.Unlock()
+		gh.unlock()
 	}
 	return dst
 }
@@ -253,7 +275,7 @@ func (s *Server) routeGroups(d *delivery, topic string, qos byte, size int, targ
 		q := min(qos, gh.g.QoS())
 		ok := q > 0 && gh.g.Reserve(size)
 		full := q > 0 && !ok
-		gh.mu.Unlock()
+		gh.unlock()
 		if full {
 			s.stats.drop(DropQueueFull)
 			s.dropLog.Warn().Str("group", gh.g.Name+"/"+gh.g.Filter).Str("topic", topic).
@@ -405,7 +427,7 @@ func (s *Server) committed(d *delivery, seq uint64) {
 	for i, gh := range d.groups {
 		gh.mu.Lock()
 		gh.g.Committed(seq, d.msg, d.groupQoS[i])
-		gh.mu.Unlock()
+		gh.unlock()
 		s.dispatch(gh)
 	}
 }
@@ -437,7 +459,7 @@ func (d *delivery) abandon() {
 	for _, gh := range d.groups {
 		gh.mu.Lock()
 		gh.g.Unreserve(len(d.msg.Payload))
-		gh.mu.Unlock()
+		gh.unlock()
 	}
 }
 

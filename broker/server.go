@@ -111,6 +111,8 @@ func New(cfg *config.Config, store *persist.Store, rules *AuthRules, version str
 		return nil, err
 	}
 	s.dropRefusedSubscriptions()
+	s.wg.Add(1)
+	go s.loadLoop()
 	if every := cfg.Admin.SysInterval.Duration; every > 0 {
 		s.wg.Add(1)
 		go s.sysLoop(every)

@@ -19,7 +19,37 @@ type groupHandle struct {
 	id string // the store id of its queue, immutable
 	mu sync.Mutex
 	g  *session.Group[*sessionHandle]
+	bl backlog
 }
+
+// unlock releases the group, and with it the publishers waiting for its backlog once that has
+// halved or no member is online.
+func (gh *groupHandle) unlock() {
+	if gh.bl.waited() {
+		n, _ := gh.g.Queued()
+		_, online := gh.g.Members()
+		gh.bl.drained(n, online > 0)
+	}
+	gh.unlock()
+}
+
+// congested is sessionHandle.congested for the group's queue: publishers wait while its members
+// fall behind.
+func (gh *groupHandle) congested() <-chan struct{} {
+	gh.mu.Lock()
+	defer gh.unlock()
+	n, _ := gh.g.Queued()
+	_, online := gh.g.Members()
+	return gh.bl.congested(n, online > 0)
+}
+
+func (gh *groupHandle) markStuck() {
+	gh.mu.Lock()
+	gh.bl.stuck = true
+	gh.unlock()
+}
+
+func (gh *groupHandle) String() string { return "$share/" + gh.g.Name + "/" + gh.g.Filter }
 
 // groups holds the shared subscription groups: by store id, and in a trie by filter for routing.
 type groups struct {
@@ -28,10 +58,21 @@ type groups struct {
 	trie *router.Trie[*groupHandle]
 	n    atomic.Int32 // len(byID), read without the lock: most brokers have no groups
 	opts session.GroupOptions
+
+	// The reads of group queues from disk, for loadLoop: asked for where no disk read may
+	// happen (persist's callback), at most one per group at a time.
+	lmu   sync.Mutex
+	loads []groupLoad
+	wake  chan struct{}
+}
+
+type groupLoad struct {
+	gh *groupHandle
+	l  *session.Load
 }
 
 func newGroups(opts session.GroupOptions) *groups {
-	return &groups{byID: make(map[string]*groupHandle), trie: router.New[*groupHandle](), opts: opts}
+	return &groups{byID: make(map[string]*groupHandle), trie: router.New[*groupHandle](), opts: opts, wake: make(chan struct{}, 1)}
 }
 
 // get returns the group of store id, or nil.
@@ -59,7 +100,7 @@ func (s *Server) groupOf(name, filter string) (gh *groupHandle, made bool) {
 	if gh = gs.byID[id]; gh != nil {
 		return gh, false
 	}
-	gh = &groupHandle{id: id, g: session.NewGroup[*sessionHandle](name, filter, &s.sessOpts, &gs.opts)}
+	gh = &groupHandle{id: id, g: session.NewGroup[*sessionHandle](name, filter, &s.sessOpts, &gs.opts), bl: backlog{high: s.backlogHigh}}
 	gs.byID[id] = gh
 	gs.n.Add(1)
 	gs.trie.Subscribe(gh, filter, 0)
@@ -79,7 +120,7 @@ func (s *Server) joinGroup(sess *sessionHandle, name, filter string, qos byte, b
 	}
 	gh.mu.Lock()
 	gh.g.Join(sess, sess.ID, qos)
-	gh.mu.Unlock()
+	gh.unlock()
 	s.memberOnline(sess, gh)
 }
 
@@ -102,7 +143,7 @@ func (s *Server) leaveGroup(sess *sessionHandle, name, filter string, b *persist
 		gs.n.Add(-1)
 		gs.trie.Unsubscribe(gh, gh.g.Filter)
 	}
-	gh.mu.Unlock()
+	gh.unlock()
 	gs.mu.Unlock()
 	if !empty {
 		s.dispatch(gh)
@@ -164,7 +205,7 @@ func (s *Server) memberOnline(sess *sessionHandle, gh *groupHandle) {
 	}
 	gh.mu.Lock()
 	gh.g.Online(sess, conn, window)
-	gh.mu.Unlock()
+	gh.unlock()
 	s.dispatch(gh)
 }
 
@@ -181,7 +222,7 @@ func (s *Server) membersOffline(sess *sessionHandle, back []*message.Entry) {
 			}
 		}
 		s.takeBack(gh, mine)
-		gh.mu.Unlock()
+		gh.unlock()
 		s.dispatch(gh)
 	})
 }
@@ -194,10 +235,9 @@ func (s *Server) dispatch(gh *groupHandle) {
 	for {
 		gh.mu.Lock()
 		hand, load := gh.g.Dispatch(nil)
-		gh.mu.Unlock()
+		gh.unlock()
 		if load != nil {
-			s.wg.Add(1)
-			go s.loadGroup(gh, load)
+			s.groups.askLoad(gh, load)
 		}
 		refused := false
 		for _, h := range hand {
@@ -211,7 +251,7 @@ func (s *Server) dispatch(gh *groupHandle) {
 			}
 			gh.mu.Lock()
 			gh.g.Refused(h.Member, h.Conn, h.Entry)
-			gh.mu.Unlock()
+			gh.unlock()
 			refused = true
 		}
 		if !refused {
@@ -220,19 +260,48 @@ func (s *Server) dispatch(gh *groupHandle) {
 	}
 }
 
-// loadGroup reads the next window of gh's queue from disk and dispatches it.
-func (s *Server) loadGroup(gh *groupHandle, l *session.Load) {
-	defer s.wg.Done()
-	entries, err := s.store.ReadQueue(gh.id, l.After, l.Limit)
-	if err != nil {
-		s.log.Error().Err(err).Str("group", gh.g.Name+"/"+gh.g.Filter).Msg("reading a shared group's queue failed")
-		entries = nil
+// askLoad asks loadLoop to read the next window of gh's queue.
+func (gs *groups) askLoad(gh *groupHandle, l *session.Load) {
+	gs.lmu.Lock()
+	gs.loads = append(gs.loads, groupLoad{gh, l})
+	gs.lmu.Unlock()
+	select {
+	case gs.wake <- struct{}{}:
+	default:
 	}
-	gh.mu.Lock()
-	gh.g.Loaded(l, entries)
-	gh.mu.Unlock()
-	if err == nil {
-		s.dispatch(gh)
+}
+
+// loadLoop reads the windows of group queues that dispatch asked for, and dispatches them.
+func (s *Server) loadLoop() {
+	defer s.wg.Done()
+	gs := s.groups
+	for {
+		select {
+		case <-s.quit:
+			return
+		case <-gs.wake:
+		}
+		gs.lmu.Lock()
+		loads := gs.loads
+		gs.loads = nil
+		gs.lmu.Unlock()
+		for _, ld := range loads {
+			gh := ld.gh
+			entries, err := s.store.ReadQueue(gh.id, ld.l.After, ld.l.Limit)
+			gh.mu.Lock()
+			if err != nil {
+				gh.g.LoadFailed()
+			} else {
+				gh.g.Loaded(ld.l, entries)
+			}
+			gh.unlock()
+			if err != nil {
+				// Asked again by the next dispatch (a member's acknowledgement or connect).
+				s.log.Error().Err(err).Str("group", gh.g.Name+"/"+gh.g.Filter).Msg("reading a shared group's queue failed")
+				continue
+			}
+			s.dispatch(gh)
+		}
 	}
 }
 
@@ -256,7 +325,7 @@ func (s *Server) settle(ws []session.Write) {
 		} else {
 			*w = gh.g.Finished(w.Seq)
 		}
-		gh.mu.Unlock()
+		gh.unlock()
 		if !slices.Contains(touched, gh) {
 			touched = append(touched, gh)
 		}
@@ -342,7 +411,7 @@ func (s *Server) Groups() []GroupStats {
 		st := GroupStats{Name: g.Name, Filter: g.Filter, Redelivered: g.Redelivered, Poisoned: g.Poisoned}
 		st.Members, st.Online = g.Members()
 		st.Queued, st.Inflight = g.Queued()
-		gh.mu.Unlock()
+		gh.unlock()
 		out = append(out, st)
 	}
 	return out

@@ -325,9 +325,10 @@ func (b *Batch) SetQueueState(cid string, seq uint64, state QueueState, pid uint
 
 // HoldReleased records queue entry (cid, seq) of a shared subscription group's queue (cid is
 // the group's) as Released with packet id pid, held by the member holder: the member answered
-// PUBREC, so the message stays with it, across a restart too, until it completes (Ack). A blind
-// write like SetQueueState, with the same rules: Queued or Sent (SetQueueState) replace it, and
-// Recover removes it when the entry is gone. An empty holder records no holder.
+// PUBREC, so the message stays with it, across a restart too, until it completes (Ack; not
+// AckQueued, which leaves in-flight states behind). A blind write like SetQueueState, with the
+// same rules: Queued or Sent (SetQueueState) replace it, and Recover removes it when the entry
+// is gone. An empty holder records no holder.
 func (b *Batch) HoldReleased(cid string, seq uint64, pid uint16, holder string) {
 	if !b.checkCID(cid) {
 		return

@@ -241,9 +241,10 @@
 // the new version through the log like the first one, and logs it. A change
 // to any value layout needs a new record version (readers accept only the
 // versions they know) or a new format version; a new family needs a new format
-// version so that old binaries refuse the store. testdata/format1.tar.gz is a
-// store of format 1 written by the last build of that format, and
-// testdata/format1/make.sh how to make one for the next format. Backups
+// version so that old binaries refuse the store. testdata/formatN.tar.gz is a
+// store of format N written by the last build of that format (format 2 with
+// MQTT 5 records too), and testdata/format1/make.sh how to make one for the
+// next format. Backups
 // (Badger's DB.Backup stream) carry the schema key with them. The log's
 // header carries its own version (the byte after "HFW").
 //

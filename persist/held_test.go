@@ -92,6 +92,15 @@ func TestHoldReleasedRoundTrip(t *testing.T) {
 		}
 	}
 	check()
+	inv, err := ts.Inspect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantHeld := []HeldInfo{{Seq: seqs[2], PacketID: 30, Holder: "w1"}, {Seq: seqs[3], PacketID: 40, Holder: "w2"}}
+	if i := slices.IndexFunc(inv.Sessions, func(si SessionInfo) bool { return si.ClientID == group }); i < 0 ||
+		inv.Sessions[i].Inflight != 3 || !slices.Equal(inv.Sessions[i].Held, wantHeld) {
+		t.Errorf("Inspect: %+v, want the group with 3 in flight, held %+v", inv.Sessions, wantHeld)
+	}
 	ts.reopen()
 	st := ts.recover()
 	if ss := session(st, group); ss == nil || ss.Orphan || ss.QueuedCount != len(seqs) {
@@ -245,6 +254,9 @@ func TestHeldStateDamageIsCorrupt(t *testing.T) {
 		t.Fatal(err)
 	}
 	rep := verify(t, ts.dir)
+	if rep.Inflight != 3 || rep.Held != 1 { // the damaged state counts as in flight, without a holder
+		t.Errorf("Verify counted %d in flight, %d held; want 3 and 1", rep.Inflight, rep.Held)
+	}
 	if len(rep.Problems) != 1 || !strings.Contains(rep.Problems[0], name) {
 		t.Errorf("Verify problems %q, want one naming %s", rep.Problems, name)
 	}

@@ -302,6 +302,9 @@ func (g *Group[K]) Loaded(l *Load, entries []message.Entry) {
 	}
 }
 
+// LoadFailed forgets the read asked for: the next Dispatch asks again.
+func (g *Group[K]) LoadFailed() { g.loading = false }
+
 // pick returns the member that gets a message on topic: online, and with a free window when
 // windowed (QoS 1/2); nil if none may.
 func (g *Group[K]) pick(topic string, windowed bool) *member[K] {

@@ -257,6 +257,26 @@ func TestGroupSpec(t *testing.T) {
 				t.Fatalf("disk %v after m1's PUBCOMP", r.disk)
 			}
 		}},
+		{"a member's session that ends finishes the messages it held PUBREC'd", func(t *testing.T) {
+			r := newGroupRig(t, RoundRobin, "a")
+			r.online("a")
+			r.publish("t/1", 2)
+			p := r.fill("a")[0]
+			w, _ := r.members["a"].Pubrec(p.PacketID)
+			r.settle([]Write{w})
+			r.offline("a") // persistent: it keeps the message
+			if q, out := r.g.Queued(); q != 1 || out != 1 {
+				t.Fatalf("group holds %d, %d out, while a is offline; want 1, 1", q, out)
+			}
+			ws := r.members["a"].Discard()
+			if len(ws) != 1 || ws[0].Group != r.g.ID {
+				t.Fatalf("Discard: %+v", ws)
+			}
+			r.settle(ws)
+			if q, out := r.g.Queued(); q != 0 || out != 0 || len(r.disk) != 0 {
+				t.Fatalf("group holds %d, %d out, disk %d; want nothing", q, out, len(r.disk))
+			}
+		}},
 		{"poison: a message back too often is dropped and counted", func(t *testing.T) {
 			r := newGroupRig(t, RoundRobin, "a")
 			r.publish("t/1", 1)

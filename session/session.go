@@ -239,6 +239,20 @@ func (s *Session) Detach(now time.Time) (ws []Write, back []*message.Entry) {
 	return ws, back
 }
 
+// Discard ends the exchanges of the group entries a session that is going away holds PUBREC'd: it
+// returns the Writes that finish them (see Detach for a clean session's).
+func (s *Session) Discard() (ws []Write) {
+	s.inflight = slices.DeleteFunc(s.inflight, func(e *message.Entry) bool {
+		if e.Group == "" || e.State != message.Released {
+			return false
+		}
+		delete(s.byPID, e.PacketID)
+		ws = append(ws, s.done(e))
+		return true
+	})
+	return ws
+}
+
 // Lease hands the session a shared group's entry, to send like its own queue's. It refuses, and
 // the group takes the entry back, when connection conn is no longer attached.
 func (s *Session) Lease(e *message.Entry, conn uint64) bool {
