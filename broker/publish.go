@@ -227,39 +227,43 @@ func (c *conn) acknowledgeOnly(p *codec.Publish, reason codec.ReasonCode, why st
 // staging, or straight into the outbound buffers).
 func (s *Server) fanOutQoS0(p *codec.Publish, self *sessionHandle, send func(session.Outlet, *codec.Publish)) {
 	mp := s.getMatches()
-	matches := s.match(p.Topic, 0, *mp)
+	matches := s.trie.Match(p.Topic, *mp)
 	out := codec.Publish{Topic: p.Topic, Payload: p.Payload, Props: forwardProps(p.Props, true)}
 	acl := s.auth.Load().acl
 	for _, m := range matches {
-		if t, _ := s.take(acl, m.Key, p.Topic, 0, 0, m.Key == self); t.o != nil {
+		if t, _ := s.take(acl, m.Key, p.Topic, "", 0, 0, m.Key == self); t.o != nil {
 			send(t.o, t.copyOf(&out, false))
 		}
 	}
 	*mp = matches
 	s.matchPool.Put(mp)
+	s.groupsQoS0(p.Topic, 0, func(sess *sessionHandle, group string) {
+		if t, _ := s.take(acl, sess, p.Topic, group, 0, 0, false); t.o != nil {
+			send(t.o, t.copyOf(&out, false))
+		}
+	})
 }
 
-// match appends to dst the sessions that get a message of QoS qos on topic: every subscriber, and
-// an online member of each shared subscription group that takes it at QoS 0 (a group queues QoS
-// 1/2 messages itself: see routeGroups). A session with a shared and an ordinary subscription
-// that both match gets two copies: they are two subscriptions.
-func (s *Server) match(topic string, qos byte, dst []router.Subscriber[*sessionHandle]) []router.Subscriber[*sessionHandle] {
-	dst = s.trie.Match(topic, dst)
+// groupsQoS0 calls fn with an online member of each shared subscription group that takes a
+// message of QoS qos on topic at QoS 0, and the group's id (a group queues QoS 1/2 messages
+// itself: see routeGroups).
+func (s *Server) groupsQoS0(topic string, qos byte, fn func(sess *sessionHandle, group string)) {
 	if s.groups.n.Load() == 0 {
-		return dst
+		return
 	}
 	var buf [4]router.Subscriber[*groupHandle]
 	for _, m := range s.groups.match(topic, buf[:0]) {
 		gh := m.Key
 		gh.mu.Lock()
+		k, ok := (*sessionHandle)(nil), false
 		if min(qos, gh.g.QoS()) == 0 {
-			if k, q, ok := gh.g.PickQoS0(topic); ok {
-				dst = append(dst, router.Subscriber[*sessionHandle]{Key: k, QoS: q})
-			}
+			k, _, ok = gh.g.PickQoS0(topic)
 		}
 		gh.unlock()
+		if ok {
+			fn(k, gh.id)
+		}
 	}
-	return dst
 }
 
 // routeGroups reserves room in the queue of every shared group that takes a message of QoS qos
@@ -323,13 +327,13 @@ func (s *Server) route(d *delivery, p *codec.Publish, owner string) (retainRefus
 		}
 	}
 	mp := s.getMatches()
-	matches := s.match(p.Topic, p.QoS, *mp)
+	matches := s.trie.Match(p.Topic, *mp)
 	var targets []persist.Target
 	acl := s.auth.Load().acl
 	for _, m := range matches {
 		qos := min(p.QoS, m.QoS) // [MQTT-3.8.4-6]
 		sess := m.Key
-		t, queued := s.take(acl, sess, p.Topic, qos, len(p.Payload), sess.ID == owner)
+		t, queued := s.take(acl, sess, p.Topic, "", qos, len(p.Payload), sess.ID == owner)
 		if t.o != nil {
 			d.outlets = append(d.outlets, t)
 		}
@@ -347,6 +351,11 @@ func (s *Server) route(d *delivery, p *codec.Publish, owner string) (retainRefus
 	}
 	*mp = matches
 	s.matchPool.Put(mp)
+	s.groupsQoS0(p.Topic, p.QoS, func(sess *sessionHandle, group string) {
+		if t, _ := s.take(acl, sess, p.Topic, group, 0, 0, false); t.o != nil {
+			d.outlets = append(d.outlets, t)
+		}
+	})
 	targets = s.routeGroups(d, p.Topic, p.QoS, len(p.Payload), targets)
 	if len(targets) > 0 {
 		d.batch.Enqueue(d.msg, targets)
@@ -385,8 +394,9 @@ func (t *qos0Target) copyOf(p *codec.Publish, retainPublished bool) *codec.Publi
 
 // take decides how a message on topic reaches sess at qos: through t.o now (QoS 0 to an online
 // session), queued (room for size bytes reserved), or not at all (the ACL, No Local when self is
-// the publisher's own session, an offline session at QoS 0, a full queue; counted).
-func (s *Server) take(acl *auth.ACL, sess *sessionHandle, topic string, qos byte, size int, self bool) (t qos0Target, queued bool) {
+// the publisher's own session, an offline session at QoS 0, a full queue; counted). group is the
+// store id of the shared group whose subscription it comes through, or "" for the ordinary ones.
+func (s *Server) take(acl *auth.ACL, sess *sessionHandle, topic, group string, qos byte, size int, self bool) (t qos0Target, queued bool) {
 	m := sess.lock()
 	defer sess.unlock()
 	if !s.mayRead(acl, m, topic) {
@@ -401,7 +411,7 @@ func (s *Server) take(acl *auth.ACL, sess *sessionHandle, topic string, qos byte
 	}
 	if qos == 0 {
 		if t.o = m.Outlet(); t.o != nil {
-			t.ids, t.retainAsPublished = m.Via(topic)
+			t.ids, t.retainAsPublished = m.Via(topic, group)
 			return t, false
 		}
 		if !sess.Persistent || !s.cfg.Limits.QueueQoS0Offline {

@@ -16,19 +16,24 @@ func addWrites(b *persist.Batch, cid string, ws ...session.Write) {
 		if w.Group != "" {
 			cid = w.Group
 		}
-		switch w.Kind {
-		case session.WriteSent:
-			b.SetQueueState(cid, w.Seq, persist.Sent, w.PacketID)
-		case session.WriteReleased:
-			b.SetQueueState(cid, w.Seq, persist.Released, w.PacketID)
-		case session.WriteDone:
+		switch {
+		case w.Group != "" && (w.Kind == session.WriteSent || w.Kind == session.WriteReleased):
+			b.Hold(cid, w.Seq, queueState(w.Kind), w.PacketID, w.Holder)
+		case w.Kind == session.WriteSent, w.Kind == session.WriteReleased:
+			b.SetQueueState(cid, w.Seq, queueState(w.Kind), w.PacketID)
+		case w.Kind == session.WriteDone:
 			b.Ack(cid, w.Seq)
-		case session.WriteDoneQueued:
+		case w.Kind == session.WriteDoneQueued:
 			b.AckQueued(cid, w.Seq)
-		case session.WriteHeld:
-			b.HoldReleased(cid, w.Seq, w.PacketID, w.Holder)
 		}
 	}
+}
+
+func queueState(k session.WriteKind) persist.QueueState {
+	if k == session.WriteReleased {
+		return persist.Released
+	}
+	return persist.Sent
 }
 
 // sessionRecord is the store's record of a session.

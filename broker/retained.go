@@ -31,7 +31,7 @@ func (s *Server) sendRetained(sess *sessionHandle, filter string, granted byte) 
 			continue // [MQTT-3.3.2-5]
 		}
 		qos := min(m.QoS, granted)
-		t, queued := s.take(acl, sess, m.Topic, qos, len(m.Payload), false)
+		t, queued := s.take(acl, sess, m.Topic, "", qos, len(m.Payload), false)
 		if t.o != nil {
 			out := publishOf(&m.Message, now)
 			out.Retain = true

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/holdfast/holdfast/codec"
 	"github.com/holdfast/holdfast/message"
@@ -30,7 +31,7 @@ func (gh *groupHandle) unlock() {
 		_, online := gh.g.Members()
 		gh.bl.drained(n, online > 0)
 	}
-	gh.unlock()
+	gh.mu.Unlock()
 }
 
 // congested is sessionHandle.congested for the group's queue: publishers wait while its members
@@ -320,11 +321,7 @@ func (s *Server) settle(ws []session.Write) {
 			continue // the group ended; its queue went with it
 		}
 		gh.mu.Lock()
-		if w.Kind == session.WriteHeld {
-			gh.g.Held(w.Seq)
-		} else {
-			*w = gh.g.Finished(w.Seq)
-		}
+		*w = gh.g.Settled(*w)
 		gh.unlock()
 		if !slices.Contains(touched, gh) {
 			touched = append(touched, gh)
@@ -347,6 +344,7 @@ func (s *Server) recoverGroups(stored map[string]bool, b *persist.Batch) error {
 		all = append(all, gh)
 	}
 	gs.mu.Unlock()
+	pinned := false // a Sent entry went back to its member
 	for _, gh := range all {
 		if all, _ := gh.g.Members(); all == 0 {
 			gs.mu.Lock()
@@ -368,20 +366,50 @@ func (s *Server) recoverGroups(stored map[string]bool, b *persist.Batch) error {
 			e := &held[i]
 			holder := s.sessions.get(e.Holder)
 			switch {
-			case e.State == persist.Released && holder != nil && gh.g.Adopt(holder, e):
+			case holder != nil && gh.g.Adopt(holder, e):
 				e.Group = gh.id
 				holder.lock().Adopt(e)
 				holder.unlock()
+				pinned = pinned || e.State == persist.Sent
 			case e.State == persist.Released:
 				b.Ack(gh.id, e.Seq)
 				gh.g.Unreserve(len(e.Message.Payload))
 			default:
-				// Not a state a group writes: queued again, so that it is not left behind.
+				// Its member is gone: queued again for the others.
 				b.SetQueueState(gh.id, e.Seq, persist.Queued, 0)
 			}
 		}
 	}
+	if grace := s.cfg.Shared.ReconnectGrace.Duration; pinned {
+		time.AfterFunc(grace, s.releasePinned)
+	}
 	return nil
+}
+
+// releasePinned runs reconnect_grace after the start: the QoS 2 messages that were in flight to a
+// member when the broker stopped, and whose member has not come back since, go to the others.
+func (s *Server) releasePinned() {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return
+	}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	defer s.wg.Done()
+	for _, sess := range s.sessions.snapshot() {
+		if sess.online() {
+			continue // it got them again with DUP; they go back if it leaves
+		}
+		s.sharedOf(sess, func(gh *groupHandle) {
+			back := sess.lock().Unshare(gh.id)
+			sess.unlock()
+			gh.mu.Lock()
+			s.takeBack(gh, back)
+			gh.unlock()
+			s.dispatch(gh)
+		})
+	}
 }
 
 // GroupStats is one shared subscription group's state, for metrics.

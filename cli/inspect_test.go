@@ -53,9 +53,9 @@ func TestVerifyInspectShowHolders(t *testing.T) {
 		t.Fatalf("ReadQueue = %v, %v", q, err)
 	}
 	b = &persist.Batch{}
-	b.HoldReleased(group, q[0].Seq, 1, "w 2")
-	b.HoldReleased(group, q[1].Seq, 2, "w1")
-	b.HoldReleased(group, q[2].Seq, 3, "w 2")
+	b.Hold(group, q[0].Seq, persist.Released, 1, "w 2")
+	b.Hold(group, q[1].Seq, persist.Released, 2, "w1")
+	b.Hold(group, q[2].Seq, persist.Released, 3, "w 2")
 	b.SetQueueState(group, q[3].Seq, persist.Sent, 4)
 	opsCommit(t, s, b)
 	if err := s.Close(); err != nil {

@@ -34,6 +34,9 @@ type Config struct {
 type Shared struct {
 	Strategy        string `toml:"strategy"`         // see session.ParseStrategy
 	MaxRedeliveries int    `toml:"max_redeliveries"` // 0: never dropped
+	// After a restart, how long a QoS 2 message that was in flight to a member waits for that
+	// member to reconnect (and get it again with DUP) before it goes to another member.
+	ReconnectGrace Duration `toml:"reconnect_grace"`
 }
 
 // Log configures zerolog.
@@ -253,6 +256,9 @@ func (c *Config) validate() error {
 	}
 	if _, err := session.ParseStrategy(c.Shared.Strategy); err != nil {
 		return keyError("shared.strategy", "%v", err)
+	}
+	if c.Shared.ReconnectGrace.Duration < 0 {
+		return keyError("shared.reconnect_grace", "must be >= 0, not %s", c.Shared.ReconnectGrace.Duration)
 	}
 	if c.Shared.MaxRedeliveries < 0 {
 		return keyError("shared.max_redeliveries", "must be >= 0, not %d", c.Shared.MaxRedeliveries)

@@ -323,13 +323,15 @@ func (b *Batch) SetQueueState(cid string, seq uint64, state QueueState, pid uint
 	}
 }
 
-// HoldReleased records queue entry (cid, seq) of a shared subscription group's queue (cid is
-// the group's) as Released with packet id pid, held by the member holder: the member answered
-// PUBREC, so the message stays with it, across a restart too, until it completes (Ack; not
-// AckQueued, which leaves in-flight states behind). A blind write like SetQueueState, with the
-// same rules: Queued or Sent (SetQueueState) replace it, and Recover removes it when the entry
-// is gone. An empty holder records no holder.
-func (b *Batch) HoldReleased(cid string, seq uint64, pid uint16, holder string) {
+// Hold records queue entry (cid, seq) of a shared subscription group's queue (cid is the
+// group's) as in flight to the member holder with packet id pid: Sent (the PUBLISH goes out once
+// this is durable, so that after a crash the same member gets it again with DUP, never another
+// as new) or Released (the member answered PUBREC, so the message stays with it until it
+// completes). It lasts across a restart until Ack removes it (not AckQueued, which leaves
+// in-flight states behind). A blind write like SetQueueState, with the same rules: another Hold
+// or SetQueueState replaces it, and Recover removes it when the entry is gone. An empty holder
+// records no holder.
+func (b *Batch) Hold(cid string, seq uint64, state QueueState, pid uint16, holder string) {
 	if !b.checkCID(cid) {
 		return
 	}
@@ -337,7 +339,11 @@ func (b *Batch) HoldReleased(cid string, seq uint64, pid uint16, holder string) 
 		b.fail(newError(ErrTooLarge, nil, "holder client id of %d bytes exceeds 65535", len(holder)))
 		return
 	}
-	b.set(inflightKey(cid, seq), encodeInflight(Released, pid, holder))
+	if state != Sent && state != Released {
+		b.fail(fmt.Errorf("persist: a held entry is Sent or Released, not %d", state))
+		return
+	}
+	b.set(inflightKey(cid, seq), encodeInflight(state, pid, holder))
 }
 
 // Ack removes queue entry (cid, seq) and its in-flight state, and the shared

@@ -190,7 +190,7 @@ func BenchmarkReadHeld(b *testing.B) {
 	seqs := benchQueue(b, s, n, 2, func(int) []Target { return []Target{{cid, 2}} })
 	st := &Batch{}
 	for i := 0; i < n; i += n / 20 {
-		st.HoldReleased(cid, seqs[i], uint16(i), fmt.Sprint("member", i%4))
+		st.Hold(cid, seqs[i], Released, uint16(i), fmt.Sprint("member", i%4))
 	}
 	if _, err := s.Commit(st); err != nil {
 		b.Fatal(err)

@@ -184,7 +184,7 @@
 //	0x05 inflight  1 | state (1 = Sent, 2 = Released: PUBREC received, PUBREL sent) | packet id uint16
 //	               2 | state | packet id uint16 | holder length uint16 (not 0) | holder   (format 3)
 //	               version 2 only for an entry with a holder: in a shared subscription
-//	               group's queue, the member it is in flight to (Batch.HoldReleased)
+//	               group's queue, the member it is in flight to (Batch.Hold)
 //	0x06 body      2 | published QoS | flags (bit 0: retain) | topic length uint16 | topic | [v5 parts] | payload
 //	0x07 inbound   1
 //	0x08 will      1 | QoS | flags (bit 0: retain, bit 3: properties) | topic length uint16 | topic
@@ -208,7 +208,7 @@
 // DeleteSession).
 //
 // The 0x05 state of an entry is absent while the entry is only queued; it is
-// written blindly by SetQueueState or HoldReleased and deleted with its entry.
+// written blindly by SetQueueState or Hold and deleted with its entry.
 // A shared subscription group's queue is that of a pseudo client id (one no
 // client can have); an entry of it that a member has answered PUBREC for is
 // Released with that member as its holder, and ReadHeld reads such states

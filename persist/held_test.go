@@ -30,11 +30,11 @@ func heldFixture(t *testing.T, ts *testStore) (seqs []uint64, want []QueueEntry)
 		seqs = append(seqs, ts.commit(b))
 	}
 	b := &Batch{}
-	b.HoldReleased(group, seqs[3], 40, "w2")
+	b.Hold(group, seqs[3], Released, 40, "w2")
 	b.SetQueueState(group, seqs[1], Sent, 10)
 	ts.commit(b)
 	b = &Batch{}
-	b.HoldReleased(group, seqs[2], 30, "w1")
+	b.Hold(group, seqs[2], Released, 30, "w1")
 	ts.commit(b)
 	want = []QueueEntry{
 		{Seq: seqs[1], QoS: 2, State: Sent, PacketID: 10, Message: msg("t", "m1", 2)},
@@ -65,9 +65,9 @@ func fmtHeld(es []QueueEntry) string {
 	return sb.String()
 }
 
-// HoldReleased's state reads back through ReadQueue and ReadHeld, before and after a reopen and
+// Hold's state reads back through ReadQueue and ReadHeld, before and after a reopen and
 // Recover, which counts it as in flight.
-func TestHoldReleasedRoundTrip(t *testing.T) {
+func TestHoldRoundTrip(t *testing.T) {
 	ts := openTest(t)
 	seqs, want := heldFixture(t, ts)
 	check := func() {
@@ -114,7 +114,7 @@ func TestHoldReleasedRoundTrip(t *testing.T) {
 
 // A power cut leaves the synced write-ahead log and none of Badger's state: replayed, it gives
 // back the held entries with their holders.
-func TestHoldReleasedSurvivesPowerCut(t *testing.T) {
+func TestHoldSurvivesPowerCut(t *testing.T) {
 	ts := openTest(t)
 	_, want := heldFixture(t, ts)
 	s, err := Open(testOptions(walCopy(t, ts, 0), nil))
@@ -130,7 +130,7 @@ func TestHoldReleasedSurvivesPowerCut(t *testing.T) {
 
 // Ack removes a held state with its entry; a held state written after the Ack (the broker
 // raced) is not read back and Recover removes it.
-func TestHoldReleasedAck(t *testing.T) {
+func TestHoldAck(t *testing.T) {
 	ts := openTest(t, skipLiveCheck())
 	seqs, want := heldFixture(t, ts)
 	b := &Batch{}
@@ -148,7 +148,7 @@ func TestHoldReleasedAck(t *testing.T) {
 	}
 
 	b = &Batch{}
-	b.HoldReleased(group, seqs[2], 31, "late")
+	b.Hold(group, seqs[2], Released, 31, "late")
 	ts.commit(b)
 	checkHeld(t, ts.Store, want[:1])
 	ts.recover()
@@ -171,9 +171,9 @@ func TestReadHeldLongQueue(t *testing.T) {
 	held := []int{599, 17, 300, 0, 301}
 	b := &Batch{}
 	for j, i := range held {
-		b.HoldReleased(group, seqs[i], uint16(j+1), fmt.Sprint("w", j))
+		b.Hold(group, seqs[i], Released, uint16(j+1), fmt.Sprint("w", j))
 		if i%2 == 1 { // another group's state of the same message
-			b.HoldReleased("\x00g/t2", seqs[i], 99, "other")
+			b.Hold("\x00g/t2", seqs[i], Released, 99, "other")
 		}
 	}
 	b.SetQueueState("w1", seqs[5], Sent, 5) // a client without that entry: a stray, not read
@@ -204,11 +204,11 @@ func TestReadHeldLongQueue(t *testing.T) {
 	ts.Store = s
 }
 
-func TestHoldReleasedRefusesLongHolder(t *testing.T) {
+func TestHoldRefusesLongHolder(t *testing.T) {
 	ts := openTest(t)
 	ts.sessions(group)
 	b := &Batch{}
-	b.HoldReleased(group, 1, 1, strings.Repeat("h", 0x10000))
+	b.Hold(group, 1, Released, 1, strings.Repeat("h", 0x10000))
 	if _, err := ts.Commit(b); !errors.Is(err, ErrTooLarge) {
 		t.Errorf("Commit with a holder of 65536 bytes: %v, want ErrTooLarge", err)
 	}

@@ -96,7 +96,7 @@ func TestFormat2Migrates(t *testing.T) {
 		t.Fatalf("queue of inflight = %v, %v", q, err)
 	}
 	b := &Batch{}
-	b.HoldReleased("inflight", q[1].Seq, q[1].PacketID, "member")
+	b.Hold("inflight", q[1].Seq, Released, q[1].PacketID, "member")
 	if _, err := s.Commit(b); err != nil {
 		t.Fatal(err)
 	}

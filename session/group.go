@@ -80,12 +80,13 @@ type Group[K comparable] struct {
 	opts  *Options
 	gopts *GroupOptions
 
-	members []*member[K] // in subscription order
-	next    int          // where the round robin resumes
-	pending []*message.Entry
-	out     map[uint64]*lease[K] // handed to a member and not finished, by seq
-	returns map[uint64]int       // how often an entry came back
-	loading bool
+	members  []*member[K] // in subscription order
+	next     int          // where the round robin resumes
+	pending  []*message.Entry
+	out      map[uint64]*lease[K] // handed to a member and not finished, by seq
+	returns  map[uint64]int       // how often an entry came back
+	recorded map[uint64]bool      // entries with an in-flight state in the store (QoS 2 handed out)
+	loading  bool
 
 	queued      int // every entry on disk: pending, out, and not loaded
 	queuedBytes int64
@@ -117,8 +118,9 @@ func NewGroup[K comparable](name, filter string, opts *Options, gopts *GroupOpti
 	return &Group[K]{
 		ID: GroupID(name, filter), Name: name, Filter: filter,
 		opts: opts, gopts: gopts,
-		out:     make(map[uint64]*lease[K]),
-		returns: make(map[uint64]int),
+		out:      make(map[uint64]*lease[K]),
+		returns:  make(map[uint64]int),
+		recorded: make(map[uint64]bool),
 	}
 }
 
@@ -420,22 +422,40 @@ func (g *Group[K]) Return(entries []*message.Entry) (poison []*message.Entry, ws
 	return poison, ws
 }
 
-// Held records that the member holding entry seq answered PUBREC: the entry stays with it.
-func (g *Group[K]) Held(seq uint64) {
-	if l := g.out[seq]; l != nil && !l.held {
-		l.held = true
-		l.m.out--
+// Settled applies what a member's Write records of a group's entry: Sent, its QoS 2 PUBLISH is
+// stored as in flight to that member; Released, the member answered PUBREC and the message stays
+// with it. It returns the Write that removes a finished entry from the store (Finished).
+func (g *Group[K]) Settled(w Write) Write {
+	switch w.Kind {
+	case WriteSent:
+		g.recorded[w.Seq] = true
+	case WriteReleased:
+		g.recorded[w.Seq] = true
+		if l := g.out[w.Seq]; l != nil && !l.held {
+			l.held = true
+			l.m.out--
+		}
+	case WriteDone, WriteDoneQueued:
+		return g.Finished(w.Seq)
 	}
+	return w
 }
 
-// Adopt records, at start, an entry the store holds as PUBREC'd by member k; false if k is not
-// a member (its session ended): the caller then finishes the entry.
+// Adopt records, at start, an entry the store holds as in flight to member k: Released (PUBREC'd:
+// it stays with k) or Sent (k gets it again with DUP when it reconnects; see Session.Unshare for
+// when it does not). It returns false if k is not a member (its session ended): the caller then
+// finishes a Released entry and queues a Sent one again.
 func (g *Group[K]) Adopt(k K, e *message.Entry) bool {
 	m := g.member(k)
 	if m == nil {
 		return false
 	}
-	g.out[e.Seq] = &lease[K]{m: m, size: len(e.Message.Payload), held: true}
+	held := e.State == message.Released
+	if !held {
+		m.out++
+	}
+	g.out[e.Seq] = &lease[K]{m: m, size: len(e.Message.Payload), held: held}
+	g.recorded[e.Seq] = true
 	return true
 }
 
@@ -443,10 +463,11 @@ func (g *Group[K]) Adopt(k K, e *message.Entry) bool {
 // returns the Write that removes it from the store.
 func (g *Group[K]) Finished(seq uint64) Write {
 	w := Write{Kind: WriteDoneQueued, Seq: seq, Group: g.ID}
+	if g.recorded[seq] {
+		w.Kind = WriteDone
+	}
 	if l := g.out[seq]; l != nil {
-		if l.held {
-			w.Kind = WriteDone
-		} else {
+		if !l.held {
 			l.m.out--
 		}
 		g.queued--
@@ -454,5 +475,6 @@ func (g *Group[K]) Finished(seq uint64) Write {
 		delete(g.out, seq)
 	}
 	delete(g.returns, seq)
+	delete(g.recorded, seq)
 	return w
 }

@@ -56,7 +56,8 @@ type Session struct {
 	lastLoaded  uint64 // persistent: highest seq held in memory (or already acknowledged)
 	gen         uint64 // bumped on detach, so a disk read that raced a detach is discarded
 	nextPID     uint16
-	conns       uint64 // connections attached so far: a group's hand-off names the one it meant
+	burnt       map[uint16]struct{} // ids of QoS 2 group messages moved away before PUBREC: see Detach
+	conns       uint64              // connections attached so far: a group's hand-off names the one it meant
 	inbound     map[uint16]struct{}
 	outlet      Outlet      // non-nil while a connection is attached
 	link        Link        // the attached connection's (or the last one's)
@@ -122,12 +123,13 @@ func Restore(sv Saved, opts *Options, now time.Time) *Session {
 type Write struct {
 	Kind     WriteKind
 	Seq      uint64 // the queue entry
-	PacketID uint16 // WriteSent, WriteReleased, WriteHeld
+	PacketID uint16 // WriteSent, WriteReleased
 
 	// Group, when set, is the shared group whose queue holds the entry (its store id): the
-	// record is the group's, whichever session asked for it, and the group is told too.
+	// record is the group's, whichever session asked for it, and the group is told too. A Sent
+	// or Released state of a group's entry names its Holder, the member it is in flight to.
 	Group  string
-	Holder string // WriteHeld: the member the entry stays with
+	Holder string
 }
 
 // WriteKind says what a Write records.
@@ -142,9 +144,6 @@ const (
 	WriteDone
 	// WriteDoneQueued: entry Seq is finished and no in-flight state was ever written for it.
 	WriteDoneQueued
-	// WriteHeld: a group's entry Seq got PUBREC from member Holder, PUBREL sent with PacketID;
-	// it stays with that member (exactly once within the group).
-	WriteHeld
 )
 
 // Outlet is the connection a session is attached to. The session only keeps it, to tell its
@@ -218,8 +217,7 @@ func (s *Session) Detach(now time.Time) (ws []Write, back []*message.Entry) {
 				ws = append(ws, Write{Kind: WriteSent, Seq: e.Seq, PacketID: e.PacketID})
 			}
 		case e.State != message.Released:
-			back = append(back, e)
-			delete(s.byPID, e.PacketID)
+			back = append(back, s.moveAway(e))
 		case s.Persistent:
 			held = append(held, e)
 		default:
@@ -278,10 +276,25 @@ func (s *Session) Unshare(group string) (back []*message.Entry) {
 		if keep(e) {
 			return false
 		}
-		delete(s.byPID, e.PacketID)
+		s.moveAway(e)
 		return true
 	})
 	return back
+}
+
+// moveAway frees the packet identifier of a group's entry that goes back to its group. One of a
+// QoS 2 PUBLISH stays taken: the client may hold it awaiting PUBREL (its PUBREC lost with the
+// connection) and would take a new message under it for a repeat [MQTT-4.3.3-9]. A PUBREC or
+// PUBCOMP from the client for it frees it.
+func (s *Session) moveAway(e *message.Entry) *message.Entry {
+	delete(s.byPID, e.PacketID)
+	if e.QoS == 2 {
+		if s.burnt == nil {
+			s.burnt = make(map[uint16]struct{})
+		}
+		s.burnt[e.PacketID] = struct{}{}
+	}
+	return e
 }
 
 // Adopt takes, at start, a group's entry that this session's client answered PUBREC for before
@@ -451,33 +464,41 @@ func (s *Session) Subscriptions() map[string]message.SubOptions {
 	return maps.Clone(s.subs)
 }
 
-// OwnQoS is the QoS at which a message this session's own client published on topic reaches it:
-// the highest of its matching subscriptions without No Local [MQTT-3.8.3-3]; ok is false when
-// every matching one has No Local.
+// OwnQoS is the QoS at which a message this session's own client published on topic reaches it
+// through its ordinary subscriptions: the highest of the matching ones without No Local
+// [MQTT-3.8.3-3]; ok is false when every matching one has No Local. (A shared subscription may
+// not have No Local [MQTT-3.8.3-4].)
 func (s *Session) OwnQoS(topic string) (qos byte, ok bool) {
 	for f, o := range s.subs {
-		if !o.NoLocal && matches(f, topic) {
+		if !o.NoLocal && carries(f, "", topic) {
 			qos, ok = max(qos, o.QoS), true
 		}
 	}
 	return qos, ok
 }
 
-// matches reports whether the subscription to f, shared or not, matches topic.
-func matches(f, topic string) bool {
-	_, filter, _, _ := router.ParseShared(f)
+// carries reports whether a message on topic reaches the session through its subscription to f:
+// a group's message (group is the group's store id) only through that group's shared
+// subscription, any other only through the ordinary ones.
+func carries(f, group, topic string) bool {
+	name, filter, shared, _ := router.ParseShared(f)
+	if shared != (group != "") || shared && GroupID(name, filter) != group {
+		return false
+	}
 	return router.MatchFilter(filter, topic)
 }
 
-// Via returns, for a message on topic, the identifiers of the matching subscriptions, to be sent
-// with it in one PUBLISH [MQTT-3.3.4-3], and whether one of them keeps RETAIN as published. Both
-// are MQTT 5's: a client attached at 3.x gets neither.
-func (s *Session) Via(topic string) (ids []uint32, retainAsPublished bool) {
+// Via returns, for a message on topic, the identifiers of the subscriptions it came through (its
+// group's, for a shared group's message; else the matching ordinary ones), to be sent with it in
+// one PUBLISH [MQTT-3.3.4-3], and whether one of them keeps RETAIN as published. Both are MQTT
+// 5's: a client attached at 3.x gets neither. A shared and an ordinary subscription are two
+// copies, each with its own identifier [MQTT-3.3.4-5].
+func (s *Session) Via(topic, group string) (ids []uint32, retainAsPublished bool) {
 	if s.decorated == 0 || s.level != codec.Level5 {
 		return nil, false
 	}
 	for f, o := range s.subs {
-		if (o.ID != 0 || o.RetainAsPublished) && matches(f, topic) {
+		if (o.ID != 0 || o.RetainAsPublished) && carries(f, group, topic) {
 			if o.ID != 0 {
 				ids = append(ids, o.ID)
 			}
@@ -740,9 +761,9 @@ func (s *Session) send(o *Outgoing, e *message.Entry) {
 		e.PacketID = s.allocPID()
 	}
 	dst := &o.Now
-	if s.Persistent && e.QoS == 2 && e.Group == "" {
-		// Sent once its packet identifier is durable. A group's entry needs no such wait: until
-		// PUBREC it goes back to the group if anything happens to this member or the broker.
+	if e.QoS == 2 && (s.Persistent || e.Group != "") {
+		// Sent once its packet identifier is durable (a group's, with its holder), so that a
+		// crash can never make it look new to this client, or reach another member as new.
 		dst = &o.After
 	}
 	var fits bool
@@ -769,7 +790,10 @@ func (s *Session) send(o *Outgoing, e *message.Entry) {
 	}
 	s.inflight = append(s.inflight, e)
 	s.byPID[e.PacketID] = e
-	if s.Persistent && e.QoS == 2 && e.Group == "" {
+	switch {
+	case e.QoS == 2 && e.Group != "":
+		o.Writes = append(o.Writes, Write{Kind: WriteSent, Seq: e.Seq, PacketID: e.PacketID, Group: e.Group, Holder: s.ID})
+	case e.QoS == 2 && s.Persistent:
 		o.Writes = append(o.Writes, Write{Kind: WriteSent, Seq: e.Seq, PacketID: e.PacketID})
 	}
 }
@@ -786,7 +810,7 @@ func (s *Session) appendPublish(dst []byte, e *message.Entry, dup bool, o *Outgo
 		return p.Append(dst), true
 	}
 	props := m.PropsAt(o.At)
-	ids, rap := s.Via(m.Topic)
+	ids, rap := s.Via(m.Topic, e.Group)
 	props.SubscriptionIDs = ids
 	p.Retain = p.Retain || rap && m.RetainPublished // [MQTT-3.3.1-12]
 	var alias uint16
@@ -820,7 +844,9 @@ func (s *Session) allocPID() uint16 {
 		if s.nextPID == 0 {
 			s.nextPID = 1
 		}
-		if _, used := s.byPID[s.nextPID]; !used {
+		_, used := s.byPID[s.nextPID]
+		_, burnt := s.burnt[s.nextPID]
+		if !used && !burnt {
 			return s.nextPID
 		}
 	}
@@ -845,6 +871,7 @@ func (s *Session) removeInflight(e *message.Entry) {
 func (s *Session) Ack(pid uint16, kind codec.Type) (Write, bool) {
 	e, ok := s.byPID[pid]
 	if !ok {
+		delete(s.burnt, pid)
 		return Write{}, false
 	}
 	switch {
@@ -864,12 +891,13 @@ func (s *Session) Ack(pid uint16, kind codec.Type) (Write, bool) {
 func (s *Session) Pubrec(pid uint16) (w Write, ok bool) {
 	e, ok := s.byPID[pid]
 	if !ok || e.QoS != 2 {
+		delete(s.burnt, pid)
 		return Write{}, false
 	}
 	e.State = message.Released
 	switch {
 	case e.Group != "":
-		w = Write{Kind: WriteHeld, Seq: e.Seq, PacketID: pid, Group: e.Group, Holder: s.ID}
+		w = Write{Kind: WriteReleased, Seq: e.Seq, PacketID: pid, Group: e.Group, Holder: s.ID}
 	case s.Persistent:
 		w = Write{Kind: WriteReleased, Seq: e.Seq, PacketID: pid}
 	}

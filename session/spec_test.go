@@ -38,7 +38,7 @@ func (d *disk) apply(ws []Write) {
 		switch w.Kind {
 		case WriteSent:
 			(*d)[i].State, (*d)[i].PacketID = message.Sent, w.PacketID
-		case WriteReleased, WriteHeld:
+		case WriteReleased:
 			(*d)[i].State, (*d)[i].PacketID = message.Released, w.PacketID
 		case WriteDone, WriteDoneQueued:
 			*d = slices.Delete(*d, i, i+1)
