@@ -276,6 +276,48 @@ func TestGroupSpec(t *testing.T) {
 				t.Fatalf("group holds %d, %d out, disk %d; want nothing", q, out, len(r.disk))
 			}
 		}},
+		{"MQTT-4.3.3-9 a QoS 2 packet id moved away before PUBREC is not reused until the client answers for it", func(t *testing.T) {
+			r := newGroupRig(t, RoundRobin, "a", "b")
+			r.online("a")
+			r.publish("t/1", 2)
+			first := r.fill("a")[0].PacketID
+			r.offline("a") // a's client may still hold first awaiting PUBREL
+			r.online("b")
+			r.fill("b") // m1
+			r.online("a")
+			r.members["a"].nextPID = first - 1 // as after a wrap: first would be next
+			r.publish("t/1", 2)
+			r.publish("t/1", 2)
+			next := r.fill("a")
+			if len(next) != 1 || next[0].PacketID == first {
+				t.Fatalf("a got %+v; packet id %d may not be reused yet", next, first)
+			}
+			if _, ok := r.members["a"].Pubrec(first); ok {
+				t.Fatal("a PUBREC for the moved message was taken for a live exchange")
+			}
+			if _, ok := r.members["a"].burnt[first]; ok {
+				t.Fatal("the client answered for the id: it is free again")
+			}
+		}},
+		{"MQTT-3.3.4-5 a group's message carries the group's subscription identifier only", func(t *testing.T) {
+			r := newGroupRig(t, RoundRobin, "a")
+			a := r.members["a"]
+			a.Subscribe("$share/g/t/#", message.SubOptions{QoS: 1, ID: 7})
+			a.Subscribe("t/#", message.SubOptions{QoS: 1, ID: 8})
+			a.Subscribe("$share/other/t/#", message.SubOptions{QoS: 1, ID: 9})
+			a.Attach(Link{Level: codec.Level5}, &fakeOutlet{})
+			r.g.Online("a", a.Conn(), a.Window())
+			r.publish("t/1", 1)
+			var o Outgoing
+			a.Fill(&o)
+			p := decode5(t, o.Now)
+			if len(p) != 1 || p[0].Props == nil || fmt.Sprint(p[0].Props.SubscriptionIDs) != "[7]" {
+				t.Fatalf("sent %+v", p)
+			}
+			if ids, _ := a.Via("t/1", ""); fmt.Sprint(ids) != "[8]" {
+				t.Fatalf("the ordinary copy carries %v, want [8]", ids)
+			}
+		}},
 		{"poison: a message back too often is dropped and counted", func(t *testing.T) {
 			r := newGroupRig(t, RoundRobin, "a")
 			r.publish("t/1", 1)
