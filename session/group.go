@@ -110,6 +110,7 @@ type member[K comparable] struct {
 type lease[K comparable] struct {
 	m    *member[K]
 	size int
+	qos  byte // the group's, which the member's copy may lower
 	held bool // PUBREC'd: stays with its member
 }
 
@@ -251,7 +252,7 @@ func (g *Group[K]) Dispatch(dst []Handoff[K]) ([]Handoff[K], *Load) {
 			continue
 		}
 		m.out++
-		g.out[e.Seq] = &lease[K]{m: m, size: len(e.Message.Payload)}
+		g.out[e.Seq] = &lease[K]{m: m, size: len(e.Message.Payload), qos: e.QoS}
 		h := *e
 		h.QoS = min(e.QoS, m.qos)
 		dst = append(dst, Handoff[K]{Member: m.key, Conn: m.conn, Entry: &h})
@@ -388,11 +389,14 @@ func (g *Group[K]) Refused(k K, conn uint64, e *message.Entry) {
 
 // takeBack puts e back among the pending entries, in seq order.
 func (g *Group[K]) takeBack(e *message.Entry) {
-	if l := g.out[e.Seq]; l != nil && !l.held {
-		l.m.out--
+	back := &message.Entry{Seq: e.Seq, QoS: e.QoS, Message: e.Message, Group: g.ID}
+	if l := g.out[e.Seq]; l != nil {
+		back.QoS = l.qos
+		if !l.held {
+			l.m.out--
+		}
 	}
 	delete(g.out, e.Seq)
-	back := &message.Entry{Seq: e.Seq, QoS: e.QoS, Message: e.Message, Group: g.ID}
 	if q := g.pending; len(q) > 0 && q[len(q)-1].Seq > back.Seq {
 		i, _ := slices.BinarySearchFunc(q, back.Seq, func(x *message.Entry, s uint64) int { return cmp.Compare(x.Seq, s) })
 		g.pending = slices.Insert(q, i, back)
@@ -454,7 +458,7 @@ func (g *Group[K]) Adopt(k K, e *message.Entry) bool {
 	if !held {
 		m.out++
 	}
-	g.out[e.Seq] = &lease[K]{m: m, size: len(e.Message.Payload), held: held}
+	g.out[e.Seq] = &lease[K]{m: m, size: len(e.Message.Payload), qos: e.QoS, held: held}
 	g.recorded[e.Seq] = true
 	return true
 }

@@ -318,6 +318,20 @@ func TestGroupSpec(t *testing.T) {
 				t.Fatalf("the ordinary copy carries %v, want [8]", ids)
 			}
 		}},
+		{"a message that comes back has the group's QoS again, not the lower one of the member it was with", func(t *testing.T) {
+			r := newGroupRig(t, RoundRobin, "a", "b")
+			r.g.Join("a", "a", 1) // a now takes QoS 1
+			r.online("a")
+			r.publish("t/1", 2)
+			if p := r.fill("a"); len(p) != 1 || p[0].QoS != 1 {
+				t.Fatalf("a got %+v, want it at QoS 1", p)
+			}
+			r.offline("a")
+			r.online("b")
+			if p := r.fill("b"); len(p) != 1 || p[0].QoS != 2 {
+				t.Fatalf("b got %+v, want it at QoS 2", p)
+			}
+		}},
 		{"poison: a message back too often is dropped and counted", func(t *testing.T) {
 			r := newGroupRig(t, RoundRobin, "a")
 			r.publish("t/1", 1)
