@@ -83,6 +83,17 @@ func (gs *groups) get(id string) *groupHandle {
 	return gs.byID[id]
 }
 
+// snapshot returns every group at the time of the call.
+func (gs *groups) snapshot() []*groupHandle {
+	gs.mu.Lock()
+	defer gs.mu.Unlock()
+	all := make([]*groupHandle, 0, len(gs.byID))
+	for _, gh := range gs.byID {
+		all = append(all, gh)
+	}
+	return all
+}
+
 // match appends the groups whose filter matches topic.
 func (gs *groups) match(topic string, dst []router.Subscriber[*groupHandle]) []router.Subscriber[*groupHandle] {
 	if gs.n.Load() == 0 {
@@ -338,14 +349,8 @@ func (s *Server) settle(ws []session.Write) {
 // gone are finished (their exchange ended with the clean session that held them).
 func (s *Server) recoverGroups(stored map[string]bool, b *persist.Batch) error {
 	gs := s.groups
-	gs.mu.Lock()
-	all := make([]*groupHandle, 0, len(gs.byID))
-	for _, gh := range gs.byID {
-		all = append(all, gh)
-	}
-	gs.mu.Unlock()
 	pinned := false // a Sent entry went back to its member
-	for _, gh := range all {
+	for _, gh := range gs.snapshot() {
 		if all, _ := gh.g.Members(); all == 0 {
 			gs.mu.Lock()
 			delete(gs.byID, gh.id)
@@ -425,13 +430,7 @@ type GroupStats struct {
 
 // Groups returns the state of every shared subscription group.
 func (s *Server) Groups() []GroupStats {
-	gs := s.groups
-	gs.mu.Lock()
-	all := make([]*groupHandle, 0, len(gs.byID))
-	for _, gh := range gs.byID {
-		all = append(all, gh)
-	}
-	gs.mu.Unlock()
+	all := s.groups.snapshot()
 	out := make([]GroupStats, 0, len(all))
 	for _, gh := range all {
 		gh.mu.Lock()
