@@ -144,15 +144,20 @@ func runFlow(e *env, name string, npub, nsub int, rate float64) error {
 		return err
 	}
 
-	if err := guarantees(o.qos, lost, dup, sent*uint64(nsub), codes.refused*uint64(nsub)); err != nil {
-		errs = append([]error{err}, errs...)
-	} else if drainErr != nil && o.qos > 0 {
+	return outcome(guarantees(o.qos, lost, dup, sent*uint64(nsub), codes.refused*uint64(nsub)), drainErr, o.qos, &codes, errs)
+}
+
+// outcome is a run's error: a broken guarantee first; the drain's timeout
+// only when no broken guarantee explains it, and never at QoS 0, where loss
+// is no failure; then the other errors and the acknowledgements that were
+// not a plain Success.
+func outcome(broken, drainErr error, qos int, codes *ackCodes, errs []error) error {
+	if broken != nil {
+		errs = append([]error{broken}, errs...)
+	} else if drainErr != nil && qos > 0 {
 		errs = append(errs, drainErr)
 	}
-	if err := codes.err(); err != nil {
-		errs = append(errs, err)
-	}
-	return errors.Join(errs...)
+	return errors.Join(append(errs, codes.err())...)
 }
 
 // guarantees checks what MQTT promises: nothing lost at QoS 1 and 2,
