@@ -118,6 +118,7 @@ func (c *conn) handleConnect(cp *codec.Connect, decodeErr error) bool {
 	m.SetWill(cp.Will)
 	m.Attach(c.link, c)
 	c.sess.unlock()
+	c.srv.membersOnline(c.sess)
 	c.connected5.Store(c.level5())
 	c.Wake()
 	c.log.Debug().Bool("clean_session", cp.CleanSession).Bool("session_present", present).
@@ -255,7 +256,7 @@ func (c *conn) endSession() {
 	var d delivery
 	now := time.Now()
 	m := c.sess.lock()
-	addWrites(&d.batch, c.clientID, m.Detach(now)...)
+	ws, back := m.Detach(now)
 	will := m.TakeWill(srv.cfg.Limits.SessionExpiry.Duration)
 	if c.willStored && m.Will() == nil {
 		d.batch.DeleteWill(c.clientID) // published now (in this commit), or discarded by DISCONNECT
@@ -263,6 +264,9 @@ func (c *conn) endSession() {
 	end, expires := m.ExpiresAt(srv.cfg.Limits.SessionExpiry.Duration)
 	record, owner := m.Record(), readerOf(m)
 	c.sess.unlock()
+	srv.settle(ws)
+	addWrites(&d.batch, c.clientID, ws...)
+	srv.membersOffline(c.sess, back)
 	switch {
 	case !c.sess.Persistent:
 		srv.discardSession(c.sess, nil)

@@ -75,9 +75,10 @@
 //
 // # Locks
 //
-// Order: Server.mu or retainMu (never both), then the shared subscriptions' lock
-// (router.Shared, whose Pick asks each member whether it is online), then a sessionHandle's
-// lock, then conn.omu (outbound). retainMu is held while a retained publish is routed and submitted to persist, and
+// Order: Server.mu or retainMu (never both), then the shared groups' registry lock
+// (groups.mu), then a groupHandle's, then a sessionHandle's lock, then conn.omu (outbound). A
+// group never calls its members: it hands out entries while its lock is held, and the broker
+// passes them on to the member sessions after letting it go. retainMu is held while a retained publish is routed and submitted to persist, and
 // around SUBSCRIBE's look-up of the retained index. conn.jmu (inOrder), the password
 // checker's, the login cache's and the listener gate's locks are leaves: nothing else is taken
 // under them (jobs are completed outside jmu). No lock is held across network I/O or while

@@ -18,14 +18,12 @@ type sessionHandle struct {
 
 	mu    sync.Mutex
 	m     *session.Session
-	drain chan struct{} // closed when the backlog falls to backlogHigh/2; nil when nobody waits
-	stuck bool          // a publisher waited in vain: stop making publishers wait until it drains
-	high  int           // backlogHigh of the server, copied for unlock
-	timer *time.Timer   // runs Server.reap while offline; nil until first needed
+	bl    backlog
+	timer *time.Timer // runs Server.reap while offline; nil until first needed
 }
 
 func newHandle(m *session.Session, backlogHigh int) *sessionHandle {
-	return &sessionHandle{ID: m.ID, Persistent: m.Persistent, m: m, high: backlogHigh}
+	return &sessionHandle{ID: m.ID, Persistent: m.Persistent, m: m, bl: backlog{high: backlogHigh}}
 }
 
 // lock returns the machine; nothing else may call it until unlock.
@@ -37,14 +35,9 @@ func (h *sessionHandle) lock() *session.Session {
 // unlock releases the machine, and with it the publishers waiting for its backlog once that has
 // halved or the session went offline (nobody drains it now; its queue limit bounds it).
 func (h *sessionHandle) unlock() {
-	if h.drain != nil || h.stuck {
-		if n, _ := h.m.Queued(); n <= h.high/2 || h.m.Outlet() == nil {
-			h.stuck = false
-			if h.drain != nil {
-				close(h.drain)
-				h.drain = nil
-			}
-		}
+	if h.bl.waited() {
+		n, _ := h.m.Queued()
+		h.bl.drained(n, h.m.Online())
 	}
 	h.mu.Unlock()
 }
@@ -62,21 +55,53 @@ func (h *sessionHandle) online() bool {
 func (h *sessionHandle) congested() <-chan struct{} {
 	m := h.lock()
 	defer h.unlock()
-	if n, _ := m.Queued(); m.Outlet() == nil || h.stuck || n < h.high {
-		return nil
-	}
-	if h.drain == nil {
-		h.drain = make(chan struct{})
-	}
-	return h.drain
+	n, _ := m.Queued()
+	return h.bl.congested(n, m.Online())
 }
+
+func (h *sessionHandle) String() string { return h.ID }
 
 // markStuck records that a publisher waited for this session in vain: publishers stop waiting for
 // it until its backlog drains.
 func (h *sessionHandle) markStuck() {
 	h.lock()
-	h.stuck = true
+	h.bl.stuck = true
 	h.unlock()
+}
+
+// backlog is the publishers' flow control of one queue (a session's or a shared group's), the
+// broker's policy, not MQTT's: publishers that route to a queue whose backlog is high wait until
+// it halves. Its owner's lock guards it.
+type backlog struct {
+	drain chan struct{} // closed when the backlog falls to high/2; nil when nobody waits
+	stuck bool          // a publisher waited in vain: stop making publishers wait until it drains
+	high  int           // backlogHigh of the server
+}
+
+// congested returns the channel to wait on for a backlog of n entries, or nil when a publisher
+// need not wait: n is below the mark, nobody is online to drain it, or it is stuck.
+func (b *backlog) congested(n int, online bool) <-chan struct{} {
+	if !online || b.stuck || n < b.high {
+		return nil
+	}
+	if b.drain == nil {
+		b.drain = make(chan struct{})
+	}
+	return b.drain
+}
+
+// waited reports whether drained has anything to do.
+func (b *backlog) waited() bool { return b.drain != nil || b.stuck }
+
+// drained releases the waiting publishers once the backlog n has halved or nobody is online.
+func (b *backlog) drained(n int, online bool) {
+	if n <= b.high/2 || !online {
+		b.stuck = false
+		if b.drain != nil {
+			close(b.drain)
+			b.drain = nil
+		}
+	}
 }
 
 // registry maps client identifiers to sessions. It is shared by every listener, so a client can

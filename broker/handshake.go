@@ -3,6 +3,7 @@ package broker
 import (
 	"github.com/holdfast/holdfast/codec"
 	"github.com/holdfast/holdfast/persist"
+	"github.com/holdfast/holdfast/session"
 )
 
 // acked handles PUBACK and PUBCOMP from the client for a message we sent.
@@ -15,8 +16,10 @@ func (c *conn) acked(pid uint16, kind codec.Type) {
 	if !ok || w.Kind == 0 {
 		return
 	}
+	ws := []session.Write{w}
+	c.srv.settle(ws)
 	var b persist.Batch
-	addWrites(&b, c.clientID, w)
+	addWrites(&b, c.clientID, ws...)
 	c.srv.store.Submit(&b, c.srv.logCommitError("acknowledging a message"))
 }
 
@@ -29,6 +32,7 @@ func (c *conn) handlePubrec(pid uint16) {
 		c.sendControl(&codec.Pubrel{PacketID: pid}) // [MQTT-4.3.3-1]
 		return
 	}
+	c.srv.settle([]session.Write{w}) // a group's entry now stays with this member
 	var b persist.Batch
 	addWrites(&b, c.clientID, w)
 	c.srv.store.Submit(&b, func(_ uint64, err error) {

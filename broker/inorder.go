@@ -49,7 +49,7 @@ func (c *conn) start(j *pubJob) {
 	}
 	c.srv.submitDelivery(&j.d, func(seq uint64, err error) {
 		if err == nil {
-			j.d.committed(seq)
+			c.srv.committed(&j.d, seq)
 		}
 		c.jobReady(j, err, false)
 	})

@@ -344,6 +344,7 @@ func (c *conn) releaseWaitersLocked() {
 // submitSendState hands the in-flight state of what Fill sent to persist. QoS 2 messages (in
 // out.After) go on the wire only once their packet identifiers are durable.
 func (c *conn) submitSendState(out *session.Outgoing) {
+	c.srv.settle(out.Writes)
 	var b persist.Batch
 	addWrites(&b, c.clientID, out.Writes...)
 	out.Writes = out.Writes[:0]

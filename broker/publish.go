@@ -3,7 +3,6 @@ package broker
 import (
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -24,7 +23,9 @@ type delivery struct {
 	durableQoS []byte
 	memory     []*sessionHandle // clean-session targets at QoS 1/2, queued in memory after the commit
 	memoryQoS  []byte
-	outlets    []qos0Target    // online targets at QoS 0
+	outlets    []qos0Target   // online targets at QoS 0
+	groups     []*groupHandle // shared groups that queue it, told in the commit callback
+	groupQoS   []byte
 	retain     *retain.Message // the retained store's update, applied when the batch is submitted
 }
 
@@ -147,31 +148,53 @@ func (s *Server) diskLow() bool {
 }
 
 // waitForSubscribers holds the reader (so the publisher is read no faster than its subscribers
-// take messages) while an online target's backlog is high. A target that does not drain within
-// stallWait is marked stuck and no longer waited for.
+// take messages) while an online target's backlog is high: a session's, or a shared group's. A
+// target that does not drain within stallWait is marked stuck and no longer waited for.
 func (c *conn) waitForSubscribers(d *delivery) {
 	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	// wait reports false when the publisher waits no more for anyone.
+	wait := func(t flowControlled) bool {
+		ch := t.congested()
+		if ch == nil {
+			return true
+		}
+		if timer == nil {
+			timer = time.NewTimer(stallWait)
+		}
+		select {
+		case <-ch:
+			return true
+		case <-timer.C:
+			t.markStuck()
+			c.log.Warn().Stringer("subscriber", t).Msg("subscriber is not keeping up: its queue grows up to its limit")
+		case <-c.closing:
+		}
+		return false
+	}
 	for _, targets := range [][]*sessionHandle{d.durable, d.memory} {
 		for _, sess := range targets {
-			ch := sess.congested()
-			if ch == nil {
-				continue
-			}
-			if timer == nil {
-				timer = time.NewTimer(stallWait)
-				defer timer.Stop()
-			}
-			select {
-			case <-ch:
-			case <-timer.C:
-				sess.markStuck()
-				c.log.Warn().Str("subscriber", sess.ID).Msg("subscriber is not keeping up: its queue grows up to its limit")
-				return
-			case <-c.closing:
+			if !wait(sess) {
 				return
 			}
 		}
 	}
+	for _, gh := range d.groups {
+		if !wait(gh) {
+			return
+		}
+	}
+}
+
+// flowControlled is a queue publishers wait for: a session's or a shared group's.
+type flowControlled interface {
+	congested() <-chan struct{}
+	markStuck()
+	String() string
 }
 
 // addInbound records an inbound QoS 2 packet identifier awaiting PUBREL; false means the PUBLISH
@@ -204,7 +227,7 @@ func (c *conn) acknowledgeOnly(p *codec.Publish, reason codec.ReasonCode, why st
 // staging, or straight into the outbound buffers).
 func (s *Server) fanOutQoS0(p *codec.Publish, self *sessionHandle, send func(session.Outlet, *codec.Publish)) {
 	mp := s.getMatches()
-	matches := s.match(p.Topic, *mp)
+	matches := s.match(p.Topic, 0, *mp)
 	out := codec.Publish{Topic: p.Topic, Payload: p.Payload, Props: forwardProps(p.Props, true)}
 	acl := s.auth.Load().acl
 	for _, m := range matches {
@@ -216,23 +239,56 @@ func (s *Server) fanOutQoS0(p *codec.Publish, self *sessionHandle, send func(ses
 	s.matchPool.Put(mp)
 }
 
-// match appends to dst the sessions that get a message on topic: every subscriber, and one member
-// of each shared subscription group (a session that is both gets one copy, at the higher QoS).
-func (s *Server) match(topic string, dst []router.Subscriber[*sessionHandle]) []router.Subscriber[*sessionHandle] {
+// match appends to dst the sessions that get a message of QoS qos on topic: every subscriber, and
+// an online member of each shared subscription group that takes it at QoS 0 (a group queues QoS
+// 1/2 messages itself: see routeGroups). A session with a shared and an ordinary subscription
+// that both match gets two copies: they are two subscriptions.
+func (s *Server) match(topic string, qos byte, dst []router.Subscriber[*sessionHandle]) []router.Subscriber[*sessionHandle] {
 	dst = s.trie.Match(topic, dst)
-	n := len(dst)
-	dst = s.shared.Pick(topic, (*sessionHandle).online, dst)
-	for i := n; i < len(dst); i++ {
-		for j := range i {
-			if dst[j].Key == dst[i].Key {
-				dst[j].QoS = max(dst[j].QoS, dst[i].QoS)
-				dst = slices.Delete(dst, i, i+1)
-				i--
-				break
+	if s.groups.n.Load() == 0 {
+		return dst
+	}
+	var buf [4]router.Subscriber[*groupHandle]
+	for _, m := range s.groups.match(topic, buf[:0]) {
+		gh := m.Key
+		gh.mu.Lock()
+		if min(qos, gh.g.QoS()) == 0 {
+			if k, q, ok := gh.g.PickQoS0(topic); ok {
+				dst = append(dst, router.Subscriber[*sessionHandle]{Key: k, QoS: q})
 			}
 		}
+		gh.unlock()
 	}
 	return dst
+}
+
+// routeGroups reserves room in the queue of every shared group that takes a message of QoS qos
+// and size bytes on topic at QoS 1 or 2, and adds the group as a target of d.
+func (s *Server) routeGroups(d *delivery, topic string, qos byte, size int, targets []persist.Target) []persist.Target {
+	if qos == 0 || s.groups.n.Load() == 0 {
+		return targets
+	}
+	var buf [4]router.Subscriber[*groupHandle]
+	for _, m := range s.groups.match(topic, buf[:0]) {
+		gh := m.Key
+		gh.mu.Lock()
+		q := min(qos, gh.g.QoS())
+		ok := q > 0 && gh.g.Reserve(size)
+		full := q > 0 && !ok
+		gh.unlock()
+		if full {
+			s.stats.drop(DropQueueFull)
+			s.dropLog.Warn().Str("group", gh.g.Name+"/"+gh.g.Filter).Str("topic", topic).
+				Msg("shared group queue full (limits.max_queued_messages / max_queued_bytes): message dropped for the group")
+		}
+		if !ok {
+			continue
+		}
+		targets = append(targets, persist.Target{ClientID: gh.id, QoS: q})
+		d.groups = append(d.groups, gh)
+		d.groupQoS = append(d.groupQoS, q)
+	}
+	return targets
 }
 
 func (s *Server) getMatches() *[]router.Subscriber[*sessionHandle] {
@@ -267,7 +323,7 @@ func (s *Server) route(d *delivery, p *codec.Publish, owner string) (retainRefus
 		}
 	}
 	mp := s.getMatches()
-	matches := s.match(p.Topic, *mp)
+	matches := s.match(p.Topic, p.QoS, *mp)
 	var targets []persist.Target
 	acl := s.auth.Load().acl
 	for _, m := range matches {
@@ -291,6 +347,7 @@ func (s *Server) route(d *delivery, p *codec.Publish, owner string) (retainRefus
 	}
 	*mp = matches
 	s.matchPool.Put(mp)
+	targets = s.routeGroups(d, p.Topic, p.QoS, len(p.Payload), targets)
 	if len(targets) > 0 {
 		d.batch.Enqueue(d.msg, targets)
 	}
@@ -363,9 +420,15 @@ func (s *Server) take(acl *auth.ACL, sess *sessionHandle, topic string, qos byte
 
 // committed runs in persist's callback, in commit order: it hands the entry to each persistent
 // session, whose in-memory window relies on that order.
-func (d *delivery) committed(seq uint64) {
+func (s *Server) committed(d *delivery, seq uint64) {
 	for i, sess := range d.durable {
 		sess.committed(seq, d.msg, d.durableQoS[i])
+	}
+	for i, gh := range d.groups {
+		gh.mu.Lock()
+		gh.g.Committed(seq, d.msg, d.groupQoS[i])
+		gh.unlock()
+		s.dispatch(gh)
 	}
 }
 
@@ -392,6 +455,11 @@ func (d *delivery) abandon() {
 		for _, sess := range targets {
 			sess.unreserve(len(d.msg.Payload))
 		}
+	}
+	for _, gh := range d.groups {
+		gh.mu.Lock()
+		gh.g.Unreserve(len(d.msg.Payload))
+		gh.unlock()
 	}
 }
 

@@ -9,8 +9,13 @@ import (
 // persist's records.
 
 // addWrites puts the records a session asked for into b, under its client id.
+// A Write of a shared group's entry is recorded under the group's queue.
 func addWrites(b *persist.Batch, cid string, ws ...session.Write) {
 	for _, w := range ws {
+		cid := cid
+		if w.Group != "" {
+			cid = w.Group
+		}
 		switch w.Kind {
 		case session.WriteSent:
 			b.SetQueueState(cid, w.Seq, persist.Sent, w.PacketID)
@@ -20,6 +25,8 @@ func addWrites(b *persist.Batch, cid string, ws ...session.Write) {
 			b.Ack(cid, w.Seq)
 		case session.WriteDoneQueued:
 			b.AckQueued(cid, w.Seq)
+		case session.WriteHeld:
+			b.HoldReleased(cid, w.Seq, w.PacketID, w.Holder)
 		}
 	}
 }

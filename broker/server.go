@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -30,8 +31,8 @@ type Server struct {
 	log           zerolog.Logger
 	dropLog       zerolog.Logger // sampled: a full queue can drop thousands of messages a second
 	store         *persist.Store
-	trie          *router.Trie[*sessionHandle]  // the subscriptions; see subscribe
-	shared        router.Shared[*sessionHandle] // the shared subscriptions ($share/...)
+	trie          *router.Trie[*sessionHandle] // the subscriptions; see subscribe
+	groups        *groups                      // the shared subscription groups ($share/...)
 	retained      *retain.Store
 	sysRetained   *retain.Store // the broker's own $SYS topics: memory only, outside the limits
 	retainMu      sync.Mutex    // a retained publish's routing and submission, against SUBSCRIBE's look-up
@@ -63,6 +64,10 @@ type Server struct {
 // against rules (from LoadAuth). version is what $SYS/broker/version says (main's, set at link
 // time). The store stays the caller's to close, after Shutdown.
 func New(cfg *config.Config, store *persist.Store, rules *AuthRules, version string, log zerolog.Logger) (*Server, error) {
+	strategy, err := session.ParseStrategy(cfg.Shared.Strategy)
+	if err != nil {
+		return nil, fmt.Errorf("shared.strategy: %w", err)
+	}
 	s := &Server{
 		version:     version,
 		cfg:         cfg,
@@ -72,6 +77,11 @@ func New(cfg *config.Config, store *persist.Store, rules *AuthRules, version str
 		retained:    retain.New(),
 		sysRetained: retain.New(),
 		sessions:    newRegistry(),
+		groups: newGroups(session.GroupOptions{
+			Strategy:        strategy,
+			MaxRedeliveries: cfg.Shared.MaxRedeliveries,
+			Rand:            rand.IntN,
+		}),
 		sessOpts: session.Options{
 			MaxInflight:       cfg.Limits.MaxInflight,
 			MaxQueuedMessages: cfg.Limits.MaxQueuedMessages,
@@ -101,6 +111,8 @@ func New(cfg *config.Config, store *persist.Store, rules *AuthRules, version str
 		return nil, err
 	}
 	s.dropRefusedSubscriptions()
+	s.wg.Add(1)
+	go s.loadLoop()
 	if every := cfg.Admin.SysInterval.Duration; every > 0 {
 		s.wg.Add(1)
 		go s.sysLoop(every)
@@ -117,6 +129,7 @@ func (s *Server) recover() error {
 	}
 	queued := 0
 	var orphans persist.Batch
+	stored := make(map[string]bool) // the groups whose queue has its record
 	for i := range st.Sessions {
 		ss := &st.Sessions[i]
 		if ss.Orphan {
@@ -126,6 +139,13 @@ func (s *Server) recover() error {
 			orphans.DeleteSession(ss.ClientID)
 			continue
 		}
+		if name, filter, ok := session.ParseGroupID(ss.ClientID); ok {
+			gh, _ := s.groupOf(name, filter)
+			gh.g.RestoreQueue(ss.QueuedCount, ss.QueuedBytes, ss.LastSeq)
+			stored[gh.id] = true
+			queued += ss.QueuedCount
+			continue
+		}
 		sess := newHandle(session.Restore(savedSession(ss), &s.sessOpts, start), s.backlogHigh)
 		s.sessions.put(sess)
 		for _, sub := range ss.Subscriptions {
@@ -133,6 +153,9 @@ func (s *Server) recover() error {
 		}
 		s.schedule(sess)
 		queued += ss.QueuedCount
+	}
+	if err := s.recoverGroups(stored, &orphans); err != nil {
+		return err
 	}
 	if orphans.Len() > 0 {
 		if _, err := s.store.Commit(&orphans); err != nil {

@@ -77,19 +77,22 @@ func (s *Server) reap(sess *sessionHandle) {
 // in a commit of its own when b is nil). Callers hold the client id (s.mu or ownership of the id).
 func (s *Server) discardSession(sess *sessionHandle, b *persist.Batch) {
 	s.sessions.remove(sess)
-	subs := sess.lock().Subscriptions()
+	m := sess.lock()
+	subs, held := m.Subscriptions(), m.Discard()
 	sess.unlock()
+	s.settle(held)
 	for f := range subs {
 		s.unsubscribe(sess, f, nil) // the store's copy goes with the session
 	}
-	if !sess.Persistent {
-		return
-	}
-	if b != nil {
-		b.DeleteSession(sess.ID)
-		return
-	}
 	var own persist.Batch
-	own.DeleteSession(sess.ID)
-	s.store.Submit(&own, s.logCommitError("deleting session "+sess.ID))
+	if b == nil {
+		b = &own
+	}
+	addWrites(b, sess.ID, held...)
+	if sess.Persistent {
+		b.DeleteSession(sess.ID)
+	}
+	if b == &own && own.Len() > 0 {
+		s.store.Submit(&own, s.logCommitError("deleting session "+sess.ID))
+	}
 }

@@ -70,7 +70,7 @@ func (s *Server) subscribe(sess *sessionHandle, filter string, o message.SubOpti
 	isNew := sess.lock().Subscribe(filter, o)
 	sess.unlock()
 	if name, f, shared, _ := router.ParseShared(filter); shared {
-		s.shared.Subscribe(sess, name, f, o.QoS)
+		s.joinGroup(sess, name, f, o.QoS, b)
 	} else {
 		s.trie.Subscribe(sess, filter, o.QoS)
 	}
@@ -90,7 +90,7 @@ func (s *Server) unsubscribe(sess *sessionHandle, filter string, b *persist.Batc
 		return false
 	}
 	if name, f, shared, _ := router.ParseShared(filter); shared {
-		s.shared.Unsubscribe(sess, name, f)
+		s.leaveGroup(sess, name, f, b)
 	} else {
 		s.trie.Unsubscribe(sess, filter)
 	}

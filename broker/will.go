@@ -53,7 +53,7 @@ func (s *Server) routeWill(d *delivery, w *codec.Will, owner string, log zerolog
 	}
 	s.submitDelivery(d, func(seq uint64, err error) {
 		if err == nil {
-			d.committed(seq)
+			s.committed(d, seq)
 		}
 		done(err)
 	})

@@ -20,7 +20,8 @@ func init() {
 const inspectUsage = `(-c config.toml | --data DIR) [--json]
 
 Lists the persistent sessions (client id, connected or offline since when, protocol,
-subscriptions, queue depth and payload bytes, in flight) and the retained messages.
+subscriptions, queue depth and payload bytes, in flight, and for a shared subscription group
+the members holding its messages) and the retained messages.
 -c asks the running broker through its admin listener ([admin] address, admin.token);
 --data reads a stopped broker's data directory (read-only). --json prints the inventory as JSON.
 `
@@ -123,6 +124,9 @@ func printInventory(w io.Writer, source string, inv *persist.Inventory, now time
 		if len(s.InboundQoS2) > 0 {
 			extra = fmt.Sprintf("  [%d inbound QoS 2 ids awaiting PUBREL]", len(s.InboundQoS2))
 		}
+		if len(s.Held) > 0 {
+			extra += fmt.Sprintf("  [%d held by shared subscription members: %s]", len(s.Held), heldBy(s.Held))
+		}
 		if s.SessionExpiry != nil {
 			extra += "  [session expiry " + expiryInterval(*s.SessionExpiry) + "]"
 		}
@@ -159,6 +163,23 @@ func printInventory(w io.Writer, source string, inv *persist.Inventory, now time
 			fmt.Fprintln(w, "  "+p)
 		}
 	}
+}
+
+// heldBy lists the members holding a group's entries, each with its count, in the order of
+// their first entry.
+func heldBy(held []persist.HeldInfo) string {
+	var holders []string
+	count := make(map[string]int)
+	for _, h := range held {
+		if count[h.Holder] == 0 {
+			holders = append(holders, h.Holder)
+		}
+		count[h.Holder]++
+	}
+	for i, h := range holders {
+		holders[i] = fmt.Sprintf("%s (%d)", printable(h), count[h])
+	}
+	return strings.Join(holders, ", ")
 }
 
 // subOptions lists a subscription's MQTT 5 options, each after a comma.

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -34,5 +35,42 @@ func TestVerifyInspectShowMQTT5(t *testing.T) {
 		if !strings.Contains(out, w) {
 			t.Errorf("inspect lacks %q:\n%s", w, out)
 		}
+	}
+}
+
+// verify and inspect of a stopped store show the entries of a shared subscription group's queue
+// that members hold (they answered PUBREC), and by whom.
+func TestVerifyInspectShowHolders(t *testing.T) {
+	dir := t.TempDir()
+	s := opsOpen(t, dir)
+	const group = "\x00g/t"
+	b := &persist.Batch{}
+	b.PutSession(group, persist.SessionRecord{ProtocolLevel: 5})
+	opsCommit(t, s, b)
+	opsEnqueue(t, s, "t", 0, 4, group)
+	q, err := s.ReadQueue(group, 0, 10)
+	if err != nil || len(q) != 4 {
+		t.Fatalf("ReadQueue = %v, %v", q, err)
+	}
+	b = &persist.Batch{}
+	b.HoldReleased(group, q[0].Seq, 1, "w 2")
+	b.HoldReleased(group, q[1].Seq, 2, "w1")
+	b.HoldReleased(group, q[2].Seq, 3, "w 2")
+	b.SetQueueState(group, q[3].Seq, persist.Sent, 4)
+	opsCommit(t, s, b)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if out := opsMust(t, "verify", "--data", dir); !strings.Contains(out, "in flight 4 (3 held by shared subscription members)") ||
+		!strings.Contains(out, "OK: consistent") {
+		t.Errorf("verify:\n%s", out)
+	}
+	if out := opsMust(t, "inspect", "--data", dir); !strings.Contains(out, `[3 held by shared subscription members: "w 2" (2), w1 (1)]`) {
+		t.Errorf("inspect:\n%s", out)
+	}
+	si := opsSession(t, opsInventory(t, opsMust(t, "inspect", "--data", dir, "--json")), group)
+	want := []persist.HeldInfo{{Seq: q[0].Seq, PacketID: 1, Holder: "w 2"}, {Seq: q[1].Seq, PacketID: 2, Holder: "w1"}, {Seq: q[2].Seq, PacketID: 3, Holder: "w 2"}}
+	if si.Inflight != 4 || !slices.Equal(si.Held, want) {
+		t.Errorf("inspect --json: group %+v, want held %+v", si, want)
 	}
 }

@@ -57,8 +57,12 @@ func verify(env *Env, args []string) error {
 	}
 	w := env.Stdout
 	fmt.Fprintf(w, "verify %s: format version %d (written by %q); write-ahead log: %d records to replay\n", *dir, rep.FormatVersion, rep.Writer, records)
-	fmt.Fprintf(w, "  sessions %d, subscriptions %d, queued %d, in flight %d, shared bodies %d, retained %d, inbound QoS 2 ids %d, wills %d\n",
-		rep.Sessions, rep.Subscriptions, rep.Queued, rep.Inflight, rep.Bodies, rep.Retained, rep.Inbound, rep.Wills)
+	held := ""
+	if rep.Held > 0 {
+		held = fmt.Sprintf(" (%d held by shared subscription members)", rep.Held)
+	}
+	fmt.Fprintf(w, "  sessions %d, subscriptions %d, queued %d, in flight %d%s, shared bodies %d, retained %d, inbound QoS 2 ids %d, wills %d\n",
+		rep.Sessions, rep.Subscriptions, rep.Queued, rep.Inflight, held, rep.Bodies, rep.Retained, rep.Inbound, rep.Wills)
 	if rep.OK() {
 		fmt.Fprintln(w, "OK: consistent")
 		return nil

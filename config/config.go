@@ -13,6 +13,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/holdfast/holdfast/listener"
+	"github.com/holdfast/holdfast/session"
 )
 
 // Config is the whole configuration.
@@ -26,6 +27,13 @@ type Config struct {
 	Limits     Limits     `toml:"limits"`
 	Store      Store      `toml:"store"`
 	Admin      Admin      `toml:"admin"`
+	Shared     Shared     `toml:"shared"`
+}
+
+// Shared configures the shared subscription groups.
+type Shared struct {
+	Strategy        string `toml:"strategy"`         // see session.ParseStrategy
+	MaxRedeliveries int    `toml:"max_redeliveries"` // 0: never dropped
 }
 
 // Log configures zerolog.
@@ -242,6 +250,12 @@ func (c *Config) validate() error {
 	}
 	if err := c.validateAdmin(); err != nil {
 		return err
+	}
+	if _, err := session.ParseStrategy(c.Shared.Strategy); err != nil {
+		return keyError("shared.strategy", "%v", err)
+	}
+	if c.Shared.MaxRedeliveries < 0 {
+		return keyError("shared.max_redeliveries", "must be >= 0, not %d", c.Shared.MaxRedeliveries)
 	}
 	lim := &c.Limits
 	if lim.MaxConnections < 0 {

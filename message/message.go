@@ -81,6 +81,10 @@ type Entry struct {
 	PacketID uint16 // when State != Queued
 	Message  *Message
 
+	// Group is, for an entry of a shared subscription group's queue handed to a member session,
+	// the group queue's store id: the entry is the group's, not the session's. Memory only.
+	Group string
+
 	// Holder is, for an entry of a shared subscription group's queue, the member it is in flight
 	// to; empty otherwise. The store keeps it only once the member has answered PUBREC, when the
 	// message stays with that member (exactly once within the group).

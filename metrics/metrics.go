@@ -52,6 +52,12 @@ var (
 	recovery         = desc("recovery_seconds", "Time spent rebuilding state from the store at start.")
 	uptime           = desc("uptime_seconds", "Seconds since the broker started serving.")
 
+	groupMembers     = desc("shared_members", "Members of a shared subscription group, by whether they are connected.", "group", "state")
+	groupQueued      = desc("shared_queued", "Messages a shared subscription group holds, in flight included.", "group")
+	groupInflight    = desc("shared_inflight", "Messages of a shared subscription group handed to a member and not yet acknowledged.", "group")
+	groupRedelivered = desc("shared_redelivered_total", "Messages a shared subscription group took back from a member that went away or left.", "group")
+	groupPoison      = desc("shared_poison_total", "Messages a shared subscription group dropped after shared.max_redeliveries returns.", "group")
+
 	storeCommits    = desc("store_commits_total", "Group commits (one fsync each with durability = sync).")
 	storeOps        = desc("store_ops_total", "Store entries written or deleted by group commits.")
 	storeRequests   = desc("store_requests_total", "Write requests completed (many per group commit).")
@@ -118,6 +124,15 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(inflight, float64(g.Inflight))
 	gauge(subscriptions, float64(g.Subscriptions))
 	gauge(retained, float64(g.Retained))
+	for _, gr := range c.srv.Groups() {
+		name := gr.Name + "/" + gr.Filter
+		gauge(groupMembers, float64(gr.Online), name, "connected")
+		gauge(groupMembers, float64(gr.Members-gr.Online), name, "disconnected")
+		gauge(groupQueued, float64(gr.Queued), name)
+		gauge(groupInflight, float64(gr.Inflight), name)
+		counter(groupRedelivered, float64(gr.Redelivered), name)
+		counter(groupPoison, float64(gr.Poisoned), name)
+	}
 	gauge(recovery, st.RecoveryTime.Seconds())
 	gauge(uptime, c.srv.Uptime().Seconds())
 

@@ -317,10 +317,27 @@ func (b *Batch) SetQueueState(cid string, seq uint64, state QueueState, pid uint
 	case Queued:
 		b.del(inflightKey(cid, seq))
 	case Sent, Released:
-		b.set(inflightKey(cid, seq), encodeInflight(state, pid))
+		b.set(inflightKey(cid, seq), encodeInflight(state, pid, ""))
 	default:
 		b.fail(fmt.Errorf("persist: unknown queue state %d", state))
 	}
+}
+
+// HoldReleased records queue entry (cid, seq) of a shared subscription group's queue (cid is
+// the group's) as Released with packet id pid, held by the member holder: the member answered
+// PUBREC, so the message stays with it, across a restart too, until it completes (Ack; not
+// AckQueued, which leaves in-flight states behind). A blind write like SetQueueState, with the
+// same rules: Queued or Sent (SetQueueState) replace it, and Recover removes it when the entry
+// is gone. An empty holder records no holder.
+func (b *Batch) HoldReleased(cid string, seq uint64, pid uint16, holder string) {
+	if !b.checkCID(cid) {
+		return
+	}
+	if len(holder) > 0xFFFF {
+		b.fail(newError(ErrTooLarge, nil, "holder client id of %d bytes exceeds 65535", len(holder)))
+		return
+	}
+	b.set(inflightKey(cid, seq), encodeInflight(Released, pid, holder))
 }
 
 // Ack removes queue entry (cid, seq) and its in-flight state, and the shared

@@ -119,25 +119,12 @@ func BenchmarkReadQueue(b *testing.B) {
 	s := openBench(b)
 	putSessions(b, s, "reader", "other")
 	const n = 20000
-	payload := make([]byte, 256)
-	var seqs []uint64
-	for i := 0; i < n; i++ {
-		bt := &Batch{}
-		targets := []Target{{"reader", 1}}
+	seqs := benchQueue(b, s, n, 1, func(i int) []Target {
 		if i%4 == 0 {
-			targets = append(targets, Target{"other", 1})
+			return []Target{{"reader", 1}, {"other", 1}}
 		}
-		bt.Enqueue(&Message{Topic: "bench/topic", Payload: payload, QoS: 1}, targets)
-		s.Submit(bt, func(seq uint64, err error) {
-			if err != nil {
-				b.Error(err)
-			}
-			seqs = append(seqs, seq) // writer goroutine; read after the barrier below
-		})
-	}
-	if _, err := s.Commit(&Batch{}); err != nil { // barrier
-		b.Fatal(err)
-	}
+		return []Target{{"reader", 1}}
+	})
 	st := &Batch{}
 	for i := 0; i < n; i += 3 {
 		st.SetQueueState("reader", seqs[i], Sent, uint16(i))
@@ -157,6 +144,28 @@ func BenchmarkReadQueue(b *testing.B) {
 	b.ReportMetric(float64(b.N*100)/b.Elapsed().Seconds(), "entries/s")
 }
 
+// benchQueue submits n Enqueues of a 256-byte message of QoS qos, the i-th to targets(i), and
+// returns their seqs once all are committed.
+func benchQueue(b *testing.B, s *Store, n int, qos byte, targets func(i int) []Target) []uint64 {
+	b.Helper()
+	payload := make([]byte, 256)
+	var seqs []uint64
+	for i := range n {
+		bt := &Batch{}
+		bt.Enqueue(&Message{Topic: "bench/topic", Payload: payload, QoS: qos}, targets(i))
+		s.Submit(bt, func(seq uint64, err error) {
+			if err != nil {
+				b.Error(err)
+			}
+			seqs = append(seqs, seq) // writer goroutine; read after the barrier below
+		})
+	}
+	if _, err := s.Commit(&Batch{}); err != nil { // barrier
+		b.Fatal(err)
+	}
+	return seqs
+}
+
 // BenchmarkEnqueueEncode: what a submitter pays to build a one-target Enqueue of a 100-byte
 // message without properties (the store is not involved), and the bytes of its queue entry.
 func BenchmarkEnqueueEncode(b *testing.B) {
@@ -169,4 +178,37 @@ func BenchmarkEnqueueEncode(b *testing.B) {
 		bt.Enqueue(m, targets)
 	}
 	b.ReportMetric(float64(len(bt.enq.vals[0])), "entry-bytes")
+}
+
+// BenchmarkReadHeld: what a shared subscription group's start costs, 20 held entries of a
+// 20,000-entry group queue, read by ReadHeld from the group's in-flight states, against reading
+// the whole queue to find them.
+func BenchmarkReadHeld(b *testing.B) {
+	s := openBench(b)
+	const cid, n = "\x00g/t", 20000
+	putSessions(b, s, cid)
+	seqs := benchQueue(b, s, n, 2, func(int) []Target { return []Target{{cid, 2}} })
+	st := &Batch{}
+	for i := 0; i < n; i += n / 20 {
+		st.HoldReleased(cid, seqs[i], uint16(i), fmt.Sprint("member", i%4))
+	}
+	if _, err := s.Commit(st); err != nil {
+		b.Fatal(err)
+	}
+	b.Run("ReadHeld", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if q, err := s.ReadHeld(cid); err != nil || len(q) != 20 {
+				b.Fatalf("%d entries, %v", len(q), err)
+			}
+		}
+	})
+	b.Run("ReadQueue-whole", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if q, err := s.ReadQueue(cid, 0, n); err != nil || len(q) != n {
+				b.Fatalf("%d entries, %v", len(q), err)
+			}
+		}
+	})
 }

@@ -182,6 +182,9 @@
 //	               flags bit 1: retain (inline only)
 //	               inline message: published QoS | topic length uint16 | topic | [v5 parts] | payload
 //	0x05 inflight  1 | state (1 = Sent, 2 = Released: PUBREC received, PUBREL sent) | packet id uint16
+//	               2 | state | packet id uint16 | holder length uint16 (not 0) | holder   (format 3)
+//	               version 2 only for an entry with a holder: in a shared subscription
+//	               group's queue, the member it is in flight to (Batch.HoldReleased)
 //	0x06 body      2 | published QoS | flags (bit 0: retain) | topic length uint16 | topic | [v5 parts] | payload
 //	0x07 inbound   1
 //	0x08 will      1 | QoS | flags (bit 0: retain, bit 3: properties) | topic length uint16 | topic
@@ -205,7 +208,11 @@
 // DeleteSession).
 //
 // The 0x05 state of an entry is absent while the entry is only queued; it is
-// written blindly by SetQueueState and deleted with its entry. The in-flight
+// written blindly by SetQueueState or HoldReleased and deleted with its entry.
+// A shared subscription group's queue is that of a pseudo client id (one no
+// client can have); an entry of it that a member has answered PUBREC for is
+// Released with that member as its holder, and ReadHeld reads such states
+// (with their entries) without reading the rest of the queue. The in-flight
 // key is the queue key with another family byte, so resending after a
 // reconnect is a merge of two ordered ranges.
 //
@@ -228,14 +235,16 @@
 // Absent next to other keys: ErrVersion ("no format version"). Newer than
 // FormatVersion: ErrVersion naming both versions; the store is refused, never
 // misread. Older, down to oldestFormat, it is migrated: format 2 (MQTT 5)
-// reads format 1's records as they are, so the migration decodes every record
+// reads format 1's records as they are, and format 3 (in-flight states with a
+// holder) those of formats 1 and 2, so the migration decodes every record
 // (one it cannot is ErrCorrupt, and the store stays as it was), then writes
 // the new version through the log like the first one, and logs it. A change
 // to any value layout needs a new record version (readers accept only the
 // versions they know) or a new format version; a new family needs a new format
-// version so that old binaries refuse the store. testdata/format1.tar.gz is a
-// store of format 1 written by the last build of that format, and
-// testdata/format1/make.sh how to make one for the next format. Backups
+// version so that old binaries refuse the store. testdata/formatN.tar.gz is a
+// store of format N written by the last build of that format (format 2 with
+// MQTT 5 records too), and testdata/format1/make.sh how to make one for the
+// next format. Backups
 // (Badger's DB.Backup stream) carry the schema key with them. The log's
 // header carries its own version (the byte after "HFW").
 //

@@ -180,7 +180,7 @@ func checkInvariants(db *badger.DB, refs map[uint64]int32) error {
 			if err != nil {
 				return err
 			}
-			if _, _, err := decodeInflight(k, v); err != nil {
+			if _, err := decodeInflight(k, v); err != nil {
 				return err
 			}
 			if _, err := txn.Get(queueKey(cid, seq)); err != nil {

@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"compress/gzip"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -78,12 +79,48 @@ func readSchema(t *testing.T, dir string) uint32 {
 
 // TestFormat1Migrates opens a data directory that holdfast wrote in store format 1 (made by
 // testdata/format1/make.sh: every kind of record a 3.1.1 broker stores), finds every record,
-// then reopens it, now of format 2, and finds them again.
-func TestFormat1Migrates(t *testing.T) {
-	dir := extractFixture(t, "format1.tar.gz")
+// then reopens it, now of the current format, and finds them again.
+func TestFormat1Migrates(t *testing.T) { testFixtureMigrates(t, 1) }
+
+// TestFormat2Migrates does the same with a directory of format 2, the format before in-flight
+// states with a holder, which also holds MQTT 5 records; the migrated store then takes a held
+// state.
+func TestFormat2Migrates(t *testing.T) {
+	dir := testFixtureMigrates(t, 2)
+	s, err := Open(testOptions(dir, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := s.ReadQueue("inflight", 0, 10)
+	if err != nil || len(q) != 3 {
+		t.Fatalf("queue of inflight = %v, %v", q, err)
+	}
+	b := &Batch{}
+	b.HoldReleased("inflight", q[1].Seq, q[1].PacketID, "member")
+	if _, err := s.Commit(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(testOptions(dir, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	held, err := s.ReadHeld("inflight")
+	if err != nil || len(held) != 3 || held[1].Holder != "member" || held[1].State != Released || held[0].Holder != "" {
+		t.Errorf("ReadHeld after a held state in the migrated store = %v, %v", fmtHeld(held), err)
+	}
+}
+
+// testFixtureMigrates checks the fixture of the given format (testdata/formatN.tar.gz) before
+// and after the migration to FormatVersion, and returns its directory.
+func testFixtureMigrates(t *testing.T, format uint32) string {
+	dir := extractFixture(t, fmt.Sprintf("format%d.tar.gz", format))
 	rep, err := Verify(dir)
-	if err != nil || rep.FormatVersion != 1 || !rep.OK() {
-		t.Fatalf("Verify of the format-1 fixture = %+v, %v", rep, err)
+	if err != nil || rep.FormatVersion != format || !rep.OK() {
+		t.Fatalf("Verify of the format-%d fixture = %+v, %v", format, rep, err)
 	}
 	for round, wantLog := range []bool{true, false} {
 		logs := &syncbuf.Buffer{}
@@ -94,7 +131,7 @@ func TestFormat1Migrates(t *testing.T) {
 		if got := strings.Contains(logs.String(), "migrated the store"); got != wantLog {
 			t.Errorf("round %d: migration logged %t, want %t:\n%s", round, got, wantLog, logs)
 		}
-		checkFormat1Fixture(t, s)
+		checkFixture(t, s, format)
 		if err := s.Close(); err != nil {
 			t.Fatal(err)
 		}
@@ -102,9 +139,11 @@ func TestFormat1Migrates(t *testing.T) {
 			t.Fatalf("round %d: format version %d after Open, want %d", round, f, FormatVersion)
 		}
 	}
+	return dir
 }
 
-func checkFormat1Fixture(t *testing.T, s *Store) {
+// checkFixture checks what make.sh's client left in a store of the given format.
+func checkFixture(t *testing.T, s *Store, format uint32) {
 	t.Helper()
 	st, err := s.Recover()
 	if err != nil {
@@ -124,8 +163,13 @@ func checkFormat1Fixture(t *testing.T, s *Store) {
 		"inflight": {subs: []sub{{"fx/if/#", 2}}, queued: 3},
 		"pub":      {inbound: []uint16{77}},
 	}
-	if len(st.Sessions) != len(want) {
-		t.Errorf("%d sessions, want %d: %+v", len(st.Sessions), len(want), st.Sessions)
+	sessions := len(want)
+	if format >= 2 {
+		sessions++
+		checkV5Fixture(t, s, st)
+	}
+	if len(st.Sessions) != sessions {
+		t.Errorf("%d sessions, want %d: %+v", len(st.Sessions), sessions, st.Sessions)
 	}
 	for cid, w := range want {
 		ss := session(st, cid)
@@ -162,7 +206,7 @@ func checkFormat1Fixture(t *testing.T, s *Store) {
 		for i, e := range q {
 			m := e.Message
 			if m.Topic != w[i].topic || string(m.Payload) != w[i].payload || e.QoS != w[i].qos || m.QoS != w[i].pubQoS ||
-				e.State != w[i].state || (e.State != Queued) != (e.PacketID != 0) || m.Props != nil || !m.Expires.IsZero() {
+				e.State != w[i].state || (e.State != Queued) != (e.PacketID != 0) || m.Props != nil || !m.Expires.IsZero() || e.Holder != "" {
 				t.Errorf("%s entry %d = %+v %+v, want %+v", cid, i, e, m, w[i])
 			}
 		}
@@ -172,14 +216,57 @@ func checkFormat1Fixture(t *testing.T, s *Store) {
 		payload string
 		qos     byte
 	}{"fx/a/2": {"inline qos2 retain", 2}, "fx/ret/0": {"retained qos0", 0}, "fx/ret/1": {"retained qos1", 1}}
+	if format >= 2 {
+		retained["fx/v5/ret"] = struct {
+			payload string
+			qos     byte
+		}{"v5 retained", 1}
+	}
 	if len(st.Retained) != len(retained) {
 		t.Errorf("retained = %+v", st.Retained)
 	}
 	for _, m := range st.Retained {
-		if w, ok := retained[m.Topic]; !ok || string(m.Payload) != w.payload || m.QoS != w.qos || !m.Retain || m.Props != nil {
+		w, ok := retained[m.Topic]
+		if !ok || string(m.Payload) != w.payload || m.QoS != w.qos || !m.Retain {
 			t.Errorf("retained %+v", m)
 		}
+		if v5 := m.Topic == "fx/v5/ret"; v5 != (m.Props != nil) || (v5 && !hasFixtureProps(&m)) {
+			t.Errorf("retained %s: properties %+v, expires %v", m.Topic, m.Props, m.Expires)
+		}
 	}
+}
+
+// checkV5Fixture checks what make.sh's client left of MQTT 5 (format 2 on): session "v5" with
+// its expiry interval, subscription options and two queued messages with properties.
+func checkV5Fixture(t *testing.T, s *Store, st *State) {
+	t.Helper()
+	ss := session(st, "v5")
+	wantSub := Subscription{Filter: "fx/v5/#", SubOptions: SubOptions{QoS: 1, NoLocal: true, RetainAsPublished: true, ID: 7}}
+	if ss == nil || ss.Orphan || ss.Record.ProtocolLevel != 5 || !ss.Record.HasSessionExpiry || ss.Record.SessionExpiry != 3600 ||
+		ss.Record.DisconnectedAt.IsZero() || ss.QueuedCount != 2 || len(ss.Subscriptions) != 1 || ss.Subscriptions[0] != wantSub {
+		t.Errorf("session v5 = %+v", ss)
+		return
+	}
+	q, err := s.ReadQueue("v5", 0, 10)
+	if err != nil || len(q) != 2 {
+		t.Fatalf("queue of v5 = %+v, %v", q, err)
+	}
+	for i, w := range []struct {
+		topic, payload string
+		retain         bool
+	}{{"fx/v5/q", "v5 queued", false}, {"fx/v5/ret", "v5 retained", true}} {
+		m := q[i].Message
+		if m.Topic != w.topic || string(m.Payload) != w.payload || q[i].QoS != 1 || m.RetainPublished != w.retain || !hasFixtureProps(m) {
+			t.Errorf("v5 entry %d = %+v %+v", i, q[i], m)
+		}
+	}
+}
+
+// hasFixtureProps reports whether m carries the properties the client publishes with.
+func hasFixtureProps(m *Message) bool {
+	p := m.Props
+	return p != nil && p.ContentType == "text/plain" && len(p.User) == 1 && p.User[0].Name == "k" && p.User[0].Value == "v" &&
+		!m.Expires.IsZero()
 }
 
 // A format-1 store with a record that does not decode is refused, and stays of format 1.

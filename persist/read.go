@@ -153,7 +153,7 @@ func (w *writer) recover() (*State, error) {
 			if err != nil {
 				return err
 			}
-			if _, _, err := decodeInflight(k, v); err != nil {
+			if _, err := decodeInflight(k, v); err != nil {
 				return err
 			}
 			_, err = txn.Get(queueKey(cid, seq))
@@ -269,13 +269,93 @@ func (w *writer) recover() (*State, error) {
 }
 
 // ReadQueue returns up to limit queue entries of cid with seq > after, in seq
-// order, with State/PacketID joined from 0x05 and Message resolved (inline or
+// order, with State/PacketID/Holder joined from 0x05 and Message resolved (inline or
 // shared body), all from one read-only snapshot. limit <= 0 returns nothing.
 // Everything returned is a copy the caller owns.
 func (s *Store) ReadQueue(cid string, after uint64, limit int) ([]QueueEntry, error) {
 	if limit <= 0 || after == math.MaxUint64 || len(cid) > 0xFFFF {
 		return nil, nil
 	}
+	return s.readEntries(func(txn *badger.Txn) ([]QueueEntry, error) {
+		var out []QueueEntry
+		qPrefix := cidPrefix(famQueue, cid, 0)
+		fPrefix := cidPrefix(famInflight, cid, 0)
+		qit := txn.NewIterator(badger.IteratorOptions{Prefix: qPrefix, PrefetchValues: true, PrefetchSize: min(limit, 100)})
+		defer qit.Close()
+		fit := txn.NewIterator(badger.IteratorOptions{Prefix: fPrefix, PrefetchValues: true, PrefetchSize: 20})
+		defer fit.Close()
+		fit.Seek(inflightKey(cid, after+1))
+
+		for qit.Seek(queueKey(cid, after+1)); qit.Valid() && len(out) < limit; qit.Next() {
+			e, err := readEntry(txn, qit.Item(), len(qPrefix))
+			if err != nil {
+				return nil, err
+			}
+			// Join the in-flight state: both iterators ascend by seq.
+			for ; fit.Valid(); fit.Next() {
+				fseq, err := seqAfter(fit.Item().Key(), len(fPrefix))
+				if err != nil {
+					return nil, err
+				}
+				if fseq > e.Seq {
+					break
+				}
+				if fseq == e.Seq {
+					if err := readState(fit.Item(), &e); err != nil {
+						return nil, err
+					}
+				}
+			}
+			out = append(out, e)
+		}
+		return out, nil
+	})
+}
+
+// ReadHeld returns every queue entry of cid that has an in-flight state (Sent or Released, held
+// by a member or not), with its State, PacketID, Holder and Message, in seq order, from one
+// read-only snapshot: what the broker hands back to the members of a shared subscription group
+// (cid is the group's) at start. It reads the states of cid and only their entries, however
+// long the queue. A state whose entry is gone (Recover removes those) is left out. Everything
+// returned is a copy the caller owns.
+func (s *Store) ReadHeld(cid string) ([]QueueEntry, error) {
+	if len(cid) > 0xFFFF {
+		return nil, nil
+	}
+	return s.readEntries(func(txn *badger.Txn) ([]QueueEntry, error) {
+		var out []QueueEntry
+		fPrefix := cidPrefix(famInflight, cid, 0)
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: fPrefix, PrefetchValues: true, PrefetchSize: 20})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			seq, err := seqAfter(it.Item().Key(), len(fPrefix))
+			if err != nil {
+				return nil, err
+			}
+			qk := queueKey(cid, seq)
+			item, err := txn.Get(qk)
+			if errors.Is(err, badger.ErrKeyNotFound) {
+				continue
+			}
+			if err != nil {
+				return nil, fmt.Errorf("persist: read %s: %w", describeKey(qk), err)
+			}
+			e, err := readEntry(txn, item, len(fPrefix))
+			if err != nil {
+				return nil, err
+			}
+			if err := readState(it.Item(), &e); err != nil {
+				return nil, err
+			}
+			out = append(out, e)
+		}
+		return out, nil
+	})
+}
+
+// readEntries returns what fn reads in a read-only transaction (nothing when it fails), unless
+// the store is closed.
+func (s *Store) readEntries(fn func(txn *badger.Txn) ([]QueueEntry, error)) ([]QueueEntry, error) {
 	s.readMu.RLock()
 	defer s.readMu.RUnlock()
 	if s.dbClosed {
@@ -283,62 +363,55 @@ func (s *Store) ReadQueue(cid string, after uint64, limit int) ([]QueueEntry, er
 	}
 	txn := s.db.NewTransaction(false)
 	defer txn.Discard()
-
-	qPrefix := cidPrefix(famQueue, cid, 0)
-	fPrefix := cidPrefix(famInflight, cid, 0)
-	qit := txn.NewIterator(badger.IteratorOptions{Prefix: qPrefix, PrefetchValues: true, PrefetchSize: min(limit, 100)})
-	defer qit.Close()
-	fit := txn.NewIterator(badger.IteratorOptions{Prefix: fPrefix, PrefetchValues: true, PrefetchSize: 20})
-	defer fit.Close()
-	fit.Seek(inflightKey(cid, after+1))
-
-	var out []QueueEntry
-	for qit.Seek(queueKey(cid, after+1)); qit.Valid() && len(out) < limit; qit.Next() {
-		item := qit.Item()
-		k := item.Key()
-		if len(k) != len(qPrefix)+8 {
-			return nil, corruptf(k, "malformed key")
-		}
-		e := QueueEntry{Seq: seqOfKey(k)}
-		var h queueHeader
-		err := item.Value(func(v []byte) error {
-			var err error
-			h, e.Message, err = decodeQueue(k, v, true)
-			return err
-		})
-		if err != nil {
-			return nil, err
-		}
-		e.QoS = h.qos
-		if h.shared() {
-			if e.Message, err = readBody(txn, k, e.Seq); err != nil {
-				return nil, err
-			}
-		}
-		// Join the in-flight state: both iterators ascend by seq.
-		for ; fit.Valid(); fit.Next() {
-			fk := fit.Item().Key()
-			if len(fk) != len(fPrefix)+8 {
-				return nil, corruptf(fk, "malformed key")
-			}
-			fseq := seqOfKey(fk)
-			if fseq > e.Seq {
-				break
-			}
-			if fseq == e.Seq {
-				err := fit.Item().Value(func(v []byte) error {
-					var err error
-					e.State, e.PacketID, err = decodeInflight(fk, v)
-					return err
-				})
-				if err != nil {
-					return nil, err
-				}
-			}
-		}
-		out = append(out, e)
+	out, err := fn(txn)
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
+}
+
+// readEntry decodes the queue entry item (its key prefixLen bytes before the seq) with its
+// message, the shared body read from txn.
+func readEntry(txn *badger.Txn, item *badger.Item, prefixLen int) (QueueEntry, error) {
+	k := item.Key()
+	seq, err := seqAfter(k, prefixLen)
+	if err != nil {
+		return QueueEntry{}, err
+	}
+	e := QueueEntry{Seq: seq}
+	var h queueHeader
+	err = item.Value(func(v []byte) error {
+		var err error
+		h, e.Message, err = decodeQueue(k, v, true)
+		return err
+	})
+	if err != nil {
+		return QueueEntry{}, err
+	}
+	e.QoS = h.qos
+	if h.shared() {
+		if e.Message, err = readBody(txn, k, e.Seq); err != nil {
+			return QueueEntry{}, err
+		}
+	}
+	return e, nil
+}
+
+// seqAfter returns the seq of a 0x04 or 0x05 key of the client whose prefix is prefixLen long.
+func seqAfter(k []byte, prefixLen int) (uint64, error) {
+	if len(k) != prefixLen+8 {
+		return 0, corruptf(k, "malformed key")
+	}
+	return seqOfKey(k), nil
+}
+
+// readState sets e's State, PacketID and Holder from the in-flight state item.
+func readState(item *badger.Item, e *QueueEntry) error {
+	return item.Value(func(v []byte) error {
+		f, err := decodeInflight(item.Key(), v)
+		e.State, e.PacketID, e.Holder = f.state, f.pid, f.holder
+		return err
+	})
 }
 
 func readBody(txn *badger.Txn, entryKey []byte, seq uint64) (*Message, error) {

@@ -8,8 +8,9 @@ import (
 )
 
 // Record versions: the first byte of every value except the schema value. Version 2 is MQTT 5's
-// layout of the families that changed (session, subscription, retained, queue entry, body);
-// their decoders read version 1 too, so that a store of format 1 needs no rewriting.
+// layout of the families that changed (session, subscription, retained, queue entry, body), and
+// (format 3) an in-flight state with a holder; their decoders read version 1 too, so that a
+// store of an older format needs no rewriting.
 const (
 	recordV1 byte = 1
 	recordV2 byte = 2
@@ -321,20 +322,49 @@ func decodeQueue(key, v []byte, withMsg bool) (queueHeader, *Message, error) {
 }
 
 // --- in-flight state (0x05): v1 | state | packet id uint16
+//   v2 | state | packet id uint16 | holder length uint16 | holder  (only with a holder)
 
-func encodeInflight(state QueueState, pid uint16) []byte {
-	return binary.BigEndian.AppendUint16([]byte{recordV1, byte(state)}, pid)
+// inflight is a decoded 0x05 value.
+type inflight struct {
+	state  QueueState
+	pid    uint16
+	holder string // the shared subscription member holding a group's entry; "" none
 }
 
-func decodeInflight(key, v []byte) (QueueState, uint16, error) {
-	if _, err := checkVersion(key, v, 4, recordV1); err != nil {
-		return 0, 0, err
+// encodeInflight writes version 1 without a holder, so that only a group's held entries need
+// version 2.
+func encodeInflight(state QueueState, pid uint16, holder string) []byte {
+	if holder == "" {
+		return binary.BigEndian.AppendUint16([]byte{recordV1, byte(state)}, pid)
 	}
-	st := QueueState(v[1])
-	if len(v) != 4 || (st != Sent && st != Released) {
-		return 0, 0, corruptf(key, "bad in-flight value %x", shorten(v))
+	v := make([]byte, 0, 6+len(holder))
+	v = append(v, recordV2, byte(state))
+	v = binary.BigEndian.AppendUint16(v, pid)
+	v = binary.BigEndian.AppendUint16(v, uint16(len(holder)))
+	return append(v, holder...)
+}
+
+func decodeInflight(key, v []byte) (inflight, error) {
+	ver, err := checkVersion(key, v, 4, recordV2)
+	if err != nil {
+		return inflight{}, err
 	}
-	return st, binary.BigEndian.Uint16(v[2:]), nil
+	f := inflight{state: QueueState(v[1]), pid: binary.BigEndian.Uint16(v[2:])}
+	want := 4
+	if ver >= recordV2 {
+		// Version 2 exists for its holder: one of length 0 was never written.
+		if len(v) < 6 || binary.BigEndian.Uint16(v[4:]) == 0 {
+			return inflight{}, corruptf(key, "in-flight value %x without a holder", shorten(v))
+		}
+		want = 6 + int(binary.BigEndian.Uint16(v[4:]))
+	}
+	if len(v) != want || (f.state != Sent && f.state != Released) {
+		return inflight{}, corruptf(key, "bad in-flight value %x", shorten(v))
+	}
+	if ver >= recordV2 {
+		f.holder = string(v[6:])
+	}
+	return f, nil
 }
 
 // --- shared body (0x06): v2 | published QoS | flags | topic length uint16 | topic | [expiry] [properties] | payload
@@ -502,7 +532,7 @@ func checkRecord(k, v []byte) error {
 	case famQueue:
 		_, _, err = decodeQueue(k, v, false)
 	case famInflight:
-		_, _, err = decodeInflight(k, v)
+		_, err = decodeInflight(k, v)
 	case famBody:
 		_, err = decodeBody(k, v, false)
 	case famInbound:

@@ -3,6 +3,7 @@ package persist
 import (
 	"bytes"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 )
@@ -28,9 +29,14 @@ func TestRecordRoundTrip(t *testing.T) {
 	if err != nil || !msgEqual(got, m) {
 		t.Errorf("body: %+v %v", got, err)
 	}
-	st, pid, err := decodeInflight(k, encodeInflight(Released, 65535))
-	if err != nil || st != Released || pid != 65535 {
-		t.Errorf("inflight: %v %d %v", st, pid, err)
+	for _, want := range []inflight{{Released, 65535, ""}, {Sent, 1, ""}, {Released, 7, "member"}, {Released, 8, strings.Repeat("h", 0xFFFF)}} {
+		got, err := decodeInflight(k, encodeInflight(want.state, want.pid, want.holder))
+		if err != nil || got != want {
+			t.Errorf("inflight %v %d %.10q: %v %d %.10q, %v", want.state, want.pid, want.holder, got.state, got.pid, got.holder, err)
+		}
+	}
+	if v := encodeInflight(Sent, 3, ""); v[0] != recordV1 {
+		t.Errorf("in-flight state without a holder written as version %d, want 1", v[0])
 	}
 	// An empty topic and payload round-trip too.
 	empty := &Message{}
@@ -72,7 +78,7 @@ func FuzzDecode(f *testing.F) {
 	for _, seed := range [][]byte{
 		encodeSession(SessionRecord{ProtocolLevel: 4, DisconnectedAt: time.Unix(1, 0)}),
 		encodeSub(SubOptions{QoS: 2}), encodeRetained(m), encodeQueueInline(1, m), encodeQueueShared(1, 5),
-		encodeInflight(Sent, 3), encodeBody(m), inboundValue, {}, {1}, {2, 0, 0},
+		encodeInflight(Sent, 3, ""), encodeInflight(Released, 4, "member"), encodeBody(m), inboundValue, {}, {1}, {2, 0, 0},
 		queueKey("c", 1), {famQueue, 0xff, 0xff},
 		encodeQueueInline(1, v5Message("t", "p")), encodeBody(v5Message("t", "p")), encodeRetained(v5Message("t", "p")),
 		encodeSub(SubOptions{QoS: 1, NoLocal: true, ID: 7}), encodeWill(v5Will()),
@@ -98,7 +104,7 @@ func FuzzDecode(f *testing.F) {
 		if err == nil && !h.shared() && int(h.payloadSize) != len(msg.Payload) {
 			t.Fatalf("payload size %d, payload %d bytes", h.payloadSize, len(msg.Payload))
 		}
-		_, _, err = decodeInflight(k, v)
+		_, err = decodeInflight(k, v)
 		check(err)
 		_, err = decodeBody(k, v, true)
 		check(err)

@@ -18,7 +18,10 @@ import (
 
 // FormatVersion is the on-disk format this build writes. Format 2 added MQTT 5: record version 2
 // of sessions, subscriptions, retained messages, queue entries and bodies, and the will family.
-const FormatVersion uint32 = 2
+// Format 3 added record version 2 of in-flight states, which name the shared subscription member
+// holding a group's entry: a build of format 2 would refuse them as corrupt, so it must refuse
+// the store first.
+const FormatVersion uint32 = 3
 
 // oldestFormat is the oldest format this build reads. Its records are read as they are, so Open
 // migrates such a store by checking every record and writing the new format version.

@@ -36,6 +36,7 @@ type Report struct {
 	Subscriptions int `json:"subscriptions"` // 0x02
 	Queued        int `json:"queued"`        // queue entries (0x04)
 	Inflight      int `json:"inflight"`      // in-flight states (0x05)
+	Held          int `json:"held"`          // of them held by a shared subscription member
 	Bodies        int `json:"bodies"`        // shared message bodies (0x06)
 	Retained      int `json:"retained"`      // 0x03
 	Inbound       int `json:"inbound"`       // inbound QoS 2 packet ids (0x07)
@@ -636,10 +637,14 @@ func (a *audit) visit(txn *badger.Txn, k, v []byte) {
 		}
 		a.owned(fam, cid, k)
 		a.rep.Inflight++
+		var f inflight
 		if !a.emptyValue(k, v) {
-			if _, _, err := decodeInflight(k, v); err != nil {
+			if f, err = decodeInflight(k, v); err != nil {
 				a.errProblem(err)
 			}
+		}
+		if f.holder != "" {
+			a.rep.Held++
 		}
 		_, err = txn.Get(queueKey(cid, seq))
 		switch {
@@ -650,6 +655,9 @@ func (a *audit) visit(txn *badger.Txn, k, v []byte) {
 		default:
 			if si := a.session(cid); si != nil {
 				si.Inflight++
+				if f.holder != "" {
+					si.Held = append(si.Held, HeldInfo{Seq: seq, PacketID: f.pid, Holder: f.holder})
+				}
 			}
 		}
 
@@ -747,9 +755,20 @@ type SessionInfo struct {
 	Inflight      int                `json:"inflight"`      // of them sent and not acknowledged
 	InboundQoS2   []uint16           `json:"inbound_qos2"`  // packet ids awaiting PUBREL, ascending
 
+	// Held lists, for a shared subscription group's queue, the in-flight entries a member holds
+	// (it answered PUBREC), in seq order.
+	Held []HeldInfo `json:"held,omitempty"`
+
 	// MQTT 5: the Session Expiry Interval in seconds, when the client set one; the will, if stored.
 	SessionExpiry *uint32   `json:"session_expiry,omitempty"`
 	Will          *WillInfo `json:"will,omitempty"`
+}
+
+// HeldInfo is a group's queue entry held by a member: Released with the member's packet id.
+type HeldInfo struct {
+	Seq      uint64 `json:"seq"`
+	PacketID uint16 `json:"packet_id"`
+	Holder   string `json:"holder"`
 }
 
 // SubscriptionInfo is one subscription: its maximum QoS and, at MQTT 5, its options and

@@ -130,7 +130,7 @@ func TestVerifyFindsProblems(t *testing.T) {
 		{
 			name: "in-flight state without its entry",
 			raw: func(f fixture, txn *badger.Txn) error {
-				return txn.Set(inflightKey("b", f.inline), encodeInflight(Released, 3))
+				return txn.Set(inflightKey("b", f.inline), encodeInflight(Released, 3, ""))
 			},
 			wants: []string{`in-flight state key (client "b", seq 1): no queue entry (client "b", seq 1) for this state`},
 		},

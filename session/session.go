@@ -46,6 +46,7 @@ type Session struct {
 	noLocal     int              // subscriptions with No Local
 	decorated   int              // subscriptions with Retain As Published or an identifier
 	pending     []*message.Entry // queued, not yet sent, in order
+	leased      []*message.Entry // shared groups' entries handed to this session, not yet sent
 	inflight    []*message.Entry // sent, awaiting acknowledgement, in send order
 	byPID       map[uint16]*message.Entry
 	resend      bool // the in-flight entries must be sent again (new connection)
@@ -55,6 +56,7 @@ type Session struct {
 	lastLoaded  uint64 // persistent: highest seq held in memory (or already acknowledged)
 	gen         uint64 // bumped on detach, so a disk read that raced a detach is discarded
 	nextPID     uint16
+	conns       uint64 // connections attached so far: a group's hand-off names the one it meant
 	inbound     map[uint16]struct{}
 	outlet      Outlet      // non-nil while a connection is attached
 	link        Link        // the attached connection's (or the last one's)
@@ -120,7 +122,12 @@ func Restore(sv Saved, opts *Options, now time.Time) *Session {
 type Write struct {
 	Kind     WriteKind
 	Seq      uint64 // the queue entry
-	PacketID uint16 // WriteSent, WriteReleased
+	PacketID uint16 // WriteSent, WriteReleased, WriteHeld
+
+	// Group, when set, is the shared group whose queue holds the entry (its store id): the
+	// record is the group's, whichever session asked for it, and the group is told too.
+	Group  string
+	Holder string // WriteHeld: the member the entry stays with
 }
 
 // WriteKind says what a Write records.
@@ -135,6 +142,9 @@ const (
 	WriteDone
 	// WriteDoneQueued: entry Seq is finished and no in-flight state was ever written for it.
 	WriteDoneQueued
+	// WriteHeld: a group's entry Seq got PUBREC from member Holder, PUBREL sent with PacketID;
+	// it stays with that member (exactly once within the group).
+	WriteHeld
 )
 
 // Outlet is the connection a session is attached to. The session only keeps it, to tell its
@@ -167,10 +177,14 @@ func (s *Session) Attach(l Link, o Outlet) {
 	s.link = l
 	s.outlet = o
 	s.resend = true
+	s.conns++
 }
 
-// window is how many QoS 1/2 messages may be in flight to the client.
-func (s *Session) window() int {
+// Conn numbers the attached connection: a shared group's hand-off to an earlier one is refused.
+func (s *Session) Conn() uint64 { return s.conns }
+
+// Window is how many QoS 1/2 messages may be in flight to the client.
+func (s *Session) Window() int {
 	if r := int(s.link.ReceiveMaximum); r > 0 && r < s.opts.MaxInflight {
 		return r // [MQTT-3.3.4-9]
 	}
@@ -187,23 +201,94 @@ func (s *Session) Outlet() Outlet {
 // state of in-flight QoS 1 messages is written only now, and returned: while connected it is
 // kept in memory alone (saving a store write per message), and a crash then costs a redelivery
 // without DUP, which QoS 1 allows.
-func (s *Session) Detach(now time.Time) []Write {
+//
+// Shared groups' entries not yet PUBREC'd go back to their groups (back): a member that went away
+// holds none of them. Those PUBREC'd stay with a persistent session; a clean one ends, and with
+// it their exchange, so they are finished (a Write with Group).
+func (s *Session) Detach(now time.Time) (ws []Write, back []*message.Entry) {
 	s.outlet = nil
 	s.offlineAt = now
-	var ws []Write
-	if s.Persistent {
-		for _, e := range s.inflight {
-			if e.QoS == 1 {
+	back = s.leased
+	s.leased = nil
+	var held []*message.Entry
+	for _, e := range s.inflight {
+		switch {
+		case e.Group == "":
+			if s.Persistent && e.QoS == 1 {
 				ws = append(ws, Write{Kind: WriteSent, Seq: e.Seq, PacketID: e.PacketID})
 			}
+		case e.State != message.Released:
+			back = append(back, e)
+			delete(s.byPID, e.PacketID)
+		case s.Persistent:
+			held = append(held, e)
+		default:
+			ws = append(ws, s.done(e))
 		}
+	}
+	if s.Persistent {
 		s.pending = nil
-		s.inflight = nil
+		s.inflight = held
 		clear(s.byPID)
+		for _, e := range held {
+			s.byPID[e.PacketID] = e
+		}
 		s.lastLoaded = 0
 		s.gen++
 	}
+	return ws, back
+}
+
+// Discard ends the exchanges of the group entries a session that is going away holds PUBREC'd: it
+// returns the Writes that finish them (see Detach for a clean session's).
+func (s *Session) Discard() (ws []Write) {
+	s.inflight = slices.DeleteFunc(s.inflight, func(e *message.Entry) bool {
+		if e.Group == "" || e.State != message.Released {
+			return false
+		}
+		delete(s.byPID, e.PacketID)
+		ws = append(ws, s.done(e))
+		return true
+	})
 	return ws
+}
+
+// Lease hands the session a shared group's entry, to send like its own queue's. It refuses, and
+// the group takes the entry back, when connection conn is no longer attached.
+func (s *Session) Lease(e *message.Entry, conn uint64) bool {
+	if s.outlet == nil || s.conns != conn {
+		return false
+	}
+	s.leased = append(s.leased, e)
+	return true
+}
+
+// Unshare takes back from the session the entries of group (its store id) not yet PUBREC'd: the
+// session left the group.
+func (s *Session) Unshare(group string) (back []*message.Entry) {
+	keep := func(e *message.Entry) bool {
+		if e.Group != group || e.State == message.Released {
+			return true
+		}
+		back = append(back, e)
+		return false
+	}
+	s.leased = slices.DeleteFunc(s.leased, func(e *message.Entry) bool { return !keep(e) })
+	s.inflight = slices.DeleteFunc(s.inflight, func(e *message.Entry) bool {
+		if keep(e) {
+			return false
+		}
+		delete(s.byPID, e.PacketID)
+		return true
+	})
+	return back
+}
+
+// Adopt takes, at start, a group's entry that this session's client answered PUBREC for before
+// the restart: PUBREL goes out again on the next Attach.
+func (s *Session) Adopt(e *message.Entry) {
+	s.inflight = append(s.inflight, e)
+	s.byPID[e.PacketID] = e
 }
 
 // SetWill records the will of the connection being attached [MQTT-3.1.2-8]. A will still pending
@@ -534,7 +619,13 @@ func (s *Session) Fill(o *Outgoing) {
 			s.appendResend(o, e)
 		}
 	}
-	for len(s.inflight) < s.window() {
+	for len(s.inflight) < s.Window() && len(s.leased) > 0 {
+		e := s.leased[0]
+		s.leased[0] = nil
+		s.leased = s.leased[1:]
+		s.deliver(o, e)
+	}
+	for len(s.inflight) < s.Window() {
 		if len(s.pending) == 0 {
 			if s.Persistent && s.lastLoaded < s.lastQueued {
 				o.NeedLoad = true
@@ -548,17 +639,22 @@ func (s *Session) Fill(o *Outgoing) {
 		if len(s.pending) == 0 {
 			s.pending = nil // let the backing array go
 		}
-		if e.Message.ExpiredAt(o.At) {
-			s.refuse(o, e) // not yet on its way: the copy goes [MQTT-3.3.2-5]
-			o.Expired++
-			continue
-		}
-		if o.MayRead != nil && !o.MayRead(e.Message.Topic) {
-			s.refuse(o, e)
-			continue
-		}
-		s.send(o, e)
+		s.deliver(o, e)
 	}
+}
+
+// deliver sends e unless it expired or the client may not read it.
+func (s *Session) deliver(o *Outgoing, e *message.Entry) {
+	if e.Message.ExpiredAt(o.At) {
+		s.refuse(o, e) // not yet on its way: the copy goes [MQTT-3.3.2-5]
+		o.Expired++
+		return
+	}
+	if o.MayRead != nil && !o.MayRead(e.Message.Topic) {
+		s.refuse(o, e)
+		return
+	}
+	s.send(o, e)
 }
 
 // Loaded takes the entries read for o.Load and clears o.NeedLoad; in-flight entries of an earlier
@@ -613,10 +709,30 @@ func (s *Session) appendResend(o *Outgoing, e *message.Entry) {
 // refuse removes a pending entry that may not be delivered; nothing was sent for it, so no
 // in-flight state exists.
 func (s *Session) refuse(o *Outgoing, e *message.Entry) {
-	s.release(len(e.Message.Payload))
-	if s.Persistent {
-		o.Writes = append(o.Writes, Write{Kind: WriteDoneQueued, Seq: e.Seq})
+	if w := s.done(e); w.Kind != 0 {
+		o.Writes = append(o.Writes, w)
 	}
+}
+
+// done releases a finished entry and returns the Write that removes it from the store: the
+// group's, for a group's entry, which the session's queue limits never counted; nothing for a
+// clean session's own. The kind says whether in-flight state was written for it.
+func (s *Session) done(e *message.Entry) Write {
+	kind := WriteDoneQueued
+	if e.State != message.Queued {
+		kind = WriteDone
+	}
+	if e.Group != "" {
+		if e.State != message.Released {
+			kind = WriteDoneQueued // the group's record has in-flight state only once held
+		}
+		return Write{Kind: kind, Seq: e.Seq, Group: e.Group}
+	}
+	s.release(len(e.Message.Payload))
+	if !s.Persistent {
+		return Write{}
+	}
+	return Write{Kind: kind, Seq: e.Seq}
 }
 
 func (s *Session) send(o *Outgoing, e *message.Entry) {
@@ -624,8 +740,10 @@ func (s *Session) send(o *Outgoing, e *message.Entry) {
 		e.PacketID = s.allocPID()
 	}
 	dst := &o.Now
-	if s.Persistent && e.QoS == 2 {
-		dst = &o.After // sent once its packet identifier is durable
+	if s.Persistent && e.QoS == 2 && e.Group == "" {
+		// Sent once its packet identifier is durable. A group's entry needs no such wait: until
+		// PUBREC it goes back to the group if anything happens to this member or the broker.
+		dst = &o.After
 	}
 	var fits bool
 	// A packet held back in After reaches the wire after those in Now: it may not be the one that
@@ -639,21 +757,19 @@ func (s *Session) send(o *Outgoing, e *message.Entry) {
 	}
 	o.count(e)
 	if e.QoS == 0 {
-		// Queued for an offline client at QoS 0: no acknowledgement will come, so it is done now.
-		s.release(len(e.Message.Payload))
-		if s.Persistent {
-			o.Writes = append(o.Writes, Write{Kind: WriteDone, Seq: e.Seq})
-		}
+		// Queued for an offline client at QoS 0 (or a group's message for a member that asked for
+		// QoS 0): no acknowledgement will come, so it is done now.
+		s.refuse(o, e)
 		return
 	}
-	if e.QoS == 2 || !s.Persistent {
+	if e.QoS == 2 || !s.Persistent || e.Group != "" {
 		// A persistent session's QoS 1 entry keeps State Queued while in flight: its state is not
 		// on disk (it is written at Detach), and Ack tells the store so.
 		e.State = message.Sent
 	}
 	s.inflight = append(s.inflight, e)
 	s.byPID[e.PacketID] = e
-	if s.Persistent && e.QoS == 2 {
+	if s.Persistent && e.QoS == 2 && e.Group == "" {
 		o.Writes = append(o.Writes, Write{Kind: WriteSent, Seq: e.Seq, PacketID: e.PacketID})
 	}
 }
@@ -719,7 +835,6 @@ func (s *Session) removeInflight(e *message.Entry) {
 			break
 		}
 	}
-	s.release(len(e.Message.Payload))
 }
 
 // Ack handles PUBACK (QoS 1) or PUBCOMP (QoS 2 after PUBREC). It reports whether the packet
@@ -739,13 +854,7 @@ func (s *Session) Ack(pid uint16, kind codec.Type) (Write, bool) {
 		return Write{}, false
 	}
 	s.removeInflight(e)
-	if !s.Persistent {
-		return Write{}, true
-	}
-	if e.State == message.Queued {
-		return Write{Kind: WriteDoneQueued, Seq: e.Seq}, true
-	}
-	return Write{Kind: WriteDone, Seq: e.Seq}, true
+	return s.done(e), true
 }
 
 // Pubrec moves a QoS 2 entry to "PUBREC received, PUBREL sent". A persistent session returns the
@@ -758,7 +867,10 @@ func (s *Session) Pubrec(pid uint16) (w Write, ok bool) {
 		return Write{}, false
 	}
 	e.State = message.Released
-	if s.Persistent {
+	switch {
+	case e.Group != "":
+		w = Write{Kind: WriteHeld, Seq: e.Seq, PacketID: pid, Group: e.Group, Holder: s.ID}
+	case s.Persistent:
 		w = Write{Kind: WriteReleased, Seq: e.Seq, PacketID: pid}
 	}
 	return w, true

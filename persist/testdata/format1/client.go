@@ -1,8 +1,9 @@
 // Command client leaves a broker with every kind of record of store format 1, for the fixture
-// that make.sh builds (see there). It speaks MQTT 3.1.1 in raw bytes, so that it does not depend
-// on the codec of the tree it is run from.
+// that make.sh builds (see there), and with v5 also MQTT 5 sessions, subscription options and
+// message properties (format 2 on). It speaks MQTT 3.1.1 and 5 in raw bytes, so that it does not
+// depend on the codec of the tree it is run from.
 //
-//	go run ./persist/testdata/format1 127.0.0.1:PORT
+//	go run ./persist/testdata/format1 127.0.0.1:PORT [v5]
 package main
 
 import (
@@ -12,6 +13,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"time"
 )
 
@@ -40,6 +42,12 @@ func packet(first byte, body []byte) []byte {
 }
 
 func connect(addr, id string) *client {
+	return connectLevel(addr, id, 4, nil)
+}
+
+// connectLevel connects with clean session 0 at protocol level 4, or at level 5 with the
+// CONNECT properties props (a property block without its length).
+func connectLevel(addr, id string, level byte, props []byte) *client {
 	// The broker may still be starting: the first dial is retried for 10 s.
 	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	for deadline := time.Now().Add(10 * time.Second); err != nil && time.Now().Before(deadline); {
@@ -49,15 +57,25 @@ func connect(addr, id string) *client {
 	check(err)
 	cl := &client{c: c, r: bufio.NewReader(c)}
 	body := append(str("MQTT"), "MQTT"...)
-	body = append(body, 4, 0x00, 0, 60) // level 4, clean session 0, keep-alive 60 s
+	body = append(body, level, 0x00, 0, 60) // clean session 0, keep-alive 60 s
+	if level == 5 {
+		body = append(append(body, byte(len(props))), props...)
+	}
 	body = append(append(body, str(id)...), id...)
 	cl.send(packet(0x10, body))
 	t, b := cl.read()
-	if t != 0x20 || len(b) != 2 || b[1] != 0 {
+	if t != 0x20 || len(b) < 2 || b[1] != 0 || (level == 4) != (len(b) == 2) {
 		fail("%s: CONNACK %x %x", id, t, b)
 	}
 	return cl
 }
+
+// prop is an MQTT 5 property: its identifier, then its value as encoded.
+func prop(id byte, value ...byte) []byte { return append([]byte{id}, value...) }
+
+func u32(v uint32) []byte { return binary.BigEndian.AppendUint32(nil, v) }
+
+func strProp(id byte, s string) []byte { return prop(id, append(str(s), s...)...) }
 
 func (cl *client) send(p []byte) {
 	_, err := cl.c.Write(p)
@@ -114,6 +132,38 @@ func (cl *client) publish(topic, payload string, qos byte, retain bool, pid uint
 	cl.send(packet(first, append(body, payload...)))
 }
 
+// mqtt5 leaves an offline MQTT 5 session "v5" (Session Expiry Interval 3600 s) with a
+// subscription with No Local, Retain As Published and identifier 7, and a message with properties
+// and an expiry queued for it; and a retained message with properties and an expiry.
+func mqtt5(addr string) {
+	v := connectLevel(addr, "v5", 5, prop(0x11, u32(3600)...))
+	body := binary.BigEndian.AppendUint16(nil, 1)
+	body = append(body, 2, 0x0B, 7) // properties: Subscription Identifier 7
+	body = append(append(append(body, str("fx/v5/#")...), "fx/v5/#"...), 0x0D)
+	v.send(packet(0x82, body))
+	if b := v.expect(0x90); len(b) != 4 || b[3] != 1 {
+		fail("v5 SUBACK %x", b)
+	}
+	v.disconnect()
+
+	p := connectLevel(addr, "pub5", 5, nil)
+	// Expiry far ahead: the fixture's messages must not expire while it is in use.
+	props := slices.Concat(prop(0x02, u32(0xFFFFFFF0)...), strProp(0x03, "text/plain"),
+		prop(0x26, slices.Concat(str("k"), []byte("k"), str("v"), []byte("v"))...))
+	for i, m := range []struct {
+		topic   string
+		first   byte
+		payload string
+	}{{"fx/v5/q", 0x32, "v5 queued"}, {"fx/v5/ret", 0x33, "v5 retained"}} {
+		body := append(str(m.topic), m.topic...)
+		body = binary.BigEndian.AppendUint16(body, uint16(20+i))
+		body = append(append(body, byte(len(props))), props...)
+		p.send(packet(m.first, append(body, m.payload...)))
+		p.expect(0x40)
+	}
+	p.disconnect()
+}
+
 func ack(first byte, pid uint16) []byte {
 	return packet(first, binary.BigEndian.AppendUint16(nil, pid))
 }
@@ -130,10 +180,13 @@ func (cl *client) disconnect() {
 }
 
 func main() {
-	if len(os.Args) != 2 {
-		fail("usage: client HOST:PORT")
+	if len(os.Args) != 2 && (len(os.Args) != 3 || os.Args[2] != "v5") {
+		fail("usage: client HOST:PORT [v5]")
 	}
 	addr := os.Args[1]
+	if len(os.Args) == 3 {
+		mqtt5(addr)
+	}
 
 	// Two offline subscribers: "fx/all" reaches both (a shared body), "fx/a/#" only a (inline).
 	a := connect(addr, "sub-a")

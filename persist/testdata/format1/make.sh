@@ -1,18 +1,26 @@
 #!/bin/sh
-# Builds ../format1.tar.gz: a data directory of store format 1, written by holdfast at COMMIT
-# (88930a7, the last commit with format 1), for TestFormat1Migrates. Run from anywhere in the
-# repository: sh persist/testdata/format1/make.sh [COMMIT]. It needs go, git, tar and a free
-# loopback port; it changes nothing else. For the next format, copy this directory to formatN,
-# point COMMIT at the last commit with format N, and keep the test that opens each fixture.
+# Builds ../formatN.tar.gz: a data directory of store format N, written by holdfast at COMMIT
+# (the last commit with format N), for TestFormat1Migrates, TestFormat2Migrates and so on:
+#   sh persist/testdata/format1/make.sh 88930a7 1
+#   sh persist/testdata/format1/make.sh dbd41cc 2
+# Run from anywhere in the repository. It needs go, git, tar, python3 and a free loopback port;
+# it changes nothing else. When a change brings format N+1, run it with the commit before that
+# change and N, and add the fixture to the test.
 #
 # What the directory holds (client.go makes it): sessions sub-a and sub-b, offline, with
 # subscriptions of QoS 0, 1 and 2; queued QoS 1 and 2 messages inline, one with RETAIN; one
 # message queued for both (a shared body); session "inflight" with a QoS 1 and a QoS 2 message
 # sent and unacknowledged and a QoS 2 message released (PUBREC received, PUBREL sent); session
 # "pub" with inbound QoS 2 id 77 awaiting PUBREL; retained messages fx/ret/0 (QoS 0), fx/ret/1
-# (QoS 1) and fx/a/2 (QoS 2). The broker is then stopped with SIGTERM (a clean close).
+# (QoS 1) and fx/a/2 (QoS 2). From format 2 on (MQTT 5) also session "v5", offline, with a
+# Session Expiry Interval, a subscription fx/v5/# with options and an identifier, and two queued
+# messages with properties and an expiry, one of them the retained message fx/v5/ret. The broker
+# is then stopped with SIGTERM (a clean close).
 set -eu
 COMMIT=${1:-88930a7}
+FORMAT=${2:-1}
+v5=
+[ "$FORMAT" -ge 2 ] && v5=v5
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(git -C "$here" rev-parse --show-toplevel)
 work=$(mktemp -d)
@@ -37,9 +45,9 @@ min_free_bytes = 0
 EOF
 "$work/holdfast" -c "$work/config.toml" >"$work/log" 2>&1 &
 pid=$!
-if ! (cd "$here" && go run . "127.0.0.1:$port"); then cat "$work/log"; exit 1; fi
+if ! (cd "$here" && go run . "127.0.0.1:$port" $v5); then cat "$work/log"; exit 1; fi
 kill -TERM "$pid"
 wait "$pid"
 pid=
-tar -C "$work" --sparse --owner=0 --group=0 --numeric-owner -czf "$here/../format1.tar.gz" data
-ls -l "$here/../format1.tar.gz"
+tar -C "$work" --sparse --owner=0 --group=0 --numeric-owner -czf "$here/../format$FORMAT.tar.gz" data
+ls -l "$here/../format$FORMAT.tar.gz"
