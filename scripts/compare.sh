@@ -419,7 +419,7 @@ done
 median() { # values with an optional "!" mark; ERR ignored
 	local marked=""
 	[[ "$*" == *"!"* ]] && marked="!"
-	printf '%s\n' "$@" | tr -d '!' | grep -v '^ERR$' | sort -g | awk -v m="$marked" '
+	printf '%s\n' "$@" | tr -d '!' | { grep -v '^ERR$' || true; } | sort -g | awk -v m="$marked" '
 		{ a[NR] = $1 }
 		END {
 			if (NR == 0) { print "ERR"; exit }
