@@ -25,7 +25,7 @@ func runShared(e *env) error {
 	g := newGroupTracker(e.run, o.pubs)
 
 	// members holds every member started, member i with client id s<i>;
-	// live[slot] those connected. Only the churn goroutine changes them
+	// live those connected, oldest first. Only the churn goroutine changes them
 	// while it runs.
 	var members, live []*subscriber
 	join := func() error {
