@@ -18,7 +18,7 @@
 // 3.1.1, and every acknowledgement whose reason code is not Success is
 // counted (ack_errors, ack_codes) and fails the run.
 //
-// Scenarios: fanin, fanout, latency, idle, offline, restart, connect; see
+// Scenarios: fanin, fanout, latency, shared, idle, offline, restart, connect; see
 // `holdfast bench SCENARIO -h`.
 package bench
 
@@ -60,6 +60,8 @@ type options struct {
 	pid      int
 	settle   time.Duration
 
+	churn time.Duration
+
 	fill, wait bool
 	sessions   int
 	interval   time.Duration
@@ -92,6 +94,7 @@ func scenarios() []scenario {
 		{"fanin", "P publishers to one subscriber on one topic: delivered/s, loss, duplicates", flagsFanin, runFanin},
 		{"fanout", "one publisher to N subscribers: deliveries/s over all subscribers", flagsFanout, runFanout},
 		{"latency", "one publisher at a fixed rate to one subscriber: p50, p99, max latency", flagsLatency, runLatency},
+		{"shared", "P publishers to a shared subscription of N members, optionally killing one per -churn: delivered/s, loss, duplicates", flagsShared, runShared},
 		{"idle", "open many idle connections: connect rate, broker memory per connection", flagsIdle, runIdle},
 		{"offline", "queue M messages for an offline persistent session, then drain: enqueue/s, drain/s", flagsOffline, runOffline},
 		{"restart", "-fill: queue messages over many persistent sessions; -wait: time until a restarted broker accepts", flagsRestart, runRestart},
@@ -196,6 +199,15 @@ func flagsLatency(fs *flag.FlagSet, o *options) {
 	fs.Float64Var(&o.rate, "rate", 1000, "messages per second (with -count 0: rate × -duration messages)")
 }
 
+func flagsShared(fs *flag.FlagSet, o *options) {
+	flagsConn(fs, o)
+	flagsMessages(fs, o, 1, 0, 10*time.Second)
+	fs.BoolVar(&o.clean, "clean", false, "members connect with clean-session=1 (default: persistent sessions, removed at the end)")
+	fs.IntVar(&o.pubs, "pubs", 4, "publishers")
+	fs.IntVar(&o.subs, "subs", 4, "members of the group")
+	fs.DurationVar(&o.churn, "churn", 0, "every `interval`, close one member's socket without DISCONNECT and start a member with a new client id in its place (0: never)")
+}
+
 func flagsIdle(fs *flag.FlagSet, o *options) {
 	flagsConn(fs, o)
 	fs.IntVar(&o.conns, "conns", 10000, "connections to open")
@@ -258,6 +270,9 @@ func (o *options) validate(fs *flag.FlagSet) error {
 	}
 	if has("rate") && !(o.rate > 0 && o.rate <= 1e7) {
 		bad("-rate must be above 0 and at most 10000000")
+	}
+	if has("churn") && o.churn < 0 {
+		bad("-churn must not be negative")
 	}
 	if has("conns") && o.conns < 1 {
 		bad("-conns must be at least 1")

@@ -260,6 +260,8 @@ func TestUsage(t *testing.T) {
 		{"restart"},
 		{"restart", "-fill", "-wait"},
 		{"idle", "-conns", "0"},
+		{"shared", "-churn", "-1s"},
+		{"shared", "-subs", "0"},
 	} {
 		var out, errOut bytes.Buffer
 		if err := Main(args, &out, &errOut); !errors.Is(err, ErrUsage) {

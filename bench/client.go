@@ -23,10 +23,11 @@ const (
 // writes go through one bufio.Writer guarded by mu, flushed by whoever
 // knows that nothing more is coming soon.
 type conn struct {
-	nc    net.Conn
-	fr    *frameReader
-	level byte // protocol level: packets are encoded and decoded at it
-	v5    bool // level 5
+	nc       net.Conn
+	clientID string
+	fr       *frameReader
+	level    byte // protocol level: packets are encoded and decoded at it
+	v5       bool // level 5
 
 	mu      sync.Mutex
 	bw      *bufio.Writer
@@ -53,11 +54,12 @@ func dial(o dialOpts) (*conn, bool, error) {
 		return nil, false, err
 	}
 	c := &conn{
-		nc:    nc,
-		fr:    newFrameReader(nc, readBufSize),
-		level: o.level,
-		v5:    o.level == codec.Level5,
-		bw:    bufio.NewWriterSize(nc, writeBufSize),
+		nc:       nc,
+		clientID: o.clientID,
+		fr:       newFrameReader(nc, readBufSize),
+		level:    o.level,
+		v5:       o.level == codec.Level5,
+		bw:       bufio.NewWriterSize(nc, writeBufSize),
 	}
 	present, err := c.handshake(o)
 	if err != nil {
@@ -145,8 +147,7 @@ func (c *conn) writeFlush(p codec.Packet) error {
 func (c *conn) subscribe(filter string, qos byte, timeout time.Duration) error {
 	c.nc.SetDeadline(time.Now().Add(timeout))
 	defer c.nc.SetDeadline(time.Time{})
-	sub := &codec.Subscribe{PacketID: 1, Subscriptions: []codec.Subscription{{Filter: filter, QoS: qos}}}
-	if err := c.writeFlush(sub); err != nil {
+	if err := c.writeFlush(subscribePacket(filter, qos)); err != nil {
 		return err
 	}
 	first, body, err := c.fr.next()
@@ -157,6 +158,16 @@ func (c *conn) subscribe(filter string, qos byte, timeout time.Duration) error {
 	if err != nil {
 		return err
 	}
+	return checkSuback(p, filter)
+}
+
+// subscribePacket is the tool's SUBSCRIBE: one filter, packet identifier 1.
+func subscribePacket(filter string, qos byte) *codec.Subscribe {
+	return &codec.Subscribe{PacketID: 1, Subscriptions: []codec.Subscription{{Filter: filter, QoS: qos}}}
+}
+
+// checkSuback reports whether p is the SUBACK that grants subscribePacket.
+func checkSuback(p codec.Packet, filter string) error {
 	ack, ok := p.(*codec.Suback)
 	if !ok || ack.PacketID != 1 || len(ack.ReturnCodes) != 1 {
 		return fmt.Errorf("got %s, want SUBACK for packet 1", p.Type())

@@ -2,12 +2,14 @@ package bench
 
 import (
 	"net"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/holdfast/holdfast/codec"
 	"github.com/holdfast/holdfast/internal/mqtttest"
+	"github.com/holdfast/holdfast/router"
 )
 
 // fakeBroker is just enough of an MQTT broker to drive the load tool in
@@ -16,7 +18,8 @@ import (
 // persistent sessions that queue while offline. dropEvery > 0 loses every
 // n-th publication, to prove that loss is noticed. At level 5 a session
 // outlives its connection only with a Session Expiry Interval, as the
-// specification says.
+// specification says. Shared subscriptions ($share/<name>/<topic>) give
+// each message to one member in turn: see strand.
 type fakeBroker struct {
 	t         testing.TB
 	ln        net.Listener
@@ -31,9 +34,38 @@ type fakeBroker struct {
 	receiveMax  uint16           // the CONNACK's Receive Maximum; 0: absent
 	pubcomp     codec.ReasonCode // of every PUBCOMP (0x92 also for a PUBREL it did not expect)
 
+	// strand makes shared subscriptions behave as in a broker that leaves
+	// a member's messages with it: members that are offline still get their
+	// turn, queued in their session, and what was in flight to a member
+	// whose connection ends stays with it. Without it only online members
+	// take turns, and what a member had not acknowledged (PUBACK, or PUBREC
+	// at QoS 2) when its connection ended goes to another, with DUP set.
+	strand bool
+
 	mu       sync.Mutex
 	sessions map[string]*fakeSession
+	groups   map[string]*fakeGroup // by share name and topic
 	routed   int
+}
+
+// fakeGroup is a shared subscription: its members in subscription order,
+// where the turn goes next, and what waits for a member to come online.
+type fakeGroup struct {
+	topic   string
+	members []fakeMember
+	next    int
+	queue   []*codec.Publish
+}
+
+type fakeMember struct {
+	s   *fakeSession
+	qos byte
+}
+
+// heldMsg is a shared subscription's message in flight to a member.
+type heldMsg struct {
+	g *fakeGroup
+	m *codec.Publish
 }
 
 type fakeSession struct {
@@ -53,6 +85,8 @@ type fakeConn struct {
 	closed bool
 	nextID uint16
 	level  byte // set at CONNECT, before anything is sent
+
+	held map[uint16]heldMsg // by packet identifier; under fakeBroker.mu
 }
 
 func newFakeBroker(t testing.TB) *fakeBroker {
@@ -60,7 +94,7 @@ func newFakeBroker(t testing.TB) *fakeBroker {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &fakeBroker{t: t, ln: ln, sessions: map[string]*fakeSession{}, quit: make(chan struct{})}
+	b := &fakeBroker{t: t, ln: ln, sessions: map[string]*fakeSession{}, groups: map[string]*fakeGroup{}, quit: make(chan struct{})}
 	var wg sync.WaitGroup
 	var conns sync.Map
 	wg.Add(1)
@@ -123,12 +157,12 @@ func (c *fakeConn) writeLoop() {
 	}
 }
 
-// deliver sends m to s's connection with a fresh packet identifier, or
-// queues it while s is offline. b.mu is held.
-func (s *fakeSession) deliver(m *codec.Publish) {
+// deliver sends m to s's connection with a fresh packet identifier, which
+// it returns, or queues it while s is offline. b.mu is held.
+func (s *fakeSession) deliver(m *codec.Publish) uint16 {
 	if s.conn == nil {
 		s.queue = append(s.queue, m)
-		return
+		return 0
 	}
 	out := *m
 	if out.QoS > 0 {
@@ -136,10 +170,39 @@ func (s *fakeSession) deliver(m *codec.Publish) {
 		out.PacketID = s.conn.nextID
 	}
 	s.conn.send(&out)
+	return out.PacketID
+}
+
+// share gives m to the member whose turn it is, or keeps it in the group
+// while no member can take it. b.mu is held.
+func (b *fakeBroker) share(g *fakeGroup, m *codec.Publish) {
+	for i := range g.members {
+		k := (g.next + i) % len(g.members)
+		mem := g.members[k]
+		if mem.s.conn == nil && !b.strand {
+			continue
+		}
+		g.next = k + 1
+		out := *m
+		out.QoS = min(m.QoS, mem.qos)
+		id := mem.s.deliver(&out)
+		if out.QoS > 0 && id != 0 && !b.strand {
+			mem.s.conn.held[id] = heldMsg{g, m}
+		}
+		return
+	}
+	g.queue = append(g.queue, m)
+}
+
+// leaveGroups ends s's shared subscriptions. b.mu is held.
+func (b *fakeBroker) leaveGroups(s *fakeSession) {
+	for _, g := range b.groups {
+		g.members = slices.DeleteFunc(g.members, func(m fakeMember) bool { return m.s == s })
+	}
 }
 
 func (b *fakeBroker) serve(nc net.Conn) {
-	c := &fakeConn{nc: nc}
+	c := &fakeConn{nc: nc, held: map[uint16]heldMsg{}}
 	c.cond = sync.NewCond(&c.mu)
 	go c.writeLoop()
 	defer func() {
@@ -160,7 +223,13 @@ func (b *fakeBroker) serve(nc net.Conn) {
 			sess.conn = nil
 			if sess.clean {
 				delete(b.sessions, id)
+				b.leaveGroups(sess)
 			}
+		}
+		for _, h := range c.held {
+			again := *h.m
+			again.Dup = true
+			b.share(h.g, &again)
 		}
 	}()
 	for {
@@ -175,6 +244,9 @@ func (b *fakeBroker) serve(nc net.Conn) {
 			sess = b.sessions[id]
 			present := sess != nil && !p.CleanSession
 			if !present {
+				if sess != nil {
+					b.leaveGroups(sess)
+				}
 				sess = &fakeSession{filters: map[string]byte{}}
 				b.sessions[id] = sess
 			}
@@ -198,8 +270,24 @@ func (b *fakeBroker) serve(nc net.Conn) {
 			codes := make([]byte, len(p.Subscriptions))
 			b.mu.Lock()
 			for i, s := range p.Subscriptions {
-				sess.filters[s.Filter] = s.QoS
 				codes[i] = s.QoS
+				name, topic, shared, _ := router.ParseShared(s.Filter)
+				if !shared {
+					sess.filters[s.Filter] = s.QoS
+					continue
+				}
+				g := b.groups[name+"/"+topic]
+				if g == nil {
+					g = &fakeGroup{topic: topic}
+					b.groups[name+"/"+topic] = g
+				}
+				g.members = append(g.members, fakeMember{sess, s.QoS})
+				// Sent before the SUBACK, as a broker may (§3.8.4).
+				waiting := g.queue
+				g.queue = nil
+				for _, m := range waiting {
+					b.share(g, m)
+				}
 			}
 			b.mu.Unlock()
 			c.send(&codec.Suback{PacketID: p.PacketID, ReturnCodes: codes})
@@ -222,6 +310,12 @@ func (b *fakeBroker) serve(nc net.Conn) {
 						s.deliver(&m)
 					}
 				}
+				for _, g := range b.groups {
+					if g.topic == p.Topic {
+						m := *p
+						b.share(g, &m)
+					}
+				}
 			}
 			b.mu.Unlock()
 			switch p.QoS {
@@ -239,8 +333,11 @@ func (b *fakeBroker) serve(nc net.Conn) {
 			delete(inbound2, p.PacketID)
 			c.send(&codec.Pubcomp{PacketID: p.PacketID, Reason: rc})
 		case *codec.Pubrec:
+			b.release(c, p.PacketID)
 			c.send(&codec.Pubrel{PacketID: p.PacketID})
-		case *codec.Puback, *codec.Pubcomp:
+		case *codec.Puback:
+			b.release(c, p.PacketID)
+		case *codec.Pubcomp:
 		case *codec.Pingreq:
 			c.send(&codec.Pingresp{})
 		case *codec.Disconnect:
@@ -250,6 +347,14 @@ func (b *fakeBroker) serve(nc net.Conn) {
 			return
 		}
 	}
+}
+
+// release ends c's hold on a shared subscription's message: acknowledged
+// (PUBACK), or received (PUBREC) and so kept by that member.
+func (b *fakeBroker) release(c *fakeConn, id uint16) {
+	b.mu.Lock()
+	delete(c.held, id)
+	b.mu.Unlock()
 }
 
 // sessionCount reports how many sessions the fake holds once the

@@ -19,13 +19,9 @@ func runFlow(e *env, name string, npub, nsub int, rate float64) error {
 	topic := e.topic(name)
 	epoch := time.Now()
 	var subs []*subscriber
-	var pubs []*publisher
 	cleanup := func() {
 		for _, s := range subs {
 			s.c.abort()
-		}
-		for _, p := range pubs {
-			p.c.abort()
 		}
 	}
 
@@ -44,15 +40,10 @@ func runFlow(e *env, name string, npub, nsub int, rate float64) error {
 		s.start()
 		subs = append(subs, s)
 	}
-	for i := range npub {
-		c, _, err := dial(e.dialOpts(e.clientID("p", i), true))
-		if err != nil {
-			cleanup()
-			return err
-		}
-		p := newPublisher(c, uint32(i), e.run, byte(o.qos), o.inflight, o.size, []string{topic}, epoch)
-		p.start()
-		pubs = append(pubs, p)
+	pubs, err := dialPublishers(e, npub, []string{topic}, epoch)
+	if err != nil {
+		cleanup()
+		return err
 	}
 
 	count := uint64(o.count)
@@ -83,26 +74,7 @@ func runFlow(e *env, name string, npub, nsub int, rate float64) error {
 		return "sent " + sentRate.text(sent) + " received " + recvRate.text(recv)
 	})
 
-	pubErrs := make([]error, npub)
-	var wg sync.WaitGroup
-	for i, p := range pubs {
-		mine := pl
-		if count > 0 {
-			mine.count = count / uint64(npub)
-			if uint64(i) < count%uint64(npub) {
-				mine.count++
-			}
-			if mine.count == 0 {
-				continue // more publishers than messages
-			}
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			pubErrs[i] = p.publish(mine)
-		}()
-	}
-	wg.Wait()
+	pubErrs := publishAll(pubs, pl, count)
 	pubEnd := time.Now()
 
 	var sent uint64
@@ -172,15 +144,20 @@ func runFlow(e *env, name string, npub, nsub int, rate float64) error {
 		return err
 	}
 
-	if err := guarantees(o.qos, lost, dup, sent*uint64(nsub), codes.refused*uint64(nsub)); err != nil {
-		errs = append([]error{err}, errs...)
-	} else if drainErr != nil && o.qos > 0 {
+	return outcome(guarantees(o.qos, lost, dup, sent*uint64(nsub), codes.refused*uint64(nsub)), drainErr, o.qos, &codes, errs)
+}
+
+// outcome is a run's error: a broken guarantee first; the drain's timeout
+// only when no broken guarantee explains it, and never at QoS 0, where loss
+// is no failure; then the other errors and the acknowledgements that were
+// not a plain Success.
+func outcome(broken, drainErr error, qos int, codes *ackCodes, errs []error) error {
+	if broken != nil {
+		errs = append([]error{broken}, errs...)
+	} else if drainErr != nil && qos > 0 {
 		errs = append(errs, drainErr)
 	}
-	if err := codes.err(); err != nil {
-		errs = append(errs, err)
-	}
-	return errors.Join(errs...)
+	return errors.Join(append(errs, codes.err())...)
 }
 
 // guarantees checks what MQTT promises: nothing lost at QoS 1 and 2,
@@ -198,6 +175,54 @@ func guarantees(qos int, lost, dup, expected, refused uint64) error {
 		return fmt.Errorf("%w: %d QoS 2 messages delivered twice", ErrLoss, dup)
 	}
 	return nil
+}
+
+// dialPublishers connects n publishers (client ids p0, p1, ...) of messages
+// to topics and starts their read loops.
+func dialPublishers(e *env, n int, topics []string, epoch time.Time) ([]*publisher, error) {
+	o := e.o
+	pubs := make([]*publisher, 0, n)
+	for i := range n {
+		c, _, err := dial(e.dialOpts(e.clientID("p", i), true))
+		if err != nil {
+			for _, p := range pubs {
+				p.c.abort()
+			}
+			return nil, err
+		}
+		p := newPublisher(c, uint32(i), e.run, byte(o.qos), o.inflight, o.size, topics, epoch)
+		p.start()
+		pubs = append(pubs, p)
+	}
+	return pubs, nil
+}
+
+// publishAll runs pl on every publisher at once, count messages shared out
+// among them (0: each publishes until the deadline), and returns each one's
+// error.
+func publishAll(pubs []*publisher, pl plan, count uint64) []error {
+	errs := make([]error, len(pubs))
+	n := uint64(len(pubs))
+	var wg sync.WaitGroup
+	for i, p := range pubs {
+		mine := pl
+		if count > 0 {
+			mine.count = count / n
+			if uint64(i) < count%n {
+				mine.count++
+			}
+			if mine.count == 0 {
+				continue // more publishers than messages
+			}
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = p.publish(mine)
+		}()
+	}
+	wg.Wait()
+	return errs
 }
 
 // waitDrain waits until every subscriber has received want distinct

@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"errors"
 	"fmt"
 	"sync/atomic"
 	"time"
@@ -96,13 +95,5 @@ func runOffline(e *env) error {
 	if err := l.print(e.stdout); err != nil {
 		return err
 	}
-	if err := guarantees(o.qos, lost, t.dup, sent, codes.refused); err != nil {
-		errs = append([]error{err}, errs...)
-	} else if drainErr != nil {
-		errs = append(errs, drainErr)
-	}
-	if err := codes.err(); err != nil {
-		errs = append(errs, err)
-	}
-	return errors.Join(errs...)
+	return outcome(guarantees(o.qos, lost, t.dup, sent, codes.refused), drainErr, o.qos, &codes, errs)
 }

@@ -33,6 +33,12 @@ type publisher struct {
 
 	free  chan uint16
 	state []atomic.Uint32 // by packet identifier
+	seqOf []uint64        // by packet identifier: the message in flight under it, set before its state
+
+	// ackedSeqs, when set, collects the sequence numbers of the messages
+	// acknowledged, for a loss count that leaves out the unacknowledged.
+	// Only the read loop writes it; read after done.
+	ackedSeqs *seqSet
 
 	sent    atomic.Uint64
 	acked   atomic.Uint64
@@ -61,6 +67,7 @@ func newPublisher(c *conn, idx, run uint32, qos byte, inflight, size int, topics
 	if qos > 0 {
 		p.free = make(chan uint16, inflight)
 		p.state = make([]atomic.Uint32, inflight+1)
+		p.seqOf = make([]uint64, inflight+1)
 		for id := 1; id <= inflight; id++ {
 			p.free <- uint16(id)
 		}
@@ -104,6 +111,9 @@ func (p *publisher) read() error {
 				if !refused {
 					p.lastAck.Store(c.fr.readAt.Sub(p.epoch).Nanoseconds())
 					p.acked.Add(1)
+					if p.ackedSeqs != nil {
+						p.ackedSeqs.add(p.seqOf[id])
+					}
 				}
 				p.free <- id
 			case t == codec.TypePubrec && p.qos == 2 && st.Load() == idSent:
@@ -195,6 +205,8 @@ func (p *publisher) publish(pl plan) error {
 		pk.Topic = p.topics[(int(seq%uint64(len(p.topics)))+p.offset)%len(p.topics)]
 		pk.PacketID = id
 		if id != 0 {
+			// The state's atomic store publishes seqOf[id] to the read loop.
+			p.seqOf[id] = seq
 			p.state[id].Store(idSent)
 		}
 		c.mu.Lock()

@@ -83,43 +83,19 @@ func runFill(e *env) error {
 		return fmt.Errorf("only %d of %d sessions created within -duration %s", n, o.sessions, o.duration)
 	}
 
-	for i := range o.pubs {
-		c, _, err := dial(e.dialOpts(e.clientID("p", i), true))
-		if err != nil {
-			for _, p := range pubs {
-				p.c.abort()
-			}
-			return err
-		}
-		p := newPublisher(c, uint32(i), e.run, byte(o.qos), o.inflight, o.size, topics, epoch)
-		p.offset = i * len(topics) / o.pubs
-		p.start()
-		pubs = append(pubs, p)
+	dialed, err := dialPublishers(e, o.pubs, topics, epoch)
+	if err != nil {
+		return err
 	}
+	for i, p := range dialed {
+		p.offset = i * len(topics) / o.pubs
+	}
+	pubs = dialed
 	pubsReady.Store(true)
 
 	start := time.Now()
-	deadline := setupStart.Add(o.duration)
 	count := uint64(o.count)
-	errs := make([]error, len(pubs))
-	for i, p := range pubs {
-		pl := plan{start: start, deadline: deadline, stall: o.timeout}
-		if count > 0 {
-			pl.count = count / uint64(len(pubs))
-			if uint64(i) < count%uint64(len(pubs)) {
-				pl.count++
-			}
-			if pl.count == 0 {
-				continue
-			}
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = p.publish(pl)
-		}()
-	}
-	wg.Wait()
+	errs := publishAll(pubs, plan{start: start, deadline: setupStart.Add(o.duration), stall: o.timeout}, count)
 	prog.end()
 
 	var sent, acked uint64

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"time"
@@ -14,9 +15,16 @@ import (
 type subscriber struct {
 	c     *conn
 	t     *tracker
+	group *groupTracker // instead of t for a shared subscription's member
 	epoch time.Time
 
-	uniq  atomic.Uint64 // new messages so far, for progress and drain checks
+	// suback, when set, takes the SUBACK of a SUBSCRIBE sent after the
+	// read loop started: a broker may send matching PUBLISH packets before
+	// the SUBACK (§3.8.4 in 3.1.1 and 5.0), which a subscription made while
+	// messages flow does get.
+	suback chan codec.Packet
+
+	uniq  atomic.Uint64 // new messages so far (for a member: new to the group), for progress and drain checks
 	codes ackCodes      // level 5: PUBRELs other than Success; read after done
 	done  chan struct{}
 	err   error // why the read loop ended; read after done
@@ -24,6 +32,32 @@ type subscriber struct {
 
 func newSubscriber(c *conn, run uint32, pubs int, epoch time.Time) *subscriber {
 	return &subscriber{c: c, t: newTracker(run, pubs), epoch: epoch, done: make(chan struct{})}
+}
+
+// newMember returns a subscriber whose messages g accounts for.
+func newMember(c *conn, g *groupTracker, epoch time.Time) *subscriber {
+	return &subscriber{c: c, group: g, epoch: epoch, done: make(chan struct{}), suback: make(chan codec.Packet, 1)}
+}
+
+// subscribe sends the SUBSCRIBE of a started member and waits for its
+// SUBACK, counting the messages that come before it.
+func (s *subscriber) subscribe(filter string, qos byte, timeout time.Duration) error {
+	if err := s.c.writeFlush(subscribePacket(filter, qos)); err != nil {
+		return err
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case p := <-s.suback:
+		return checkSuback(p, filter)
+	case <-s.done:
+		if s.err != nil {
+			return fmt.Errorf("waiting for SUBACK: %w", s.err)
+		}
+		return errors.New("waiting for SUBACK: connection closed")
+	case <-t.C:
+		return fmt.Errorf("no SUBACK within %s", timeout)
+	}
 }
 
 func (s *subscriber) start() { go s.c.runReads(s.read, &s.err, s.done) }
@@ -46,7 +80,14 @@ func (s *subscriber) read() error {
 			}
 			// Data arrival is the receive time: every packet of one read
 			// arrived together.
-			if s.t.add(p.payload, c.fr.readAt.Sub(s.epoch).Nanoseconds()) {
+			at := c.fr.readAt.Sub(s.epoch).Nanoseconds()
+			var fresh bool
+			if s.group != nil {
+				fresh = s.group.add(p.payload, at)
+			} else {
+				fresh = s.t.add(p.payload, at)
+			}
+			if fresh {
 				s.uniq.Add(1)
 			}
 			switch p.qos {
@@ -64,6 +105,16 @@ func (s *subscriber) read() error {
 				s.codes.add(codec.TypePubrel, rc)
 			}
 			ack = codec.TypePubcomp
+		case codec.TypeSuback:
+			p, err := decodeFrame(first, body, c.level)
+			if err != nil {
+				return err
+			}
+			select {
+			case s.suback <- p: // a nil channel is never ready
+			default:
+				return unexpected(first, body, c.level)
+			}
 		case codec.TypePingresp:
 		default:
 			return unexpected(first, body, c.level)

@@ -1,5 +1,11 @@
 package bench
 
+import (
+	"math/bits"
+	"sync"
+	"sync/atomic"
+)
+
 // maxSeq bounds the sequence numbers a tracker accepts, so that a corrupt
 // or foreign payload cannot make it allocate a huge bitmap.
 const maxSeq = 1 << 34
@@ -34,6 +40,18 @@ func (s *seqSet) add(seq uint64) bool {
 func (s *seqSet) has(seq uint64) bool {
 	w := seq / 64
 	return w < uint64(len(s.words)) && s.words[w]&(1<<(seq%64)) != 0
+}
+
+// missing counts the sequence numbers in s that are not in got.
+func (s *seqSet) missing(got *seqSet) uint64 {
+	var n int
+	for i, w := range s.words {
+		if i < len(got.words) {
+			w &^= got.words[i]
+		}
+		n += bits.OnesCount64(w)
+	}
+	return uint64(n)
 }
 
 // tracker accounts for what one subscriber received: which messages of
@@ -85,4 +103,28 @@ func (t *tracker) lost(p int, sent uint64) uint64 {
 		}
 	}
 	return sent - got
+}
+
+// groupTracker is one tracker for all the members of a shared subscription,
+// whose read loops take turns under mu: a message is new if no member had it
+// yet, a duplicate if any had.
+type groupTracker struct {
+	mu   sync.Mutex
+	t    *tracker
+	uniq atomic.Uint64 // t.uniq, readable without mu
+}
+
+func newGroupTracker(run uint32, pubs int) *groupTracker {
+	return &groupTracker{t: newTracker(run, pubs)}
+}
+
+// add is tracker.add for one member.
+func (g *groupTracker) add(payload []byte, now int64) bool {
+	g.mu.Lock()
+	fresh := g.t.add(payload, now)
+	g.mu.Unlock()
+	if fresh {
+		g.uniq.Add(1)
+	}
+	return fresh
 }

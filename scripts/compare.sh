@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # compare.sh: holdfast against Mosquitto and NATS, side by side (issue 7), with MQTT 5
-# rows (issue 14).
+# rows (issue 14) and shared-subscription rows (issue 15).
 #
 # Every scenario row of issue 7's table is run on every broker, alternating
 # (one row at a time, all brokers in turn, the starting broker rotating from
@@ -16,10 +16,14 @@
 #                with a full run)
 #   BROKERS      subset of: hf-sync hf-none mosq-persist mosq-mem nats nats-always
 #   ROWS         subset of: fanin-q0 fanout-q0 fanin-q1 fanin-q2 fanin-q1-persistent offline
-#                latency idle restart fanin-q1-v5 fanin-q1-persistent-v5
+#                latency idle restart fanin-q1-v5 fanin-q1-persistent-v5 shared-q1-persistent
+#                shared-q1-churn
 #                (the -v5 rows are fanin-q1 and fanin-q1-persistent with MQTT 5 clients:
 #                holdfast runs with mqtt5 = true for them; NATS, which speaks only 3.1.1,
-#                is not run)
+#                is not run. The shared rows: 4 publishers to a $share group of 4
+#                persistent members, QoS 1; -churn kills one member a second, without
+#                DISCONNECT, and starts a new one; issue 15 compares them with Mosquitto,
+#                so NATS is not run)
 #   HOLDFAST     holdfast binary to run (default: `go build` of this checkout into the temp dir)
 #   BENCH        load tool command (default: "$HOLDFAST bench")
 #   MOSQUITTO    mosquitto binary (default: /usr/sbin/mosquitto, else from PATH)
@@ -35,7 +39,7 @@ set -euo pipefail
 ROUNDS=${ROUNDS:-3}
 QUICK=${QUICK:-0}
 BROKERS=${BROKERS:-"hf-sync hf-none mosq-persist mosq-mem nats nats-always"}
-ROWS=${ROWS:-"fanin-q0 fanout-q0 fanin-q1 fanin-q2 fanin-q1-persistent offline latency idle restart fanin-q1-v5 fanin-q1-persistent-v5"}
+ROWS=${ROWS:-"fanin-q0 fanout-q0 fanin-q1 fanin-q2 fanin-q1-persistent offline latency idle restart fanin-q1-v5 fanin-q1-persistent-v5 shared-q1-persistent shared-q1-churn"}
 BASE_PORT=${BASE_PORT:-21000}
 KEEP=${KEEP:-0}
 NATS_VERSION=v2.15.2
@@ -89,14 +93,16 @@ row_args() {
 	fanin-q1-persistent) echo "fanin -pubs 4 -qos 1 -clean=false $COMMON -duration $FLOW_DURATION" ;;
 	fanin-q1-v5) echo "fanin -v 5 -pubs 4 -qos 1 $COMMON -duration $FLOW_DURATION" ;;
 	fanin-q1-persistent-v5) echo "fanin -v 5 -pubs 4 -qos 1 -clean=false $COMMON -duration $FLOW_DURATION" ;;
+	shared-q1-persistent) echo "shared -pubs 4 -subs 4 -qos 1 -clean=false $COMMON -duration $FLOW_DURATION" ;;
+	shared-q1-churn) echo "shared -pubs 4 -subs 4 -qos 1 -clean=false -churn 1s $COMMON -duration $FLOW_DURATION" ;;
 	offline) echo "offline -qos 1 -count $OFFLINE_COUNT $COMMON" ;;
 	latency) echo "latency -qos 1 -rate 1000 $COMMON -duration $LAT_DURATION" ;;
 	idle) echo "idle -conns $IDLE_CONNS -pid PID" ;;
 	restart) echo "restart -fill -sessions $RESTART_SESSIONS -count $RESTART_COUNT -pubs 4 -qos 1 $COMMON -duration $RESTART_FILL_LIMIT; (SIGTERM, start) restart -wait -since T0" ;;
-	*) die "unknown row $1 (rows: fanin-q0 fanout-q0 fanin-q1 fanin-q2 fanin-q1-persistent offline latency idle restart fanin-q1-v5 fanin-q1-persistent-v5)" ;;
+	*) die "unknown row $1 (rows: fanin-q0 fanout-q0 fanin-q1 fanin-q2 fanin-q1-persistent offline latency idle restart fanin-q1-v5 fanin-q1-persistent-v5 shared-q1-persistent shared-q1-churn)" ;;
 	esac
 }
-# metric rows: id|row|result key|better|goal|label
+# metric rows: id|row|result key|better|goal|label; better "count" shows no ratio
 metric_rows() {
 	local r
 	for r in $ROWS; do
@@ -108,6 +114,12 @@ metric_rows() {
 		fanin-q1-persistent) echo "fanin-q1-persistent|$r|recv_per_s|higher|>= 1x|fan-in 4->1 QoS 1, persistent sub, delivered/s" ;;
 		fanin-q1-v5) echo "fanin-q1-v5|$r|recv_per_s|higher|>= 2x|v5 fan-in 4->1 QoS 1, delivered/s" ;;
 		fanin-q1-persistent-v5) echo "fanin-q1-persistent-v5|$r|recv_per_s|higher|>= 1x|v5 fan-in 4->1 QoS 1, persistent sub, delivered/s" ;;
+		shared-q1-persistent) echo "shared-q1|$r|recv_per_s|higher|>= 1.5x|shared 4->group of 4 QoS 1, persistent, delivered/s" ;;
+		shared-q1-churn)
+			echo "shared-churn|$r|recv_per_s|higher|-|the same, a member killed a second, delivered/s"
+			echo "shared-churn-lost|$r|lost|count|0|  messages lost (acknowledged, never delivered)"
+			echo "shared-churn-dup|$r|dup|count|-|  messages delivered twice"
+			;;
 		offline)
 			echo "offline-enqueue|$r|enqueue_per_s|higher|>= 1x|offline $OFFLINE_COUNT QoS 1, enqueue/s"
 			echo "offline-drain|$r|drain_per_s|higher|>= 1.5x|offline $OFFLINE_COUNT QoS 1, drain/s"
@@ -178,11 +190,11 @@ next_port() { PORT=$((BASE_PORT + port_n)); port_n=$((port_n + 1)); }
 persistent() { [[ $1 == hf-sync || $1 == mosq-persist || $1 == nats* ]]; }
 
 # runs ROW BROKER: whether the row is run on the broker. restart needs persistence; NATS refuses
-# MQTT 5 clients (CONNACK 1).
+# MQTT 5 clients (CONNACK 1), and issue 15 compares the shared rows with Mosquitto only.
 runs() {
 	case $1 in
 	restart) persistent "$2" ;;
-	*-v5) [[ $2 != nats* ]] ;;
+	*-v5 | shared-*) [[ $2 != nats* ]] ;;
 	*) true ;;
 	esac
 }
@@ -407,7 +419,7 @@ done
 median() { # values with an optional "!" mark; ERR ignored
 	local marked=""
 	[[ "$*" == *"!"* ]] && marked="!"
-	printf '%s\n' "$@" | tr -d '!' | grep -v '^ERR$' | sort -g | awk -v m="$marked" '
+	printf '%s\n' "$@" | tr -d '!' | { grep -v '^ERR$' || true; } | sort -g | awk -v m="$marked" '
 		{ a[NR] = $1 }
 		END {
 			if (NR == 0) { print "ERR"; exit }
@@ -436,7 +448,7 @@ while IFS='|' read -r id row key better goal label; do
 	h=${med[hf-sync]:-}
 	m=${med[mosq-persist]:-}
 	h=${h%!} m=${m%!}
-	if [[ $h =~ ^[0-9.e+-]+$ && $m =~ ^[0-9.e+-]+$ ]]; then
+	if [[ $better != count && $h =~ ^[0-9.e+-]+$ && $m =~ ^[0-9.e+-]+$ ]]; then
 		ratio=$(awk -v h="$h" -v m="$m" 'BEGIN { if (m == 0) print "-"; else printf "%.2fx", h / m }')
 	fi
 	printf ' %9s %7s\n' "$ratio" "$goal"
@@ -445,7 +457,8 @@ done < <(metric_rows)
 echo
 echo "hf/mosq = holdfast (durability sync) / mosquitto (persistence on); rates: higher is better;"
 echo "latency, memory and restart time: lower is better (goal <= 1x / <= 10x)."
-echo "n/a = not run (restart needs persistence; NATS speaks MQTT 3.1.1 only); ERR = no result;"
+echo "n/a = not run (restart needs persistence; NATS speaks MQTT 3.1.1 only and is not in the shared rows);"
+echo "ERR = no result;"
 echo "! = a run failed, lost QoS 1/2 messages or got acknowledgements other than Success (see notes)."
 if ((${#NOTES[@]})); then
 	echo
