@@ -302,18 +302,21 @@ func attack(t *testing.T, addr string, i, kind int, rng *rand.Rand) (outcome str
 	case kindMutatedConnect:
 		sent = stormConnect(i, rng)
 		sent[rng.IntN(len(sent))] ^= byte(1 + rng.IntN(255))
+		if connectLevel(sent) == codec.Level5 {
+			s.c.SetLevel(codec.Level5) // a flipped level byte: MQTT 5 is served, in its own form
+		}
 		if err := s.write(sent); err != nil {
 			return "write-error", sent, nil
 		}
 		got, err := s.untilClosedOr(hostileDeadline, func(p codec.Packet) bool {
 			ack, ok := p.(*codec.Connack)
-			return ok && ack.ReturnCode == codec.Accepted
+			return ok && accepts(ack)
 		})
 		if err != nil {
 			return "open", sent, err
 		}
 		if n := len(got); n > 0 {
-			if ack, ok := got[n-1].(*codec.Connack); ok && ack.ReturnCode == codec.Accepted {
+			if ack, ok := got[n-1].(*codec.Connack); ok && accepts(ack) {
 				// The mutation left a valid CONNECT: the connection must work.
 				if n != 1 {
 					return "bad-reply", sent, fmt.Errorf("got %s before CONNACK", packetList(got[:n-1]))
@@ -388,10 +391,16 @@ func onlyRefusal(got []codec.Packet) error {
 	if len(got) == 0 {
 		return nil
 	}
-	if ack, ok := got[0].(*codec.Connack); ok && len(got) == 1 && ack.ReturnCode != codec.Accepted && !ack.SessionPresent {
+	if ack, ok := got[0].(*codec.Connack); ok && len(got) == 1 && !accepts(ack) && !ack.SessionPresent {
 		return nil
 	}
 	return fmt.Errorf("got %s, want nothing or one refusing CONNACK", packetList(got))
+}
+
+// accepts reports whether a CONNACK of either form accepts the connection: 3.x's return code 0,
+// and level 5's reason code 0.
+func accepts(ack *codec.Connack) bool {
+	return ack.ReturnCode == codec.Accepted && ack.Reason == codec.ReasonSuccess
 }
 
 // acceptedThenServerPackets accepts CONNACK 0 followed by packets a server may send.
@@ -399,7 +408,7 @@ func acceptedThenServerPackets(got []codec.Packet) error {
 	if len(got) == 0 {
 		return nil // a reset can discard the CONNACK before it is read
 	}
-	if ack, ok := got[0].(*codec.Connack); !ok || ack.ReturnCode != codec.Accepted || ack.SessionPresent {
+	if ack, ok := got[0].(*codec.Connack); !ok || !accepts(ack) || ack.SessionPresent {
 		return fmt.Errorf("got %s, want CONNACK 0 without session present first", packetList(got))
 	}
 	for _, p := range got[1:] {

@@ -467,7 +467,7 @@ func (c *fuzzClient) replies(wait time.Duration, ping bool) (string, error) {
 			return true
 		}
 		ack, ok := p.(*codec.Connack)
-		stopped = ok && ack.ReturnCode == codec.Accepted && ping
+		stopped = ok && accepts(ack) && ping
 		return stopped
 	})
 	switch {
@@ -484,7 +484,7 @@ func (c *fuzzClient) replies(wait time.Duration, ping bool) (string, error) {
 		return "bad-reply", fmt.Errorf("reading the broker's answer: %v (after %s)", err, packetList(got))
 	}
 	if len(got) > 0 {
-		if got[0].(*codec.Connack).ReturnCode == codec.Accepted {
+		if accepts(got[0].(*codec.Connack)) {
 			outcome = "accepted+" + outcome
 		} else {
 			outcome = "refused+" + outcome
@@ -507,9 +507,9 @@ func checkFuzzReplies(got []codec.Packet) error {
 	switch {
 	case !ok:
 		return fmt.Errorf("got %s, want CONNACK first", packetList(got))
-	case ack.ReturnCode != codec.Accepted && len(got) > 1:
+	case !accepts(ack) && len(got) > 1:
 		return fmt.Errorf("got %s: nothing may follow a refusing CONNACK", packetList(got))
-	case ack.ReturnCode == codec.Accepted:
+	case accepts(ack):
 		return acceptedThenServerPackets(got)
 	}
 	return nil
