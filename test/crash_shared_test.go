@@ -3,8 +3,8 @@ package test
 // The crash harness's shared-subscription mode (issue 15): the publisher P of crash_test.go
 // (persistent, QoS 1 and 2 alternating, re-sending what is unfinished after each crash) and a
 // group of three persistent members of $share/crash/crash/#, one of them slow, one of them
-// leaving for good halfway (its socket closed mid-run, never back). The broker is SIGKILLed at a
-// random moment of each run. Checked, with "reached the group" as in shared_durable_test.go:
+// leaving for good halfway (its socket closed mid-run, never back). The broker goes down (SIGKILL,
+// or a power cut in faultfs_test.go) at a random moment of each run. Checked, with "reached the group" as in shared_durable_test.go:
 //
 //   - every number acknowledged to P reaches the group: a live member, or the member that left
 //     before it left;
@@ -30,10 +30,14 @@ import (
 // TestCrashSharedGroupNoAcknowledgedMessageLost kills the broker 20 times while P publishes to
 // a group of persistent members.
 func TestCrashSharedGroupNoAcknowledgedMessageLost(t *testing.T) {
-	const cycles = 20
-	b := StartBroker(t, BrokerConfig{Durability: "sync"})
+	sharedCrashScenario(t, StartBroker(t, BrokerConfig{Durability: "sync"}), 20, "SIGKILL", (*Broker).Kill)
+}
+
+// sharedCrashScenario runs the scenario of the file comment on b for cycles runs, each ended by
+// down (how names it in the log and the failures); b.Start must work after down.
+func sharedCrashScenario(t *testing.T, b *Broker, cycles int, how string, down func(*Broker)) {
 	seed := crashSeed(t)
-	t.Logf("seed %d (HOLDFAST_CRASH_SEED=%d replays the same SIGKILL delays)", seed, seed)
+	t.Logf("seed %d (HOLDFAST_CRASH_SEED=%d replays the same %s delays)", seed, seed, how)
 	rng := rand.New(rand.NewSource(seed))
 	t0 := time.Now()
 	logStarts := []int{0}
@@ -100,7 +104,7 @@ func TestCrashSharedGroupNoAcknowledgedMessageLost(t *testing.T) {
 		delays = append(delays, delay)
 		if run == leaveRun-1 {
 			// The leaver's socket closes without DISCONNECT halfway through the run; the broker
-			// stays up until the kill, with the group down to two members.
+			// stays up until it goes down, with the group down to two members.
 			time.Sleep(time.Until(runStart.Add(time.Duration(delay/2) * time.Millisecond))) // paces: the leaver goes at a random moment of the traffic
 			leftAt = time.Since(t0)
 			conns[2].c.Conn.Close()
@@ -113,15 +117,15 @@ func TestCrashSharedGroupNoAcknowledgedMessageLost(t *testing.T) {
 		for _, w := range workers {
 			select {
 			case err := <-w.done:
-				failures = append(failures, fmt.Sprintf("run %d: %s's connection ended before the SIGKILL, %v after the restart: %v\nbroker log of run %d:\n%s",
-					run, w.name, time.Since(runStart).Round(time.Millisecond), err, run, crashLogTail(b.Log(), logStarts, run, 30)))
+				failures = append(failures, fmt.Sprintf("run %d: %s's connection ended before the %s, %v after the restart: %v\nbroker log of run %d:\n%s",
+					run, w.name, how, time.Since(runStart).Round(time.Millisecond), err, run, crashLogTail(b.Log(), logStarts, run, 30)))
 				w.done <- err
 			default:
 			}
 		}
-		b.Kill()
+		down(b)
 		for _, w := range workers {
-			if err := sharedAwait(t, w.done, crashJoinWait, fmt.Sprintf("run %d: %s after the SIGKILL", run, w.name)); err != nil && !crashEnded(err) {
+			if err := sharedAwait(t, w.done, crashJoinWait, fmt.Sprintf("run %d: %s after the %s", run, w.name, how)); err != nil && !crashEnded(err) {
 				failures = append(failures, fmt.Sprintf("run %d: %s ended with %v", run, w.name, err))
 			}
 		}
@@ -200,8 +204,8 @@ func TestCrashSharedGroupNoAcknowledgedMessageLost(t *testing.T) {
 		c := perRun[r]
 		cyc = append(cyc, fmt.Sprintf("%d:%d/%d/%d", r, c[0], c[1], c[2]))
 	}
-	t.Logf("SIGKILL cycles: %d (delays after restart, ms: %v); %s left at %v; total %v; final drain %v",
-		cycles, delays, leaver.name, leftAt.Round(time.Millisecond), time.Since(t0).Round(time.Millisecond), drainTime.Round(time.Millisecond))
+	t.Logf("%s cycles: %d (delays after restart, ms: %v); %s left at %v; total %v; final drain %v",
+		how, cycles, delays, leaver.name, leftAt.Round(time.Millisecond), time.Since(t0).Round(time.Millisecond), drainTime.Round(time.Millisecond))
 	t.Logf("per run, acknowledged/lost/QoS 2 twice as new: %s", strings.Join(cyc, " "))
 	t.Logf("publisher: published %d, acknowledged %d, re-sent with DUP %d, PUBRELs sent %d, QoS 2 completed %d, unfinished at the end %d, stray acks %d",
 		p.published(), len(p.acked), p.retransmits, p.pubrelsSent, p.completed, len(p.inflight), len(p.strays))
