@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/holdfast/holdfast/persist"
+	"github.com/holdfast/holdfast/router"
+	"github.com/holdfast/holdfast/session"
 )
 
 func init() {
@@ -140,7 +142,7 @@ func printInventory(w io.Writer, source string, inv *persist.Inventory, now time
 			}
 			extra += ")]"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s%s\n", printable(s.ClientID), state, protocolName(s.ProtocolLevel),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s%s\n", sessionName(s.ClientID), state, protocolName(s.ProtocolLevel),
 			s.QueueDepth, s.QueueBytes, s.Inflight, orDash(strings.Join(subs, ", ")), extra)
 	}
 	tw.Flush()
@@ -207,6 +209,14 @@ func expiryInterval(s uint32) string {
 
 // printable quotes a client id or topic holding spaces or control characters, so that the
 // table stays a table.
+// sessionName shows a client id, or a shared subscription group's queue as its subscription.
+func sessionName(id string) string {
+	if name, filter, ok := session.ParseGroupID(id); ok {
+		return printable(router.SharePrefix+name+"/"+filter) + " (shared group queue)"
+	}
+	return printable(id)
+}
+
 func printable(s string) string {
 	if s == "" || strings.ContainsFunc(s, func(r rune) bool { return r <= ' ' || r == 0x7f || r == '"' }) {
 		return strconv.Quote(s)

@@ -65,7 +65,8 @@ func TestVerifyInspectShowHolders(t *testing.T) {
 		!strings.Contains(out, "OK: consistent") {
 		t.Errorf("verify:\n%s", out)
 	}
-	if out := opsMust(t, "inspect", "--data", dir); !strings.Contains(out, `[3 held by shared subscription members: "w 2" (2), w1 (1)]`) {
+	if out := opsMust(t, "inspect", "--data", dir); !strings.Contains(out, `[3 held by shared subscription members: "w 2" (2), w1 (1)]`) ||
+		!strings.Contains(out, "$share/g/t (shared group queue)") {
 		t.Errorf("inspect:\n%s", out)
 	}
 	si := opsSession(t, opsInventory(t, opsMust(t, "inspect", "--data", dir, "--json")), group)
