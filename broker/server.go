@@ -58,6 +58,7 @@ type Server struct {
 	quit chan struct{}
 
 	matchPool sync.Pool // *[]router.Subscriber[*sessionHandle]
+	bridges   []*bridge // set before serving, read-only after
 }
 
 // New rebuilds the broker's state from store and returns a server ready to Serve, checking clients
@@ -111,6 +112,9 @@ func New(cfg *config.Config, store *persist.Store, rules *AuthRules, version str
 		return nil, err
 	}
 	s.dropRefusedSubscriptions()
+	if err := s.startBridges(); err != nil {
+		return nil, err
+	}
 	s.wg.Add(1)
 	go s.loadLoop()
 	if every := cfg.Admin.SysInterval.Duration; every > 0 {
