@@ -95,7 +95,9 @@ func (s *Server) startBridges() error {
 		if _, err := s.store.Commit(&batch); err != nil {
 			return fmt.Errorf("bridge %s: storing its session: %w", cfg.Name, err)
 		}
+		b.sess.bridge = b
 		s.bridges = append(s.bridges, b)
+		s.queueQoS0 = s.queueQoS0 || cfg.QueueQoS0
 		s.wg.Add(1)
 		go s.keepBridge(b)
 	}

@@ -84,7 +84,7 @@ func (c *conn) handlePublish(p *codec.Publish) error {
 		c.submit(&pubJob{ack: &codec.Pubrec{PacketID: p.PacketID}})
 		return nil
 	}
-	if p.QoS == 0 && !p.Retain && c.pending.Load() == 0 && !srv.cfg.Limits.QueueQoS0Offline {
+	if p.QoS == 0 && !p.Retain && c.pending.Load() == 0 && !srv.queueQoS0 {
 		srv.fanOutQoS0(p, c.sess, c.stagePublish) // the fast path: nothing to store, nothing to wait for
 		return nil
 	}
@@ -420,10 +420,14 @@ func (s *Server) take(acl *auth.ACL, sess *sessionHandle, topic, group string, q
 	if qos == 0 {
 		if t.o = m.Outlet(); t.o != nil {
 			t.ids, t.retainAsPublished = m.Via(topic, group)
-			t.retainAsPublished = t.retainAsPublished || strings.HasPrefix(sess.ID, bridgePrefix) // a bridge keeps it at any level
+			t.retainAsPublished = t.retainAsPublished || sess.bridge != nil // a bridge keeps it at any level
 			return t, false
 		}
-		if !sess.Persistent || !s.cfg.Limits.QueueQoS0Offline {
+		queue0 := s.cfg.Limits.QueueQoS0Offline
+		if sess.bridge != nil {
+			queue0 = sess.bridge.cfg.QueueQoS0
+		}
+		if !sess.Persistent || !queue0 {
 			s.stats.drop(DropOfflineQoS0)
 			return t, false
 		}

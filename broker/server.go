@@ -59,6 +59,9 @@ type Server struct {
 
 	matchPool sync.Pool // *[]router.Subscriber[*sessionHandle]
 	bridges   []*bridge // set before serving, read-only after
+	// queueQoS0 is set when some session queues QoS 0 messages while offline
+	// (limits.queue_qos0_offline, a bridge's queue_qos0): QoS 0 publishes then take the routed path.
+	queueQoS0 bool
 }
 
 // New rebuilds the broker's state from store and returns a server ready to Serve, checking clients
@@ -112,6 +115,7 @@ func New(cfg *config.Config, store *persist.Store, rules *AuthRules, version str
 		return nil, err
 	}
 	s.dropRefusedSubscriptions()
+	s.queueQoS0 = cfg.Limits.QueueQoS0Offline
 	if err := s.startBridges(); err != nil {
 		return nil, err
 	}
