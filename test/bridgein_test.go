@@ -1,13 +1,19 @@
 package test
 
 import (
+	"context"
 	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/holdfast/holdfast/codec"
 	"github.com/holdfast/holdfast/internal/mqtttest"
+	"github.com/holdfast/holdfast/internal/syncbuf"
 )
 
 // Issue 16: "Incoming connections with levels 0x83 and 0x84 are accepted as a 3.1 and 3.1.1
@@ -97,4 +103,175 @@ func TestBridgeInLevel0x85Refused_MQTT_3_1_2_2(t *testing.T) {
 		t.Fatalf("CONNACK return code %#x, want %#x", ack.ReturnCode, codec.RefusedProtocolVersion)
 	}
 	c.ExpectClosed()
+}
+
+// startMosquittoBridge runs Debian's mosquitto broker on a free loopback port with a bridge to
+// holdfast at b as Mosquitto users configure one (try_private, every topic both ways at QoS 1),
+// waits until holdfast has logged the bridge's connection, and returns mosquitto's address and
+// that log line.
+func startMosquittoBridge(t *testing.T, b *Broker) (addr, logLine string) {
+	t.Helper()
+	path := needTool(t, "mosquitto", "mosquitto")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr = l.Addr().String()
+	l.Close()
+	_, port, _ := net.SplitHostPort(addr)
+	conf := fmt.Sprintf(`listener %s 127.0.0.1
+allow_anonymous true
+persistence false
+log_dest stderr
+log_type all
+connection holdfast
+address %s
+remote_clientid mosq-bridge
+restart_timeout 1
+try_private true
+topic # both 1
+`, port, b.Addr)
+	confPath := filepath.Join(t.TempDir(), "mosquitto.conf")
+	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, path, "-c", confPath)
+	stderr := &syncbuf.Buffer{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("mosquitto log:\n%s", stderr)
+		}
+	})
+	logLine, ok := b.logLine(0, mosqWait, func(l string) bool {
+		return strings.Contains(l, `"client_id":"mosq-bridge"`) && strings.Contains(l, `"message":"connected"`)
+	})
+	if !ok {
+		t.Fatalf("holdfast logged no connection of mosquitto's bridge within %v", mosqWait)
+	}
+	return addr, logLine
+}
+
+// mosqPayloadsUntil reads mosquitto_sub lines (mosqFormat) until one carries payload end and
+// counts the payloads before it.
+func mosqPayloadsUntil(t *testing.T, sub *mosqSub, end string) map[string]int {
+	t.Helper()
+	n := map[string]int{}
+	for {
+		f := strings.SplitN(sub.next(t), "|", 4)
+		if len(f) != 4 {
+			t.Fatalf("mosquitto_sub printed %q, not topic|qos|retain|payload", f)
+		}
+		if f[3] == end {
+			return n
+		}
+		n[f[3]]++
+	}
+}
+
+// publishesUntil reads PUBLISH packets until one carries payload end and counts the payloads
+// before it.
+func publishesUntil(c *mqtttest.Client, end string) map[string]int {
+	n := map[string]int{}
+	for {
+		p := c.NextPublish()
+		if string(p.Payload) == end {
+			return n
+		}
+		n[string(p.Payload)]++
+	}
+}
+
+// exactlyOnce fails unless every payload prefix-00 .. prefix-(n-1) was counted once.
+func exactlyOnce(t *testing.T, where string, counts map[string]int, prefix string, n int) {
+	t.Helper()
+	var wrong []string
+	for i := range n {
+		if k := fmt.Sprintf("%s-%02d", prefix, i); counts[k] != 1 {
+			wrong = append(wrong, fmt.Sprintf("%s x%d", k, counts[k]))
+		}
+	}
+	if len(wrong) > 0 {
+		t.Errorf("%s: not exactly once: %s", where, strings.Join(wrong, ", "))
+	}
+}
+
+// TestBridgeInFromMosquitto: Debian's mosquitto bridges into holdfast with try_private true and
+// "topic # both 1". Messages cross both ways exactly once: a copy holdfast sent back to the
+// bridge it came from would reach mosquitto's subscriber twice. A message published retained on
+// holdfast reaches mosquitto with the flag kept, so mosquitto retains it too. holdfast's log
+// names the connection a bridge.
+func TestBridgeInFromMosquitto(t *testing.T) {
+	needTool(t, "mosquitto_sub", "mosquitto-clients")
+	t.Parallel()
+	b := StartBroker(t, BrokerConfig{})
+	// mosquitto_sub proves the bridge's subscription on holdfast is in place once it prints this.
+	retainMarker(t, b, "bridge-ready", "ready")
+	hs := mqtttest.Dial(t, b.Addr)
+	hs.MustConnect("hf-sub", true)
+	hs.Subscribe(1, 1, "bi/#")
+	hp := mqtttest.Dial(t, b.Addr)
+	hp.MustConnect("hf-pub", true)
+
+	mosqAddr, line := startMosquittoBridge(t, b)
+	if !strings.Contains(line, `"bridge":true`) {
+		t.Errorf("holdfast's log does not name mosquitto's connection a bridge: %s", line)
+	}
+	mosq := &Broker{Addr: mosqAddr} // the address is all the mosquitto_* helpers use
+	ms := startMosqSub(t, mosq, "-V", "mqttv311", "-i", "mosq-side-sub", "-q", "1",
+		"-t", "bi/#", "-t", "bridge-ready", "-W", fmt.Sprint(int(2*mosqWait/time.Second)), "-F", mosqFormat)
+	if l := ms.next(t); !strings.HasPrefix(l, "bridge-ready|") || !strings.HasSuffix(l, "|ready") {
+		t.Fatalf("mosquitto_sub printed %q first, want the marker from holdfast", l)
+	}
+
+	const n = 50
+	// holdfast -> mosquitto. "h2m-end" goes the other way, behind any copy mosquitto would have
+	// sent back.
+	for i := range n {
+		hp.Send(&codec.Publish{QoS: 1, PacketID: uint16(i + 1), Topic: "bi/h2m", Payload: fmt.Appendf(nil, "h2m-%02d", i)})
+	}
+	hp.Send(&codec.Publish{QoS: 1, PacketID: n + 1, Retain: true, Topic: "bi/kept", Payload: []byte("kept")})
+	for range n + 1 {
+		mqtttest.Expect[*codec.Puback](hp)
+	}
+	got := map[string]int{}
+	for range n + 1 {
+		f := strings.SplitN(ms.next(t), "|", 4)
+		got[f[len(f)-1]]++
+	}
+	exactlyOnce(t, "mosquitto's subscriber", got, "h2m", n)
+	mosqPub(t, mosq, "", "-V", "mqttv311", "-q", "1", "-t", "bi/h2m", "-m", "h2m-end")
+	exactlyOnce(t, "holdfast's subscriber", publishesUntil(hs, "h2m-end"), "h2m", n)
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	// mosquitto -> holdfast. "m2h-end" goes the other way once holdfast has routed them all, so
+	// behind any copy holdfast would send back to the bridge.
+	var lines strings.Builder
+	for i := range n {
+		fmt.Fprintf(&lines, "m2h-%02d\n", i)
+	}
+	mosqPub(t, mosq, lines.String(), "-V", "mqttv311", "-q", "1", "-t", "bi/m2h", "-l")
+	got = map[string]int{}
+	for range n {
+		got[string(hs.NextPublish().Payload)]++
+	}
+	exactlyOnce(t, "holdfast's subscriber", got, "m2h", n)
+	hp.Send(&codec.Publish{QoS: 1, PacketID: 1, Topic: "bi/m2h", Payload: []byte("m2h-end")})
+	mqtttest.Expect[*codec.Puback](hp)
+	exactlyOnce(t, "mosquitto's subscriber", mosqPayloadsUntil(t, ms, "m2h-end"), "m2h", n)
+
+	// Retained by mosquitto only if holdfast kept the flag on its way out through the bridge.
+	late := startMosqSub(t, mosq, "-V", "mqttv311", "-i", "mosq-late-sub", "-t", "bi/kept", "-C", "1",
+		"-W", fmt.Sprint(int(mosqWait/time.Second)), "-F", mosqFormat)
+	late.expect(t, mosqLine("bi/kept", 0, true, "kept"))
+	late.wait(t)
 }
