@@ -260,9 +260,7 @@ func (s *Server) handshake(b *bridge, nc net.Conn) (*conn, error) {
 		cp.Password, cp.HasPassword = []byte(pw), true
 	}
 	private := cfg.Private() && c.level != codec.Level5 && !b.plain.Load()
-	if private {
-		cp.ProtocolLevel |= 0x80
-	}
+	cp.Bridge = private
 	nc.SetDeadline(time.Now().Add(s.cfg.Limits.ConnectTimeout.Duration))
 	if _, err := nc.Write(cp.Append(nil)); err != nil {
 		return nil, err
