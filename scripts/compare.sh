@@ -365,6 +365,15 @@ record() {
 	done < <(metric_rows)
 }
 
+# tidy DIR: unless KEEP=1, remove a finished run's data and all but the end of its broker log.
+tidy() {
+	[[ $KEEP == 1 ]] && return
+	# A broker that logs per message can fill the disk over many runs.
+	rm -rf "$1/data"
+	tail -200 "$1/broker.log" >"$1/broker.log.tail" 2>/dev/null || true
+	rm -f "$1/broker.log"
+}
+
 # run_bridge ROW BROKER ROUND: a remote broker, then a local one bridging to it, both of kind
 # BROKER; the publishers on the local one, the subscriber on the remote.
 run_bridge() {
@@ -402,14 +411,8 @@ run_bridge() {
 	stop "$rpid"
 	log "  $broker: ${line:-(no result, exit $rc)}"
 	record "$row" "$broker" "$round" "$rc" "$line" "$ldir/bench.err"
-	if [[ $KEEP != 1 ]]; then
-		local d
-		for d in "$rdir" "$ldir"; do
-			rm -rf "$d/data"
-			tail -200 "$d/broker.log" >"$d/broker.log.tail" 2>/dev/null || true
-			rm -f "$d/broker.log"
-		done
-	fi
+	tidy "$rdir"
+	tidy "$ldir"
 }
 
 run_one() { # ROW BROKER ROUND
@@ -460,12 +463,7 @@ run_one() { # ROW BROKER ROUND
 	stop "$BPID"
 	log "  $broker: ${line:-(no result, exit $rc)}"
 	record "$row" "$broker" "$round" "$rc" "$line" "$dir/bench.err"
-	if [[ $KEEP != 1 ]]; then
-		# A broker that logs per message can fill the disk over many runs.
-		rm -rf "$dir/data"
-		tail -200 "$dir/broker.log" >"$dir/broker.log.tail" 2>/dev/null || true
-		rm -f "$dir/broker.log"
-	fi
+	tidy "$dir"
 }
 
 # ---- header --------------------------------------------------------------
