@@ -77,4 +77,12 @@ func TestFaninTopicPerPublisher(t *testing.T) {
 	if _, ok := kv["acked"]; ok {
 		t.Errorf("acked reported without -sub-addr: %v", kv)
 	}
+	// Only publisher 1 sends to sensors/1: half of the QoS 0 messages reach that filter.
+	kv, err = runMain(t, "fanin", "-qos", "0", "-pubs", "2", "-count", "1000", "-timeout", "300ms", "-topic", "sensors/", "-filter", "sensors/1", "-addr", b.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kv["received"] != "500" || kv["lost"] != "500" || kv["stray"] != "0" {
+		t.Errorf("-filter sensors/1: received=%s lost=%s stray=%s, want 500, 500, 0", kv["received"], kv["lost"], kv["stray"])
+	}
 }
