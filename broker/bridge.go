@@ -54,6 +54,8 @@ func (s *Server) startBridges() error {
 		cfg := &s.cfg.Bridges[i]
 		b := &bridge{cfg: cfg, id: bridgePrefix + cfg.Name}
 		opts := s.sessOpts
+		opts.MaxInflight = cfg.MaxInflight
+		opts.MemoryWindow = max(opts.MemoryWindow, cfg.MaxInflight)
 		if cfg.MaxQueuedMessages > 0 {
 			opts.MaxQueuedMessages = cfg.MaxQueuedMessages
 		}

@@ -23,7 +23,7 @@ func TestBridgeDefaults(t *testing.T) {
 	b := c.Bridges[0]
 	host, _ := os.Hostname()
 	if b.ClientID != host+".cloud" || b.KeepAlive.Duration != 30*time.Second || b.RestartTimeout.Duration != time.Second ||
-		b.Protocol != "3.1.1" || b.Level() != 4 || !b.Private() || !b.Notify() || b.CleanSession || b.TLS() {
+		b.Protocol != "3.1.1" || b.Level() != 4 || b.MaxInflight != 256 || !b.Private() || !b.Notify() || b.CleanSession || b.TLS() {
 		t.Errorf("defaults: %+v", b)
 	}
 	if tp := b.Topics[0]; tp.Direction != "out" || !tp.Out() || tp.In() || tp.QoS != 0 {
