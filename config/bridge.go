@@ -152,6 +152,9 @@ func (c *Config) validateBridges() error {
 		if b.Password != "" && b.PasswordFile != "" {
 			return keyError(key+".password_file", "set password or password_file, not both")
 		}
+		if (b.Password != "" || b.PasswordFile != "") && b.Username == "" && b.Protocol != "5" {
+			return keyError(key+".username", "MQTT 3.x sends a password only with a user name [MQTT-3.1.2-22]")
+		}
 		if (b.CertFile == "") != (b.KeyFile == "") {
 			return keyError(key+".cert_file", "cert_file and key_file go together")
 		}

@@ -52,6 +52,7 @@ func TestBadBridgeNamesKey(t *testing.T) {
 		{`name = "cloud"`, "name = \"cloud\"\nprotocol = \"4\"", "bridge[0].protocol"},
 		{`name = "cloud"`, "name = \"cloud\"\ncert_file = \"c.pem\"", "bridge[0].cert_file"},
 		{`name = "cloud"`, "name = \"cloud\"\npassword = \"x\"\npassword_file = \"f\"", "bridge[0].password_file"},
+		{`name = "cloud"`, "name = \"cloud\"\npassword = \"x\"", "bridge[0].username"},
 		{`name = "cloud"`, "name = \"cloud\"\nkeepalive = \"100ms\"", "bridge[0].keepalive"},
 	} {
 		_, err := Load(defaults(t), "my.toml", []byte(strings.Replace(oneBridge, tc.old, tc.new, 1)))
