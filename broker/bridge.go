@@ -16,7 +16,6 @@ import (
 	"github.com/holdfast/holdfast/config"
 	"github.com/holdfast/holdfast/message"
 	"github.com/holdfast/holdfast/persist"
-	"github.com/holdfast/holdfast/retain"
 	"github.com/holdfast/holdfast/router"
 	"github.com/holdfast/holdfast/session"
 )
@@ -152,7 +151,7 @@ func (s *Server) bridgeState(b *bridge, up bool) {
 	if up {
 		state = "1"
 	}
-	s.sysRetained.Set(&retain.Message{Message: message.Message{Topic: sysPrefix + "broker/connection/" + b.cfg.Name + "/state", Payload: []byte(state), Retain: true}})
+	s.setSys("connection/"+b.cfg.Name+"/state", state)
 }
 
 // dialBridge opens b's connection to addr and makes the handshake: CONNECT (with the bridge bit

@@ -98,8 +98,14 @@ func (s *Server) publishSys(loads map[string]*sysLoad, interval time.Duration) {
 		}
 	}
 	for name, v := range values {
-		topic := "$SYS/broker/" + name
-		s.sysRetained.Set(&retain.Message{Message: message.Message{Topic: topic, Payload: []byte(v)}})
-		s.fanOutQoS0(&codec.Publish{Topic: topic, Payload: []byte(v)}, nil, session.Outlet.SendPublish)
+		s.setSys(name, v)
 	}
+}
+
+// setSys sets $SYS/broker/<name> to v: retained for those who subscribe later, and sent now
+// to those subscribed.
+func (s *Server) setSys(name, v string) {
+	topic := sysPrefix + "/broker/" + name
+	s.sysRetained.Set(&retain.Message{Message: message.Message{Topic: topic, Payload: []byte(v)}})
+	s.fanOutQoS0(&codec.Publish{Topic: topic, Payload: []byte(v)}, nil, session.Outlet.SendPublish)
 }
