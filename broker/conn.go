@@ -39,6 +39,7 @@ type conn struct {
 	willStored    bool         // the CONNECT's will is on disk with the session
 	linger        bool         // the reader sent DISCONNECT: teardown closes lingering (reader-owned)
 	sess          *sessionHandle
+	bridge        *bridge // set when this is a bridge's link to a remote broker, made by the broker
 	keepAlive     time.Duration
 	ident         auth.Client // who the client authenticated as, for the ACL
 	enh           enhanced    // MQTT 5 enhanced authentication (reader-owned)
@@ -233,6 +234,11 @@ func (c *conn) handle(p codec.Packet) error {
 	case *codec.Connect:
 		return fmt.Errorf("%w: second CONNECT [MQTT-3.1.0-2]", errProtocol)
 	default:
+		if c.bridge != nil {
+			if ok, err := c.handleFromRemote(p); ok {
+				return err
+			}
+		}
 		return fmt.Errorf("%w: the client sent %s, a server-only packet or one out of place", errProtocol, p.Type())
 	}
 	return nil

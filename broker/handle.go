@@ -13,8 +13,9 @@ import (
 // from persist's callbacks), and the publishers' flow control, which is the broker's policy, not
 // MQTT's. The trie and the registry hold handles.
 type sessionHandle struct {
-	ID         string // immutable, readable without the lock
-	Persistent bool   // immutable
+	ID         string  // immutable, readable without the lock
+	Persistent bool    // immutable
+	bridge     *bridge // the bridge whose session this is; set before serving
 
 	mu    sync.Mutex
 	m     *session.Session

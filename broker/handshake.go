@@ -12,6 +12,9 @@ func (c *conn) acked(pid uint16, kind codec.Type) {
 	c.sess.unlock()
 	if ok {
 		c.Wake() // the window has room again
+		if c.bridge != nil {
+			c.bridge.acked.Add(1)
+		}
 	}
 	if !ok || w.Kind == 0 {
 		return

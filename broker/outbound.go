@@ -258,6 +258,9 @@ func (c *conn) writeLoop() {
 	defer c.writers.Done()
 	var wbuf []byte
 	out := session.Outgoing{MayRead: func(topic string) bool { return c.reads.check(c.srv, &c.ident, topic) }}
+	if b := c.bridge; b != nil {
+		out.MayRead, out.Rename, out.RetainAsPublished = nil, b.remoteTopic, true
+	}
 	timeout := c.srv.cfg.Limits.WriteTimeout.Duration
 	for {
 		c.omu.Lock()
@@ -285,6 +288,9 @@ func (c *conn) writeLoop() {
 				return
 			}
 			wbuf = out.Now
+			if c.bridge != nil {
+				c.bridge.sent.Add(int64(out.Sent[1] + out.Sent[2] + out.Sent[0]))
+			}
 			for qos, n := range out.Sent {
 				if n > 0 {
 					c.srv.stats.MessagesOut[qos].Add(int64(n))

@@ -53,13 +53,21 @@ func (c *conn) handlePublish(p *codec.Publish) error {
 			return fmt.Errorf("%w: more than %d QoS 1/2 PUBLISH packets unacknowledged", errReceiveMaximum, srv.cfg.Limits.ReceiveMaximum)
 		}
 	}
+	if b := c.bridge; b != nil {
+		local := b.localTopic(p.Topic)
+		if local == "" {
+			c.log.Warn().Str("topic", p.Topic).Msg("publish from the bridge's remote dropped: no in topic maps it")
+			return c.acknowledgeOnly(p, codec.ReasonNoMatchingSubscribers, "no in topic of the bridge maps it")
+		}
+		p.Topic = local
+	}
 	if lim := srv.cfg.Limits.MaxTopicLevels; lim > 0 && topicLevels(p.Topic) > lim {
 		// Acknowledged and dropped: the client is not punished for a topic the broker will not route.
 		srv.stats.drop(DropTopicLevels)
 		c.log.Debug().Str("topic", p.Topic).Msg("publish dropped: more levels than limits.max_topic_levels")
 		return c.acknowledgeOnly(p, codec.ReasonTopicNameInvalid, "more topic levels than the broker routes (limits.max_topic_levels)")
 	}
-	if !srv.canPublish(&c.ident, p.Topic) {
+	if c.bridge == nil && !srv.canPublish(&c.ident, p.Topic) { // the operator configured what a bridge brings in
 		// Acknowledged at its QoS and dropped, so the client has no reason to retry.
 		if strings.HasPrefix(p.Topic, sysPrefix) {
 			srv.stats.drop(DropSysTopic)
@@ -76,7 +84,7 @@ func (c *conn) handlePublish(p *codec.Publish) error {
 		c.submit(&pubJob{ack: &codec.Pubrec{PacketID: p.PacketID}})
 		return nil
 	}
-	if p.QoS == 0 && !p.Retain && c.pending.Load() == 0 && !srv.cfg.Limits.QueueQoS0Offline {
+	if p.QoS == 0 && !p.Retain && c.pending.Load() == 0 && !srv.queueQoS0 {
 		srv.fanOutQoS0(p, c.sess, c.stagePublish) // the fast path: nothing to store, nothing to wait for
 		return nil
 	}
@@ -412,9 +420,14 @@ func (s *Server) take(acl *auth.ACL, sess *sessionHandle, topic, group string, q
 	if qos == 0 {
 		if t.o = m.Outlet(); t.o != nil {
 			t.ids, t.retainAsPublished = m.Via(topic, group)
+			t.retainAsPublished = t.retainAsPublished || sess.bridge != nil // a bridge keeps it at any level
 			return t, false
 		}
-		if !sess.Persistent || !s.cfg.Limits.QueueQoS0Offline {
+		queue0 := s.cfg.Limits.QueueQoS0Offline
+		if sess.bridge != nil {
+			queue0 = sess.bridge.cfg.QueueQoS0
+		}
+		if !sess.Persistent || !queue0 {
 			s.stats.drop(DropOfflineQoS0)
 			return t, false
 		}

@@ -58,6 +58,10 @@ type Server struct {
 	quit chan struct{}
 
 	matchPool sync.Pool // *[]router.Subscriber[*sessionHandle]
+	bridges   []*bridge // set before serving, read-only after
+	// queueQoS0 is set when some session queues QoS 0 messages while offline
+	// (limits.queue_qos0_offline, a bridge's queue_qos0): QoS 0 publishes then take the routed path.
+	queueQoS0 bool
 }
 
 // New rebuilds the broker's state from store and returns a server ready to Serve, checking clients
@@ -111,6 +115,10 @@ func New(cfg *config.Config, store *persist.Store, rules *AuthRules, version str
 		return nil, err
 	}
 	s.dropRefusedSubscriptions()
+	s.queueQoS0 = cfg.Limits.QueueQoS0Offline
+	if err := s.startBridges(); err != nil {
+		return nil, err
+	}
 	s.wg.Add(1)
 	go s.loadLoop()
 	if every := cfg.Admin.SysInterval.Duration; every > 0 {

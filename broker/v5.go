@@ -25,6 +25,13 @@ func (c *conn) level5() bool { return c.level == codec.Level5 }
 // that takes topic aliases is never staged (stagePublish): its packets are encoded here under
 // c.omu as they go into obuf, so that the alias is chosen in the order they reach the wire.
 func (c *conn) AppendPublish(dst []byte, p *codec.Publish) ([]byte, bool) {
+	if b := c.bridge; b != nil {
+		q := *p
+		if q.Topic = b.remoteTopic(p.Topic); q.Topic == "" {
+			return dst, false
+		}
+		p = &q
+	}
 	if !c.level5() {
 		return p.Append(dst), true
 	}

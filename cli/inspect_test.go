@@ -43,7 +43,7 @@ func TestVerifyInspectShowMQTT5(t *testing.T) {
 func TestVerifyInspectShowHolders(t *testing.T) {
 	dir := t.TempDir()
 	s := opsOpen(t, dir)
-	const group = "\x00g/t"
+	const group = "\x00$share/g/t"
 	b := &persist.Batch{}
 	b.PutSession(group, persist.SessionRecord{ProtocolLevel: 5})
 	opsCommit(t, s, b)

@@ -28,6 +28,7 @@ type Config struct {
 	Store      Store      `toml:"store"`
 	Admin      Admin      `toml:"admin"`
 	Shared     Shared     `toml:"shared"`
+	Bridges    []Bridge   `toml:"bridge"`
 }
 
 // Shared configures the shared subscription groups.
@@ -252,6 +253,9 @@ func (c *Config) validate() error {
 		return err
 	}
 	if err := c.validateAdmin(); err != nil {
+		return err
+	}
+	if err := c.validateBridges(); err != nil {
 		return err
 	}
 	if _, err := session.ParseStrategy(c.Shared.Strategy); err != nil {

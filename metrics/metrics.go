@@ -58,6 +58,12 @@ var (
 	groupRedelivered = desc("shared_redelivered_total", "Messages a shared subscription group took back from a member that went away or left.", "group")
 	groupPoison      = desc("shared_poison_total", "Messages a shared subscription group dropped after shared.max_redeliveries returns.", "group")
 
+	bridgeConnected = desc("bridge_connected", "1 while the bridge's link to its remote broker is up.", "bridge")
+	bridgeQueued    = desc("bridge_queued_messages", "Messages queued for the bridge's remote, in flight included.", "bridge")
+	bridgeBytes     = desc("bridge_queued_payload_bytes", "Payload bytes of the messages queued for the bridge's remote.", "bridge")
+	bridgeSent      = desc("bridge_sent_total", "PUBLISH packets the bridge sent to its remote (resends included).", "bridge")
+	bridgeAcked     = desc("bridge_acknowledged_total", "Messages the bridge's remote acknowledged (PUBACK, PUBCOMP).", "bridge")
+
 	storeCommits    = desc("store_commits_total", "Group commits (one fsync each with durability = sync).")
 	storeOps        = desc("store_ops_total", "Store entries written or deleted by group commits.")
 	storeRequests   = desc("store_requests_total", "Write requests completed (many per group commit).")
@@ -132,6 +138,17 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(groupInflight, float64(gr.Inflight), name)
 		counter(groupRedelivered, float64(gr.Redelivered), name)
 		counter(groupPoison, float64(gr.Poisoned), name)
+	}
+	for _, br := range c.srv.Bridges() {
+		up := 0.0
+		if br.Connected {
+			up = 1
+		}
+		gauge(bridgeConnected, up, br.Name)
+		gauge(bridgeQueued, float64(br.Queued), br.Name)
+		gauge(bridgeBytes, float64(br.QueuedBytes), br.Name)
+		counter(bridgeSent, float64(br.Sent), br.Name)
+		counter(bridgeAcked, float64(br.Acked), br.Name)
 	}
 	gauge(recovery, st.RecoveryTime.Seconds())
 	gauge(uptime, c.srv.Uptime().Seconds())

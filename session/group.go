@@ -53,7 +53,7 @@ type GroupOptions struct {
 
 // GroupPrefix starts the store id of every group's queue: U+0000 is in no client identifier
 // [MQTT-1.5.3-2], so a group's records never mix with a client's.
-const GroupPrefix = "\x00"
+const GroupPrefix = "\x00$share/"
 
 // GroupID is the store id of the queue of share name's group on filter.
 func GroupID(name, filter string) string { return GroupPrefix + name + "/" + filter }

@@ -179,6 +179,10 @@ func (s *Session) Attach(l Link, o Outlet) {
 	s.conns++
 }
 
+// SetOptions replaces the bounds of a session restored with the broker's defaults (a bridge has
+// its own).
+func (s *Session) SetOptions(o *Options) { s.opts = o }
+
 // Conn numbers the attached connection: a shared group's hand-off to an earlier one is refused.
 func (s *Session) Conn() uint64 { return s.conns }
 
@@ -592,6 +596,11 @@ type Outgoing struct {
 	// Aliases, when set, are the topic aliases of the attached connection (nil: none).
 	Aliases Aliases
 
+	// Rename, when set, gives the topic a message goes out on (a bridge's prefixes).
+	Rename func(topic string) string
+	// RetainAsPublished keeps every message's retain flag as published, at any level (a bridge).
+	RetainAsPublished bool
+
 	// Load, when NeedLoad is set, is the read of the session's queue on disk that Fill needs
 	// before it can go on: the caller reads it and hands the entries to Loaded, then calls Fill
 	// again. The session itself does no I/O.
@@ -806,6 +815,12 @@ func (s *Session) send(o *Outgoing, e *message.Entry) {
 func (s *Session) appendPublish(dst []byte, e *message.Entry, dup bool, o *Outgoing, defines bool) ([]byte, bool) {
 	m := e.Message
 	p := codec.Publish{Dup: dup, QoS: e.QoS, Retain: m.Retain, Topic: m.Topic, PacketID: e.PacketID, Payload: m.Payload}
+	if o.Rename != nil {
+		p.Topic = o.Rename(m.Topic)
+	}
+	if o.RetainAsPublished {
+		p.Retain = p.Retain || m.RetainPublished
+	}
 	if s.level != codec.Level5 {
 		return p.Append(dst), true
 	}
@@ -816,7 +831,7 @@ func (s *Session) appendPublish(dst []byte, e *message.Entry, dup bool, o *Outgo
 	var alias uint16
 	var known bool
 	if o.Aliases != nil {
-		alias, known = o.Aliases.Lookup(m.Topic)
+		alias, known = o.Aliases.Lookup(p.Topic)
 	}
 	if alias != 0 {
 		props.TopicAlias = alias
@@ -831,7 +846,7 @@ func (s *Session) appendPublish(dst []byte, e *message.Entry, dup bool, o *Outgo
 		return dst[:before], false
 	}
 	if alias != 0 && !known && defines {
-		o.Aliases.Defined(m.Topic)
+		o.Aliases.Defined(p.Topic)
 	}
 	return dst, true
 }
