@@ -74,7 +74,9 @@ func bridgeMosquitto(t *testing.T) string {
 	bin := needTool(t, "mosquitto", "mosquitto")
 	addr := bridgeFreeAddr(t)
 	_, port, _ := net.SplitHostPort(addr)
-	conf := fmt.Sprintf("listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\n", port)
+	// max_queued_messages 0: no limit, where mosquitto's default (1000) drops what an offline
+	// subscriber is sent beyond it.
+	conf := fmt.Sprintf("listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\nlog_dest stderr\n", port)
 	if os.Getuid() == 0 {
 		conf += "user root\n" // else it drops to user mosquitto, who cannot read t.TempDir()
 	}
