@@ -6,6 +6,7 @@ package test
 import (
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -30,9 +31,14 @@ func TestBridgeOutageNothingLost(t *testing.T) {
 	down := time.Now()
 	p.publish(n, 5000)
 	l.Kill()
+	from := len(l.Log())
 	l.Start()
 	p.connect(l.Addr)
 	p.publish(n, n)
+	// A few seconds of outage, counted in the restarted L's reconnect attempts (100 ms doubling).
+	mqtttest.Eventually(t, bridgeStall, "5 failed reconnects of the bridge", func() bool {
+		return strings.Count(l.Log()[from:], "bridge could not connect") >= 5
+	})
 	r.Start()
 	t.Logf("R was down %v while L acknowledged %d messages and was killed once", time.Since(down).Round(time.Millisecond), n-1000)
 	got := bridgeDrain(t, r.Addr, "remote-sub", n, bridgeOutTopic)
