@@ -380,17 +380,26 @@ func bridgeOut(t *testing.T, remote string) {
 // message published on L reaches R once and does not come back to L, and one published on R
 // reaches L once and does not go back to R.
 func TestBridgeInHoldfastToHoldfast(t *testing.T) {
-	r := bridgeRemote(t)
-	l := bridgeLocal(t, r.Addr, bridgeTopic{"cmd/#", "in", "edge1/"}, bridgeTopic{"loop/#", "both", "edge1/"})
+	bridgeIn(t, bridgeRemote(t).Addr)
+}
+
+// TestBridgeInHoldfastToMosquitto: the same with Debian's mosquitto as the remote, which knows the
+// bridge protocol level (try_private).
+func TestBridgeInHoldfastToMosquitto(t *testing.T) {
+	bridgeIn(t, bridgeMosquitto(t))
+}
+
+func bridgeIn(t *testing.T, remote string) {
+	l := bridgeLocal(t, remote, bridgeTopic{"cmd/#", "in", "edge1/"}, bridgeTopic{"loop/#", "both", "edge1/"})
 	lsub := mqtttest.Dial(t, l.Addr)
 	lsub.MustConnect("local-sub", true)
 	lsub.Subscribe(1, 1, "cmd/#", "loop/#")
 	lw := bridgeWatch(lsub)
-	rsub := mqtttest.Dial(t, r.Addr)
+	rsub := mqtttest.Dial(t, remote)
 	rsub.MustConnect("remote-sub", true)
 	rsub.Subscribe(1, 1, "edge1/loop/#")
 	rw := bridgeWatch(rsub)
-	rpub := mqtttest.Dial(t, r.Addr)
+	rpub := mqtttest.Dial(t, remote)
 	rpub.MustConnect("remote-pub", true)
 	lpub := mqtttest.Dial(t, l.Addr)
 	lpub.MustConnect("local-pub", true)
