@@ -67,16 +67,16 @@ func bridgeLocal(t *testing.T, addr string, topics ...bridgeTopic) *Broker {
 	return StartBroker(t, BrokerConfig{Extra: bridgeTOML(addr, topics...)})
 }
 
-// bridgeMosquitto runs Debian's mosquitto on a free loopback port until the test ends and returns
-// its address.
-func bridgeMosquitto(t *testing.T) string {
+// bridgeMosquitto runs Debian's mosquitto on a free loopback port, with extra lines of
+// configuration, until the test ends and returns its address.
+func bridgeMosquitto(t *testing.T, extra string) string {
 	t.Helper()
 	bin := needTool(t, "mosquitto", "mosquitto")
 	addr := bridgeFreeAddr(t)
 	_, port, _ := net.SplitHostPort(addr)
 	// max_queued_messages 0: no limit, where mosquitto's default (1000) drops what an offline
 	// subscriber is sent beyond it.
-	conf := fmt.Sprintf("listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\nlog_dest stderr\n", port)
+	conf := fmt.Sprintf("listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\nlog_dest stderr\n%s", port, extra)
 	if os.Getuid() == 0 {
 		conf += "user root\n" // else it drops to user mosquitto, who cannot read t.TempDir()
 	}
@@ -110,6 +110,17 @@ func bridgeMosquitto(t *testing.T) string {
 		t.Fatalf("mosquitto did not listen on %s: %v\n%s", addr, err, stderr.String())
 	}
 	return addr
+}
+
+// bridgeMosquittoTOML is a mosquitto bridge section like bridgeTOML's (a first reconnect after 1 s,
+// mosquitto's shortest).
+func bridgeMosquittoTOML(addr string, topics ...bridgeTopic) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "connection %s\naddress %s\ncleansession false\ntry_private true\nbridge_protocol_version mqttv311\nrestart_timeout 1\nnotifications false\n", bridgeName, addr)
+	for _, tp := range topics {
+		fmt.Fprintf(&b, "topic %s %s 1 \"\" %s\n", tp.pattern, tp.direction, tp.remotePrefix)
+	}
+	return b.String()
 }
 
 // bridgeSubscribe leaves a persistent session id on addr subscribed to filter at QoS 1, offline.
@@ -322,26 +333,37 @@ func bridgeProbe(t *testing.T, pub *mqtttest.Client, remote string, w *bridgeWat
 	t.Fatalf("no probe sent to %q reached %q within %v", remote, local, bridgeStall)
 }
 
+var bridgeOutTopics = []bridgeTopic{{"sensors/#", "out", "edge1/"}}
+
 // TestBridgeOutHoldfastToHoldfast: out topic "sensors/#" with remote_prefix "edge1/" to another
 // holdfast.
 func TestBridgeOutHoldfastToHoldfast(t *testing.T) {
-	bridgeOut(t, bridgeRemote(t).Addr)
+	r := bridgeRemote(t)
+	bridgeOut(t, r.Addr, func() string { return bridgeLocal(t, r.Addr, bridgeOutTopics...).Addr })
 }
 
 // TestBridgeOutHoldfastToMosquitto: the same to Debian's mosquitto.
 func TestBridgeOutHoldfastToMosquitto(t *testing.T) {
-	bridgeOut(t, bridgeMosquitto(t))
+	r := bridgeMosquitto(t, "")
+	bridgeOut(t, r, func() string { return bridgeLocal(t, r, bridgeOutTopics...).Addr })
 }
 
-// bridgeOut: 1,000 QoS 1 messages published on L to sensors/x all reach a persistent subscriber
+// TestBridgeOutMosquittoToHoldfast: the same from a mosquitto bridge with try_private to holdfast.
+func TestBridgeOutMosquittoToHoldfast(t *testing.T) {
+	r := bridgeRemote(t)
+	bridgeOut(t, r.Addr, func() string { return bridgeMosquitto(t, bridgeMosquittoTOML(r.Addr, bridgeOutTopics...)) })
+}
+
+// bridgeOut: once the remote has a persistent subscriber, startLocal starts L with the out
+// bridge and returns its address; 1,000 QoS 1 messages published on L to sensors/x all reach a persistent subscriber
 // on the remote at edge1/sensors/x, then one retained message to sensors/r; the retain flag is
 // kept as published: on the remote edge1/sensors/r is retained and edge1/sensors/x is not.
-func bridgeOut(t *testing.T, remote string) {
+func bridgeOut(t *testing.T, remote string, startLocal func() string) {
 	const n = 1000
 	bridgeSubscribe(t, remote, "remote-sub", "edge1/sensors/#")
-	l := bridgeLocal(t, remote, bridgeTopic{"sensors/#", "out", "edge1/"})
+	local := startLocal()
 	start := time.Now()
-	p := newBridgePub(t, l.Addr, "local-pub", "sensors/x")
+	p := newBridgePub(t, local, "local-pub", "sensors/x")
 	p.publish(n, n)
 	p.c.Send(&codec.Publish{QoS: 1, Retain: true, Topic: "sensors/r", PacketID: 1, Payload: []byte(strconv.Itoa(n + 1))})
 	mqtttest.Expect[*codec.Puback](p.c)
@@ -380,18 +402,30 @@ func bridgeOut(t *testing.T, remote string) {
 // message published on L reaches R once and does not come back to L, and one published on R
 // reaches L once and does not go back to R.
 func TestBridgeInHoldfastToHoldfast(t *testing.T) {
-	bridgeIn(t, bridgeRemote(t).Addr)
+	r := bridgeRemote(t)
+	bridgeIn(t, bridgeLocal(t, r.Addr, bridgeInTopics...).Addr, r.Addr)
 }
+
+var bridgeInTopics = []bridgeTopic{{"cmd/#", "in", "edge1/"}, {"loop/#", "both", "edge1/"}}
 
 // TestBridgeInHoldfastToMosquitto: the same with Debian's mosquitto as the remote, which knows the
 // bridge protocol level (try_private).
 func TestBridgeInHoldfastToMosquitto(t *testing.T) {
-	bridgeIn(t, bridgeMosquitto(t))
+	r := bridgeMosquitto(t, "")
+	bridgeIn(t, bridgeLocal(t, r, bridgeInTopics...).Addr, r)
 }
 
-func bridgeIn(t *testing.T, remote string) {
-	l := bridgeLocal(t, remote, bridgeTopic{"cmd/#", "in", "edge1/"}, bridgeTopic{"loop/#", "both", "edge1/"})
-	lsub := mqtttest.Dial(t, l.Addr)
+// TestBridgeInMosquittoToHoldfast: the same from a mosquitto bridge with try_private to holdfast,
+// which must take it for a bridge and not send it back what it sent.
+func TestBridgeInMosquittoToHoldfast(t *testing.T) {
+	r := bridgeRemote(t)
+	bridgeIn(t, bridgeMosquitto(t, bridgeMosquittoTOML(r.Addr, bridgeInTopics...)), r.Addr)
+}
+
+// bridgeIn runs TestBridgeInHoldfastToHoldfast's checks on a local broker bridged to remote with
+// bridgeInTopics.
+func bridgeIn(t *testing.T, local, remote string) {
+	lsub := mqtttest.Dial(t, local)
 	lsub.MustConnect("local-sub", true)
 	lsub.Subscribe(1, 1, "cmd/#", "loop/#")
 	lw := bridgeWatch(lsub)
@@ -401,7 +435,7 @@ func bridgeIn(t *testing.T, remote string) {
 	rw := bridgeWatch(rsub)
 	rpub := mqtttest.Dial(t, remote)
 	rpub.MustConnect("remote-pub", true)
-	lpub := mqtttest.Dial(t, l.Addr)
+	lpub := mqtttest.Dial(t, local)
 	lpub.MustConnect("local-pub", true)
 
 	bridgeProbe(t, rpub, "edge1/cmd/probe", lw, "cmd/probe")
