@@ -475,3 +475,79 @@ func bridgeIn(t *testing.T, local, remote string) {
 		}
 	}
 }
+
+// TestBridgeLinkStateObservable: the link's state shows on L in $SYS/broker/connection/<name>/state
+// (retained, 1 / 0) and in holdfast_bridge_connected, /readyz does not depend on it, and what L
+// queued while the link was down is counted in holdfast_bridge_queued_messages, then in
+// holdfast_bridge_sent_total and holdfast_bridge_acknowledged_total once the link is back.
+func TestBridgeLinkStateObservable(t *testing.T) {
+	const n = 100
+	r := bridgeRemote(t)
+	bridgeSubscribe(t, r.Addr, "remote-sub", "edge1/sensors/#")
+	l := StartBroker(t, BrokerConfig{Extra: opsAdminExtra("0s") + bridgeTOML(r.Addr, bridgeOutTopics...)})
+	base := "http://" + opsAdminAddr(t, l)
+	metric := func(name string) float64 { return opsScrape(t, base)[name+`{bridge="`+bridgeName+`"}`] }
+	const stateTopic = "$SYS/broker/connection/" + bridgeName + "/state"
+	live := mqtttest.Dial(t, l.Addr)
+	live.MustConnect("state-live", true)
+	live.Subscribe(1, 1, stateTopic)
+	w := bridgeWatch(live)
+	// state waits for the metric to say want, then checks that a new subscriber gets want as the
+	// retained state and that the subscriber of all along was sent it too.
+	state := func(want string) {
+		t.Helper()
+		mqtttest.Eventually(t, bridgeStall, "holdfast_bridge_connected "+want, func() bool {
+			return strconv.FormatFloat(metric("holdfast_bridge_connected"), 'f', -1, 64) == want
+		})
+		c := mqtttest.Dial(t, l.Addr)
+		c.MustConnect("state-new", true)
+		c.Subscribe(1, 1, stateTopic)
+		c.Send(&codec.Publish{Topic: "state/marker"}) // not subscribed: only to be answered after the retained
+		c.Send(&codec.Pingreq{})
+		var got []string
+		for pk := c.Read(); pk.Type() != codec.TypePingresp; pk = c.Read() {
+			if pub, ok := pk.(*codec.Publish); ok {
+				got = append(got, fmt.Sprintf("%s retain=%v", pub.Payload, pub.Retain))
+			}
+		}
+		c.Conn.Close()
+		if wantRet := []string{want + " retain=true"}; !slices.Equal(got, wantRet) {
+			t.Errorf("a new subscriber to %s got %q, want %q", stateTopic, got, wantRet)
+		}
+		timeout := time.After(mqtttest.Timeout)
+		for {
+			select {
+			case pub := <-w.ch:
+				if string(pub.Payload) != want {
+					continue
+				}
+			case <-timeout:
+				t.Errorf("the subscriber of all along was not sent %s %q within %v of the metric", stateTopic, want, mqtttest.Timeout)
+			}
+			return
+		}
+	}
+	state("1")
+
+	r.Stop()
+	state("0")
+	if code := opsStatus(t, base+"/readyz", ""); code != 200 {
+		t.Errorf("/readyz with the uplink down: %d, want 200", code)
+	}
+	sent, acked := metric("holdfast_bridge_sent_total"), metric("holdfast_bridge_acknowledged_total")
+	p := newBridgePub(t, l.Addr, "local-pub", "sensors/x")
+	p.publish(n, n)
+	if q := metric("holdfast_bridge_queued_messages"); q != n {
+		t.Errorf("holdfast_bridge_queued_messages %v after %d PUBACKs with the link down, want %d", q, n, n)
+	}
+
+	r.Start()
+	state("1")
+	bridgeCheck(t, bridgeDrain(t, r.Addr, "remote-sub", n, bridgeOutTopic), 1, n, "remote subscriber")
+	mqtttest.Eventually(t, bridgeStall, "the queue counted empty, and its messages sent and acknowledged", func() bool {
+		m := opsScrape(t, base)
+		label := `{bridge="` + bridgeName + `"}`
+		return m["holdfast_bridge_queued_messages"+label] == 0 &&
+			m["holdfast_bridge_sent_total"+label]-sent >= n && m["holdfast_bridge_acknowledged_total"+label]-acked >= n
+	})
+}
