@@ -4,6 +4,7 @@ package test
 // happens to the link, to the remote, and to the local broker (kill -9, power loss).
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"strconv"
 	"strings"
@@ -22,8 +23,8 @@ func bridgeOutTopic(int) string { return "edge1/sensors/x" }
 func TestBridgeOutageNothingLost(t *testing.T) {
 	const n = 10000
 	r := bridgeRemote(t)
-	bridgeSubscribe(t, r.Addr, "remote-sub", "edge1/sensors/#")
-	l := bridgeLocal(t, r.Addr, bridgeTopic{"sensors/#", "out", "edge1/"})
+	bridgeSubscribe(t, r.Addr, "remote-sub", 1, "edge1/sensors/#")
+	l := bridgeLocal(t, r.Addr, bridgeOutTopics...)
 	start := time.Now()
 	p := newBridgePub(t, l.Addr, "local-pub", "sensors/x")
 	p.publish(n, 1000)
@@ -52,8 +53,8 @@ func TestBridgeOutageNothingLost(t *testing.T) {
 func TestBridgeOutageCycles(t *testing.T) {
 	const cycles, per = 20, 300
 	r := bridgeRemote(t)
-	bridgeSubscribe(t, r.Addr, "remote-sub", "edge1/sensors/#")
-	l := bridgeLocal(t, r.Addr, bridgeTopic{"sensors/#", "out", "edge1/"})
+	bridgeSubscribe(t, r.Addr, "remote-sub", 1, "edge1/sensors/#")
+	l := bridgeLocal(t, r.Addr, bridgeOutTopics...)
 	start := time.Now()
 	p := newBridgePub(t, l.Addr, "local-pub", "sensors/x")
 	for c := range cycles {
@@ -84,7 +85,7 @@ func TestBridgeOutageCycles(t *testing.T) {
 func TestBridgeInOutageNothingLost(t *testing.T) {
 	const n = 5000
 	r := bridgeRemote(t)
-	l := bridgeLocal(t, r.Addr, bridgeTopic{"cmd/#", "in", "edge1/"})
+	l := bridgeLocal(t, r.Addr, bridgeTopic{"cmd/#", "in", "edge1/", 1})
 	// The bridge's subscription on R must be there before R acknowledges anything to route.
 	lsub := mqtttest.Dial(t, l.Addr)
 	lsub.MustConnect("local-sub", false)
@@ -117,8 +118,8 @@ func TestBridgeInOutageNothingLost(t *testing.T) {
 func TestBridgePowerCutUplinkDown(t *testing.T) {
 	const cycles = 3
 	r := bridgeRemote(t)
-	bridgeSubscribe(t, r.Addr, "remote-sub", "edge1/faultfs/#")
-	l, cut := powerCutBroker(t, BrokerConfig{Durability: "sync", Extra: bridgeTOML(r.Addr, bridgeTopic{"faultfs/#", "out", "edge1/"})})
+	bridgeSubscribe(t, r.Addr, "remote-sub", 1, "edge1/faultfs/#")
+	l, cut := powerCutBroker(t, BrokerConfig{Durability: "sync", Extra: bridgeTOML(r.Addr, bridgeTopic{"faultfs/#", "out", "edge1/", 1})})
 	acked := 0
 	for cycle := range cycles {
 		r.Stop()
@@ -134,4 +135,66 @@ func TestBridgePowerCutUplinkDown(t *testing.T) {
 		t.Logf("cycle %d: %d acknowledged before the cut, %d written", cycle, len(want), pub.started.Load())
 	}
 	t.Logf("%d power cuts of L with the uplink down, %d acknowledged messages, none lost", cycles, acked)
+}
+
+// TestBridgeQoS2ExactlyOnceAcrossRestarts: a QoS 2 out topic. L holds 3,000 QoS 2 messages for the
+// bridge while R is down, then forwards them while L and R are killed -9 in turn, 10 times, each
+// time once the queue has shrunk by another eleventh: "QoS 2 outbound state is stored, so a
+// restart of either side neither loses nor duplicates a QoS 2 message" — each reaches R's
+// persistent QoS 2 subscriber exactly once.
+func TestBridgeQoS2ExactlyOnceAcrossRestarts(t *testing.T) {
+	const n, kills = 3000, 10
+	r := bridgeRemote(t)
+	bridgeSubscribe(t, r.Addr, "remote-sub", 2, "edge1/sensors/#")
+	admin := bridgeFreeAddr(t) // the same after every restart of L
+	l := StartBroker(t, BrokerConfig{Extra: fmt.Sprintf("[admin]\naddress = %q\ntoken = %q\nsys_interval = \"0s\"\n", admin, opsToken) +
+		bridgeTOML(r.Addr, bridgeTopic{"sensors/#", "out", "edge1/", 2})})
+	// The admin listener comes up after the MQTT one that Start waits for.
+	adminUp := func(from int) {
+		t.Helper()
+		if _, ok := l.logLine(from, 20*time.Second, func(line string) bool { return strings.Contains(line, `"admin listening"`) }); !ok {
+			t.Fatal("no admin listener within 20 s")
+		}
+	}
+	adminUp(0)
+	queued := func() float64 {
+		return opsScrape(t, "http://"+admin)[`holdfast_bridge_queued_messages{bridge="`+bridgeName+`"}`]
+	}
+	r.Stop()
+	p := newBridgePub(t, l.Addr, "local-pub", "sensors/x")
+	p.qos = 2
+	p.publish(n, n)
+	if q := queued(); q != n {
+		t.Errorf("holdfast_bridge_queued_messages %v with the link down, want %d", q, n)
+	}
+
+	r.Start()
+	var stake []float64 // the queue's length at each kill
+	for k := range kills {
+		below := float64(n - (k+1)*n/(kills+1))
+		var q float64
+		mqtttest.Eventually(t, bridgeStall, fmt.Sprintf("the bridge's queue at %v or less", below), func() bool { q = queued(); return q <= below })
+		stake = append(stake, q)
+		if k%2 == 0 {
+			l.Kill()
+			from := len(l.Log())
+			l.Start()
+			adminUp(from)
+		} else {
+			r.Kill()
+			r.Start()
+		}
+	}
+	mqtttest.Eventually(t, bridgeStall, "the bridge's queue empty", func() bool { return queued() == 0 })
+	// R delivers its subscriber's queue in order: a copy stored after the marker cannot come.
+	m := mqtttest.Dial(t, r.Addr)
+	m.MustConnect("marker", true)
+	m.Send(&codec.Publish{QoS: 1, Topic: bridgeOutTopic(n + 1), PacketID: 1, Payload: []byte(strconv.Itoa(n + 1))})
+	mqtttest.Expect[*codec.Puback](m)
+	got := bridgeDrain(t, r.Addr, "remote-sub", n+1, bridgeOutTopic)
+	_, dups := bridgeCheck(t, got, 1, n+1, "remote subscriber")
+	if dups > 0 {
+		t.Errorf("%d QoS 2 messages arrived twice", dups)
+	}
+	t.Logf("queue lengths at the %d kills: %v", kills, stake)
 }

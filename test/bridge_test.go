@@ -28,9 +28,10 @@ const (
 	bridgeName   = "cloud"
 )
 
-// bridgeTopic is one [[bridge.topic]] table, at QoS 1 and without a local prefix.
+// bridgeTopic is one [[bridge.topic]] table, without a local prefix.
 type bridgeTopic struct {
 	pattern, direction, remotePrefix string
+	qos                              byte
 }
 
 // bridgeTOML is L's [[bridge]] section to the remote at addr. The first reconnect comes after
@@ -39,7 +40,7 @@ func bridgeTOML(addr string, topics ...bridgeTopic) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "[[bridge]]\nname = %q\naddress = %q\nclean_session = false\nkeepalive = \"10s\"\nrestart_timeout = \"100ms\"\nprotocol = \"3.1.1\"\n", bridgeName, addr)
 	for _, tp := range topics {
-		fmt.Fprintf(&b, "  [[bridge.topic]]\n  pattern = %q\n  direction = %q\n  qos = 1\n  local_prefix = \"\"\n  remote_prefix = %q\n", tp.pattern, tp.direction, tp.remotePrefix)
+		fmt.Fprintf(&b, "  [[bridge.topic]]\n  pattern = %q\n  direction = %q\n  qos = %d\n  local_prefix = \"\"\n  remote_prefix = %q\n", tp.pattern, tp.direction, tp.qos, tp.remotePrefix)
 	}
 	return b.String()
 }
@@ -118,27 +119,29 @@ func bridgeMosquittoTOML(addr string, topics ...bridgeTopic) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "connection %s\naddress %s\ncleansession false\ntry_private true\nbridge_protocol_version mqttv311\nrestart_timeout 1\nnotifications false\n", bridgeName, addr)
 	for _, tp := range topics {
-		fmt.Fprintf(&b, "topic %s %s 1 \"\" %s\n", tp.pattern, tp.direction, tp.remotePrefix)
+		fmt.Fprintf(&b, "topic %s %s %d \"\" %s\n", tp.pattern, tp.direction, tp.qos, tp.remotePrefix)
 	}
 	return b.String()
 }
 
-// bridgeSubscribe leaves a persistent session id on addr subscribed to filter at QoS 1, offline.
-func bridgeSubscribe(t *testing.T, addr, id, filter string) {
+// bridgeSubscribe leaves a persistent session id on addr subscribed to filter at qos, offline.
+func bridgeSubscribe(t *testing.T, addr, id string, qos byte, filter string) {
 	t.Helper()
 	c := mqtttest.Dial(t, addr)
 	c.MustConnect(id, false)
-	c.Subscribe(1, 1, filter)
+	c.Subscribe(1, qos, filter)
 	c.Send(&codec.Disconnect{})
 	c.ExpectClosed()
 }
 
-// bridgePub publishes numbered QoS 1 messages (the payload is the number) to one topic with a
-// window, on the test goroutine; after a reconnect it sends again what was not acknowledged.
+// bridgePub publishes numbered QoS 1 (or 2) messages (the payload is the number) to one topic
+// with a window, on the test goroutine; after a reconnect it sends again what was not
+// acknowledged (PUBACK, PUBCOMP).
 type bridgePub struct {
 	t     *testing.T
 	id    string
 	topic string
+	qos   byte
 	c     *mqtttest.Client
 	next  int            // the next number never sent
 	out   map[uint16]int // in flight on c: packet identifier -> number
@@ -148,7 +151,7 @@ type bridgePub struct {
 }
 
 func newBridgePub(t *testing.T, addr, id, topic string) *bridgePub {
-	p := &bridgePub{t: t, id: id, topic: topic, next: 1, acked: map[int]bool{}}
+	p := &bridgePub{t: t, id: id, topic: topic, qos: 1, next: 1, acked: map[int]bool{}}
 	p.connect(addr)
 	return p
 }
@@ -185,28 +188,37 @@ func (p *bridgePub) publish(last, until int) {
 			}
 			p.pid = p.pid%65535 + 1
 			p.out[p.pid] = n
-			p.c.Send(&codec.Publish{QoS: 1, Topic: p.topic, PacketID: p.pid, Payload: []byte(strconv.Itoa(n))})
+			p.c.Send(&codec.Publish{QoS: p.qos, Topic: p.topic, PacketID: p.pid, Payload: []byte(strconv.Itoa(n))})
 		}
 		pk, err := p.c.TryRead(bridgeStall)
 		if err != nil {
 			p.t.Fatalf("%s: %d of %d acknowledged: %v", p.id, len(p.acked), until, err)
 		}
-		ack, ok := pk.(*codec.Puback)
-		if !ok {
-			p.t.Fatalf("%s: got %s, want PUBACK", p.id, mqtttest.String(pk))
+		var pid uint16
+		switch ack := pk.(type) {
+		case *codec.Pubrec:
+			p.c.Send(&codec.Pubrel{PacketID: ack.PacketID})
+			continue
+		case *codec.Puback:
+			pid = ack.PacketID
+		case *codec.Pubcomp:
+			pid = ack.PacketID
+		default:
+			p.t.Fatalf("%s: got %s, want an acknowledgement", p.id, mqtttest.String(pk))
 		}
-		n, ok := p.out[ack.PacketID]
+		n, ok := p.out[pid]
 		if !ok {
-			p.t.Fatalf("%s: PUBACK for packet identifier %d, not in flight", p.id, ack.PacketID)
+			p.t.Fatalf("%s: %s for packet identifier %d, not in flight", p.id, pk.Type(), pid)
 		}
-		delete(p.out, ack.PacketID)
+		delete(p.out, pid)
 		p.acked[n] = true
 	}
 }
 
 // bridgeDrain connects the persistent subscriber id to addr (its session must be there) and
 // acknowledges what it is sent until every number up to last has arrived on topic(n), or nothing
-// has come for bridgeStall. It returns how many times each number arrived; probes are left out.
+// has come for bridgeStall. It returns how many times each number arrived (a QoS 2 PUBLISH sent
+// again before its PUBREL counts once); probes are left out.
 func bridgeDrain(t *testing.T, addr, id string, last int, topic func(n int) string) map[int]int {
 	t.Helper()
 	c := mqtttest.Dial(t, addr)
@@ -214,18 +226,31 @@ func bridgeDrain(t *testing.T, addr, id string, last int, topic func(n int) stri
 		t.Fatalf("%s: session-present is false", id)
 	}
 	got := map[int]int{}
+	received := map[uint16]bool{} // QoS 2: PUBREC sent, PUBREL not yet received
 	for len(got) < last {
 		pk, err := c.TryRead(bridgeStall)
 		if err != nil {
 			t.Logf("%s: %d of %d numbers arrived, then: %v", id, len(got), last, err)
 			break
 		}
+		if rel, ok := pk.(*codec.Pubrel); ok {
+			delete(received, rel.PacketID)
+			c.Send(&codec.Pubcomp{PacketID: rel.PacketID})
+			continue
+		}
 		pub, ok := pk.(*codec.Publish)
 		if !ok {
 			continue
 		}
-		if pub.QoS == 1 {
+		switch pub.QoS {
+		case 1:
 			c.Send(&codec.Puback{PacketID: pub.PacketID})
+		case 2:
+			c.Send(&codec.Pubrec{PacketID: pub.PacketID})
+			if received[pub.PacketID] {
+				continue
+			}
+			received[pub.PacketID] = true
 		}
 		if strings.HasSuffix(pub.Topic, "/probe") {
 			continue
@@ -333,7 +358,7 @@ func bridgeProbe(t *testing.T, pub *mqtttest.Client, remote string, w *bridgeWat
 	t.Fatalf("no probe sent to %q reached %q within %v", remote, local, bridgeStall)
 }
 
-var bridgeOutTopics = []bridgeTopic{{"sensors/#", "out", "edge1/"}}
+var bridgeOutTopics = []bridgeTopic{{"sensors/#", "out", "edge1/", 1}}
 
 // TestBridgeOutHoldfastToHoldfast: out topic "sensors/#" with remote_prefix "edge1/" to another
 // holdfast.
@@ -360,7 +385,7 @@ func TestBridgeOutMosquittoToHoldfast(t *testing.T) {
 // kept as published: on the remote edge1/sensors/r is retained and edge1/sensors/x is not.
 func bridgeOut(t *testing.T, remote string, startLocal func() string) {
 	const n = 1000
-	bridgeSubscribe(t, remote, "remote-sub", "edge1/sensors/#")
+	bridgeSubscribe(t, remote, "remote-sub", 1, "edge1/sensors/#")
 	local := startLocal()
 	start := time.Now()
 	p := newBridgePub(t, local, "local-pub", "sensors/x")
@@ -406,7 +431,7 @@ func TestBridgeInHoldfastToHoldfast(t *testing.T) {
 	bridgeIn(t, bridgeLocal(t, r.Addr, bridgeInTopics...).Addr, r.Addr)
 }
 
-var bridgeInTopics = []bridgeTopic{{"cmd/#", "in", "edge1/"}, {"loop/#", "both", "edge1/"}}
+var bridgeInTopics = []bridgeTopic{{"cmd/#", "in", "edge1/", 1}, {"loop/#", "both", "edge1/", 1}}
 
 // TestBridgeInHoldfastToMosquitto: the same with Debian's mosquitto as the remote, which knows the
 // bridge protocol level (try_private).
@@ -483,7 +508,7 @@ func bridgeIn(t *testing.T, local, remote string) {
 func TestBridgeLinkStateObservable(t *testing.T) {
 	const n = 100
 	r := bridgeRemote(t)
-	bridgeSubscribe(t, r.Addr, "remote-sub", "edge1/sensors/#")
+	bridgeSubscribe(t, r.Addr, "remote-sub", 1, "edge1/sensors/#")
 	l := StartBroker(t, BrokerConfig{Extra: opsAdminExtra("0s") + bridgeTOML(r.Addr, bridgeOutTopics...)})
 	base := "http://" + opsAdminAddr(t, l)
 	metric := func(name string) float64 { return opsScrape(t, base)[name+`{bridge="`+bridgeName+`"}`] }
