@@ -576,3 +576,54 @@ func TestBridgeLinkStateObservable(t *testing.T) {
 			m["holdfast_bridge_sent_total"+label]-sent >= n && m["holdfast_bridge_acknowledged_total"+label]-acked >= n
 	})
 }
+
+// TestBridgeQueueLimitAndQoS0WhileDown: with the uplink down, a bridge with max_queued_messages =
+// 100 keeps the first 100 of 150 QoS 1 messages (the publisher is acknowledged for all, as with a
+// session's limits) and drops the QoS 0 ones (queue_qos0 = false); once R is back, exactly those
+// 100 reach R's subscriber, and nothing else before probes published on L after them.
+func TestBridgeQueueLimitAndQoS0WhileDown(t *testing.T) {
+	const limit, n = 100, 150
+	r := bridgeRemote(t)
+	bridgeSubscribe(t, r.Addr, "remote-sub", 1, "edge1/sensors/#")
+	// Bridge keys go before the first [[bridge.topic]], which starts a table of its own.
+	cfg := strings.Replace(bridgeTOML(r.Addr, bridgeOutTopics...), "  [[bridge.topic]]", fmt.Sprintf("max_queued_messages = %d\n  [[bridge.topic]]", limit), 1)
+	l := StartBroker(t, BrokerConfig{Extra: cfg})
+	if _, ok := l.logLine(0, bridgeStall, func(line string) bool { return strings.Contains(line, `"bridge connected"`) }); !ok {
+		t.Fatal("the bridge did not connect")
+	}
+	from := len(l.Log())
+	r.Stop()
+	if _, ok := l.logLine(from, bridgeStall, func(line string) bool { return strings.Contains(line, `"bridge disconnected"`) }); !ok {
+		t.Fatal("L did not see the link go down")
+	}
+	p := newBridgePub(t, l.Addr, "local-pub", "sensors/x")
+	p.publish(n, n)
+	for i := range 10 {
+		p.c.Send(&codec.Publish{Topic: "sensors/q0", Payload: []byte(strconv.Itoa(i))})
+	}
+
+	r.Start()
+	c := mqtttest.Dial(t, r.Addr)
+	if !c.MustConnect("remote-sub", false) {
+		t.Fatal("remote-sub: session-present is false")
+	}
+	w := bridgeWatch(c)
+	got := map[int]int{}
+	timeout := time.After(bridgeStall)
+	for len(got) < limit {
+		select {
+		case pub, ok := <-w.ch:
+			if !ok {
+				t.Fatal("the remote subscriber's connection ended")
+			}
+			k, err := strconv.Atoi(string(pub.Payload))
+			if pub.Topic != bridgeOutTopic(k) || err != nil || k < 1 || k > limit {
+				t.Fatalf("R's subscriber got %q %q, want the numbers 1 to %d on %s", pub.Topic, pub.Payload, limit, bridgeOutTopic(0))
+			}
+			got[k]++
+		case <-timeout:
+			t.Fatalf("%d of the %d queued messages reached R within %v", len(got), limit, bridgeStall)
+		}
+	}
+	bridgeProbe(t, p.c, "sensors/probe", w, "edge1/sensors/probe")
+}
