@@ -55,6 +55,8 @@ type options struct {
 	pubs, subs int
 	rate       float64
 
+	subAddr, topicPrefix, filter string
+
 	conns    int
 	parallel int
 	pid      int
@@ -187,6 +189,9 @@ func flagsFlow(fs *flag.FlagSet, o *options) {
 func flagsFanin(fs *flag.FlagSet, o *options) {
 	flagsFlow(fs, o)
 	fs.IntVar(&o.pubs, "pubs", 4, "publishers")
+	fs.StringVar(&o.subAddr, "sub-addr", "", "the subscriber connects to this `host:port` instead of -addr, to which a bridge forwards the messages; lost then counts the messages acknowledged to a publisher (at QoS 1 and 2) that never reached it (empty: -addr)")
+	fs.StringVar(&o.topicPrefix, "topic", "", "publisher n publishes to `prefix`n, e.g. sensors/ (empty: all to one topic of this run)")
+	fs.StringVar(&o.filter, "filter", "", "the subscriber's topic `filter` (empty: -topic followed by #, or the one topic); with a bridge's remote_prefix, e.g. fleet/sensors/#")
 }
 
 func flagsFanout(fs *flag.FlagSet, o *options) {
@@ -271,6 +276,9 @@ func (o *options) validate(fs *flag.FlagSet) error {
 	if has("rate") && !(o.rate > 0 && o.rate <= 1e7) {
 		bad("-rate must be above 0 and at most 10000000")
 	}
+	if has("filter") && o.filter != "" && o.topicPrefix == "" {
+		bad("-filter needs -topic: without it the topic is one of this run, unknown in advance")
+	}
 	if has("churn") && o.churn < 0 {
 		bad("-churn must not be negative")
 	}
@@ -315,4 +323,13 @@ func (e *env) topic(name string) string {
 
 func (e *env) dialOpts(clientID string, clean bool) dialOpts {
 	return dialOpts{addr: e.o.addr, level: byte(e.o.level), clientID: clientID, clean: clean, timeout: e.o.timeout, window: e.o.inflight}
+}
+
+// subDialOpts is dialOpts for a subscriber, which -sub-addr may put on another broker.
+func (e *env) subDialOpts(clientID string, clean bool) dialOpts {
+	d := e.dialOpts(clientID, clean)
+	if e.o.subAddr != "" {
+		d.addr = e.o.subAddr
+	}
+	return d
 }

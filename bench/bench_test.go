@@ -262,6 +262,7 @@ func TestUsage(t *testing.T) {
 		{"idle", "-conns", "0"},
 		{"shared", "-churn", "-1s"},
 		{"shared", "-subs", "0"},
+		{"fanin", "-filter", "sensors/#"},
 	} {
 		var out, errOut bytes.Buffer
 		if err := Main(args, &out, &errOut); !errors.Is(err, ErrUsage) {

@@ -13,13 +13,15 @@ import (
 )
 
 // fakeBroker is just enough of an MQTT broker to drive the load tool in
-// tests: CONNECT, SUBSCRIBE to exact topics, PUBLISH relayed at
+// tests: CONNECT, SUBSCRIBE (wildcards too), PUBLISH relayed at
 // min(published, granted) QoS with the acknowledgements of each QoS, and
 // persistent sessions that queue while offline. dropEvery > 0 loses every
 // n-th publication, to prove that loss is noticed. At level 5 a session
 // outlives its connection only with a Session Expiry Interval, as the
 // specification says. Shared subscriptions ($share/<name>/<topic>) give
-// each message to one member in turn: see strand.
+// each message to one member in turn: see strand. With bridge set, every
+// publication it routes is also routed by that broker, under bridgePrefix
+// (a bridge without the network in between).
 type fakeBroker struct {
 	t         testing.TB
 	ln        net.Listener
@@ -41,6 +43,9 @@ type fakeBroker struct {
 	// take turns, and what a member had not acknowledged (PUBACK, or PUBREC
 	// at QoS 2) when its connection ended goes to another, with DUP set.
 	strand bool
+
+	bridge       *fakeBroker
+	bridgePrefix string
 
 	mu       sync.Mutex
 	sessions map[string]*fakeSession
@@ -303,18 +308,13 @@ func (b *fakeBroker) serve(nc net.Conn) {
 				rc = b.refuse
 			}
 			if (b.dropEvery == 0 || b.routed%b.dropEvery != 0) && rc < 0x80 {
-				for _, s := range b.sessions {
-					if granted, ok := s.filters[p.Topic]; ok {
-						m := *p
-						m.QoS = min(p.QoS, granted)
-						s.deliver(&m)
-					}
-				}
-				for _, g := range b.groups {
-					if g.topic == p.Topic {
-						m := *p
-						b.share(g, &m)
-					}
+				b.route(p)
+				if r := b.bridge; r != nil {
+					m := *p
+					m.Topic = b.bridgePrefix + p.Topic
+					r.mu.Lock()
+					r.route(&m)
+					r.mu.Unlock()
 				}
 			}
 			b.mu.Unlock()
@@ -345,6 +345,26 @@ func (b *fakeBroker) serve(nc net.Conn) {
 		default:
 			b.t.Errorf("fake broker: unexpected %s", p.Type())
 			return
+		}
+	}
+}
+
+// route gives p to the sessions and groups subscribed to its topic. b.mu is held.
+func (b *fakeBroker) route(p *codec.Publish) {
+	for _, s := range b.sessions {
+		for f, granted := range s.filters {
+			if router.MatchFilter(f, p.Topic) {
+				m := *p
+				m.QoS = min(p.QoS, granted)
+				s.deliver(&m)
+				break // one copy per session, however many of its filters match
+			}
+		}
+	}
+	for _, g := range b.groups {
+		if g.topic == p.Topic {
+			m := *p
+			b.share(g, &m)
 		}
 	}
 }

@@ -54,6 +54,8 @@ func (s *Server) startBridges() error {
 		cfg := &s.cfg.Bridges[i]
 		b := &bridge{cfg: cfg, id: bridgePrefix + cfg.Name}
 		opts := s.sessOpts
+		opts.MaxInflight = cfg.MaxInflight
+		opts.MemoryWindow = max(opts.MemoryWindow, cfg.MaxInflight)
 		if cfg.MaxQueuedMessages > 0 {
 			opts.MaxQueuedMessages = cfg.MaxQueuedMessages
 		}
@@ -260,9 +262,7 @@ func (s *Server) handshake(b *bridge, nc net.Conn) (*conn, error) {
 		cp.Password, cp.HasPassword = []byte(pw), true
 	}
 	private := cfg.Private() && c.level != codec.Level5 && !b.plain.Load()
-	if private {
-		cp.ProtocolLevel |= 0x80
-	}
+	cp.Bridge = private
 	nc.SetDeadline(time.Now().Add(s.cfg.Limits.ConnectTimeout.Duration))
 	if _, err := nc.Write(cp.Append(nil)); err != nil {
 		return nil, err

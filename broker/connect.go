@@ -68,7 +68,11 @@ func (c *conn) handleConnect(cp *codec.Connect, decodeErr error) bool {
 			return false
 		}
 	}
-	c.log = c.log.With().Str("client_id", id).Logger()
+	lc := c.log.With().Str("client_id", id)
+	if cp.Bridge {
+		lc = lc.Bool("bridge", true)
+	}
+	c.log = lc.Logger()
 	c.keepAlive = time.Duration(cp.KeepAlive) * time.Second
 	serverKeepAlive := c.level5() && c.srv.cfg.Limits.MaxKeepAlive.Duration > 0 &&
 		(c.keepAlive == 0 || c.keepAlive > c.srv.cfg.Limits.MaxKeepAlive.Duration)
@@ -121,7 +125,11 @@ func (c *conn) handleConnect(cp *codec.Connect, decodeErr error) bool {
 	c.srv.membersOnline(c.sess)
 	c.connected5.Store(c.level5())
 	c.Wake()
-	c.log.Debug().Bool("clean_session", cp.CleanSession).Bool("session_present", present).
+	ev := c.log.Debug()
+	if cp.Bridge {
+		ev = c.log.Info() // a link between brokers: rare, and worth seeing at the default level
+	}
+	ev.Bool("clean_session", cp.CleanSession).Bool("session_present", present).
 		Uint8("level", c.level).Msg("connected")
 	return true
 }

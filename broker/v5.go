@@ -124,7 +124,7 @@ func (a roundAliases) Defined(topic string) {
 
 // linkOf is what a CONNECT sets for the broker's deliveries to its client.
 func linkOf(cp *codec.Connect) session.Link {
-	l := session.Link{Level: cp.ProtocolLevel}
+	l := session.Link{Level: cp.ProtocolLevel, Bridge: cp.Bridge}
 	if cp.ProtocolLevel == codec.Level5 && cp.Props != nil {
 		l.ReceiveMaximum = cp.Props.ReceiveMaximum
 		l.MaxPacketSize = cp.Props.MaximumPacketSize

@@ -5,6 +5,10 @@
 //   - level 4, MQTT 3.1.1, protocol name "MQTT" (Level311)
 //   - level 5, MQTT 5.0, protocol name "MQTT" (Level5)
 //
+// A broker bridging into this one may send a 3.1 or 3.1.1 CONNECT's level
+// with BridgeBit set (0x83, 0x84); the Reader decodes it at the plain level
+// and sets Connect.Bridge.
+//
 // The wire format of the fourteen packet types is the same at levels 3 and
 // 4, so one set of types serves both; what differs between them (the
 // session-present flag, SUBACK 0x80, client identifier length) is the broker's

@@ -62,6 +62,11 @@ const (
 
 	ProtocolName31  = "MQIsdp"
 	ProtocolName311 = "MQTT"
+
+	// BridgeBit set in a 3.1 or 3.1.1 CONNECT's protocol level (0x83, 0x84)
+	// announces a broker bridging into this one, as Mosquitto's try_private
+	// sends it; Connect.Bridge carries it apart from ProtocolLevel.
+	BridgeBit byte = 0x80
 )
 
 const (
@@ -95,6 +100,7 @@ type Packet interface {
 type Connect struct {
 	ProtocolName  string
 	ProtocolLevel byte
+	Bridge        bool   // the level was sent with BridgeBit (3.1 and 3.1.1 only)
 	CleanSession  bool   // Clean Start at level 5
 	KeepAlive     uint16 // seconds
 	ClientID      string
@@ -338,7 +344,11 @@ func (c *Connect) Append(dst []byte) []byte {
 	}
 	dst = appendFixedHeader(dst, TypeConnect, 0, n)
 	dst = appendString(dst, c.ProtocolName)
-	dst = append(dst, c.ProtocolLevel, flags)
+	level := c.ProtocolLevel
+	if c.Bridge {
+		level |= BridgeBit
+	}
+	dst = append(dst, level, flags)
 	dst = binary.BigEndian.AppendUint16(dst, c.KeepAlive)
 	if v5 {
 		dst = c.Props.appendTo(dst, TypeConnect, pn) // §3.1.2.11

@@ -57,6 +57,20 @@ var fixtures = []fixture{
 		pkt: &Connect{ProtocolName: "MQIsdp", ProtocolLevel: 3, CleanSession: true, KeepAlive: 60, ClientID: "c1"},
 	},
 	{
+		name: "CONNECT 3.1.1 bridge (level 0x84)",
+		raw: raw(0x10, 14,
+			0, 4, "MQTT", 0x84, 0x00, 0, 60,
+			0, 2, "b1"),
+		pkt: &Connect{ProtocolName: "MQTT", ProtocolLevel: 4, Bridge: true, KeepAlive: 60, ClientID: "b1"},
+	},
+	{
+		name: "CONNECT 3.1 bridge (level 0x83)",
+		raw: raw(0x10, 16,
+			0, 6, "MQIsdp", 0x83, 0x02, 0, 60,
+			0, 2, "b1"),
+		pkt: &Connect{ProtocolName: "MQIsdp", ProtocolLevel: 3, Bridge: true, CleanSession: true, KeepAlive: 60, ClientID: "b1"},
+	},
+	{
 		name: "CONNECT 3.1 will qos1 retain, username, password",
 		raw: raw(0x10, 33,
 			0, 6, "MQIsdp", 3,

@@ -428,9 +428,13 @@ func (r *Reader) decodeConnect(body []byte) (Packet, error) {
 		// [MQTT-3.1.2-1]: not MQTT at all, so not even a CONNACK is owed.
 		return nil, malformed(c.t, "protocol name", "unknown protocol %q", name)
 	}
+	if level&BridgeBit != 0 && levels3x(p.ProtocolName, level&^BridgeBit) {
+		// Only 3.x has the bridge form: 0x85 stays an unknown level.
+		level &^= BridgeBit
+		p.ProtocolLevel, p.Bridge = level, true
+	}
 	c.v5 = p.ProtocolName == ProtocolName311 && level == Level5 && r.accept5
-	if !(p.ProtocolName == ProtocolName311 && level == Level311 ||
-		p.ProtocolName == ProtocolName31 && level == Level31 || c.v5) {
+	if !levels3x(p.ProtocolName, level) && !c.v5 {
 		// The rest of the packet may follow rules we do not know, so it is
 		// not decoded; the broker only needs enough to refuse [MQTT-3.1.2-2].
 		return p, fmt.Errorf("%w: CONNECT protocol %q level %d", ErrUnsupportedProtocol, p.ProtocolName, level)
@@ -515,6 +519,11 @@ func (r *Reader) decodeConnect(body []byte) (Packet, error) {
 		return nil, err
 	}
 	return p, nil
+}
+
+// levels3x reports whether name and level are MQTT 3.1's or 3.1.1's pair.
+func levels3x(name string, level byte) bool {
+	return name == ProtocolName311 && level == Level311 || name == ProtocolName31 && level == Level31
 }
 
 // topicOrAlias checks a level-5 PUBLISH topic, which may be empty when a

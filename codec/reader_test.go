@@ -207,6 +207,10 @@ func TestReadUnsupportedProtocolReturnsConnect(t *testing.T) {
 		{pkt(0x10, 0, 4, "MQTT", 5, 0x02, 0, 60, 0, 0, 1, "c"), &Connect{ProtocolName: "MQTT", ProtocolLevel: 5}},
 		{pkt(0x10, 0, 4, "MQTT", 3, 0x02, 0, 60, 0, 1, "c"), &Connect{ProtocolName: "MQTT", ProtocolLevel: 3}},
 		{pkt(0x10, 0, 6, "MQIsdp", 4, 0x02, 0, 60, 0, 1, "c"), &Connect{ProtocolName: "MQIsdp", ProtocolLevel: 4}},
+		// The bridge bit exists for 3.1 and 3.1.1 only, each with its own name.
+		{pkt(0x10, 0, 4, "MQTT", 0x85, 0x02, 0, 60, 0, 0, 1, "c"), &Connect{ProtocolName: "MQTT", ProtocolLevel: 0x85}},
+		{pkt(0x10, 0, 4, "MQTT", 0x83, 0x02, 0, 60, 0, 1, "c"), &Connect{ProtocolName: "MQTT", ProtocolLevel: 0x83}},
+		{pkt(0x10, 0, 6, "MQIsdp", 0x84, 0x02, 0, 60, 0, 1, "c"), &Connect{ProtocolName: "MQIsdp", ProtocolLevel: 0x84}},
 	}
 	for _, tt := range tests {
 		r := NewReader(bytes.NewReader(tt.wire), 0)
@@ -587,5 +591,45 @@ func TestSecurity06_SetMaxPacketSize(t *testing.T) {
 	r.SetMaxPacketSize(0) // 0: the protocol's own limit, as in NewReader
 	if _, err := r.ReadPacket(); err != nil {
 		t.Errorf("PUBLISH after SetMaxPacketSize(0): %v", err)
+	}
+}
+
+// A bridge's CONNECT sets the Reader's level to the plain one, so what follows decodes as 3.x.
+func TestReadBridgeConnectDecodesAtPlainLevel(t *testing.T) {
+	for _, level := range []byte{Level31, Level311} {
+		name := map[byte]string{Level31: ProtocolName31, Level311: ProtocolName311}[level]
+		connect := (&Connect{ProtocolName: name, ProtocolLevel: level, Bridge: true, ClientID: "b"}).Append(nil)
+		if connect[2+2+len(name)] != level|BridgeBit {
+			t.Fatalf("level %d: encoded level byte %#x, want %#x", level, connect[2+2+len(name)], level|BridgeBit)
+		}
+		wire := append(connect, (&Publish{Topic: "t", Payload: []byte("p")}).Append(nil)...)
+		r := NewReader(bytes.NewReader(wire), 0)
+		r.AcceptLevel5()
+		p, err := r.ReadPacket()
+		if err != nil {
+			t.Fatalf("level %#x: %v", level|BridgeBit, err)
+		}
+		if cp := p.(*Connect); cp.ProtocolLevel != level || !cp.Bridge {
+			t.Errorf("level %#x: decoded level %d bridge %v, want %d true", level|BridgeBit, cp.ProtocolLevel, cp.Bridge, level)
+		}
+		if r.Level() != level {
+			t.Errorf("level %#x: Reader.Level() %d, want %d", level|BridgeBit, r.Level(), level)
+		}
+		if p, err := r.ReadPacket(); err != nil || string(p.(*Publish).Payload) != "p" {
+			t.Errorf("level %#x: PUBLISH after CONNECT: %v %v", level|BridgeBit, p, err)
+		}
+	}
+}
+
+// 0x85 would be MQTT 5 with the bridge bit, which no one defines: refused even where 5 is served.
+func TestReadBridgeBitLevel5Unsupported(t *testing.T) {
+	r := NewReader(bytes.NewReader(pkt(0x10, 0, 4, "MQTT", 0x85, 0x02, 0, 60, 0, 0, 1, "c")), 0)
+	r.AcceptLevel5()
+	p, err := r.ReadPacket()
+	if !errors.Is(err, ErrUnsupportedProtocol) {
+		t.Fatalf("error %v, want ErrUnsupportedProtocol", err)
+	}
+	if cp := p.(*Connect); cp.ProtocolLevel != 0x85 || cp.Bridge {
+		t.Errorf("packet %#v, want level 0x85 and no bridge", cp)
 	}
 }

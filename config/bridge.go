@@ -31,6 +31,11 @@ type Bridge struct {
 
 	MaxQueuedMessages int   `toml:"max_queued_messages"` // 0: limits.max_queued_messages
 	MaxQueuedBytes    int64 `toml:"max_queued_bytes"`    // 0: limits.max_queued_bytes
+	// MaxInflight is how many QoS 1/2 messages the bridge leaves unacknowledged by the remote: a
+	// link between brokers crosses a network round trip and the remote's fsync for every window,
+	// so it wants a wider one than a client's (limits.max_inflight). The remote's Receive Maximum
+	// caps it at MQTT 5.
+	MaxInflight int `toml:"max_inflight"`
 
 	Topics []BridgeTopic `toml:"topic"`
 }
@@ -147,8 +152,17 @@ func (c *Config) validateBridges() error {
 		if b.Password != "" && b.PasswordFile != "" {
 			return keyError(key+".password_file", "set password or password_file, not both")
 		}
+		if (b.Password != "" || b.PasswordFile != "") && b.Username == "" && b.Protocol != "5" {
+			return keyError(key+".username", "MQTT 3.x sends a password only with a user name [MQTT-3.1.2-22]")
+		}
 		if (b.CertFile == "") != (b.KeyFile == "") {
 			return keyError(key+".cert_file", "cert_file and key_file go together")
+		}
+		if b.MaxInflight == 0 {
+			b.MaxInflight = 256
+		}
+		if b.MaxInflight < 1 || b.MaxInflight > 65535 {
+			return keyError(key+".max_inflight", "must be between 1 and 65535, not %d", b.MaxInflight)
 		}
 		if b.MaxQueuedMessages < 0 || b.MaxQueuedBytes < 0 {
 			return keyError(key+".max_queued_messages", "must be >= 0")

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # compare.sh: holdfast against Mosquitto and NATS, side by side (issue 7), with MQTT 5
-# rows (issue 14) and shared-subscription rows (issue 15).
+# rows (issue 14), shared-subscription rows (issue 15) and a bridge row (issue 16).
 #
 # Every scenario row of issue 7's table is run on every broker, alternating
 # (one row at a time, all brokers in turn, the starting broker rotating from
@@ -17,13 +17,16 @@
 #   BROKERS      subset of: hf-sync hf-none mosq-persist mosq-mem nats nats-always
 #   ROWS         subset of: fanin-q0 fanout-q0 fanin-q1 fanin-q2 fanin-q1-persistent offline
 #                latency idle restart fanin-q1-v5 fanin-q1-persistent-v5 shared-q1-persistent
-#                shared-q1-churn
+#                shared-q1-churn bridge-q1
 #                (the -v5 rows are fanin-q1 and fanin-q1-persistent with MQTT 5 clients:
 #                holdfast runs with mqtt5 = true for them; NATS, which speaks only 3.1.1,
 #                is not run. The shared rows: 4 publishers to a $share group of 4
 #                persistent members, QoS 1; -churn kills one member a second, without
 #                DISCONNECT, and starts a new one; issue 15 compares them with Mosquitto,
-#                so NATS is not run)
+#                so NATS is not run. bridge-q1: 4 publishers on one broker to sensors/<n>, which
+#                a bridge of that broker (sensors/# out at QoS 1, persistent) forwards to a
+#                second broker of the same kind, where one persistent subscriber takes
+#                sensors/#: two broker processes per run; NATS has no such bridge)
 #   HOLDFAST     holdfast binary to run (default: `go build` of this checkout into the temp dir)
 #   BENCH        load tool command (default: "$HOLDFAST bench")
 #   MOSQUITTO    mosquitto binary (default: /usr/sbin/mosquitto, else from PATH)
@@ -39,7 +42,7 @@ set -euo pipefail
 ROUNDS=${ROUNDS:-3}
 QUICK=${QUICK:-0}
 BROKERS=${BROKERS:-"hf-sync hf-none mosq-persist mosq-mem nats nats-always"}
-ROWS=${ROWS:-"fanin-q0 fanout-q0 fanin-q1 fanin-q2 fanin-q1-persistent offline latency idle restart fanin-q1-v5 fanin-q1-persistent-v5 shared-q1-persistent shared-q1-churn"}
+ROWS=${ROWS:-"fanin-q0 fanout-q0 fanin-q1 fanin-q2 fanin-q1-persistent offline latency idle restart fanin-q1-v5 fanin-q1-persistent-v5 shared-q1-persistent shared-q1-churn bridge-q1"}
 BASE_PORT=${BASE_PORT:-21000}
 KEEP=${KEEP:-0}
 NATS_VERSION=v2.15.2
@@ -95,11 +98,12 @@ row_args() {
 	fanin-q1-persistent-v5) echo "fanin -v 5 -pubs 4 -qos 1 -clean=false $COMMON -duration $FLOW_DURATION" ;;
 	shared-q1-persistent) echo "shared -pubs 4 -subs 4 -qos 1 -clean=false $COMMON -duration $FLOW_DURATION" ;;
 	shared-q1-churn) echo "shared -pubs 4 -subs 4 -qos 1 -clean=false -churn 1s $COMMON -duration $FLOW_DURATION" ;;
+	bridge-q1) echo "fanin -pubs 4 -qos 1 -clean=false -topic sensors/ $COMMON -duration $FLOW_DURATION; -addr LOCAL -sub-addr REMOTE" ;;
 	offline) echo "offline -qos 1 -count $OFFLINE_COUNT $COMMON" ;;
 	latency) echo "latency -qos 1 -rate 1000 $COMMON -duration $LAT_DURATION" ;;
 	idle) echo "idle -conns $IDLE_CONNS -pid PID" ;;
 	restart) echo "restart -fill -sessions $RESTART_SESSIONS -count $RESTART_COUNT -pubs 4 -qos 1 $COMMON -duration $RESTART_FILL_LIMIT; (SIGTERM, start) restart -wait -since T0" ;;
-	*) die "unknown row $1 (rows: fanin-q0 fanout-q0 fanin-q1 fanin-q2 fanin-q1-persistent offline latency idle restart fanin-q1-v5 fanin-q1-persistent-v5 shared-q1-persistent shared-q1-churn)" ;;
+	*) die "unknown row $1 (rows: fanin-q0 fanout-q0 fanin-q1 fanin-q2 fanin-q1-persistent offline latency idle restart fanin-q1-v5 fanin-q1-persistent-v5 shared-q1-persistent shared-q1-churn bridge-q1)" ;;
 	esac
 }
 # metric rows: id|row|result key|better|goal|label; better "count" shows no ratio
@@ -119,6 +123,10 @@ metric_rows() {
 			echo "shared-churn|$r|recv_per_s|higher|-|the same, a member killed a second, delivered/s"
 			echo "shared-churn-lost|$r|lost|count|0|  messages lost (acknowledged, never delivered)"
 			echo "shared-churn-dup|$r|dup|count|-|  messages delivered twice"
+			;;
+		bridge-q1)
+			echo "bridge-q1|$r|recv_per_s|higher|-|bridge: fan-in 4->1 QoS 1 via a bridge, delivered/s"
+			echo "bridge-q1-lost|$r|lost|count|0|  messages lost (acknowledged, never delivered)"
 			;;
 		offline)
 			echo "offline-enqueue|$r|enqueue_per_s|higher|>= 1x|offline $OFFLINE_COUNT QoS 1, enqueue/s"
@@ -190,18 +198,20 @@ next_port() { PORT=$((BASE_PORT + port_n)); port_n=$((port_n + 1)); }
 persistent() { [[ $1 == hf-sync || $1 == mosq-persist || $1 == nats* ]]; }
 
 # runs ROW BROKER: whether the row is run on the broker. restart needs persistence; NATS refuses
-# MQTT 5 clients (CONNACK 1), and issue 15 compares the shared rows with Mosquitto only.
+# MQTT 5 clients (CONNACK 1), issue 15 compares the shared rows with Mosquitto only, and NATS has
+# no bridge to another server's MQTT.
 runs() {
 	case $1 in
 	restart) persistent "$2" ;;
-	*-v5 | shared-*) [[ $2 != nats* ]] ;;
+	*-v5 | shared-* | bridge-*) [[ $2 != nats* ]] ;;
 	*) true ;;
 	esac
 }
 
-# write_config NAME PORT DIR ROW: the broker's configuration in DIR for a run of ROW.
+# write_config NAME PORT DIR ROW [REMOTE_PORT]: the broker's configuration in DIR for a run of
+# ROW; with REMOTE_PORT, a bridge of sensors/# out at QoS 1, persistent, to that port.
 write_config() {
-	local name=$1 port=$2 dir=$3 row=$4 mqtt5=false
+	local name=$1 port=$2 dir=$3 row=$4 remote=${5:-} mqtt5=false
 	mkdir -p "$dir/data"
 	# Only the MQTT 5 rows turn it on, so that the 3.1.1 rows measure the configuration they
 	# always did. Mosquitto serves every level on every listener.
@@ -220,6 +230,19 @@ write_config() {
 			type    = "tcp"
 			address = "127.0.0.1:$port"
 		EOF
+		if [[ -n $remote ]]; then
+			cat >>"$dir/holdfast.toml" <<-EOF
+				[[bridge]]
+				name          = "cloud"
+				address       = "127.0.0.1:$remote"
+				clean_session = false
+				protocol      = "3.1.1"
+				  [[bridge.topic]]
+				  pattern   = "sensors/#"
+				  direction = "out"
+				  qos       = 1
+			EOF
+		fi
 		;;
 	mosq-persist | mosq-mem)
 		# max_queued_messages as holdfast's default (mosquitto's own, 1000, would drop
@@ -240,6 +263,13 @@ write_config() {
 				echo "persistence_location $dir/data/"
 			else
 				echo "persistence false"
+			fi
+			# Last: the options after `connection` are the bridge's.
+			if [[ -n $remote ]]; then
+				echo "connection cloud"
+				echo "address 127.0.0.1:$remote"
+				echo "topic sensors/# out 1"
+				echo "cleansession false"
 			fi
 		} >"$dir/mosquitto.conf"
 		;;
@@ -274,6 +304,17 @@ spawn() {
 # ready PORT DIR: wait until the broker answers CONNACK.
 ready() {
 	"${BENCH_CMD[@]}" restart -wait -addr "127.0.0.1:$1" -duration 30s -interval 20ms >/dev/null 2>>"$2/bench.err"
+}
+
+# bridge_ready LOCAL_PORT REMOTE_PORT DIR: wait until a QoS 1 message published on the local
+# broker reaches a subscriber on the remote one; each try waits a second without it, 30 tries.
+bridge_ready() {
+	local i
+	for ((i = 0; i < 30; i++)); do
+		"${BENCH_CMD[@]}" fanin -pubs 1 -qos 1 -count 1 -topic sensors/ -timeout 1s \
+			-addr "127.0.0.1:$1" -sub-addr "127.0.0.1:$2" >/dev/null 2>>"$3/bench.err" && return 0
+	done
+	return 1
 }
 
 # stop PID [SECONDS]: SIGTERM, then SIGKILL after SECONDS (default 10).
@@ -324,8 +365,62 @@ record() {
 	done < <(metric_rows)
 }
 
+# tidy DIR: unless KEEP=1, remove a finished run's data and all but the end of its broker log.
+tidy() {
+	[[ $KEEP == 1 ]] && return
+	# A broker that logs per message can fill the disk over many runs.
+	rm -rf "$1/data"
+	tail -200 "$1/broker.log" >"$1/broker.log.tail" 2>/dev/null || true
+	rm -f "$1/broker.log"
+}
+
+# run_bridge ROW BROKER ROUND: a remote broker, then a local one bridging to it, both of kind
+# BROKER; the publishers on the local one, the subscriber on the remote.
+run_bridge() {
+	local row=$1 broker=$2 round=$3 dir rdir ldir rport lport rpid lpid line rc=1 args
+	dir=$tmp/runs/r$round-$row-$broker
+	rdir=$dir/remote ldir=$dir/local
+	next_port
+	rport=$PORT
+	write_config "$broker" "$rport" "$rdir" "$row"
+	spawn "$broker" "$rdir"
+	rpid=$BPID
+	next_port
+	lport=$PORT
+	write_config "$broker" "$lport" "$ldir" "$row" "$rport"
+	line=""
+	if ! ready "$rport" "$rdir"; then
+		log "  $broker (remote) did not start: $(tail -3 "$rdir/broker.log" | tr '\n' ' ')"
+	else
+		spawn "$broker" "$ldir"
+		lpid=$BPID
+		if ! ready "$lport" "$ldir"; then
+			log "  $broker (local) did not start: $(tail -3 "$ldir/broker.log" | tr '\n' ' ')"
+		elif ! bridge_ready "$lport" "$rport" "$ldir"; then
+			log "  $broker: nothing crossed the bridge in 30 tries: $(tail -3 "$ldir/broker.log" | tr '\n' ' ')"
+		else
+			args=$(row_args "$row")
+			set +e
+			# shellcheck disable=SC2086 # args is a list of flags
+			line=$("${BENCH_CMD[@]}" ${args%%;*} -addr "127.0.0.1:$lport" -sub-addr "127.0.0.1:$rport" 2>>"$ldir/bench.err")
+			rc=$?
+			set -e
+		fi
+		stop "$lpid"
+	fi
+	stop "$rpid"
+	log "  $broker: ${line:-(no result, exit $rc)}"
+	record "$row" "$broker" "$round" "$rc" "$line" "$ldir/bench.err"
+	tidy "$rdir"
+	tidy "$ldir"
+}
+
 run_one() { # ROW BROKER ROUND
 	local row=$1 broker=$2 round=$3 dir line rc args
+	if [[ $row == bridge-* ]]; then
+		run_bridge "$row" "$broker" "$round"
+		return
+	fi
 	next_port
 	dir=$tmp/runs/r$round-$row-$broker
 	write_config "$broker" "$PORT" "$dir" "$row"
@@ -368,12 +463,7 @@ run_one() { # ROW BROKER ROUND
 	stop "$BPID"
 	log "  $broker: ${line:-(no result, exit $rc)}"
 	record "$row" "$broker" "$round" "$rc" "$line" "$dir/bench.err"
-	if [[ $KEEP != 1 ]]; then
-		# A broker that logs per message can fill the disk over many runs.
-		rm -rf "$dir/data"
-		tail -200 "$dir/broker.log" >"$dir/broker.log.tail" 2>/dev/null || true
-		rm -f "$dir/broker.log"
-	fi
+	tidy "$dir"
 }
 
 # ---- header --------------------------------------------------------------
@@ -394,6 +484,8 @@ echo "           persistence on/off, set_tcp_nodelay true, max_queued_messages 1
 echo "           nats/nats-always = nats-server MQTT + JetStream, sync_interval default (2m)/always;"
 echo "           -v5 rows: MQTT 5 clients (holdfast with mqtt5 = true; persistent sessions ask for a"
 echo "           Session Expiry Interval of 0xFFFFFFFF, i.e. never)"
+echo "           bridge row: two brokers of the kind, the local one bridging sensors/# out at QoS 1"
+echo "           (holdfast [[bridge]] / mosquitto connection, clean session false) to the remote one"
 echo "rows (bench flags; every run on a freshly started broker, 127.0.0.1):"
 for r in $ROWS; do printf '  %-20s %s\n' "$r" "$(row_args "$r")"; done
 echo
@@ -457,7 +549,8 @@ done < <(metric_rows)
 echo
 echo "hf/mosq = holdfast (durability sync) / mosquitto (persistence on); rates: higher is better;"
 echo "latency, memory and restart time: lower is better (goal <= 1x / <= 10x)."
-echo "n/a = not run (restart needs persistence; NATS speaks MQTT 3.1.1 only and is not in the shared rows);"
+echo "n/a = not run (restart needs persistence; NATS speaks MQTT 3.1.1 only and is not in the shared"
+echo "or bridge rows);"
 echo "ERR = no result;"
 echo "! = a run failed, lost QoS 1/2 messages or got acknowledgements other than Success (see notes)."
 if ((${#NOTES[@]})); then

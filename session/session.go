@@ -167,6 +167,9 @@ type Link struct {
 	ReceiveMaximum uint16 // unacknowledged QoS 1/2 PUBLISH packets the client takes; 0: 65,535 (§3.1.2.11.3)
 	MaxPacketSize  uint32 // the largest packet the client takes; 0: no limit but the protocol's
 	TopicAliasMax  uint16 // topic aliases the broker may assign; 0: none [MQTT-3.1.2-26]
+	// Bridge: a 3.x broker bridging in. As Mosquitto does, every subscription then has No Local
+	// (nothing it sent goes back, so bridges cannot loop) and Retain As Published.
+	Bridge bool
 }
 
 // Attach marks the session online behind o, a connection that agreed on l; the caller then wakes
@@ -470,9 +473,12 @@ func (s *Session) Subscriptions() map[string]message.SubOptions {
 
 // OwnQoS is the QoS at which a message this session's own client published on topic reaches it
 // through its ordinary subscriptions: the highest of the matching ones without No Local
-// [MQTT-3.8.3-3]; ok is false when every matching one has No Local. (A shared subscription may
-// not have No Local [MQTT-3.8.3-4].)
+// [MQTT-3.8.3-3]; ok is false when every matching one has No Local, and always for a bridge. (A
+// shared subscription may not have No Local [MQTT-3.8.3-4].)
 func (s *Session) OwnQoS(topic string) (qos byte, ok bool) {
+	if s.link.Bridge {
+		return 0, false
+	}
 	for f, o := range s.subs {
 		if !o.NoLocal && carries(f, "", topic) {
 			qos, ok = max(qos, o.QoS), true
@@ -495,9 +501,12 @@ func carries(f, group, topic string) bool {
 // Via returns, for a message on topic, the identifiers of the subscriptions it came through (its
 // group's, for a shared group's message; else the matching ordinary ones), to be sent with it in
 // one PUBLISH [MQTT-3.3.4-3], and whether one of them keeps RETAIN as published. Both are MQTT
-// 5's: a client attached at 3.x gets neither. A shared and an ordinary subscription are two
-// copies, each with its own identifier [MQTT-3.3.4-5].
+// 5's: a client attached at 3.x gets neither, a bridge only the second. A shared and an ordinary
+// subscription are two copies, each with its own identifier [MQTT-3.3.4-5].
 func (s *Session) Via(topic, group string) (ids []uint32, retainAsPublished bool) {
+	if s.link.Bridge {
+		return nil, true
+	}
 	if s.decorated == 0 || s.level != codec.Level5 {
 		return nil, false
 	}
@@ -516,9 +525,9 @@ func (s *Session) Via(topic, group string) (ids []uint32, retainAsPublished bool
 	return slices.Compact(ids), retainAsPublished
 }
 
-// HasNoLocal reports whether any subscription has No Local, so that the broker asks OwnQoS only
-// then.
-func (s *Session) HasNoLocal() bool { return s.noLocal > 0 }
+// HasNoLocal reports whether any subscription has No Local (a bridge's all have), so that the
+// broker asks OwnQoS only then.
+func (s *Session) HasNoLocal() bool { return s.noLocal > 0 || s.link.Bridge }
 
 // Reserve counts a message of size payload bytes against the queue limits before it is queued.
 // It returns false, counting nothing, when the session is full: the message is dropped for this
@@ -822,6 +831,7 @@ func (s *Session) appendPublish(dst []byte, e *message.Entry, dup bool, o *Outgo
 		p.Retain = p.Retain || m.RetainPublished
 	}
 	if s.level != codec.Level5 {
+		p.Retain = p.Retain || s.link.Bridge && m.RetainPublished
 		return p.Append(dst), true
 	}
 	props := m.PropsAt(o.At)

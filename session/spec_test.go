@@ -1,6 +1,7 @@
 package session
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -414,5 +415,36 @@ func TestSessionSpec(t *testing.T) {
 	}
 	for _, r := range rows {
 		t.Run(r.name, r.run)
+	}
+}
+
+// A broker bridging in (Mosquitto's try_private) gets, on every subscription and whatever it
+// asked, No Local and Retain As Published, at 3.x where the subscription options do not exist.
+func TestBridgeLinkNoLocalAndRetainAsPublished(t *testing.T) {
+	for _, level := range []byte{codec.Level31, codec.Level311} {
+		opts := specOptions
+		s := New("edge", false, level, &opts)
+		s.Attach(Link{Level: level, Bridge: true}, &fakeOutlet{})
+		s.Subscribe("t", message.SubOptions{QoS: 1})
+		if _, ok := s.OwnQoS("t"); ok || !s.HasNoLocal() {
+			t.Errorf("level %d: its own message would reach the bridge", level)
+		}
+		if ids, rap := s.Via("t", ""); ids != nil || !rap {
+			t.Errorf("level %d: Via %v, %v; want no identifiers and retain as published", level, ids, rap)
+		}
+		kept, plain := msg("kept", 1), msg("plain", 1)
+		kept.RetainPublished = true
+		for _, m := range []*message.Message{kept, plain} {
+			s.Reserve(len(m.Payload))
+			s.Enqueue(m, 1)
+		}
+		now, _, _ := fill(t, s, nil)
+		var got []string
+		for _, p := range publishes(t, now) {
+			got = append(got, fmt.Sprintf("%s retain %v", p.Payload, p.Retain))
+		}
+		if want := []string{"kept retain true", "plain retain false"}; !slices.Equal(got, want) {
+			t.Errorf("level %d: sent %q, want %q", level, got, want)
+		}
 	}
 }
