@@ -1,19 +1,13 @@
 package test
 
 import (
-	"context"
 	"fmt"
-	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/holdfast/holdfast/codec"
 	"github.com/holdfast/holdfast/internal/mqtttest"
-	"github.com/holdfast/holdfast/internal/syncbuf"
 )
 
 // Issue 16: "Incoming connections with levels 0x83 and 0x84 are accepted as a 3.1 and 3.1.1
@@ -111,45 +105,7 @@ func TestBridgeInLevel0x85Refused_MQTT_3_1_2_2(t *testing.T) {
 // that log line.
 func startMosquittoBridge(t *testing.T, b *Broker) (addr, logLine string) {
 	t.Helper()
-	path := needTool(t, "mosquitto", "mosquitto")
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr = l.Addr().String()
-	l.Close()
-	_, port, _ := net.SplitHostPort(addr)
-	conf := fmt.Sprintf(`listener %s 127.0.0.1
-allow_anonymous true
-persistence false
-log_dest stderr
-log_type all
-connection holdfast
-address %s
-remote_clientid mosq-bridge
-restart_timeout 1
-try_private true
-topic # both 1
-`, port, b.Addr)
-	confPath := filepath.Join(t.TempDir(), "mosquitto.conf")
-	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, path, "-c", confPath)
-	stderr := &syncbuf.Buffer{}
-	cmd.Stderr = stderr
-	if err := cmd.Start(); err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("mosquitto log:\n%s", stderr)
-		}
-	})
+	addr = bridgeMosquitto(t, fmt.Sprintf("log_type all\nconnection holdfast\naddress %s\nremote_clientid mosq-bridge\nrestart_timeout 1\ntry_private true\ntopic # both 1\n", b.Addr))
 	logLine, ok := b.logLine(0, mosqWait, func(l string) bool {
 		return strings.Contains(l, `"client_id":"mosq-bridge"`) && strings.Contains(l, `"message":"connected"`)
 	})

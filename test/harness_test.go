@@ -85,6 +85,7 @@ type BrokerConfig struct {
 	DataDir    string // default: "data" in a new temporary directory
 	MQTT5      bool   // serve MQTT 5 (mqtt5 = true)
 	NoMQTT5    bool   // do not (mqtt5 = false)
+	Listen     string // the TCP listener's address; default "127.0.0.1:0"
 	Extra      string // appended after the [store] table
 }
 
@@ -98,6 +99,9 @@ func StartBroker(t testing.TB, bc BrokerConfig) *Broker {
 	}
 	if bc.DataDir == "" {
 		bc.DataDir = filepath.Join(dir, "data")
+	}
+	if bc.Listen == "" {
+		bc.Listen = "127.0.0.1:0"
 	}
 	top := ""
 	if bc.MQTT5 {
@@ -113,13 +117,13 @@ level = "info"
 format = "json"
 [[listener]]
 type = "tcp"
-address = "127.0.0.1:0"
+address = %q
 [store]
 memtable_size = 16777216
 block_cache_size = 4194304
 index_cache_size = 4194304
 %s
-`, bc.DataDir, bc.Durability, top, bc.Extra)
+`, bc.DataDir, bc.Durability, top, bc.Listen, bc.Extra)
 	path := filepath.Join(dir, "config.toml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
