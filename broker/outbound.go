@@ -259,7 +259,10 @@ func (c *conn) writeLoop() {
 	var wbuf []byte
 	out := session.Outgoing{MayRead: func(topic string) bool { return c.reads.check(c.srv, &c.ident, topic) }}
 	if b := c.bridge; b != nil {
-		out.MayRead, out.Rename, out.RetainAsPublished = nil, b.remoteTopic, true
+		// A message queued under an out topic since removed from the configuration is dropped,
+		// not sent: no rule maps it any more.
+		out.MayRead = func(topic string) bool { return b.remoteTopic(topic) != "" }
+		out.Rename, out.RetainAsPublished = b.remoteTopic, true
 	}
 	timeout := c.srv.cfg.Limits.WriteTimeout.Duration
 	for {
