@@ -131,3 +131,60 @@ restart_timeout = "50ms"
 		t.Errorf("the log does not show the bridge trying %s first", dead)
 	}
 }
+
+// An out topic removed from the configuration: what was queued under it while the remote was
+// down is dropped when its turn comes, and the link stays up for the rules that remain (a
+// message no rule maps must never go out with an empty topic, which the remote would take for a
+// malformed packet and end the link over, again and again).
+func TestBridgeRemovedTopicQueueDropped(t *testing.T) {
+	remoteAddr := bridgeFreeAddr(t) // nothing listens yet: the remote is down
+	rules := func(topics ...string) string {
+		s := fmt.Sprintf("[[bridge]]\nname = \"cfg\"\naddress = %q\nrestart_timeout = \"50ms\"\n", remoteAddr)
+		for _, tp := range topics {
+			s += fmt.Sprintf("  [[bridge.topic]]\n  pattern = %q\n  qos = 1\n", tp)
+		}
+		return s
+	}
+	local := StartBroker(t, BrokerConfig{Extra: rules("old/#", "kept/#")})
+	pub := mqtttest.Dial(t, local.Addr)
+	pub.MustConnect("cfg-pub", true)
+	for i, topic := range []string{"old/a", "old/b", "kept/a"} {
+		pub.Send(&codec.Publish{Topic: topic, QoS: 1, PacketID: uint16(i + 1), Payload: []byte(topic)})
+		mqtttest.Expect[*codec.Puback](pub) // queued for the bridge, on disk
+	}
+	local.Stop()
+	cfg, err := os.ReadFile(local.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newCfg := strings.Replace(string(cfg), rules("old/#", "kept/#"), rules("kept/#"), 1)
+	if newCfg == string(cfg) {
+		t.Fatal("the bridge section was not found in the configuration")
+	}
+	if err := os.WriteFile(local.Config, []byte(newCfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	remote := StartBroker(t, BrokerConfig{Listen: remoteAddr})
+	sub := mqtttest.Dial(t, remote.Addr)
+	sub.MustConnect("cfg-sub", true)
+	sub.Subscribe(1, 1, "#")
+	local.Start()
+	p, err := sub.TryRead(bridgeStall)
+	if err != nil {
+		t.Fatalf("nothing crossed: %v", err)
+	}
+	if got := p.(*codec.Publish); got.Topic != "kept/a" {
+		t.Fatalf("got %q first, want kept/a (old/... are no longer bridged)", got.Topic)
+	}
+	sub.Send(&codec.Puback{PacketID: p.(*codec.Publish).PacketID})
+	pub = mqtttest.Dial(t, local.Addr)
+	pub.MustConnect("cfg-pub", true)
+	pub.Send(&codec.Publish{Topic: "kept/b", QoS: 1, PacketID: 1, Payload: []byte("after")})
+	mqtttest.Expect[*codec.Puback](pub)
+	if p := sub.NextPublish(); p.Topic != "kept/b" {
+		t.Fatalf("got %q, want kept/b over the same link", p.Topic)
+	}
+	if n := strings.Count(local.Log(), "bridge connected"); n != 1 {
+		t.Errorf("the bridge connected %d times after the restart, want once", n)
+	}
+}
