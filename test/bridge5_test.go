@@ -46,12 +46,7 @@ restart_timeout = "100ms"
 	rpub.MustConnect("v5-rpub", true)
 
 	// The link is up once a message from the remote crosses in.
-	mqtttest.Eventually(t, 15*time.Second, "the MQTT 5 bridge's in subscription", func() bool {
-		rpub.Send(&codec.Publish{Topic: "e/down/x", QoS: 1, PacketID: 1, Payload: []byte("in")})
-		mqtttest.Expect[*codec.Puback](rpub)
-		p, err := lsub.TryRead(300 * time.Millisecond)
-		return err == nil && p.(*codec.Publish).Topic == "down/x"
-	})
+	untilCrossed(t, "the MQTT 5 bridge's in subscription", rpub, "e/down/x", lsub, "down/x")
 	const n = 200
 	for i := range n {
 		lpub.Send(&codec.Publish{Topic: "up/t", QoS: 2, PacketID: uint16(i + 1), Payload: fmt.Appendf(nil, "%d", i)})
@@ -121,12 +116,7 @@ restart_timeout = "50ms"
 	rsub.Subscribe(1, 1, "list/#")
 	lpub := mqtttest.Dial(t, local.Addr)
 	lpub.MustConnect("list-lpub", true)
-	mqtttest.Eventually(t, 15*time.Second, "a message over the second address", func() bool {
-		lpub.Send(&codec.Publish{Topic: "list/x", QoS: 1, PacketID: 1, Payload: []byte("x")})
-		mqtttest.Expect[*codec.Puback](lpub)
-		p, err := rsub.TryRead(300 * time.Millisecond)
-		return err == nil && p.(*codec.Publish).Topic == "list/x"
-	})
+	untilCrossed(t, "a message over the second address", lpub, "list/x", rsub, "list/x")
 	if !strings.Contains(local.Log(), dead) {
 		t.Errorf("the log does not show the bridge trying %s first", dead)
 	}
@@ -187,4 +177,16 @@ func TestBridgeRemovedTopicQueueDropped(t *testing.T) {
 	if n := strings.Count(local.Log(), "bridge connected"); n != 1 {
 		t.Errorf("the bridge connected %d times after the restart, want once", n)
 	}
+}
+
+// untilCrossed publishes QoS 1 messages on topic through pub until sub gets one on want: the
+// bridge between their brokers is up (it comes up at its own time after the broker starts).
+func untilCrossed(t *testing.T, what string, pub *mqtttest.Client, topic string, sub *mqtttest.Client, want string) {
+	t.Helper()
+	mqtttest.Eventually(t, 15*time.Second, what, func() bool {
+		pub.Send(&codec.Publish{Topic: topic, QoS: 1, PacketID: 1, Payload: []byte("probe")})
+		mqtttest.Expect[*codec.Puback](pub)
+		p, err := sub.TryRead(300 * time.Millisecond)
+		return err == nil && p.(*codec.Publish).Topic == want
+	})
 }
