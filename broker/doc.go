@@ -10,7 +10,10 @@
 // a connection; takeover.go who owns a client id; auth.go and passwords.go authentication;
 // access.go the ACL's three questions; publish.go an inbound PUBLISH from routing to
 // acknowledgement; handshake.go the QoS 1/2 acknowledgements; subscribe.go, retained.go,
-// will.go, sessions.go (expiry and removal), sys.go ($SYS) and stats.go.
+// will.go, sessions.go (expiry and removal), sys.go ($SYS) and stats.go; shared.go the shared
+// subscription groups (a session.Group each: hand-offs to members, take-back, recovery);
+// bridge.go the bridges (a persistent session whose connection the broker makes to a remote
+// broker as a client, then serves like any other).
 //
 // The MQTT state of a session lives in package session, a machine without I/O, locks or clock:
 // the broker feeds it events under the handle's lock and carries out what it returns (records
@@ -22,7 +25,9 @@
 // only while the outbound buffer or the session's queue has something to send. Shared: one accept
 // loop per listener, persist's writer (applies batches to Badger and appends them to the
 // write-ahead log) and syncer (fdatasyncs the log and runs the completion callbacks in commit
-// order), the password workers, and the $SYS and expiry loops. A publish whose commit completes
+// order), the password workers, the $SYS and expiry loops, the shared groups' loader (reads a
+// group's queue from disk, which persist's callback may not), and per bridge a loop that keeps
+// its link up and, while it is, a pinger beside the link's reader. A publish whose commit completes
 // QoS 0 copies for other connections is finished by a goroutine started for it (inorder.go).
 //
 // # One QoS 1 message, end to end
