@@ -23,7 +23,7 @@ const maxV31ClientID = 23
 func (c *conn) handleConnect(cp *codec.Connect, decodeErr error) bool {
 	if decodeErr != nil {
 		// Answered in 3.1.1's form: the level asked for is not one the broker speaks.
-		c.log.Warn().Str("protocol", cp.ProtocolName).Uint8("level", cp.ProtocolLevel).
+		c.log.Warn().Str("protocol", cp.ProtocolName).Uint8("protocol_level", cp.ProtocolLevel).
 			Msg("refused: unsupported protocol level [MQTT-3.1.2-2]")
 		c.refuse(codec.RefusedProtocolVersion)
 		return false
@@ -130,7 +130,7 @@ func (c *conn) handleConnect(cp *codec.Connect, decodeErr error) bool {
 		ev = c.log.Info() // a link between brokers: rare, and worth seeing at the default level
 	}
 	ev.Bool("clean_session", cp.CleanSession).Bool("session_present", present).
-		Uint8("level", c.level).Msg("connected")
+		Uint8("protocol_level", c.level).Msg("connected")
 	return true
 }
 

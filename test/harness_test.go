@@ -5,6 +5,7 @@ package test
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -132,11 +133,85 @@ index_cache_size = 4194304
 	b.Start()
 	t.Cleanup(func() {
 		b.Kill()
+		checkLogLines(t, b.Log())
 		if t.Failed() {
 			t.Logf("broker log:\n%s", b.Log())
 		}
 	})
 	return b
+}
+
+// checkLogLines fails the test for a JSON log line that does not parse or repeats a key: log
+// shippers drop such lines or keep one of the values (the protocol level once went out as a
+// second "level" beside the log level). Lines that are not JSON objects (a start-up error
+// before the logger exists) are not the logger's.
+func checkLogLines(t testing.TB, log string) {
+	t.Helper()
+	for _, line := range strings.Split(log, "\n") {
+		if !strings.HasPrefix(line, "{") {
+			continue
+		}
+		if err := uniqueKeys(line); err != nil {
+			t.Errorf("broker log line %s: %v", line, err)
+		}
+	}
+}
+
+// uniqueKeys reports whether line is one JSON object whose keys are unique at every level.
+func uniqueKeys(line string) error {
+	dec := json.NewDecoder(strings.NewReader(line))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return fmt.Errorf("not a JSON object (%v)", err)
+	}
+	if err := jsonObjectRest(dec); err != nil {
+		return err
+	}
+	if dec.More() {
+		return errors.New("more after the object")
+	}
+	return nil
+}
+
+// jsonObjectRest reads an object's members and its closing brace, checking the keys.
+func jsonObjectRest(dec *json.Decoder) error {
+	seen := make(map[string]bool)
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		key, _ := tok.(string)
+		if seen[key] {
+			return fmt.Errorf("key %q twice", key)
+		}
+		seen[key] = true
+		if err := jsonValue(dec); err != nil {
+			return err
+		}
+	}
+	_, err := dec.Token()
+	return err
+}
+
+// jsonValue reads one value, checking the keys of the objects in it.
+func jsonValue(dec *json.Decoder) error {
+	tok, err := dec.Token()
+	if err != nil {
+		return err
+	}
+	switch tok {
+	case json.Delim('{'):
+		return jsonObjectRest(dec)
+	case json.Delim('['):
+		for dec.More() {
+			if err := jsonValue(dec); err != nil {
+				return err
+			}
+		}
+		_, err = dec.Token()
+		return err
+	}
+	return nil
 }
 
 // Start runs the binary on the broker's config and waits until it listens.
@@ -235,5 +310,22 @@ func (b *Broker) Stop() {
 	}
 	if b.exitErr != nil {
 		b.t.Fatalf("holdfast exited with %v\n%s", b.exitErr, b.Log())
+	}
+}
+
+// The log check itself: a repeated key, at the top or inside, and a line that is not JSON fail;
+// a plain zerolog line passes.
+func TestLogLineCheck(t *testing.T) {
+	for line, ok := range map[string]bool{
+		`{"level":"info","client_id":"a","protocol_level":4,"message":"connected"}`: true,
+		`{"level":"info","level":4}`:             false,
+		`{"level":"info","x":{"a":1,"a":2}}`:     false,
+		`{"level":"info","x":[{"a":1},{"a":2}]}`: true,
+		`{"level":"info"`:                        false,
+		`{"level":"info"} {}`:                    false,
+	} {
+		if err := uniqueKeys(line); (err == nil) != ok {
+			t.Errorf("%s: %v, want ok %v", line, err, ok)
+		}
 	}
 }
