@@ -51,6 +51,7 @@ var (
 	retained         = desc("retained_messages", "Retained messages.")
 	recovery         = desc("recovery_seconds", "Time spent rebuilding state from the store at start.")
 	uptime           = desc("uptime_seconds", "Seconds since the broker started serving.")
+	ready            = desc("ready", "1 while the broker is ready as /readyz sees it: listeners open, not shutting down, disk space above store.min_free_bytes, the store not failed.")
 
 	groupMembers     = desc("shared_members", "Members of a shared subscription group, by whether they are connected.", "group", "state")
 	groupQueued      = desc("shared_queued", "Messages a shared subscription group holds, in flight included.", "group")
@@ -152,6 +153,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(recovery, st.RecoveryTime.Seconds())
 	gauge(uptime, c.srv.Uptime().Seconds())
+	readyValue := 0.0
+	if low, _ := c.store.SpaceLow(); c.srv.Ready() && !low && c.store.Err() == nil {
+		readyValue = 1
+	}
+	gauge(ready, readyValue)
 
 	ps := c.store.Stats()
 	if low, free := c.store.SpaceLow(); free >= 0 {
