@@ -65,7 +65,7 @@ var (
 // Open validates c and starts listening. Errors name the listener's type and address and say
 // what is wrong.
 func Open(c Config, log zerolog.Logger) (Listener, error) {
-	log = log.With().Str("component", "listener").Str("type", c.Type).Str("address", c.Address).Logger()
+	log = log.With().Str("type", c.Type).Str("address", c.Address).Logger()
 	if err := c.validate(); err != nil {
 		return nil, c.errorf("%w", err)
 	}
