@@ -430,8 +430,8 @@ func TestPahoGoV5QueuedExpiry_MQTT_3_3_2_5(t *testing.T) {
 			short := paho5Message("paho5/expiry/short", 1, 1)
 			*short.Properties.MessageExpiry = 1
 			long := paho5Message("paho5/expiry/long", 1, 2)
-			published := time.Now()
 			pub.publish(t, short)
+			published := time.Now() // after its PUBACK: the broker's clock for it started before this
 			pub.publish(t, long)
 			pub.leave(t)
 			if restart {
