@@ -92,6 +92,15 @@ type fakeConn struct {
 	level  byte // set at CONNECT, before anything is sent
 
 	held map[uint16]heldMsg // by packet identifier; under fakeBroker.mu
+	// A session's QoS 1/2 messages sent on this connection and not acknowledged, in order:
+	// a persistent session gets them again when the connection ends (a DISCONNECT read after
+	// the messages were routed to it must not lose them). Under fakeBroker.mu.
+	unacked []sentMsg
+}
+
+type sentMsg struct {
+	id uint16
+	m  *codec.Publish
 }
 
 func newFakeBroker(t testing.TB) *fakeBroker {
@@ -163,8 +172,10 @@ func (c *fakeConn) writeLoop() {
 }
 
 // deliver sends m to s's connection with a fresh packet identifier, which
-// it returns, or queues it while s is offline. b.mu is held.
-func (s *fakeSession) deliver(m *codec.Publish) uint16 {
+// it returns, or queues it while s is offline; own says m is the session's,
+// not a shared group's (whose messages go back to the group instead). b.mu
+// is held.
+func (s *fakeSession) deliver(m *codec.Publish, own bool) uint16 {
 	if s.conn == nil {
 		s.queue = append(s.queue, m)
 		return 0
@@ -173,6 +184,9 @@ func (s *fakeSession) deliver(m *codec.Publish) uint16 {
 	if out.QoS > 0 {
 		s.conn.nextID = s.conn.nextID%65535 + 1
 		out.PacketID = s.conn.nextID
+	}
+	if out.QoS > 0 && own {
+		s.conn.unacked = append(s.conn.unacked, sentMsg{out.PacketID, m})
 	}
 	s.conn.send(&out)
 	return out.PacketID
@@ -190,7 +204,7 @@ func (b *fakeBroker) share(g *fakeGroup, m *codec.Publish) {
 		g.next = k + 1
 		out := *m
 		out.QoS = min(m.QoS, mem.qos)
-		id := mem.s.deliver(&out)
+		id := mem.s.deliver(&out, false)
 		if out.QoS > 0 && id != 0 && !b.strand {
 			mem.s.conn.held[id] = heldMsg{g, m}
 		}
@@ -229,6 +243,10 @@ func (b *fakeBroker) serve(nc net.Conn) {
 			if sess.clean {
 				delete(b.sessions, id)
 				b.leaveGroups(sess)
+			} else {
+				for _, u := range c.unacked {
+					sess.queue = append(sess.queue, u.m)
+				}
 			}
 		}
 		for _, h := range c.held {
@@ -268,7 +286,7 @@ func (b *fakeBroker) serve(nc net.Conn) {
 			queued := sess.queue
 			sess.queue = nil
 			for _, m := range queued {
-				sess.deliver(m)
+				sess.deliver(m, true)
 			}
 			b.mu.Unlock()
 		case *codec.Subscribe:
@@ -356,7 +374,7 @@ func (b *fakeBroker) route(p *codec.Publish) {
 			if router.MatchFilter(f, p.Topic) {
 				m := *p
 				m.QoS = min(p.QoS, granted)
-				s.deliver(&m)
+				s.deliver(&m, true)
 				break // one copy per session, however many of its filters match
 			}
 		}
@@ -374,6 +392,7 @@ func (b *fakeBroker) route(p *codec.Publish) {
 func (b *fakeBroker) release(c *fakeConn, id uint16) {
 	b.mu.Lock()
 	delete(c.held, id)
+	c.unacked = slices.DeleteFunc(c.unacked, func(u sentMsg) bool { return u.id == id })
 	b.mu.Unlock()
 }
 
