@@ -9,17 +9,21 @@ import (
 	"github.com/holdfast/holdfast/internal/mqtttest"
 )
 
-// Every metric deploy/prometheus-alerts.yml names exists on a live broker's /metrics (with a
-// bridge and a shared group, whose metrics appear only then): a renamed metric must not leave an
-// alert that can never fire.
+// Every metric deploy/prometheus-alerts.yml and deploy/grafana-dashboard.json name exists on a
+// live broker's /metrics (with a bridge and a shared group, whose metrics appear only then): a
+// renamed metric must not leave an alert that can never fire or an empty panel.
 func TestDeployAlertRulesNameExistingMetrics(t *testing.T) {
-	rules, err := os.ReadFile("../deploy/prometheus-alerts.yml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	named := regexp.MustCompile(`holdfast_[a-z0-9_]+`).FindAllString(string(rules), -1)
-	if len(named) < 5 {
-		t.Fatalf("the rules name %d metrics: %v", len(named), named)
+	var named []string
+	for _, f := range []string{"../deploy/prometheus-alerts.yml", "../deploy/grafana-dashboard.json"} {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		names := regexp.MustCompile(`holdfast_[a-z0-9_]+`).FindAllString(string(data), -1)
+		if len(names) < 5 {
+			t.Fatalf("%s names %d metrics: %v", f, len(names), names)
+		}
+		named = append(named, names...)
 	}
 	b := StartBroker(t, BrokerConfig{Extra: opsAdminExtra("0s") + `
 [[bridge]]
@@ -42,7 +46,7 @@ address = "127.0.0.1:1"
 	}
 	for _, m := range named {
 		if !families[m] {
-			t.Errorf("deploy/prometheus-alerts.yml names %s, which /metrics does not have", m)
+			t.Errorf("deploy/ names %s, which /metrics does not have", m)
 		}
 	}
 }
