@@ -262,7 +262,7 @@ func (c *conn) writeLoop() {
 		// A message queued under an out topic since removed from the configuration is dropped,
 		// not sent: no rule maps it any more.
 		out.MayRead = func(topic string) bool { return b.remoteTopic(topic) != "" }
-		out.Rename, out.RetainAsPublished = b.remoteTopic, true
+		out.Rename = b.remoteTopic
 	}
 	timeout := c.srv.cfg.Limits.WriteTimeout.Duration
 	for {

@@ -420,7 +420,6 @@ func (s *Server) take(acl *auth.ACL, sess *sessionHandle, topic, group string, q
 	if qos == 0 {
 		if t.o = m.Outlet(); t.o != nil {
 			t.ids, t.retainAsPublished = m.Via(topic, group)
-			t.retainAsPublished = t.retainAsPublished || sess.bridge != nil // a bridge keeps it at any level
 			return t, false
 		}
 		queue0 := s.cfg.Limits.QueueQoS0Offline

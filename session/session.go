@@ -167,8 +167,9 @@ type Link struct {
 	ReceiveMaximum uint16 // unacknowledged QoS 1/2 PUBLISH packets the client takes; 0: 65,535 (§3.1.2.11.3)
 	MaxPacketSize  uint32 // the largest packet the client takes; 0: no limit but the protocol's
 	TopicAliasMax  uint16 // topic aliases the broker may assign; 0: none [MQTT-3.1.2-26]
-	// Bridge: a 3.x broker bridging in. As Mosquitto does, every subscription then has No Local
-	// (nothing it sent goes back, so bridges cannot loop) and Retain As Published.
+	// Bridge: a link between brokers, a 3.x broker bridging in or one of this broker's bridges
+	// out. As Mosquitto does, every subscription then has No Local (nothing it sent goes back,
+	// so bridges cannot loop) and Retain As Published, at any level.
 	Bridge bool
 }
 
@@ -607,8 +608,6 @@ type Outgoing struct {
 
 	// Rename, when set, gives the topic a message goes out on (a bridge's prefixes).
 	Rename func(topic string) string
-	// RetainAsPublished keeps every message's retain flag as published, at any level (a bridge).
-	RetainAsPublished bool
 
 	// Load, when NeedLoad is set, is the read of the session's queue on disk that Fill needs
 	// before it can go on: the caller reads it and hands the entries to Loaded, then calls Fill
@@ -826,9 +825,6 @@ func (s *Session) appendPublish(dst []byte, e *message.Entry, dup bool, o *Outgo
 	p := codec.Publish{Dup: dup, QoS: e.QoS, Retain: m.Retain, Topic: m.Topic, PacketID: e.PacketID, Payload: m.Payload}
 	if o.Rename != nil {
 		p.Topic = o.Rename(m.Topic)
-	}
-	if o.RetainAsPublished {
-		p.Retain = p.Retain || m.RetainPublished
 	}
 	if s.level != codec.Level5 {
 		p.Retain = p.Retain || s.link.Bridge && m.RetainPublished
