@@ -237,14 +237,14 @@ func (s *Server) handshake(b *bridge, nc net.Conn) (*conn, error) {
 	c.link = session.Link{Level: c.level, Bridge: true} // No Local and Retain As Published at any level, as for a bridge in
 	c.log = c.log.With().Str("bridge", cfg.Name).Logger()
 	cp := codec.Connect{
-		ProtocolName:  "MQTT",
+		ProtocolName:  codec.ProtocolName311,
 		ProtocolLevel: c.level,
 		CleanSession:  cfg.CleanSession,
 		KeepAlive:     uint16(cfg.KeepAlive.Duration / time.Second),
 		ClientID:      cfg.ClientID,
 	}
 	if c.level == codec.Level31 {
-		cp.ProtocolName = "MQIsdp"
+		cp.ProtocolName = codec.ProtocolName31
 	}
 	if c.level == codec.Level5 {
 		cp.Props = &codec.Properties{ReceiveMaximum: uint16(s.cfg.Limits.ReceiveMaximum)}

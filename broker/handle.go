@@ -1,6 +1,8 @@
 package broker
 
 import (
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -145,11 +147,7 @@ func (r *registry) remove(h *sessionHandle) bool {
 func (r *registry) snapshot() []*sessionHandle {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	out := make([]*sessionHandle, 0, len(r.m))
-	for _, h := range r.m {
-		out = append(out, h)
-	}
-	return out
+	return slices.Collect(maps.Values(r.m))
 }
 
 // committed tells a persistent session that its entry seq is durable, and wakes its writer.

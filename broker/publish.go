@@ -290,7 +290,7 @@ func (s *Server) routeGroups(d *delivery, topic string, qos byte, size int, targ
 		gh.unlock()
 		if full {
 			s.stats.drop(DropQueueFull)
-			s.dropLog.Warn().Str("group", gh.g.Name+"/"+gh.g.Filter).Str("topic", topic).
+			s.dropLog.Warn().Str("group", gh.label()).Str("topic", topic).
 				Msg("shared group queue full (limits.max_queued_messages / max_queued_bytes): message dropped for the group")
 		}
 		if !ok {

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -50,7 +51,10 @@ func (gh *groupHandle) markStuck() {
 	gh.unlock()
 }
 
-func (gh *groupHandle) String() string { return "$share/" + gh.g.Name + "/" + gh.g.Filter }
+func (gh *groupHandle) String() string { return router.SharePrefix + gh.label() }
+
+// label names the group in logs and metrics: "{name}/{filter}".
+func (gh *groupHandle) label() string { return gh.g.Name + "/" + gh.g.Filter }
 
 // groups holds the shared subscription groups: by store id, and in a trie by filter for routing.
 type groups struct {
@@ -87,11 +91,7 @@ func (gs *groups) get(id string) *groupHandle {
 func (gs *groups) snapshot() []*groupHandle {
 	gs.mu.Lock()
 	defer gs.mu.Unlock()
-	all := make([]*groupHandle, 0, len(gs.byID))
-	for _, gh := range gs.byID {
-		all = append(all, gh)
-	}
-	return all
+	return slices.Collect(maps.Values(gs.byID))
 }
 
 // match appends the groups whose filter matches topic.
@@ -167,7 +167,7 @@ func (s *Server) leaveGroup(sess *sessionHandle, name, filter string, b *persist
 	}
 	var own persist.Batch
 	own.DeleteSession(gh.id)
-	s.store.Submit(&own, s.logCommitError("deleting shared group "+gh.g.Name+"/"+gh.g.Filter))
+	s.store.Submit(&own, s.logCommitError("deleting shared group "+gh.label()))
 }
 
 // takeBack returns entries a member gave back to gh (locked), logging and removing those that
@@ -178,7 +178,7 @@ func (s *Server) takeBack(gh *groupHandle, back []*message.Entry) {
 	}
 	poison, ws := gh.g.Return(back)
 	for _, e := range poison {
-		s.log.Warn().Str("group", gh.g.Name+"/"+gh.g.Filter).Str("topic", e.Message.Topic).
+		s.log.Warn().Str("group", gh.label()).Str("topic", e.Message.Topic).
 			Int("max_redeliveries", s.cfg.Shared.MaxRedeliveries).
 			Msg("shared group: message dropped, it came back from members more than shared.max_redeliveries times (poison)")
 	}
@@ -309,7 +309,7 @@ func (s *Server) loadLoop() {
 			gh.unlock()
 			if err != nil {
 				// Asked again by the next dispatch (a member's acknowledgement or connect).
-				s.log.Error().Err(err).Str("group", gh.g.Name+"/"+gh.g.Filter).Msg("reading a shared group's queue failed")
+				s.log.Error().Err(err).Str("group", gh.label()).Msg("reading a shared group's queue failed")
 				continue
 			}
 			s.dispatch(gh)

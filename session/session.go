@@ -756,21 +756,18 @@ func (s *Session) refuse(o *Outgoing, e *message.Entry) {
 // group's, for a group's entry, which the session's queue limits never counted; nothing for a
 // clean session's own. The kind says whether in-flight state was written for it.
 func (s *Session) done(e *message.Entry) Write {
-	kind := WriteDoneQueued
-	if e.State != message.Queued {
-		kind = WriteDone
-	}
 	if e.Group != "" {
-		if e.State != message.Released {
-			kind = WriteDoneQueued // the group's record has in-flight state only once held
-		}
-		return Write{Kind: kind, Seq: e.Seq, Group: e.Group}
+		// The group knows what the store holds of its entry: Group.Finished picks the kind.
+		return Write{Kind: WriteDone, Seq: e.Seq, Group: e.Group}
 	}
 	s.release(len(e.Message.Payload))
 	if !s.Persistent {
 		return Write{}
 	}
-	return Write{Kind: kind, Seq: e.Seq}
+	if e.State == message.Queued {
+		return Write{Kind: WriteDoneQueued, Seq: e.Seq}
+	}
+	return Write{Kind: WriteDone, Seq: e.Seq}
 }
 
 func (s *Session) send(o *Outgoing, e *message.Entry) {
