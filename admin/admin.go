@@ -57,6 +57,7 @@ func Start(address, token string, srv *broker.Server, store *persist.Store, reg 
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", h.ready)
+	handleConsole(mux) // static files without data: the page asks for the token
 	mux.Handle("/", requireToken(token, protected))
 	s := &Server{
 		http: &http.Server{Handler: newHostGuard(address, l.Addr(), log, mux), ReadHeaderTimeout: 10 * time.Second},
