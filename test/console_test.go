@@ -1,0 +1,465 @@
+package test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+
+	"github.com/holdfast/holdfast/codec"
+	"github.com/holdfast/holdfast/internal/mqtttest"
+)
+
+// The operator's console (admin/console) in headless Chromium, driven over the DevTools
+// protocol by chromedp, against a real broker: the page is plain JavaScript talking to /api/.
+
+// consolePage is one Chromium tab on the console, with the JavaScript exceptions it threw.
+type consolePage struct {
+	t          *testing.T
+	ctx        context.Context
+	mu         sync.Mutex
+	exceptions []string
+}
+
+// openConsole starts a headless Chromium on a fresh profile and loads u in it.
+func openConsole(t *testing.T, u string) *consolePage {
+	t.Helper()
+	path := needTool(t, "chromium", "chromium")
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(path),
+		chromedp.Headless,
+		chromedp.NoSandbox, // root in CI containers
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1400, 1100),
+	)
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	p := &consolePage{t: t}
+	ctx, cancel := chromedp.NewContext(actx, chromedp.WithListener(func(ev any) {
+		if e, ok := ev.(*runtime.EventExceptionThrown); ok {
+			d := e.ExceptionDetails
+			text := d.Text
+			if d.Exception != nil && d.Exception.Description != "" {
+				text = d.Exception.Description
+			}
+			p.mu.Lock()
+			p.exceptions = append(p.exceptions, fmt.Sprintf("%s:%d: %s", d.URL, d.LineNumber+1, text))
+			p.mu.Unlock()
+		}
+	}))
+	p.ctx = ctx
+	t.Cleanup(func() {
+		cancel()
+		cancelAlloc()
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		for _, e := range p.exceptions {
+			t.Errorf("the console threw: %s", e)
+		}
+	})
+	// The first action starts the browser and binds the tab to ctx, which must not time out.
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("starting chromium: %v", err)
+	}
+	p.do("load the console", chromedp.Navigate(u))
+	return p
+}
+
+// do runs steps, failing the test after 30 s or on an error.
+func (p *consolePage) do(what string, steps ...chromedp.Action[chromedp.Void]) {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
+	defer cancel()
+	if err := chromedp.Do(ctx, steps...); err != nil {
+		p.t.Fatalf("%s: %v\npage: %s", what, err, p.text())
+	}
+}
+
+// eval returns the value of a JavaScript expression in the page.
+func consoleEval[T any](p *consolePage, expr string) (T, error) {
+	ctx, cancel := context.WithTimeout(p.ctx, 10*time.Second)
+	defer cancel()
+	return chromedp.Run(ctx, chromedp.Evaluate[T](expr))
+}
+
+// text is what the page shows, for failure messages.
+func (p *consolePage) text() string {
+	s, err := consoleEval[string](p, `document.body.innerText`)
+	if err != nil {
+		return err.Error()
+	}
+	return s
+}
+
+// waitFor polls a JavaScript condition until it holds, failing the test after d.
+func (p *consolePage) waitFor(what string, d time.Duration, cond string) {
+	p.t.Helper()
+	var last error
+	if !mqtttest.Within(d, func() bool {
+		ok, err := consoleEval[bool](p, cond)
+		last = err
+		return ok
+	}) {
+		p.t.Fatalf("%s: not within %v (last error %v)\npage: %s", what, d, last, p.text())
+	}
+}
+
+// click clicks the element a CSS selector finds.
+func (p *consolePage) click(what, css string) {
+	p.t.Helper()
+	p.do(what, chromedp.Click(chromedp.CSS(css)))
+}
+
+// consoleTestID is the CSS selector of the element with data-testid id.
+func consoleTestID(id string) string { return fmt.Sprintf(`[data-testid=%q]`, id) }
+
+// consoleAPI GETs an /api/ path and decodes the JSON answer into v, returning the status.
+func consoleAPI(t *testing.T, admin, token, path string, v any) int {
+	t.Helper()
+	req, err := http.NewRequest("GET", "http://"+admin+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode == http.StatusOK && v != nil {
+		if err := json.Unmarshal(body, v); err != nil {
+			t.Fatalf("GET %s: %v in %.200s", path, err, body)
+		}
+	}
+	return resp.StatusCode
+}
+
+// consoleSessions creates n persistent sessions c00000, c00001, ..., each subscribed at QoS 1 to
+// fleet/<its id>, and leaves them offline, over parallel connections that pipeline CONNECT,
+// SUBSCRIBE and DISCONNECT.
+func consoleSessions(t *testing.T, addr string, n int) {
+	t.Helper()
+	ids := make(chan string)
+	errs := make(chan error, 1)
+	var wg sync.WaitGroup
+	for range 32 {
+		wg.Go(func() {
+			for id := range ids {
+				if err := consoleSession(t, addr, id); err != nil {
+					select {
+					case errs <- fmt.Errorf("%s: %w", id, err):
+					default:
+					}
+				}
+			}
+		})
+	}
+	for i := range n {
+		ids <- fmt.Sprintf("c%05d", i)
+	}
+	close(ids)
+	wg.Wait()
+	select {
+	case err := <-errs:
+		t.Fatal(err)
+	default:
+	}
+}
+
+func consoleSession(t *testing.T, addr, id string) error {
+	c, err := mqtttest.TryDial(t, "", addr)
+	if err != nil {
+		return err
+	}
+	defer c.Conn.Close()
+	if err := c.Write(
+		&codec.Connect{ProtocolName: "MQTT", ProtocolLevel: codec.Level311, ClientID: id, KeepAlive: 60},
+		&codec.Subscribe{PacketID: 1, Subscriptions: []codec.Subscription{{Filter: "fleet/" + id, QoS: 1}}},
+		&codec.Disconnect{},
+	); err != nil {
+		return err
+	}
+	got, err := c.Closed(30*time.Second, nil)
+	if err != nil {
+		return err
+	}
+	if len(got) != 2 {
+		return fmt.Errorf("got %d packets, want CONNACK and SUBACK", len(got))
+	}
+	if ack, ok := got[0].(*codec.Connack); !ok || ack.ReturnCode != codec.Accepted {
+		return fmt.Errorf("got %s, want CONNACK accepted", mqtttest.String(got[0]))
+	}
+	if ack, ok := got[1].(*codec.Suback); !ok || len(ack.ReturnCodes) != 1 || ack.ReturnCodes[0] != 1 {
+		return fmt.Errorf("got %s, want SUBACK granting QoS 1", mqtttest.String(got[1]))
+	}
+	return nil
+}
+
+// consoleTraffic publishes QoS 0 and QoS 1 messages to live/... in a loop, which a clean session
+// subscribed to live/# receives, until the test ends.
+func consoleTraffic(t *testing.T, addr string) {
+	t.Helper()
+	sub := mqtttest.Dial(t, addr)
+	sub.MustConnect("console-live", true)
+	sub.Subscribe(1, 1, "live/#")
+	pub := mqtttest.Dial(t, addr)
+	pub.MustConnect("console-pub", true)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() { sub.AnswerAll(time.Minute) })
+	wg.Go(func() {
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for n := 0; ; n++ {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			pid := uint16(n%60000 + 1)
+			payload := []byte(strconv.Itoa(n))
+			if err := pub.Write(
+				&codec.Publish{QoS: 0, Topic: fmt.Sprintf("live/q0/%d", n%4), Payload: payload},
+				&codec.Publish{QoS: 1, Topic: fmt.Sprintf("live/q1/%d", n%4), PacketID: pid, Payload: payload},
+			); err != nil {
+				return
+			}
+			if _, err := pub.TryRead(mqtttest.Timeout); err != nil { // the PUBACK
+				return
+			}
+		}
+	})
+	t.Cleanup(func() {
+		close(stop)
+		sub.Conn.Close()
+		pub.Conn.Close()
+		wg.Wait()
+	})
+}
+
+// consoleSessionList is the part of GET /api/sessions the tests read.
+type consoleSessionList struct {
+	Total    int `json:"total"`
+	All      int `json:"all"`
+	Sessions []struct {
+		ClientID string `json:"client_id"`
+		Queued   int    `json:"queued"`
+	} `json:"sessions"`
+}
+
+// TestConsole: against a broker with live traffic and 10,000 persistent sessions, the console's
+// plots move, its sessions table sorts and filters on the server, and from one session's page
+// the operator disconnects the client (its socket closes) and deletes the session (gone from
+// the list, and the client's next CONNECT finds no session).
+func TestConsole(t *testing.T) {
+	const sessions = 10000
+	needTool(t, "chromium", "chromium")
+	b := StartBroker(t, BrokerConfig{Extra: "[admin]\naddress = \"127.0.0.1:0\"\n"})
+	admin := opsAdminAddr(t, b)
+
+	start := time.Now()
+	consoleSessions(t, b.Addr, sessions)
+	t.Logf("%d persistent sessions created in %v", sessions, time.Since(start).Round(time.Millisecond))
+	queued := make([][]byte, 30)
+	for i := range queued {
+		queued[i] = []byte("queued " + strconv.Itoa(i))
+	}
+	opsPublish(t, b.Addr, "fleet/c00007", false, queued...)     // the longest queue
+	opsPublish(t, b.Addr, "fleet/c00003", false, queued[:5]...) // a shorter one
+	for _, topic := range []string{"site/a/b", "site/a/c", "site/d"} {
+		opsPublish(t, b.Addr, topic, true, []byte("retained at "+topic))
+	}
+	target := mqtttest.Dial(t, b.Addr)
+	target.MustConnect("console-target", false)
+	target.Subscribe(1, 1, "target/#")
+	consoleTraffic(t, b.Addr)
+
+	var all consoleSessionList
+	if code := consoleAPI(t, admin, "", "/api/sessions?limit=1", &all); code != http.StatusOK || all.All < sessions+1 {
+		t.Fatalf("GET /api/sessions: %d, all %d, want 200 and at least %d sessions", code, all.All, sessions+1)
+	}
+
+	// The first page of the table, from a page load: the number the issue asks for.
+	start = time.Now()
+	p := openConsole(t, "http://"+admin+"/#/sessions")
+	p.waitFor("the first page of sessions", 30*time.Second,
+		`document.querySelectorAll('[data-testid=session-row]').length === 50`)
+	t.Logf("time to first sessions table page (%d sessions, from page load): %v", all.All, time.Since(start).Round(time.Millisecond))
+	p.waitFor("the pager", 5*time.Second, fmt.Sprintf(
+		`document.querySelector('[data-testid=page-info]').textContent.startsWith('rows 1–50 of %s')`, consoleThousands(all.All)))
+
+	// Sort by queued, descending: two clicks on the header.
+	p.click("sort by queued", `#sessions th[data-sort="queued"]`)
+	p.click("sort by queued again", `#sessions th[data-sort="queued"]`)
+	p.waitFor("the longest queue first", 10*time.Second, `(() => {
+		const rows = document.querySelectorAll('[data-testid=session-row]');
+		return document.querySelector('#sessions th[data-sort="queued"]').classList.contains('desc') &&
+			rows[0].dataset.clientId === 'c00007' && rows[0].cells[5].textContent === '30' &&
+			rows[1].dataset.clientId === 'c00003' && rows[1].cells[5].textContent === '5';
+	})()`)
+
+	// Filter by client id, typed as a user types.
+	p.do("type a client id filter", chromedp.SendKeys(chromedp.CSS(consoleTestID("filter-client")), "c0123"))
+	p.waitFor("the filtered rows", 10*time.Second, `(() => {
+		const rows = [...document.querySelectorAll('[data-testid=session-row]')];
+		return rows.length === 10 && rows.every((r) => r.dataset.clientId.startsWith('c0123')) &&
+			document.querySelector('[data-testid=page-info]').textContent.startsWith('rows 1–10 of 10 ');
+	})()`)
+
+	// Open the connected client's session.
+	p.do("filter for the target", chromedp.Evaluate[chromedp.Void](`(() => {
+		const f = document.querySelector('[data-testid=filter-client]');
+		f.value = 'console-target';
+		f.dispatchEvent(new Event('input', {bubbles: true}));
+	})()`))
+	p.waitFor("the target's row", 10*time.Second,
+		`document.querySelectorAll('[data-testid=session-row]').length === 1 && document.querySelector('[data-testid=session-row]').dataset.clientId === 'console-target'`)
+	p.click("open the target's session", `tr[data-client-id="console-target"]`)
+	p.waitFor("the target's session page", 10*time.Second, `(() => {
+		const q = (id) => document.querySelector('[data-testid=' + id + ']');
+		return !q('view-session').hidden && q('session-id').textContent === 'console-target' &&
+			q('session-fields').textContent.includes('online') && q('session-subs').textContent.includes('target/#') &&
+			!q('btn-disconnect').disabled;
+	})()`)
+
+	p.click("press Disconnect", consoleTestID("btn-disconnect"))
+	if _, err := target.Closed(10*time.Second, nil); err != nil {
+		t.Fatalf("the target's connection after Disconnect: %v", err)
+	}
+	p.waitFor("the disconnection shown", 10*time.Second, `(() => {
+		const q = (id) => document.querySelector('[data-testid=' + id + ']');
+		return q('action-result').textContent === 'Disconnected.' && q('session-fields').textContent.includes('offline');
+	})()`)
+
+	p.click("press Delete", consoleTestID("btn-delete"))
+	p.waitFor("the confirmation", 5*time.Second, `document.querySelector('[data-testid=confirm-dialog]').open`)
+	p.click("confirm", consoleTestID("confirm-delete"))
+	p.waitFor("the deletion shown", 10*time.Second, `document.querySelector('[data-testid=action-result]').textContent === 'Deleted.'`)
+	var gone consoleSessionList
+	if code := consoleAPI(t, admin, "", "/api/sessions?client=console-target", &gone); code != http.StatusOK || gone.Total != 0 {
+		t.Errorf("GET /api/sessions?client=console-target after Delete: %d, %+v, want 200 and none", code, gone)
+	}
+	again := mqtttest.Dial(t, b.Addr)
+	if again.MustConnect("console-target", false) {
+		t.Errorf("CONNECT console-target with clean session 0 after Delete: session present 1, want 0")
+	}
+
+	// The overview's plots move: a new point arrives and the drawing changes.
+	p.click("open the overview", `nav a[data-view="overview"]`)
+	p.waitFor("the overview", 10*time.Second,
+		`document.querySelector('[data-testid=ov-version]').textContent !== '' && Number(document.querySelector('[data-testid=chart-in]').dataset.points) >= 2`)
+	before, err := consoleEval[[]string](p, `[document.querySelector('[data-testid=chart-in]').dataset.last, document.querySelector('[data-testid=chart-in]').toDataURL()]`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.waitFor("a new point in the plots", 10*time.Second, fmt.Sprintf(`(() => {
+		const c = document.querySelector('[data-testid=chart-in]');
+		return c.dataset.last !== %q && c.toDataURL() !== %q;
+	})()`, before[0], before[1]))
+	p.waitFor("live traffic in the series", 10*time.Second, `(() => {
+		const c = document.querySelector('[data-testid=chart-in]');
+		return c.dataset.points > 0 && document.querySelector('[data-testid=ov-connections]').tBodies[0].rows.length > 0;
+	})()`)
+
+	// Topics: drill down into the retained messages, and see the live topics' rates.
+	p.click("open the topics", `nav a[data-view="topics"]`)
+	p.waitFor("the retained root", 10*time.Second,
+		`[...document.querySelectorAll('[data-testid=retained-row]')].some((r) => r.cells[0].textContent.startsWith('site'))`)
+	p.do("drill into site", chromedp.Evaluate[chromedp.Void](
+		`[...document.querySelectorAll('[data-testid=retained-row]')].find((r) => r.cells[0].textContent.startsWith('site')).click()`))
+	p.waitFor("site's children", 10*time.Second, `(() => {
+		const t = [...document.querySelectorAll('[data-testid=retained-row]')].map((r) => r.cells[0].textContent);
+		return t.length === 2 && t[0].startsWith('site/a') && t[1].startsWith('site/d') &&
+			document.querySelector('[data-testid=retained-crumbs]').textContent.includes('site');
+	})()`)
+	p.waitFor("the live topics' rates", 20*time.Second,
+		`document.querySelector('[data-testid=top-topics]').textContent.includes('live/q')`)
+
+	if path := os.Getenv("HOLDFAST_CONSOLE_SCREENSHOT"); path != "" {
+		p.click("open the overview", `nav a[data-view="overview"]`)
+		p.waitFor("plots with a minute of points", 90*time.Second,
+			`Number(document.querySelector('[data-testid=chart-in]').dataset.points) >= 30`)
+		ctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
+		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("screenshot of the overview: %s", path)
+	}
+}
+
+// consoleThousands writes n as the page does (toLocaleString("en")).
+func consoleThousands(n int) string {
+	s := strconv.Itoa(n)
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
+}
+
+// TestConsoleToken: with admin.token set, the page (served without it) asks for the token, the
+// API refuses a request without it, a wrong token gets the 401's message, and the right one
+// shows the overview.
+func TestConsoleToken(t *testing.T) {
+	const token = "console-test-token"
+	needTool(t, "chromium", "chromium")
+	b := StartBroker(t, BrokerConfig{Extra: fmt.Sprintf("[admin]\naddress = \"127.0.0.1:0\"\ntoken = %q\n", token)})
+	admin := opsAdminAddr(t, b)
+	if code := consoleAPI(t, admin, "", "/api/overview", nil); code != http.StatusUnauthorized {
+		t.Errorf("GET /api/overview without the token: %d, want 401", code)
+	}
+	if code := consoleAPI(t, admin, "wrong", "/api/overview", nil); code != http.StatusUnauthorized {
+		t.Errorf("GET /api/overview with a wrong token: %d, want 401", code)
+	}
+	var ov struct {
+		Version string `json:"version"`
+	}
+	if code := consoleAPI(t, admin, token, "/api/overview", &ov); code != http.StatusOK || ov.Version == "" {
+		t.Errorf("GET /api/overview with the token: %d, version %q, want 200 and a version", code, ov.Version)
+	}
+
+	p := openConsole(t, "http://"+admin+"/")
+	p.waitFor("the token form", 10*time.Second, `!document.querySelector('[data-testid=token-form]').hidden`)
+	p.do("enter a wrong token",
+		chromedp.SendKeys(chromedp.CSS(consoleTestID("token-input")), "wrong"),
+		chromedp.Click(chromedp.CSS(consoleTestID("token-submit"))))
+	p.waitFor("the refusal", 10*time.Second, `(() => {
+		const f = document.querySelector('[data-testid=token-form]');
+		return !f.hidden && document.querySelector('[data-testid=token-message]').textContent.includes('bearer token');
+	})()`)
+	p.do("enter the token",
+		chromedp.SendKeys(chromedp.CSS(consoleTestID("token-input")), token),
+		chromedp.Click(chromedp.CSS(consoleTestID("token-submit"))))
+	p.waitFor("the overview", 10*time.Second, `(() => {
+		const q = (id) => document.querySelector('[data-testid=' + id + ']');
+		return q('token-form').hidden && !q('view-overview').hidden && q('ov-version').textContent !== '';
+	})()`)
+
+	// The token stays for the tab's session: a reload goes straight to the overview.
+	p.do("reload", chromedp.Reload())
+	p.waitFor("the overview after a reload", 10*time.Second,
+		`document.querySelector('[data-testid=token-form]').hidden && document.querySelector('[data-testid=ov-version]').textContent !== ''`)
+}
