@@ -301,3 +301,6 @@ func (s *Server) Connections() []ConnectionCount {
 	})
 	return out
 }
+
+// Version is what the broker says it is ($SYS/broker/version).
+func (s *Server) Version() string { return s.version }
