@@ -593,16 +593,20 @@ func (s *Session) OldestQueued() time.Time {
 }
 
 // Head returns copies of the first n of the queue's entries held in memory, in flight first:
-// what the operator sees of a queue (entries of shared groups are the groups').
+// what the operator sees of a queue (entries of shared groups are the groups'). An entry in
+// flight is Sent there, even at QoS 1, whose state the store does not keep.
 func (s *Session) Head(n int) []message.Entry {
 	var out []message.Entry
-	for _, q := range [2][]*message.Entry{s.inflight, s.pending} {
+	for i, q := range [2][]*message.Entry{s.inflight, s.pending} {
 		for _, e := range q {
 			if len(out) == n {
 				return out
 			}
 			if e.Group == "" {
 				out = append(out, *e)
+				if i == 0 && e.State == message.Queued {
+					out[len(out)-1].State = message.Sent
+				}
 			}
 		}
 	}
