@@ -96,8 +96,8 @@ type Saved struct {
 	LastSeq     uint64 // the highest seq of its queue
 	// OldestQueued is when the first entry of its queue arrived (zero: empty or not known).
 	OldestQueued time.Time
-	InboundQoS2 []uint16
-	Will        *codec.Will // the will of its last connection, if it was not published yet
+	InboundQoS2  []uint16
+	Will         *codec.Will // the will of its last connection, if it was not published yet
 }
 
 // Restore returns a persistent session rebuilt from what the store held, at start-up time now: a
