@@ -1,5 +1,5 @@
 // Package admin is the operators' HTTP listener: Prometheus metrics, health and readiness probes,
-// online backups and a JSON inventory of sessions. It is off unless configured, and requires a
+// online backups, a JSON inventory of sessions, and the operator's console with its JSON API. It is off unless configured, and requires a
 // bearer token when one is set. It answers only requests addressed to it by a loopback address,
 // its configured address or its bound address (see hostGuard).
 package admin
@@ -35,6 +35,7 @@ type Server struct {
 	http *http.Server
 	l    net.Listener
 	done chan struct{}
+	stop chan struct{} // closed by Shutdown: stops the console's sampler
 }
 
 // Start listens on address and serves until Shutdown.
@@ -48,6 +49,11 @@ func Start(address, token string, srv *broker.Server, store *persist.Store, reg 
 	protected.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	protected.HandleFunc("GET /backup", h.backup)
 	protected.HandleFunc("GET /inspect", h.inspect)
+	var series *sampler
+	if srv != nil {
+		series = newSampler(srv, store)
+		(&api{handler: h, series: series}).register(protected)
+	}
 	// Profiles for diagnosing a live broker (go tool pprof http://ADDRESS/debug/pprof/profile).
 	protected.HandleFunc("GET /debug/pprof/", pprof.Index)
 	protected.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
@@ -63,6 +69,10 @@ func Start(address, token string, srv *broker.Server, store *persist.Store, reg 
 		http: &http.Server{Handler: newHostGuard(address, l.Addr(), log, mux), ReadHeaderTimeout: 10 * time.Second},
 		l:    l,
 		done: make(chan struct{}),
+		stop: make(chan struct{}),
+	}
+	if series != nil {
+		go series.run(s.stop)
 	}
 	go func() {
 		defer close(s.done)
@@ -79,6 +89,7 @@ func (s *Server) Addr() net.Addr { return s.l.Addr() }
 
 // Shutdown stops the server, waiting for running requests (a backup in progress) until ctx ends.
 func (s *Server) Shutdown(ctx context.Context) error {
+	close(s.stop)
 	err := s.http.Shutdown(ctx)
 	<-s.done
 	return err

@@ -227,6 +227,7 @@ var errBridgeBitRefused = errors.New("the remote refused the bridge protocol lev
 func (s *Server) handshake(b *bridge, nc net.Conn) (*conn, error) {
 	cfg := b.cfg
 	c := newConn(s, nc)
+	c.listener = "bridge " + cfg.Name
 	c.bridge = b
 	c.level = cfg.Level()
 	c.r.SetLevel(c.level)

@@ -30,6 +30,7 @@ type conn struct {
 	// Set by the reader during CONNECT, read-only afterwards.
 	clientID string
 	level    byte
+	listener string       // the listener it came through, as the operator's console shows it
 	link     session.Link // what the client's CONNECT set for deliveries to it
 
 	connected5    atomic.Bool  // a level-5 client got its CONNACK: it is told why the server closes

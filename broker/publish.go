@@ -67,6 +67,7 @@ func (c *conn) handlePublish(p *codec.Publish) error {
 		c.log.Debug().Str("topic", p.Topic).Msg("publish dropped: more levels than limits.max_topic_levels")
 		return c.acknowledgeOnly(p, codec.ReasonTopicNameInvalid, "more topic levels than the broker routes (limits.max_topic_levels)")
 	}
+	srv.topicRates.count(p.Topic)
 	if c.bridge == nil && !srv.canPublish(&c.ident, p.Topic) { // the operator configured what a bridge brings in
 		// Acknowledged at its QoS and dropped, so the client has no reason to retry.
 		if strings.HasPrefix(p.Topic, sysPrefix) {

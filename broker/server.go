@@ -47,12 +47,13 @@ type Server struct {
 	backlogHigh   int // an online session with this many unacknowledged entries slows its publishers
 	stats         Stats
 
-	mu        sync.Mutex
-	owners    map[string]*conn // client id -> the connection holding it
-	conns     map[*conn]struct{}
-	listeners []net.Listener
-	closing   bool
-	ready     atomic.Bool // listeners open, accepting
+	mu         sync.Mutex
+	owners     map[string]*conn // client id -> the connection holding it
+	topicRates topicRates       // the console's top topics
+	conns      map[*conn]struct{}
+	listeners  []net.Listener
+	closing    bool
+	ready      atomic.Bool // listeners open, accepting
 
 	wg   sync.WaitGroup // every goroutine the server started
 	quit chan struct{}
@@ -219,7 +220,7 @@ func (s *Server) ListenAndServe() error {
 		if !lc.Loopback() && s.cfg.Auth.Anonymous() {
 			s.log.Warn().Str("type", lc.Type).Str("address", lc.Address).Msg("listener open to the network with anonymous access (auth.allow_anonymous = true)")
 		}
-		if err := s.Serve(l); err != nil {
+		if err := s.serve(l, lc.Type+" "+l.Addr().String()); err != nil {
 			l.Close()
 			return err
 		}
@@ -245,6 +246,11 @@ func (s *Server) ReloadCertificates() {
 // Serve accepts MQTT connections from l in the background until Shutdown. A listener from
 // listener.Open should have been given the server's Gate; any other is admitted through it here.
 func (s *Server) Serve(l net.Listener) error {
+	return s.serve(l, l.Addr().String())
+}
+
+// serve is Serve with the listener's name for the operator (its type and address).
+func (s *Server) serve(l net.Listener, name string) error {
 	if _, ok := l.(listener.Listener); !ok {
 		l = s.gate.Wrap(l)
 	}
@@ -255,7 +261,7 @@ func (s *Server) Serve(l net.Listener) error {
 	}
 	s.listeners = append(s.listeners, l)
 	s.wg.Add(1)
-	go s.acceptLoop(l)
+	go s.acceptLoop(l, name)
 	s.ready.Store(true)
 	return nil
 }
@@ -264,7 +270,7 @@ func (s *Server) Serve(l net.Listener) error {
 // shutting down.
 func (s *Server) Ready() bool { return s.ready.Load() }
 
-func (s *Server) acceptLoop(l net.Listener) {
+func (s *Server) acceptLoop(l net.Listener, name string) {
 	defer s.wg.Done()
 	var backoff time.Duration
 	for {
@@ -293,14 +299,14 @@ func (s *Server) acceptLoop(l net.Listener) {
 			continue
 		}
 		backoff = 0
-		if !s.admit(nc) {
+		if !s.admit(nc, name) {
 			continue
 		}
 	}
 }
 
 // admit registers a new connection and starts its reader, unless the server is closing or full.
-func (s *Server) admit(nc net.Conn) bool {
+func (s *Server) admit(nc net.Conn, listener string) bool {
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
@@ -308,6 +314,7 @@ func (s *Server) admit(nc net.Conn) bool {
 		return false
 	}
 	c := newConn(s, nc)
+	c.listener = listener
 	s.conns[c] = struct{}{}
 	s.wg.Add(1)
 	s.mu.Unlock()

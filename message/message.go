@@ -28,6 +28,9 @@ type Message struct {
 	Props *codec.Properties
 	// Expires is when the Message Expiry Interval the publisher set runs out; zero: never.
 	Expires time.Time
+	// Arrived is when the broker received the PUBLISH (zero: not known, as for messages stored
+	// by an older version): how long a queue has been piling up, for operators.
+	Arrived time.Time
 }
 
 // PropsAt returns the properties that m goes out with at t: a copy of the publisher's, and what

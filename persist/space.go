@@ -49,3 +49,14 @@ func (s *Store) SpaceLow() (low bool, free int64) {
 	}
 	return sp.low.Load(), sp.free.Load()
 }
+
+// FreeSpace reads the free space of the file system holding the store now (-1 when it cannot
+// be read), and returns it with Options.MinFreeBytes: for operators, whether or not the store
+// watches it.
+func (s *Store) FreeSpace() (free, min int64) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(s.opt.Dir, &st); err != nil {
+		return -1, s.space.min
+	}
+	return int64(st.Bavail) * st.Bsize, s.space.min
+}

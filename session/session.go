@@ -67,6 +67,11 @@ type Session struct {
 	expirySet   bool        // false: a 3.x session, which the broker's default ends
 	identity    Identity
 	offlineAt   time.Time // when the last connection went away; zero if none has yet
+	// headArrived is when the oldest entry held on disk only arrived, as far as the session can
+	// tell without reading it (see OldestQueued); headSet: it stands for the current queue (it
+	// may be zero, not known, for a queue recovered from an older store).
+	headArrived time.Time
+	headSet     bool
 }
 
 // New returns a session.
@@ -89,8 +94,10 @@ type Saved struct {
 	QueuedCount int    // unacknowledged queue entries
 	QueuedBytes int64  // their payload bytes
 	LastSeq     uint64 // the highest seq of its queue
-	InboundQoS2 []uint16
-	Will        *codec.Will // the will of its last connection, if it was not published yet
+	// OldestQueued is when the first entry of its queue arrived (zero: empty or not known).
+	OldestQueued time.Time
+	InboundQoS2  []uint16
+	Will         *codec.Will // the will of its last connection, if it was not published yet
 }
 
 // Restore returns a persistent session rebuilt from what the store held, at start-up time now: a
@@ -104,6 +111,7 @@ func Restore(sv Saved, opts *Options, now time.Time) *Session {
 		s.inbound[pid] = struct{}{}
 	}
 	s.offlineAt = now
+	s.headArrived, s.headSet = sv.OldestQueued, sv.QueuedCount > 0
 	if !sv.Record.OfflineSince.IsZero() {
 		s.offlineAt = sv.Record.OfflineSince
 	}
@@ -553,6 +561,56 @@ func (s *Session) Unreserve(size int) {
 func (s *Session) release(size int) {
 	s.queued--
 	s.queuedBytes -= int64(size)
+	if s.queued == 0 {
+		s.headArrived, s.headSet = time.Time{}, false
+	}
+}
+
+// OldestQueued returns when the oldest unacknowledged entry of the queue arrived; zero when the
+// queue is empty or its time is not known. Memory holds the head of the queue when it holds any
+// entry; otherwise the head is on disk, and the answer is when the first entry arrived into an
+// empty queue or, after acknowledgements, the latest arrival acknowledged: no later than the
+// truth, and exact again once the queue is read in.
+func (s *Session) OldestQueued() time.Time {
+	if s.queued == 0 {
+		return time.Time{}
+	}
+	var oldest time.Time
+	for _, q := range [2][]*message.Entry{s.inflight, s.pending} {
+		for _, e := range q {
+			if e.Group == "" {
+				if oldest.IsZero() || e.Message.Arrived.Before(oldest) {
+					oldest = e.Message.Arrived
+				}
+				break
+			}
+		}
+	}
+	if oldest.IsZero() {
+		return s.headArrived
+	}
+	return oldest
+}
+
+// Head returns copies of the first n of the queue's entries held in memory, in flight first:
+// what the operator sees of a queue (entries of shared groups are the groups'). An entry in
+// flight is Sent there, even at QoS 1, whose state the store does not keep.
+func (s *Session) Head(n int) []message.Entry {
+	var out []message.Entry
+	for i, q := range [2][]*message.Entry{s.inflight, s.pending} {
+		for _, e := range q {
+			if len(out) == n {
+				return out
+			}
+			if e.Group == "" {
+				out = append(out, *e)
+				if i == 0 && e.State == message.Queued {
+					out[len(out)-1].State = message.Sent
+				}
+			}
+		}
+	}
+	return out
 }
 
 // Queued returns the number of unacknowledged entries and their payload bytes.
@@ -573,6 +631,9 @@ func (s *Session) Enqueue(m *message.Message, qos byte) Outlet {
 // returns the outlet to wake, nil while offline.
 func (s *Session) Committed(seq uint64, m *message.Message, qos byte) Outlet {
 	inMemory := s.outlet != nil && s.lastLoaded == s.lastQueued && len(s.pending) < s.opts.MemoryWindow
+	if !s.headSet {
+		s.headArrived, s.headSet = m.Arrived, true // the first entry of an empty queue
+	}
 	s.lastQueued = seq
 	if inMemory {
 		s.lastLoaded = seq
@@ -759,6 +820,10 @@ func (s *Session) done(e *message.Entry) Write {
 	if e.Group != "" {
 		// The group knows what the store holds of its entry: Group.Finished picks the kind.
 		return Write{Kind: WriteDone, Seq: e.Seq, Group: e.Group}
+	}
+	if e.Message.Arrived.After(s.headArrived) {
+		// Everything held on disk only is younger than what memory held.
+		s.headArrived = e.Message.Arrived
 	}
 	s.release(len(e.Message.Payload))
 	if !s.Persistent {

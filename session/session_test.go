@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/holdfast/holdfast/codec"
 	"github.com/holdfast/holdfast/persist"
@@ -149,5 +150,63 @@ func TestPersistentSessionSpillsToDisk(t *testing.T) {
 		if g != fmt.Sprint(i) {
 			t.Fatalf("message %d is %q: order lost", i, g)
 		}
+	}
+}
+
+// The console's "oldest queued": an offline session's queue is on disk only, and still tells
+// when its first message arrived; once read in, memory tells, and acknowledgements move it on.
+func TestOldestQueuedAcrossDiskAndMemory(t *testing.T) {
+	st := openStore(t)
+	s := New("p", true, 4, &Options{MaxInflight: 1, MaxQueuedMessages: 100, MemoryWindow: 256})
+	var rec persist.Batch
+	rec.PutSession("p", persist.SessionRecord{ProtocolLevel: 4})
+	if _, err := st.Commit(&rec); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.OldestQueued(); !got.IsZero() {
+		t.Fatalf("empty queue: oldest %v, want none", got)
+	}
+	t0 := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+	for i := range 3 {
+		m := &persist.Message{Topic: "t", Payload: []byte{byte(i)}, QoS: 1, Arrived: t0.Add(time.Duration(i) * time.Minute)}
+		s.Reserve(1)
+		var b persist.Batch
+		b.Enqueue(m, []persist.Target{{ClientID: "p", QoS: 1}})
+		seq, err := st.Commit(&b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Committed(seq, m, 1)
+	}
+	if got := s.OldestQueued(); !got.Equal(t0) {
+		t.Fatalf("offline, queue on disk: oldest %v, want %v", got, t0)
+	}
+	if h := s.Head(10); len(h) != 0 {
+		t.Fatalf("offline: memory holds %d entries, want none (the caller reads the disk)", len(h))
+	}
+
+	s.Attach(Link{Level: 4}, &fakeOutlet{})
+	var o Outgoing
+	for s.Fill(&o); o.NeedLoad; s.Fill(&o) {
+		entries, err := st.ReadQueue("p", o.Load.After, o.Load.Limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Loaded(&o, entries)
+	}
+	pub := decode(t, o.Now)[0].(*codec.Publish)
+	if h := s.Head(10); len(h) != 3 || h[0].State != persist.Sent || h[1].State != persist.Queued {
+		t.Fatalf("head %+v, want the one in flight (sent) then two queued", h)
+	}
+	if _, ok := s.Ack(pub.PacketID, codec.TypePuback); !ok {
+		t.Fatal("PUBACK refused")
+	}
+	if got, want := s.OldestQueued(), t0.Add(time.Minute); !got.Equal(want) {
+		t.Fatalf("after the first ack: oldest %v, want %v (read back from disk)", got, want)
+	}
+
+	r := Restore(Saved{ClientID: "r", QueuedCount: 2, QueuedBytes: 2, LastSeq: 9, OldestQueued: t0}, s.opts, t0.Add(time.Hour))
+	if got := r.OldestQueued(); !got.Equal(t0) {
+		t.Fatalf("recovered: oldest %v, want the store's %v", got, t0)
 	}
 }
