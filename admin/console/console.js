@@ -34,7 +34,7 @@ function fmtBytes(n) {
   const units = ["B", "KiB", "MiB", "GiB", "TiB"];
   let i = 0;
   while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
-  return (i === 0 ? n : n.toFixed(n < 10 ? 2 : 1)) + " " + units[i];
+  return (i === 0 ? n : n.toFixed(n < 10 ? 2 : n < 100 ? 1 : 0)) + " " + units[i];
 }
 
 function fmtNum(n) {
@@ -153,7 +153,7 @@ function drawChart(canvas, times, series, { stacked = false, hline = null, fmt =
   if (hline && hline.value > max) max = hline.value;
   max = max > 0 ? max * 1.1 : 1;
 
-  const left = 56, right = 8, top = 18, bottom = 18;
+  const left = 64, right = 8, top = 18, bottom = 18;
   const pw = w - left - right, ph = h - top - bottom;
   const end = times.length ? times[times.length - 1] : Date.now();
   const x = (t) => left + pw * (1 - (end - t) / WINDOW_MS);
@@ -298,12 +298,15 @@ function drawOverview() {
     { label: "free", values: ps.map((p) => (p.free_bytes >= 0 ? p.free_bytes : null)) },
   ], { fmt: fmtBytes, hline: { value: minFree, label: "min_free_bytes " + fmtBytes(minFree) } });
   drawChart($("chart-store"), t, [{ label: "store", values: ps.map((p) => p.store_bytes) }], { fmt: fmtBytes });
+  const count = (v) => (v >= 1000 ? fmtNum(Math.round(v)) : fmtRate(v));
   drawChart($("chart-conns"), t, [
     { label: "connections", values: ps.map((p) => p.connections) },
-    { label: "queued", values: ps.map((p) => p.queued_messages) },
-    { label: "dropped/s", values: ps.map((p) => p.dropped) },
-    { label: "refused/s", values: ps.map((p) => p.refused) },
-  ], { fmt: (v) => (v >= 1000 ? fmtNum(Math.round(v)) : fmtRate(v)) });
+    { label: "queued messages", values: ps.map((p) => p.queued_messages) },
+  ], { fmt: count });
+  drawChart($("chart-losses"), t, [
+    { label: "dropped", values: ps.map((p) => p.dropped) },
+    { label: "refused", values: ps.map((p) => p.refused) },
+  ], { fmt: fmtRate });
 }
 
 // ---- sessions
@@ -476,7 +479,7 @@ async function loadTopics() {
       "data-testid": "retained-row",
       onclick: under > 0 ? () => { location.hash = "#/topics?prefix=" + encodeURIComponent(c.topic); } : null,
       class: under > 0 ? "" : "leaf",
-    }, el("td", {}, c.topic, under > 0 ? " /…" : ""), el("td", { class: "num" }, fmtNum(c.count)),
+    }, el("td", {}, c.topic, under > 0 ? " ›" : ""), el("td", { class: "num" }, fmtNum(c.count)),
     el("td", { class: "num" }, fmtBytes(c.bytes)));
   }));
   $("top-since").textContent = `Counting since ${fmtTime(top.counting_since)}, over ${top.window_seconds} s.`;
@@ -516,10 +519,10 @@ $("btn-backup").addEventListener("click", async () => {
     const name = `holdfast-${new Date().toISOString().slice(0, 19).replaceAll(":", "-")}.backup`;
     link.href = URL.createObjectURL(new Blob(chunks, { type: "application/octet-stream" }));
     link.download = name;
+    link.dataset.bytes = String(got);
     link.textContent = `Save ${name} (${fmtBytes(got)})`;
     link.hidden = false;
     info.textContent = `${fmtBytes(got)} in ${((performance.now() - start) / 1000).toFixed(1)} s`;
-    link.click();
   } catch (e) {
     info.textContent = "Backup failed: " + e.message;
     info.classList.add("error");
