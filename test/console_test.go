@@ -277,12 +277,16 @@ type consoleSessionList struct {
 	} `json:"sessions"`
 }
 
-// TestConsole: against a broker with live traffic and 10,000 persistent sessions, the console's
+// TestConsole: against a broker with live traffic and 10,000 persistent sessions (more with
+// HOLDFAST_CONSOLE_SESSIONS), the console's
 // plots move, its sessions table sorts and filters on the server, and from one session's page
 // the operator disconnects the client (its socket closes) and deletes the session (gone from
 // the list, and the client's next CONNECT finds no session).
 func TestConsole(t *testing.T) {
-	const sessions = 10000
+	sessions := 10000
+	if n, err := strconv.Atoi(os.Getenv("HOLDFAST_CONSOLE_SESSIONS")); err == nil && n > sessions {
+		sessions = n // to measure the table with more (the issue asks about 100,000)
+	}
 	needTool(t, "chromium", "chromium")
 	b := StartBroker(t, BrokerConfig{Extra: "[admin]\naddress = \"127.0.0.1:0\"\n"})
 	admin := opsAdminAddr(t, b)
@@ -305,9 +309,11 @@ func TestConsole(t *testing.T) {
 	consoleTraffic(t, b.Addr)
 
 	var all consoleSessionList
-	if code := consoleAPI(t, admin, "", "/api/sessions?limit=1", &all); code != http.StatusOK || all.All < sessions+1 {
+	start = time.Now()
+	if code := consoleAPI(t, admin, "", "/api/sessions", &all); code != http.StatusOK || all.All < sessions+1 {
 		t.Fatalf("GET /api/sessions: %d, all %d, want 200 and at least %d sessions", code, all.All, sessions+1)
 	}
+	t.Logf("GET /api/sessions (the first page) took %v", time.Since(start).Round(time.Millisecond))
 
 	// The first page of the table, from a page load: the number the issue asks for.
 	p := startConsoleBrowser(t)

@@ -559,12 +559,17 @@ function route() {
 }
 
 // refresh reloads the current view; one request at a time, and one more queued if asked meanwhile.
-let busy = false, again = false;
+// The next poll waits at least four times as long as this load took: a table of 100,000
+// sessions costs the broker a scan per page, and an open tab must not keep it busy.
+let busy = false, again = false, timer = 0;
 async function refresh() {
   if (busy) { again = true; return; }
+  clearTimeout(timer);
   const load = views[view];
-  if (!load || !$("token-form").hidden) return;
+  if (!$("token-form").hidden) return;
+  if (!load) { timer = setTimeout(poll, POLL_MS); return; }
   busy = true;
+  const start = performance.now();
   try {
     await load();
     status("updated " + new Date().toLocaleTimeString("en-GB"));
@@ -572,10 +577,17 @@ async function refresh() {
     if (!(e instanceof Unauthorized)) status(e.message, true);
   } finally {
     busy = false;
-    if (again) { again = false; refresh(); }
+    const took = performance.now() - start;
+    if (again) { again = false; refresh(); } else if ($("token-form").hidden) {
+      timer = setTimeout(poll, Math.max(POLL_MS - took, 4 * took));
+    }
   }
 }
 
+function poll() {
+  if (document.hidden) timer = setTimeout(poll, POLL_MS);
+  else refresh();
+}
+
 window.addEventListener("hashchange", route);
-setInterval(() => { if (!document.hidden) refresh(); }, POLL_MS);
 route();
