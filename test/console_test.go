@@ -136,17 +136,7 @@ func consoleTestID(id string) string { return fmt.Sprintf(`[data-testid=%q]`, id
 // consoleAPI GETs an /api/ path and decodes the JSON answer into v, returning the status.
 func consoleAPI(t *testing.T, admin, token, path string, v any) int {
 	t.Helper()
-	req, err := http.NewRequest("GET", "http://"+admin+path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := opsGet(t, "http://"+admin+path, token)
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
