@@ -30,6 +30,16 @@ import (
 // the next incremental backup (known only once the stream is written).
 const NextSinceTrailer = "Holdfast-Next-Since"
 
+// EstimatedBytesHeader is the header of GET /backup (a full one: since 0) estimating the
+// stream's length, for a client's progress display; see BackupEstimate.
+const EstimatedBytesHeader = "Holdfast-Estimated-Bytes"
+
+// BackupEstimate estimates the length of a full backup of a store whose Stats are st: the size
+// of its files, as Badger last measured it (once a minute). An estimate only: the stream holds
+// each key's newest version once, uncompressed, and the files old versions and deleted values
+// that garbage collection has not yet reclaimed.
+func BackupEstimate(st persist.Stats) int64 { return st.LSMBytes + st.VlogBytes }
+
 // Server is the admin HTTP server.
 type Server struct {
 	http *http.Server
@@ -208,6 +218,9 @@ func (h *handler) backup(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set("Trailer", NextSinceTrailer)
+	if since == 0 { // an incremental's length is not known from the store's size
+		w.Header().Set(EstimatedBytesHeader, strconv.FormatInt(BackupEstimate(h.store.Stats()), 10))
+	}
 	start := time.Now()
 	next, err := h.store.Backup(w, since)
 	if err != nil {

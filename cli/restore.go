@@ -34,6 +34,7 @@ func restore(env *Env, args []string) error {
 	dir := fs.String("data", "", "the directory to restore into (empty or new)")
 	var ins stringList
 	fs.Var(&ins, "in", "a backup file; repeat: the full backup first, then its incrementals in order")
+	quiet := fs.Bool("quiet", false, "show no progress on stderr")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -67,16 +68,23 @@ func restore(env *Env, args []string) error {
 		return fmt.Errorf("restore: %s is the data directory of %s: restore into a new, empty directory, then stop the broker and point its data_dir at it", *dir, who)
 	}
 
+	prog := newProgress(env, "restore", *quiet)
+	defer prog.stop()
+	var total int64
 	streams := make([]io.Reader, len(files))
 	for i, b := range files {
-		streams[i] = b.stream()
+		streams[i] = prog.reader(b.stream())
+		total += b.h.StreamBytes
 	}
+	prog.setTotal(total, false)
+	prog.start()
 	if err := persist.Restore(*dir, streams...); err != nil {
 		if errors.Is(err, persist.ErrNotEmpty) {
 			return fmt.Errorf("restore refused: %w", err)
 		}
 		return fmt.Errorf("restore into %s failed (what it wrote is removed): %w", *dir, err)
 	}
+	prog.finish()
 	last := files[len(files)-1].h
 	fmt.Fprintf(env.Stdout, "restored %s from %d backup(s): versions up to %d\n", *dir, len(files), last.Next)
 	for _, b := range files {

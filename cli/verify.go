@@ -25,6 +25,7 @@ directory cannot be read, 2 bad usage.
 func verify(env *Env, args []string) error {
 	fs := newFlags(env, "verify", verifyUsage)
 	dir := fs.String("data", "", "the stopped broker's data directory")
+	quiet := fs.Bool("quiet", false, "show no progress on stderr")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -51,10 +52,18 @@ func verify(env *Env, args []string) error {
 			wal.Path, wal.Damaged, wal.After, *dir, wal.Records, wal.After, wal.Damaged, wal.End)
 	}
 	records := wal.Records
-	rep, err := persist.Verify(*dir)
+	prog := newProgress(env, "verify", *quiet)
+	prog.unit = "keys"
+	defer prog.stop()
+	prog.start()
+	rep, err := persist.VerifyProgress(*dir, func(keys, estimate int64) {
+		prog.setTotal(estimate, true)
+		prog.n.Store(keys)
+	})
 	if err != nil {
 		return storeOpenError("verify", *dir, err)
 	}
+	prog.finish()
 	w := env.Stdout
 	fmt.Fprintf(w, "verify %s: format version %d (written by %q); write-ahead log: %d records to replay\n", *dir, rep.FormatVersion, rep.Writer, records)
 	held := ""

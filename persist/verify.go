@@ -27,6 +27,9 @@ import (
 // counted in a last line.
 const maxProblems = 1000
 
+// verifyProgressKeys is how many keys VerifyProgress reads between two calls of its progress.
+const verifyProgressKeys = 4096
+
 // Report is what Verify found. Problems empty means consistent.
 type Report struct {
 	FormatVersion uint32 `json:"format_version"`
@@ -77,7 +80,13 @@ func (r *Report) OK() bool { return len(r.Problems) == 0 }
 // a crash (see ErrUnclean), an error matching fs.ErrNotExist for a missing
 // directory, and one saying "no store" for a directory without a Badger
 // MANIFEST. A panic inside Badger is returned as an error.
-func Verify(dir string) (*Report, error) {
+func Verify(dir string) (*Report, error) { return VerifyProgress(dir, nil) }
+
+// VerifyProgress is Verify, calling progress (when not nil, on Verify's goroutine) every few
+// thousand keys of its scan with the keys read so far, and once at the scan's end. estimate is
+// the key count of the store's tables, known before the scan: every version and deletion of a
+// key counts there, so the scan usually ends below it.
+func VerifyProgress(dir string, progress func(keys, estimate int64)) (*Report, error) {
 	if problems := checkTables(dir); len(problems) > 0 {
 		// Badger would open these tables on goroutines of its own, where a damaged one can panic
 		// beyond any recover and take the process down.
@@ -89,6 +98,13 @@ func Verify(dir string) (*Report, error) {
 	}
 	defer db.Close()
 	a := newAudit(false)
+	if progress != nil {
+		var estimate int64
+		for _, t := range db.Tables() {
+			estimate += int64(t.KeyCount)
+		}
+		a.progress = func(keys int64) { progress(keys, estimate) }
+	}
 	err = a.run(db)
 	if err == nil {
 		if cerr := safeCall(db.VerifyChecksum); cerr != nil {
@@ -346,6 +362,7 @@ type audit struct {
 
 	problems []string
 	dropped  int
+	progress func(keys int64) // VerifyProgress's, or nil
 }
 
 type orphanKey struct {
@@ -412,7 +429,11 @@ func (a *audit) scan(txn *badger.Txn) error {
 	// safeCall sees any panic.
 	it = txn.NewIterator(badger.IteratorOptions{})
 	defer it.Close()
+	var keys int64
 	for it.Rewind(); it.Valid(); it.Next() {
+		if keys++; a.progress != nil && keys%verifyProgressKeys == 0 {
+			a.progress(keys)
+		}
 		item := it.Item()
 		k := item.Key()
 		err := item.Value(func(v []byte) error {
@@ -424,6 +445,9 @@ func (a *audit) scan(txn *badger.Txn) error {
 		}
 	}
 	it.Close()
+	if a.progress != nil {
+		a.progress(keys)
+	}
 
 	if !a.schema {
 		a.problem("%s: missing (no format version)", describeKey(schemaKey))
