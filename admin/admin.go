@@ -31,13 +31,14 @@ import (
 const NextSinceTrailer = "Holdfast-Next-Since"
 
 // EstimatedBytesHeader is the header of GET /backup (a full one: since 0) estimating the
-// stream's length, for a client's progress display; see BackupEstimate.
+// stream's length, for a client's progress display; see BackupEstimate. It is absent when
+// nothing is known.
 const EstimatedBytesHeader = "Holdfast-Estimated-Bytes"
 
 // BackupEstimate estimates the length of a full backup of a store whose Stats are st: the size
-// of its files, as Badger last measured it (once a minute). An estimate only: the stream holds
-// each key's newest version once, uncompressed, and the files old versions and deleted values
-// that garbage collection has not yet reclaimed.
+// of its files as Badger last measured them (at open, then once a minute; 0 before). An estimate
+// only: the stream holds each key's newest version once, the files also old versions and
+// deleted values not yet compacted away, but not what is still in the memtables.
 func BackupEstimate(st persist.Stats) int64 { return st.LSMBytes + st.VlogBytes }
 
 // Server is the admin HTTP server.
@@ -218,8 +219,10 @@ func (h *handler) backup(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set("Trailer", NextSinceTrailer)
-	if since == 0 { // an incremental's length is not known from the store's size
-		w.Header().Set(EstimatedBytesHeader, strconv.FormatInt(BackupEstimate(h.store.Stats()), 10))
+	// An incremental's length is not known from the store's size, nor anything before Badger
+	// first measured it.
+	if est := BackupEstimate(h.store.Stats()); since == 0 && est > 0 {
+		w.Header().Set(EstimatedBytesHeader, strconv.FormatInt(est, 10))
 	}
 	start := time.Now()
 	next, err := h.store.Backup(w, since)

@@ -53,11 +53,18 @@ func opsRun(t *testing.T, args ...string) (stdout, stderr string, code int) {
 
 func opsMust(t *testing.T, args ...string) string {
 	t.Helper()
+	out, _ := opsMustErr(t, args...)
+	return out
+}
+
+// opsMustErr runs a command that must succeed and returns its stdout and stderr.
+func opsMustErr(t *testing.T, args ...string) (stdout, stderr string) {
+	t.Helper()
 	out, errs, code := opsRun(t, args...)
 	if code != 0 {
 		t.Fatalf("holdfast %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), code, out, errs)
 	}
-	return out
+	return out, errs
 }
 
 // opsFail runs a command that must fail with code, its stderr containing every want.

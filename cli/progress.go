@@ -227,7 +227,11 @@ func (p *progress) finish() {
 	now := p.now()
 	n := p.n.Load()
 	took := now.Sub(p.t0)
-	s := fmt.Sprintf("%s: %s in %s", p.what, p.amount(float64(n)), took.Round(10*time.Millisecond))
+	round := 10 * time.Millisecond
+	if took < time.Second {
+		round = time.Millisecond
+	}
+	s := fmt.Sprintf("%s: %s in %s", p.what, p.amount(float64(n)), took.Round(round))
 	if took > 0 {
 		s += fmt.Sprintf(" (%s/s)", p.amount(float64(n)/took.Seconds()))
 	}

@@ -2,10 +2,16 @@ package cli
 
 import (
 	"bytes"
+	"fmt"
 	"io"
+	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/holdfast/holdfast/persist"
 )
 
 type fakeClock struct{ t time.Time }
@@ -209,5 +215,65 @@ func TestETAString(t *testing.T) {
 		if got := etaString(d); got != want {
 			t.Errorf("etaString(%v) = %q, want %q", d, got, want)
 		}
+	}
+}
+
+// TestProgressLinesPerCommand: backup (offline and online), restore and verify, their stderr no
+// terminal, end with a plain line on stderr giving what they did in all and the time taken
+// (the bytes of the backup stream; the keys read), and write no progress to stdout; with
+// --quiet they write none.
+func TestProgressLinesPerCommand(t *testing.T) {
+	tmp := t.TempDir()
+	dir := filepath.Join(tmp, "data")
+	s := opsOpen(t, dir)
+	b := &persist.Batch{}
+	for i := range 50 {
+		b.PutSession(fmt.Sprintf("c%d", i), persist.SessionRecord{ProtocolLevel: 4})
+	}
+	opsCommit(t, s, b)
+	opsEnqueue(t, s, "t", 0, 20, "c1", "c2")
+	cfg, _ := startAdmin(t, s, "")
+	online := filepath.Join(tmp, "online.hfb")
+	runLast(t, "backup", online, "backup", "-c", cfg, "--out", online)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	full := filepath.Join(tmp, "full.hfb")
+	runLast(t, "backup", full, "backup", "--data", dir, "--out", full)
+	restored := filepath.Join(tmp, "restored")
+	runLast(t, "restore", full, "restore", "--data", restored, "--in", full)
+	runLast(t, "verify", "", "verify", "--data", restored)
+
+	for _, args := range [][]string{
+		{"backup", "--data", dir, "--out", filepath.Join(tmp, "quiet.hfb")},
+		{"restore", "--data", filepath.Join(tmp, "quiet"), "--in", full},
+		{"verify", "--data", restored},
+	} {
+		_, errs := opsMustErr(t, append(args, "--quiet")...)
+		if regexp.MustCompile(`(?m)^` + args[0] + `:`).MatchString(errs) {
+			t.Errorf("%s --quiet: %q", args[0], errs)
+		}
+	}
+}
+
+// runLast runs the command, which must succeed, and checks its last progress line: the bytes of
+// file's backup stream, or keys when file is "".
+func runLast(t *testing.T, what, file string, args ...string) {
+	t.Helper()
+	out, errs := opsMustErr(t, args...)
+	amount := `\d+ keys`
+	if file != "" {
+		fi, err := os.Stat(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		amount = regexp.QuoteMeta(humanBytes(float64(fi.Size() - backupHeaderSize)))
+	}
+	last := regexp.MustCompile(`(?m)^` + what + `: ` + amount + ` in [0-9.]+[mµn]?s( \([0-9.]+ (keys|[KM]?i?B)/s\))?$`)
+	if !last.MatchString(errs) || strings.Contains(errs, "\r") {
+		t.Errorf("%s: stderr %q, want plain lines, the last matching %s", what, errs, last)
+	}
+	if strings.Contains(out, what+":") {
+		t.Errorf("%s: progress on stdout: %q", what, out)
 	}
 }
