@@ -25,7 +25,7 @@ func init() {
 	commands["backup"] = command{"back up the store: online (-c, admin listener) or a stopped broker's --data", backup}
 }
 
-const backupUsage = `(-c config.toml | --data DIR) --out FILE [--since N]
+const backupUsage = `(-c config.toml | --data DIR) --out FILE [--since N] [--quiet]
 
 Online (broker running): -c names the broker's configuration; the backup is taken through its
 admin listener ([admin] address, with admin.token), a consistent snapshot while clients go on.
@@ -37,6 +37,11 @@ a crash is recovered first) and reads it directly.
 and the next incremental backup is taken with --since M (M itself, not M+1: a backup holds the
 changes with versions > since, and M is the highest version this one holds).
 Restore a full backup and its incrementals with: holdfast restore --data NEWDIR --in FULL --in INC1 ...
+
+Progress goes to stderr: a bar on a terminal, otherwise a line every 5 s and one at the end
+with the total and the time taken; --quiet silences it.
+A full backup's size is estimated from the store's files (a running broker's as of up to a minute
+ago), hence the ~.
 `
 
 func backup(env *Env, args []string) error {

@@ -32,6 +32,7 @@ type progress struct {
 	last    time.Time // of the last plain line
 	shown   int       // length of the bar on the terminal, to blank what a shorter one leaves
 	samples []sample  // for the rate: the last rateWindow of counts
+	note    string    // what the command does now, when the count says nothing
 	ended   bool
 
 	done chan struct{}
@@ -97,6 +98,13 @@ func (p *progress) start() *progress {
 		}
 	}()
 	return p
+}
+
+// setNote says what the command does once its count stops moving for good.
+func (p *progress) setNote(note string) {
+	p.mu.Lock()
+	p.note = note
+	p.mu.Unlock()
 }
 
 // begin starts the clock.
@@ -199,6 +207,9 @@ func (p *progress) status(now time.Time, n int64, percent bool) string {
 	fmt.Fprintf(&b, ", %s/s", p.amount(r))
 	if total > 0 && n < total && r > 0 {
 		fmt.Fprintf(&b, ", ETA %s", etaString(time.Duration(float64(total-n)/r*float64(time.Second))))
+	}
+	if p.note != "" {
+		b.WriteString("; " + p.note)
 	}
 	return b.String()
 }

@@ -161,16 +161,20 @@ func TestProgressUnknownOrExceededTotal(t *testing.T) {
 	}
 }
 
-// TestProgressKeys: verify counts keys, not bytes.
+// TestProgressKeys: verify counts keys, not bytes, and says what it does once they are all read.
 func TestProgressKeys(t *testing.T) {
 	var b bytes.Buffer
 	p, clk := testProgress(&b, false, 100000, true)
 	p.what, p.unit = "verify", "keys"
 	p.at(clk, plainEvery, 40000)
-	clk.t = p.t0.Add(8 * time.Second)
-	p.n.Store(64000)
+	p.setTotal(64000, false) // the scan's end
+	p.setNote("checking")
+	p.at(clk, 2*plainEvery, 64000)
+	clk.t = p.t0.Add(16 * time.Second)
 	p.finish()
-	want := "verify: 40000 keys of ~100000 keys (40%), 8000 keys/s, ETA 8s\nverify: 64000 keys in 8s (8000 keys/s)\n"
+	want := "verify: 40000 keys of ~100000 keys (40%), 8000 keys/s, ETA 8s\n" +
+		"verify: 64000 keys, 4800 keys/s; checking\n" +
+		"verify: 64000 keys in 16s (4000 keys/s)\n"
 	if b.String() != want {
 		t.Errorf("keys:\n%s\nwant:\n%s", b.String(), want)
 	}

@@ -16,11 +16,13 @@ func init() {
 	commands["restore"] = command{"restore a full backup and its incrementals into an empty directory", restore}
 }
 
-const restoreUsage = `--data DIR --in FULL [--in INCREMENTAL ...]
+const restoreUsage = `--data DIR --in FULL [--in INCREMENTAL ...] [--quiet]
 
 Restores a full backup (since=0) followed by its incremental backups, in the order they were
 taken (each one's since= is the previous one's next=), into DIR, which must be empty or not
 exist. Then point a stopped broker's data_dir at DIR, or copy DIR into place.
+Progress goes to stderr: a bar on a terminal, otherwise a line every 5 s and one at the end
+with the total and the time taken; --quiet silences it.
 `
 
 // stringList is a repeatable flag.

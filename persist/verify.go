@@ -83,9 +83,10 @@ func (r *Report) OK() bool { return len(r.Problems) == 0 }
 func Verify(dir string) (*Report, error) { return VerifyProgress(dir, nil) }
 
 // VerifyProgress is Verify, calling progress (when not nil, on Verify's goroutine) every few
-// thousand keys of its scan with the keys read so far, and once at the scan's end. estimate is
-// the key count of the store's tables, known before the scan: every version and deletion of a
-// key counts there, so the scan usually ends below it.
+// thousand keys of its scan with the keys read so far. estimate is the key count of the store's
+// tables, known before the scan: every version and deletion of a key counts there, so the scan
+// usually ends below it. At the scan's end, before the tables' checksums are checked, progress
+// gets the exact count as both keys and estimate.
 func VerifyProgress(dir string, progress func(keys, estimate int64)) (*Report, error) {
 	if problems := checkTables(dir); len(problems) > 0 {
 		// Badger would open these tables on goroutines of its own, where a damaged one can panic
@@ -107,6 +108,9 @@ func VerifyProgress(dir string, progress func(keys, estimate int64)) (*Report, e
 	}
 	err = a.run(db)
 	if err == nil {
+		if progress != nil {
+			progress(a.keys, a.keys)
+		}
 		if cerr := safeCall(db.VerifyChecksum); cerr != nil {
 			a.problem("Badger table checksums: %v", cerr)
 		}
@@ -362,6 +366,7 @@ type audit struct {
 
 	problems []string
 	dropped  int
+	keys     int64            // read by scan
 	progress func(keys int64) // VerifyProgress's, or nil
 }
 
@@ -429,10 +434,9 @@ func (a *audit) scan(txn *badger.Txn) error {
 	// safeCall sees any panic.
 	it = txn.NewIterator(badger.IteratorOptions{})
 	defer it.Close()
-	var keys int64
 	for it.Rewind(); it.Valid(); it.Next() {
-		if keys++; a.progress != nil && keys%verifyProgressKeys == 0 {
-			a.progress(keys)
+		if a.keys++; a.progress != nil && a.keys%verifyProgressKeys == 0 {
+			a.progress(a.keys)
 		}
 		item := it.Item()
 		k := item.Key()
@@ -445,9 +449,6 @@ func (a *audit) scan(txn *badger.Txn) error {
 		}
 	}
 	it.Close()
-	if a.progress != nil {
-		a.progress(keys)
-	}
 
 	if !a.schema {
 		a.problem("%s: missing (no format version)", describeKey(schemaKey))
