@@ -30,6 +30,17 @@ import (
 // the next incremental backup (known only once the stream is written).
 const NextSinceTrailer = "Holdfast-Next-Since"
 
+// EstimatedBytesHeader is the header of GET /backup (a full one: since 0) estimating the
+// stream's length, for a client's progress display; see BackupEstimate. It is absent when
+// nothing is known.
+const EstimatedBytesHeader = "Holdfast-Estimated-Bytes"
+
+// BackupEstimate estimates the length of a full backup of a store whose Stats are st: the size
+// of its files as Badger last measured them (at open, then once a minute; 0 before). An estimate
+// only: the stream holds each key's newest version once, the files also old versions and
+// deleted values not yet compacted away, but not what is still in the memtables.
+func BackupEstimate(st persist.Stats) int64 { return st.LSMBytes + st.VlogBytes }
+
 // Server is the admin HTTP server.
 type Server struct {
 	http *http.Server
@@ -220,6 +231,11 @@ func (h *handler) backup(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set("Trailer", NextSinceTrailer)
+	// An incremental's length is not known from the store's size, nor anything before Badger
+	// first measured it.
+	if est := BackupEstimate(h.store.Stats()); since == 0 && est > 0 {
+		w.Header().Set(EstimatedBytesHeader, strconv.FormatInt(est, 10))
+	}
 	start := time.Now()
 	next, err := h.store.Backup(w, since)
 	if err != nil {

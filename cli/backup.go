@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -26,7 +25,7 @@ func init() {
 	commands["backup"] = command{"back up the store: online (-c, admin listener) or a stopped broker's --data", backup}
 }
 
-const backupUsage = `(-c config.toml | --data DIR) --out FILE [--since N]
+const backupUsage = `(-c config.toml | --data DIR) --out FILE [--since N] [--quiet]
 
 Online (broker running): -c names the broker's configuration; the backup is taken through its
 admin listener ([admin] address, with admin.token), a consistent snapshot while clients go on.
@@ -38,6 +37,11 @@ a crash is recovered first) and reads it directly.
 and the next incremental backup is taken with --since M (M itself, not M+1: a backup holds the
 changes with versions > since, and M is the highest version this one holds).
 Restore a full backup and its incrementals with: holdfast restore --data NEWDIR --in FULL --in INC1 ...
+
+Progress goes to stderr: a bar on a terminal, otherwise a line every 5 s and one at the end
+with the total and the time taken; --quiet silences it.
+A full backup's size is estimated from the store's files (a running broker's as of up to a minute
+ago), hence the ~.
 `
 
 func backup(env *Env, args []string) error {
@@ -46,6 +50,7 @@ func backup(env *Env, args []string) error {
 	dataDir := fs.String("data", "", "a stopped broker's data directory: back it up directly")
 	out := fs.String("out", "", "the backup file to write (must not exist)")
 	since := fs.Uint64("since", 0, "incremental: only changes after this version (the next= of the previous backup); 0 = full")
+	quiet := fs.Bool("quiet", false, "show no progress on stderr")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -60,6 +65,8 @@ func backup(env *Env, args []string) error {
 	// Ctrl-C or SIGTERM aborts the backup: the stream's next write fails, the .tmp file goes.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	prog := newProgress(env, "backup", *quiet)
+	defer prog.stop()
 	var produce func(w io.Writer) (uint64, error)
 	var source string
 	if *cfgPath != "" {
@@ -72,7 +79,7 @@ func backup(env *Env, args []string) error {
 			return err
 		}
 		source = base
-		produce = func(w io.Writer) (uint64, error) { return onlineBackup(ctx, cfg, base, *since, w) }
+		produce = func(w io.Writer) (uint64, error) { return onlineBackup(ctx, cfg, base, *since, w, prog) }
 	} else {
 		st, err := openStopped(env, *dataDir, "backup")
 		if err != nil {
@@ -80,12 +87,13 @@ func backup(env *Env, args []string) error {
 		}
 		defer st.Close()
 		source = *dataDir
+		if *since == 0 {
+			prog.setTotal(admin.BackupEstimate(st.Stats()), true)
+		}
 		produce = func(w io.Writer) (uint64, error) { return st.Backup(w, *since) }
 	}
 	h, size, err := writeBackupFile(*out, *since, func(w *streamWriter) (uint64, error) {
-		prog := startProgress(env, "backup", &w.n)
-		defer prog.stop()
-		return produce(&ctxWriter{ctx: ctx, w: w})
+		return produce(prog.start().writer(&ctxWriter{ctx: ctx, w: w}))
 	})
 	if err != nil {
 		if ctx.Err() != nil {
@@ -96,6 +104,7 @@ func backup(env *Env, args []string) error {
 		}
 		return fmt.Errorf("backup of %s failed, %s not written: %w", source, *out, err)
 	}
+	prog.finish()
 	fmt.Fprintf(env.Stdout, "backup %s since=%d next=%d bytes=%d\n", *out, h.Since, h.Next, size)
 	fmt.Fprintf(env.Stderr, "holdfast: next incremental backup: --since %d (exactly next=, not next+1)\n", h.Next)
 	return nil
@@ -204,13 +213,16 @@ func adminGet(ctx context.Context, cfg *config.Config, base, path string) (*http
 }
 
 // onlineBackup streams GET /backup?since= into w and returns the version the broker sends in
-// its trailer once the stream is complete.
-func onlineBackup(ctx context.Context, cfg *config.Config, base string, since uint64, w io.Writer) (uint64, error) {
+// its trailer once the stream is complete. prog gets the broker's estimate of the length.
+func onlineBackup(ctx context.Context, cfg *config.Config, base string, since uint64, w io.Writer, prog *progress) (uint64, error) {
 	resp, err := adminGet(ctx, cfg, base, "/backup?since="+strconv.FormatUint(since, 10))
 	if err != nil {
 		return 0, err
 	}
 	defer resp.Body.Close()
+	if n, err := strconv.ParseInt(resp.Header.Get(admin.EstimatedBytesHeader), 10, 64); err == nil && n > 0 {
+		prog.setTotal(n, true)
+	}
 	if _, err := io.CopyBuffer(w, resp.Body, make([]byte, 1<<20)); err != nil {
 		return 0, err
 	}
@@ -223,65 +235,4 @@ func onlineBackup(ctx context.Context, cfg *config.Config, base string, since ui
 		return 0, fmt.Errorf("the broker sent %s %q: %v", admin.NextSinceTrailer, v, err)
 	}
 	return next, nil
-}
-
-// progress shows bytes and rate on a terminal, \r-updated, once a backup runs past a second.
-type progress struct {
-	w    io.Writer
-	what string
-	n    interface{ Load() int64 }
-	t0   time.Time
-	done chan struct{}
-	wg   sync.WaitGroup
-}
-
-const (
-	progressDelay  = time.Second
-	progressPeriod = 250 * time.Millisecond
-)
-
-func startProgress(env *Env, what string, n interface{ Load() int64 }) *progress {
-	p := &progress{w: env.Stderr, what: what, n: n, t0: time.Now(), done: make(chan struct{})}
-	if !isTerminal(env.Stderr) {
-		return p
-	}
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		select {
-		case <-p.done:
-			return
-		case <-time.After(progressDelay):
-		}
-		t := time.NewTicker(progressPeriod)
-		defer t.Stop()
-		for {
-			p.print("")
-			select {
-			case <-p.done:
-				p.print("\n")
-				return
-			case <-t.C:
-			}
-		}
-	}()
-	return p
-}
-
-func (p *progress) print(end string) {
-	n := float64(p.n.Load())
-	rate := n / time.Since(p.t0).Seconds()
-	fmt.Fprintf(p.w, "\r%s: %s, %s/s   %s", p.what, humanBytes(n), humanBytes(rate), end)
-}
-
-func (p *progress) stop() {
-	if p == nil {
-		return
-	}
-	select {
-	case <-p.done:
-	default:
-		close(p.done)
-	}
-	p.wg.Wait()
 }

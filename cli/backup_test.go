@@ -53,11 +53,18 @@ func opsRun(t *testing.T, args ...string) (stdout, stderr string, code int) {
 
 func opsMust(t *testing.T, args ...string) string {
 	t.Helper()
+	out, _ := opsMustErr(t, args...)
+	return out
+}
+
+// opsMustErr runs a command that must succeed and returns its stdout and stderr.
+func opsMustErr(t *testing.T, args ...string) (stdout, stderr string) {
+	t.Helper()
 	out, errs, code := opsRun(t, args...)
 	if code != 0 {
 		t.Fatalf("holdfast %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), code, out, errs)
 	}
-	return out
+	return out, errs
 }
 
 // opsFail runs a command that must fail with code, its stderr containing every want.
@@ -551,25 +558,22 @@ func openPTY(t *testing.T) (ptm, tty *os.File) {
 	return ptm, tty
 }
 
-var progressLine = regexp.MustCompile(`\rbackup: ([0-9.]+) (B|KiB|MiB), [0-9.]+ [KMG]?i?B/s   (\r?\n)?`)
-
-// TestBackupProgress: a backup through the admin listener that runs past a second shows its
-// progress on a terminal: the bytes received so far while the stream stalls half way, never
-// going down, and on the last line, ended by a newline, the size of the whole stream. The same
-// display on a stderr that is no terminal stays silent.
-func TestBackupProgress(t *testing.T) {
+// stalledBackup serves GET /backup on 127.0.0.1 as a broker does, announcing the whole stream's
+// length in EstimatedBytesHeader, and stalls half way until resume is closed. It returns a
+// configuration naming it, and the stream's length at the stall and in all.
+func stalledBackup(t *testing.T, resume <-chan struct{}) (cfg string, half, total int) {
+	t.Helper()
 	frame := func(n int) []byte {
 		return append(binary.LittleEndian.AppendUint64(nil, uint64(n)), make([]byte, n)...)
 	}
 	first, rest := frame(300<<10), append(frame(500<<10), frame(7)...)
-	half, total := len(first), len(first)+len(rest)
-	resume := make(chan struct{})
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Trailer", admin.NextSinceTrailer)
+		w.Header().Set(admin.EstimatedBytesHeader, strconv.Itoa(len(first)+len(rest)))
 		w.Write(first)
 		w.(http.Flusher).Flush()
 		select { // the stall the display must show
@@ -581,28 +585,34 @@ func TestBackupProgress(t *testing.T) {
 		w.Header().Set(admin.NextSinceTrailer, "9")
 	})}
 	go srv.Serve(l)
-	defer srv.Close()
-	cfg := filepath.Join(t.TempDir(), "c.toml")
-	os.WriteFile(cfg, []byte(fmt.Sprintf("[admin]\naddress = %q\n", l.Addr().String())), 0o600)
+	t.Cleanup(func() { srv.Close() })
+	cfg = filepath.Join(t.TempDir(), "c.toml")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf("[admin]\naddress = %q\n", l.Addr().String())), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return cfg, len(first), len(first) + len(rest)
+}
 
+// startBackup runs holdfast backup -c cfg in the background, its stderr to stderr.
+func startBackup(t *testing.T, cfg string, stdout, stderr io.Writer, flags ...string) <-chan error {
+	t.Helper()
 	def, err := os.ReadFile("../config.toml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ptm, tty := openPTY(t)
-	var shown syncbuf.Buffer
-	go io.Copy(&shown, ptm)
-	var silent syncbuf.Buffer
-	var n fakeCounter = 5 << 20
-	quiet := startProgress(&Env{Stderr: &silent}, "backup", &n)
 	done := make(chan error, 1)
+	args := append([]string{"backup", "-c", cfg, "--out", filepath.Join(t.TempDir(), "f")}, flags...)
 	go func() {
-		env := &Env{Stdin: strings.NewReader(""), Stdout: io.Discard, Stderr: tty, DefaultConfig: def, Version: "test"}
-		done <- Run(env, []string{"backup", "-c", cfg, "--out", filepath.Join(t.TempDir(), "f")})
+		env := &Env{Stdin: strings.NewReader(""), Stdout: stdout, Stderr: stderr, DefaultConfig: def, Version: "test"}
+		done <- Run(env, args)
 	}()
+	return done
+}
 
-	stalled := "\rbackup: " + humanBytes(float64(half)) + ","
-	ok := mqtttest.Within(20*time.Second, func() bool { return strings.Contains(shown.String(), stalled) })
+// waitShown waits for want in what a running backup has written, and then lets the stream go on.
+func waitShown(t *testing.T, shown *syncbuf.Buffer, want string, resume chan struct{}, done <-chan error) {
+	t.Helper()
+	ok := mqtttest.Within(20*time.Second, func() bool { return strings.Contains(shown.String(), want) })
 	close(resume)
 	if !ok {
 		state := "still running"
@@ -611,55 +621,88 @@ func TestBackupProgress(t *testing.T) {
 			state = fmt.Sprintf("ended: %v", err)
 		default:
 		}
-		t.Fatalf("no progress line %q within 20 s of a stream stalled at %d bytes; the terminal ends with %q; the backup is %s", stalled, half, lastBytes(shown.String(), 300), state)
-	}
-	// Past progressDelay: a display that ignored the terminal check would have written by now.
-	quiet.stop()
-	if silent.String() != "" {
-		t.Errorf("progress written to a non-terminal: %q", silent.String())
+		t.Fatalf("no progress %q within 20 s of a stream stalled half way; stderr ends with %q; the backup is %s", want, lastBytes(shown.String(), 300), state)
 	}
 	if err := <-done; err != nil {
 		t.Fatalf("backup: %v", err)
 	}
-	final := "\rbackup: " + humanBytes(float64(total)) + ","
+}
+
+var progressAmount = regexp.MustCompile(`\rbackup(?: \[[#-]+\] +\d+% |: )([0-9.]+) (B|KiB|MiB)`)
+
+// TestBackupProgress: a backup through the admin listener that runs past a second shows a bar
+// on a terminal, redrawn in place: the bytes received so far of the broker's estimate while
+// the stream stalls half way, never going down, and on a last line, ended by a newline, the
+// size of the whole stream and the time taken.
+func TestBackupProgress(t *testing.T) {
+	resume := make(chan struct{})
+	cfg, half, total := stalledBackup(t, resume)
+	ptm, tty := openPTY(t)
+	var shown syncbuf.Buffer
+	go io.Copy(&shown, ptm)
+	done := startBackup(t, cfg, io.Discard, tty)
+	stalled := fmt.Sprintf("%s of ~%s, ", humanBytes(float64(half)), humanBytes(float64(total)))
+	waitShown(t, &shown, stalled, resume, done)
+	full := half * barCells / total
+	if bar := fmt.Sprintf("\rbackup [%s%s] %3d%% %s", strings.Repeat("#", full), strings.Repeat("-", barCells-full), half*100/total, stalled); !strings.Contains(shown.String(), bar) {
+		t.Errorf("no bar %q at the stall: %q", bar, lastBytes(shown.String(), 300))
+	}
+	final := "\rbackup: " + humanBytes(float64(total)) + " in "
 	if !mqtttest.Within(5*time.Second, func() bool {
-		ms := progressLine.FindAllStringSubmatch(shown.String(), -1)
-		return len(ms) > 0 && ms[len(ms)-1][3] != ""
+		out := shown.String()
+		i := strings.Index(out, final)
+		return i >= 0 && strings.Contains(out[i:], "\n")
 	}) {
-		t.Fatalf("no progress line ended by a newline after the backup; the terminal ends with %q", lastBytes(shown.String(), 300))
+		t.Fatalf("no last line %q ended by a newline after the backup; the terminal ends with %q", final, lastBytes(shown.String(), 300))
 	}
 	out := shown.String()
-	ms := progressLine.FindAllStringSubmatch(out, -1)
+	bars := out[:strings.Index(out, final)]
+	if strings.Contains(bars, "\n") {
+		t.Errorf("the bar is not redrawn in place:\n%q", bars)
+	}
+	ms := progressAmount.FindAllStringSubmatch(out, -1)
 	unit := map[string]float64{"B": 1, "KiB": 1 << 10, "MiB": 1 << 20}
 	prev := -1.0
 	for i, m := range ms {
 		v, _ := strconv.ParseFloat(m[1], 64)
 		if v *= unit[m[2]]; v < prev {
-			t.Errorf("progress line %d shows %s %s, less than the line before it:\n%q", i+1, m[1], m[2], out)
+			t.Errorf("progress %d shows %s %s, less than the one before it:\n%q", i+1, m[1], m[2], out)
 		}
 		prev = v
-		if last := i == len(ms)-1; last != (m[3] != "") {
-			t.Errorf("progress line %d of %d ends with %q: only the last line ends with a newline:\n%q", i+1, len(ms), m[3], out)
-		}
 	}
-	if last := ms[len(ms)-1][0]; !strings.HasPrefix(last, final) {
-		t.Errorf("last progress line %q, want the whole stream, %q", last, final)
+	if len(ms) < 2 || !strings.HasPrefix(ms[len(ms)-1][0], final[:len(final)-len(" in ")]) {
+		t.Errorf("progress %q: want bars, then the whole stream", ms)
+	}
+}
+
+// TestBackupProgressPlain: on a stderr that is no terminal, the same backup writes plain lines,
+// one every plainEvery (the stall lasts long enough for one), then a last line; none goes to
+// stdout. With --quiet, none at all.
+func TestBackupProgressPlain(t *testing.T) {
+	resume := make(chan struct{})
+	cfg, half, total := stalledBackup(t, resume)
+	var stdout, stderr syncbuf.Buffer
+	done := startBackup(t, cfg, &stdout, &stderr)
+	waitShown(t, &stderr, fmt.Sprintf("backup: %s of ~%s (%d%%), ", humanBytes(float64(half)), humanBytes(float64(total)), half*100/total), resume, done)
+	errs := stderr.String()
+	final := regexp.MustCompile(`(?m)^backup: ` + regexp.QuoteMeta(humanBytes(float64(total))) + ` in [0-9.]+m?s \([0-9.]+ [KM]?i?B/s\)$`)
+	if !final.MatchString(errs) || strings.Contains(errs, "\r") {
+		t.Errorf("stderr %q: want plain lines, no \\r, and the last one matching %s", errs, final)
+	}
+	if strings.Contains(stdout.String(), "backup:") {
+		t.Errorf("progress on stdout: %q", stdout.String())
 	}
 
-	// The rate is bytes over the time since the start.
-	var b bytes.Buffer
-	p := &progress{w: &b, what: "backup", n: &n, t0: time.Now().Add(-2 * time.Second)}
-	p.print("\n")
-	if got := b.String(); !strings.HasPrefix(got, "\rbackup: 5.0 MiB, 2.5 MiB/s") {
-		t.Errorf("progress line %q", got)
+	var quiet syncbuf.Buffer
+	if err := <-startBackup(t, cfg, io.Discard, &quiet, "--quiet"); err != nil {
+		t.Fatal(err)
+	}
+	if regexp.MustCompile(`(?m)^backup`).MatchString(quiet.String()) {
+		t.Errorf("--quiet: %q", quiet.String())
 	}
 }
 
 // lastBytes is the end of s, for failure messages.
 func lastBytes(s string, n int) string { return s[max(0, len(s)-n):] }
-
-type fakeCounter int64
-
-func (f *fakeCounter) Load() int64 { return int64(*f) }
 
 var _ io.Writer = (*streamWriter)(nil)

@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 )
 
@@ -160,7 +159,7 @@ func (f *frames) inFrame() bool { return f.hdrN != 0 }
 type streamWriter struct {
 	w   io.Writer
 	crc hash.Hash32
-	n   atomic.Int64 // read by the progress display
+	n   int64
 	fr  frames
 }
 
@@ -171,7 +170,7 @@ func newStreamWriter(w io.Writer) *streamWriter {
 func (s *streamWriter) Write(p []byte) (int, error) {
 	n, err := s.w.Write(p)
 	s.crc.Write(p[:n])
-	s.n.Add(int64(n))
+	s.n += int64(n)
 	s.fr.feed(p[:n], nil) // nil check: never fails
 	return n, err
 }
@@ -215,7 +214,7 @@ func writeBackupFile(path string, since uint64, produce func(w *streamWriter) (n
 	if err := sw.complete(); err != nil {
 		return h, 0, err
 	}
-	h = backupHeader{Since: since, Next: next, StreamBytes: sw.n.Load(), CRC: sw.crc.Sum32(), Created: time.Now()}
+	h = backupHeader{Since: since, Next: next, StreamBytes: sw.n, CRC: sw.crc.Sum32(), Created: time.Now()}
 	if next < since {
 		return h, 0, fmt.Errorf("the broker returned next version %d, below since %d", next, since)
 	}

@@ -16,11 +16,13 @@ func init() {
 	commands["restore"] = command{"restore a full backup and its incrementals into an empty directory", restore}
 }
 
-const restoreUsage = `--data DIR --in FULL [--in INCREMENTAL ...]
+const restoreUsage = `--data DIR --in FULL [--in INCREMENTAL ...] [--quiet]
 
 Restores a full backup (since=0) followed by its incremental backups, in the order they were
 taken (each one's since= is the previous one's next=), into DIR, which must be empty or not
 exist. Then point a stopped broker's data_dir at DIR, or copy DIR into place.
+Progress goes to stderr: a bar on a terminal, otherwise a line every 5 s and one at the end
+with the total and the time taken; --quiet silences it.
 `
 
 // stringList is a repeatable flag.
@@ -34,6 +36,7 @@ func restore(env *Env, args []string) error {
 	dir := fs.String("data", "", "the directory to restore into (empty or new)")
 	var ins stringList
 	fs.Var(&ins, "in", "a backup file; repeat: the full backup first, then its incrementals in order")
+	quiet := fs.Bool("quiet", false, "show no progress on stderr")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -67,16 +70,23 @@ func restore(env *Env, args []string) error {
 		return fmt.Errorf("restore: %s is the data directory of %s: restore into a new, empty directory, then stop the broker and point its data_dir at it", *dir, who)
 	}
 
+	prog := newProgress(env, "restore", *quiet)
+	defer prog.stop()
+	var total int64
 	streams := make([]io.Reader, len(files))
 	for i, b := range files {
-		streams[i] = b.stream()
+		streams[i] = prog.reader(b.stream())
+		total += b.h.StreamBytes
 	}
+	prog.setTotal(total, false)
+	prog.start()
 	if err := persist.Restore(*dir, streams...); err != nil {
 		if errors.Is(err, persist.ErrNotEmpty) {
 			return fmt.Errorf("restore refused: %w", err)
 		}
 		return fmt.Errorf("restore into %s failed (what it wrote is removed): %w", *dir, err)
 	}
+	prog.finish()
 	last := files[len(files)-1].h
 	fmt.Fprintf(env.Stdout, "restored %s from %d backup(s): versions up to %d\n", *dir, len(files), last.Next)
 	for _, b := range files {

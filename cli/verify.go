@@ -11,7 +11,7 @@ func init() {
 	commands["verify"] = command{"check a stopped broker's data directory for consistency", verify}
 }
 
-const verifyUsage = `--data DIR
+const verifyUsage = `--data DIR [--quiet]
 
 Opens the stopped broker's data directory read-only (nothing in it changes) and checks that
 every key and value decodes, every queue entry has its message, every in-flight state its queue
@@ -20,11 +20,16 @@ write-ahead log, which a start would replay, and reports a damaged record in it 
 holdfast recover would drop to get past it). Prints what the store holds and each problem on its
 own line. Exit status: 0 consistent, 1 problems found or the
 directory cannot be read, 2 bad usage.
+Progress goes to stderr: a bar on a terminal, otherwise a line every 5 s and one at the end
+with the total and the time taken; --quiet silences it.
+Its progress counts the keys read, of about as many as the store's tables hold (old versions
+and deletions count there).
 `
 
 func verify(env *Env, args []string) error {
 	fs := newFlags(env, "verify", verifyUsage)
 	dir := fs.String("data", "", "the stopped broker's data directory")
+	quiet := fs.Bool("quiet", false, "show no progress on stderr")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -51,10 +56,21 @@ func verify(env *Env, args []string) error {
 			wal.Path, wal.Damaged, wal.After, *dir, wal.Records, wal.After, wal.Damaged, wal.End)
 	}
 	records := wal.Records
-	rep, err := persist.Verify(*dir)
+	prog := newProgress(env, "verify", *quiet)
+	prog.unit = "keys"
+	defer prog.stop()
+	prog.start()
+	rep, err := persist.VerifyProgress(*dir, func(keys, estimate int64) {
+		prog.setTotal(estimate, keys < estimate)
+		prog.n.Store(keys)
+		if keys == estimate { // the scan's end
+			prog.setNote("checking the tables' checksums")
+		}
+	})
 	if err != nil {
 		return storeOpenError("verify", *dir, err)
 	}
+	prog.finish()
 	w := env.Stdout
 	fmt.Fprintf(w, "verify %s: format version %d (written by %q); write-ahead log: %d records to replay\n", *dir, rep.FormatVersion, rep.Writer, records)
 	held := ""

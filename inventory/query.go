@@ -189,13 +189,14 @@ type Page struct {
 	Sessions []Session `json:"sessions"`
 }
 
-// Apply filters, sorts and pages rows (reordering rows in place).
+// Apply filters, sorts and pages rows. It sorts pointers, not rows: a row is wide, and a page of
+// 100,000 sessions is asked for at every click.
 func (q *Query) Apply(rows []Session) Page {
 	p := Page{All: len(rows), Offset: q.Offset, Limit: q.Limit}
-	kept := rows[:0]
+	kept := make([]*Session, 0, len(rows))
 	for i := range rows {
 		if q.Match(&rows[i]) {
-			kept = append(kept, rows[i])
+			kept = append(kept, &rows[i])
 		}
 	}
 	p.Total = len(kept)
@@ -203,8 +204,8 @@ func (q *Query) Apply(rows []Session) Page {
 	if by == nil {
 		by = sortKeys["client_id"]
 	}
-	slices.SortFunc(kept, func(a, b Session) int {
-		c := by(&a, &b)
+	slices.SortFunc(kept, func(a, b *Session) int {
+		c := by(a, b)
 		if c == 0 {
 			c = strings.Compare(a.ClientID, b.ClientID)
 		}
@@ -218,9 +219,9 @@ func (q *Query) Apply(rows []Session) Page {
 	if q.Limit > 0 {
 		hi = min(lo+q.Limit, hi)
 	}
-	p.Sessions = kept[lo:hi:hi]
-	if p.Sessions == nil {
-		p.Sessions = []Session{}
+	p.Sessions = make([]Session, 0, hi-lo)
+	for _, s := range kept[lo:hi] {
+		p.Sessions = append(p.Sessions, *s)
 	}
 	return p
 }

@@ -27,6 +27,9 @@ import (
 // counted in a last line.
 const maxProblems = 1000
 
+// verifyProgressKeys is how many keys VerifyProgress reads between two calls of its progress.
+const verifyProgressKeys = 4096
+
 // Report is what Verify found. Problems empty means consistent.
 type Report struct {
 	FormatVersion uint32 `json:"format_version"`
@@ -77,7 +80,14 @@ func (r *Report) OK() bool { return len(r.Problems) == 0 }
 // a crash (see ErrUnclean), an error matching fs.ErrNotExist for a missing
 // directory, and one saying "no store" for a directory without a Badger
 // MANIFEST. A panic inside Badger is returned as an error.
-func Verify(dir string) (*Report, error) {
+func Verify(dir string) (*Report, error) { return VerifyProgress(dir, nil) }
+
+// VerifyProgress is Verify, calling progress (when not nil, on Verify's goroutine) every few
+// thousand keys of its scan with the keys read so far. estimate is the key count of the store's
+// tables, known before the scan: every version and deletion of a key counts there, so the scan
+// usually ends below it. At the scan's end, before the tables' checksums are checked, progress
+// gets the exact count as both keys and estimate.
+func VerifyProgress(dir string, progress func(keys, estimate int64)) (*Report, error) {
 	if problems := checkTables(dir); len(problems) > 0 {
 		// Badger would open these tables on goroutines of its own, where a damaged one can panic
 		// beyond any recover and take the process down.
@@ -89,8 +99,18 @@ func Verify(dir string) (*Report, error) {
 	}
 	defer db.Close()
 	a := newAudit(false)
+	if progress != nil {
+		var estimate int64
+		for _, t := range db.Tables() {
+			estimate += int64(t.KeyCount)
+		}
+		a.progress = func(keys int64) { progress(keys, estimate) }
+	}
 	err = a.run(db)
 	if err == nil {
+		if progress != nil {
+			progress(a.keys, a.keys)
+		}
 		if cerr := safeCall(db.VerifyChecksum); cerr != nil {
 			a.problem("Badger table checksums: %v", cerr)
 		}
@@ -346,6 +366,8 @@ type audit struct {
 
 	problems []string
 	dropped  int
+	keys     int64            // read by scan
+	progress func(keys int64) // VerifyProgress's, or nil
 }
 
 type orphanKey struct {
@@ -413,6 +435,9 @@ func (a *audit) scan(txn *badger.Txn) error {
 	it = txn.NewIterator(badger.IteratorOptions{})
 	defer it.Close()
 	for it.Rewind(); it.Valid(); it.Next() {
+		if a.keys++; a.progress != nil && a.keys%verifyProgressKeys == 0 {
+			a.progress(a.keys)
+		}
 		item := it.Item()
 		k := item.Key()
 		err := item.Value(func(v []byte) error {
