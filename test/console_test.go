@@ -333,6 +333,22 @@ func TestConsole(t *testing.T) {
 			document.querySelector('[data-testid=page-info]').textContent.startsWith('rows 1–10 of 10 ');
 	})()`)
 
+	// A bad parameter: the API's 400 message shows, naming it.
+	p.do("set a negative min_queued", chromedp.Evaluate[chromedp.Void](`(() => {
+		const f = document.querySelector('[data-testid=filter-min-queued]');
+		f.value = '-1';
+		f.dispatchEvent(new Event('input', {bubbles: true}));
+	})()`))
+	p.waitFor("the 400 message", 10*time.Second, `(() => {
+		const e = document.querySelector('[data-testid=sessions-error]');
+		return !e.hidden && e.textContent.startsWith('min_queued');
+	})()`)
+	p.do("clear min_queued", chromedp.Evaluate[chromedp.Void](`(() => {
+		const f = document.querySelector('[data-testid=filter-min-queued]');
+		f.value = '';
+		f.dispatchEvent(new Event('input', {bubbles: true}));
+	})()`))
+
 	// Open the connected client's session.
 	p.do("filter for the target", chromedp.Evaluate[chromedp.Void](`(() => {
 		const f = document.querySelector('[data-testid=filter-client]');
@@ -379,14 +395,15 @@ func TestConsole(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.waitFor("a new point in the plots", 10*time.Second, fmt.Sprintf(`(() => {
+	p.waitFor("a new point in the plots", 30*time.Second, fmt.Sprintf(`(() => {
 		const c = document.querySelector('[data-testid=chart-in]');
 		return c.dataset.last !== %q && c.toDataURL() !== %q;
 	})()`, before[0], before[1]))
-	p.waitFor("live traffic in the series", 10*time.Second, `(() => {
-		const c = document.querySelector('[data-testid=chart-in]');
-		return c.dataset.points > 0 && document.querySelector('[data-testid=ov-connections]').tBodies[0].rows.length > 0;
-	})()`)
+	// The publisher's QoS 0 and QoS 1 messages, in and out (the plots' labels carry the latest).
+	p.waitFor("live traffic in the plots", 30*time.Second, `['chart-in', 'chart-out'].every((id) => {
+		const m = document.querySelector('[data-testid=' + id + ']').getAttribute('aria-label').match(/QoS 0 ([0-9.]+), QoS 1 ([0-9.]+)/);
+		return m && Number(m[1]) > 0 && Number(m[2]) > 0;
+	}) && document.querySelector('[data-testid=ov-connections]').tBodies[0].rows.length > 0`)
 
 	// Topics: drill down into the retained messages, and see the live topics' rates.
 	p.click("open the topics", `nav a[data-view="topics"]`)
@@ -399,7 +416,7 @@ func TestConsole(t *testing.T) {
 		return t.length === 2 && t[0].startsWith('site/a') && t[1].startsWith('site/d') &&
 			document.querySelector('[data-testid=retained-crumbs]').textContent.includes('site');
 	})()`)
-	p.waitFor("the live topics' rates", 20*time.Second,
+	p.waitFor("the live topics' rates", 30*time.Second,
 		`document.querySelector('[data-testid=top-topics]').textContent.includes('live/q')`)
 
 	// Backup: the page streams /backup and offers the file.

@@ -219,7 +219,7 @@ function drawChart(canvas, times, series, { stacked = false, hline = null, fmt =
   g.textAlign = "left";
   g.textBaseline = "top";
   let lx = left;
-  series.forEach((s, i) => {
+  const texts = series.map((s, i) => {
     const last = s.values.length ? s.values[s.values.length - 1] : null;
     const text = `${s.label} ${last === null ? "–" : fmt(last)}`;
     g.fillStyle = COLORS[i % COLORS.length];
@@ -227,7 +227,9 @@ function drawChart(canvas, times, series, { stacked = false, hline = null, fmt =
     g.fillStyle = "#333";
     g.fillText(text, lx + 14, 2);
     lx += g.measureText(text).width + 28;
+    return text;
   });
+  canvas.setAttribute("aria-label", "latest: " + texts.join(", "));
 }
 
 // ---- overview
@@ -370,12 +372,15 @@ function openSession(id) {
 }
 
 for (const th of document.querySelectorAll("#sessions th[data-sort]")) {
-  th.addEventListener("click", () => {
+  const sortBy = () => {
     if (list.sort === th.dataset.sort) list.order = list.order === "asc" ? "desc" : "asc";
     else { list.sort = th.dataset.sort; list.order = "asc"; }
     list.offset = 0;
     refresh();
-  });
+  };
+  th.tabIndex = 0;
+  th.addEventListener("click", sortBy);
+  th.addEventListener("keydown", (ev) => { if (ev.key === "Enter") sortBy(); });
 }
 
 let filterTimer = 0;
@@ -559,8 +564,8 @@ function route() {
 }
 
 // refresh reloads the current view; one request at a time, and one more queued if asked meanwhile.
-// The next poll waits at least four times as long as this load took: a table of 100,000
-// sessions costs the broker a scan per page, and an open tab must not keep it busy.
+// The next poll waits at least four times as long as this load took: each page of the sessions
+// table costs the broker a scan of them all, and an open tab must not keep it busy.
 let busy = false, again = false, timer = 0;
 async function refresh() {
   if (busy) { again = true; return; }
@@ -579,7 +584,7 @@ async function refresh() {
     busy = false;
     const took = performance.now() - start;
     if (again) { again = false; refresh(); } else if ($("token-form").hidden) {
-      timer = setTimeout(poll, Math.max(POLL_MS - took, 4 * took));
+      timer = setTimeout(poll, Math.min(30000, Math.max(POLL_MS - took, 4 * took)));
     }
   }
 }
