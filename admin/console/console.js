@@ -299,7 +299,8 @@ function drawOverview() {
   drawChart($("chart-disk"), t, [
     { label: "free", values: ps.map((p) => (p.free_bytes >= 0 ? p.free_bytes : null)) },
   ], { fmt: fmtBytes, hline: { value: minFree, label: "min_free_bytes " + fmtBytes(minFree) } });
-  drawChart($("chart-store"), t, [{ label: "store", values: ps.map((p) => p.store_bytes) }], { fmt: fmtBytes });
+  // 0 until Badger first measures its files, which it does about once a minute
+  drawChart($("chart-store"), t, [{ label: "store", values: ps.map((p) => p.store_bytes || null) }], { fmt: fmtBytes });
   const count = (v) => (v >= 1000 ? fmtNum(Math.round(v)) : fmtRate(v));
   drawChart($("chart-conns"), t, [
     { label: "connections", values: ps.map((p) => p.connections) },
@@ -313,7 +314,7 @@ function drawOverview() {
 
 // ---- sessions
 
-const list = { sort: "client_id", order: "asc", offset: 0, limit: 50, total: 0 };
+const list = { sort: "client_id", order: "asc", offset: 0, limit: 50 };
 
 function sessionsQuery() {
   const q = new URLSearchParams();
@@ -338,7 +339,6 @@ async function loadSessions() {
     throw e;
   }
   err.hidden = true;
-  list.total = res.total;
   fill($("sessions-table").tBodies[0], res.sessions.map((s) => el("tr", {
     "data-testid": "session-row",
     "data-client-id": s.client_id,
@@ -452,6 +452,8 @@ async function act(method, path, done) {
 $("btn-disconnect").addEventListener("click", () => act("POST", "/api/session/disconnect", "Disconnected."));
 $("btn-delete").addEventListener("click", () => {
   $("confirm-id").textContent = currentId;
+  // Escape leaves returnValue as the last close set it: a Delete confirmed before must not count.
+  $("confirm-dialog").returnValue = "";
   $("confirm-dialog").showModal();
 });
 $("confirm-dialog").addEventListener("close", () => {
