@@ -257,6 +257,13 @@ func consoleTraffic(t *testing.T, addr string) {
 	})
 }
 
+// A client id and a topic filter that would run script or change the page if the console ever
+// inserted them as markup.
+const (
+	consoleHostileID     = `<img src=x onerror="window.consolePwned=1">`
+	consoleHostileFilter = `x/<b>bold</b>/#`
+)
+
 // consoleSessionList is the part of GET /api/sessions the tests read.
 type consoleSessionList struct {
 	Total    int `json:"total"`
@@ -293,6 +300,7 @@ func TestConsole(t *testing.T) {
 	for _, topic := range []string{"site/a/b", "site/a/c", "site/d"} {
 		opsPublish(t, b.Addr, topic, true, []byte("retained at "+topic))
 	}
+	opsPersistentSessions(t, b.Addr, consoleHostileFilter, consoleHostileID)
 	target := mqtttest.Dial(t, b.Addr)
 	target.MustConnect("console-target", false)
 	target.Subscribe(1, 1, "target/#")
@@ -348,6 +356,26 @@ func TestConsole(t *testing.T) {
 		f.value = '';
 		f.dispatchEvent(new Event('input', {bubbles: true}));
 	})()`))
+
+	// Client ids and topics are the clients' choice: markup in them shows as text.
+	p.do("filter for the hostile id", chromedp.Evaluate[chromedp.Void](`(() => {
+		const f = document.querySelector('[data-testid=filter-client]');
+		f.value = '<img';
+		f.dispatchEvent(new Event('input', {bubbles: true}));
+	})()`))
+	p.waitFor("the hostile id as text", 10*time.Second, fmt.Sprintf(`(() => {
+		const rows = document.querySelectorAll('[data-testid=session-row]');
+		return rows.length === 1 && rows[0].dataset.clientId === %q && rows[0].cells[0].textContent === %q &&
+			!document.querySelector('#sessions img');
+	})()`, consoleHostileID, consoleHostileID))
+	p.click("open the hostile session", `tr[data-testid="session-row"]`)
+	p.waitFor("the hostile filter as text", 10*time.Second, fmt.Sprintf(`(() => {
+		const subs = document.querySelector('[data-testid=session-subs]');
+		return document.querySelector('[data-testid=session-id]').textContent === %q &&
+			subs.tBodies[0].rows.length === 1 && subs.tBodies[0].rows[0].cells[0].textContent === %q &&
+			!document.querySelector('main img, main b') && window.consolePwned === undefined;
+	})()`, consoleHostileID, consoleHostileFilter))
+	p.do("back to the sessions", chromedp.Evaluate[chromedp.Void](`history.back()`))
 
 	// Open the connected client's session.
 	p.do("filter for the target", chromedp.Evaluate[chromedp.Void](`(() => {
