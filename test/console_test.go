@@ -323,6 +323,17 @@ func TestConsole(t *testing.T) {
 	p.waitFor("the pager", 5*time.Second, fmt.Sprintf(
 		`document.querySelector('[data-testid=page-info]').textContent.startsWith('rows 1–50 of %s')`, consoleThousands(all.All)))
 
+	// Paging, server-side.
+	p.click("next page", consoleTestID("page-next"))
+	p.waitFor("the second page", 10*time.Second, fmt.Sprintf(`(() => {
+		const rows = document.querySelectorAll('[data-testid=session-row]');
+		return document.querySelector('[data-testid=page-info]').textContent.startsWith('rows 51–100 of %s') &&
+			rows.length === 50 && rows[0].dataset.clientId === 'c00049' && !document.querySelector('[data-testid=page-prev]').disabled;
+	})()`, consoleThousands(all.All)))
+	p.click("previous page", consoleTestID("page-prev"))
+	p.waitFor("the first page again", 10*time.Second,
+		`document.querySelector('[data-testid=page-info]').textContent.startsWith('rows 1–50 ') && document.querySelector('[data-testid=page-prev]').disabled`)
+
 	// Sort by queued, descending: two clicks on the header.
 	p.click("sort by queued", `#sessions th[data-sort="queued"]`)
 	p.click("sort by queued again", `#sessions th[data-sort="queued"]`)
