@@ -43,7 +43,7 @@ function fmtNum(n) {
 
 function fmtRate(n) {
   if (n === null || n === undefined) return "";
-  return n >= 100 ? n.toFixed(0) : n >= 10 ? n.toFixed(1) : n.toFixed(2);
+  return String(Number(n.toFixed(n >= 100 ? 0 : n >= 10 ? 1 : 2)));
 }
 
 function fmtDuration(s) {
@@ -64,7 +64,9 @@ function age(iso) {
 function fmtTime(iso) {
   if (!iso) return "";
   const d = new Date(iso);
-  return isNaN(d) ? iso : d.toLocaleString("en-GB");
+  if (isNaN(d)) return iso;
+  const p = (n) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
 }
 
 // ---- the API and the token
@@ -125,6 +127,13 @@ function status(text, isError) {
 
 const COLORS = ["#2b6cb0", "#dd6b20", "#2f855a", "#c53030", "#6b46c1"];
 
+function niceStep(raw, bytes) {
+  let unit = 1;
+  while (bytes && raw / unit >= 1024) unit *= 1024;
+  const r = raw / unit, p = Math.pow(10, Math.floor(Math.log10(r))), f = r / p;
+  return unit * p * (f <= 1 ? 1 : f <= 2 ? 2 : f <= 5 ? 5 : 10);
+}
+
 // drawChart plots series = [{label, values}] against times (unix ms). hline = {value, label}
 // draws a horizontal reference line; fmt formats the axis values.
 function drawChart(canvas, times, series, { stacked = false, hline = null, fmt = fmtRate } = {}) {
@@ -151,7 +160,9 @@ function drawChart(canvas, times, series, { stacked = false, hline = null, fmt =
   let max = 0;
   for (const vs of tops) for (const v of vs) if (v !== null && v > max) max = v;
   if (hline && hline.value > max) max = hline.value;
-  max = max > 0 ? max * 1.1 : 1;
+  // grid lines at round values: 1, 2 or 5 times a power of ten (of 1024 first, for bytes)
+  const step = niceStep(max > 0 ? max / 4 : 1, fmt === fmtBytes);
+  max = step * Math.max(1, Math.ceil((max * 1.05) / step));
 
   const left = 64, right = 8, top = 18, bottom = 18;
   const pw = w - left - right, ph = h - top - bottom;
@@ -164,8 +175,8 @@ function drawChart(canvas, times, series, { stacked = false, hline = null, fmt =
   g.lineWidth = 1;
   g.textAlign = "right";
   g.textBaseline = "middle";
-  for (let i = 0; i <= 4; i++) {
-    const v = (max * i) / 4, yy = Math.round(y(v)) + 0.5;
+  for (let v = 0; v <= max * 1.0001; v += step) {
+    const yy = Math.round(y(v)) + 0.5;
     g.beginPath(); g.moveTo(left, yy); g.lineTo(w - right, yy); g.stroke();
     g.fillText(fmt(v), left - 4, yy);
   }
@@ -175,33 +186,36 @@ function drawChart(canvas, times, series, { stacked = false, hline = null, fmt =
     g.fillText(m ? `-${m} min` : "now", Math.min(x(end - m * 60000), w - right - 14), h - bottom + 4);
   }
 
-  tops.forEach((vs, i) => {
-    const color = COLORS[i % COLORS.length];
-    g.strokeStyle = color;
+  if (stacked) {
+    // each band filled down to the one below it, one polygon per run so that gaps stay gaps
+    tops.forEach((vs, i) => {
+      const below = (j) => (i ? tops[i - 1][j] || 0 : 0);
+      g.fillStyle = COLORS[i % COLORS.length] + "40";
+      for (let a = 0; a < vs.length; a++) {
+        if (vs[a] === null) continue;
+        let b = a;
+        while (b + 1 < vs.length && vs[b + 1] !== null) b++;
+        g.beginPath();
+        for (let j = a; j <= b; j++) g.lineTo(x(times[j]), y(vs[j]));
+        for (let j = b; j >= a; j--) g.lineTo(x(times[j]), y(below(j)));
+        g.fill();
+        a = b;
+      }
+    });
+  }
+  // the first series' line last, on top: an empty band's line would hide the one below it
+  for (let i = tops.length - 1; i >= 0; i--) {
+    g.strokeStyle = COLORS[i % COLORS.length];
     g.lineWidth = 1.5;
     g.beginPath();
     let pen = false;
-    vs.forEach((v, j) => {
+    tops[i].forEach((v, j) => {
       if (v === null) { pen = false; return; }
       if (pen) g.lineTo(x(times[j]), y(v)); else g.moveTo(x(times[j]), y(v));
       pen = true;
     });
     g.stroke();
-    if (stacked) {
-      // fill down to the series below, one point at a time so gaps stay gaps
-      g.fillStyle = color + "40";
-      for (let j = 1; j < vs.length; j++) {
-        if (vs[j] === null || vs[j - 1] === null) continue;
-        const lo = i ? tops[i - 1] : null;
-        g.beginPath();
-        g.moveTo(x(times[j - 1]), y(vs[j - 1]));
-        g.lineTo(x(times[j]), y(vs[j]));
-        g.lineTo(x(times[j]), y(lo ? lo[j] || 0 : 0));
-        g.lineTo(x(times[j - 1]), y(lo ? lo[j - 1] || 0 : 0));
-        g.fill();
-      }
-    }
-  });
+  }
 
   if (hline && hline.value > 0) {
     const yy = Math.round(y(hline.value)) + 0.5;
