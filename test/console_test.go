@@ -516,13 +516,15 @@ func TestConsoleToken(t *testing.T) {
 	}
 
 	p := openConsole(t, "http://"+admin+"/")
-	p.waitFor("the token form", 10*time.Second, `!document.querySelector('[data-testid=token-form]').hidden`)
+	p.waitFor("the token form", 10*time.Second, `!document.querySelector('[data-testid=token-form]').hidden &&
+		document.querySelector('[data-testid=token-message]').textContent.startsWith('This broker needs its admin token')`)
 	p.do("enter a wrong token",
 		chromedp.SendKeys(chromedp.CSS(consoleTestID("token-input")), "wrong"),
 		chromedp.Click(chromedp.CSS(consoleTestID("token-submit"))))
 	p.waitFor("the refusal", 10*time.Second, `(() => {
 		const f = document.querySelector('[data-testid=token-form]');
-		return !f.hidden && document.querySelector('[data-testid=token-message]').textContent.includes('bearer token');
+		const m = document.querySelector('[data-testid=token-message]').textContent;
+		return !f.hidden && m.startsWith('The token was refused') && m.includes('bearer token');
 	})()`)
 	p.do("enter the token",
 		chromedp.SendKeys(chromedp.CSS(consoleTestID("token-input")), token),

@@ -102,7 +102,7 @@ function askToken(message) {
   const form = $("token-form");
   $("token-message").textContent = token()
     ? `The token was refused: ${message}`
-    : `This broker needs its admin token (admin.token). ${message}`;
+    : "This broker needs its admin token (admin.token).";
   form.hidden = false;
   document.querySelector("main").hidden = true;
   $("token-input").focus();
