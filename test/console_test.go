@@ -340,6 +340,17 @@ func TestConsole(t *testing.T) {
 			rows[1].dataset.clientId === 'c00003' && rows[1].cells[5].textContent === '5';
 	})()`)
 
+	// The longest queue's head, message by message.
+	p.click("open c00007", `tr[data-client-id="c00007"]`)
+	p.waitFor("c00007's queue head", 10*time.Second, `(() => {
+		const rows = [...document.querySelector('[data-testid=session-queue]').tBodies[0].rows];
+		return document.querySelector('[data-testid=session-id]').textContent === 'c00007' && rows.length === 30 &&
+			rows.every((r) => r.cells[1].textContent === 'fleet/c00007' && r.cells[4].textContent === '1' && r.cells[5].textContent === 'queued') &&
+			document.querySelector('[data-testid=session-fields]').textContent.includes('30 messages');
+	})()`)
+	p.do("back to the sessions", chromedp.Evaluate[chromedp.Void](`history.back()`))
+	p.waitFor("the sessions again", 10*time.Second, `!document.querySelector('[data-testid=view-sessions]').hidden`)
+
 	// Filter by client id, typed as a user types.
 	p.do("type a client id filter", chromedp.SendKeys(chromedp.CSS(consoleTestID("filter-client")), "c0123"))
 	p.waitFor("the filtered rows", 10*time.Second, `(() => {
@@ -383,6 +394,7 @@ func TestConsole(t *testing.T) {
 			!document.querySelector('main img, main b') && window.consolePwned === undefined;
 	})()`, consoleHostileID, consoleHostileFilter))
 	p.do("back to the sessions", chromedp.Evaluate[chromedp.Void](`history.back()`))
+	p.waitFor("the sessions again", 10*time.Second, `!document.querySelector('[data-testid=view-sessions]').hidden`)
 
 	// Open the connected client's session.
 	p.do("filter for the target", chromedp.Evaluate[chromedp.Void](`(() => {
