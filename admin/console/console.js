@@ -84,7 +84,12 @@ function authHeaders() {
 
 // api fetches a JSON endpoint; a 401 shows the token form, another error throws its message.
 async function api(path, method = "GET") {
-  const r = await fetch(path, { method, headers: authHeaders(), cache: "no-store" });
+  let r;
+  try {
+    r = await fetch(path, { method, headers: authHeaders(), cache: "no-store" });
+  } catch (e) {
+    throw new Error(`the broker does not answer (${e.message})`);
+  }
   if (r.status === 401) {
     askToken((await r.text()).trim());
     throw new Unauthorized("unauthorized");
