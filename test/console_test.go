@@ -213,12 +213,13 @@ func consoleSession(t *testing.T, addr, id string) error {
 	return err
 }
 
-// consoleTraffic publishes QoS 0 and QoS 1 messages to live/... in a loop, which a clean session
-// subscribed to live/# receives, until the test ends.
+// consoleTraffic publishes QoS 0 and QoS 1 messages to live/... in a loop, which a persistent
+// session subscribed to live/# receives (its QoS 1 messages stored first: the fsync plot has
+// points), until the test ends.
 func consoleTraffic(t *testing.T, addr string) {
 	t.Helper()
 	sub := mqtttest.Dial(t, addr)
-	sub.MustConnect("console-live", true)
+	sub.MustConnect("console-live", false)
 	sub.Subscribe(1, 1, "live/#")
 	pub := mqtttest.Dial(t, addr)
 	pub.MustConnect("console-pub", true)
@@ -274,7 +275,7 @@ type consoleSessionList struct {
 // client (its socket closes) and deletes the session (gone from the list, and the client's next
 // CONNECT finds no session); the plots move with the live traffic; the retained messages drill
 // down; a backup downloads through the page. HOLDFAST_CONSOLE_SCREENSHOT=file.png saves the
-// overview once its plots hold a minute.
+// overview once its plots hold 3 minutes.
 func TestConsole(t *testing.T) {
 	sessions := 10000
 	if n, err := strconv.Atoi(os.Getenv("HOLDFAST_CONSOLE_SESSIONS")); err == nil && n > sessions {
@@ -482,8 +483,8 @@ func TestConsole(t *testing.T) {
 
 	if path := os.Getenv("HOLDFAST_CONSOLE_SCREENSHOT"); path != "" {
 		p.click("open the overview", `nav a[data-view="overview"]`)
-		p.waitFor("plots with a minute of points", 90*time.Second,
-			`Number(document.querySelector('[data-testid=chart-in]').dataset.points) >= 30`)
+		p.waitFor("plots with 3 minutes of points", 5*time.Minute,
+			`Number(document.querySelector('[data-testid=chart-in]').dataset.points) >= 90`)
 		ctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
 		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 		cancel()

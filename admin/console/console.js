@@ -166,7 +166,7 @@ function drawChart(canvas, times, series, { stacked = false, hline = null, fmt =
   for (const vs of tops) for (const v of vs) if (v !== null && v > max) max = v;
   if (hline && hline.value > max) max = hline.value;
   // grid lines at round values: 1, 2 or 5 times a power of ten (of 1024 first, for bytes)
-  const step = niceStep(max > 0 ? max / 4 : 1, fmt === fmtBytes);
+  const step = niceStep((max > 0 ? max : 1) / 4, fmt === fmtBytes);
   max = step * Math.max(1, Math.ceil((max * 1.05) / step));
 
   const left = 64, right = 8, top = 18, bottom = 18;
@@ -212,12 +212,15 @@ function drawChart(canvas, times, series, { stacked = false, hline = null, fmt =
   for (let i = tops.length - 1; i >= 0; i--) {
     g.strokeStyle = COLORS[i % COLORS.length];
     g.lineWidth = 1.5;
+    g.fillStyle = g.strokeStyle;
     g.beginPath();
-    let pen = false;
-    tops[i].forEach((v, j) => {
-      if (v === null) { pen = false; return; }
-      if (pen) g.lineTo(x(times[j]), y(v)); else g.moveTo(x(times[j]), y(v));
-      pen = true;
+    const vs = tops[i];
+    vs.forEach((v, j) => {
+      if (v === null) return;
+      const alone = (j === 0 || vs[j - 1] === null) && (j === vs.length - 1 || vs[j + 1] === null);
+      if (alone) g.fillRect(x(times[j]) - 1.5, y(v) - 1.5, 3, 3); // a line needs two points
+      else if (j > 0 && vs[j - 1] !== null) g.lineTo(x(times[j]), y(v));
+      else g.moveTo(x(times[j]), y(v));
     });
     g.stroke();
   }
