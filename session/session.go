@@ -596,13 +596,17 @@ func (s *Session) OldestQueued() time.Time {
 // what the operator sees of a queue (entries of shared groups are the groups').
 func (s *Session) Head(n int) []message.Entry {
 	var out []message.Entry
-	for _, q := range [2][]*message.Entry{s.inflight, s.pending} {
+	for i, q := range [2][]*message.Entry{s.inflight, s.pending} {
 		for _, e := range q {
 			if len(out) == n {
 				return out
 			}
 			if e.Group == "" {
 				out = append(out, *e)
+				if i == 0 && e.State == message.Queued {
+					// A persistent session's QoS 1 entry keeps Queued while in flight (see send).
+					out[len(out)-1].State = message.Sent
+				}
 			}
 		}
 	}
