@@ -726,3 +726,90 @@ func TestAPISeries(t *testing.T) {
 		t.Errorf("since an hour ahead: %d points, want [] ", len(s.Points))
 	}
 }
+
+// holdfast inspect with the console's filters answers alike for a running broker (-c, through
+// the API) and, once it stopped, for its data directory (--data).
+func TestInspectFiltersRunningAndStopped(t *testing.T) {
+	t.Parallel()
+	pw := filepath.Join(t.TempDir(), "passwd")
+	secSetPassword(t, pw, "alice", "a-pass")
+	secSetPassword(t, pw, "bob", "b-pass")
+	b, api := apiStart(t, BrokerConfig{Extra: fmt.Sprintf("[auth]\npassword_file = %q\nallow_anonymous = true\n", pw)})
+	for i, cr := range []secCreds{
+		{id: "s31", user: "alice", password: "a-pass", level: codec.Level31, persistent: true},
+		{id: "s311", user: "bob", password: "b-pass", persistent: true},
+		{id: "anon", persistent: true},
+		{id: "alice-2", user: "alice", password: "a-pass", persistent: true},
+	} {
+		c := secMustConnect(t, b, cr)
+		secSubscribe(t, c, 1, []byte{1}, secSub("q/"+cr.id, 1))
+		c.Send(&codec.Disconnect{})
+		c.ExpectClosed()
+		apiPublish(t, b.Addr, "q/"+cr.id, false, slices.Repeat([]int{10 - i}, i)...)
+	}
+	for topic, size := range map[string]int{"a": 1, "a/b": 10, "a/b/c": 100, "z": 5} {
+		apiPublish(t, b.Addr, topic, true, size)
+	}
+	mqtttest.Eventually(t, 10*time.Second, "only the four persistent sessions", func() bool {
+		p, _ := api.page("")
+		return p.All == 4
+	})
+	cfg := opsOperatorConfig(t, b, strings.TrimPrefix(api.base, "http://"))
+	queries := [][]string{
+		{"--sort", "client_id"},
+		{"--user", "ALI"},
+		{"--protocol", "3.1"},
+		{"--protocol", "3.1.1", "--online=false"},
+		{"--min-queued", "2", "--sort", "queued", "--desc"},
+		{"--sort", "queued_bytes"},
+		{"--sort", "user", "--limit", "2", "--offset", "1"},
+		{"--client", "S3", "--sort", "subscriptions", "--desc"},
+		{"--sort", "last_seen", "--desc"},
+		{"--offset", "4"},
+		{"--retained-prefix", "a"},
+		{"--retained-prefix", ""},
+		{"--retained-prefix", "a/b", "--user", "bob"},
+	}
+	running := make([]string, len(queries))
+	for i, q := range queries {
+		running[i] = opsMustCmd(t, append([]string{"inspect", "-c", cfg, "--json"}, q...)...)
+	}
+	b.Stop()
+	for i, q := range queries {
+		stopped := opsMustCmd(t, append([]string{"inspect", "--data", b.Dir, "--json"}, q...)...)
+		if a, b := apiComparable(t, running[i]), apiComparable(t, stopped); a != b {
+			t.Errorf("inspect %q:\nrunning: %s\nstopped: %s", q, a, b)
+		}
+	}
+	if !strings.Contains(running[2], `"client_id": "s31"`) || !strings.Contains(running[10], `"count": 3`) {
+		t.Errorf("inspect --protocol 3.1: %s\ninspect --retained-prefix a: %s", running[2], running[10])
+	}
+}
+
+// apiComparable is inspect's JSON without what only a running broker knows (when a queue's
+// oldest message arrived), its times in UTC (the store's zone).
+func apiComparable(t *testing.T, js string) string {
+	t.Helper()
+	var v map[string]any
+	if err := json.Unmarshal([]byte(js), &v); err != nil {
+		t.Fatalf("%v: %s", err, js)
+	}
+	pages := []any{v}
+	if s, ok := v["sessions"].(map[string]any); ok {
+		pages = []any{s}
+	}
+	for _, p := range pages {
+		rows, _ := p.(map[string]any)["sessions"].([]any)
+		for _, r := range rows {
+			row := r.(map[string]any)
+			delete(row, "oldest_queued")
+			if s, ok := row["last_seen"].(string); ok {
+				if ts, err := time.Parse(time.RFC3339Nano, s); err == nil {
+					row["last_seen"] = ts.UTC().Format(time.RFC3339Nano)
+				}
+			}
+		}
+	}
+	out, _ := json.Marshal(v)
+	return string(out)
+}
