@@ -318,7 +318,7 @@ func (s *Server) getMatches() *[]router.Subscriber[*sessionHandle] {
 // only to Retain As Published subscriptions [MQTT-3.3.1-9]. It returns which retained-store limit
 // kept a retained p from being stored, or "".
 func (s *Server) route(d *delivery, p *codec.Publish, owner string) (retainRefused string) {
-	d.msg = &persist.Message{Topic: p.Topic, Payload: p.Payload, QoS: p.QoS, RetainPublished: p.Retain, Props: forwardProps(p.Props, false), Expires: expiresAt(p), Arrived: time.Now()}
+	d.msg = &persist.Message{Topic: p.Topic, Payload: p.Payload, QoS: p.QoS, RetainPublished: p.Retain, Props: forwardProps(p.Props, false), Expires: expiresAt(p)}
 	if p.Retain {
 		// [MQTT-3.3.1-5] store (or, with an empty payload, clear [MQTT-3.3.1-10]) the retained message.
 		m := &retain.Message{Message: *d.msg, Owner: owner}
@@ -366,6 +366,10 @@ func (s *Server) route(d *delivery, p *codec.Publish, owner string) (retainRefus
 		}
 	})
 	targets = s.routeGroups(d, p.Topic, p.QoS, len(p.Payload), targets)
+	if len(targets) > 0 || len(d.memory) > 0 {
+		// Only a queued message's age is shown (the console): QoS 0 fan-out skips the clock.
+		d.msg.Arrived = time.Now()
+	}
 	if len(targets) > 0 {
 		d.batch.Enqueue(d.msg, targets)
 	}
