@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"net/http"
 	"net/url"
 	"path/filepath"
@@ -465,7 +466,10 @@ func TestAPIDisconnect(t *testing.T) {
 // still gone and its client finds no session.
 func TestAPIDeleteSession(t *testing.T) {
 	t.Parallel()
-	b, api := apiStart(t, BrokerConfig{})
+	// The admin listener keeps its port across the restart.
+	addr := bridgeFreeAddr(t)
+	b := StartBroker(t, BrokerConfig{Extra: fmt.Sprintf("[admin]\naddress = %q\ntoken = %q\nsys_interval = \"0s\"\n", addr, opsToken)})
+	api := apiClient{t, "http://" + opsAdminAddr(t, b), opsToken}
 	opsPersistentSessions(t, b.Addr, "del/#", "gone", "kept")
 	apiPublish(t, b.Addr, "del/x", false, 5, 5)
 	on := mqtttest.Dial(t, b.Addr)
@@ -502,10 +506,15 @@ func TestAPIDeleteSession(t *testing.T) {
 		t.Errorf("sessions after DELETE: %q", ids)
 	}
 
-	from := len(b.Log())
 	b.Stop()
 	b.Start()
-	api.base = "http://" + apiAdminAddrFrom(t, b, from)
+	mqtttest.Eventually(t, 20*time.Second, "the admin listener after the restart", func() bool {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
 	for _, id := range []string{"gone", "online"} {
 		api.refused(http.MethodGet, "/api/session?id="+id, http.StatusNotFound, "no such session")
 	}
@@ -519,27 +528,6 @@ func TestAPIDeleteSession(t *testing.T) {
 	if d := api.session("gone"); d.Queued != 0 || d.Subscriptions != 0 {
 		t.Errorf("gone, reconnected: %+v", d.Session)
 	}
-}
-
-// apiAdminAddrFrom is opsAdminAddr for a broker restarted on a free port: the first "admin
-// listening" line after byte offset from of its log.
-func apiAdminAddrFrom(t *testing.T, b *Broker, from int) string {
-	t.Helper()
-	var addr string
-	if _, ok := b.logLine(from, 20*time.Second, func(line string) bool {
-		var rec struct {
-			Message string `json:"message"`
-			Address string `json:"address"`
-		}
-		if json.Unmarshal([]byte(line), &rec) != nil || rec.Message != "admin listening" {
-			return false
-		}
-		addr = rec.Address
-		return true
-	}); !ok {
-		t.Fatalf("no admin listener within 20 s of the restart")
-	}
-	return addr
 }
 
 // With admin.token set every /api/ endpoint answers 401 without it; POST and DELETE that a page
