@@ -366,6 +366,10 @@ func (s *Server) route(d *delivery, p *codec.Publish, owner string) (retainRefus
 		}
 	})
 	targets = s.routeGroups(d, p.Topic, p.QoS, len(p.Payload), targets)
+	if len(targets) > 0 || len(d.memory) > 0 {
+		// Only a queued message's age is shown (the console): QoS 0 fan-out skips the clock.
+		d.msg.Arrived = time.Now()
+	}
 	if len(targets) > 0 {
 		d.batch.Enqueue(d.msg, targets)
 	}

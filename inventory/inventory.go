@@ -99,6 +99,7 @@ func FromStore(si persist.SessionInfo) Session {
 	row := Session{
 		ClientID:      si.ClientID,
 		Kind:          KindOf(si.ClientID),
+		Username:      si.Username,
 		Online:        si.Connected,
 		Protocol:      ProtocolName(si.ProtocolLevel),
 		Persistent:    true,

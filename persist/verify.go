@@ -576,6 +576,7 @@ func (a *audit) visit(txn *badger.Txn, k, v []byte) {
 		}
 		if si != nil {
 			si.ProtocolLevel = r.ProtocolLevel
+			si.Username = r.Username
 			if r.HasSessionExpiry {
 				si.SessionExpiry = &r.SessionExpiry
 			}
@@ -766,8 +767,9 @@ type SessionInfo struct {
 	ClientID string `json:"client_id"`
 	// HasRecord is false for data without a session record (an orphan; see
 	// SessionState.Orphan): the record fields below are then zero.
-	HasRecord     bool `json:"has_record"`
-	ProtocolLevel byte `json:"protocol_level"`
+	HasRecord     bool   `json:"has_record"`
+	ProtocolLevel byte   `json:"protocol_level"`
+	Username      string `json:"username,omitempty"` // the owner's, for a session with one
 	// Connected: the record says the client was connected when it was last
 	// written (for a stopped broker: when it stopped). Otherwise
 	// DisconnectedAt is when it disconnected (its last-seen time).

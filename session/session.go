@@ -605,6 +605,7 @@ func (s *Session) Head(n int) []message.Entry {
 			if e.Group == "" {
 				out = append(out, *e)
 				if i == 0 && e.State == message.Queued {
+					// A persistent session's QoS 1 entry keeps Queued while in flight (see send).
 					out[len(out)-1].State = message.Sent
 				}
 			}
