@@ -28,6 +28,10 @@ type Message struct {
 	Props *codec.Properties
 	// Expires is when the Message Expiry Interval the publisher set runs out; zero: never.
 	Expires time.Time
+	// Arrived is when the broker received the PUBLISH (or published the will), kept on disk with
+	// a queued copy so that a queue's age outlives a restart; zero: not known (a message stored
+	// by an older version, a retained message).
+	Arrived time.Time
 }
 
 // PropsAt returns the properties that m goes out with at t: a copy of the publisher's, and what

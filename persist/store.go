@@ -20,8 +20,9 @@ import (
 // of sessions, subscriptions, retained messages, queue entries and bodies, and the will family.
 // Format 3 added record version 2 of in-flight states, which name the shared subscription member
 // holding a group's entry: a build of format 2 would refuse them as corrupt, so it must refuse
-// the store first.
-const FormatVersion uint32 = 3
+// the store first. Format 4 added a queued message's arrival time to queue entries and bodies
+// (flag mfArrived), which a build of format 3 would refuse as an unknown flag.
+const FormatVersion uint32 = 4
 
 // oldestFormat is the oldest format this build reads. Its records are read as they are, so Open
 // migrates such a store by checking every record and writing the new format version.
