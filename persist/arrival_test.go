@@ -226,3 +226,30 @@ func TestBackupKeepsArrival(t *testing.T) {
 	checkArrivals(t, s, "a", false, arrivals{"inline": arrived, "shared": arrived.Add(time.Minute)})
 	checkArrivals(t, s, "b", false, arrivals{"shared": arrived.Add(time.Minute)})
 }
+
+// Stats.Checkpoints counts the checkpoint that ends the replay at Open, each one the log's size
+// brings, and the one at Close.
+func TestCheckpointsCounted(t *testing.T) {
+	ts := openTest(t, withOptions(func(o *Options) { o.checkpointBytes = 32 << 10 }))
+	ts.sessions("a")
+	if n := ts.Stats().Checkpoints; n != 1 {
+		t.Fatalf("%d checkpoints after Open, want 1 (the replay's)", n)
+	}
+	payload := string(make([]byte, 4<<10))
+	for i := 0; ts.Stats().Checkpoints < 3; i++ {
+		if i == 100 { // 400 KiB of records: a dozen checkpoints due
+			t.Fatalf("%d checkpoints after %d enqueues of %d bytes", ts.Stats().Checkpoints, i, len(payload))
+		}
+		b := &Batch{}
+		b.Enqueue(msg("t", payload, 1), []Target{{"a", 1}})
+		ts.commit(b)
+	}
+	n := ts.Stats().Checkpoints
+	if err := ts.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := ts.Stats().Checkpoints; got != n+1 {
+		t.Errorf("%d checkpoints after Close, want %d", got, n+1)
+	}
+	ts.reopen()
+}

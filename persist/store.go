@@ -158,6 +158,7 @@ func Open(o Options) (*Store, error) {
 			_ = db.Close()
 			return nil, err
 		}
+		s.stats.checkpoints.Add(1) // replay ends with one
 		if n > 0 {
 			log.Info().Int("records", n).Dur("took", time.Since(start)).Msg("replayed the write-ahead log")
 		}
@@ -546,6 +547,8 @@ func (s *Store) Close() error {
 			}
 			if err != nil {
 				s.fail(err) // a storage error like any other
+			} else {
+				s.stats.checkpoints.Add(1)
 			}
 		}
 		s.closeWAL()
