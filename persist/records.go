@@ -241,7 +241,7 @@ func decodeRetained(key, v []byte) (Message, error) {
 // --- queue entry (0x04):
 //   v2 | delivery QoS | flags | payload size uint32
 //   inline (flags&qfShared == 0): published QoS | topic length uint16 | topic | [expiry] [arrival] [properties] | payload
-//   (v1: no expiry, no properties)
+//   (v1: no expiry, arrival or properties)
 
 func encodeQueueInline(qos byte, m *Message) []byte {
 	v := make([]byte, 0, queueHeaderLen+3+len(m.Topic)+arrivalLen(m)+len(m.Payload))
@@ -375,7 +375,7 @@ func decodeInflight(key, v []byte) (inflight, error) {
 }
 
 // --- shared body (0x06): v2 | published QoS | flags | topic length uint16 | topic | [expiry] [arrival] [properties] | payload
-//   (v1: no expiry, no properties)
+//   (v1: no expiry, arrival or properties)
 
 func encodeBody(m *Message) []byte {
 	v := make([]byte, 0, 5+len(m.Topic)+arrivalLen(m)+len(m.Payload))
