@@ -318,10 +318,13 @@ func (s *Server) getMatches() *[]router.Subscriber[*sessionHandle] {
 // only to Retain As Published subscriptions [MQTT-3.3.1-9]. It returns which retained-store limit
 // kept a retained p from being stored, or "".
 func (s *Server) route(d *delivery, p *codec.Publish, owner string) (retainRefused string) {
-	d.msg = &persist.Message{Topic: p.Topic, Payload: p.Payload, QoS: p.QoS, RetainPublished: p.Retain, Props: forwardProps(p.Props, false), Expires: expiresAt(p)}
+	d.msg = &persist.Message{Topic: p.Topic, Payload: p.Payload, QoS: p.QoS, RetainPublished: p.Retain, Props: forwardProps(p.Props, false),
+		Expires: expiresAt(p)}
 	if p.Retain {
 		// [MQTT-3.3.1-5] store (or, with an empty payload, clear [MQTT-3.3.1-10]) the retained message.
 		m := &retain.Message{Message: *d.msg, Owner: owner}
+		// Without an arrival time (set below, for queued copies only), as the store keeps it: a
+		// copy queued for a later subscriber would otherwise date its queue back to this publish.
 		m.Retain, m.RetainPublished = true, false
 		switch ok, why := s.retained.Fits(m, s.retainLimits); {
 		case len(p.Payload) == 0:

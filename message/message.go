@@ -28,8 +28,9 @@ type Message struct {
 	Props *codec.Properties
 	// Expires is when the Message Expiry Interval the publisher set runs out; zero: never.
 	Expires time.Time
-	// Arrived is when the broker received the PUBLISH (zero: not known, as for messages stored
-	// by an older version): how long a queue has been piling up, for operators.
+	// Arrived is when the broker received the PUBLISH (or published the will), kept on disk with
+	// a queued copy so that a queue's age outlives a restart; zero: not known (a message stored
+	// by an older version, a retained message).
 	Arrived time.Time
 }
 

@@ -79,6 +79,7 @@ var (
 	storeGCRuns     = desc("store_gc_runs_total", "Value-log garbage collection passes.")
 	storeGCRewrites = desc("store_gc_rewrites_total", "Value-log files rewritten (space reclaimed) by garbage collection.")
 	storeCommitSize = desc("store_commit_entries", "Store entries per group commit: the batch size.")
+	storeCheckpoint = desc("store_checkpoints_total", "Write-ahead log checkpoints: Badger made durable by itself and the log started over.")
 )
 
 type collector struct {
@@ -178,6 +179,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(storeSize, float64(ps.VlogBytes), "value_log")
 	counter(storeGCRuns, float64(ps.GCRuns))
 	counter(storeGCRewrites, float64(ps.GCRewrites))
+	counter(storeCheckpoint, float64(ps.Checkpoints))
 	latency := make([]float64, 0, len(ps.CommitHistogram))
 	for _, b := range persist.CommitLatencyBuckets() {
 		latency = append(latency, b.Seconds())

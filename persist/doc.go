@@ -181,6 +181,7 @@
 //	               flags bit 0: shared (body under 0x06 seq; nothing follows)
 //	               flags bit 1: retain (inline only)
 //	               inline message: published QoS | topic length uint16 | topic | [v5 parts] | payload
+//	               (its v5 parts' flags, below, are in the same flags byte)
 //	0x05 inflight  1 | state (1 = Sent, 2 = Released: PUBREC received, PUBREL sent) | packet id uint16
 //	               2 | state | packet id uint16 | holder length uint16 (not 0) | holder   (format 3)
 //	               version 2 only for an entry with a holder: in a shared subscription
@@ -191,12 +192,17 @@
 //	               [| will property block] | payload
 //
 // The v5 parts of a message (MQTT 5), each present only when its flag in the
-// record's flags byte is set, so that a message without them costs nothing:
-// bit 2, its expiry as absolute unix ns int64 (message.Message.Expires, so that
-// it counts across a restart); bit 3, its properties as the property block a
-// PUBLISH carries (codec.AppendPublishProperties: property length, then the
-// properties; a will's block is the will properties of a CONNECT), read back
-// with the checks a received packet gets.
+// record's flags byte is set, so that a message without them costs nothing,
+// in this order: bit 2, its expiry as absolute unix ns int64
+// (message.Message.Expires, so that it counts across a restart); bit 5 (format
+// 4, queue entries and bodies only), when the broker received it, unix ns
+// int64 (message.Message.Arrived, so that a queue's age outlives a restart;
+// absent in records written before, which come back with a zero time); bit 3,
+// its properties as the property block a PUBLISH carries
+// (codec.AppendPublishProperties: property length, then the properties; a
+// will's block is the will properties of a CONNECT), read back with the checks
+// a received packet gets. Bit 4 of a queue entry or body: published with
+// RETAIN (nothing follows).
 //
 // A message queued for exactly one persistent session is stored inline in its
 // queue entry (one key). A message for two or more is stored once under 0x06
@@ -235,8 +241,9 @@
 // Absent next to other keys: ErrVersion ("no format version"). Newer than
 // FormatVersion: ErrVersion naming both versions; the store is refused, never
 // misread. Older, down to oldestFormat, it is migrated: format 2 (MQTT 5)
-// reads format 1's records as they are, and format 3 (in-flight states with a
-// holder) those of formats 1 and 2, so the migration decodes every record
+// reads format 1's records as they are, format 3 (in-flight states with a
+// holder) those of formats 1 and 2, and format 4 (arrival times of queued
+// messages) those of formats 1 to 3, so the migration decodes every record
 // (one it cannot is ErrCorrupt, and the store stays as it was), then writes
 // the new version through the log like the first one, and logs it. A change
 // to any value layout needs a new record version (readers accept only the

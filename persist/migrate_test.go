@@ -168,6 +168,10 @@ func checkFixture(t *testing.T, s *Store, format uint32) {
 		sessions++
 		checkV5Fixture(t, s, st)
 	}
+	if format >= 3 {
+		sessions += 2
+		checkHeldFixture(t, s, st)
+	}
 	if len(st.Sessions) != sessions {
 		t.Errorf("%d sessions, want %d: %+v", len(st.Sessions), sessions, st.Sessions)
 	}
@@ -206,7 +210,8 @@ func checkFixture(t *testing.T, s *Store, format uint32) {
 		for i, e := range q {
 			m := e.Message
 			if m.Topic != w[i].topic || string(m.Payload) != w[i].payload || e.QoS != w[i].qos || m.QoS != w[i].pubQoS ||
-				e.State != w[i].state || (e.State != Queued) != (e.PacketID != 0) || m.Props != nil || !m.Expires.IsZero() || e.Holder != "" {
+				e.State != w[i].state || (e.State != Queued) != (e.PacketID != 0) || m.Props != nil || !m.Expires.IsZero() || e.Holder != "" ||
+				!m.Arrived.IsZero() {
 				t.Errorf("%s entry %d = %+v %+v, want %+v", cid, i, e, m, w[i])
 			}
 		}
@@ -256,9 +261,36 @@ func checkV5Fixture(t *testing.T, s *Store, st *State) {
 		retain         bool
 	}{{"fx/v5/q", "v5 queued", false}, {"fx/v5/ret", "v5 retained", true}} {
 		m := q[i].Message
-		if m.Topic != w.topic || string(m.Payload) != w.payload || q[i].QoS != 1 || m.RetainPublished != w.retain || !hasFixtureProps(m) {
+		if m.Topic != w.topic || string(m.Payload) != w.payload || q[i].QoS != 1 || m.RetainPublished != w.retain || !hasFixtureProps(m) ||
+			!m.Arrived.IsZero() {
 			t.Errorf("v5 entry %d = %+v %+v", i, q[i], m)
 		}
+	}
+}
+
+// fixtureGroup is the store id of the queue of the fixture's shared subscription group.
+const fixtureGroup = "\x00$share/g/fx/sh/#"
+
+// checkHeldFixture checks what make.sh's client left of shared subscriptions (format 3 on):
+// session "member" holding the group's message, Released.
+func checkHeldFixture(t *testing.T, s *Store, st *State) {
+	t.Helper()
+	m := session(st, "member")
+	wantSub := Subscription{Filter: "$share/g/fx/sh/#", SubOptions: SubOptions{QoS: 2}}
+	if m == nil || m.Orphan || m.QueuedCount != 0 || len(m.Subscriptions) != 1 || m.Subscriptions[0] != wantSub {
+		t.Errorf("session member = %+v", m)
+	}
+	if g := session(st, fixtureGroup); g == nil || g.Orphan || g.QueuedCount != 1 {
+		t.Errorf("group queue session = %+v", g)
+	}
+	held, err := s.ReadHeld(fixtureGroup)
+	if err != nil || len(held) != 1 {
+		t.Fatalf("ReadHeld of the group = %v, %v", fmtHeld(held), err)
+	}
+	e := held[0]
+	if e.State != Released || e.Holder != "member" || e.QoS != 2 || e.Message.Topic != "fx/sh/1" ||
+		string(e.Message.Payload) != "held by member" || !e.Message.Arrived.IsZero() {
+		t.Errorf("held entry = %+v %+v", e, e.Message)
 	}
 }
 

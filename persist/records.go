@@ -38,6 +38,11 @@ const (
 	// A queue entry's or body's message was published with RETAIN: a Retain As Published
 	// subscription gets it set [MQTT-3.3.1-12].
 	mfRetainPublished byte = 1 << 4
+	// A queue entry's or body's message (format 4): after the expiry, when the broker received
+	// it, unix nanoseconds int64.
+	mfArrived byte = 1 << 5
+	// What a queue entry's or body's flags may hold beside their own (version 2).
+	mfQueued = mfKnown | mfRetainPublished | mfArrived
 )
 
 // Session record flags.
@@ -204,7 +209,7 @@ func decodeSub(key, v []byte) (SubOptions, error) {
 func encodeRetained(m *Message) []byte {
 	v := make([]byte, 0, 3+len(m.Payload))
 	v = append(v, recordV2, m.QoS, 0)
-	v = appendExtras(v, 2, m)
+	v = appendExtras(v, 2, m, false)
 	return append(v, m.Payload...)
 }
 
@@ -235,11 +240,11 @@ func decodeRetained(key, v []byte) (Message, error) {
 
 // --- queue entry (0x04):
 //   v2 | delivery QoS | flags | payload size uint32
-//   inline (flags&qfShared == 0): published QoS | topic length uint16 | topic | [expiry] [properties] | payload
-//   (v1: no expiry, no properties)
+//   inline (flags&qfShared == 0): published QoS | topic length uint16 | topic | [expiry] [arrival] [properties] | payload
+//   (v1: no expiry, arrival or properties)
 
 func encodeQueueInline(qos byte, m *Message) []byte {
-	v := make([]byte, 0, queueHeaderLen+3+len(m.Topic)+len(m.Payload))
+	v := make([]byte, 0, queueHeaderLen+3+len(m.Topic)+arrivalLen(m)+len(m.Payload))
 	var flags byte
 	if m.Retain {
 		flags |= qfRetain
@@ -252,7 +257,7 @@ func encodeQueueInline(qos byte, m *Message) []byte {
 	v = append(v, m.QoS)
 	v = binary.BigEndian.AppendUint16(v, uint16(len(m.Topic)))
 	v = append(v, m.Topic...)
-	v = appendExtras(v, 2, m)
+	v = appendExtras(v, 2, m, true)
 	return append(v, m.Payload...)
 }
 
@@ -267,6 +272,7 @@ type queueHeader struct {
 	qos         byte
 	flags       byte
 	payloadSize uint32
+	arrived     time.Time // an inline message's arrival time, zero if not stored
 }
 
 func (h queueHeader) shared() bool { return h.flags&qfShared != 0 }
@@ -285,7 +291,7 @@ func decodeQueue(key, v []byte, withMsg bool) (queueHeader, *Message, error) {
 	}
 	known := qfKnown
 	if ver >= recordV2 {
-		known |= mfKnown | mfRetainPublished
+		known |= mfQueued
 	}
 	if h.flags&^known != 0 {
 		return h, nil, corruptf(key, "unknown flags %#x", h.flags)
@@ -313,6 +319,7 @@ func decodeQueue(key, v []byte, withMsg bool) (queueHeader, *Message, error) {
 	if len(rest) != int(h.payloadSize) {
 		return h, nil, corruptf(key, "inline payload of %d bytes, want %d", len(rest), h.payloadSize)
 	}
+	h.arrived = m.Arrived
 	if !withMsg {
 		return h, nil, nil
 	}
@@ -367,11 +374,11 @@ func decodeInflight(key, v []byte) (inflight, error) {
 	return f, nil
 }
 
-// --- shared body (0x06): v2 | published QoS | flags | topic length uint16 | topic | [expiry] [properties] | payload
-//   (v1: no expiry, no properties)
+// --- shared body (0x06): v2 | published QoS | flags | topic length uint16 | topic | [expiry] [arrival] [properties] | payload
+//   (v1: no expiry, arrival or properties)
 
 func encodeBody(m *Message) []byte {
-	v := make([]byte, 0, 5+len(m.Topic)+len(m.Payload))
+	v := make([]byte, 0, 5+len(m.Topic)+arrivalLen(m)+len(m.Payload))
 	var flags byte
 	if m.Retain {
 		flags |= bfRetain
@@ -382,7 +389,7 @@ func encodeBody(m *Message) []byte {
 	v = append(v, recordV2, m.QoS, flags)
 	v = binary.BigEndian.AppendUint16(v, uint16(len(m.Topic)))
 	v = append(v, m.Topic...)
-	v = appendExtras(v, 2, m)
+	v = appendExtras(v, 2, m, true)
 	return append(v, m.Payload...)
 }
 
@@ -393,7 +400,7 @@ func decodeBody(key, v []byte, withMsg bool) (*Message, error) {
 	}
 	known := bfKnown
 	if ver >= recordV2 {
-		known |= mfKnown | mfRetainPublished
+		known |= mfQueued
 	}
 	if v[1] > 2 || v[2]&^known != 0 {
 		return nil, corruptf(key, "bad QoS %d or flags %#x", v[1], v[2])
@@ -474,12 +481,16 @@ func decodeWill(key, v []byte) (*codec.Will, error) {
 	return w, nil
 }
 
-// appendExtras appends m's expiry and property block, those it has, and sets their flags in the
-// byte of v at flagsAt.
-func appendExtras(v []byte, flagsAt int, m *Message) []byte {
+// appendExtras appends m's expiry, its arrival time when arrival is set (queue entries and
+// bodies), and its property block, those it has, and sets their flags in the byte of v at flagsAt.
+func appendExtras(v []byte, flagsAt int, m *Message, arrival bool) []byte {
 	if !m.Expires.IsZero() {
 		v[flagsAt] |= mfExpires
 		v = binary.BigEndian.AppendUint64(v, uint64(m.Expires.UnixNano()))
+	}
+	if arrival && !m.Arrived.IsZero() {
+		v[flagsAt] |= mfArrived
+		v = binary.BigEndian.AppendUint64(v, uint64(m.Arrived.UnixNano()))
 	}
 	if m.Props != nil {
 		n := len(v)
@@ -491,14 +502,21 @@ func appendExtras(v []byte, flagsAt int, m *Message) []byte {
 	return v
 }
 
-// readExtras reads into m the expiry and property block that flags say start rest, and returns
-// what follows them.
+// readExtras reads into m the expiry, arrival time and property block that flags say start rest,
+// and returns what follows them.
 func readExtras(key, rest []byte, flags byte, m *Message) ([]byte, error) {
 	if flags&mfExpires != 0 {
 		if len(rest) < 8 {
 			return nil, corruptf(key, "expiry truncated")
 		}
 		m.Expires = time.Unix(0, int64(binary.BigEndian.Uint64(rest))).UTC()
+		rest = rest[8:]
+	}
+	if flags&mfArrived != 0 {
+		if len(rest) < 8 {
+			return nil, corruptf(key, "arrival time truncated")
+		}
+		m.Arrived = time.Unix(0, int64(binary.BigEndian.Uint64(rest))).UTC()
 		rest = rest[8:]
 	}
 	if flags&mfProps != 0 {
@@ -509,6 +527,14 @@ func readExtras(key, rest []byte, flags byte, m *Message) ([]byte, error) {
 		m.Props, rest = ownProps(p), rest[n:]
 	}
 	return rest, nil
+}
+
+// arrivalLen is the room m's arrival time takes in a queue entry or body.
+func arrivalLen(m *Message) int {
+	if m.Arrived.IsZero() {
+		return 0
+	}
+	return 8
 }
 
 // ownProps copies what a decoded property block shares with the value it was read from.

@@ -57,6 +57,10 @@ type Stats struct {
 	GCRuns     uint64 // value-log GC passes (ticks)
 	GCRewrites uint64 // value-log files rewritten by GC
 
+	// Checkpoints of the write-ahead log: Badger made durable by itself and the log started over
+	// (past its size limit, after replay at Open, at Close).
+	Checkpoints uint64
+
 	LSMBytes  int64 // from Badger's DB.Size
 	VlogBytes int64
 }
@@ -70,6 +74,7 @@ type stats struct {
 	lastSync, maxSync                      atomic.Int64
 	syncHist                               []atomic.Uint64
 	gcRuns, gcRewrites                     atomic.Uint64
+	checkpoints                            atomic.Uint64
 }
 
 func (s *stats) init() {
@@ -133,6 +138,7 @@ func (s *Store) Stats() Stats {
 		MaxSync:         time.Duration(s.stats.maxSync.Load()),
 		GCRuns:          s.stats.gcRuns.Load(),
 		GCRewrites:      s.stats.gcRewrites.Load(),
+		Checkpoints:     s.stats.checkpoints.Load(),
 		CommitHistogram: make([]uint64, len(s.stats.hist)),
 	}
 	if st.Commits > 0 {

@@ -20,8 +20,9 @@ import (
 // of sessions, subscriptions, retained messages, queue entries and bodies, and the will family.
 // Format 3 added record version 2 of in-flight states, which name the shared subscription member
 // holding a group's entry: a build of format 2 would refuse them as corrupt, so it must refuse
-// the store first.
-const FormatVersion uint32 = 3
+// the store first. Format 4 added a queued message's arrival time to queue entries and bodies
+// (flag mfArrived), which a build of format 3 would refuse as an unknown flag.
+const FormatVersion uint32 = 4
 
 // oldestFormat is the oldest format this build reads. Its records are read as they are, so Open
 // migrates such a store by checking every record and writing the new format version.
@@ -157,6 +158,7 @@ func Open(o Options) (*Store, error) {
 			_ = db.Close()
 			return nil, err
 		}
+		s.stats.checkpoints.Add(1) // replay ends with one
 		if n > 0 {
 			log.Info().Int("records", n).Dur("took", time.Since(start)).Msg("replayed the write-ahead log")
 		}
@@ -545,6 +547,8 @@ func (s *Store) Close() error {
 			}
 			if err != nil {
 				s.fail(err) // a storage error like any other
+			} else {
+				s.stats.checkpoints.Add(1)
 			}
 		}
 		s.closeWAL()

@@ -155,7 +155,7 @@ func TestRecordV5DamageIsCorrupt(t *testing.T) {
 			_, _, err := decodeQueue(k, set(encodeQueueShared(1, 1), 2, qfShared|mfProps), true)
 			return err
 		},
-		"body unknown flag":   func() error { _, err := decodeBody(k, set(body, 2, 1<<5), true); return err },
+		"body unknown flag":   func() error { _, err := decodeBody(k, set(body, 2, 1<<6), true); return err },
 		"body bad properties": func() error { _, err := decodeBody(k, set(body, 5+1+8+1, 0x11), true); return err },
 		"body v1 with expiry": func() error { _, err := decodeBody(k, set(body, 0, 1), true); return err },
 		"retained bad flags":  func() error { _, err := decodeRetained(retainedKey("t"), set(retained, 2, 1)); return err },

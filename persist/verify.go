@@ -357,6 +357,9 @@ type audit struct {
 	rep      Report
 	inv      *Inventory
 	sessions map[string]*SessionInfo // inventory: by client id
+	// inventory: the sessions whose shared queue entries wait for their body (which sorts after
+	// them) to give its arrival time, by seq
+	waiting map[uint64][]*SessionInfo
 
 	records map[string]bool  // client ids with a session record key
 	bodies  map[uint64]bool  // 0x06 keys (pre-scanned)
@@ -390,6 +393,7 @@ func newAudit(inventory bool) *audit {
 	if inventory {
 		a.inv = &Inventory{Sessions: []SessionInfo{}, Retained: []RetainedInfo{}}
 		a.sessions = make(map[string]*SessionInfo)
+		a.waiting = make(map[uint64][]*SessionInfo)
 	}
 	return a
 }
@@ -653,6 +657,11 @@ func (a *audit) visit(txn *badger.Txn, k, v []byte) {
 		if si := a.session(cid); si != nil {
 			si.QueueDepth++
 			si.QueueBytes += int64(h.payloadSize)
+			if h.shared() {
+				a.waiting[seq] = append(a.waiting[seq], si)
+			} else {
+				si.noteArrival(h.arrived)
+			}
 		}
 
 	case famInflight:
@@ -695,8 +704,14 @@ func (a *audit) visit(txn *badger.Txn, k, v []byte) {
 		a.rep.Bodies++
 		seq := seqOfKey(k)
 		if !a.emptyValue(k, v) {
-			if _, err := decodeBody(k, v, false); err != nil {
+			waiting := a.waiting[seq]
+			delete(a.waiting, seq)
+			if m, err := decodeBody(k, v, len(waiting) > 0); err != nil {
 				a.errProblem(err)
+			} else if m != nil {
+				for _, si := range waiting {
+					si.noteArrival(m.Arrived)
+				}
 			}
 		}
 		if a.refs[seq] == 0 {
@@ -781,6 +796,9 @@ type SessionInfo struct {
 	QueueBytes    int64              `json:"queue_bytes"`   // their payload bytes
 	Inflight      int                `json:"inflight"`      // of them sent and not acknowledged
 	InboundQoS2   []uint16           `json:"inbound_qos2"`  // packet ids awaiting PUBREL, ascending
+	// OldestQueued is the earliest arrival time among the queue entries that have one (format 4
+	// on): since when the queue has been piling up. Nil: no entry with a known arrival.
+	OldestQueued *time.Time `json:"oldest_queued,omitempty"`
 
 	// Held lists, for a shared subscription group's queue, the in-flight entries a member holds
 	// (it answered PUBREC), in seq order.
@@ -789,6 +807,13 @@ type SessionInfo struct {
 	// MQTT 5: the Session Expiry Interval in seconds, when the client set one; the will, if stored.
 	SessionExpiry *uint32   `json:"session_expiry,omitempty"`
 	Will          *WillInfo `json:"will,omitempty"`
+}
+
+// noteArrival makes t, when known, si's OldestQueued if it is earlier.
+func (si *SessionInfo) noteArrival(t time.Time) {
+	if !t.IsZero() && (si.OldestQueued == nil || t.Before(*si.OldestQueued)) {
+		si.OldestQueued = &t
+	}
 }
 
 // HeldInfo is a group's queue entry held by a member: Released with the member's packet id.

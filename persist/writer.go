@@ -496,6 +496,7 @@ func (w *writer) checkpointIfDue() error {
 	if err := l.reset(); err != nil {
 		return err
 	}
+	w.s.stats.checkpoints.Add(1)
 	w.s.log.Debug().Dur("took", time.Since(start)).Msg("checkpoint: write-ahead log truncated")
 	return nil
 }

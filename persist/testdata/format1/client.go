@@ -1,9 +1,10 @@
 // Command client leaves a broker with every kind of record of store format 1, for the fixture
-// that make.sh builds (see there), and with v5 also MQTT 5 sessions, subscription options and
-// message properties (format 2 on). It speaks MQTT 3.1.1 and 5 in raw bytes, so that it does not
-// depend on the codec of the tree it is run from.
+// that make.sh builds (see there), with v5 also MQTT 5 sessions, subscription options and
+// message properties (format 2 on), and with held a shared subscription group's message held by
+// the member that answered PUBREC (format 3 on). It speaks MQTT 3.1.1 and 5 in raw bytes, so that
+// it does not depend on the codec of the tree it is run from.
 //
-//	go run ./persist/testdata/format1 127.0.0.1:PORT [v5]
+//	go run ./persist/testdata/format1 127.0.0.1:PORT [v5 [held]]
 package main
 
 import (
@@ -164,6 +165,28 @@ func mqtt5(addr string) {
 	p.disconnect()
 }
 
+// held leaves the QoS 2 message fx/sh/1 of shared subscription group g (filter fx/sh/#) released
+// and held by its member "member", offline: it answered PUBREC, got PUBREL and went away.
+func held(addr string) {
+	m := connect(addr, "member")
+	m.subscribe(1, "$share/g/fx/sh/#", 2)
+	p := connectLevel(addr, "pub3", 5, nil) // no Session Expiry Interval: no session left behind
+	body := binary.BigEndian.AppendUint16(append(str("fx/sh/1"), "fx/sh/1"...), 30)
+	p.send(packet(0x34, append(append(body, 0), "held by member"...))) // QoS 2, no properties
+	p.expect(0x50)
+	p.send(ack(0x62, 30))
+	p.expect(0x70)
+	p.disconnect()
+	first, body := m.read()
+	if first&0xF0 != 0x30 {
+		fail("member: want PUBLISH, got %#x", first)
+	}
+	pid := binary.BigEndian.Uint16(body[2+int(binary.BigEndian.Uint16(body)):])
+	m.send(ack(0x50, pid))
+	m.expect(0x62)
+	m.disconnect()
+}
+
 func ack(first byte, pid uint16) []byte {
 	return packet(first, binary.BigEndian.AppendUint16(nil, pid))
 }
@@ -180,12 +203,16 @@ func (cl *client) disconnect() {
 }
 
 func main() {
-	if len(os.Args) != 2 && (len(os.Args) != 3 || os.Args[2] != "v5") {
-		fail("usage: client HOST:PORT [v5]")
+	parts := os.Args[min(2, len(os.Args)):]
+	if len(os.Args) < 2 || !slices.Equal(parts, []string{"v5", "held"}[:len(parts)]) {
+		fail("usage: client HOST:PORT [v5 [held]]")
 	}
 	addr := os.Args[1]
-	if len(os.Args) == 3 {
+	if len(parts) >= 1 {
 		mqtt5(addr)
+	}
+	if len(parts) == 2 {
+		held(addr)
 	}
 
 	// Two offline subscribers: "fx/all" reaches both (a shared body), "fx/a/#" only a (inline).

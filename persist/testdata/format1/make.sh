@@ -3,6 +3,7 @@
 # (the last commit with format N), for TestFormat1Migrates, TestFormat2Migrates and so on:
 #   sh persist/testdata/format1/make.sh 88930a7 1
 #   sh persist/testdata/format1/make.sh dbd41cc 2
+#   sh persist/testdata/format1/make.sh f0c1600 3
 # Run from anywhere in the repository. It needs go, git, tar, python3 and a free loopback port;
 # it changes nothing else. When a change brings format N+1, run it with the commit before that
 # change and N, and add the fixture to the test.
@@ -14,13 +15,16 @@
 # "pub" with inbound QoS 2 id 77 awaiting PUBREL; retained messages fx/ret/0 (QoS 0), fx/ret/1
 # (QoS 1) and fx/a/2 (QoS 2). From format 2 on (MQTT 5) also session "v5", offline, with a
 # Session Expiry Interval, a subscription fx/v5/# with options and an identifier, and two queued
-# messages with properties and an expiry, one of them the retained message fx/v5/ret. The broker
-# is then stopped with SIGTERM (a clean close).
+# messages with properties and an expiry, one of them the retained message fx/v5/ret. From format
+# 3 on (in-flight states with a holder) also session "member", offline, subscribed to
+# $share/g/fx/sh/# at QoS 2, holding the group's QoS 2 message fx/sh/1 (PUBREC sent, PUBREL
+# received). The broker is then stopped with SIGTERM (a clean close).
 set -eu
 COMMIT=${1:-88930a7}
 FORMAT=${2:-1}
-v5=
-[ "$FORMAT" -ge 2 ] && v5=v5
+parts=
+[ "$FORMAT" -ge 2 ] && parts=v5
+[ "$FORMAT" -ge 3 ] && parts="v5 held"
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(git -C "$here" rev-parse --show-toplevel)
 work=$(mktemp -d)
@@ -45,7 +49,7 @@ min_free_bytes = 0
 EOF
 "$work/holdfast" -c "$work/config.toml" >"$work/log" 2>&1 &
 pid=$!
-if ! (cd "$here" && go run . "127.0.0.1:$port" $v5); then cat "$work/log"; exit 1; fi
+if ! (cd "$here" && go run . "127.0.0.1:$port" $parts); then cat "$work/log"; exit 1; fi
 kill -TERM "$pid"
 wait "$pid"
 pid=
