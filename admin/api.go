@@ -125,7 +125,7 @@ func (a *api) overview(w http.ResponseWriter, _ *http.Request) {
 	o.Sessions.Online, o.Sessions.Offline = g.ClientsConnected, g.ClientsDisconnected
 	o.Store = storeOverview{
 		LSMBytes: ps.LSMBytes, ValueLogBytes: ps.VlogBytes,
-		Commits: ps.Commits, Syncs: ps.Syncs, FailedRequests: ps.Failed,
+		Checkpoints: ps.Checkpoints, Commits: ps.Commits, Syncs: ps.Syncs, FailedRequests: ps.Failed,
 	}
 	o.Store.FreeBytes, o.Store.MinFreeBytes = a.store.FreeSpace()
 	o.Store.SpaceLow, _ = a.store.SpaceLow()

@@ -58,12 +58,13 @@ func savedSession(ss *persist.SessionState) session.Saved {
 		r.Owner = session.Identity{Username: ss.Record.Username, Anonymous: ss.Record.Anonymous, Known: true}
 	}
 	return session.Saved{
-		ClientID:    ss.ClientID,
-		Record:      r,
-		QueuedCount: ss.QueuedCount,
-		QueuedBytes: ss.QueuedBytes,
-		LastSeq:     ss.LastSeq,
-		InboundQoS2: ss.InboundQoS2,
-		Will:        ss.Will,
+		ClientID:     ss.ClientID,
+		Record:       r,
+		QueuedCount:  ss.QueuedCount,
+		QueuedBytes:  ss.QueuedBytes,
+		LastSeq:      ss.LastSeq,
+		OldestQueued: ss.OldestQueued,
+		InboundQoS2:  ss.InboundQoS2,
+		Will:         ss.Will,
 	}
 }

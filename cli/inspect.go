@@ -298,7 +298,7 @@ func printInventory(w io.Writer, source string, inv *persist.Inventory, now time
 		source, inv.FormatVersion, inv.Writer, len(inv.Sessions), queued, humanBytes(float64(qbytes)), inflight, len(inv.Retained))
 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "CLIENT ID\tSTATE\tPROTOCOL\tQUEUED\tQUEUED BYTES\tIN FLIGHT\tSUBSCRIPTIONS")
+	fmt.Fprintln(tw, "CLIENT ID\tSTATE\tPROTOCOL\tQUEUED\tQUEUED BYTES\tOLDEST QUEUED\tIN FLIGHT\tSUBSCRIPTIONS")
 	for _, s := range inv.Sessions {
 		state := "connected"
 		switch {
@@ -333,8 +333,12 @@ func printInventory(w io.Writer, source string, inv *persist.Inventory, now time
 			}
 			extra += ")]"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s%s\n", sessionName(s.ClientID), state, protocolName(s.ProtocolLevel),
-			s.QueueDepth, s.QueueBytes, s.Inflight, orDash(strings.Join(subs, ", ")), extra)
+		oldest := "-"
+		if s.OldestQueued != nil {
+			oldest = ago(now.Sub(*s.OldestQueued))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%d\t%s%s\n", sessionName(s.ClientID), state, protocolName(s.ProtocolLevel),
+			s.QueueDepth, s.QueueBytes, oldest, s.Inflight, orDash(strings.Join(subs, ", ")), extra)
 	}
 	tw.Flush()
 

@@ -107,6 +107,7 @@ func FromStore(si persist.SessionInfo) Session {
 		Queued:        si.QueueDepth,
 		QueuedBytes:   si.QueueBytes,
 		Inflight:      si.Inflight,
+		OldestQueued:  si.OldestQueued,
 		LastSeen:      si.DisconnectedAt,
 	}
 	return row

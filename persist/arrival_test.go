@@ -158,7 +158,13 @@ func TestArrivalAcrossRestart(t *testing.T) {
 	}
 	check("live")
 	ts.reopen()
-	ts.recover()
+	// Recover tells each session when the head of its queue arrived, inline or shared body.
+	heads := map[string]time.Time{"a": t1, "b": t0, "g": t3}
+	for _, ss := range ts.recover().Sessions {
+		if want := heads[ss.ClientID]; !ss.OldestQueued.Equal(want) {
+			t.Errorf("Recover: %s's OldestQueued %v, want %v (its first entry's)", ss.ClientID, ss.OldestQueued, want)
+		}
+	}
 	check("after a restart")
 	if err := ts.Close(); err != nil {
 		t.Fatal(err)

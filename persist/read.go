@@ -58,6 +58,9 @@ func (w *writer) recover() (*State, error) {
 	// referring key (for the error message).
 	sharedRefs := make(map[uint64]int32)
 	firstRef := make(map[uint64][]byte)
+	// The sessions whose first queue entry is a shared body, by the body's seq: its arrival
+	// time is the queue's oldest (SessionState.OldestQueued), read with the body.
+	headBodies := make(map[uint64][]*SessionState)
 
 	scan := func(fam byte, prefetch bool, fn func(k, v []byte) error) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{fam}, PrefetchValues: prefetch, PrefetchSize: 256})
@@ -127,9 +130,17 @@ func (w *writer) recover() (*State, error) {
 			if err != nil {
 				return err
 			}
-			h, _, err := decodeQueue(k, v, false)
+			ss := get(cid)
+			first := ss.QueuedCount == 0 // keys ascend: the head of cid's queue
+			h, m, err := decodeQueue(k, v, first)
 			if err != nil {
 				return err
+			}
+			switch {
+			case first && h.shared():
+				headBodies[seq] = append(headBodies[seq], ss)
+			case first:
+				ss.OldestQueued = m.Arrived
 			}
 			if h.shared() {
 				if sharedRefs[seq] == 0 {
@@ -139,7 +150,6 @@ func (w *writer) recover() (*State, error) {
 			} else if w.refs[seq] > 0 {
 				return corruptf(k, "inline entry, but shared body seq %d exists", seq)
 			}
-			ss := get(cid)
 			ss.QueuedCount++
 			ss.QueuedBytes += int64(h.payloadSize)
 			ss.LastSeq = seq // keys ascend
@@ -174,10 +184,16 @@ func (w *writer) recover() (*State, error) {
 			if len(k) != 9 {
 				return corruptf(k, "malformed key")
 			}
-			if _, err := decodeBody(k, v, false); err != nil {
+			seq := seqOfKey(k)
+			heads := headBodies[seq]
+			m, err := decodeBody(k, v, len(heads) > 0)
+			if err != nil {
 				return err
 			}
-			if seq := seqOfKey(k); sharedRefs[seq] == 0 {
+			for _, ss := range heads {
+				ss.OldestQueued = m.Arrived
+			}
+			if sharedRefs[seq] == 0 {
 				garbage = append(garbage, slices.Clone(k))
 			}
 			return nil

@@ -65,6 +65,7 @@ type SessionState struct {
 	QueuedCount   int            // entries in 0x04 for this session
 	QueuedBytes   int64          // sum of their payload sizes
 	LastSeq       uint64         // highest seq queued for it (0 if none)
+	OldestQueued  time.Time      // when the first entry of its queue arrived (zero: none, or not known)
 	InboundQoS2   []uint16       // sorted
 	Will          *codec.Will    // stored by PutWill; nil: none
 
