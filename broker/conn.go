@@ -14,6 +14,7 @@ import (
 
 	"github.com/holdfast/holdfast/auth"
 	"github.com/holdfast/holdfast/codec"
+	"github.com/holdfast/holdfast/listener"
 	"github.com/holdfast/holdfast/persist"
 	"github.com/holdfast/holdfast/session"
 )
@@ -75,6 +76,11 @@ func newConn(s *Server, nc net.Conn) *conn {
 		ended:    make(chan struct{}),
 	}
 	c.log = s.log.With().Str("remote", nc.RemoteAddr().String()).Logger()
+	if tc, ok := listener.PlainTCP(nc); ok {
+		if rc, err := tc.SyscallConn(); err == nil {
+			c.r.UseSocket(rc, &s.stats.WireBytesIn) // no read buffer while the client is quiet
+		}
+	}
 	if s.cfg.MQTT5 {
 		c.r.AcceptLevel5()
 	}
