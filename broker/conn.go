@@ -26,10 +26,12 @@ type conn struct {
 	srv *Server
 	nc  net.Conn
 	r   *codec.Reader
-	log zerolog.Logger
+	log connLog
 
 	// Set by the reader during CONNECT, read-only afterwards.
 	clientID string
+	logID    bool // log lines name clientID (and bridgeIn): CONNECT got that far
+	bridgeIn bool // the client's CONNECT said it is a bridge
 	level    byte
 	listener string       // the listener it came through, as the operator's console shows it
 	link     session.Link // what the client's CONNECT set for deliveries to it
@@ -75,7 +77,7 @@ func newConn(s *Server, nc net.Conn) *conn {
 		closing:  make(chan struct{}),
 		ended:    make(chan struct{}),
 	}
-	c.log = s.log.With().Str("remote", nc.RemoteAddr().String()).Logger()
+	c.log.c = c
 	if tc, ok := listener.PlainTCP(nc); ok {
 		if rc, err := tc.SyscallConn(); err == nil {
 			c.r.UseSocket(rc, &s.stats.WireBytesIn) // no read buffer while the client is quiet
@@ -86,6 +88,43 @@ func newConn(s *Server, nc net.Conn) *conn {
 	}
 	return c
 }
+
+// connLog is a connection's logger. It makes zerolog's context logger (remote address, client
+// id) only for a line written at an enabled level: kept for the connection's life, that context
+// would hold a 500-byte buffer per connection.
+type connLog struct {
+	c      *conn
+	bridge string // the name of the bridge whose link to its remote this connection is
+}
+
+// Logger returns the connection's context logger.
+func (l connLog) Logger() zerolog.Logger {
+	c := l.c
+	lc := c.srv.log.With().Str("remote", c.nc.RemoteAddr().String())
+	if c.logID {
+		lc = lc.Str("client_id", c.clientID)
+		if c.bridgeIn {
+			lc = lc.Bool("bridge", true)
+		}
+	}
+	if l.bridge != "" {
+		lc = lc.Str("bridge", l.bridge)
+	}
+	return lc.Logger()
+}
+
+func (l connLog) at(level zerolog.Level) *zerolog.Event {
+	if level < l.c.srv.log.GetLevel() || level < zerolog.GlobalLevel() {
+		return nil // zerolog's disabled event: its methods do nothing
+	}
+	lg := l.Logger()
+	return lg.WithLevel(level)
+}
+
+func (l connLog) Debug() *zerolog.Event { return l.at(zerolog.DebugLevel) }
+func (l connLog) Info() *zerolog.Event  { return l.at(zerolog.InfoLevel) }
+func (l connLog) Warn() *zerolog.Event  { return l.at(zerolog.WarnLevel) }
+func (l connLog) Error() *zerolog.Event { return l.at(zerolog.ErrorLevel) }
 
 // serve handles CONNECT, then hands the connection to a fresh reader goroutine: CONNECT's work
 // (authentication, the store) grows a goroutine's stack, and an idle connection would keep that
