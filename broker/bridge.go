@@ -315,6 +315,7 @@ func (c *conn) runBridge() {
 	func() {
 		defer c.srv.wg.Done()
 		defer c.teardown()
+		c.startDeadline()
 		c.readLoop()
 	}()
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -23,10 +24,11 @@ import (
 // writer goroutine (writeLoop) that sends the outbound buffer and the session's queue, and the
 // queue of its publishes waiting for their commit (inOrder).
 type conn struct {
-	srv *Server
-	nc  net.Conn
-	r   *codec.Reader
-	log connLog
+	srv  *Server
+	nc   net.Conn
+	sock syscall.RawConn // nc's socket when nc is plain TCP: read directly, parked when quiet
+	r    *codec.Reader
+	log  connLog
 
 	// Set by the reader during CONNECT, read-only afterwards.
 	clientID string
@@ -42,6 +44,7 @@ type conn struct {
 	noProblemInfo bool         // level 5: the client set Request Problem Information to 0
 	willStored    bool         // the CONNECT's will is on disk with the session
 	linger        bool         // the reader sent DISCONNECT: teardown closes lingering (reader-owned)
+	deadlineSet   time.Time    // when the read deadline was last moved (reader-owned)
 	sess          *sessionHandle
 	bridge        *bridge // set when this is a bridge's link to a remote broker, made by the broker
 	keepAlive     time.Duration
@@ -58,6 +61,10 @@ type conn struct {
 	closeOne sync.Once
 
 	ended chan struct{} // closed when teardown is complete
+
+	mayPark        bool        // an accepted connection past CONNECT (a bridge's link never parks)
+	parkID         uint64      // the poller's id for it while parked, else 0 (under parking.mu)
+	keepAliveTimer *time.Timer // wakes it parked when the keep-alive runs out (under parking.mu)
 	inOrder
 
 	// Reader-owned staging of QoS 0 messages for other connections (stagePublish).
@@ -80,6 +87,7 @@ func newConn(s *Server, nc net.Conn) *conn {
 	c.log.c = c
 	if tc, ok := listener.PlainTCP(nc); ok {
 		if rc, err := tc.SyscallConn(); err == nil {
+			c.sock = rc
 			c.r.UseSocket(rc, &s.stats.WireBytesIn) // no read buffer while the client is quiet
 		}
 	}
@@ -126,21 +134,32 @@ func (l connLog) Info() *zerolog.Event  { return l.at(zerolog.InfoLevel) }
 func (l connLog) Warn() *zerolog.Event  { return l.at(zerolog.WarnLevel) }
 func (l connLog) Error() *zerolog.Event { return l.at(zerolog.ErrorLevel) }
 
-// serve handles CONNECT, then hands the connection to a fresh reader goroutine: CONNECT's work
-// (authentication, the store) grows a goroutine's stack, and an idle connection would keep that
-// stack for as long as it lives.
+// serve handles CONNECT, then parks the connection (park_linux.go) or hands it to a fresh reader
+// goroutine: CONNECT's work (authentication, the store) grows a goroutine's stack, and an idle
+// connection would keep that stack for as long as it lives.
 func (c *conn) serve() {
 	defer c.srv.wg.Done()
 	if !c.connect() {
 		c.teardown()
 		return
 	}
-	c.srv.wg.Add(1)
-	go func() {
-		defer c.srv.wg.Done()
-		defer c.teardown()
-		c.readLoop()
-	}()
+	c.startDeadline()
+	c.mayPark = true
+	c.srv.wg.Add(1) // the reader's, held while it is parked
+	if c.r.Buffered() == 0 && c.park() {
+		return
+	}
+	go c.read()
+}
+
+// read is the reader goroutine: it reads until the connection ends, or until it parks (then the
+// poller starts it again).
+func (c *conn) read() {
+	if c.readLoop() {
+		return
+	}
+	c.teardown()
+	c.srv.wg.Done()
 }
 
 // connect reads and handles CONNECT; false means the connection must close.
@@ -175,22 +194,21 @@ func (c *conn) connect() bool {
 	return true
 }
 
-// readLoop is the reader goroutine after CONNECT: packets until the connection ends.
-func (c *conn) readLoop() {
-	defer c.flushStaged() // what was read is delivered, however the connection ends
-	var deadlineSet time.Time
+// startDeadline sets the read deadline after CONNECT: the keep-alive's and a half, or none.
+func (c *conn) startDeadline() {
 	if c.keepAlive == 0 {
 		c.nc.SetReadDeadline(time.Time{}) // keep-alive 0: no limit after the CONNECT deadline
+		return
 	}
+	c.deadlineSet = time.Now()
+	c.nc.SetReadDeadline(c.deadlineSet.Add(c.keepAlive * 3 / 2))
+}
+
+// readLoop reads and handles packets after CONNECT (and startDeadline) until the connection ends,
+// or until it parks the connection after a packet that leaves it quiet: true means parked, and the
+// calling goroutine must not touch the connection again.
+func (c *conn) readLoop() bool {
 	for {
-		if c.keepAlive > 0 {
-			// Refreshing the deadline on every packet costs a timer update; a quarter of the
-			// keep-alive's precision is plenty [MQTT-3.1.2-24].
-			if now := time.Now(); now.Sub(deadlineSet) > c.keepAlive/8 {
-				c.nc.SetReadDeadline(now.Add(c.keepAlive * 3 / 2))
-				deadlineSet = now
-			}
-		}
 		c.waitRoom()
 		p, err := c.r.ReadPacket()
 		if err != nil {
@@ -199,7 +217,16 @@ func (c *conn) readLoop() {
 				c.farewell(reason, err.Error())
 				c.linger = true
 			}
-			return
+			c.flushStaged() // what was read is delivered, however the connection ends
+			return false
+		}
+		if c.keepAlive > 0 {
+			// Refreshing the deadline on every packet costs a timer update; a quarter of the
+			// keep-alive's precision is plenty [MQTT-3.1.2-24].
+			if now := time.Now(); now.Sub(c.deadlineSet) > c.keepAlive/8 {
+				c.nc.SetReadDeadline(now.Add(c.keepAlive * 3 / 2))
+				c.deadlineSet = now
+			}
 		}
 		if err := c.handle(p); err != nil {
 			if !errors.Is(err, errDisconnect) {
@@ -207,12 +234,26 @@ func (c *conn) readLoop() {
 				c.farewell(reasonOfHandleError(err), err.Error())
 				c.linger = true
 			}
-			return
+			c.flushStaged()
+			return false
 		}
 		if c.r.Buffered() == 0 {
 			c.flushStaged() // about to block on the socket
+			if quiet(p) && c.park() {
+				return true
+			}
 		}
 	}
+}
+
+// quiet reports whether p is a packet after which a client usually sends nothing for a while, so
+// that its reader parks (a busy publisher's never does: parking costs system calls).
+func quiet(p codec.Packet) bool {
+	switch p.(type) {
+	case *codec.Pingreq, *codec.Subscribe, *codec.Unsubscribe:
+		return true
+	}
+	return false
 }
 
 var errDisconnect = errors.New("client sent DISCONNECT")
@@ -303,6 +344,7 @@ func (c *conn) commitFailed(err error) {
 func (c *conn) close() {
 	c.closeOne.Do(func() {
 		close(c.closing)
+		c.wakeParked()
 		c.nc.Close()
 	})
 }
