@@ -80,7 +80,7 @@ func newConn(s *Server, nc net.Conn) *conn {
 		srv:      s,
 		nc:       nc,
 		r:        codec.NewReader(countingReader{nc, &s.stats.WireBytesIn}, min(s.cfg.Limits.MaxPacketSize, codec.MaxConnectSize)),
-		outbound: outbound{omax: s.cfg.Limits.MaxOutboundBytes, drained: make(chan struct{})},
+		outbound: outbound{omax: s.cfg.Limits.MaxOutboundBytes},
 		closing:  make(chan struct{}),
 		ended:    make(chan struct{}),
 	}
