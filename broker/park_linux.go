@@ -156,9 +156,14 @@ func (c *conn) keepAliveRanOut() {
 	}
 }
 
-// park ends the reader goroutine of a quiet connection; false when the reader must keep reading.
+// park ends the reader goroutine of a quiet connection, giving back its read buffer; false when
+// the reader must keep reading.
 func (c *conn) park() bool {
-	return c.mayPark && c.sock != nil && parking.park(c)
+	if !c.mayPark || c.sock == nil {
+		return false
+	}
+	c.r.Release()
+	return parking.park(c)
 }
 
 // wakeParked starts the reader of a closed connection that is parked, for its teardown.

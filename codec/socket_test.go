@@ -76,6 +76,14 @@ func TestUseSocketReadsPacketsAndHoldsNoBufferWhileWaiting(t *testing.T) {
 	}
 
 	server.SetReadDeadline(time.Time{})
+	client.Write((&Pingreq{}).Append(nil))
+	if p, err := r.ReadPacket(); err != nil || p.Type() != TypePingreq {
+		t.Fatalf("after the deadline was lifted: %v, %v; want PINGREQ", p, err)
+	}
+	r.Release()
+	if r.br.held != nil || r.br.buf != nil {
+		t.Fatalf("released reader holds a buffer of %d bytes", len(r.br.buf))
+	}
 	go func() {
 		client.Write((&Pingreq{}).Append(nil))
 		client.Close()

@@ -49,6 +49,15 @@ func (b *adaptiveReader) socketRead(fd uintptr) bool {
 	return true
 }
 
+// Release gives the read buffer back to its pool if everything read was consumed, for a
+// connection about to go quiet without a reader waiting on it (one that waits gives the buffer
+// back itself).
+func (r *Reader) Release() {
+	if b := &r.br; b.held != nil && b.r == b.w {
+		b.release()
+	}
+}
+
 // readFD is one read system call, repeated when a signal interrupts it.
 func readFD(fd int, p []byte) (int, error) {
 	for {
