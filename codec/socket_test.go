@@ -13,8 +13,9 @@ import (
 	"time"
 )
 
-// tcpPair returns both ends of a TCP connection on 127.0.0.1.
-func tcpPair(t *testing.T) (client net.Conn, server *net.TCPConn) {
+// socketReader returns both ends of a TCP connection on 127.0.0.1 and a Reader of the server's
+// end in socket mode, counting into count.
+func socketReader(t *testing.T, count *atomic.Int64) (client net.Conn, server *net.TCPConn, r *Reader) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -31,18 +32,19 @@ func tcpPair(t *testing.T) (client net.Conn, server *net.TCPConn) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sc.Close() })
-	return client, sc.(*net.TCPConn)
-}
-
-func TestUseSocketReadsPacketsAndHoldsNoBufferWhileWaiting(t *testing.T) {
-	client, server := tcpPair(t)
+	server = sc.(*net.TCPConn)
 	rc, err := server.SyscallConn()
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := NewReader(server, 0)
+	r = NewReader(server, 0)
+	r.UseSocket(rc, count)
+	return client, server, r
+}
+
+func TestUseSocketReadsPacketsAndHoldsNoBufferWhileWaiting(t *testing.T) {
 	var count atomic.Int64
-	r.UseSocket(rc, &count)
+	client, server, r := socketReader(t, &count)
 
 	small := &Publish{Topic: "a/b", Payload: []byte("hello")}
 	large := &Publish{Topic: "big", Payload: bytes.Repeat([]byte{9}, 200<<10)} // past the largest buffer
@@ -97,13 +99,7 @@ func TestUseSocketReadsPacketsAndHoldsNoBufferWhileWaiting(t *testing.T) {
 }
 
 func TestUseSocketAfterCloseIsErrClosed(t *testing.T) {
-	_, server := tcpPair(t)
-	rc, err := server.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := NewReader(server, 0)
-	r.UseSocket(rc, nil)
+	_, server, r := socketReader(t, nil)
 	server.Close()
 	if _, err := r.ReadPacket(); !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("read on a closed socket: %v, want net.ErrClosed", err)
