@@ -20,9 +20,10 @@ import (
 	"github.com/holdfast/holdfast/session"
 )
 
-// conn is one client connection: a reader goroutine (serve) that decodes and handles packets, a
-// writer goroutine (writeLoop) that sends the outbound buffer and the session's queue, and the
-// queue of its publishes waiting for their commit (inOrder).
+// conn is one client connection: a reader goroutine (serve, then read) that decodes and handles
+// packets, and on a quiet TCP connection parks (park_linux.go), a writer goroutine (writeLoop)
+// that sends the outbound buffer and the session's queue while there is something to send, and
+// the queue of its publishes waiting for their commit (inOrder).
 type conn struct {
 	srv  *Server
 	nc   net.Conn
