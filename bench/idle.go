@@ -114,7 +114,9 @@ func dialIdle(e *env, i int, buf []byte) (net.Conn, []byte, error) {
 		return nil, buf, err
 	}
 	nc.SetDeadline(time.Now().Add(e.o.timeout))
-	buf = connectPacket(byte(e.o.level), e.clientID("i", i), true).Append(buf[:0])
+	cp := connectPacket(byte(e.o.level), e.clientID("i", i), true)
+	cp.KeepAlive = uint16(e.o.keepAlive / time.Second)
+	buf = cp.Append(buf[:0])
 	if _, err := nc.Write(buf); err != nil {
 		nc.Close()
 		return nil, buf, err
