@@ -28,6 +28,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net/netip"
 	"strings"
 	"time"
 )
@@ -72,6 +73,9 @@ type options struct {
 	user, password, idPrefix string
 	floodIdle, floodWrong    int
 	floodFrom                string
+	idleFrom                 string
+	keepAlive                time.Duration
+	idleSources              []netip.Addr // parsed -from of idle
 }
 
 // env is what a scenario runs with.
@@ -220,6 +224,8 @@ func flagsIdle(fs *flag.FlagSet, o *options) {
 	fs.IntVar(&o.pid, "pid", 0, "broker process id: VmRSS is read from /proc/PID/status before and after (0: not measured)")
 	fs.DurationVar(&o.settle, "settle", time.Second, "wait after the last CONNACK before reading the broker's memory")
 	fs.DurationVar(&o.duration, "duration", 5*time.Minute, "give up opening connections after this long")
+	fs.DurationVar(&o.keepAlive, "keepalive", 0, "keep-alive the connections ask for, in whole seconds; they send no PINGREQ, so -settle must be shorter than 1.5 times it (0: none)")
+	fs.StringVar(&o.idleFrom, "from", "", "comma-separated loopback `addresses` the connections are spread over, e.g. 127.0.0.1,127.0.0.2: each source address has its own ephemeral ports (about 28,000 by default), so more than that many connections to one broker port need several (empty: the system's choice)")
 }
 
 func flagsOffline(fs *flag.FlagSet, o *options) {
@@ -284,6 +290,12 @@ func (o *options) validate(fs *flag.FlagSet) error {
 	}
 	if has("conns") && o.conns < 1 {
 		bad("-conns must be at least 1")
+	}
+	if has("keepalive") && (o.keepAlive < 0 || o.keepAlive%time.Second != 0 || o.keepAlive > 65535*time.Second) {
+		bad("-keepalive %s: want whole seconds from 0 to 65535", o.keepAlive)
+	}
+	if has("from") && o.idleFrom != "" {
+		o.idleSources = loopbackList("-from", o.idleFrom, bad)
 	}
 	if has("parallel") && o.parallel < 1 {
 		bad("-parallel must be at least 1")

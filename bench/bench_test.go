@@ -225,6 +225,14 @@ func TestIdleAndRestartAgainstFakeBroker(t *testing.T) {
 	if n := b.sessionCount(0); n != 0 {
 		t.Errorf("%d sessions after idle, which opens clean ones", n)
 	}
+	if kv, err := runMain(t, "idle", "-conns", "10", "-from", "127.0.0.2, 127.0.0.3", "-keepalive", "60s", "-settle", "0", "-addr", b.addr()); err != nil || kv["opened"] != "10" {
+		t.Errorf("idle -from: %v, %v", err, kv)
+	}
+	for _, ip := range []string{"127.0.0.2", "127.0.0.3"} {
+		if _, ok := b.sources.Load(ip); !ok {
+			t.Errorf("no idle connection came from %s (-from)", ip)
+		}
+	}
 
 	// At level 5 the filled sessions stay because they never expire.
 	for i, v := range []string{"4", "5"} {
@@ -260,6 +268,8 @@ func TestUsage(t *testing.T) {
 		{"restart"},
 		{"restart", "-fill", "-wait"},
 		{"idle", "-conns", "0"},
+		{"idle", "-from", "192.0.2.1"},
+		{"idle", "-keepalive", "1500ms"},
 		{"shared", "-churn", "-1s"},
 		{"shared", "-subs", "0"},
 		{"fanin", "-filter", "sensors/#"},

@@ -165,19 +165,7 @@ func checkConnect(o options) ([]netip.Addr, error) {
 	if o.floodWrong > 0 && o.user == "" {
 		bad("-flood-wrong needs -user: the flood sends the right username with a wrong password")
 	}
-	var from []netip.Addr
-	for s := range strings.SplitSeq(o.floodFrom, ",") {
-		a, err := netip.ParseAddr(strings.TrimSpace(s))
-		if err != nil || a.Zone() != "" {
-			bad("-flood-from %q: want an IP address without a zone", s)
-			continue
-		}
-		if a = a.Unmap(); !a.IsLoopback() {
-			bad("-flood-from %s: only 127.0.0.0/8 and ::1 are allowed", a)
-			continue
-		}
-		from = append(from, a)
-	}
+	from := loopbackList("-flood-from", o.floodFrom, bad)
 	if o.floodIdle+o.floodWrong > 0 && len(errs) == 0 {
 		host, _, err := net.SplitHostPort(o.addr)
 		target, perr := netip.ParseAddr(host)
@@ -333,6 +321,25 @@ func (f *flood) stop() {
 	}
 	f.mu.Unlock()
 	f.wg.Wait()
+}
+
+// loopbackList parses the comma-separated addresses of flag, which must be loopback ones, calling
+// bad for each that is not.
+func loopbackList(flag, list string, bad func(format string, args ...any)) []netip.Addr {
+	var from []netip.Addr
+	for s := range strings.SplitSeq(list, ",") {
+		a, err := netip.ParseAddr(strings.TrimSpace(s))
+		if err != nil || a.Zone() != "" {
+			bad("%s %q: want an IP address without a zone", flag, s)
+			continue
+		}
+		if a = a.Unmap(); !a.IsLoopback() {
+			bad("%s %s: only 127.0.0.0/8 and ::1 are allowed", flag, a)
+			continue
+		}
+		from = append(from, a)
+	}
+	return from
 }
 
 func (f *flood) dial(i int) (net.Conn, error) {

@@ -28,6 +28,7 @@ type fakeBroker struct {
 	dropEvery int
 	stall     bool          // stop reading at the first PUBLISH, as a hung broker would
 	quit      chan struct{} // closed at cleanup
+	sources   sync.Map      // the clients' IP addresses (strings) seen at accept
 
 	// Level 5: every refuseEvery-th PUBLISH (QoS 1 or 2) is answered with
 	// reason code refuse and, if that is 0x80 or more, not routed.
@@ -120,6 +121,7 @@ func newFakeBroker(t testing.TB) *fakeBroker {
 				return
 			}
 			conns.Store(nc, true)
+			b.sources.Store(nc.RemoteAddr().(*net.TCPAddr).IP.String(), true)
 			wg.Add(1)
 			go func() {
 				defer wg.Done()

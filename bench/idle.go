@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"strconv"
 	"sync"
@@ -62,7 +63,7 @@ func runIdle(e *env) error {
 					return
 				}
 				var err error
-				conns[i], buf, err = dialIdle(e, e.clientID("i", i), buf)
+				conns[i], buf, err = dialIdle(e, i, buf)
 				if err != nil {
 					errOnce.Do(func() { firstErr = fmt.Errorf("connection %d: %w", i, err) })
 					stop.Store(true)
@@ -101,15 +102,21 @@ func runIdle(e *env) error {
 	return firstErr
 }
 
-// dialIdle opens one connection and completes CONNECT/CONNACK, keeping
+// dialIdle opens connection i and completes CONNECT/CONNACK, keeping
 // nothing but the socket. buf is reused for encoding.
-func dialIdle(e *env, clientID string, buf []byte) (net.Conn, []byte, error) {
-	nc, err := net.DialTimeout("tcp", e.o.addr, e.o.timeout)
+func dialIdle(e *env, i int, buf []byte) (net.Conn, []byte, error) {
+	d := net.Dialer{Timeout: e.o.timeout}
+	if src := e.o.idleSources; len(src) > 0 {
+		d.LocalAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(src[i%len(src)], 0))
+	}
+	nc, err := d.Dial("tcp", e.o.addr)
 	if err != nil {
 		return nil, buf, err
 	}
 	nc.SetDeadline(time.Now().Add(e.o.timeout))
-	buf = connectPacket(byte(e.o.level), clientID, true).Append(buf[:0])
+	cp := connectPacket(byte(e.o.level), e.clientID("i", i), true)
+	cp.KeepAlive = uint16(e.o.keepAlive / time.Second)
+	buf = cp.Append(buf[:0])
 	if _, err := nc.Write(buf); err != nil {
 		nc.Close()
 		return nil, buf, err

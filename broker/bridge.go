@@ -236,7 +236,7 @@ func (s *Server) handshake(b *bridge, nc net.Conn) (*conn, error) {
 	c.keepAlive = cfg.KeepAlive.Duration
 	c.ident.Username = "bridge " + cfg.Name
 	c.link = session.Link{Level: c.level, Bridge: true} // No Local and Retain As Published at any level, as for a bridge in
-	c.log = c.log.With().Str("bridge", cfg.Name).Logger()
+	c.log.bridge = cfg.Name
 	cp := codec.Connect{
 		ProtocolName:  codec.ProtocolName311,
 		ProtocolLevel: c.level,
@@ -315,6 +315,7 @@ func (c *conn) runBridge() {
 	func() {
 		defer c.srv.wg.Done()
 		defer c.teardown()
+		c.startDeadline()
 		c.readLoop()
 	}()
 }

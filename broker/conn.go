@@ -8,27 +8,33 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
 
 	"github.com/holdfast/holdfast/auth"
 	"github.com/holdfast/holdfast/codec"
+	"github.com/holdfast/holdfast/listener"
 	"github.com/holdfast/holdfast/persist"
 	"github.com/holdfast/holdfast/session"
 )
 
-// conn is one client connection: a reader goroutine (serve) that decodes and handles packets, a
-// writer goroutine (writeLoop) that sends the outbound buffer and the session's queue, and the
-// queue of its publishes waiting for their commit (inOrder).
+// conn is one client connection: a reader goroutine (serve, then read) that decodes and handles
+// packets, and on a quiet TCP connection parks (park_linux.go), a writer goroutine (writeLoop)
+// that sends the outbound buffer and the session's queue while there is something to send, and
+// the queue of its publishes waiting for their commit (inOrder).
 type conn struct {
-	srv *Server
-	nc  net.Conn
-	r   *codec.Reader
-	log zerolog.Logger
+	srv  *Server
+	nc   net.Conn
+	sock syscall.RawConn // nc's socket when nc is plain TCP: read directly, parked when quiet
+	r    *codec.Reader
+	log  connLog
 
 	// Set by the reader during CONNECT, read-only afterwards.
 	clientID string
+	logID    bool // log lines name clientID (and bridgeIn): CONNECT got that far
+	bridgeIn bool // the client's CONNECT said it is a bridge
 	level    byte
 	listener string       // the listener it came through, as the operator's console shows it
 	link     session.Link // what the client's CONNECT set for deliveries to it
@@ -39,6 +45,7 @@ type conn struct {
 	noProblemInfo bool         // level 5: the client set Request Problem Information to 0
 	willStored    bool         // the CONNECT's will is on disk with the session
 	linger        bool         // the reader sent DISCONNECT: teardown closes lingering (reader-owned)
+	deadlineSet   time.Time    // when the read deadline was last moved (reader-owned)
 	sess          *sessionHandle
 	bridge        *bridge // set when this is a bridge's link to a remote broker, made by the broker
 	keepAlive     time.Duration
@@ -55,6 +62,10 @@ type conn struct {
 	closeOne sync.Once
 
 	ended chan struct{} // closed when teardown is complete
+
+	mayPark        bool        // an accepted connection past CONNECT (a bridge's link never parks)
+	parkID         uint64      // the poller's id for it while parked, else 0 (under parking.mu)
+	keepAliveTimer *time.Timer // wakes it parked when the keep-alive runs out (under parking.mu)
 	inOrder
 
 	// Reader-owned staging of QoS 0 messages for other connections (stagePublish).
@@ -70,32 +81,86 @@ func newConn(s *Server, nc net.Conn) *conn {
 		srv:      s,
 		nc:       nc,
 		r:        codec.NewReader(countingReader{nc, &s.stats.WireBytesIn}, min(s.cfg.Limits.MaxPacketSize, codec.MaxConnectSize)),
-		outbound: outbound{omax: s.cfg.Limits.MaxOutboundBytes, drained: make(chan struct{})},
+		outbound: outbound{omax: s.cfg.Limits.MaxOutboundBytes},
 		closing:  make(chan struct{}),
 		ended:    make(chan struct{}),
 	}
-	c.log = s.log.With().Str("remote", nc.RemoteAddr().String()).Logger()
+	c.log.c = c
+	if tc, ok := listener.PlainTCP(nc); ok {
+		if rc, err := tc.SyscallConn(); err == nil {
+			c.sock = rc
+			c.r.UseSocket(rc, &s.stats.WireBytesIn) // no read buffer while the client is quiet
+		}
+	}
 	if s.cfg.MQTT5 {
 		c.r.AcceptLevel5()
 	}
 	return c
 }
 
-// serve handles CONNECT, then hands the connection to a fresh reader goroutine: CONNECT's work
-// (authentication, the store) grows a goroutine's stack, and an idle connection would keep that
-// stack for as long as it lives.
+// connLog is a connection's logger. It makes zerolog's context logger (remote address, client
+// id) only for a line written at an enabled level: kept for the connection's life, that context
+// would hold a 500-byte buffer per connection.
+type connLog struct {
+	c      *conn
+	bridge string // the name of the bridge whose link to its remote this connection is
+}
+
+// Logger returns the connection's context logger.
+func (l connLog) Logger() zerolog.Logger {
+	c := l.c
+	lc := c.srv.log.With().Str("remote", c.nc.RemoteAddr().String())
+	if c.logID {
+		lc = lc.Str("client_id", c.clientID)
+		if c.bridgeIn {
+			lc = lc.Bool("bridge", true)
+		}
+	}
+	if l.bridge != "" {
+		lc = lc.Str("bridge", l.bridge)
+	}
+	return lc.Logger()
+}
+
+func (l connLog) at(level zerolog.Level) *zerolog.Event {
+	if level < l.c.srv.log.GetLevel() || level < zerolog.GlobalLevel() {
+		return nil // zerolog's disabled event: its methods do nothing
+	}
+	lg := l.Logger()
+	return lg.WithLevel(level)
+}
+
+func (l connLog) Debug() *zerolog.Event { return l.at(zerolog.DebugLevel) }
+func (l connLog) Info() *zerolog.Event  { return l.at(zerolog.InfoLevel) }
+func (l connLog) Warn() *zerolog.Event  { return l.at(zerolog.WarnLevel) }
+func (l connLog) Error() *zerolog.Event { return l.at(zerolog.ErrorLevel) }
+
+// serve handles CONNECT, then parks the connection (park_linux.go) or hands it to a fresh reader
+// goroutine: CONNECT's work (authentication, the store) grows a goroutine's stack, and an idle
+// connection would keep that stack for as long as it lives.
 func (c *conn) serve() {
 	defer c.srv.wg.Done()
 	if !c.connect() {
 		c.teardown()
 		return
 	}
-	c.srv.wg.Add(1)
-	go func() {
-		defer c.srv.wg.Done()
-		defer c.teardown()
-		c.readLoop()
-	}()
+	c.startDeadline()
+	c.mayPark = true
+	c.srv.wg.Add(1) // the reader's, held while it is parked
+	if c.r.Buffered() == 0 && c.park() {
+		return
+	}
+	go c.read()
+}
+
+// read is the reader goroutine: it reads until the connection ends, or until it parks (then the
+// poller starts it again).
+func (c *conn) read() {
+	if c.readLoop() {
+		return
+	}
+	c.teardown()
+	c.srv.wg.Done()
 }
 
 // connect reads and handles CONNECT; false means the connection must close.
@@ -130,22 +195,21 @@ func (c *conn) connect() bool {
 	return true
 }
 
-// readLoop is the reader goroutine after CONNECT: packets until the connection ends.
-func (c *conn) readLoop() {
-	defer c.flushStaged() // what was read is delivered, however the connection ends
-	var deadlineSet time.Time
+// startDeadline sets the read deadline after CONNECT: the keep-alive's and a half, or none.
+func (c *conn) startDeadline() {
 	if c.keepAlive == 0 {
 		c.nc.SetReadDeadline(time.Time{}) // keep-alive 0: no limit after the CONNECT deadline
+		return
 	}
+	c.deadlineSet = time.Now()
+	c.nc.SetReadDeadline(c.deadlineSet.Add(c.keepAlive * 3 / 2))
+}
+
+// readLoop reads and handles packets after CONNECT (and startDeadline) until the connection ends,
+// or until it parks the connection after a packet that leaves it quiet: true means parked, and the
+// calling goroutine must not touch the connection again.
+func (c *conn) readLoop() bool {
 	for {
-		if c.keepAlive > 0 {
-			// Refreshing the deadline on every packet costs a timer update; a quarter of the
-			// keep-alive's precision is plenty [MQTT-3.1.2-24].
-			if now := time.Now(); now.Sub(deadlineSet) > c.keepAlive/8 {
-				c.nc.SetReadDeadline(now.Add(c.keepAlive * 3 / 2))
-				deadlineSet = now
-			}
-		}
 		c.waitRoom()
 		p, err := c.r.ReadPacket()
 		if err != nil {
@@ -154,7 +218,16 @@ func (c *conn) readLoop() {
 				c.farewell(reason, err.Error())
 				c.linger = true
 			}
-			return
+			c.flushStaged() // what was read is delivered, however the connection ends
+			return false
+		}
+		if c.keepAlive > 0 {
+			// Refreshing the deadline on every packet costs a timer update; a quarter of the
+			// keep-alive's precision is plenty [MQTT-3.1.2-24].
+			if now := time.Now(); now.Sub(c.deadlineSet) > c.keepAlive/8 {
+				c.nc.SetReadDeadline(now.Add(c.keepAlive * 3 / 2))
+				c.deadlineSet = now
+			}
 		}
 		if err := c.handle(p); err != nil {
 			if !errors.Is(err, errDisconnect) {
@@ -162,12 +235,26 @@ func (c *conn) readLoop() {
 				c.farewell(reasonOfHandleError(err), err.Error())
 				c.linger = true
 			}
-			return
+			c.flushStaged()
+			return false
 		}
 		if c.r.Buffered() == 0 {
 			c.flushStaged() // about to block on the socket
+			if quiet(p) && c.park() {
+				return true
+			}
 		}
 	}
+}
+
+// quiet reports whether p is a packet after which a client usually sends nothing for a while, so
+// that its reader parks (a busy publisher's never does: parking costs system calls).
+func quiet(p codec.Packet) bool {
+	switch p.(type) {
+	case *codec.Pingreq, *codec.Subscribe, *codec.Unsubscribe:
+		return true
+	}
+	return false
 }
 
 var errDisconnect = errors.New("client sent DISCONNECT")
@@ -258,6 +345,7 @@ func (c *conn) commitFailed(err error) {
 func (c *conn) close() {
 	c.closeOne.Do(func() {
 		close(c.closing)
+		c.wakeParked()
 		c.nc.Close()
 	})
 }

@@ -68,11 +68,7 @@ func (c *conn) handleConnect(cp *codec.Connect, decodeErr error) bool {
 			return false
 		}
 	}
-	lc := c.log.With().Str("client_id", id)
-	if cp.Bridge {
-		lc = lc.Bool("bridge", true)
-	}
-	c.log = lc.Logger()
+	c.logID, c.bridgeIn = true, cp.Bridge
 	c.keepAlive = time.Duration(cp.KeepAlive) * time.Second
 	serverKeepAlive := c.level5() && c.srv.cfg.Limits.MaxKeepAlive.Duration > 0 &&
 		(c.keepAlive == 0 || c.keepAlive > c.srv.cfg.Limits.MaxKeepAlive.Duration)
@@ -194,7 +190,7 @@ func (c *conn) openSession(cp *codec.Connect) (bool, error) {
 		}
 	}
 	if ended != nil {
-		srv.publishWill(&delivery{}, ended, endedOwner, c.log)
+		srv.publishWill(&delivery{}, ended, endedOwner, c.log.Logger())
 	}
 	return present, nil
 }
@@ -288,7 +284,7 @@ func (c *conn) endSession() {
 		srv.store.Submit(&d.batch, srv.logCommitError("recording a session going offline"))
 		return
 	}
-	srv.publishWill(&d, will, owner, c.log)
+	srv.publishWill(&d, will, owner, c.log.Logger())
 }
 
 func (s *Server) isClosing() bool {

@@ -20,8 +20,7 @@ type outbound struct {
 	obuf    []byte        // encoded packets waiting for the writer
 	oclosed bool          // writer gone: appends are dropped
 	stalled bool          // a QoS 0 publish timed out waiting for room
-	waiters int           // goroutines waiting on drained
-	drained chan struct{} // closed and renewed when the writer takes obuf, if anyone waits
+	drained chan struct{} // closed when the writer takes obuf; made by the first waiter (nil: none)
 	omax    int           // limits.max_outbound_bytes
 	wakeReq bool          // Wake was called since the writer last took obuf
 	writing bool          // a writer goroutine runs
@@ -139,8 +138,7 @@ func (c *conn) roomLocked(n int) bool {
 			timer = time.NewTimer(stallWait)
 			defer timer.Stop()
 		}
-		ch := c.drained
-		c.waiters++
+		ch := c.drainedLocked()
 		c.omu.Unlock()
 		timedOut := false
 		select {
@@ -150,7 +148,6 @@ func (c *conn) roomLocked(n int) bool {
 		case <-c.closing:
 		}
 		c.omu.Lock()
-		c.waiters--
 		if timedOut && !c.stalled {
 			c.stalled = true
 			c.log.Warn().Int("buffered_bytes", len(c.obuf)).Msg("subscriber is not reading: dropping its QoS 0 messages until it catches up")
@@ -237,15 +234,13 @@ func (c *conn) waitRoom() {
 		c.omu.Lock()
 	}
 	for len(c.obuf) > c.omax && !c.oclosed {
-		ch := c.drained
-		c.waiters++
+		ch := c.drainedLocked()
 		c.omu.Unlock()
 		select {
 		case <-ch:
 		case <-c.closing:
 		}
 		c.omu.Lock()
-		c.waiters--
 	}
 	c.omu.Unlock()
 }
@@ -344,10 +339,19 @@ func (c *conn) writeFailed() {
 
 // releaseWaitersLocked wakes the publishers waiting for room in obuf. c.omu must be held.
 func (c *conn) releaseWaitersLocked() {
-	if c.waiters > 0 {
+	if c.drained != nil {
 		close(c.drained)
+		c.drained = nil
+	}
+}
+
+// drainedLocked returns the channel releaseWaitersLocked closes, making it if nobody waits yet: a
+// connection nobody waits on has none. c.omu must be held.
+func (c *conn) drainedLocked() chan struct{} {
+	if c.drained == nil {
 		c.drained = make(chan struct{})
 	}
+	return c.drained
 }
 
 // submitSendState hands the in-flight state of what Fill sent to persist. QoS 2 messages (in

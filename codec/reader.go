@@ -33,7 +33,7 @@ const (
 // Reader decodes packets from a byte stream such as a net.Conn. It is not
 // safe for concurrent use; a connection has one reading goroutine.
 type Reader struct {
-	br      *adaptiveReader
+	br      adaptiveReader
 	max     int
 	level   byte    // the protocol level packets are decoded at; see Level
 	accept5 bool    // a level-5 CONNECT is decoded rather than refused
@@ -44,7 +44,7 @@ type Reader struct {
 // maxPacketSize bytes (fixed header included) with ErrPacketTooLarge.
 // A maxPacketSize <= 0 means only the protocol's own limit, MaxPacketSize.
 func NewReader(r io.Reader, maxPacketSize int) *Reader {
-	rd := &Reader{br: &adaptiveReader{src: r}}
+	rd := &Reader{br: adaptiveReader{src: r}}
 	rd.SetMaxPacketSize(maxPacketSize)
 	return rd
 }
@@ -121,7 +121,7 @@ func (r *Reader) ReadPacket() (Packet, error) {
 		// scratch array saves an allocation.
 		if n <= len(r.scratch) {
 			body := r.scratch[:n]
-			if _, err := io.ReadFull(r.br, body); err != nil {
+			if _, err := io.ReadFull(&r.br, body); err != nil {
 				return nil, bodyError(t, err)
 			}
 			return decodeFixed(t, body, v5)
@@ -192,12 +192,12 @@ func DecodeRemainingLength(b []byte) (n, size int, err error) {
 func (r *Reader) readBody(n int) ([]byte, error) {
 	if n <= bodyChunk {
 		body := make([]byte, n)
-		_, err := io.ReadFull(r.br, body)
+		_, err := io.ReadFull(&r.br, body)
 		return body, err
 	}
 	body := make([]byte, 0, bodyChunk)
 	for {
-		m, err := io.ReadFull(r.br, body[len(body):cap(body)])
+		m, err := io.ReadFull(&r.br, body[len(body):cap(body)])
 		body = body[:len(body)+m]
 		if err != nil {
 			return nil, err

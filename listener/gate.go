@@ -192,3 +192,13 @@ func SourceAddress(addr net.Addr) string {
 	}
 	return host
 }
+
+// PlainTCP returns the TCP socket under nc when reading nc reads that socket and nothing else
+// (a tcp listener's connection, gated or not; never TLS or WebSocket, whose framing sits between).
+func PlainTCP(nc net.Conn) (*net.TCPConn, bool) {
+	if c, ok := nc.(*gatedConn); ok {
+		nc = c.Conn
+	}
+	tc, ok := nc.(*net.TCPConn)
+	return tc, ok
+}

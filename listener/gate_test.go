@@ -1,6 +1,7 @@
 package listener
 
 import (
+	"crypto/tls"
 	"net"
 	"sync"
 	"testing"
@@ -131,5 +132,25 @@ func TestGatePendingPerAddressAndEviction(t *testing.T) {
 	want := []Refusal{RefusedPendingAddress, EvictedPending}
 	if got := h.refusals(); len(got) != len(want) || got[0] != want[0] || got[1] != want[1] {
 		t.Errorf("refusals %v, want %v", got, want)
+	}
+}
+
+func TestPlainTCP(t *testing.T) {
+	h := newGateHarness(t, GateLimits{})
+	_, a := h.dial("127.0.0.1")
+	if a == nil {
+		t.Fatal("socket refused")
+	}
+	if tc, ok := PlainTCP(a); !ok || tc.RemoteAddr().String() != a.RemoteAddr().String() {
+		t.Fatalf("a gated TCP connection: PlainTCP gave %v, %v; want its socket", tc, ok)
+	}
+	if _, ok := PlainTCP(tls.Server(a, &tls.Config{})); ok {
+		t.Fatal("a TLS connection was taken for a plain socket")
+	}
+	p1, p2 := net.Pipe()
+	defer p1.Close()
+	defer p2.Close()
+	if _, ok := PlainTCP(p1); ok {
+		t.Fatal("a pipe was taken for a TCP socket")
 	}
 }
