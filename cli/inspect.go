@@ -15,8 +15,6 @@ import (
 	"github.com/holdfast/holdfast/config"
 	"github.com/holdfast/holdfast/inventory"
 	"github.com/holdfast/holdfast/persist"
-	"github.com/holdfast/holdfast/router"
-	"github.com/holdfast/holdfast/session"
 )
 
 func init() {
@@ -271,20 +269,6 @@ func printRetainedSum(w io.Writer, source string, r *inventory.Retained) {
 	tw.Flush()
 }
 
-func protocolName(level byte) string {
-	switch level {
-	case 3:
-		return "3.1"
-	case 4:
-		return "3.1.1"
-	case 5:
-		return "5"
-	case 0:
-		return "-"
-	}
-	return strconv.Itoa(int(level))
-}
-
 // printInventory writes the human tables.
 func printInventory(w io.Writer, source string, inv *persist.Inventory, now time.Time) {
 	var queued, inflight int
@@ -337,7 +321,7 @@ func printInventory(w io.Writer, source string, inv *persist.Inventory, now time
 		if s.OldestQueued != nil {
 			oldest = ago(now.Sub(*s.OldestQueued))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%d\t%s%s\n", sessionName(s.ClientID), state, protocolName(s.ProtocolLevel),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%d\t%s%s\n", sessionName(s.ClientID), state, orDash(inventory.ProtocolName(s.ProtocolLevel)),
 			s.QueueDepth, s.QueueBytes, oldest, s.Inflight, orDash(strings.Join(subs, ", ")), extra)
 	}
 	tw.Flush()
@@ -406,8 +390,8 @@ func expiryInterval(s uint32) string {
 // table stays a table.
 // sessionName shows a client id, or a shared subscription group's queue as its subscription.
 func sessionName(id string) string {
-	if name, filter, ok := session.ParseGroupID(id); ok {
-		return printable(router.SharePrefix+name+"/"+filter) + " (shared group queue)"
+	if inventory.KindOf(id) == inventory.KindShared {
+		return printable(inventory.DisplayID(id)) + " (shared group queue)"
 	}
 	return printable(id)
 }
