@@ -27,8 +27,8 @@ func (a *api) register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/series", a.seriesSince)
 	mux.HandleFunc("GET /api/sessions", a.sessions)
 	mux.HandleFunc("GET /api/session", a.session)
-	mux.HandleFunc("POST /api/session/disconnect", sameOrigin(a.disconnect))
-	mux.HandleFunc("DELETE /api/session", sameOrigin(a.deleteSession))
+	mux.HandleFunc("POST /api/session/disconnect", sameOrigin(a.action("disconnected", a.srv.Disconnect)))
+	mux.HandleFunc("DELETE /api/session", sameOrigin(a.action("deleted", a.srv.DeleteSession)))
 	mux.HandleFunc("GET /api/retained", a.retained)
 	mux.HandleFunc("GET /api/topics/top", a.topTopics)
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
@@ -187,30 +187,21 @@ func (a *api) session(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, &d)
 }
 
-func (a *api) disconnect(w http.ResponseWriter, r *http.Request) {
-	id, ok := clientID(w, r)
-	if !ok {
-		return
+// action runs the operator's action do on the session named by the id parameter and answers
+// {done: true}, or the error's status.
+func (a *api) action(done string, do func(ctx context.Context, id string) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id, ok := clientID(w, r)
+		if !ok {
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+		defer cancel()
+		if a.failed(w, do(ctx, id)) {
+			return
+		}
+		writeJSON(w, map[string]bool{done: true})
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
-	defer cancel()
-	if a.failed(w, a.srv.Disconnect(ctx, id)) {
-		return
-	}
-	writeJSON(w, map[string]bool{"disconnected": true})
-}
-
-func (a *api) deleteSession(w http.ResponseWriter, r *http.Request) {
-	id, ok := clientID(w, r)
-	if !ok {
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
-	defer cancel()
-	if a.failed(w, a.srv.DeleteSession(ctx, id)) {
-		return
-	}
-	writeJSON(w, map[string]bool{"deleted": true})
 }
 
 // failed answers err, if not nil, with its status.
