@@ -232,6 +232,9 @@ func (s *Server) DeleteSession(ctx context.Context, id string) error {
 		if err := s.Disconnect(ctx, id); err != nil && !errors.Is(err, ErrNotConnected) {
 			return err
 		}
+		if err := ctx.Err(); err != nil {
+			return err // the client keeps coming back faster than we can close it
+		}
 		disconnected = true
 	}
 	sess := s.sessions.get(id)
