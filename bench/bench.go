@@ -99,7 +99,7 @@ func scenarios() []scenario {
 	return []scenario{
 		{"fanin", "P publishers to one subscriber on one topic: delivered/s, loss, duplicates", flagsFanin, runFanin},
 		{"fanout", "one publisher to N subscribers: deliveries/s over all subscribers", flagsFanout, runFanout},
-		{"latency", "one publisher at a fixed rate to one subscriber: p50, p99, max latency", flagsLatency, runLatency},
+		{"latency", "one publisher at a fixed rate to one subscriber: p50, p99, p999, max latency", flagsLatency, runLatency},
 		{"shared", "P publishers to a shared subscription of N members, optionally killing one per -churn: delivered/s, loss, duplicates", flagsShared, runShared},
 		{"idle", "open many idle connections: connect rate, broker memory per connection", flagsIdle, runIdle},
 		{"offline", "queue M messages for an offline persistent session, then drain: enqueue/s, drain/s", flagsOffline, runOffline},

@@ -170,7 +170,7 @@ func runFlow(e *env, name string, npub, nsub int, rate float64) error {
 	}
 	l.uint("received", received).uint("lost", lost).uint("dup", dup).uint("stray", stray).
 		secs("elapsed", elapsed).rate("sent_per_s", sent, pubEnd.Sub(start)).rate("recv_per_s", received, elapsed).
-		ms("p50_ms", lat.quantile(0.50)).ms("p99_ms", lat.quantile(0.99)).ms("max_ms", lat.max).
+		ms("p50_ms", lat.quantile(0.50)).ms("p99_ms", lat.quantile(0.99)).ms("p999_ms", lat.quantile(0.999)).ms("max_ms", lat.max).
 		uint("ack_errors", codes.total()).str("ack_codes", codes.String())
 	if err := l.print(e.stdout); err != nil {
 		return err
