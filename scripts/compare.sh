@@ -18,11 +18,13 @@
 #   BROKERS      subset of: hf-sync hf-none mosq-persist mosq-mem nats nats-always
 #   ROWS         subset of: fanin-q0 fanout-q0 fanin-q1 fanin-q2 fanin-q1-persistent offline
 #                latency latency-1k-q0 latency-1k-q1 latency-1k-q2 latency-10k-q0 latency-10k-q1
-#                latency-10k-q2 idle restart fanin-q1-v5 fanin-q1-persistent-v5
-#                shared-q1-persistent shared-q1-churn bridge-q1
+#                latency-10k-q2 latency-1k-q1-persistent latency-10k-q1-persistent idle restart
+#                fanin-q1-v5 fanin-q1-persistent-v5 shared-q1-persistent shared-q1-churn bridge-q1
 #                (latency-RATE-qQOS: one publisher at 1,000 or 10,000 msg/s to one subscriber,
 #                p50/p99/p999; the 10k rows also show the rate the publisher reached, since a
-#                broker slower than the rate holds it back)
+#                broker slower than the rate holds it back. Their subscriber is a clean session,
+#                so holdfast writes nothing to disk for them; the -persistent rows' subscriber
+#                is a persistent session, whose messages are synced before the PUBACK)
 #                (the -v5 rows are fanin-q1 and fanin-q1-persistent with MQTT 5 clients:
 #                holdfast runs with mqtt5 = true for them; NATS, which speaks only 3.1.1,
 #                is not run. The shared rows: 4 publishers to a $share group of 4
@@ -47,7 +49,7 @@ set -euo pipefail
 ROUNDS=${ROUNDS:-3}
 QUICK=${QUICK:-0}
 BROKERS=${BROKERS:-"hf-sync hf-none mosq-persist mosq-mem nats nats-always"}
-ROWS=${ROWS:-"fanin-q0 fanout-q0 fanin-q1 fanin-q2 fanin-q1-persistent offline latency latency-1k-q0 latency-1k-q1 latency-1k-q2 latency-10k-q0 latency-10k-q1 latency-10k-q2 idle restart fanin-q1-v5 fanin-q1-persistent-v5 shared-q1-persistent shared-q1-churn bridge-q1"}
+ROWS=${ROWS:-"fanin-q0 fanout-q0 fanin-q1 fanin-q2 fanin-q1-persistent offline latency latency-1k-q0 latency-1k-q1 latency-1k-q2 latency-10k-q0 latency-10k-q1 latency-10k-q2 latency-1k-q1-persistent latency-10k-q1-persistent idle restart fanin-q1-v5 fanin-q1-persistent-v5 shared-q1-persistent shared-q1-churn bridge-q1"}
 BASE_PORT=${BASE_PORT:-21000}
 KEEP=${KEEP:-0}
 NATS_VERSION=v2.15.2
@@ -108,9 +110,11 @@ row_args() {
 	latency) echo "latency -qos 1 -rate 1000 $COMMON -duration $LAT_DURATION" ;;
 	latency-1k-q[012]) echo "latency -qos ${1#latency-1k-q} -rate 1000 $COMMON -duration $LAT_DURATION" ;;
 	latency-10k-q[012]) echo "latency -qos ${1#latency-10k-q} -rate 10000 $COMMON -duration $LAT_DURATION" ;;
+	latency-1k-q1-persistent) echo "latency -qos 1 -rate 1000 -clean=false $COMMON -duration $LAT_DURATION" ;;
+	latency-10k-q1-persistent) echo "latency -qos 1 -rate 10000 -clean=false $COMMON -duration $LAT_DURATION" ;;
 	idle) echo "idle -conns $IDLE_CONNS -pid PID" ;;
 	restart) echo "restart -fill -sessions $RESTART_SESSIONS -count $RESTART_COUNT -pubs 4 -qos 1 $COMMON -duration $RESTART_FILL_LIMIT; (SIGTERM, start) restart -wait -since T0" ;;
-	*) die "unknown row $1 (rows: fanin-q0 fanout-q0 fanin-q1 fanin-q2 fanin-q1-persistent offline latency latency-1k-q0 latency-1k-q1 latency-1k-q2 latency-10k-q0 latency-10k-q1 latency-10k-q2 idle restart fanin-q1-v5 fanin-q1-persistent-v5 shared-q1-persistent shared-q1-churn bridge-q1)" ;;
+	*) die "unknown row $1 (rows: fanin-q0 fanout-q0 fanin-q1 fanin-q2 fanin-q1-persistent offline latency latency-1k-q0 latency-1k-q1 latency-1k-q2 latency-10k-q0 latency-10k-q1 latency-10k-q2 latency-1k-q1-persistent latency-10k-q1-persistent idle restart fanin-q1-v5 fanin-q1-persistent-v5 shared-q1-persistent shared-q1-churn bridge-q1)" ;;
 	esac
 }
 # metric rows: id|row|result key|better|goal|label; better "count" shows no ratio
@@ -140,11 +144,13 @@ metric_rows() {
 			echo "offline-drain|$r|drain_per_s|higher|>= 1.5x|offline $OFFLINE_COUNT QoS 1, drain/s"
 			;;
 		latency) echo "latency|$r|p99_ms|lower|<= 1x|latency 1000 msg/s QoS 1, p99 ms" ;;
-		latency-1k-q[012] | latency-10k-q[012])
-			local q=${r##*-q} k=${r#latency-} rate
+		latency-1k-q[012] | latency-10k-q[012] | latency-1k-q1-persistent | latency-10k-q1-persistent)
+			local q=${r#*-q} k=${r#latency-} rate sub=""
+			q=${q%%-*}
 			k=${k%%-*}
 			rate=${k%k},000
-			echo "$r-p50|$r|p50_ms|lower|-|latency $rate msg/s QoS $q, p50 ms"
+			[[ $r == *-persistent ]] && sub=", persistent sub"
+			echo "$r-p50|$r|p50_ms|lower|-|latency $rate msg/s QoS $q$sub, p50 ms"
 			echo "$r-p99|$r|p99_ms|lower|<= 1x|  p99 ms"
 			echo "$r-p999|$r|p999_ms|lower|-|  p999 ms"
 			[[ $k == 10k ]] && echo "$r-rate|$r|sent_per_s|count|-|  published/s (10,000 asked)"
