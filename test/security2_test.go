@@ -137,7 +137,7 @@ func TestSecurity05_ACLReloadReachesQueuedMessages(t *testing.T) {
 	const v1 = "topic readwrite q/#\ntopic readwrite m/#\n"
 	const v2 = "topic write q/#\ntopic readwrite m/#\n"
 	secWriteFile(t, acl, v1)
-	b := StartBroker(t, BrokerConfig{Extra: fmt.Sprintf("[auth]\nacl_file = %q\n", acl)})
+	b, api := apiStart(t, BrokerConfig{Extra: fmt.Sprintf("[auth]\nacl_file = %q\n", acl)})
 	secWaitReady(t, b)
 
 	pub := secMustConnect(t, b, secCreds{id: "pub"})
@@ -145,6 +145,15 @@ func TestSecurity05_ACLReloadReachesQueuedMessages(t *testing.T) {
 	secSubscribe(t, sub, 1, []byte{1, 1}, secSub("q/#", 1), secSub("m/#", 1))
 	sub.Send(&codec.Disconnect{})
 	sub.ExpectClosed()
+	// The broker closes the socket before it takes the session offline: a message published in
+	// between is sent on the dying connection, and in flight it is resent after a reconnect,
+	// whatever the ACL says by then. The messages here must be queued while offline.
+	for deadline := time.Now().Add(10 * time.Second); api.session("sub").Online; {
+		if time.Now().After(deadline) {
+			t.Fatal("the session is still online 10 s after its DISCONNECT")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	for i := range 5 {
 		secPublish(t, pub, uint16(i+1), "q/x", fmt.Sprintf("queued %d", i), 1)
 	}
