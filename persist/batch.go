@@ -101,9 +101,11 @@ func (b *Batch) checkCID(cid string) bool {
 	return true
 }
 
-func (b *Batch) checkQoS(what string, qos byte) bool {
+// checkQoS takes what the QoS belongs to in two parts, joined only for the error: the message
+// path calls it for every message and target.
+func (b *Batch) checkQoS(kind, name string, qos byte) bool {
 	if qos > 2 {
-		b.fail(fmt.Errorf("persist: %s: QoS %d out of range", what, qos))
+		b.fail(fmt.Errorf("persist: %s %s: QoS %d out of range", kind, name, qos))
 		return false
 	}
 	return true
@@ -150,7 +152,7 @@ func (b *Batch) DeleteSession(cid string) {
 
 // PutSubscription writes (or overwrites) a subscription of cid.
 func (b *Batch) PutSubscription(cid string, s Subscription) {
-	if !b.checkCID(cid) || !b.checkQoS("subscription "+s.Filter, s.QoS) {
+	if !b.checkCID(cid) || !b.checkQoS("subscription", s.Filter, s.QoS) {
 		return
 	}
 	if s.ID > maxSubID {
@@ -170,7 +172,7 @@ func (b *Batch) DeleteSubscription(cid, filter string) {
 // PutWill stores the will of cid (MQTT 5: with its properties, Will Delay Interval included), so
 // that a restart neither loses nor repeats it; DeleteWill or DeleteSession removes it.
 func (b *Batch) PutWill(cid string, w *codec.Will) {
-	if !b.checkCID(cid) || !b.checkQoS("will "+w.Topic, w.QoS) {
+	if !b.checkCID(cid) || !b.checkQoS("will", w.Topic, w.QoS) {
 		return
 	}
 	if len(w.Topic) > 0xFFFF {
@@ -190,7 +192,7 @@ func (b *Batch) DeleteWill(cid string) {
 // PutRetained stores m as the retained message of m.Topic. (An empty retained
 // PUBLISH clears: call DeleteRetained for that.)
 func (b *Batch) PutRetained(m *Message) {
-	if b.checkQoS("retained "+m.Topic, m.QoS) {
+	if b.checkQoS("retained", m.Topic, m.QoS) {
 		b.set(retainedKey(m.Topic), encodeRetained(m))
 	}
 }
@@ -213,7 +215,7 @@ func (b *Batch) Enqueue(m *Message, targets []Target) {
 		panic("persist: more than one Enqueue in a Batch")
 	}
 	b.enqCalled = true
-	if !b.checkQoS("message "+m.Topic, m.QoS) {
+	if !b.checkQoS("message", m.Topic, m.QoS) {
 		return
 	}
 	if len(m.Topic) > 0xFFFF {
@@ -233,7 +235,7 @@ func (b *Batch) Enqueue(m *Message, targets []Target) {
 	o.kind = opEnqueue
 	if len(targets) == 1 {
 		t := targets[0]
-		if !b.checkCID(t.ClientID) || !b.checkQoS("target "+t.ClientID, t.QoS) {
+		if !b.checkCID(t.ClientID) || !b.checkQoS("target", t.ClientID, t.QoS) {
 			return
 		}
 		e.cids[0] = t.ClientID
@@ -248,7 +250,7 @@ func (b *Batch) Enqueue(m *Message, targets []Target) {
 		b.maxVal = max(b.maxVal, len(e.bodyVal))
 		shared := encodeQueueShared(0, len(m.Payload))
 		for i, t := range targets {
-			if !b.checkCID(t.ClientID) || !b.checkQoS("target "+t.ClientID, t.QoS) {
+			if !b.checkCID(t.ClientID) || !b.checkQoS("target", t.ClientID, t.QoS) {
 				return
 			}
 			e.cids[i] = t.ClientID
