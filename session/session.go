@@ -660,9 +660,10 @@ type Outgoing struct {
 	// carry what remains of their interval.
 	At time.Time
 
-	// MayRead, when set, is asked before a queued message is first sent: an ACL reloaded since
-	// the message was queued may no longer let this client read its topic. A refused entry is
-	// acknowledged (removed) instead of sent.
+	// MayRead, when set, is asked before a queued message is first sent, and before one sent on
+	// an earlier connection is sent again: an ACL reloaded since the message was queued may no
+	// longer let this client read its topic. A refused entry is acknowledged (removed) instead of
+	// sent; one past PUBREC is finished with PUBREL whatever the ACL says.
 	MayRead func(topic string) bool
 
 	// Aliases, when set, are the topic aliases of the attached connection (nil: none).
@@ -715,9 +716,20 @@ func (s *Session) Fill(o *Outgoing) {
 	}
 	if s.resend {
 		s.resend = false
+		kept := s.inflight[:0]
 		for _, e := range s.inflight {
+			if e.State != message.Released && o.MayRead != nil && !o.MayRead(e.Message.Topic) {
+				// Sent on an earlier connection, and an ACL reloaded since no longer lets this
+				// client read it: removed rather than sent again, as a queued one would be.
+				delete(s.byPID, e.PacketID)
+				s.refuse(o, e)
+				continue
+			}
+			kept = append(kept, e)
 			s.appendResend(o, e)
 		}
+		clear(s.inflight[len(kept):])
+		s.inflight = kept
 	}
 	for len(s.inflight) < s.Window() && len(s.leased) > 0 {
 		e := s.leased[0]
@@ -786,6 +798,10 @@ func (s *Session) Loaded(o *Outgoing, entries []message.Entry) bool {
 			s.pending = append(s.pending, e)
 			continue
 		}
+		if e.State != message.Released && o.MayRead != nil && !o.MayRead(e.Message.Topic) {
+			s.refuse(o, e) // as in Fill's resend: an ACL reloaded since no longer lets it be read
+			continue
+		}
 		// In flight on an earlier connection: send again at once, whatever the window says.
 		s.inflight = append(s.inflight, e)
 		s.byPID[e.PacketID] = e
@@ -806,8 +822,8 @@ func (s *Session) appendResend(o *Outgoing, e *message.Entry) {
 	o.Now, _ = s.appendPublish(o.Now, e, true, o, true)
 }
 
-// refuse removes a pending entry that may not be delivered; nothing was sent for it, so no
-// in-flight state exists.
+// refuse removes an entry that may not be delivered: a pending one, or one sent on an earlier
+// connection and not past PUBREC (done picks the Write that also removes its in-flight state).
 func (s *Session) refuse(o *Outgoing, e *message.Entry) {
 	if w := s.done(e); w.Kind != 0 {
 		o.Writes = append(o.Writes, w)

@@ -210,3 +210,73 @@ func TestOldestQueuedAcrossDiskAndMemory(t *testing.T) {
 		t.Fatalf("recovered: oldest %v, want the store's %v", got, t0)
 	}
 }
+
+// An ACL reloaded while a client was away reaches the messages sent on its last connection and
+// not acknowledged: they are removed instead of sent again, from memory (a clean session) or as
+// read back from disk (a persistent one).
+func TestResendAsksMayRead(t *testing.T) {
+	for _, persistent := range []bool{false, true} {
+		t.Run(fmt.Sprintf("persistent=%v", persistent), func(t *testing.T) {
+			st := openStore(t)
+			s := New("p", persistent, 4, &Options{MaxInflight: 10, MaxQueuedMessages: 100, MemoryWindow: 256})
+			var rec persist.Batch
+			rec.PutSession("p", persist.SessionRecord{ProtocolLevel: 4})
+			if _, err := st.Commit(&rec); err != nil {
+				t.Fatal(err)
+			}
+			fill := func(o *Outgoing) []codec.Packet {
+				for s.Fill(o); o.NeedLoad; s.Fill(o) {
+					entries, err := st.ReadQueue("p", o.Load.After, o.Load.Limit)
+					if err != nil {
+						t.Fatal(err)
+					}
+					s.Loaded(o, entries)
+				}
+				return decode(t, append(o.Now, o.After...))
+			}
+			s.Attach(Link{Level: 4}, &fakeOutlet{})
+			for i, topic := range []string{"secret/1", "open/1", "secret/2"} {
+				qos := byte(1 + i/2) // secret/2 at QoS 2
+				m := &persist.Message{Topic: topic, Payload: []byte{byte(i)}, QoS: qos}
+				s.Reserve(1)
+				if !persistent {
+					s.Enqueue(m, qos)
+					continue
+				}
+				var b persist.Batch
+				b.Enqueue(m, []persist.Target{{ClientID: "p", QoS: qos}})
+				seq, err := st.Commit(&b)
+				if err != nil {
+					t.Fatal(err)
+				}
+				s.Committed(seq, m, qos)
+			}
+			var o Outgoing
+			if sent := fill(&o); len(sent) != 3 {
+				t.Fatalf("sent %d, want 3", len(sent))
+			}
+			ws, _ := s.Detach(time.Now())
+			var b persist.Batch
+			for _, w := range append(o.Writes, ws...) {
+				if w.Kind == WriteSent {
+					b.SetQueueState("p", w.Seq, persist.Sent, w.PacketID)
+				}
+			}
+			if _, err := st.Commit(&b); err != nil {
+				t.Fatal(err)
+			}
+			s.Attach(Link{Level: 4}, &fakeOutlet{})
+			o = Outgoing{MayRead: func(topic string) bool { return topic == "open/1" }}
+			again := fill(&o)
+			if len(again) != 1 || again[0].(*codec.Publish).Topic != "open/1" {
+				t.Fatalf("resent %v, want only open/1", again)
+			}
+			if n, _ := s.Queued(); n != 1 || s.Inflight() != 1 {
+				t.Fatalf("queued %d, in flight %d: want the two refused removed", n, s.Inflight())
+			}
+			if _, ok := s.Ack(again[0].(*codec.Publish).PacketID, codec.TypePuback); !ok {
+				t.Fatal("the resent message's PUBACK refused")
+			}
+		})
+	}
+}

@@ -146,8 +146,9 @@ func TestSecurity05_ACLReloadReachesQueuedMessages(t *testing.T) {
 	sub.Send(&codec.Disconnect{})
 	sub.ExpectClosed()
 	// The broker closes the socket before it takes the session offline: a message published in
-	// between is sent on the dying connection, and in flight it is resent after a reconnect,
-	// whatever the ACL says by then. The messages here must be queued while offline.
+	// between is sent on the dying connection and resent after the reconnect (where the reloaded
+	// ACL stops it too: session's TestResendAsksMayRead). This test is about messages queued
+	// while offline.
 	for deadline := time.Now().Add(10 * time.Second); api.session("sub").Online; {
 		if time.Now().After(deadline) {
 			t.Fatal("the session is still online 10 s after its DISCONNECT")
