@@ -224,20 +224,11 @@ func (a *api) failed(w http.ResponseWriter, err error) bool {
 
 func (a *api) retained(w http.ResponseWriter, r *http.Request) {
 	prefix := r.URL.Query().Get("prefix")
-	if len(prefix) > 0 && (prefix[len(prefix)-1] == '/' || containsWildcard(prefix)) {
-		apiError(w, http.StatusBadRequest, "prefix: "+strconv.Quote(prefix)+" is not a topic (no wildcards, no trailing /)")
+	if err := inventory.CheckPrefix(prefix); err != nil {
+		apiError(w, http.StatusBadRequest, "prefix: "+err.Error())
 		return
 	}
 	writeJSON(w, a.srv.RetainedUnder(prefix))
-}
-
-func containsWildcard(s string) bool {
-	for i := range len(s) {
-		if s[i] == '+' || s[i] == '#' {
-			return true
-		}
-	}
-	return false
 }
 
 func (a *api) topTopics(w http.ResponseWriter, r *http.Request) {

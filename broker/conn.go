@@ -15,6 +15,7 @@ import (
 
 	"github.com/holdfast/holdfast/auth"
 	"github.com/holdfast/holdfast/codec"
+	"github.com/holdfast/holdfast/internal/iocount"
 	"github.com/holdfast/holdfast/listener"
 	"github.com/holdfast/holdfast/persist"
 	"github.com/holdfast/holdfast/session"
@@ -80,7 +81,7 @@ func newConn(s *Server, nc net.Conn) *conn {
 	c := &conn{
 		srv:      s,
 		nc:       nc,
-		r:        codec.NewReader(countingReader{nc, &s.stats.WireBytesIn}, min(s.cfg.Limits.MaxPacketSize, codec.MaxConnectSize)),
+		r:        codec.NewReader(iocount.Reader{R: nc, N: &s.stats.WireBytesIn}, min(s.cfg.Limits.MaxPacketSize, codec.MaxConnectSize)),
 		outbound: outbound{omax: s.cfg.Limits.MaxOutboundBytes},
 		closing:  make(chan struct{}),
 		ended:    make(chan struct{}),

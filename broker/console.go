@@ -25,15 +25,27 @@ var (
 // liveConn is what the operator sees of a connection.
 type liveConn struct{ listener, remote string }
 
+func (c *conn) live() liveConn { return liveConn{c.listener, c.nc.RemoteAddr().String()} }
+
 // liveConns returns the connections holding a session, by client id.
 func (s *Server) liveConns() map[string]liveConn {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := make(map[string]liveConn, len(s.owners))
 	for id, c := range s.owners {
-		out[id] = liveConn{c.listener, c.nc.RemoteAddr().String()}
+		out[id] = c.live()
 	}
 	return out
+}
+
+// liveConnOf returns the connection holding id's session, if any.
+func (s *Server) liveConnOf(id string) (lc liveConn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c := s.owners[id]; c != nil {
+		lc = c.live()
+	}
+	return lc
 }
 
 // Sessions returns a row for every session and shared subscription group, from memory.
@@ -117,7 +129,7 @@ func (s *Server) Session(id string, head int) (inventory.Detail, error) {
 	if sess == nil {
 		return inventory.Detail{}, ErrNoSession
 	}
-	lc := s.liveConns()[id]
+	lc := s.liveConnOf(id)
 	m := sess.lock()
 	d := inventory.Detail{Session: sessionRow(sess, m, lc, time.Now())}
 	for filter, o := range m.Subscriptions() {
@@ -136,7 +148,7 @@ func (s *Server) Session(id string, head int) (inventory.Detail, error) {
 		d.ExpirySeconds = &secs
 	}
 	sess.unlock()
-	sortSubscriptions(d.SubscriptionList)
+	slices.SortFunc(d.SubscriptionList, func(a, b inventory.Subscription) int { return strings.Compare(a.Filter, b.Filter) })
 	if sess.Persistent && len(mem) < min(head, d.Queued) {
 		disk, err := s.store.ReadQueue(id, 0, head)
 		if err != nil {
@@ -146,13 +158,6 @@ func (s *Server) Session(id string, head int) (inventory.Detail, error) {
 	}
 	d.QueueHead = queueRows(mem)
 	return d, nil
-}
-
-func sortSubscriptions(subs []inventory.Subscription) {
-	if subs == nil {
-		return
-	}
-	slices.SortFunc(subs, func(a, b inventory.Subscription) int { return strings.Compare(a.Filter, b.Filter) })
 }
 
 // mergeHead takes the disk's entries in seq order, with memory's state for those it holds (a

@@ -112,18 +112,6 @@ func (st *Stats) sent(qos byte, payload int) {
 	st.BytesOut[qos].Add(int64(payload))
 }
 
-// countingReader counts the bytes read from a connection (one atomic add per read system call).
-type countingReader struct {
-	r interface{ Read([]byte) (int, error) }
-	n *atomic.Int64
-}
-
-func (c countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n.Add(int64(n))
-	return n, err
-}
-
 // Gauges are the broker's current totals, computed on demand (a walk over the sessions).
 type Gauges struct {
 	ClientsConnected    int   // sessions with a connection

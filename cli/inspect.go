@@ -82,8 +82,8 @@ func inspect(env *Env, args []string) error {
 		param, why, _ := strings.Cut(err.Error(), ": ")
 		return usagef("inspect: --%s: %s", strings.ReplaceAll(param, "_", "-"), why)
 	}
-	if summing && (strings.HasSuffix(*prefix, "/") || strings.ContainsAny(*prefix, "+#")) {
-		return usagef("inspect: --retained-prefix: %q is not a topic (no wildcards, no trailing /)", *prefix)
+	if err := inventory.CheckPrefix(*prefix); summing && err != nil {
+		return usagef("inspect: --retained-prefix: %v", err)
 	}
 	if !listing && !summing {
 		return inspectAll(env, *cfgPath, *dataDir, *asJSON)

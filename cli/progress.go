@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/holdfast/holdfast/internal/iocount"
 	"golang.org/x/term"
 )
 
@@ -115,32 +116,10 @@ func (p *progress) begin() {
 }
 
 // writer counts what goes through w.
-func (p *progress) writer(w io.Writer) io.Writer { return &countingWriter{w: w, n: &p.n} }
+func (p *progress) writer(w io.Writer) io.Writer { return iocount.Writer{W: w, N: &p.n} }
 
 // reader counts what is read from r.
-func (p *progress) reader(r io.Reader) io.Reader { return &countingReader{r: r, n: &p.n} }
-
-type countingWriter struct {
-	w io.Writer
-	n *atomic.Int64
-}
-
-func (c *countingWriter) Write(b []byte) (int, error) {
-	k, err := c.w.Write(b)
-	c.n.Add(int64(k))
-	return k, err
-}
-
-type countingReader struct {
-	r io.Reader
-	n *atomic.Int64
-}
-
-func (c *countingReader) Read(b []byte) (int, error) {
-	k, err := c.r.Read(b)
-	c.n.Add(int64(k))
-	return k, err
-}
+func (p *progress) reader(r io.Reader) io.Reader { return iocount.Reader{R: r, N: &p.n} }
 
 // tick samples the count and draws the bar, or a plain line when plainEvery has passed.
 func (p *progress) tick() {

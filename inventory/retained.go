@@ -2,6 +2,7 @@ package inventory
 
 import (
 	"cmp"
+	"fmt"
 	"maps"
 	"slices"
 	"strings"
@@ -21,6 +22,14 @@ type RetainedChild struct {
 	Count int    `json:"count"`
 	Bytes int64  `json:"bytes"`
 	Leaf  bool   `json:"leaf"` // a retained message is on exactly this topic
+}
+
+// CheckPrefix refuses a prefix that is not a topic: Under sums by whole levels below it.
+func CheckPrefix(prefix string) error {
+	if strings.HasSuffix(prefix, "/") || strings.ContainsAny(prefix, "+#") {
+		return fmt.Errorf("%q is not a topic (no wildcards, no trailing /)", prefix)
+	}
+	return nil
 }
 
 // RetainedSum collects retained messages (Add) and sums them under a prefix (Under).
