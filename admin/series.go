@@ -54,6 +54,8 @@ type counters struct {
 	dropped int64
 	refused int64
 	syncs   []uint64
+	// storeBytes is a level, not a count: read with the store's counters, in one Stats call.
+	storeBytes int64
 }
 
 func newSampler(srv *broker.Server, store *persist.Store) *sampler {
@@ -63,10 +65,8 @@ func newSampler(srv *broker.Server, store *persist.Store) *sampler {
 }
 
 func (sm *sampler) read(now time.Time) counters {
-	c := counters{at: now, syncs: sm.store.Stats().SyncHistogram}
-	if sm.srv == nil {
-		return c
-	}
+	ps := sm.store.Stats()
+	c := counters{at: now, syncs: ps.SyncHistogram, storeBytes: ps.LSMBytes + ps.VlogBytes}
 	st := sm.srv.Stats()
 	for q := range 3 {
 		c.in[q], c.out[q] = st.MessagesIn[q].Load(), st.MessagesOut[q].Load()
@@ -113,17 +113,14 @@ func (sm *sampler) sample(now time.Time) {
 	}
 	p.FsyncP50, p.FsyncP99 = quantileMs(delta, 0.5), quantileMs(delta, 0.99)
 	p.FreeBytes, _ = sm.store.FreeSpace()
-	ps := sm.store.Stats()
-	p.StoreBytes = ps.LSMBytes + ps.VlogBytes
+	p.StoreBytes = cur.storeBytes
 	sm.mu.Lock()
 	watched := now.Sub(sm.watched) < watchedFor
 	sm.mu.Unlock()
-	if sm.srv != nil {
-		p.Connections = sm.srv.Stats().Connections.Load()
-		if watched {
-			q := sm.srv.Gauges().QueuedMessages
-			p.Queued = &q
-		}
+	p.Connections = sm.srv.Stats().Connections.Load()
+	if watched {
+		q := sm.srv.Gauges().QueuedMessages
+		p.Queued = &q
 	}
 	sm.mu.Lock()
 	if len(sm.points) < seriesPoints {
