@@ -132,7 +132,7 @@ func (a *api) overview(w http.ResponseWriter, _ *http.Request) {
 	if err := a.store.Err(); err != nil {
 		o.Store.Error = err.Error()
 	}
-	o.Ready = a.srv.Ready() && !o.Store.SpaceLow && o.Store.Error == ""
+	o.Ready = a.srv.Serving()
 	for r := range st.Dropped {
 		o.Dropped[broker.DropReason(r).String()] = st.Dropped[r].Load()
 	}

@@ -270,6 +270,13 @@ func (s *Server) serve(l net.Listener, name string) error {
 // shutting down.
 func (s *Server) Ready() bool { return s.ready.Load() }
 
+// Serving reports readiness as the metrics and the console show it: Ready, free space above
+// store.min_free_bytes, and the store not failed (/readyz also has the store answer a write).
+func (s *Server) Serving() bool {
+	low, _ := s.store.SpaceLow()
+	return s.Ready() && !low && s.store.Err() == nil
+}
+
 func (s *Server) acceptLoop(l net.Listener, name string) {
 	defer s.wg.Done()
 	var backoff time.Duration

@@ -155,7 +155,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(recovery, st.RecoveryTime.Seconds())
 	gauge(uptime, c.srv.Uptime().Seconds())
 	readyValue := 0.0
-	if low, _ := c.store.SpaceLow(); c.srv.Ready() && !low && c.store.Err() == nil {
+	if c.srv.Serving() {
 		readyValue = 1
 	}
 	gauge(ready, readyValue)
