@@ -126,7 +126,9 @@ func Open(o Options) (*Store, error) {
 	} else if err := checkBadgerLogsLocked(o.Dir); err != nil {
 		return nil, err
 	}
+	opening := time.Now()
 	db, err := badger.Open(bo)
+	badgerOpen := time.Since(opening)
 	if err != nil {
 		if strings.Contains(err.Error(), "Cannot acquire directory lock") {
 			return nil, newError(ErrLocked, nil, "data directory %s is in use by another holdfast process", o.Dir)
@@ -144,6 +146,7 @@ func Open(o Options) (*Store, error) {
 		space:      space{dir: o.Dir, min: o.MinFreeBytes},
 	}
 	s.stats.init()
+	var replay time.Duration // replaying the write-ahead log, with its checkpoint
 	if o.Durability != None {
 		if s.wal, err = openWAL(o.Dir); err != nil {
 			_ = db.Close()
@@ -160,6 +163,7 @@ func Open(o Options) (*Store, error) {
 		}
 		start := time.Now()
 		n, err := replayWAL(db, s.wal, o.Dir)
+		replay = time.Since(start)
 		if err != nil {
 			s.wal.close()
 			_ = db.Close()
@@ -213,7 +217,10 @@ func Open(o Options) (*Store, error) {
 		Int64("value_threshold_bytes", bo.ValueThreshold).
 		Uint64("next_seq", idx.nextSeq).
 		Int("shared_bodies", len(idx.bodies)).
-		Dur("index_scan", time.Since(start))
+		Dur("badger_open", badgerOpen).
+		Dur("replay", replay).
+		Dur("index_scan", time.Since(start)).
+		Dur("took", time.Since(opening))
 	if o.IndexCacheSize == 0 {
 		ev = ev.Bool("index_memory_unbounded", true)
 	}
