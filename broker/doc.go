@@ -27,7 +27,12 @@
 // write-ahead log) and syncer (fdatasyncs the log and runs the completion callbacks in commit
 // order), the password workers, the $SYS and expiry loops, the shared groups' loader (reads a
 // group's queue from disk, which persist's callback may not), and per bridge a loop that keeps
-// its link up and, while it is, a pinger beside the link's reader. A publish whose commit completes
+// its link up and, while it is, a pinger beside the link's reader. At start, the queue counter:
+// the broker serves once the store has recovered everything but the queues (persist's
+// RecoverSessions), and this goroutine gives each restored session and group its queue's size
+// as persist counts it (CountQueues; "counted the queues" in the log). Until its count arrives, a
+// session reads its queue from disk up to the bound persist gave, as far as it goes, and its
+// queue limits (max_queued_messages/bytes) do not see the old entries. A publish whose commit completes
 // QoS 0 copies for other connections is finished by a goroutine started for it (inorder.go).
 //
 // # One QoS 1 message, end to end

@@ -64,6 +64,7 @@ func savedSession(ss *persist.SessionState) session.Saved {
 		QueuedBytes:  ss.QueuedBytes,
 		LastSeq:      ss.LastSeq,
 		OldestQueued: ss.OldestQueued,
+		Uncounted:    ss.Uncounted,
 		InboundQoS2:  ss.InboundQoS2,
 		Will:         ss.Will,
 	}

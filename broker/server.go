@@ -58,8 +58,9 @@ type Server struct {
 	wg   sync.WaitGroup // every goroutine the server started
 	quit chan struct{}
 
-	matchPool sync.Pool // *[]router.Subscriber[*sessionHandle]
-	bridges   []*bridge // set before serving, read-only after
+	matchPool sync.Pool     // *[]router.Subscriber[*sessionHandle]
+	bridges   []*bridge     // set before serving, read-only after
+	counted   chan struct{} // closed once the queues are counted (or the count gave up)
 	// queueQoS0 is set when some session queues QoS 0 messages while offline
 	// (limits.queue_qos0_offline, a bridge's queue_qos0): QoS 0 publishes then take the routed path.
 	queueQoS0 bool
@@ -99,9 +100,10 @@ func New(cfg *config.Config, store *persist.Store, rules *AuthRules, version str
 			Bytes:    cfg.Limits.MaxRetainedBytes,
 			PerOwner: cfg.Limits.MaxRetainedPerClient,
 		},
-		owners: make(map[string]*conn),
-		conns:  make(map[*conn]struct{}),
-		quit:   make(chan struct{}),
+		owners:  make(map[string]*conn),
+		conns:   make(map[*conn]struct{}),
+		quit:    make(chan struct{}),
+		counted: make(chan struct{}),
 	}
 	s.dropLog = log.Sample(&zerolog.BurstSampler{Burst: 5, Period: time.Second})
 	s.refuseLog = log.Sample(&zerolog.BurstSampler{Burst: 5, Period: time.Second})
@@ -129,10 +131,11 @@ func New(cfg *config.Config, store *persist.Store, rules *AuthRules, version str
 	return s, nil
 }
 
-// recover rebuilds sessions, the subscription trie and the retained index from the store.
+// recover rebuilds sessions, the subscription trie and the retained index from the store. The
+// queues are counted afterwards, while the broker serves (countQueues).
 func (s *Server) recover() error {
 	start := time.Now()
-	st, err := s.store.Recover()
+	st, err := s.store.RecoverSessions()
 	if err != nil {
 		return fmt.Errorf("recovering state: %w", err)
 	}
@@ -150,7 +153,11 @@ func (s *Server) recover() error {
 		}
 		if name, filter, ok := session.ParseGroupID(ss.ClientID); ok {
 			gh, _ := s.groupOf(name, filter)
-			gh.g.RestoreQueue(ss.QueuedCount, ss.QueuedBytes, ss.LastSeq)
+			if ss.Uncounted {
+				gh.g.RestoreUncounted(ss.LastSeq)
+			} else {
+				gh.g.RestoreQueue(ss.QueuedCount, ss.QueuedBytes, ss.LastSeq)
+			}
 			stored[gh.id] = true
 			queued += ss.QueuedCount
 			continue
@@ -182,13 +189,62 @@ func (s *Server) recover() error {
 	}
 	s.stats.RecoveryTime = time.Since(start)
 	s.stats.Started = time.Now()
-	s.log.Info().
+	ev := s.log.Info().
 		Int("sessions", len(st.Sessions)).
-		Int("queued", queued).
-		Int("retained", len(st.Retained)).
-		Dur("took", time.Since(start)).
-		Msg("recovered state")
+		Int("retained", len(st.Retained))
+	if st.Bound != 0 {
+		ev = ev.Str("waited_for", "sessions, subscriptions, retained messages, in-flight states, wills; queues are counted in the background")
+	} else {
+		ev = ev.Int("queued", queued)
+	}
+	ev.Dur("took", time.Since(start)).Msg("recovered state")
+	if st.Bound != 0 {
+		s.wg.Add(1)
+		go s.countQueues()
+	} else {
+		close(s.counted)
+	}
 	return nil
+}
+
+// testHookCount, set by tests, runs before the queues are counted.
+var testHookCount func()
+
+// countQueues gives the sessions and groups restored uncounted the size of their queues as the
+// store counts them, while the broker serves. A problem it finds fails the store (fail-stop).
+func (s *Server) countQueues() {
+	defer s.wg.Done()
+	defer close(s.counted)
+	if testHookCount != nil {
+		testHookCount()
+	}
+	start := time.Now()
+	queued := 0
+	err := s.store.CountQueues(s.quit, func(q persist.QueueCount) {
+		queued += q.Count
+		if _, _, ok := session.ParseGroupID(q.ClientID); ok {
+			s.groups.mu.Lock()
+			gh := s.groups.byID[q.ClientID]
+			s.groups.mu.Unlock()
+			if gh != nil {
+				gh.mu.Lock()
+				gh.g.Counted(q.Count, q.Bytes)
+				gh.unlock()
+			}
+			return
+		}
+		if h := s.sessions.get(q.ClientID); h != nil {
+			h.lock().Counted(q.Count, q.Bytes, q.Oldest)
+			h.unlock()
+		}
+	})
+	switch {
+	case errors.Is(err, persist.ErrClosed):
+	case err != nil:
+		s.log.Error().Err(err).Msg("counting the queues")
+	default:
+		s.log.Info().Int("queued", queued).Dur("took", time.Since(start)).Msg("counted the queues")
+	}
 }
 
 // ListenAndServe opens every listener of the configuration and serves them until Shutdown. It

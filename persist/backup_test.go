@@ -192,7 +192,7 @@ func TestBackupRestoreLive(t *testing.T) {
 			t.Fatalf("%s: Open: %v", name, err)
 		}
 		defer s.Close()
-		if err := checkInvariants(s.db, s.w.refs); err != nil {
+		if err := checkInvariants(s.db, s.w); err != nil {
 			t.Errorf("%s: invariants: %v", name, err)
 		}
 		st, err := s.Recover()

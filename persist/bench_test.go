@@ -216,3 +216,67 @@ func BenchmarkReadHeld(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkRestart: Open and recover a store holding 200,000 queued messages over 200 sessions,
+// the way the broker does (RecoverSessions: what it waits for before serving; then CountQueues
+// in the background) and all at once (Recover). Issue 18's restart row.
+//
+//	go test -run '^$' -bench Restart -count 5 ./persist/
+func BenchmarkRestart(b *testing.B) {
+	dir := b.TempDir()
+	o := DefaultOptions(dir)
+	o.Durability, o.AsyncInterval = Async, 100*time.Millisecond // only to fill it faster
+	s, err := Open(o)
+	if err != nil {
+		b.Fatal(err)
+	}
+	const sessions, n = 200, 200_000
+	cids := make([]string, sessions)
+	for i := range cids {
+		cids[i] = fmt.Sprintf("restart-%04d", i)
+	}
+	putSessions(b, s, cids...)
+	payload := make([]byte, 64)
+	for i := range n {
+		var bt Batch
+		bt.Enqueue(&Message{Topic: "t", Payload: payload, QoS: 1, Arrived: benchArrived}, []Target{{ClientID: cids[i%sessions], QoS: 1}})
+		s.Submit(&bt, nil)
+	}
+	if _, err := s.Commit(&Batch{}); err != nil {
+		b.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		b.Fatal(err)
+	}
+	o.Durability = Sync
+	run := func(b *testing.B, recover func(s *Store) error) {
+		for b.Loop() {
+			s, err := Open(o)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := recover(s); err != nil {
+				b.Fatal(err)
+			}
+			b.StopTimer()
+			if err := s.Close(); err != nil {
+				b.Fatal(err)
+			}
+			b.StartTimer()
+		}
+	}
+	b.Run("serving", func(b *testing.B) {
+		run(b, func(s *Store) error { _, err := s.RecoverSessions(); return err })
+	})
+	b.Run("serving+counted", func(b *testing.B) {
+		run(b, func(s *Store) error {
+			if _, err := s.RecoverSessions(); err != nil {
+				return err
+			}
+			return s.CountQueues(nil, func(QueueCount) {})
+		})
+	})
+	b.Run("Recover", func(b *testing.B) {
+		run(b, func(s *Store) error { _, err := s.Recover(); return err })
+	})
+}

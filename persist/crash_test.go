@@ -82,7 +82,7 @@ func TestCrashNoAckedLoss(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := checkInvariants(s.db, s.w.refs); err != nil {
+		if err := checkInvariants(s.db, s.w); err != nil {
 			t.Fatalf("invariants after crash: %v", err)
 		}
 		st, err := s.Recover()

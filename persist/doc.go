@@ -209,9 +209,12 @@
 // with the Enqueue's sequence number, and every target's entry carries the
 // shared flag. A sequence number belongs to one Enqueue, so entry (cid, seq)
 // refers to body seq exactly when that body exists. Reference counts live in
-// memory (seq -> count), rebuilt at Open from keys alone; the body is deleted
-// in the same Batch as the last entry that refers to it (Ack,
-// DeleteSession).
+// memory (seq -> count); the body is deleted in the same Batch as the last
+// entry that refers to it (Ack, DeleteSession). Open knows only which bodies
+// exist: their references are counted later (see Recovery), and until then an
+// Ack or DeleteSession that removes an existing entry of such a body notes a
+// dropped reference instead (writer.old), and the body is deleted when the
+// count, less the drops, reaches zero.
 //
 // The 0x05 state of an entry is absent while the entry is only queued; it is
 // written blindly by SetQueueState or Hold and deleted with its entry.
@@ -226,7 +229,7 @@
 //
 //   - every shared queue entry's 0x06 body exists;
 //   - every body has at least one entry and the in-memory count equals the
-//     number of entries;
+//     number of entries (once counted; before, the body exists);
 //   - no 0x05 without its 0x04 (Recover deletes strays, which a session layer
 //     can create by submitting a state change after the Ack);
 //   - no 0x04 without its client's 0x01: Enqueue skips a target whose record
@@ -257,14 +260,33 @@
 //
 // # Recovery
 //
-// Open replays the log, checks the format version, then scans the keys of
-// 0x01, 0x06 and 0x04 (no values) to restore the set of sessions with a
-// record, the sequence counter and the reference counts, so writes are safe
-// even before Recover. Recover then reads every family once, validates every
-// value, removes in-flight states without their entry and bodies without
-// references (older versions could leave them after a crash inside a batch
-// split over transactions), and returns what the broker rebuilds (sessions
-// with subscriptions, queue sizes, inbound packet ids, wills; retained messages).
+// Open replays the log, checks the format version, then reads keys, no values:
+// those of 0x01 (the set of sessions with a record) and 0x06 (the shared
+// bodies), and of 0x04 only each client's first and last key (one seek to the
+// first and one to the last per client), whose highest seq gives the sequence
+// counter. It keeps a read snapshot of the store as it is then, before any
+// write, and the counter then as the bound: every entry on disk has a lower
+// seq, every later one this or a higher. Writes are safe from there on.
+//
+// RecoverSessions reads every family but 0x04 and 0x06 once, validates every
+// value, removes in-flight states without their entry, and returns what the
+// broker rebuilds (sessions with subscriptions, inbound packet ids, wills;
+// retained messages), each session's queue uncounted, with the bound as its
+// upper limit. The broker serves from then on. CountQueues then reads 0x04
+// and 0x06 from Open's snapshot, on the broker's goroutine, validating every
+// value, and hands over each client's queue summary (entries, payload bytes,
+// last seq, oldest arrival) as its key range ends, then the bodies' reference
+// counts to the writer. A queue entry whose body is missing is ErrCorrupt, found
+// while serving: it fails the store (fail-stop). Bodies without references
+// (older versions could leave them after a crash inside a batch split over
+// transactions) are deleted, and so are the entries of a client without a
+// session record at Open, those below the bound only: the client may have one
+// since. Recover does both in one call, on the writer goroutine, counting the
+// queues as they are then (tests and tools; the broker would wait for it).
+// The count reads every entry: about 0.8 s per million of 64 bytes on two
+// cores, against 0.6 s of Open's key reads for ten million over 10,000
+// clients.
+//
 // Queue contents stay on disk: ReadQueue pages through a session's queue from
 // one snapshot.
 //

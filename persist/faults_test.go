@@ -225,7 +225,7 @@ func runFaultCase(t *testing.T, c faultCase, powerCut bool) {
 		t.Fatalf("reopen after the fault: %v", err)
 	}
 	defer s.Close()
-	if err := checkInvariants(s.db, s.w.refs); err != nil {
+	if err := checkInvariants(s.db, s.w); err != nil {
 		t.Errorf("invariants after the fault: %v", err)
 	}
 	if _, err := s.Recover(); err != nil {
@@ -403,7 +403,7 @@ func TestReplayOverCheckpointedBadger(t *testing.T) {
 	if got := storeDigest(t, s); got != want {
 		t.Errorf("after replaying %d old records over the checkpointed store: digest %s, want %s", n, got, want)
 	}
-	if err := checkInvariants(s.db, s.w.refs); err != nil {
+	if err := checkInvariants(s.db, s.w); err != nil {
 		t.Error(err)
 	}
 }

@@ -68,7 +68,7 @@ func openTest(t *testing.T, hopts ...helperOpt) *testStore {
 	t.Cleanup(func() {
 		s := ts.Store // reopen may have replaced it
 		if !cfg.skipLiveCheck && !t.Failed() {
-			if err := s.control(func(w *writer) error { return checkInvariants(w.db, w.refs) }); err != nil && !errors.Is(err, ErrClosed) {
+			if err := s.control(func(w *writer) error { return checkInvariants(w.db, w) }); err != nil && !errors.Is(err, ErrClosed) {
 				t.Errorf("live invariants: %v", err)
 			}
 		}
@@ -84,14 +84,14 @@ func openTest(t *testing.T, hopts ...helperOpt) *testStore {
 		}
 		defer s2.Close()
 		if !cfg.skipLiveCheck {
-			if err := checkInvariants(s2.db, s2.w.refs); err != nil {
+			if err := checkInvariants(s2.db, s2.w); err != nil {
 				t.Errorf("invariants after reopen: %v", err)
 			}
 		}
 		if _, err := s2.Recover(); err != nil {
 			t.Errorf("Recover after reopen: %v", err)
 		}
-		if err := s2.control(func(w *writer) error { return checkInvariants(w.db, w.refs) }); err != nil {
+		if err := s2.control(func(w *writer) error { return checkInvariants(w.db, w) }); err != nil {
 			t.Errorf("invariants after Recover: %v", err)
 		}
 	})
@@ -113,10 +113,12 @@ func (ts *testStore) reopen() {
 }
 
 // checkInvariants scans raw Badger: every shared queue entry's body exists,
-// reference counts match refs, no body without references, no 0x05 without
+// reference counts match w's, no body without references, no 0x05 without
 // its 0x04, no 0x04 without its client's 0x01 record (Enqueue skips clients
-// without one), every value decodes.
-func checkInvariants(db *badger.DB, refs map[uint64]int32) error {
+// without one), every value decodes. The bodies whose references w has not
+// counted yet (writer.old) are only checked to be on disk.
+func checkInvariants(db *badger.DB, w *writer) error {
+	refs := w.refs
 	return db.View(func(txn *badger.Txn) error {
 		counts := map[uint64]int32{}
 		var errs []error
@@ -160,13 +162,18 @@ func checkInvariants(db *badger.DB, refs map[uint64]int32) error {
 			if _, err := decodeBody(k, v, true); err != nil {
 				return err
 			}
-			if counts[seq] == 0 {
+			if counts[seq] == 0 && !w.isOld(seq) {
 				return fmt.Errorf("%s: no references", describeKey(k))
 			}
 			return nil
 		})
+		for seq := range w.old {
+			if _, err := txn.Get(bodyKey(seq)); err != nil {
+				errs = append(errs, fmt.Errorf("body %d, not counted yet: %w", seq, err))
+			}
+		}
 		for seq, n := range counts {
-			if refs[seq] != n {
+			if refs[seq] != n && !w.isOld(seq) {
 				errs = append(errs, fmt.Errorf("body %d: %d references on disk, %d in memory", seq, n, refs[seq]))
 			}
 		}

@@ -22,11 +22,27 @@ import (
 // in-flight states whose queue entry is gone and shared bodies that no entry
 // refers to (both logged at warn). Sessions without a record are reported
 // with Orphan set (see SessionState.Orphan).
+//
+// It reads every queue entry, which takes seconds for millions of them: RecoverSessions and
+// CountQueues are the same split in two, so that the broker may serve in between.
 func (s *Store) Recover() (*State, error) {
+	return s.recover(true)
+}
+
+// RecoverSessions is Recover without the queues: it reads every family but 0x04 and 0x06 and
+// returns the sessions with Uncounted set, QueuedCount and QueuedBytes 0 and LastSeq
+// State.Bound-1, an upper bound of their queues (every entry on disk at Open has a lower seq).
+// A session with queue entries only (no other key) is not among them. CountQueues then counts
+// the queues, from what the store held at Open.
+func (s *Store) RecoverSessions() (*State, error) {
+	return s.recover(false)
+}
+
+func (s *Store) recover(queues bool) (*State, error) {
 	var st *State
 	err := s.control(func(w *writer) error {
 		var err error
-		st, err = w.recover()
+		st, err = w.recover(queues)
 		return err
 	})
 	if err != nil {
@@ -35,7 +51,7 @@ func (s *Store) Recover() (*State, error) {
 	return st, nil
 }
 
-func (w *writer) recover() (*State, error) {
+func (w *writer) recover(queues bool) (*State, error) {
 	start := time.Now()
 	txn := w.db.NewTransaction(false)
 	defer txn.Discard()
@@ -52,18 +68,11 @@ func (w *writer) recover() (*State, error) {
 	st := &State{}
 	var (
 		subs, queued, inflight, inbound, wills int
-		strays, garbage                        [][]byte
+		strays                                 [][]byte
 	)
-	// Shared references found in 0x04 values: seq -> count, and the first
-	// referring key (for the error message).
-	sharedRefs := make(map[uint64]int32)
-	firstRef := make(map[uint64][]byte)
-	// The sessions whose first queue entry is a shared body, by the body's seq: its arrival
-	// time is the queue's oldest (SessionState.OldestQueued), read with the body.
-	headBodies := make(map[uint64][]*SessionState)
 
-	scan := func(fam byte, prefetch bool, fn func(k, v []byte) error) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{fam}, PrefetchValues: prefetch, PrefetchSize: 256})
+	scan := func(fam byte, fn func(k, v []byte) error) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{fam}, PrefetchValues: true, PrefetchSize: 256})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			item := it.Item()
@@ -86,7 +95,7 @@ func (w *writer) recover() (*State, error) {
 		return cid, rest, nil
 	}
 
-	err := scan(famSession, true, func(k, v []byte) error {
+	err := scan(famSession, func(k, v []byte) error {
 		cid, _, err := cidOf(k, 0)
 		if err != nil {
 			return err
@@ -100,7 +109,7 @@ func (w *writer) recover() (*State, error) {
 		return nil
 	})
 	if err == nil {
-		err = scan(famSub, true, func(k, v []byte) error {
+		err = scan(famSub, func(k, v []byte) error {
 			cid, rest, err := cidOf(k, -1)
 			if err != nil {
 				return err
@@ -116,7 +125,7 @@ func (w *writer) recover() (*State, error) {
 		})
 	}
 	if err == nil {
-		err = scan(famRetained, true, func(k, v []byte) error {
+		err = scan(famRetained, func(k, v []byte) error {
 			m, err := decodeRetained(k, v)
 			if err == nil {
 				st.Retained = append(st.Retained, m)
@@ -124,41 +133,21 @@ func (w *writer) recover() (*State, error) {
 			return err
 		})
 	}
-	if err == nil {
-		err = scan(famQueue, true, func(k, v []byte) error {
-			cid, seq, err := parseSeqKey(k)
-			if err != nil {
-				return err
-			}
-			ss := get(cid)
-			first := ss.QueuedCount == 0 // keys ascend: the head of cid's queue
-			h, m, err := decodeQueue(k, v, first)
-			if err != nil {
-				return err
-			}
-			switch {
-			case first && h.shared():
-				headBodies[seq] = append(headBodies[seq], ss)
-			case first:
-				ss.OldestQueued = m.Arrived
-			}
-			if h.shared() {
-				if sharedRefs[seq] == 0 {
-					firstRef[seq] = slices.Clone(k)
-				}
-				sharedRefs[seq]++
-			} else if w.refs[seq] > 0 {
-				return corruptf(k, "inline entry, but shared body seq %d exists", seq)
-			}
-			ss.QueuedCount++
-			ss.QueuedBytes += int64(h.payloadSize)
-			ss.LastSeq = seq // keys ascend
-			queued++
+	var counted map[uint64]int32 // references to the bodies, now
+	if err == nil && queues {
+		var c *queueCounter
+		c, err = countQueues(txn, nil, nil, func(q *QueueCount) error {
+			ss := get(q.ClientID)
+			ss.QueuedCount, ss.QueuedBytes, ss.LastSeq, ss.OldestQueued = q.Count, q.Bytes, q.LastSeq, q.Oldest
+			queued += q.Count
 			return nil
-		})
+		}, nil)
+		if err == nil {
+			counted = c.bodies
+		}
 	}
 	if err == nil {
-		err = scan(famInflight, true, func(k, v []byte) error {
+		err = scan(famInflight, func(k, v []byte) error {
 			cid, seq, err := parseSeqKey(k)
 			if err != nil {
 				return err
@@ -180,27 +169,7 @@ func (w *writer) recover() (*State, error) {
 		})
 	}
 	if err == nil {
-		err = scan(famBody, true, func(k, v []byte) error {
-			if len(k) != 9 {
-				return corruptf(k, "malformed key")
-			}
-			seq := seqOfKey(k)
-			heads := headBodies[seq]
-			m, err := decodeBody(k, v, len(heads) > 0)
-			if err != nil {
-				return err
-			}
-			for _, ss := range heads {
-				ss.OldestQueued = m.Arrived
-			}
-			if sharedRefs[seq] == 0 {
-				garbage = append(garbage, slices.Clone(k))
-			}
-			return nil
-		})
-	}
-	if err == nil {
-		err = scan(famInbound, true, func(k, v []byte) error {
+		err = scan(famInbound, func(k, v []byte) error {
 			cid, rest, err := cidOf(k, 2)
 			if err != nil {
 				return err
@@ -215,7 +184,7 @@ func (w *writer) recover() (*State, error) {
 		})
 	}
 	if err == nil {
-		err = scan(famWill, true, func(k, v []byte) error {
+		err = scan(famWill, func(k, v []byte) error {
 			cid, _, err := cidOf(k, 0)
 			if err != nil {
 				return err
@@ -231,24 +200,22 @@ func (w *writer) recover() (*State, error) {
 	if err != nil {
 		return nil, err
 	}
-
-	// Every shared reference must have its body, and the counts must match
-	// what Open rebuilt from keys.
-	for seq, n := range sharedRefs {
-		if w.refs[seq] == 0 {
-			return nil, corruptf(firstRef[seq], "refers to shared body seq %d, which does not exist", seq)
-		}
-		if w.refs[seq] != n {
-			return nil, corruptf(firstRef[seq], "shared body seq %d: %d references by flag, %d by key", seq, n, w.refs[seq])
-		}
-	}
 	txn.Discard()
 
-	if len(strays)+len(garbage) > 0 {
-		w.s.log.Warn().Int("inflight_without_entry", len(strays)).Int("unreferenced_bodies", len(garbage)).
-			Msg("removing leftovers")
+	if counted != nil && w.old != nil {
+		// Counted now, not at Open: the references dropped since are gone from it already.
+		w.s.dropOpenSnapshot()
+		for seq := range w.old {
+			w.old[seq] = 0
+		}
+		if err := w.settleOld(counted); err != nil {
+			return nil, err
+		}
+	}
+	if len(strays) > 0 {
+		w.s.log.Warn().Int("inflight_without_entry", len(strays)).Msg("removing leftovers")
 		b := &Batch{}
-		for _, k := range append(strays, garbage...) {
+		for _, k := range strays {
 			b.del(k)
 		}
 		b.submitted = true
@@ -269,6 +236,9 @@ func (w *writer) recover() (*State, error) {
 				Int("subscriptions", len(ss.Subscriptions)).Int("queued", ss.QueuedCount).
 				Int("inbound", len(ss.InboundQoS2)).Bool("will", ss.Will != nil).Msg("session data without a session record")
 		}
+		if !queues {
+			ss.Uncounted, ss.LastSeq = true, w.s.bound-1
+		}
 		slices.Sort(ss.InboundQoS2)
 	}
 	st.Sessions = make([]SessionState, 0, len(sessions))
@@ -276,11 +246,19 @@ func (w *writer) recover() (*State, error) {
 		st.Sessions = append(st.Sessions, *ss)
 	}
 	slices.SortFunc(st.Sessions, func(a, b SessionState) int { return cmp.Compare(a.ClientID, b.ClientID) })
+	if !queues {
+		st.Bound = w.s.bound
+	}
 
-	w.s.log.Info().Int("sessions", len(st.Sessions)).Int("orphans", orphans).Int("subscriptions", subs).
-		Int("retained", len(st.Retained)).Int("queued", queued).Int("inflight", inflight).
-		Int("shared_bodies", len(sharedRefs)).Int("inbound_qos2", inbound).Int("wills", wills).Uint64("next_seq", w.nextSeq).
-		Dur("took", time.Since(start)).Msg("recovered")
+	ev := w.s.log.Info().Int("sessions", len(st.Sessions)).Int("orphans", orphans).Int("subscriptions", subs).
+		Int("retained", len(st.Retained)).Int("inflight", inflight).Int("inbound_qos2", inbound).Int("wills", wills).
+		Uint64("next_seq", w.nextSeq)
+	if queues {
+		ev = ev.Int("queued", queued).Int("shared_bodies", len(w.refs))
+	} else {
+		ev = ev.Bool("queues_counted_later", true)
+	}
+	ev.Dur("took", time.Since(start)).Msg("recovered")
 	return st, nil
 }
 

@@ -137,7 +137,7 @@ func TestSpillCrashAllOrNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if err := checkInvariants(s.db, s.w.refs); err != nil {
+	if err := checkInvariants(s.db, s.w); err != nil {
 		t.Fatalf("invariants after replay: %v", err)
 	}
 	st, err := s.Recover()

@@ -1,6 +1,7 @@
 package persist
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -71,6 +72,12 @@ type Store struct {
 
 	stats stats
 	space space
+
+	// openSnap is the read transaction Open took before any write, which CountQueues counts
+	// from; bound is the sequence counter then.
+	snapMu   sync.Mutex
+	openSnap *badger.Txn
+	bound    uint64
 }
 
 // Open opens (creating if needed) the store, checks the on-disk format version,
@@ -119,7 +126,9 @@ func Open(o Options) (*Store, error) {
 	} else if err := checkBadgerLogsLocked(o.Dir); err != nil {
 		return nil, err
 	}
+	opening := time.Now()
 	db, err := badger.Open(bo)
+	badgerOpen := time.Since(opening)
 	if err != nil {
 		if strings.Contains(err.Error(), "Cannot acquire directory lock") {
 			return nil, newError(ErrLocked, nil, "data directory %s is in use by another holdfast process", o.Dir)
@@ -137,6 +146,7 @@ func Open(o Options) (*Store, error) {
 		space:      space{dir: o.Dir, min: o.MinFreeBytes},
 	}
 	s.stats.init()
+	var replay time.Duration // replaying the write-ahead log, with its checkpoint
 	if o.Durability != None {
 		if s.wal, err = openWAL(o.Dir); err != nil {
 			_ = db.Close()
@@ -153,6 +163,7 @@ func Open(o Options) (*Store, error) {
 		}
 		start := time.Now()
 		n, err := replayWAL(db, s.wal, o.Dir)
+		replay = time.Since(start)
 		if err != nil {
 			s.wal.close()
 			_ = db.Close()
@@ -169,12 +180,15 @@ func Open(o Options) (*Store, error) {
 		return nil, err
 	}
 	start := time.Now()
-	idx, err := loadIndex(db)
+	snap := db.NewTransaction(false)
+	idx, err := loadIndex(snap)
 	if err != nil {
+		snap.Discard()
 		s.closeWAL()
 		_ = db.Close()
 		return nil, err
 	}
+	s.openSnap, s.bound = snap, idx.nextSeq
 	s.w = newWriter(s, idx, threshold)
 	if o.Durability == Sync {
 		s.sync = newSyncer(s)
@@ -202,8 +216,11 @@ func Open(o Options) (*Store, error) {
 		Int64("value_log_file_bytes", bo.ValueLogFileSize).
 		Int64("value_threshold_bytes", bo.ValueThreshold).
 		Uint64("next_seq", idx.nextSeq).
-		Int("shared_bodies", len(idx.refs)).
-		Dur("index_scan", time.Since(start))
+		Int("shared_bodies", len(idx.bodies)).
+		Dur("badger_open", badgerOpen).
+		Dur("replay", replay).
+		Dur("index_scan", time.Since(start)).
+		Dur("took", time.Since(opening))
 	if o.IndexCacheSize == 0 {
 		ev = ev.Bool("index_memory_unbounded", true)
 	}
@@ -350,21 +367,22 @@ func (s *Store) writeSchema() error {
 	return nil
 }
 
-// index is what Open rebuilds from keys alone: the sequence counter and the
-// shared-body reference counts.
+// index is what Open rebuilds from keys alone: the sequence counter, the shared bodies and the
+// client ids with a session record.
 type index struct {
 	nextSeq  uint64
-	refs     map[uint64]int32
-	sessions map[string]struct{} // client ids with a session record
+	bodies   map[uint64]int32 // every shared body, with 0: references not counted (see writer.old)
+	sessions map[string]struct{}
 }
 
-// loadIndex scans the 0x06 and 0x04 keys (no values): a queue entry refers to a
-// shared body exactly when a body with its sequence number exists, because a
-// sequence number belongs to one Enqueue.
-func loadIndex(db *badger.DB) (index, error) {
-	idx := index{refs: make(map[uint64]int32), sessions: make(map[string]struct{})}
+// loadIndex reads the keys (no values) of txn that Open needs: the session records, the shared
+// bodies, and the highest seq of each client's queue (its last key; one seek to it and one past
+// it per client, not a read of every entry). The queue entries' references to the bodies are
+// counted later (CountQueues, or Recover).
+func loadIndex(txn *badger.Txn) (index, error) {
+	idx := index{bodies: make(map[uint64]int32), sessions: make(map[string]struct{})}
 	var maxSeq uint64
-	err := db.View(func(txn *badger.Txn) error {
+	err := func() error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{famSession}})
 		for it.Rewind(); it.Valid(); it.Next() {
 			cid, _, ok := splitCID(it.Item().Key())
@@ -384,24 +402,31 @@ func loadIndex(db *badger.DB) (index, error) {
 				return corruptf(k, "malformed key")
 			}
 			seq := seqOfKey(k)
-			idx.refs[seq] = 0
+			idx.bodies[seq] = 0
 			maxSeq = max(maxSeq, seq)
 		}
 		it.Close()
 		it = txn.NewIterator(badger.IteratorOptions{Prefix: []byte{famQueue}})
 		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			_, seq, err := parseSeqKey(it.Item().Key())
+		last := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{famQueue}, Reverse: true})
+		defer last.Close()
+		for it.Rewind(); it.Valid(); {
+			k := it.Item().Key()
+			if _, _, err := parseSeqKey(k); err != nil {
+				return err
+			}
+			// Past every seq of this client: its last key is the highest at or before it.
+			end := append(bytes.Clone(k[:len(k)-8]), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff)
+			last.Seek(end)
+			_, seq, err := parseSeqKey(last.Item().Key())
 			if err != nil {
 				return err
 			}
 			maxSeq = max(maxSeq, seq)
-			if n, ok := idx.refs[seq]; ok {
-				idx.refs[seq] = n + 1
-			}
+			it.Seek(append(end, 0))
 		}
 		return nil
-	})
+	}()
 	if err != nil {
 		return idx, err
 	}
@@ -559,6 +584,7 @@ func (s *Store) Close() error {
 			s.closeErr = s.failedErr()
 			return
 		}
+		s.dropOpenSnapshot()
 		s.readMu.Lock()
 		s.dbClosed = true
 		if err := s.db.Close(); err != nil {

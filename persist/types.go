@@ -55,6 +55,10 @@ type Target struct {
 type State struct {
 	Sessions []SessionState // sorted by client id
 	Retained []Message      // sorted by topic
+
+	// Bound, from RecoverSessions (0 from Recover), is the sequence counter at Open: every
+	// queue entry on disk then has a lower seq, every later one this or a higher.
+	Bound uint64
 }
 
 // SessionState is one session's recovered state.
@@ -68,6 +72,10 @@ type SessionState struct {
 	OldestQueued  time.Time      // when the first entry of its queue arrived (zero: none, or not known)
 	InboundQoS2   []uint16       // sorted
 	Will          *codec.Will    // stored by PutWill; nil: none
+
+	// Uncounted (RecoverSessions): the queue is not counted yet; CountQueues will say what
+	// it holds, QueuedCount and QueuedBytes are 0 and LastSeq is State.Bound-1 meanwhile.
+	Uncounted bool
 
 	// Orphan is true when the store holds subscriptions, queue entries,
 	// inbound packet ids or a will for this client but no session record (0x01).

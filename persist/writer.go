@@ -48,6 +48,9 @@ type writer struct {
 	refs     map[uint64]int32
 	txnDelta map[uint64]int32
 	reqDelta map[uint64]int32
+	// old holds the bodies that were on disk at Open until their references are counted
+	// (settleOld): the references dropped since, as a negative number. nil once counted.
+	old map[uint64]int32
 
 	txn        *badger.Txn
 	txnEntries int      // entries in txn, all requests
@@ -86,21 +89,14 @@ func newWriter(s *Store, idx index, valueThreshold int64) *writer {
 		known:    idx.sessions,
 		txnKnown: make(map[string]bool),
 		reqKnown: make(map[string]bool),
-		refs:     idx.refs,
+		refs:     make(map[uint64]int32),
+		old:      idx.bodies,
 		txnDelta: make(map[uint64]int32),
 		reqDelta: make(map[uint64]int32),
 		landedCh: make(chan struct{}, 1),
 	}
 	if s.opt.Durability == None {
 		w.maxValue = int(valueThreshold) // memory mode: values must fit the LSM tree
-	}
-	// Bodies without any reference are garbage (older versions left them after
-	// a crash inside a batch split over transactions); Recover deletes them.
-	// They must not count.
-	for seq, n := range w.refs {
-		if n == 0 {
-			delete(w.refs, seq)
-		}
 	}
 	return w
 }
@@ -502,6 +498,10 @@ func (w *writer) checkpointIfDue() error {
 }
 
 func (w *writer) addRef(seq uint64, d int32) {
+	if _, ok := w.old[seq]; ok {
+		w.old[seq] += d
+		return
+	}
 	if n := w.refs[seq] + d; n > 0 {
 		w.refs[seq] = n
 	} else {
@@ -760,7 +760,7 @@ func (w *writer) enqueue(b *Batch) error {
 // with the last one.
 func (w *writer) ack(cid string, seq uint64, withState bool) error {
 	qk := queueKey(cid, seq)
-	shared := w.count(seq) > 0
+	shared := w.count(seq) > 0 || w.isOld(seq)
 	exists := false
 	if shared {
 		var err error
@@ -782,13 +782,53 @@ func (w *writer) ack(cid string, seq uint64, withState bool) error {
 	return nil
 }
 
-// dropRef removes one reference to body seq, deleting the body at zero.
+// dropRef removes one reference to body seq, deleting the body at zero (for a body not counted
+// yet, once it is: settleOld).
 func (w *writer) dropRef(seq uint64) error {
 	w.reqDelta[seq]--
-	if w.count(seq) <= 0 {
+	if w.count(seq) <= 0 && !w.isOld(seq) {
 		return w.write(bodyKey(seq), nil, true)
 	}
 	return nil
+}
+
+// isOld reports whether body seq was on disk at Open and its references are not counted yet.
+func (w *writer) isOld(seq uint64) bool {
+	_, ok := w.old[seq]
+	return ok
+}
+
+// settleOld takes the references to the bodies on disk at Open, counted from the snapshot Open
+// took (counted: seq -> references), less those dropped since, and deletes the bodies left
+// without any: those that no entry referred to (leftovers, logged at warn) and those whose last
+// reference went while they were counted.
+func (w *writer) settleOld(counted map[uint64]int32) error {
+	b := &Batch{}
+	garbage := 0
+	for seq, dropped := range w.old {
+		n := counted[seq]
+		if n == 0 {
+			garbage++
+		}
+		if n += dropped; n > 0 {
+			w.refs[seq] = n
+		} else {
+			b.del(bodyKey(seq))
+		}
+	}
+	w.old = nil
+	if garbage > 0 {
+		w.s.log.Warn().Int("unreferenced_bodies", garbage).Msg("removing leftovers")
+	}
+	if b.Len() == 0 {
+		return nil
+	}
+	b.submitted = true
+	// In Sync mode the syncer completes b, on its own goroutine.
+	done := make(chan error, 1)
+	b.done = func(_ uint64, err error) { done <- err }
+	w.process([]*Batch{b})
+	return <-done
 }
 
 // deleteSession removes every key of cid, the record last.
@@ -797,7 +837,7 @@ func (w *writer) deleteSession(cid string) error {
 		onKey := func([]byte) error { return nil }
 		if fam == famQueue {
 			onKey = func(k []byte) error {
-				if seq := seqOfKey(k); w.count(seq) > 0 {
+				if seq := seqOfKey(k); w.count(seq) > 0 || w.isOld(seq) {
 					return w.dropRef(seq)
 				}
 				return nil

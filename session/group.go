@@ -92,6 +92,7 @@ type Group[K comparable] struct {
 	queuedBytes int64
 	lastQueued  uint64
 	lastLoaded  uint64
+	uncounted   bool // restored before the store counted the queue: see Counted
 
 	Redelivered int64 // entries taken back from a member that went away and handed out again
 	Poisoned    int64 // entries dropped after MaxRedeliveries returns
@@ -128,6 +129,24 @@ func NewGroup[K comparable](name, filter string, opts *Options, gopts *GroupOpti
 // RestoreQueue sets what the store holds of the group's queue at start.
 func (g *Group[K]) RestoreQueue(count int, bytes int64, lastSeq uint64) {
 	g.queued, g.queuedBytes, g.lastQueued = count, bytes, lastSeq
+}
+
+// RestoreUncounted is RestoreQueue before the store has counted the queue: nothing is known of
+// it but that every entry has a seq up to lastSeq. Counted adds the count; until then the
+// queue limits do not see the queue's old entries.
+func (g *Group[K]) RestoreUncounted(lastSeq uint64) {
+	g.lastQueued, g.uncounted = lastSeq, true
+}
+
+// Counted adds what the store counted of a queue restored with RestoreUncounted (the entries
+// finished since have taken the counters below that already); otherwise it does nothing.
+func (g *Group[K]) Counted(count int, bytes int64) {
+	if !g.uncounted {
+		return
+	}
+	g.uncounted = false
+	g.queued += count
+	g.queuedBytes += bytes
 }
 
 // Join adds k (client id id) as a member at qos, or updates its QoS; true if new.

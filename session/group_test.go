@@ -400,3 +400,34 @@ func TestGroupSpec(t *testing.T) {
 		t.Run(row.name, row.run)
 	}
 }
+
+// A group's queue restored before the store counted it: the limits see what is reserved since,
+// and the count, once it arrives, what the disk held; it counts once, and not for a group that
+// was not restored uncounted.
+func TestGroupRestoredUncounted(t *testing.T) {
+	opts := Options{MaxInflight: 10, MaxQueuedMessages: 3, MemoryWindow: 256}
+	g := NewGroup[string]("g", "t/#", &opts, &GroupOptions{})
+	g.RestoreUncounted(41)
+	if n, _ := g.Queued(); n != 0 {
+		t.Fatalf("before the count: queued %d, want 0", n)
+	}
+	if !g.Reserve(1) {
+		t.Fatal("reservation before the count refused")
+	}
+	g.Counted(2, 20)
+	if n, _ := g.Queued(); n != 3 {
+		t.Fatalf("counted: queued %d, want 3", n)
+	}
+	if g.Reserve(1) {
+		t.Fatal("reservation past max_queued_messages accepted once counted")
+	}
+	g.Counted(2, 20)
+	if n, _ := g.Queued(); n != 3 {
+		t.Fatalf("counted twice: queued %d, want 3", n)
+	}
+	fresh := NewGroup[string]("g", "t/#", &opts, &GroupOptions{})
+	fresh.Counted(2, 20)
+	if n, _ := fresh.Queued(); n != 0 {
+		t.Fatalf("a group not restored uncounted took a count: queued %d", n)
+	}
+}

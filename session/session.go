@@ -72,6 +72,8 @@ type Session struct {
 	// may be zero, not known, for a queue recovered from an older store).
 	headArrived time.Time
 	headSet     bool
+	// uncounted: restored before the store counted its queue (Saved.Uncounted); Counted adds it.
+	uncounted bool
 }
 
 // New returns a session.
@@ -96,8 +98,12 @@ type Saved struct {
 	LastSeq     uint64 // the highest seq of its queue
 	// OldestQueued is when the first entry of its queue arrived (zero: empty or not known).
 	OldestQueued time.Time
-	InboundQoS2  []uint16
-	Will         *codec.Will // the will of its last connection, if it was not published yet
+	// Uncounted: the store has not counted the queue yet. QueuedCount and QueuedBytes are 0 and
+	// LastSeq bounds the queue from above (see persist.RecoverSessions); Counted adds the count.
+	// Until then the queue limits do not see the queue's old entries.
+	Uncounted   bool
+	InboundQoS2 []uint16
+	Will        *codec.Will // the will of its last connection, if it was not published yet
 }
 
 // Restore returns a persistent session rebuilt from what the store held, at start-up time now: a
@@ -107,6 +113,7 @@ func Restore(sv Saved, opts *Options, now time.Time) *Session {
 	s.queued = sv.QueuedCount
 	s.queuedBytes = sv.QueuedBytes
 	s.lastQueued = sv.LastSeq
+	s.uncounted = sv.Uncounted
 	for _, pid := range sv.InboundQoS2 {
 		s.inbound[pid] = struct{}{}
 	}
@@ -551,6 +558,28 @@ func (s *Session) Reserve(size int) bool {
 	s.queued++
 	s.queuedBytes += int64(size)
 	return true
+}
+
+// Counted adds what the store counted of the queue of a session restored uncounted
+// (Saved.Uncounted): count entries of bytes payload bytes, the first of which arrived at oldest.
+// Entries acknowledged since the start have taken the counters below that already, below zero
+// even, which this makes right. A session that was not restored uncounted, or was counted
+// already, ignores it: a session made since under the same client id has none of those entries.
+func (s *Session) Counted(count int, bytes int64, oldest time.Time) {
+	if !s.uncounted {
+		return
+	}
+	s.uncounted = false
+	s.queued += count
+	s.queuedBytes += bytes
+	switch {
+	case s.queued <= 0:
+		s.headArrived, s.headSet = time.Time{}, false
+	case count > 0 && (!s.headSet || oldest.Before(s.headArrived)):
+		// The counted entries came before any committed since; an acknowledged one may have
+		// been the oldest, which leaves the answer no later than the truth.
+		s.headArrived, s.headSet = oldest, true
+	}
 }
 
 // Unreserve gives back a reservation whose message was never queued (its commit failed).

@@ -280,3 +280,90 @@ func TestResendAsksMayRead(t *testing.T) {
 		})
 	}
 }
+
+// A session restored before the store counted its queue (persist.RecoverSessions) knows only an
+// upper bound of its seqs: connected before the count, it reads its whole queue from disk, and
+// the count, arriving after acknowledgements and new messages, makes its counters right.
+func TestRestoredUncounted(t *testing.T) {
+	st := openStore(t)
+	var rec persist.Batch
+	rec.PutSession("p", persist.SessionRecord{ProtocolLevel: 4})
+	if _, err := st.Commit(&rec); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+	var last uint64
+	for i := range 5 {
+		var b persist.Batch
+		b.Enqueue(&persist.Message{Topic: "t", Payload: []byte{byte(i)}, QoS: 1, Arrived: t0.Add(time.Duration(i) * time.Minute)},
+			[]persist.Target{{ClientID: "p", QoS: 1}})
+		seq, err := st.Commit(&b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = seq
+	}
+	opts := &Options{MaxInflight: 10, MaxQueuedMessages: 100, MemoryWindow: 256}
+	s := Restore(Saved{ClientID: "p", Record: Record{ProtocolLevel: 4}, LastSeq: last, Uncounted: true}, opts, t0.Add(time.Hour))
+	if n, b := s.Queued(); n != 0 || b != 0 || !s.OldestQueued().IsZero() {
+		t.Fatalf("before the count: queued %d (%d bytes), oldest %v; want nothing known", n, b, s.OldestQueued())
+	}
+
+	s.Attach(Link{Level: 4}, &fakeOutlet{})
+	var o Outgoing
+	for s.Fill(&o); o.NeedLoad; s.Fill(&o) {
+		entries, err := st.ReadQueue("p", o.Load.After, o.Load.Limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Loaded(&o, entries)
+	}
+	sent := decode(t, o.Now)
+	if len(sent) != 5 {
+		t.Fatalf("connected before the count: sent %d, want the 5 on disk", len(sent))
+	}
+	for _, p := range sent[:2] {
+		if _, ok := s.Ack(p.(*codec.Publish).PacketID, codec.TypePuback); !ok {
+			t.Fatal("PUBACK refused")
+		}
+	}
+	if n, b := s.Queued(); n != -2 || b != -2 {
+		t.Fatalf("two acknowledged before the count: queued %d (%d bytes), want -2 (-2)", n, b)
+	}
+	m := &persist.Message{Topic: "t", Payload: []byte{9}, QoS: 1, Arrived: t0.Add(time.Hour)}
+	if !s.Reserve(1) {
+		t.Fatal("reservation refused")
+	}
+	var b persist.Batch
+	b.Enqueue(m, []persist.Target{{ClientID: "p", QoS: 1}})
+	seq, err := st.Commit(&b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Committed(seq, m, 1)
+	o = Outgoing{}
+	s.Fill(&o)
+	if got := decode(t, o.Now); len(got) != 1 || got[0].(*codec.Publish).Payload[0] != 9 {
+		t.Fatalf("after the 5: sent %v, want the new message", got)
+	}
+
+	s.Counted(5, 5, t0)
+	if n, b := s.Queued(); n != 4 || b != 4 {
+		t.Fatalf("counted: queued %d (%d bytes), want 4 (4): 5 counted + 1 new - 2 acknowledged", n, b)
+	}
+	s.Counted(5, 5, t0)
+	if n, _ := s.Queued(); n != 4 {
+		t.Fatalf("counted twice: queued %d, want 4", n)
+	}
+	fresh := New("p", true, 4, opts)
+	fresh.Counted(5, 5, t0)
+	if n, _ := fresh.Queued(); n != 0 {
+		t.Fatalf("a session made since the start took the count: queued %d, want 0", n)
+	}
+
+	off := Restore(Saved{ClientID: "q", Record: Record{ProtocolLevel: 4}, LastSeq: last, Uncounted: true}, opts, t0)
+	off.Counted(3, 30, t0)
+	if n, b := off.Queued(); n != 3 || b != 30 || !off.OldestQueued().Equal(t0) {
+		t.Fatalf("offline, counted: queued %d (%d bytes), oldest %v; want 3 (30), %v", n, b, off.OldestQueued(), t0)
+	}
+}
