@@ -217,7 +217,7 @@ func BenchmarkEnqueueEncode(b *testing.B) {
 		bt = Batch{}
 		bt.Enqueue(m, targets)
 	}
-	b.ReportMetric(float64(len(bt.enq.vals[0])), "entry-bytes")
+	b.ReportMetric(float64(len(bt.enq.targets[0].val)), "entry-bytes")
 }
 
 // BenchmarkReadHeld: what a shared subscription group's start costs, 20 held entries of a
