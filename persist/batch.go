@@ -44,10 +44,12 @@ type enqueueTarget struct {
 	key, val []byte
 }
 
-// enqueueOne is an Enqueue to one target, the broker's usual, in one allocation.
+// enqueueOne is an Enqueue to one target, the broker's usual, in one allocation with the Batch's
+// first op.
 type enqueueOne struct {
-	e enqueueOp
-	t [1]enqueueTarget
+	e  enqueueOp
+	t  [1]enqueueTarget
+	op [1]op
 }
 
 // rec is a Badger entry written into the current transaction, kept so the
@@ -69,7 +71,6 @@ type rec struct {
 // when submitted.
 type Batch struct {
 	ops       []op
-	first     [1]op // ops' storage while there is one, the usual (a Batch is used by pointer)
 	enq       *enqueueOp
 	enqCalled bool
 	entries   int   // estimated Badger entries
@@ -128,9 +129,6 @@ func (b *Batch) checkQoS(kind, name string, qos byte) bool {
 }
 
 func (b *Batch) add(o op, entries int) {
-	if b.ops == nil {
-		b.ops = b.first[:0]
-	}
 	b.ops = append(b.ops, o)
 	b.entries += entries
 	b.bytes += int64(len(o.key) + len(o.val))
@@ -258,6 +256,9 @@ func (b *Batch) Enqueue(m *Message, targets []Target) {
 		one := &enqueueOne{}
 		e = &one.e
 		e.targets = one.t[:]
+		if b.ops == nil {
+			b.ops = one.op[:0]
+		}
 		// Key and value share one buffer: they live and die together.
 		kl := seqKeyLen(t.ClientID)
 		buf := binary.BigEndian.AppendUint64(appendCIDPrefix(make([]byte, 0, kl+queueInlineLen(m)), famQueue, t.ClientID), 0)
