@@ -27,6 +27,11 @@ type delivery struct {
 	groups     []*groupHandle // shared groups that queue it, told in the commit callback
 	groupQoS   []byte
 	retain     *retain.Message // the retained store's update, applied when the batch is submitted
+
+	// Room for the usual one persistent target, so that routing to it allocates nothing more
+	// (route); a delivery is not copied once routed.
+	oneDurable    [1]*sessionHandle
+	oneDurableQoS [1]byte
 }
 
 // pubJob is a packet of one connection that completes after a commit: a routed PUBLISH, or a
@@ -34,6 +39,7 @@ type delivery struct {
 type pubJob struct {
 	d          delivery
 	ack        codec.Packet // PUBACK, PUBREC or PUBCOMP to send once done; nil for QoS 0
+	puback     codec.Puback // ack's storage at QoS 1, in the job's allocation
 	inboundPID uint16       // QoS 2: forgotten again if the commit fails, so the retry is routed
 	ready      bool         // its commit has finished (under inOrder.jmu)
 	err        error
@@ -116,7 +122,8 @@ func (c *conn) accept(p *codec.Publish) (*pubJob, error) {
 	}
 	switch p.QoS {
 	case 1:
-		j.ack = &codec.Puback{PacketID: p.PacketID} // [MQTT-4.3.2-2]
+		j.puback.PacketID = p.PacketID
+		j.ack = &j.puback // [MQTT-4.3.2-2]
 	case 2:
 		j.ack = &codec.Pubrec{PacketID: p.PacketID} // [MQTT-4.3.3-2]
 		j.inboundPID = p.PacketID
@@ -353,6 +360,9 @@ func (s *Server) route(d *delivery, p *codec.Publish, owner string) (retainRefus
 			continue
 		}
 		if sess.Persistent {
+			if d.durable == nil {
+				d.durable, d.durableQoS = d.oneDurable[:0], d.oneDurableQoS[:0]
+			}
 			targets = append(targets, persist.Target{ClientID: sess.ID, QoS: qos})
 			d.durable = append(d.durable, sess)
 			d.durableQoS = append(d.durableQoS, qos)

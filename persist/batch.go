@@ -1,9 +1,9 @@
 package persist
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math"
-	"slices"
 	"strings"
 
 	"github.com/holdfast/holdfast/codec"
@@ -35,9 +35,21 @@ type op struct {
 type enqueueOp struct {
 	bodyKey []byte // shared only
 	bodyVal []byte // shared only
-	cids    []string
-	keys    [][]byte
-	vals    [][]byte
+	targets []enqueueTarget
+}
+
+// enqueueTarget is one target's queue entry.
+type enqueueTarget struct {
+	cid      string
+	key, val []byte
+}
+
+// enqueueOne is an Enqueue to one target, the broker's usual, in one allocation with the Batch's
+// first op.
+type enqueueOne struct {
+	e  enqueueOp
+	t  [1]enqueueTarget
+	op [1]op
 }
 
 // rec is a Badger entry written into the current transaction, kept so the
@@ -93,6 +105,11 @@ func (b *Batch) checkKey(k []byte) bool {
 	return true
 }
 
+// checkQueueKey is checkKey of queue key (cid, seq), built only to name it in the error.
+func (b *Batch) checkQueueKey(cid string, seq uint64) bool {
+	return seqKeyLen(cid) <= MaxKeySize || b.checkKey(queueKey(cid, seq))
+}
+
 func (b *Batch) checkCID(cid string) bool {
 	if len(cid) > 0xFFFF {
 		b.fail(newError(ErrTooLarge, nil, "client id of %d bytes exceeds 65535", len(cid)))
@@ -145,7 +162,7 @@ func (b *Batch) PutSession(cid string, r SessionRecord) {
 // inbound packet ids and will. The writer finds the keys by key-only iteration; a
 // session with a very long queue makes this one slow operation.
 func (b *Batch) DeleteSession(cid string) {
-	if b.checkCID(cid) && b.checkKey(queueKey(cid, 0)) {
+	if b.checkCID(cid) && b.checkQueueKey(cid, 0) {
 		b.add(op{kind: opDeleteSession, cid: cid}, 9)
 	}
 }
@@ -230,45 +247,54 @@ func (b *Batch) Enqueue(m *Message, targets []Target) {
 	if len(targets) == 0 {
 		return
 	}
-	e := &enqueueOp{cids: make([]string, len(targets)), keys: make([][]byte, len(targets)), vals: make([][]byte, len(targets))}
-	var o op
-	o.kind = opEnqueue
+	var e *enqueueOp
 	if len(targets) == 1 {
 		t := targets[0]
 		if !b.checkCID(t.ClientID) || !b.checkQoS("target", t.ClientID, t.QoS) {
 			return
 		}
-		e.cids[0] = t.ClientID
-		e.keys[0] = queueKey(t.ClientID, 0)
-		e.vals[0] = encodeQueueInline(t.QoS, m)
-		b.bytes += int64(len(e.keys[0]) + len(e.vals[0]))
-		b.maxVal = max(b.maxVal, len(e.vals[0]))
+		one := &enqueueOne{}
+		e = &one.e
+		e.targets = one.t[:]
+		if b.ops == nil {
+			b.ops = one.op[:0]
+		}
+		// Key and value share one buffer: they live and die together.
+		kl := seqKeyLen(t.ClientID)
+		buf := binary.BigEndian.AppendUint64(appendCIDPrefix(make([]byte, 0, kl+queueInlineLen(m)), famQueue, t.ClientID), 0)
+		e.targets[0] = enqueueTarget{cid: t.ClientID, key: buf[:kl:kl], val: appendQueueInline(buf[kl:], t.QoS, m)}
+		b.maxVal = max(b.maxVal, len(e.targets[0].val))
 	} else {
+		e = &enqueueOp{targets: make([]enqueueTarget, len(targets))}
 		e.bodyKey = bodyKey(0)
 		e.bodyVal = encodeBody(m)
 		b.bytes += int64(len(e.bodyKey) + len(e.bodyVal))
 		b.maxVal = max(b.maxVal, len(e.bodyVal))
-		shared := encodeQueueShared(0, len(m.Payload))
+		size := 0
+		for _, t := range targets {
+			size += seqKeyLen(t.ClientID) + queueHeaderLen
+		}
+		// Every target's key and value in one buffer.
+		buf := make([]byte, 0, size)
 		for i, t := range targets {
 			if !b.checkCID(t.ClientID) || !b.checkQoS("target", t.ClientID, t.QoS) {
 				return
 			}
-			e.cids[i] = t.ClientID
-			e.keys[i] = queueKey(t.ClientID, 0)
-			v := slices.Clone(shared)
-			v[1] = t.QoS
-			e.vals[i] = v
-			b.bytes += int64(len(e.keys[i]) + len(v))
+			start := len(buf)
+			buf = binary.BigEndian.AppendUint64(appendCIDPrefix(buf, famQueue, t.ClientID), 0)
+			kend := len(buf)
+			buf = appendQueueShared(buf, t.QoS, len(m.Payload))
+			e.targets[i] = enqueueTarget{cid: t.ClientID, key: buf[start:kend:kend], val: buf[kend:len(buf):len(buf)]}
 		}
 	}
-	for _, k := range e.keys {
-		if !b.checkKey(k) {
+	for _, t := range e.targets {
+		if !b.checkKey(t.key) {
 			return
 		}
+		b.bytes += int64(len(t.key) + len(t.val))
 	}
 	b.enq = e
-	b.ops = append(b.ops, o)
-	b.entries += len(e.keys)
+	b.add(op{kind: opEnqueue}, len(e.targets))
 	if e.bodyKey != nil {
 		b.entries++
 	}
@@ -351,7 +377,7 @@ func (b *Batch) Hold(cid string, seq uint64, state QueueState, pid uint16, holde
 // Ack removes queue entry (cid, seq) and its in-flight state, and the shared
 // body when this was its last reference. Acking an absent entry is a no-op.
 func (b *Batch) Ack(cid string, seq uint64) {
-	if b.checkCID(cid) && b.checkKey(queueKey(cid, seq)) {
+	if b.checkCID(cid) && b.checkQueueKey(cid, seq) {
 		b.add(op{kind: opAck, cid: cid, seq: seq}, 3)
 	}
 }
@@ -359,7 +385,7 @@ func (b *Batch) Ack(cid string, seq uint64) {
 // AckQueued is Ack for an entry whose in-flight state was never written (SetQueueState was not
 // called for it): it spares the store a deletion of a key that does not exist.
 func (b *Batch) AckQueued(cid string, seq uint64) {
-	if b.checkCID(cid) && b.checkKey(queueKey(cid, seq)) {
+	if b.checkCID(cid) && b.checkQueueKey(cid, seq) {
 		b.add(op{kind: opAckQueued, cid: cid, seq: seq}, 2)
 	}
 }
@@ -383,7 +409,7 @@ func (b *Batch) String() string {
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "batch(%d ops, ~%d entries, %d bytes", len(b.ops), b.entries, b.bytes)
 	if b.enq != nil {
-		fmt.Fprintf(&sb, ", enqueue to %d", len(b.enq.keys))
+		fmt.Fprintf(&sb, ", enqueue to %d", len(b.enq.targets))
 	}
 	sb.WriteString(")")
 	return sb.String()

@@ -41,11 +41,18 @@ var familyNames = [...]string{
 
 // cidPrefix returns fam | len(cid) uint16 | cid, with room for extra bytes.
 func cidPrefix(fam byte, cid string, extra int) []byte {
-	k := make([]byte, 0, 3+len(cid)+extra)
+	return appendCIDPrefix(make([]byte, 0, 3+len(cid)+extra), fam, cid)
+}
+
+// appendCIDPrefix appends fam | len(cid) uint16 | cid to k.
+func appendCIDPrefix(k []byte, fam byte, cid string) []byte {
 	k = append(k, fam)
 	k = binary.BigEndian.AppendUint16(k, uint16(len(cid)))
 	return append(k, cid...)
 }
+
+// seqKeyLen is the length of a key of seqKey.
+func seqKeyLen(cid string) int { return 3 + len(cid) + 8 }
 
 func sessionKey(cid string) []byte { return cidPrefix(famSession, cid, 0) }
 func willKey(cid string) []byte    { return cidPrefix(famWill, cid, 0) }

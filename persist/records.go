@@ -244,7 +244,18 @@ func decodeRetained(key, v []byte) (Message, error) {
 //   (v1: no expiry, arrival or properties)
 
 func encodeQueueInline(qos byte, m *Message) []byte {
-	v := make([]byte, 0, queueHeaderLen+3+len(m.Topic)+arrivalLen(m)+len(m.Payload))
+	return appendQueueInline(make([]byte, 0, queueInlineLen(m)), qos, m)
+}
+
+// queueInlineLen is the size of m's inline queue entry without its MQTT 5 parts but the
+// arrival time.
+func queueInlineLen(m *Message) int {
+	return queueHeaderLen + 3 + len(m.Topic) + arrivalLen(m) + len(m.Payload)
+}
+
+// appendQueueInline appends m's inline queue entry to v.
+func appendQueueInline(v []byte, qos byte, m *Message) []byte {
+	start := len(v)
 	var flags byte
 	if m.Retain {
 		flags |= qfRetain
@@ -257,12 +268,16 @@ func encodeQueueInline(qos byte, m *Message) []byte {
 	v = append(v, m.QoS)
 	v = binary.BigEndian.AppendUint16(v, uint16(len(m.Topic)))
 	v = append(v, m.Topic...)
-	v = appendExtras(v, 2, m, true)
+	v = appendExtras(v, start+2, m, true)
 	return append(v, m.Payload...)
 }
 
 func encodeQueueShared(qos byte, payloadSize int) []byte {
-	v := make([]byte, 0, queueHeaderLen)
+	return appendQueueShared(make([]byte, 0, queueHeaderLen), qos, payloadSize)
+}
+
+// appendQueueShared appends a shared queue entry to v.
+func appendQueueShared(v []byte, qos byte, payloadSize int) []byte {
 	v = append(v, recordV2, qos, qfShared)
 	return binary.BigEndian.AppendUint32(v, uint32(payloadSize))
 }

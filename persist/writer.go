@@ -676,6 +676,9 @@ func (w *writer) keys(prefix, start []byte) (keys [][]byte, more bool, err error
 func (w *writer) apply(b *Batch) error {
 	w.cur = b
 	defer func() { w.cur = nil }()
+	if cap(b.applied) < b.entries {
+		b.applied = make([]rec, 0, b.entries) // at once, not grown entry by entry
+	}
 	b.applied = b.applied[:0]
 	clear(w.reqDelta)
 	clear(w.reqKnown)
@@ -723,13 +726,13 @@ func (w *writer) enqueue(b *Batch) error {
 		if e.bodyKey != nil {
 			binary.BigEndian.PutUint64(e.bodyKey[1:], b.seq)
 		}
-		for _, k := range e.keys {
-			binary.BigEndian.PutUint64(k[len(k)-8:], b.seq)
+		for _, t := range e.targets {
+			binary.BigEndian.PutUint64(t.key[len(t.key)-8:], b.seq)
 		}
 	}
 	live := 0
-	for _, cid := range e.cids {
-		if w.isKnown(cid) {
+	for _, t := range e.targets {
+		if w.isKnown(t.cid) {
 			live++
 		}
 	}
@@ -741,11 +744,11 @@ func (w *writer) enqueue(b *Batch) error {
 			return err
 		}
 	}
-	for i, k := range e.keys {
-		if !w.isKnown(e.cids[i]) {
+	for _, t := range e.targets {
+		if !w.isKnown(t.cid) {
 			continue
 		}
-		if err := w.write(k, e.vals[i], false); err != nil {
+		if err := w.write(t.key, t.val, false); err != nil {
 			return err
 		}
 		if e.bodyKey != nil {
