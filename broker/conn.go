@@ -399,6 +399,8 @@ func (c *conn) teardown() {
 	c.releaseWaitersLocked()
 	c.omu.Unlock()
 	c.writers.Wait()
+	// No writer can take a page read ahead now.
+	c.dropReadAhead()
 	c.all.Wait() // every publish read is routed or given back before the session goes
 	if c.sess != nil {
 		c.endSession()

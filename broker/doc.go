@@ -69,10 +69,10 @@
 //   - QoS 1 and 2, persistent session: queued on disk before the publisher is acknowledged. In
 //     memory a session holds at most max(256, max_inflight) queued entries plus its in-flight
 //     window (limits.max_inflight), and while it drains a longer queue one more such page, read
-//     ahead; the rest is read from disk as the window frees. While an online session holds
-//     max(1024, 4 × max_inflight) unacknowledged entries, each publisher that routes to it waits
-//     (its reader stops reading) until the backlog halves, at most 500 ms, after which the
-//     session is marked stuck and no longer waited for until it drains.
+//     ahead (64 sessions at most at once); the rest is read from disk as the window frees. While
+//     an online session holds max(1024, 4 × max_inflight) unacknowledged entries, each publisher
+//     that routes to it waits (its reader stops reading) until the backlog halves, at most
+//     500 ms, after which the session is marked stuck and no longer waited for until it drains.
 //     Past limits.max_queued_messages or max_queued_bytes new messages are dropped for that
 //     session only (queue_full) and the publisher is still acknowledged.
 //   - QoS 1 and 2, clean session: the same, with the queue in memory.

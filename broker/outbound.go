@@ -402,7 +402,7 @@ func (c *conn) fill(out *session.Outgoing) bool {
 		more := s.Loaded(out, entries)
 		next, ok := s.NextLoad()
 		c.sess.unlock()
-		if more && full && ok {
+		if more && full && ok && c.srv.holdReadAhead() {
 			// A session draining its queue: the next page is read while this one is sent.
 			c.ahead = c.readAhead(next)
 		}
@@ -410,6 +410,31 @@ func (c *conn) fill(out *session.Outgoing) bool {
 			return true // what is left is not durable yet: Committed wakes the writer
 		}
 	}
+}
+
+// maxReadAheads bounds the pages read ahead that sessions hold at once: one page each doubles
+// the memory of a draining session's queue, which many draining at once need no help with.
+const maxReadAheads = 64
+
+// holdReadAhead reports whether a page may be read ahead, counting it if so; dropReadAhead
+// uncounts it once taken or dropped.
+func (s *Server) holdReadAhead() bool {
+	if s.readAheads.Add(1) > maxReadAheads {
+		s.readAheads.Add(-1)
+		return false
+	}
+	return true
+}
+
+// dropReadAhead forgets c's page read ahead, if any. Only the writer, or teardown once no writer
+// can run, may call it.
+func (c *conn) dropReadAhead() *readAhead {
+	a := c.ahead
+	if a != nil {
+		c.ahead = nil
+		c.srv.readAheads.Add(-1)
+	}
+	return a
 }
 
 // readAhead is a read of the session's queue on a goroutine of its own.
@@ -433,8 +458,7 @@ func (c *conn) readAhead(l session.Load) *readAhead {
 
 // readQueue reads what out.Load asks for: the read started ahead if it answers that, else now.
 func (c *conn) readQueue(out *session.Outgoing) ([]persist.QueueEntry, error) {
-	if a := c.ahead; a != nil {
-		c.ahead = nil
+	if a := c.dropReadAhead(); a != nil {
 		<-a.done
 		if a.load.Answers(out.Load) {
 			out.Load = a.load
