@@ -58,7 +58,7 @@ type conn struct {
 	aliasesIn     map[uint16]string   // MQTT 5: the topic aliases the client set (reader-owned)
 	aliasesOut    map[string]aliasDef // MQTT 5: the topic aliases the broker assigned (under omu)
 	rounds        uint64              // the writer's rounds: obuf taken for the socket (under omu)
-	ahead         *readAhead          // the next read of the session's queue, started early (writer-owned)
+	ahead         *readAhead          // the next read of the session's queue, started early (writer-owned; see dropReadAhead)
 
 	outbound
 	closing  chan struct{} // closed once: the connection is going away
