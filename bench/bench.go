@@ -201,6 +201,8 @@ func flagsFanin(fs *flag.FlagSet, o *options) {
 func flagsFanout(fs *flag.FlagSet, o *options) {
 	flagsFlow(fs, o)
 	fs.IntVar(&o.subs, "subs", 10, "subscribers")
+	fs.IntVar(&o.parallel, "parallel", 32, "subscribers connecting (and, with -clean=false, removing their sessions at the end) at once")
+	fs.IntVar(&o.pid, "pid", 0, "broker process id: VmRSS is read from /proc/PID/status once the subscribers are connected, every 100 ms while messages flow (peak) and after the last delivery (0: not measured)")
 }
 
 func flagsLatency(fs *flag.FlagSet, o *options) {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -30,26 +31,43 @@ func runFlow(e *env, name string, npub, nsub int, rate float64) error {
 	bridged := o.subAddr != "" && o.qos > 0
 	epoch := time.Now()
 	var subs []*subscriber
-	cleanup := func() {
+	var cleanup func()
+
+	if err := raiseNoFile(uint64(nsub+npub) + 64); err != nil {
+		return err
+	}
+	subs = make([]*subscriber, nsub)
+	cleanup = func() {
 		for _, s := range subs {
-			s.c.abort()
+			if s != nil {
+				s.c.abort()
+			}
 		}
 	}
-
-	for i := range nsub {
+	// Thousands of persistent subscribers one after the other would take minutes of commits.
+	err := eachParallel(nsub, o.parallel, func(i int) error {
 		c, _, err := dial(e.subDialOpts(e.clientID("s", i), o.clean))
 		if err != nil {
-			cleanup()
 			return err
 		}
 		if err := c.subscribe(filter, byte(o.qos), o.timeout); err != nil {
 			c.abort()
+			return err
+		}
+		subs[i] = newSubscriber(c, e.run, npub, epoch)
+		subs[i].start()
+		return nil
+	})
+	if err != nil {
+		cleanup()
+		return err
+	}
+	var rss rssWatch
+	if o.pid > 0 {
+		if err := rss.start(o.pid); err != nil {
 			cleanup()
 			return err
 		}
-		s := newSubscriber(c, e.run, npub, epoch)
-		s.start()
-		subs = append(subs, s)
 	}
 	pubs, err := dialPublishers(e, npub, []string{topic}, epoch)
 	if err != nil {
@@ -107,6 +125,7 @@ func runFlow(e *env, name string, npub, nsub int, rate float64) error {
 	}
 	drainErr := waitDrain(subs, owed, o.timeout)
 	prog.end()
+	rssErr := rss.stop()
 
 	var errs []error
 	for i, p := range pubs {
@@ -122,11 +141,18 @@ func runFlow(e *env, name string, npub, nsub int, rate float64) error {
 			errs = append(errs, fmt.Errorf("subscriber %d: %w", i, err))
 		}
 	}
+	if rssErr != nil {
+		errs = append(errs, rssErr)
+	}
 	if !o.clean {
-		for i := range subs {
+		err := eachParallel(len(subs), o.parallel, func(i int) error {
 			if err := cleanSession(e.subDialOpts(e.clientID("s", i), true)); err != nil {
-				errs = append(errs, fmt.Errorf("removing session of subscriber %d: %w", i, err))
+				return fmt.Errorf("removing session of subscriber %d: %w", i, err)
 			}
+			return nil
+		})
+		if err != nil {
+			errs = append(errs, err)
 		}
 	}
 
@@ -172,6 +198,10 @@ func runFlow(e *env, name string, npub, nsub int, rate float64) error {
 		secs("elapsed", elapsed).rate("sent_per_s", sent, pubEnd.Sub(start)).rate("recv_per_s", received, elapsed).
 		ms("p50_ms", lat.quantile(0.50)).ms("p99_ms", lat.quantile(0.99)).ms("p999_ms", lat.quantile(0.999)).ms("max_ms", lat.max).
 		uint("ack_errors", codes.total()).str("ack_codes", codes.String())
+	if o.pid > 0 {
+		l.int("pid", o.pid).add("rss_before_kb", strconv.FormatInt(rss.before, 10)).
+			add("rss_peak_kb", strconv.FormatInt(rss.peak, 10)).add("rss_after_kb", strconv.FormatInt(rss.after, 10))
+	}
 	if err := l.print(e.stdout); err != nil {
 		return err
 	}
@@ -297,4 +327,88 @@ func waitDrain(subs []*subscriber, want uint64, quiet time.Duration) error {
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// eachParallel calls fn(0) to fn(n-1) on up to parallel goroutines (at least one) and returns
+// the first error; after one, no new call starts.
+func eachParallel(n, parallel int, fn func(i int) error) error {
+	var next atomic.Int64
+	var firstErr error
+	var once sync.Once
+	var wg sync.WaitGroup
+	for range min(max(parallel, 1), n) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				if err := fn(i); err != nil {
+					once.Do(func() { firstErr = err })
+					next.Store(int64(n))
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return firstErr
+}
+
+// rssWatch samples the broker's resident memory while a run goes on: before it, its peak (every
+// rssEvery) and after it, in KiB.
+type rssWatch struct {
+	pid                 int
+	before, peak, after int64
+	stopc               chan struct{}
+	done                chan error
+}
+
+const rssEvery = 100 * time.Millisecond
+
+func (w *rssWatch) start(pid int) error {
+	v, err := readRSS(pid)
+	if err != nil {
+		return err
+	}
+	w.pid, w.before, w.peak = pid, v, v
+	w.stopc, w.done = make(chan struct{}), make(chan error, 1)
+	go func() {
+		t := time.NewTicker(rssEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-w.stopc:
+				w.done <- nil
+				return
+			case <-t.C:
+			}
+			v, err := readRSS(pid)
+			if err != nil {
+				w.done <- err
+				return
+			}
+			w.peak = max(w.peak, v)
+		}
+	}()
+	return nil
+}
+
+// stop ends the sampling (if started) and reads the memory once more.
+func (w *rssWatch) stop() error {
+	if w.stopc == nil {
+		return nil
+	}
+	close(w.stopc)
+	if err := <-w.done; err != nil {
+		return err
+	}
+	v, err := readRSS(w.pid)
+	if err != nil {
+		return err
+	}
+	w.after, w.peak = v, max(w.peak, v)
+	return nil
 }

@@ -50,13 +50,15 @@ type conn struct {
 	sess          *sessionHandle
 	bridge        *bridge // set when this is a bridge's link to a remote broker, made by the broker
 	keepAlive     time.Duration
-	ident         auth.Client // who the client authenticated as, for the ACL
-	enh           enhanced    // MQTT 5 enhanced authentication (reader-owned)
+	ident         auth.Client    // who the client authenticated as, for the ACL
+	enh           enhanced       // MQTT 5 enhanced authentication (reader-owned)
+	acks          *persist.Batch // removals of acknowledged entries not yet submitted (reader-owned)
 
 	retainRefused bool                // a retained publish passed a retained-store limit (logged once)
 	aliasesIn     map[uint16]string   // MQTT 5: the topic aliases the client set (reader-owned)
 	aliasesOut    map[string]aliasDef // MQTT 5: the topic aliases the broker assigned (under omu)
 	rounds        uint64              // the writer's rounds: obuf taken for the socket (under omu)
+	ahead         *readAhead          // the next read of the session's queue, started early (writer-owned; see dropReadAhead)
 
 	outbound
 	closing  chan struct{} // closed once: the connection is going away
@@ -220,6 +222,7 @@ func (c *conn) readLoop() bool {
 				c.linger = true
 			}
 			c.flushStaged() // what was read is delivered, however the connection ends
+			c.flushAcks()
 			return false
 		}
 		if c.keepAlive > 0 {
@@ -237,10 +240,12 @@ func (c *conn) readLoop() bool {
 				c.linger = true
 			}
 			c.flushStaged()
+			c.flushAcks()
 			return false
 		}
 		if c.r.Buffered() == 0 {
 			c.flushStaged() // about to block on the socket
+			c.flushAcks()
 			if quiet(p) && c.park() {
 				return true
 			}
@@ -287,8 +292,13 @@ func (c *conn) logReadError(when string, err error) {
 
 // handle dispatches one packet after CONNECT. An error closes the connection.
 func (c *conn) handle(p codec.Packet) error {
-	if _, ok := p.(*codec.Publish); !ok {
+	switch p.(type) {
+	case *codec.Publish:
+	case *codec.Puback, *codec.Pubcomp:
 		c.flushStaged() // keep staged QoS 0 messages ahead of whatever this packet causes
+	default:
+		c.flushStaged()
+		c.flushAcks()
 	}
 	switch p := p.(type) {
 	case *codec.Publish:
@@ -389,6 +399,8 @@ func (c *conn) teardown() {
 	c.releaseWaitersLocked()
 	c.omu.Unlock()
 	c.writers.Wait()
+	// No writer can take a page read ahead now.
+	c.dropReadAhead()
 	c.all.Wait() // every publish read is routed or given back before the session goes
 	if c.sess != nil {
 		c.endSession()

@@ -26,13 +26,15 @@
 // loop per listener, persist's writer (applies batches to Badger and appends them to the
 // write-ahead log) and syncer (fdatasyncs the log and runs the completion callbacks in commit
 // order), the password workers, the $SYS and expiry loops, the shared groups' loader (reads a
-// group's queue from disk, which persist's callback may not), and per bridge a loop that keeps
-// its link up and, while it is, a pinger beside the link's reader. At start, the queue counter:
-// the broker serves once the store has recovered everything but the queues (persist's
-// RecoverSessions), and this goroutine gives each restored session and group its queue's size
-// as persist counts it (CountQueues; "counted the queues" in the log). Until its count arrives, a
-// session reads its queue from disk up to the bound persist gave, as far as it goes, and its
-// queue limits (max_queued_messages/bytes) do not see the old entries. A publish whose commit completes
+// group's queue from disk, which persist's callback may not), the read ahead of a draining
+// session's next page of its queue (started by its writer after a full page, taken by the
+// writer's next read if it still answers it), and per bridge a loop that keeps its link up and,
+// while it is, a pinger beside the link's reader. At start, the queue counter: the broker serves
+// once the store has recovered everything but the queues (persist's RecoverSessions), and this
+// goroutine gives each restored session and group its queue's size as persist counts it
+// (CountQueues; "counted the queues" in the log). Until its count arrives, a session reads its
+// queue from disk up to the bound persist gave, as far as it goes, and its queue limits
+// (max_queued_messages/bytes) do not see the old entries. A publish whose commit completes
 // QoS 0 copies for other connections is finished by a goroutine started for it (inorder.go).
 //
 // # One QoS 1 message, end to end
@@ -50,8 +52,10 @@
 //     goes into the publisher's outbound buffer, which wakes the publisher's writer.
 //  4. publisher's writer: writes PUBACK. Subscriber's writer, meanwhile: takes the entry from the
 //     session (session.Fill), checks the ACL again, writes PUBLISH.
-//  5. subscriber's reader: PUBACK removes the entry from the session and submits the deletion to
-//     persist (writer and syncer again; nobody waits for it).
+//  5. subscriber's reader: PUBACK removes the entry from the session; the deletions of every
+//     acknowledgement read in one go from the socket go to persist as one batch before the reader
+//     blocks again or handles another kind of packet (writer and syncer again; nobody waits for
+//     it).
 //
 // So the acknowledgement crosses three goroutines after the reader (persist's writer and syncer,
 // the publisher's writer) and the delivery three (persist's writer and syncer, the subscriber's
@@ -69,8 +73,9 @@
 //     session is persistent: then queued on disk like QoS 1.
 //   - QoS 1 and 2, persistent session: queued on disk before the publisher is acknowledged. In
 //     memory a session holds at most max(256, max_inflight) queued entries plus its in-flight
-//     window (limits.max_inflight); the rest is read from disk as the window frees. While an
-//     online session holds max(1024, 4 × max_inflight) unacknowledged entries, each publisher
+//     window (limits.max_inflight), and while it drains a longer queue one more such page, read
+//     ahead (64 sessions at most at once); the rest is read from disk as the window frees. While
+//     an online session holds max(1024, 4 × max_inflight) unacknowledged entries, each publisher
 //     that routes to it waits (its reader stops reading) until the backlog halves, at most
 //     500 ms, after which the session is marked stuck and no longer waited for until it drains.
 //     Past limits.max_queued_messages or max_queued_bytes new messages are dropped for that

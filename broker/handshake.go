@@ -19,11 +19,38 @@ func (c *conn) acked(pid uint16, kind codec.Type) {
 	if !ok || w.Kind == 0 {
 		return
 	}
+	if w.Group == "" {
+		// The session's own entry: its removal goes with the others of the packets read in one go
+		// (flushAcks), since nobody waits for it. A group's goes at once, as its group settles it.
+		if c.acks == nil {
+			c.acks = new(persist.Batch)
+		}
+		addWrites(c.acks, c.clientID, w)
+		if c.acks.Len() >= maxAckBatch {
+			c.flushAcks()
+		}
+		return
+	}
 	ws := []session.Write{w}
 	c.srv.settle(ws)
 	var b persist.Batch
 	addWrites(&b, c.clientID, ws...)
 	c.srv.store.Submit(&b, c.srv.logCommitError("acknowledging a message"))
+}
+
+// maxAckBatch bounds the removals of acknowledged entries that wait for the reader's next flush.
+const maxAckBatch = 256
+
+// flushAcks submits the removals of the entries acknowledged since the last flush. The reader
+// calls it before it blocks on the socket, before it handles a packet other than an
+// acknowledgement or a publish, and before the connection ends, so that they reach the store in
+// the order of the packets around them.
+func (c *conn) flushAcks() {
+	if c.acks == nil {
+		return
+	}
+	c.srv.store.Submit(c.acks, c.srv.logCommitError("acknowledging a message"))
+	c.acks = nil
 }
 
 // handlePubrec answers PUBREC with PUBREL; for a persistent session only after "PUBREC received"

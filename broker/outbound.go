@@ -391,18 +391,81 @@ func (c *conn) fill(out *session.Outgoing) bool {
 			return false
 		default:
 		}
-		entries, err := c.srv.store.ReadQueue(c.clientID, out.Load.After, out.Load.Limit)
+		entries, err := c.readQueue(out)
 		if err != nil {
 			c.log.Error().Err(err).Msg("reading the session queue failed")
 			c.writeFailed()
 			return false
 		}
-		more := c.sess.lock().Loaded(out, entries)
+		full := len(entries) == out.Load.Limit
+		s := c.sess.lock()
+		more := s.Loaded(out, entries)
+		next, ok := s.NextLoad()
 		c.sess.unlock()
+		if more && full && ok && c.srv.holdReadAhead() {
+			// A session draining its queue: the next page is read while this one is sent.
+			c.ahead = c.readAhead(next)
+		}
 		if !more {
 			return true // what is left is not durable yet: Committed wakes the writer
 		}
 	}
+}
+
+// maxReadAheads bounds the pages read ahead that sessions hold at once: one page each doubles
+// the memory of a draining session's queue, which many draining at once need no help with.
+const maxReadAheads = 64
+
+// holdReadAhead reports whether a page may be read ahead, counting it if so; dropReadAhead
+// uncounts it once taken or dropped.
+func (s *Server) holdReadAhead() bool {
+	if s.readAheads.Add(1) > maxReadAheads {
+		s.readAheads.Add(-1)
+		return false
+	}
+	return true
+}
+
+// dropReadAhead forgets c's page read ahead, if any. Only the writer, or teardown once no writer
+// can run, may call it.
+func (c *conn) dropReadAhead() *readAhead {
+	a := c.ahead
+	if a != nil {
+		c.ahead = nil
+		c.srv.readAheads.Add(-1)
+	}
+	return a
+}
+
+// readAhead is a read of the session's queue on a goroutine of its own.
+type readAhead struct {
+	load    session.Load
+	done    chan struct{}
+	entries []persist.QueueEntry
+	err     error
+}
+
+func (c *conn) readAhead(l session.Load) *readAhead {
+	a := &readAhead{load: l, done: make(chan struct{})}
+	c.srv.wg.Add(1) // the writer holds the group open: Shutdown waits for the read
+	go func() {
+		defer c.srv.wg.Done()
+		a.entries, a.err = c.srv.store.ReadQueue(c.clientID, l.After, l.Limit)
+		close(a.done)
+	}()
+	return a
+}
+
+// readQueue reads what out.Load asks for: the read started ahead if it answers that, else now.
+func (c *conn) readQueue(out *session.Outgoing) ([]persist.QueueEntry, error) {
+	if a := c.dropReadAhead(); a != nil {
+		<-a.done
+		if a.load.Answers(out.Load) {
+			out.Load = a.load
+			return a.entries, a.err
+		}
+	}
+	return c.srv.store.ReadQueue(c.clientID, out.Load.After, out.Load.Limit)
 }
 
 // wake wakes the writer of o, the outlet a session returned, unless the session is offline.

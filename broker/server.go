@@ -37,6 +37,7 @@ type Server struct {
 	sysRetained   *retain.Store // the broker's own $SYS topics: memory only, outside the limits
 	retainMu      sync.Mutex    // a retained publish's routing and submission, against SUBSCRIBE's look-up
 	retainPending atomic.Int32  // retained updates in the index, not yet durable
+	readAheads    atomic.Int32  // pages of session queues read ahead and not yet taken (outbound.go)
 	retainLimits  retain.Limits
 	auth          atomic.Pointer[AuthRules]
 	gate          *listener.Gate // bounds sockets from accept on: max_connections, pending CONNECTs

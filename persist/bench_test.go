@@ -316,3 +316,27 @@ func BenchmarkRestart(b *testing.B) {
 		run(b, func(s *Store) error { _, err := s.Recover(); return err })
 	})
 }
+
+// BenchmarkReadQueueDrain: a reconnecting session's drain, reading a 20,000-entry queue of
+// one-target QoS 1 entries (inline, none in flight) in consecutive pages of 276 (the broker's
+// default memory window plus in-flight window).
+func BenchmarkReadQueueDrain(b *testing.B) {
+	s := openBench(b)
+	putSessions(b, s, "reader")
+	const n, page = 20000, 276
+	seqs := benchQueue(b, s, n, 1, func(int) []Target { return []Target{{"reader", 1}} })
+	b.ReportAllocs()
+	b.ResetTimer()
+	after := uint64(0)
+	for i := 0; i < b.N; i++ {
+		q, err := s.ReadQueue("reader", after, page)
+		if err != nil || len(q) == 0 {
+			b.Fatalf("%d entries, %v", len(q), err)
+		}
+		after = q[len(q)-1].Seq
+		if after == seqs[n-1] {
+			after = 0
+		}
+	}
+	b.ReportMetric(float64(b.N*page)/b.Elapsed().Seconds(), "entries/s")
+}

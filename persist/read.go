@@ -262,6 +262,9 @@ func (w *writer) recover(queues bool) (*State, error) {
 	return st, nil
 }
 
+// readQueueCap bounds what ReadQueue allocates ahead for a large limit.
+const readQueueCap = 1024
+
 // ReadQueue returns up to limit queue entries of cid with seq > after, in seq
 // order, with State/PacketID/Holder joined from 0x05 and Message resolved (inline or
 // shared body), all from one read-only snapshot. limit <= 0 returns nothing.
@@ -271,12 +274,14 @@ func (s *Store) ReadQueue(cid string, after uint64, limit int) ([]QueueEntry, er
 		return nil, nil
 	}
 	return s.readEntries(func(txn *badger.Txn) ([]QueueEntry, error) {
-		var out []QueueEntry
+		out := make([]QueueEntry, 0, min(limit, readQueueCap))
 		qPrefix := cidPrefix(famQueue, cid, 0)
 		fPrefix := cidPrefix(famInflight, cid, 0)
-		qit := txn.NewIterator(badger.IteratorOptions{Prefix: qPrefix, PrefetchValues: true, PrefetchSize: min(limit, 100)})
+		// Values are decoded into copies as each item is reached: Badger's prefetch would copy
+		// each value first, on a goroutine of its own per item.
+		qit := txn.NewIterator(badger.IteratorOptions{Prefix: qPrefix})
 		defer qit.Close()
-		fit := txn.NewIterator(badger.IteratorOptions{Prefix: fPrefix, PrefetchValues: true, PrefetchSize: 20})
+		fit := txn.NewIterator(badger.IteratorOptions{Prefix: fPrefix})
 		defer fit.Close()
 		fit.Seek(inflightKey(cid, after+1))
 

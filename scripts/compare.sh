@@ -17,9 +17,13 @@
 #                with a full run)
 #   BROKERS      subset of: hf-sync hf-none mosq-persist mosq-mem nats nats-always
 #   ROWS         subset of: fanin-q0 fanout-q0 fanin-q1 fanin-q2 fanin-q1-persistent offline
+#                fanout-1k-q1-persistent fanout-10k-q1-persistent
 #                latency latency-1k-q0 latency-1k-q1 latency-1k-q2 latency-10k-q0 latency-10k-q1
 #                latency-10k-q2 latency-1k-q1-persistent latency-10k-q1-persistent idle restart
 #                fanin-q1-v5 fanin-q1-persistent-v5 shared-q1-persistent shared-q1-churn bridge-q1
+#                (fanout-Nk-q1-persistent: one QoS 1 publisher to 1,000 or 10,000 persistent
+#                subscribers, all online, with the broker's RSS once they are connected, its peak
+#                while messages flow and after the last delivery)
 #                (latency-RATE-qQOS: one publisher at 1,000 or 10,000 msg/s to one subscriber,
 #                p50/p99/p999; the 10k rows also show the rate the publisher reached, since a
 #                broker slower than the rate holds it back. Their subscriber is a clean session,
@@ -49,7 +53,7 @@ set -euo pipefail
 ROUNDS=${ROUNDS:-3}
 QUICK=${QUICK:-0}
 BROKERS=${BROKERS:-"hf-sync hf-none mosq-persist mosq-mem nats nats-always"}
-ROWS=${ROWS:-"fanin-q0 fanout-q0 fanin-q1 fanin-q2 fanin-q1-persistent offline latency latency-1k-q0 latency-1k-q1 latency-1k-q2 latency-10k-q0 latency-10k-q1 latency-10k-q2 latency-1k-q1-persistent latency-10k-q1-persistent idle restart fanin-q1-v5 fanin-q1-persistent-v5 shared-q1-persistent shared-q1-churn bridge-q1"}
+ROWS=${ROWS:-"fanin-q0 fanout-q0 fanin-q1 fanin-q2 fanin-q1-persistent offline fanout-1k-q1-persistent fanout-10k-q1-persistent latency latency-1k-q0 latency-1k-q1 latency-1k-q2 latency-10k-q0 latency-10k-q1 latency-10k-q2 latency-1k-q1-persistent latency-10k-q1-persistent idle restart fanin-q1-v5 fanin-q1-persistent-v5 shared-q1-persistent shared-q1-churn bridge-q1"}
 BASE_PORT=${BASE_PORT:-21000}
 KEEP=${KEEP:-0}
 NATS_VERSION=v2.15.2
@@ -83,10 +87,10 @@ trap 'exit 130' INT TERM
 
 # Sizes: issue 7's table, or QUICK.
 if [[ $QUICK == 1 ]]; then
-	FLOW_DURATION=2s LAT_DURATION=3s OFFLINE_COUNT=5000 IDLE_CONNS=1000
+	FLOW_DURATION=2s LAT_DURATION=3s OFFLINE_COUNT=5000 IDLE_CONNS=1000 FANOUT_1K=100 FANOUT_10K=1000
 	RESTART_SESSIONS=500 RESTART_COUNT=20000 RESTART_FILL_LIMIT=60s
 else
-	FLOW_DURATION=10s LAT_DURATION=10s OFFLINE_COUNT=50000 IDLE_CONNS=10000
+	FLOW_DURATION=10s LAT_DURATION=10s OFFLINE_COUNT=50000 IDLE_CONNS=10000 FANOUT_1K=1000 FANOUT_10K=10000
 	RESTART_SESSIONS=10000 RESTART_COUNT=1000000 RESTART_FILL_LIMIT=600s
 fi
 COMMON="-size 64 -inflight 16"
@@ -107,6 +111,8 @@ row_args() {
 	shared-q1-churn) echo "shared -pubs 4 -subs 4 -qos 1 -clean=false -churn 1s $COMMON -duration $FLOW_DURATION" ;;
 	bridge-q1) echo "fanin -pubs 4 -qos 1 -clean=false -topic sensors/ $COMMON -duration $FLOW_DURATION; -addr LOCAL -sub-addr REMOTE" ;;
 	offline) echo "offline -qos 1 -count $OFFLINE_COUNT $COMMON" ;;
+	fanout-1k-q1-persistent) echo "fanout -subs $FANOUT_1K -qos 1 -clean=false $COMMON -duration $FLOW_DURATION -pid PID" ;;
+	fanout-10k-q1-persistent) echo "fanout -subs $FANOUT_10K -qos 1 -clean=false $COMMON -duration $FLOW_DURATION -pid PID" ;;
 	latency) echo "latency -qos 1 -rate 1000 $COMMON -duration $LAT_DURATION" ;;
 	latency-1k-q[012]) echo "latency -qos ${1#latency-1k-q} -rate 1000 $COMMON -duration $LAT_DURATION" ;;
 	latency-10k-q[012]) echo "latency -qos ${1#latency-10k-q} -rate 10000 $COMMON -duration $LAT_DURATION" ;;
@@ -114,7 +120,7 @@ row_args() {
 	latency-10k-q1-persistent) echo "latency -qos 1 -rate 10000 -clean=false $COMMON -duration $LAT_DURATION" ;;
 	idle) echo "idle -conns $IDLE_CONNS -pid PID" ;;
 	restart) echo "restart -fill -sessions $RESTART_SESSIONS -count $RESTART_COUNT -pubs 4 -qos 1 $COMMON -duration $RESTART_FILL_LIMIT; (SIGTERM, start) restart -wait -since T0" ;;
-	*) die "unknown row $1 (rows: fanin-q0 fanout-q0 fanin-q1 fanin-q2 fanin-q1-persistent offline latency latency-1k-q0 latency-1k-q1 latency-1k-q2 latency-10k-q0 latency-10k-q1 latency-10k-q2 latency-1k-q1-persistent latency-10k-q1-persistent idle restart fanin-q1-v5 fanin-q1-persistent-v5 shared-q1-persistent shared-q1-churn bridge-q1)" ;;
+	*) die "unknown row $1 (rows: fanin-q0 fanout-q0 fanin-q1 fanin-q2 fanin-q1-persistent offline fanout-1k-q1-persistent fanout-10k-q1-persistent latency latency-1k-q0 latency-1k-q1 latency-1k-q2 latency-10k-q0 latency-10k-q1 latency-10k-q2 latency-1k-q1-persistent latency-10k-q1-persistent idle restart fanin-q1-v5 fanin-q1-persistent-v5 shared-q1-persistent shared-q1-churn bridge-q1)" ;;
 	esac
 }
 # metric rows: id|row|result key|better|goal|label; better "count" shows no ratio
@@ -142,6 +148,13 @@ metric_rows() {
 		offline)
 			echo "offline-enqueue|$r|enqueue_per_s|higher|>= 1x|offline $OFFLINE_COUNT QoS 1, enqueue/s"
 			echo "offline-drain|$r|drain_per_s|higher|>= 1.5x|offline $OFFLINE_COUNT QoS 1, drain/s"
+			;;
+		fanout-1k-q1-persistent | fanout-10k-q1-persistent)
+			local n=$FANOUT_1K
+			[[ $r == fanout-10k-* ]] && n=$FANOUT_10K
+			echo "$r|$r|recv_per_s|higher|>= 3x|fan-out 1->$n QoS 1, persistent subs, deliveries/s"
+			echo "$r-rss0|$r|rss_before_kb|lower|-|  broker RSS with the subscribers connected, KiB"
+			echo "$r-rss|$r|rss_peak_kb|lower|-|  broker RSS, peak while messages flow, KiB"
 			;;
 		latency) echo "latency|$r|p99_ms|lower|<= 1x|latency 1000 msg/s QoS 1, p99 ms" ;;
 		latency-1k-q[012] | latency-10k-q[012] | latency-1k-q1-persistent | latency-10k-q1-persistent)

@@ -730,6 +730,27 @@ type Load struct {
 	gen   uint64 // a Detach since then makes the answer stale
 }
 
+// Answers reports whether entries read for l answer ask, which a later Fill asked for: the same
+// window of the same attachment. The caller hands them to Loaded with l (whose upTo is as old as
+// the read) in place of ask.
+func (l Load) Answers(ask Load) bool {
+	return l.After == ask.After && l.Limit == ask.Limit && l.gen == ask.gen
+}
+
+// NextLoad returns the read Fill will ask for once memory has nothing more to send, when the
+// disk holds entries memory does not, so that the caller may start it ahead: every entry up to
+// what it asks for is durable already.
+func (s *Session) NextLoad() (Load, bool) {
+	if s.outlet == nil || !s.Persistent || s.lastLoaded >= s.lastQueued {
+		return Load{}, false
+	}
+	return s.nextLoad(), true
+}
+
+func (s *Session) nextLoad() Load {
+	return Load{After: s.lastLoaded, Limit: s.opts.MemoryWindow + s.opts.MaxInflight, upTo: s.lastQueued, gen: s.gen}
+}
+
 func (o *Outgoing) count(e *message.Entry) {
 	o.Sent[e.QoS]++
 	o.SentBytes[e.QoS] += int64(len(e.Message.Payload))
@@ -769,8 +790,7 @@ func (s *Session) Fill(o *Outgoing) {
 	for len(s.inflight) < s.Window() {
 		if len(s.pending) == 0 {
 			if s.Persistent && s.lastLoaded < s.lastQueued {
-				o.NeedLoad = true
-				o.Load = Load{After: s.lastLoaded, Limit: s.opts.MemoryWindow + s.opts.MaxInflight, upTo: s.lastQueued, gen: s.gen}
+				o.NeedLoad, o.Load = true, s.nextLoad()
 			}
 			break
 		}

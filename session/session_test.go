@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/holdfast/holdfast/codec"
+	"github.com/holdfast/holdfast/message"
 	"github.com/holdfast/holdfast/persist"
 )
 
@@ -365,5 +366,70 @@ func TestRestoredUncounted(t *testing.T) {
 	off.Counted(3, 30, t0)
 	if n, b := off.Queued(); n != 3 || b != 30 || !off.OldestQueued().Equal(t0) {
 		t.Fatalf("offline, counted: queued %d (%d bytes), oldest %v; want 3 (30), %v", n, b, off.OldestQueued(), t0)
+	}
+}
+
+// A read started ahead (NextLoad) and answered after more entries were committed keeps its own
+// upTo: a short answer does not let the session skip what was committed after the read began.
+func TestReadAheadKeepsItsUpTo(t *testing.T) {
+	opts := specOptions
+	s := New("c", true, codec.Level311, &opts)
+	var d disk
+	limit := opts.MemoryWindow + opts.MaxInflight
+	first := uint64(limit + 2) // one full page, then a short one
+	for seq := uint64(1); seq <= first; seq++ {
+		commit(s, &d, seq, msg(fmt.Sprint(seq), 1), 1)
+	}
+	s.Attach(Link{Level: codec.Level311}, &fakeOutlet{})
+
+	sent := map[string]int{}
+	var ahead *Load
+	var aheadEntries []message.Entry
+	// send fills, answering loads from d (or from the read ahead when it answers), sends and
+	// acknowledges what goes out, and starts a read ahead after every full page.
+	send := func() {
+		for {
+			var o Outgoing
+			s.Fill(&o)
+			for _, p := range publishes(t, decode(t, o.Now)) {
+				sent[string(p.Payload)]++
+				w, ok := s.Ack(p.PacketID, codec.TypePuback)
+				if !ok {
+					t.Fatalf("PUBACK %d refused", p.PacketID)
+				}
+				d.apply([]Write{w})
+			}
+			d.apply(o.Writes)
+			if !o.NeedLoad {
+				if len(o.Now) == 0 {
+					return
+				}
+				continue
+			}
+			entries := d.read(o.Load)
+			if ahead != nil && ahead.Answers(o.Load) {
+				o.Load, entries = *ahead, aheadEntries
+			}
+			ahead = nil
+			full := len(entries) == o.Load.Limit
+			more := s.Loaded(&o, entries)
+			if l, ok := s.NextLoad(); ok && more && full {
+				ahead, aheadEntries = &l, d.read(l) // the read as it would run now
+				// Committed while the read ahead is in flight.
+				for seq := first + 1; seq <= first+3; seq++ {
+					commit(s, &d, seq, msg(fmt.Sprint(seq), 1), 1)
+				}
+			}
+			if !more {
+				return
+			}
+		}
+	}
+	send()
+	send() // what Committed woke the writer for
+	for seq := uint64(1); seq <= first+3; seq++ {
+		if n := sent[fmt.Sprint(seq)]; n != 1 {
+			t.Errorf("message %d sent %d times, want once", seq, n)
+		}
 	}
 }
