@@ -69,6 +69,7 @@ type options struct {
 	sessions   int
 	interval   time.Duration
 	since      int64
+	waitID     string // -wait: connect as this persistent session and require session-present
 
 	user, password, idPrefix string
 	floodIdle, floodWrong    int
@@ -245,6 +246,9 @@ func flagsRestart(fs *flag.FlagSet, o *options) {
 	fs.IntVar(&o.parallel, "parallel", 32, "-fill: sessions being created at once")
 	fs.DurationVar(&o.interval, "interval", 10*time.Millisecond, "-wait: pause between connection attempts")
 	fs.Int64Var(&o.since, "since", 0, "-wait: start of the measurement in Unix `nanoseconds`, e.g. $(date +%s%N) just before the broker was started (0: when this command started)")
+	fs.StringVar(&o.waitID, "client", "", "-wait: connect as this `client id` with clean-session=0 and count only a CONNACK with session-present, e.g. the first session of a fill (hb<run>q0); its session is left in place (empty: a clean session of its own)")
+	fs.IntVar(&o.pid, "pid", 0, "-wait: broker process id: VmRSS is read from /proc/PID/status at the first CONNACK and -settle after it (0: not measured)")
+	fs.DurationVar(&o.settle, "settle", 10*time.Second, "-wait: how long after the first CONNACK to read the broker's memory again")
 }
 
 // validate checks the flags the scenario registered.

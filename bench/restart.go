@@ -139,14 +139,37 @@ func runWait(e *env) error {
 	}
 	deadline := e.start.Add(o.duration)
 	attempts := 0
+	id, clean := e.clientID("w", 0), true
+	if o.waitID != "" {
+		id, clean = o.waitID, false
+	}
 	for {
 		attempts++
-		c, _, err := dial(e.dialOpts(e.clientID("w", 0), true))
+		c, present, err := dial(e.dialOpts(id, clean))
+		if err == nil && !clean && !present {
+			c.abort()
+			return fmt.Errorf("broker at %s answered %s without session-present: its session is gone", o.addr, id)
+		}
 		if err == nil {
 			ready := time.Since(since)
-			c.disconnect()
+			c.abort() // no DISCONNECT: a persistent session stays as it was, its messages queued
 			var l line
-			l.str("scenario", "restart").str("mode", "wait").ms("ready_ms", ready.Nanoseconds()).int("attempts", attempts)
+			l.str("scenario", "restart").str("mode", "wait").ms("ready_ms", ready.Nanoseconds()).int("attempts", attempts).
+				bool("session_present", present)
+			if o.pid != 0 {
+				// At the first CONNACK and once the broker has settled (persist counts the queues in
+				// the background after it serves).
+				at, err := readRSS(o.pid)
+				if err != nil {
+					return err
+				}
+				time.Sleep(o.settle)
+				later, err := readRSS(o.pid)
+				if err != nil {
+					return err
+				}
+				l.int("rss_ready_kb", int(at)).int("rss_settled_kb", int(later))
+			}
 			return l.print(e.stdout)
 		}
 		if time.Now().After(deadline) {
