@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -228,6 +229,59 @@ func TestEnqueueAndAckInOneBatch(t *testing.T) {
 	seq2 := <-done
 	if keys := rawKeys(t, ts.db, famBody); len(keys) != 1 || seqOfKey(keys[0]) != seq2 {
 		t.Fatalf("bodies = %x, want only %d", keys, seq2)
+	}
+}
+
+// An Ack repeated while the first one's group commit is still with the syncer (not in Badger
+// yet) drops no second reference: the writer answers whether the entry exists from what it handed
+// over, not from Badger alone, and does not wait for the syncer to find out.
+func TestRepeatedAckWhileGroupUnlanded(t *testing.T) {
+	ts := openTest(t)
+	ts.sessions("x", "y", "z")
+	const n = 200
+	seqs := make([]uint64, n)
+	for i := range seqs {
+		b := &Batch{}
+		b.Enqueue(msg("t", fmt.Sprint(i), 1), []Target{{"x", 1}, {"y", 1}, {"z", 1}})
+		seqs[i] = ts.commit(b)
+	}
+	var wg sync.WaitGroup
+	submit := func(b *Batch) {
+		wg.Add(1)
+		ts.Submit(b, func(_ uint64, err error) {
+			if err != nil {
+				t.Error(err)
+			}
+			wg.Done()
+		})
+	}
+	// Each Ack its own request, submitted without waiting, so that the repeats fall into later
+	// group commits than the first while those are synced.
+	for _, seq := range seqs {
+		for range 3 {
+			b := &Batch{}
+			b.Ack("x", seq)
+			submit(b)
+		}
+		b := &Batch{}
+		b.Ack("y", seq)
+		submit(b)
+	}
+	wg.Wait()
+	if keys := rawKeys(t, ts.db, famBody); len(keys) != n {
+		t.Fatalf("%d bodies left, want all %d (z has not acknowledged them)", len(keys), n)
+	}
+	if err := ts.control(func(w *writer) error { return checkInvariants(w.db, w) }); err != nil {
+		t.Fatal(err)
+	}
+	for _, seq := range seqs {
+		b := &Batch{}
+		b.Ack("z", seq)
+		submit(b)
+	}
+	wg.Wait()
+	if keys := rawKeys(t, ts.db, famBody); len(keys) != 0 {
+		t.Fatalf("%d bodies left after every target acknowledged", len(keys))
 	}
 }
 

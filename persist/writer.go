@@ -48,6 +48,17 @@ type writer struct {
 	refs     map[uint64]int32
 	txnDelta map[uint64]int32
 	reqDelta map[uint64]int32
+	// Whether the queue entries of shared bodies exist, as written by the request being
+	// applied (reqShared), the other requests of the open transaction (txnShared) and the
+	// group commits handed to the syncer that the open transaction may not see (handedShared,
+	// oldest first): Ack asks (has) for every entry of a shared body, and answering from
+	// Badger alone would make it wait for the syncer to land every group commit first, so
+	// that writing the next group no longer overlapped the sync (fan-out to many persistent
+	// sessions). Only entries of shared bodies are kept: no one asks about the others.
+	reqShared    map[string]bool
+	txnShared    map[string]bool
+	handedShared []handedKeys
+
 	// old holds the bodies that were on disk at Open until their references are counted
 	// (settleOld): the references dropped since, as a negative number. nil once counted.
 	old map[uint64]int32
@@ -78,6 +89,12 @@ type writer struct {
 	replays int // requests rerun in a fresh transaction (for tests)
 }
 
+// handedKeys is what one group commit handed to the syncer wrote of shared bodies' entries.
+type handedKeys struct {
+	group  uint64 // its number: writer.handed once it was handed
+	exists map[string]bool
+}
+
 func newWriter(s *Store, idx index, valueThreshold int64) *writer {
 	w := &writer{
 		s:        s,
@@ -94,6 +111,9 @@ func newWriter(s *Store, idx index, valueThreshold int64) *writer {
 		txnDelta: make(map[uint64]int32),
 		reqDelta: make(map[uint64]int32),
 		landedCh: make(chan struct{}, 1),
+
+		reqShared: make(map[string]bool),
+		txnShared: make(map[string]bool),
 	}
 	if s.opt.Durability == None {
 		w.maxValue = int(valueThreshold) // memory mode: values must fit the LSM tree
@@ -176,6 +196,10 @@ func (w *writer) process(reqs []*Batch) {
 				w.txnDelta[seq] += d
 			}
 			clear(w.reqDelta)
+			for k, exists := range w.reqShared {
+				w.txnShared[k] = exists
+			}
+			clear(w.reqShared)
 			for cid, put := range w.reqKnown {
 				w.txnKnown[cid] = put
 			}
@@ -198,6 +222,7 @@ func (w *writer) process(reqs []*Batch) {
 			}
 			clear(w.reqDelta)
 			clear(w.reqKnown)
+			clear(w.reqShared)
 			b.applied = nil
 			b.result = err
 			w.pending = append(w.pending, b)
@@ -296,6 +321,16 @@ func (w *writer) commit() error {
 	}
 	clear(w.txnDelta)
 	clear(w.txnKnown)
+	switch {
+	case len(w.txnShared) == 0:
+	case handed:
+		// Badger gets it when the syncer lands it: until the open transaction sees it, has
+		// answers from here.
+		w.handedShared = append(w.handedShared, handedKeys{group: w.handed, exists: w.txnShared})
+		w.txnShared = make(map[string]bool)
+	default:
+		clear(w.txnShared) // in Badger already (or failed: nothing is written after a failure)
+	}
 	for _, b := range w.pending {
 		if b.result == nil && err != nil {
 			b.result = fmt.Errorf("persist: commit: %w", err)
@@ -601,6 +636,11 @@ func (w *writer) write(key, val []byte, del bool) error {
 		if err == nil {
 			w.txnEntries++
 			b.applied = append(b.applied, rec{key: key, val: val, del: del})
+			if key[0] == famQueue {
+				if seq := seqOfKey(key); w.count(seq) > 0 || w.isOld(seq) {
+					w.reqShared[string(key)] = !del
+				}
+			}
 			if w.spill != nil {
 				w.spill[string(key)] = del
 			}
@@ -628,13 +668,32 @@ func (w *writer) write(key, val []byte, del bool) error {
 	}
 }
 
-// has reports whether key exists as the request being applied sees it.
+// has reports whether key, a queue entry of a shared body, exists as the request being applied
+// sees it: from what this run wrote of such entries, else from the open transaction, whose
+// snapshot holds every group commit it does not see in handedShared.
 func (w *writer) has(key []byte) (bool, error) {
 	if del, ok := w.spill[string(key)]; ok {
 		return !del, nil
 	}
-	if err := w.snapshot(); err != nil {
-		return false, err
+	if exists, ok := w.reqShared[string(key)]; ok {
+		return exists, nil
+	}
+	if exists, ok := w.txnShared[string(key)]; ok {
+		return exists, nil
+	}
+	w.begin()
+	seen := 0
+	for seen < len(w.handedShared) && w.handedShared[seen].group <= w.txnSees {
+		seen++
+	}
+	if seen > 0 {
+		clear(w.handedShared[:seen])
+		w.handedShared = w.handedShared[seen:]
+	}
+	for i := len(w.handedShared) - 1; i >= 0; i-- {
+		if exists, ok := w.handedShared[i].exists[string(key)]; ok {
+			return exists, nil
+		}
 	}
 	_, err := w.txn.Get(key)
 	switch {
@@ -682,6 +741,7 @@ func (w *writer) apply(b *Batch) error {
 	b.applied = b.applied[:0]
 	clear(w.reqDelta)
 	clear(w.reqKnown)
+	clear(w.reqShared)
 	if b.err != nil {
 		return b.err
 	}
@@ -748,11 +808,11 @@ func (w *writer) enqueue(b *Batch) error {
 		if !w.isKnown(t.cid) {
 			continue
 		}
+		if e.bodyKey != nil {
+			w.reqDelta[b.seq]++ // first, so that write keeps the entry in reqShared
+		}
 		if err := w.write(t.key, t.val, false); err != nil {
 			return err
-		}
-		if e.bodyKey != nil {
-			w.reqDelta[b.seq]++
 		}
 	}
 	return nil
