@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/holdfast/holdfast/codec"
+	"github.com/holdfast/holdfast/message"
 	"github.com/holdfast/holdfast/persist"
 )
 
@@ -29,6 +30,16 @@ func openStore(t *testing.T) *persist.Store {
 	}
 	t.Cleanup(func() { st.Close() })
 	return st
+}
+
+// committed is Applied and Durable at once, as for an entry whose commit is already durable: the
+// outlet to wake, if either asks.
+func committed(s *Session, seq uint64, m *message.Message, qos byte) Outlet {
+	o := s.Applied(seq, m, qos)
+	if d := s.Durable(seq); d != nil {
+		o = d
+	}
+	return o
 }
 
 // decode splits a Fill output into packets.
@@ -120,7 +131,7 @@ func TestPersistentSessionSpillsToDisk(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		s.Committed(seq, m, 1)
+		committed(s, seq, m, 1)
 	}
 	var got []string
 	for len(got) < n {
@@ -176,7 +187,7 @@ func TestOldestQueuedAcrossDiskAndMemory(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		s.Committed(seq, m, 1)
+		committed(s, seq, m, 1)
 	}
 	if got := s.OldestQueued(); !got.Equal(t0) {
 		t.Fatalf("offline, queue on disk: oldest %v, want %v", got, t0)
@@ -249,7 +260,7 @@ func TestResendAsksMayRead(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				s.Committed(seq, m, qos)
+				committed(s, seq, m, qos)
 			}
 			var o Outgoing
 			if sent := fill(&o); len(sent) != 3 {
