@@ -175,15 +175,25 @@ func TestSessionEarlyDelivery(t *testing.T) {
 			s.Detach(time.Now())
 			e1, _ := apply(s, 1, msg("1", 1), 1)
 			durable(s, &d, e1)
-			apply(s, 2, msg("2", 1), 1) // applied, not durable, while the client connects
+			e2, _ := apply(s, 2, msg("2", 1), 1) // not durable yet when the client connects
 			out := &fakeOutlet{}
 			s.Attach(Link{Level: codec.Level311}, out)
-			now, _, _ := fill(t, s, &d)
-			if got := payloads(publishes(t, now)); len(got) != 2 || got[0] != "1" || got[1] != "2" {
-				t.Fatalf("sent %v, want 1 from disk, then 2 from the tail", got)
+			if _, o := apply(s, 3, msg("3", 1), 1); o != nil {
+				t.Fatalf("Applied(3) returned %v, want nobody woken: 2 comes first", o)
 			}
-			if _, o := apply(s, 3, msg("3", 1), 1); o != out {
-				t.Fatalf("Applied(3) returned %v, want the outlet: the session caught up", o)
+			now, _, _ := fill(t, s, &d)
+			if got := payloads(publishes(t, now)); len(got) != 1 || got[0] != "1" {
+				t.Fatalf("sent %v, want 1 from disk, then nothing until 2 is durable", got)
+			}
+			if o := durable(s, &d, e2); o != out {
+				t.Fatalf("Durable(2) returned %v, want the outlet", o)
+			}
+			now, _, _ = fill(t, s, &d)
+			if got := payloads(publishes(t, now)); len(got) != 2 || got[0] != "2" || got[1] != "3" {
+				t.Fatalf("sent %v, want 2 from disk, then 3 from the tail", got)
+			}
+			if _, o := apply(s, 4, msg("4", 1), 1); o != out {
+				t.Fatalf("Applied(4) returned %v, want the outlet: the session caught up", o)
 			}
 		}},
 	}

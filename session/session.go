@@ -652,7 +652,12 @@ func (s *Session) Applied(seq uint64, m *message.Message, qos byte) Outlet {
 	}
 	s.lastQueued = seq
 	if !inMemory {
-		if s.Persistent {
+		if s.outlet == nil {
+			// The next connection reads the queue from disk up to seq first, once it is durable:
+			// the tail starts after it.
+			clear(s.tail)
+			s.tail, s.tailFrom = nil, seq
+		} else {
 			s.tail = append(s.tail, &message.Entry{Seq: seq, QoS: qos, Message: m})
 		}
 		return nil
@@ -670,6 +675,7 @@ func (s *Session) Applied(seq uint64, m *message.Message, qos byte) Outlet {
 // like Applied). It returns the outlet to wake when that lets the writer go on: the disk holds
 // entries memory does not, or the next entry to send waited for it.
 func (s *Session) Durable(seq uint64) Outlet {
+	waited := len(s.pending) > 0 && s.waits(s.pending[0])
 	s.lastDurable = seq
 	n := 0
 	for n < len(s.tail) && s.tail[n].Seq <= seq {
@@ -683,7 +689,7 @@ func (s *Session) Durable(seq uint64) Outlet {
 	if s.outlet == nil {
 		return nil
 	}
-	if s.lastLoaded < seq || len(s.pending) > 0 && s.pending[0].Message.QoS == 2 && s.pending[0].Seq <= seq {
+	if s.lastLoaded < seq || waited && !s.waits(s.pending[0]) {
 		return s.outlet
 	}
 	return nil
