@@ -784,7 +784,8 @@ func (o *Outgoing) count(e *message.Entry) {
 // Fill appends to o what the writer should send now: the in-flight entries again after an Attach
 // (with DUP, or PUBREL for those already past PUBREC), then new messages while the in-flight
 // window has room. When a persistent session's memory runs dry while the disk holds more, Fill
-// stops and sets o.NeedLoad: see Outgoing.Load.
+// stops and sets o.NeedLoad: see Outgoing.Load; once it has read the disk up to what is durable,
+// the tail follows. A message published at QoS 2 stops it until it is durable.
 func (s *Session) Fill(o *Outgoing) {
 	if s.outlet == nil {
 		return
