@@ -24,7 +24,8 @@
 // Per connection: the reader (CONNECT, then every packet in order) and the writer, which runs
 // only while the outbound buffer or the session's queue has something to send. Shared: one accept
 // loop per listener, persist's writer (applies batches to Badger and appends them to the
-// write-ahead log) and syncer (fdatasyncs the log and runs the completion callbacks in commit
+// write-ahead log; hands the queue entries of a publish to persistent sessions as it applies
+// them) and syncer (fdatasyncs the log and runs the completion callbacks in commit
 // order), the password workers, the $SYS and expiry loops, the shared groups' loader (reads a
 // group's queue from disk, which persist's callback may not), the read ahead of a draining
 // session's next page of its queue (started by its writer after a full page, taken by the
@@ -44,23 +45,32 @@
 //  1. publisher's reader: decodes the PUBLISH, checks the ACL, matches the trie, reserves room in
 //     each target session and puts the message and its queue entries in one persist.Batch
 //     (publish.go route); queues the job in the connection's inOrder and submits the batch.
-//  2. persist's writer: applies the batch to Badger with the others waiting and appends it to the
-//     write-ahead log.
-//  3. persist's syncer: fdatasyncs the log, then runs the batch's callback: each target session
-//     is told its entry is durable (session.Committed), which wakes the subscriber's writer; and
-//     the job is marked ready, so the syncer completes it and every ready job behind it: PUBACK
-//     goes into the publisher's outbound buffer, which wakes the publisher's writer.
-//  4. publisher's writer: writes PUBACK. Subscriber's writer, meanwhile: takes the entry from the
-//     session (session.Fill), checks the ACL again, writes PUBLISH.
-//  5. subscriber's reader: PUBACK removes the entry from the session; the deletions of every
+//  2. persist's writer: applies the batch to the open group commit with the others waiting; the
+//     batch's seq is now fixed, and its OnApplied callback hands the entry to each target session
+//     (session.Applied, publish.go applied), which wakes the subscriber's writer. Then the group
+//     commit is appended to the write-ahead log.
+//  3. subscriber's writer: takes the entry from the session (session.Fill), checks the ACL again,
+//     writes PUBLISH, before the entry is durable. Should the broker crash before the sync, the
+//     publisher got no PUBACK and sends the message again: the subscriber gets it twice, which
+//     QoS 1 allows. A message published at QoS 2 waits in the session until step 4 (routed again
+//     as new after a crash, it would reach the subscriber twice), and so do the entries behind
+//     it; so does one for a session that is offline or behind (it is read from disk then).
+//  4. persist's syncer: fdatasyncs the log, commits the group to Badger, then runs the batch's
+//     callback: each target session is told its entry is durable (session.Durable: from now on
+//     a read of its queue finds it); and the job is marked ready, so the syncer completes it and
+//     every ready job behind it: PUBACK goes into the publisher's outbound buffer, which wakes the
+//     publisher's writer.
+//  5. publisher's writer: writes PUBACK.
+//  6. subscriber's reader: PUBACK removes the entry from the session; the deletions of every
 //     acknowledgement read in one go from the socket go to persist as one batch before the reader
 //     blocks again or handles another kind of packet (writer and syncer again; nobody waits for
-//     it).
+//     it). It may come before step 4: the deletion is behind the insertion in the writer's order.
 //
 // So the acknowledgement crosses three goroutines after the reader (persist's writer and syncer,
-// the publisher's writer) and the delivery three (persist's writer and syncer, the subscriber's
-// writer). Before issue 12 the acknowledgement crossed four: a per-connection deliver goroutine
-// waited for each commit and queued the PUBACK, between the syncer and the writer.
+// the publisher's writer) and the delivery two (persist's writer, the subscriber's writer), with
+// no fdatasync on its way. Before issue 12 the acknowledgement crossed four: a per-connection
+// deliver goroutine waited for each commit and queued the PUBACK, between the syncer and the
+// writer.
 //
 // # Flow control: a subscriber reading slower than publishers write
 //
@@ -97,6 +107,8 @@
 // around SUBSCRIBE's look-up of the retained index. conn.jmu (inOrder), the password
 // checker's, the login cache's and the listener gate's locks are leaves: nothing else is taken
 // under them (jobs are completed outside jmu). No lock is held across network I/O or while
-// waiting for a commit. A session never calls its outlet: the broker wakes the writer after the
-// session's method has returned.
+// waiting for a commit. persist's writer takes a sessionHandle's lock and then conn.omu (the
+// OnApplied callback of a publish), and Submit blocks while persist's queue is full: nothing
+// submits to persist while it holds either of them. A session never calls its outlet: the broker
+// wakes the writer after the session's method has returned.
 package broker

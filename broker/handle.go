@@ -150,9 +150,18 @@ func (r *registry) snapshot() []*sessionHandle {
 	return slices.Collect(maps.Values(r.m))
 }
 
-// committed tells a persistent session that its entry seq is durable, and wakes its writer.
-func (h *sessionHandle) committed(seq uint64, msg *message.Message, qos byte) {
-	o := h.lock().Committed(seq, msg, qos)
+// applied hands a persistent session its entry seq, not yet durable (on persist's writer, in
+// commit order), and wakes its writer if the entry may be sent now.
+func (h *sessionHandle) applied(seq uint64, msg *message.Message, qos byte) {
+	o := h.lock().Applied(seq, msg, qos)
+	h.unlock()
+	wake(o)
+}
+
+// durable tells a persistent session that its entries up to seq are durable, and wakes its
+// writer if that lets it go on.
+func (h *sessionHandle) durable(seq uint64) {
+	o := h.lock().Durable(seq)
 	h.unlock()
 	wake(o)
 }

@@ -19,8 +19,9 @@ import (
 type delivery struct {
 	msg        *persist.Message
 	batch      persist.Batch    // queue entries for persistent sessions, retained update, inbound QoS 2 id
-	durable    []*sessionHandle // persistent targets, told in the commit callback (commit order)
+	durable    []*sessionHandle // persistent targets, handed the entry once applied, told once durable (commit order)
 	durableQoS []byte
+	applied    bool             // the durable targets hold their entries (set on persist's writer)
 	memory     []*sessionHandle // clean-session targets at QoS 1/2, queued in memory after the commit
 	memoryQoS  []byte
 	outlets    []qos0Target   // online targets at QoS 0
@@ -46,8 +47,11 @@ type pubJob struct {
 }
 
 // handlePublish routes an inbound PUBLISH. PUBACK/PUBREC go out only after every matching
-// persistent session's queue entry is durable; subscribers get the message only after that too,
-// so a crash can never deliver a message whose publisher will send it again as new.
+// persistent session's queue entry is durable. Online persistent subscribers get a message
+// published at QoS 0 or 1 as soon as its entry has its place in the queue, before it is durable:
+// after a crash its publisher, not acknowledged, sends it again, and at least once allows the
+// repeat. Everyone else gets it once it is durable, so that a crash can never deliver a QoS 2
+// message whose publisher will send it again as new.
 func (c *conn) handlePublish(p *codec.Publish) error {
 	srv := c.srv
 	srv.stats.received(p.QoS, len(p.Payload))
@@ -458,11 +462,21 @@ func (s *Server) take(acl *auth.ACL, sess *sessionHandle, topic, group string, q
 	return t, true
 }
 
-// committed runs in persist's callback, in commit order: it hands the entry to each persistent
-// session, whose in-memory window relies on that order.
-func (s *Server) committed(d *delivery, seq uint64) {
+// applied runs on persist's writer once d's batch has its place in the commit order: it hands
+// the entry to each persistent session, whose in-memory window relies on that order (see
+// session.Session.Applied for which entries may be sent before they are durable).
+func (s *Server) applied(d *delivery, seq uint64) {
 	for i, sess := range d.durable {
-		sess.committed(seq, d.msg, d.durableQoS[i])
+		sess.applied(seq, d.msg, d.durableQoS[i])
+	}
+	d.applied = true
+}
+
+// committed runs in persist's callback, in commit order, once d's batch is durable: each
+// persistent session learns it, and each shared group gets the entry.
+func (s *Server) committed(d *delivery, seq uint64) {
+	for _, sess := range d.durable {
+		sess.durable(seq)
 	}
 	for i, gh := range d.groups {
 		gh.mu.Lock()
@@ -477,6 +491,9 @@ func (s *Server) committed(d *delivery, seq uint64) {
 // one topic in the same order; until it is durable it counts in retainPending, and SUBSCRIBE
 // waits for it before it delivers retained messages.
 func (s *Server) submitDelivery(d *delivery, done func(uint64, error)) {
+	if len(d.durable) > 0 {
+		d.batch.OnApplied(func(seq uint64) { s.applied(d, seq) })
+	}
 	if d.retain == nil {
 		s.store.Submit(&d.batch, done)
 		return
@@ -489,9 +506,15 @@ func (s *Server) submitDelivery(d *delivery, done func(uint64, error)) {
 	})
 }
 
-// abandon gives back the queue reservations of a delivery whose commit failed.
+// abandon gives back the queue reservations of a delivery whose commit failed. Persistent
+// sessions that were handed the entry keep it: only a failed store fails an applied batch, and
+// the broker stops.
 func (d *delivery) abandon() {
-	for _, targets := range [][]*sessionHandle{d.durable, d.memory} {
+	durable := d.durable
+	if d.applied {
+		durable = nil
+	}
+	for _, targets := range [][]*sessionHandle{durable, d.memory} {
 		for _, sess := range targets {
 			sess.unreserve(len(d.msg.Payload))
 		}

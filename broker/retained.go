@@ -49,13 +49,20 @@ func (s *Server) sendRetained(sess *sessionHandle, filter string, granted byte) 
 		}
 		var b persist.Batch
 		b.Enqueue(msg, []persist.Target{{ClientID: sess.ID, QoS: qos}})
+		applied := false // as delivery.applied
+		b.OnApplied(func(seq uint64) {
+			sess.applied(seq, msg, qos)
+			applied = true
+		})
 		s.store.Submit(&b, func(seq uint64, err error) {
 			if err != nil {
-				sess.unreserve(len(msg.Payload))
+				if !applied {
+					sess.unreserve(len(msg.Payload))
+				}
 				s.logCommitError("queueing a retained message")(0, err)
 				return
 			}
-			sess.committed(seq, msg, qos)
+			sess.durable(seq)
 		})
 	}
 	return nil

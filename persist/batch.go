@@ -81,12 +81,21 @@ type Batch struct {
 	// Owned by Submit and the writer.
 	submitted bool
 	done      func(uint64, error)
+	onApplied func(seq uint64)
 	ctl       func(w *writer) error // internal control request
 	seq       uint64
 	hasSeq    bool
 	result    error
 	applied   []rec
 }
+
+// OnApplied asks the writer to call fn once b has its place in the commit order: its Enqueue's
+// sequence number assigned (seq, 0 without one) and its entries in a group commit, which may
+// still fail and is not durable yet; done follows as usual. fn runs on the writer goroutine, in
+// submission order, and only for a Batch that does not fail on its own (done then reports why).
+// It must not block, submit, or take a lock that a goroutine may hold while it calls Submit (the
+// writer would wait for itself). Call before Submit.
+func (b *Batch) OnApplied(fn func(seq uint64)) { b.onApplied = fn }
 
 // Len reports the number of operations added (an Enqueue counts once).
 func (b *Batch) Len() int { return len(b.ops) }

@@ -24,7 +24,11 @@
 //     from the writer's counter here (kept if the Batch is rerun), so sequence
 //     order is commit order. A Batch that fails (its own error, a value over
 //     the limit) fails alone: its entries are taken out of the transaction by
-//     rebuilding it from the others' remembered entries.
+//     rebuilding it from the others' remembered entries. A Batch applied
+//     without error calls its OnApplied callback, if any, here, on the writer,
+//     in submission order: its place in the commit order is fixed, its record
+//     not yet durable (the broker hands QoS 0/1 messages to online persistent
+//     subscribers at this point).
 //  4. When a Batch does not fit into a transaction that holds other Batches'
 //     entries (Badger's ErrTxnTooBig, at about 15% of MemTableSize or
 //     MaxBatchCount entries), the writer commits the others and reruns it in a

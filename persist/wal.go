@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -560,6 +561,9 @@ func (y *syncer) run() {
 			}
 		}
 		if y.s.Err() == nil { // after a failure a sync proves nothing: nothing more is acknowledged
+			// Let the goroutines the writer just woke (subscribers' writers, via OnApplied) run
+			// first: the fdatasync keeps this goroutine's P, and they would wait in its queue.
+			runtime.Gosched()
 			start := time.Now()
 			err := y.s.wal.sync()
 			d := time.Since(start)

@@ -206,6 +206,9 @@ func (w *writer) process(reqs []*Batch) {
 			clear(w.reqKnown)
 			w.pending = append(w.pending, b)
 			i++
+			if b.onApplied != nil {
+				b.onApplied(b.seq)
+			}
 			if w.spill != nil {
 				// b is in no transaction: commit it before the next request reads the store.
 				w.commit()

@@ -10,9 +10,14 @@
 // million queued messages costs a few counters, not a million messages. A clean session lives
 // only as long as its connection and keeps everything in memory.
 //
-// Sequence numbers of persistent entries are assigned by the store in commit order, and
-// Committed is called in that order, so "highest seq held in memory" versus "highest seq
-// committed" is enough to know whether the disk holds entries memory does not.
+// Sequence numbers of persistent entries are assigned by the store in commit order, and Applied
+// is called in that order as each entry takes its place, Durable once the disk holds it; so
+// "highest seq held in memory" versus "highest seq applied" is enough to know whether the queue
+// has entries memory does not, and "highest seq durable" bounds what a read of the disk finds. A
+// message published at QoS 0 or 1 may go to the client once applied: should the broker crash
+// before it is durable, its publisher, not acknowledged, sends it again, and at least once
+// allows the repeat. One published at QoS 2 waits until it is durable: routed again as new after
+// a crash, it would reach the client twice.
 package session
 
 import (
@@ -52,7 +57,8 @@ type Session struct {
 	resend      bool // the in-flight entries must be sent again (new connection)
 	queued      int  // every unacknowledged entry: pending, in flight, and on disk only
 	queuedBytes int64
-	lastQueued  uint64 // persistent: highest seq committed for this session
+	lastQueued  uint64 // persistent: highest seq applied for this session
+	lastDurable uint64 // persistent: highest seq durable for this session (readable from disk)
 	lastLoaded  uint64 // persistent: highest seq held in memory (or already acknowledged)
 	gen         uint64 // bumped on detach, so a disk read that raced a detach is discarded
 	nextPID     uint16
@@ -74,6 +80,14 @@ type Session struct {
 	headSet     bool
 	// uncounted: restored before the store counted its queue (Saved.Uncounted); Counted adds it.
 	uncounted bool
+
+	// tail holds every entry applied with a seq above tailFrom, none of them durable yet
+	// (persistent): what a session that is not caught up could not keep in memory and cannot read
+	// from disk yet. Once memory holds everything up to tailFrom, the tail joins it, so that a
+	// session behind catches up under a steady stream, where some entry is nearly always not
+	// durable.
+	tail     []*message.Entry
+	tailFrom uint64
 }
 
 // New returns a session.
@@ -112,7 +126,7 @@ func Restore(sv Saved, opts *Options, now time.Time) *Session {
 	s := New(sv.ClientID, true, sv.Record.ProtocolLevel, opts)
 	s.queued = sv.QueuedCount
 	s.queuedBytes = sv.QueuedBytes
-	s.lastQueued = sv.LastSeq
+	s.lastQueued, s.lastDurable, s.tailFrom = sv.LastSeq, sv.LastSeq, sv.LastSeq
 	s.uncounted = sv.Uncounted
 	for _, pid := range sv.InboundQoS2 {
 		s.inbound[pid] = struct{}{}
@@ -655,21 +669,82 @@ func (s *Session) Enqueue(m *message.Message, qos byte) Outlet {
 	return s.outlet
 }
 
-// Committed tells a persistent session that persist durably queued seq for it. It must be called
-// in commit order (persist's completion callbacks run in that order). The entry is kept in memory
-// only while the session is online, nothing older waits on disk, and the window has room. It
-// returns the outlet to wake, nil while offline.
-func (s *Session) Committed(seq uint64, m *message.Message, qos byte) Outlet {
+// Applied tells a persistent session that persist queued seq for it, not yet durably. It must be
+// called in commit order (persist's writer applies batches in that order), for every entry, and
+// Durable for seq after it. The entry is kept in memory only while the session is online, nothing
+// older waits on disk, and the window has room. It returns the outlet to wake when the entry may
+// be sent now, else nil.
+func (s *Session) Applied(seq uint64, m *message.Message, qos byte) Outlet {
 	inMemory := s.outlet != nil && s.lastLoaded == s.lastQueued && len(s.pending) < s.opts.MemoryWindow
 	if !s.headSet {
 		s.headArrived, s.headSet = m.Arrived, true // the first entry of an empty queue
 	}
 	s.lastQueued = seq
-	if inMemory {
-		s.lastLoaded = seq
-		s.pending = append(s.pending, &message.Entry{Seq: seq, QoS: qos, Message: m})
+	if !inMemory {
+		if s.outlet == nil {
+			// The next connection reads the queue from disk up to seq first, once it is durable:
+			// the tail starts after it.
+			clear(s.tail)
+			s.tail, s.tailFrom = nil, seq
+		} else {
+			s.tail = append(s.tail, &message.Entry{Seq: seq, QoS: qos, Message: m})
+		}
+		return nil
+	}
+	s.lastLoaded, s.tailFrom = seq, seq
+	e := &message.Entry{Seq: seq, QoS: qos, Message: m}
+	s.pending = append(s.pending, e)
+	if s.waits(e) {
+		return nil
 	}
 	return s.outlet
+}
+
+// Durable tells a persistent session that its entries up to seq are durable (in commit order,
+// like Applied). It returns the outlet to wake when that lets the writer go on: the disk holds
+// entries memory does not, or the next entry to send waited for it.
+func (s *Session) Durable(seq uint64) Outlet {
+	waited := len(s.pending) > 0 && s.waits(s.pending[0])
+	s.lastDurable = seq
+	n := 0
+	for n < len(s.tail) && s.tail[n].Seq <= seq {
+		n++
+	}
+	if n > 0 {
+		clear(s.tail[:n]) // readable from disk now
+		s.tail = s.tail[n:]
+	}
+	s.tailFrom = max(s.tailFrom, seq)
+	if s.outlet == nil {
+		return nil
+	}
+	if s.lastLoaded < seq || waited && !s.waits(s.pending[0]) {
+		return s.outlet
+	}
+	return nil
+}
+
+// takeTail moves the tail into memory, as much as the memory window takes, once memory holds
+// every entry up to tailFrom; it reports whether it moved any.
+func (s *Session) takeTail() bool {
+	if len(s.tail) == 0 || s.lastLoaded < s.tailFrom {
+		return false
+	}
+	n := min(len(s.tail), max(1, s.opts.MemoryWindow-len(s.pending)))
+	s.pending = append(s.pending, s.tail[:n]...)
+	s.lastLoaded = s.tail[n-1].Seq
+	s.tailFrom = s.lastLoaded
+	clear(s.tail[:n])
+	s.tail = s.tail[n:]
+	if len(s.tail) == 0 {
+		s.tail = nil
+	}
+	return true
+}
+
+// waits reports whether pending entry e may not be sent yet: published at QoS 2 and not durable.
+func (s *Session) waits(e *message.Entry) bool {
+	return e.Message.QoS == 2 && e.Seq > s.lastDurable
 }
 
 // Outgoing is what the writer must send from the queue: Now can be written at once; After must
@@ -726,7 +801,7 @@ type Aliases interface {
 type Load struct {
 	After uint64
 	Limit int
-	upTo  uint64 // the highest seq committed when it was asked: later entries are not durable yet
+	upTo  uint64 // the highest seq durable when it was asked: the disk may not hold later ones yet
 	gen   uint64 // a Detach since then makes the answer stale
 }
 
@@ -741,14 +816,14 @@ func (l Load) Answers(ask Load) bool {
 // disk holds entries memory does not, so that the caller may start it ahead: every entry up to
 // what it asks for is durable already.
 func (s *Session) NextLoad() (Load, bool) {
-	if s.outlet == nil || !s.Persistent || s.lastLoaded >= s.lastQueued {
+	if s.outlet == nil || !s.Persistent || s.lastLoaded >= s.lastDurable {
 		return Load{}, false
 	}
 	return s.nextLoad(), true
 }
 
 func (s *Session) nextLoad() Load {
-	return Load{After: s.lastLoaded, Limit: s.opts.MemoryWindow + s.opts.MaxInflight, upTo: s.lastQueued, gen: s.gen}
+	return Load{After: s.lastLoaded, Limit: s.opts.MemoryWindow + s.opts.MaxInflight, upTo: s.lastDurable, gen: s.gen}
 }
 
 func (o *Outgoing) count(e *message.Entry) {
@@ -759,7 +834,8 @@ func (o *Outgoing) count(e *message.Entry) {
 // Fill appends to o what the writer should send now: the in-flight entries again after an Attach
 // (with DUP, or PUBREL for those already past PUBREC), then new messages while the in-flight
 // window has room. When a persistent session's memory runs dry while the disk holds more, Fill
-// stops and sets o.NeedLoad: see Outgoing.Load.
+// stops and sets o.NeedLoad: see Outgoing.Load; once it has read the disk up to what is durable,
+// the tail follows. A message published at QoS 2 stops it until it is durable.
 func (s *Session) Fill(o *Outgoing) {
 	if s.outlet == nil {
 		return
@@ -789,12 +865,21 @@ func (s *Session) Fill(o *Outgoing) {
 	}
 	for len(s.inflight) < s.Window() {
 		if len(s.pending) == 0 {
-			if s.Persistent && s.lastLoaded < s.lastQueued {
-				o.NeedLoad, o.Load = true, s.nextLoad()
+			if !s.Persistent {
+				break
 			}
-			break
+			if s.lastLoaded < s.lastDurable {
+				o.NeedLoad, o.Load = true, s.nextLoad()
+				break
+			}
+			if !s.takeTail() {
+				break
+			}
 		}
 		e := s.pending[0]
+		if s.Persistent && s.waits(e) {
+			break // Durable wakes the writer
+		}
 		s.pending[0] = nil
 		s.pending = s.pending[1:]
 		if len(s.pending) == 0 {
@@ -822,9 +907,9 @@ func (s *Session) deliver(o *Outgoing, e *message.Entry) {
 // connection among them are appended to o to be sent again. It reports whether Fill has new
 // entries to send; if not, the caller waits for the next wake-up (the entries it needs are not
 // durable yet) rather than asking again. Between Fill and Loaded the session may have been
-// detached (the answer is then thrown away) or have had more entries committed. Every seq up to
-// the request's upTo was committed before the read began, so a short read means memory has
-// caught up with the disk at least to that point.
+// detached (the answer is then thrown away) or have had more entries applied. Every seq up to
+// the request's upTo was durable before the read began, so a short read means memory has
+// caught up with the disk at least to that point, and then the tail may follow.
 func (s *Session) Loaded(o *Outgoing, entries []message.Entry) bool {
 	req := o.Load
 	o.NeedLoad, o.Load = false, Load{}
@@ -835,8 +920,8 @@ func (s *Session) Loaded(o *Outgoing, entries []message.Entry) bool {
 	for i := range entries {
 		e := &entries[i]
 		if e.Seq > upTo {
-			// Applied to the store but not yet durable (persist applies before it syncs): it
-			// arrives through Committed once it is, and must not be sent before.
+			// In the store but not yet durable (Async mode commits before the callbacks): it is
+			// read once Durable says so.
 			break
 		}
 		if e.Seq <= s.lastLoaded {
@@ -858,6 +943,9 @@ func (s *Session) Loaded(o *Outgoing, entries []message.Entry) bool {
 	}
 	if len(entries) < limit {
 		s.lastLoaded = max(s.lastLoaded, upTo)
+		if len(s.pending) == 0 {
+			s.takeTail()
+		}
 	}
 	return len(s.pending) > 0
 }

@@ -32,6 +32,16 @@ func openStore(t *testing.T) *persist.Store {
 	return st
 }
 
+// committed is Applied and Durable at once, as for an entry whose commit is already durable: the
+// outlet to wake, if either asks.
+func committed(s *Session, seq uint64, m *message.Message, qos byte) Outlet {
+	o := s.Applied(seq, m, qos)
+	if d := s.Durable(seq); d != nil {
+		o = d
+	}
+	return o
+}
+
 // decode splits a Fill output into packets.
 func decode(t *testing.T, b []byte) []codec.Packet {
 	t.Helper()
@@ -121,7 +131,7 @@ func TestPersistentSessionSpillsToDisk(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		s.Committed(seq, m, 1)
+		committed(s, seq, m, 1)
 	}
 	var got []string
 	for len(got) < n {
@@ -177,7 +187,7 @@ func TestOldestQueuedAcrossDiskAndMemory(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		s.Committed(seq, m, 1)
+		committed(s, seq, m, 1)
 	}
 	if got := s.OldestQueued(); !got.Equal(t0) {
 		t.Fatalf("offline, queue on disk: oldest %v, want %v", got, t0)
@@ -250,7 +260,7 @@ func TestResendAsksMayRead(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				s.Committed(seq, m, qos)
+				committed(s, seq, m, qos)
 			}
 			var o Outgoing
 			if sent := fill(&o); len(sent) != 3 {
@@ -341,7 +351,7 @@ func TestRestoredUncounted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.Committed(seq, m, 1)
+	committed(s, seq, m, 1)
 	o = Outgoing{}
 	s.Fill(&o)
 	if got := decode(t, o.Now); len(got) != 1 || got[0].(*codec.Publish).Payload[0] != 9 {

@@ -90,11 +90,12 @@ func newSpecSession(persistent bool) (*Session, *fakeOutlet) {
 	return s, o
 }
 
-// commit queues m for a persistent session as the broker does: reserved, on disk, then Committed.
+// commit queues m for a persistent session as the broker does: reserved, on disk, then applied
+// and durable.
 func commit(s *Session, d *disk, seq uint64, m *message.Message, qos byte) Outlet {
 	s.Reserve(len(m.Payload))
 	*d = append(*d, message.Entry{Seq: seq, QoS: qos, Message: m})
-	return s.Committed(seq, m, qos)
+	return committed(s, seq, m, qos)
 }
 
 func TestSessionSpec(t *testing.T) {
