@@ -53,6 +53,8 @@ func TestQueuedMessageArrival(t *testing.T) {
 	if p := mqtttest.Expect[*codec.Publish](late); !p.Retain {
 		t.Fatalf("want the retained message, got %s", mqtttest.String(p))
 	}
+	// The copy may reach late before it is on disk (early delivery): wait until it is.
+	mqtttest.Eventually(t, 5*time.Second, "late's retained copy on disk", func() bool { return len(queue("late")) > 0 })
 	if q := queue("late"); len(q) != 1 || !q[0].Message.Arrived.IsZero() {
 		t.Fatalf("queue of late = %+v, want the retained copy without a time", q)
 	}
