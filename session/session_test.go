@@ -42,6 +42,20 @@ func committed(s *Session, seq uint64, m *message.Message, qos byte) Outlet {
 	return o
 }
 
+// fillFromStore runs Fill into o, answering its loads from st's queue of client "p".
+func fillFromStore(t *testing.T, s *Session, st *persist.Store, o *Outgoing) {
+	t.Helper()
+	for s.Fill(o); o.NeedLoad; s.Fill(o) {
+		entries, err := st.ReadQueue("p", o.Load.After, o.Load.Limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !s.Loaded(o, entries) {
+			break
+		}
+	}
+}
+
 // decode splits a Fill output into packets.
 func decode(t *testing.T, b []byte) []codec.Packet {
 	t.Helper()
@@ -136,15 +150,7 @@ func TestPersistentSessionSpillsToDisk(t *testing.T) {
 	var got []string
 	for len(got) < n {
 		var o Outgoing
-		for s.Fill(&o); o.NeedLoad; s.Fill(&o) {
-			entries, err := st.ReadQueue("p", o.Load.After, o.Load.Limit)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !s.Loaded(&o, entries) {
-				break
-			}
-		}
+		fillFromStore(t, s, st, &o)
 		ps := decode(t, o.Now)
 		if len(ps) == 0 {
 			t.Fatalf("stalled after %d messages", len(got))
@@ -198,13 +204,7 @@ func TestOldestQueuedAcrossDiskAndMemory(t *testing.T) {
 
 	s.Attach(Link{Level: 4}, &fakeOutlet{})
 	var o Outgoing
-	for s.Fill(&o); o.NeedLoad; s.Fill(&o) {
-		entries, err := st.ReadQueue("p", o.Load.After, o.Load.Limit)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s.Loaded(&o, entries)
-	}
+	fillFromStore(t, s, st, &o)
 	pub := decode(t, o.Now)[0].(*codec.Publish)
 	if h := s.Head(10); len(h) != 3 || h[0].State != persist.Sent || h[1].State != persist.Queued {
 		t.Fatalf("head %+v, want the one in flight (sent) then two queued", h)
@@ -236,13 +236,7 @@ func TestResendAsksMayRead(t *testing.T) {
 				t.Fatal(err)
 			}
 			fill := func(o *Outgoing) []codec.Packet {
-				for s.Fill(o); o.NeedLoad; s.Fill(o) {
-					entries, err := st.ReadQueue("p", o.Load.After, o.Load.Limit)
-					if err != nil {
-						t.Fatal(err)
-					}
-					s.Loaded(o, entries)
-				}
+				fillFromStore(t, s, st, o)
 				return decode(t, append(o.Now, o.After...))
 			}
 			s.Attach(Link{Level: 4}, &fakeOutlet{})
@@ -322,13 +316,7 @@ func TestRestoredUncounted(t *testing.T) {
 
 	s.Attach(Link{Level: 4}, &fakeOutlet{})
 	var o Outgoing
-	for s.Fill(&o); o.NeedLoad; s.Fill(&o) {
-		entries, err := st.ReadQueue("p", o.Load.After, o.Load.Limit)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s.Loaded(&o, entries)
-	}
+	fillFromStore(t, s, st, &o)
 	sent := decode(t, o.Now)
 	if len(sent) != 5 {
 		t.Fatalf("connected before the count: sent %d, want the 5 on disk", len(sent))
