@@ -647,7 +647,10 @@ func TestMinTLSVersion(t *testing.T) {
 }
 
 func TestSlowTLSHandshakeDoesNotBlockAccept(t *testing.T) {
-	defer func(d time.Duration) { handshakeTimeout = d }(handshakeTimeout)
+	// Restored by a cleanup registered before the listener's, so after its Close has waited
+	// for the handshake goroutines that read it (a defer ran first, racing them).
+	old := handshakeTimeout
+	t.Cleanup(func() { handshakeTimeout = old })
 	handshakeTimeout = 500 * time.Millisecond
 	ca := testpki.NewCA(t, "test CA")
 	f := testpki.NewServerFiles(t, ca, "server")
