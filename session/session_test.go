@@ -20,6 +20,7 @@ func (f *fakeOutlet) AppendPublish(dst []byte, p *codec.Publish) ([]byte, bool) 
 	return p.Append(dst), true
 }
 
+// openStore opens a store holding the session record of client "p", the tests' session.
 func openStore(t *testing.T) *persist.Store {
 	t.Helper()
 	o := persist.DefaultOptions(t.TempDir())
@@ -29,7 +30,24 @@ func openStore(t *testing.T) *persist.Store {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
+	var rec persist.Batch
+	rec.PutSession("p", persist.SessionRecord{ProtocolLevel: 4})
+	if _, err := st.Commit(&rec); err != nil {
+		t.Fatal(err)
+	}
 	return st
+}
+
+// queueForP commits m to client "p"'s queue at qos and returns its seq.
+func queueForP(t *testing.T, st *persist.Store, m *persist.Message, qos byte) uint64 {
+	t.Helper()
+	var b persist.Batch
+	b.Enqueue(m, []persist.Target{{ClientID: "p", QoS: qos}})
+	seq, err := st.Commit(&b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return seq
 }
 
 // committed is Applied and Durable at once, as for an entry whose commit is already durable: the
@@ -130,22 +148,11 @@ func TestPersistentSessionSpillsToDisk(t *testing.T) {
 	s := New("p", true, 4, opts)
 	out := &fakeOutlet{}
 	s.Attach(Link{Level: 4}, out)
-	var rec persist.Batch
-	rec.PutSession("p", persist.SessionRecord{ProtocolLevel: 4})
-	if _, err := st.Commit(&rec); err != nil {
-		t.Fatal(err)
-	}
 	const n = 40
 	for i := 0; i < n; i++ {
 		m := &persist.Message{Topic: "t", Payload: []byte(fmt.Sprint(i)), QoS: 1}
 		s.Reserve(len(m.Payload))
-		var b persist.Batch
-		b.Enqueue(m, []persist.Target{{ClientID: "p", QoS: 1}})
-		seq, err := st.Commit(&b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		committed(s, seq, m, 1)
+		committed(s, queueForP(t, st, m, 1), m, 1)
 	}
 	var got []string
 	for len(got) < n {
@@ -175,11 +182,6 @@ func TestPersistentSessionSpillsToDisk(t *testing.T) {
 func TestOldestQueuedAcrossDiskAndMemory(t *testing.T) {
 	st := openStore(t)
 	s := New("p", true, 4, &Options{MaxInflight: 1, MaxQueuedMessages: 100, MemoryWindow: 256})
-	var rec persist.Batch
-	rec.PutSession("p", persist.SessionRecord{ProtocolLevel: 4})
-	if _, err := st.Commit(&rec); err != nil {
-		t.Fatal(err)
-	}
 	if got := s.OldestQueued(); !got.IsZero() {
 		t.Fatalf("empty queue: oldest %v, want none", got)
 	}
@@ -187,13 +189,7 @@ func TestOldestQueuedAcrossDiskAndMemory(t *testing.T) {
 	for i := range 3 {
 		m := &persist.Message{Topic: "t", Payload: []byte{byte(i)}, QoS: 1, Arrived: t0.Add(time.Duration(i) * time.Minute)}
 		s.Reserve(1)
-		var b persist.Batch
-		b.Enqueue(m, []persist.Target{{ClientID: "p", QoS: 1}})
-		seq, err := st.Commit(&b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		committed(s, seq, m, 1)
+		committed(s, queueForP(t, st, m, 1), m, 1)
 	}
 	if got := s.OldestQueued(); !got.Equal(t0) {
 		t.Fatalf("offline, queue on disk: oldest %v, want %v", got, t0)
@@ -230,11 +226,6 @@ func TestResendAsksMayRead(t *testing.T) {
 		t.Run(fmt.Sprintf("persistent=%v", persistent), func(t *testing.T) {
 			st := openStore(t)
 			s := New("p", persistent, 4, &Options{MaxInflight: 10, MaxQueuedMessages: 100, MemoryWindow: 256})
-			var rec persist.Batch
-			rec.PutSession("p", persist.SessionRecord{ProtocolLevel: 4})
-			if _, err := st.Commit(&rec); err != nil {
-				t.Fatal(err)
-			}
 			fill := func(o *Outgoing) []codec.Packet {
 				fillFromStore(t, s, st, o)
 				return decode(t, append(o.Now, o.After...))
@@ -248,13 +239,7 @@ func TestResendAsksMayRead(t *testing.T) {
 					s.Enqueue(m, qos)
 					continue
 				}
-				var b persist.Batch
-				b.Enqueue(m, []persist.Target{{ClientID: "p", QoS: qos}})
-				seq, err := st.Commit(&b)
-				if err != nil {
-					t.Fatal(err)
-				}
-				committed(s, seq, m, qos)
+				committed(s, queueForP(t, st, m, qos), m, qos)
 			}
 			var o Outgoing
 			if sent := fill(&o); len(sent) != 3 {
@@ -291,22 +276,10 @@ func TestResendAsksMayRead(t *testing.T) {
 // the count, arriving after acknowledgements and new messages, makes its counters right.
 func TestRestoredUncounted(t *testing.T) {
 	st := openStore(t)
-	var rec persist.Batch
-	rec.PutSession("p", persist.SessionRecord{ProtocolLevel: 4})
-	if _, err := st.Commit(&rec); err != nil {
-		t.Fatal(err)
-	}
 	t0 := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
 	var last uint64
 	for i := range 5 {
-		var b persist.Batch
-		b.Enqueue(&persist.Message{Topic: "t", Payload: []byte{byte(i)}, QoS: 1, Arrived: t0.Add(time.Duration(i) * time.Minute)},
-			[]persist.Target{{ClientID: "p", QoS: 1}})
-		seq, err := st.Commit(&b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		last = seq
+		last = queueForP(t, st, &persist.Message{Topic: "t", Payload: []byte{byte(i)}, QoS: 1, Arrived: t0.Add(time.Duration(i) * time.Minute)}, 1)
 	}
 	opts := &Options{MaxInflight: 10, MaxQueuedMessages: 100, MemoryWindow: 256}
 	s := Restore(Saved{ClientID: "p", Record: Record{ProtocolLevel: 4}, LastSeq: last, Uncounted: true}, opts, t0.Add(time.Hour))
@@ -333,13 +306,7 @@ func TestRestoredUncounted(t *testing.T) {
 	if !s.Reserve(1) {
 		t.Fatal("reservation refused")
 	}
-	var b persist.Batch
-	b.Enqueue(m, []persist.Target{{ClientID: "p", QoS: 1}})
-	seq, err := st.Commit(&b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	committed(s, seq, m, 1)
+	committed(s, queueForP(t, st, m, 1), m, 1)
 	o = Outgoing{}
 	s.Fill(&o)
 	if got := decode(t, o.Now); len(got) != 1 || got[0].(*codec.Publish).Payload[0] != 9 {
