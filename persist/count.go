@@ -160,23 +160,10 @@ func (c *queueCounter) bodyKeys() error {
 
 // checkBodies decodes every body.
 func (c *queueCounter) checkBodies() error {
-	it := c.txn.NewIterator(badger.IteratorOptions{Prefix: []byte{famBody}, PrefetchValues: true, PrefetchSize: 256})
-	defer it.Close()
-	for it.Rewind(); it.Valid(); it.Next() {
-		item := it.Item()
-		k := item.Key()
-		err := item.Value(func(v []byte) error {
-			_, err := decodeBody(k, v, false)
-			return err
-		})
-		if err != nil {
-			if !errors.Is(err, ErrCorrupt) {
-				err = fmt.Errorf("persist: read %s: %w", describeKey(k), err)
-			}
-			return err
-		}
-	}
-	return nil
+	return scanValues(c.txn, famBody, func(k, v []byte) error {
+		_, err := decodeBody(k, v, false)
+		return err
+	})
 }
 
 // CountQueues counts the queues that RecoverSessions left uncounted, from a snapshot of the store

@@ -71,22 +71,7 @@ func (w *writer) recover(queues bool) (*State, error) {
 		strays                                 [][]byte
 	)
 
-	scan := func(fam byte, fn func(k, v []byte) error) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{fam}, PrefetchValues: true, PrefetchSize: 256})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			item := it.Item()
-			k := item.Key()
-			err := item.Value(func(v []byte) error { return fn(k, v) })
-			if err != nil {
-				if !errors.Is(err, ErrCorrupt) {
-					err = fmt.Errorf("persist: read %s: %w", describeKey(k), err)
-				}
-				return err
-			}
-		}
-		return nil
-	}
+	scan := func(fam byte, fn func(k, v []byte) error) error { return scanValues(txn, fam, fn) }
 	cidOf := func(k []byte, restLen int) (string, []byte, error) {
 		cid, rest, ok := splitCID(k)
 		if !ok || (restLen >= 0 && len(rest) != restLen) {
@@ -218,12 +203,7 @@ func (w *writer) recover(queues bool) (*State, error) {
 		for _, k := range strays {
 			b.del(k)
 		}
-		b.submitted = true
-		// In Sync mode the syncer completes b, on its own goroutine.
-		done := make(chan error, 1)
-		b.done = func(_ uint64, err error) { done <- err }
-		w.process([]*Batch{b})
-		if err := <-done; err != nil {
+		if err := w.commitOwn(b); err != nil {
 			return nil, err
 		}
 	}
@@ -264,6 +244,24 @@ func (w *writer) recover(queues bool) (*State, error) {
 
 // readQueueCap bounds what ReadQueue allocates ahead for a large limit.
 const readQueueCap = 1024
+
+// scanValues calls fn with every key and value of family fam in txn, in key order, and stops at
+// its first error; a read error names the key (ErrCorrupt names it already).
+func scanValues(txn *badger.Txn, fam byte, fn func(k, v []byte) error) error {
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{fam}, PrefetchValues: true, PrefetchSize: 256})
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		item := it.Item()
+		k := item.Key()
+		if err := item.Value(func(v []byte) error { return fn(k, v) }); err != nil {
+			if !errors.Is(err, ErrCorrupt) {
+				err = fmt.Errorf("persist: read %s: %w", describeKey(k), err)
+			}
+			return err
+		}
+	}
+	return nil
+}
 
 // ReadQueue returns up to limit queue entries of cid with seq > after, in seq
 // order, with State/PacketID/Holder joined from 0x05 and Message resolved (inline or

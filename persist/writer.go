@@ -640,7 +640,7 @@ func (w *writer) write(key, val []byte, del bool) error {
 			w.txnEntries++
 			b.applied = append(b.applied, rec{key: key, val: val, del: del})
 			if key[0] == famQueue {
-				if seq := seqOfKey(key); w.count(seq) > 0 || w.isOld(seq) {
+				if w.shared(seqOfKey(key)) {
 					w.reqShared[string(key)] = !del
 				}
 			}
@@ -826,7 +826,7 @@ func (w *writer) enqueue(b *Batch) error {
 // with the last one.
 func (w *writer) ack(cid string, seq uint64, withState bool) error {
 	qk := queueKey(cid, seq)
-	shared := w.count(seq) > 0 || w.isOld(seq)
+	shared := w.shared(seq)
 	exists := false
 	if shared {
 		var err error
@@ -852,10 +852,16 @@ func (w *writer) ack(cid string, seq uint64, withState bool) error {
 // yet, once it is: settleOld).
 func (w *writer) dropRef(seq uint64) error {
 	w.reqDelta[seq]--
-	if w.count(seq) <= 0 && !w.isOld(seq) {
+	if !w.shared(seq) {
 		return w.write(bodyKey(seq), nil, true)
 	}
 	return nil
+}
+
+// shared reports whether seq is a shared body with entries left: counted, or on disk at Open and
+// not counted yet.
+func (w *writer) shared(seq uint64) bool {
+	return w.count(seq) > 0 || w.isOld(seq)
 }
 
 // isOld reports whether body seq was on disk at Open and its references are not counted yet.
@@ -889,6 +895,12 @@ func (w *writer) settleOld(counted map[uint64]int32) error {
 	if b.Len() == 0 {
 		return nil
 	}
+	return w.commitOwn(b)
+}
+
+// commitOwn commits a batch of the writer's own (a control request's) and waits until it is
+// durable.
+func (w *writer) commitOwn(b *Batch) error {
 	b.submitted = true
 	// In Sync mode the syncer completes b, on its own goroutine.
 	done := make(chan error, 1)
@@ -903,7 +915,7 @@ func (w *writer) deleteSession(cid string) error {
 		onKey := func([]byte) error { return nil }
 		if fam == famQueue {
 			onKey = func(k []byte) error {
-				if seq := seqOfKey(k); w.count(seq) > 0 || w.isOld(seq) {
+				if seq := seqOfKey(k); w.shared(seq) {
 					return w.dropRef(seq)
 				}
 				return nil
