@@ -219,10 +219,7 @@ func (s *Server) countQueues() {
 	if testHookCount != nil {
 		testHookCount()
 	}
-	start := time.Now()
-	queued := 0
 	err := s.store.CountQueues(s.quit, func(q persist.QueueCount) {
-		queued += q.Count
 		if _, _, ok := session.ParseGroupID(q.ClientID); ok {
 			s.groups.mu.Lock()
 			gh := s.groups.byID[q.ClientID]
@@ -239,12 +236,9 @@ func (s *Server) countQueues() {
 			h.unlock()
 		}
 	})
-	switch {
-	case errors.Is(err, persist.ErrClosed):
-	case err != nil:
+	// persist logs the count ("counted the queues"), and a failure as a storage error.
+	if err != nil && !errors.Is(err, persist.ErrClosed) {
 		s.log.Error().Err(err).Msg("counting the queues")
-	default:
-		s.log.Info().Int("queued", queued).Dur("took", time.Since(start)).Msg("counted the queues")
 	}
 }
 
