@@ -62,6 +62,7 @@ func savedSession(ss *persist.SessionState) session.Saved {
 		Record:       r,
 		QueuedCount:  ss.QueuedCount,
 		QueuedBytes:  ss.QueuedBytes,
+		Inflight:     ss.Inflight,
 		LastSeq:      ss.LastSeq,
 		OldestQueued: ss.OldestQueued,
 		Uncounted:    ss.Uncounted,

@@ -148,7 +148,7 @@ func (w *writer) recover(queues bool) (*State, error) {
 			case err != nil:
 				return err
 			}
-			get(cid)
+			get(cid).Inflight++
 			inflight++
 			return nil
 		})

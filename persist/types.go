@@ -68,6 +68,7 @@ type SessionState struct {
 	Subscriptions []Subscription // sorted by filter
 	QueuedCount   int            // entries in 0x04 for this session
 	QueuedBytes   int64          // sum of their payload sizes
+	Inflight      int            // of them sent and not acknowledged: in-flight states (0x05)
 	LastSeq       uint64         // highest seq queued for it (0 if none)
 	OldestQueued  time.Time      // when the first entry of its queue arrived (zero: none, or not known)
 	InboundQoS2   []uint16       // sorted

@@ -46,13 +46,16 @@ type Session struct {
 
 	opts *Options
 
-	level       byte
-	subs        map[string]message.SubOptions
-	noLocal     int              // subscriptions with No Local
-	decorated   int              // subscriptions with Retain As Published or an identifier
-	pending     []*message.Entry // queued, not yet sent, in order
-	leased      []*message.Entry // shared groups' entries handed to this session, not yet sent
-	inflight    []*message.Entry // sent, awaiting acknowledgement, in send order
+	level     byte
+	subs      map[string]message.SubOptions
+	noLocal   int              // subscriptions with No Local
+	decorated int              // subscriptions with Retain As Published or an identifier
+	pending   []*message.Entry // queued, not yet sent, in order
+	leased    []*message.Entry // shared groups' entries handed to this session, not yet sent
+	inflight  []*message.Entry // sent, awaiting acknowledgement, in send order
+	// sentOffline: of a persistent session offline, the entries sent to an earlier connection and
+	// not acknowledged; they are on disk only, and sent again first on the next Attach.
+	sentOffline int
 	byPID       map[uint16]*message.Entry
 	resend      bool // the in-flight entries must be sent again (new connection)
 	queued      int  // every unacknowledged entry: pending, in flight, and on disk only
@@ -108,6 +111,7 @@ type Saved struct {
 	ClientID    string
 	Record      Record
 	QueuedCount int    // unacknowledged queue entries
+	Inflight    int    // of them sent to a connection before (their in-flight states)
 	QueuedBytes int64  // their payload bytes
 	LastSeq     uint64 // the highest seq of its queue
 	// OldestQueued is when the first entry of its queue arrived (zero: empty or not known).
@@ -128,6 +132,7 @@ func Restore(sv Saved, opts *Options, now time.Time) *Session {
 	s.queuedBytes = sv.QueuedBytes
 	s.lastQueued, s.lastDurable, s.tailFrom = sv.LastSeq, sv.LastSeq, sv.LastSeq
 	s.uncounted = sv.Uncounted
+	s.sentOffline = sv.Inflight
 	for _, pid := range sv.InboundQoS2 {
 		s.inbound[pid] = struct{}{}
 	}
@@ -209,6 +214,7 @@ func (s *Session) Attach(l Link, o Outlet) {
 	s.link = l
 	s.outlet = o
 	s.resend = true
+	s.sentOffline = 0 // read again with the queue, into inflight
 	s.conns++
 }
 
@@ -247,9 +253,11 @@ func (s *Session) Detach(now time.Time) (ws []Write, back []*message.Entry) {
 	back = s.leased
 	s.leased = nil
 	var held []*message.Entry
+	own := 0
 	for _, e := range s.inflight {
 		switch {
 		case e.Group == "":
+			own++
 			if s.Persistent && e.QoS == 1 {
 				ws = append(ws, Write{Kind: WriteSent, Seq: e.Seq, PacketID: e.PacketID})
 			}
@@ -262,6 +270,7 @@ func (s *Session) Detach(now time.Time) (ws []Write, back []*message.Entry) {
 		}
 	}
 	if s.Persistent {
+		s.sentOffline = own
 		s.pending = nil
 		s.inflight = held
 		clear(s.byPID)
@@ -1166,7 +1175,7 @@ func (s *Session) RemoveInbound(pid uint16) bool {
 
 // Inflight returns the number of messages sent and not yet acknowledged.
 func (s *Session) Inflight() int {
-	return len(s.inflight)
+	return len(s.inflight) + s.sentOffline
 }
 
 // Has reports whether filter is subscribed.

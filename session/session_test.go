@@ -212,9 +212,12 @@ func TestOldestQueuedAcrossDiskAndMemory(t *testing.T) {
 		t.Fatalf("after the first ack: oldest %v, want %v (read back from disk)", got, want)
 	}
 
-	r := Restore(Saved{ClientID: "r", QueuedCount: 2, QueuedBytes: 2, LastSeq: 9, OldestQueued: t0}, s.opts, t0.Add(time.Hour))
+	r := Restore(Saved{ClientID: "r", QueuedCount: 2, QueuedBytes: 2, Inflight: 1, LastSeq: 9, OldestQueued: t0}, s.opts, t0.Add(time.Hour))
 	if got := r.OldestQueued(); !got.Equal(t0) {
 		t.Fatalf("recovered: oldest %v, want the store's %v", got, t0)
+	}
+	if r.Inflight() != 1 {
+		t.Fatalf("recovered: in flight %d, want the store's 1", r.Inflight())
 	}
 }
 
@@ -246,6 +249,9 @@ func TestResendAsksMayRead(t *testing.T) {
 				t.Fatalf("sent %d, want 3", len(sent))
 			}
 			ws, _ := s.Detach(time.Now())
+			if s.Inflight() != 3 {
+				t.Fatalf("offline: in flight %d, want the 3 sent and not acknowledged (as the store counts them)", s.Inflight())
+			}
 			var b persist.Batch
 			for _, w := range append(o.Writes, ws...) {
 				if w.Kind == WriteSent {

@@ -421,6 +421,63 @@ func TestAPISessionDetail(t *testing.T) {
 	}
 }
 
+// Messages sent to a persistent session's last connection and not acknowledged are its in-flight
+// count while it is offline, the same to the running broker, to inspect of the stopped store, and
+// after a restart: they are on disk in their sent state, to be sent again first.
+func TestAPIInflightOfAnOfflineSession(t *testing.T) {
+	t.Parallel()
+	addr := bridgeFreeAddr(t)
+	b := StartBroker(t, BrokerConfig{Extra: fmt.Sprintf("[admin]\naddress = %q\ntoken = %q\nsys_interval = \"0s\"\n", addr, opsToken)})
+	api := apiClient{t, "http://" + opsAdminAddr(t, b), opsToken}
+	c := mqtttest.Dial(t, b.Addr)
+	c.MustConnect("away", false)
+	if rc := c.Subscribe(1, 1, "w/#"); !bytes.Equal(rc, []byte{1}) {
+		t.Fatalf("SUBACK %v", rc)
+	}
+	apiPublish(t, b.Addr, "w/1", false, 1, 2, 3)
+	for range 3 {
+		mqtttest.Expect[*codec.Publish](c) // not acknowledged
+	}
+	c.Conn.Close()
+	mqtttest.Eventually(t, 10*time.Second, "away offline", func() bool { return !api.session("away").Online })
+	if d := api.session("away"); d.Queued != 3 || d.Inflight != 3 {
+		t.Errorf("offline: queued %d, in flight %d; want 3 and 3", d.Queued, d.Inflight)
+	}
+
+	b.Stop()
+	var stopped struct {
+		Sessions []inventory.Session `json:"sessions"`
+	}
+	if err := json.Unmarshal([]byte(opsMustCmd(t, "inspect", "--data", b.Dir, "--json", "--sort", "client_id")), &stopped); err != nil {
+		t.Fatal(err)
+	}
+	if len(stopped.Sessions) != 1 || stopped.Sessions[0].Queued != 3 || stopped.Sessions[0].Inflight != 3 {
+		t.Errorf("inspect of the stopped store: %+v; want away with 3 queued, 3 in flight", stopped.Sessions)
+	}
+
+	b.Start()
+	mqtttest.Eventually(t, 20*time.Second, "the admin listener after the restart", func() bool {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	if d := api.session("away"); d.Queued != 3 || d.Inflight != 3 {
+		t.Errorf("restarted: queued %d, in flight %d; want 3 and 3", d.Queued, d.Inflight)
+	}
+	c = mqtttest.Dial(t, b.Addr)
+	c.MustConnect("away", false)
+	for range 3 {
+		if p := mqtttest.Expect[*codec.Publish](c); !p.Dup {
+			t.Errorf("resent %q without DUP", p.Payload)
+		}
+	}
+	if d := api.session("away"); d.Inflight != 3 {
+		t.Errorf("reconnected: in flight %d, want the 3 sent again", d.Inflight)
+	}
+}
+
 // Disconnect closes the client's socket (MQTT 5: after DISCONNECT 0x98, Administrative action);
 // a persistent session then stays, offline, and disconnecting it again is a 409.
 func TestAPIDisconnect(t *testing.T) {
