@@ -29,6 +29,7 @@ type Config struct {
 	Admin      Admin      `toml:"admin"`
 	Shared     Shared     `toml:"shared"`
 	Bridges    []Bridge   `toml:"bridge"`
+	Cluster    Cluster    `toml:"cluster"`
 }
 
 // Shared configures the shared subscription groups.
@@ -256,6 +257,9 @@ func (c *Config) validate() error {
 		return err
 	}
 	if err := c.validateBridges(); err != nil {
+		return err
+	}
+	if err := c.validateCluster(); err != nil {
 		return err
 	}
 	if _, err := session.ParseStrategy(c.Shared.Strategy); err != nil {
