@@ -13,6 +13,7 @@ import (
 
 	"github.com/holdfast/holdfast/admin"
 	"github.com/holdfast/holdfast/broker"
+	"github.com/holdfast/holdfast/config"
 	"github.com/holdfast/holdfast/metrics"
 	"github.com/holdfast/holdfast/persist"
 )
@@ -52,40 +53,13 @@ func serve(env *Env, args []string) (err error) {
 		warnDataDirMode(log, opts.Dir)
 	}
 	defer func() {
-		cerr := store.Close()
-		switch {
-		case cerr == nil:
-		case errors.Is(cerr, persist.ErrFailed):
-			// Said once already; a store that failed while closing is fail-stop too.
-			if err == nil {
-				err = StorageError{cerr}
-			}
-		default:
-			log.Error().Err(cerr).Msg("closing the store")
+		if cerr := closeStore(store, log); err == nil {
+			err = cerr
 		}
 	}()
-	srv, err := broker.New(cfg, store, rules, "holdfast "+env.Version, log.With().Str("component", "broker").Logger())
+	b, err := startBroker(env, cfg, store, rules, log)
 	if err != nil {
-		return damaged(err)
-	}
-	shutdown := func() {
-		ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			log.Warn().Err(err).Msg("shutdown did not finish in time")
-		}
-	}
-	if err := srv.ListenAndServe(); err != nil {
-		shutdown()
 		return err
-	}
-	var adm *admin.Server
-	if cfg.Admin.Address != "" {
-		adm, err = admin.Start(cfg.Admin.Address, cfg.Admin.Token, srv, store, metrics.Registry(srv, store), log.With().Str("component", "admin").Logger())
-		if err != nil {
-			shutdown()
-			return err
-		}
 	}
 	log.Info().Str("version", env.Version).Str("durability", cfg.Durability).Str("data_dir", cfg.DataDir).Msg("holdfast ready")
 
@@ -96,8 +70,7 @@ wait:
 		case s := <-sig:
 			if s == syscall.SIGHUP {
 				reload(env, *path, log)
-				srv.ReloadAuth()
-				srv.ReloadCertificates()
+				b.reload()
 				continue
 			}
 			log.Info().Stringer("signal", s).Msg("shutting down: no new connections, finishing pending commits")
@@ -109,14 +82,70 @@ wait:
 			break wait
 		}
 	}
-	if adm != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
-		adm.Shutdown(ctx)
-		cancel()
-	}
-	shutdown()
+	b.stop()
 	log.Info().Msg("stopped")
 	return failed
+}
+
+// closeStore closes store; a store that failed, before or while closing, is a StorageError
+// (fail-stop), said in the log already.
+func closeStore(store *persist.Store, log zerolog.Logger) error {
+	err := store.Close()
+	switch {
+	case err == nil:
+	case errors.Is(err, persist.ErrFailed):
+		return StorageError{err}
+	default:
+		log.Error().Err(err).Msg("closing the store")
+	}
+	return nil
+}
+
+// running is a broker serving with its admin listener.
+type running struct {
+	srv *broker.Server
+	adm *admin.Server // nil: no admin listener
+	log zerolog.Logger
+}
+
+// startBroker rebuilds the broker's state from store and serves it, with the admin listener if
+// one is configured; on an error nothing is left running.
+func startBroker(env *Env, cfg *config.Config, store *persist.Store, rules *broker.AuthRules, log zerolog.Logger) (*running, error) {
+	srv, err := broker.New(cfg, store, rules, "holdfast "+env.Version, log.With().Str("component", "broker").Logger())
+	if err != nil {
+		return nil, damaged(err)
+	}
+	b := &running{srv: srv, log: log}
+	if err := srv.ListenAndServe(); err != nil {
+		b.stop()
+		return nil, err
+	}
+	if cfg.Admin.Address != "" {
+		b.adm, err = admin.Start(cfg.Admin.Address, cfg.Admin.Token, srv, store, metrics.Registry(srv, store), log.With().Str("component", "admin").Logger())
+		if err != nil {
+			b.stop()
+			return nil, err
+		}
+	}
+	return b, nil
+}
+
+// stop closes the admin listener, then every connection, and waits for pending commits.
+func (b *running) stop() {
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	if b.adm != nil {
+		b.adm.Shutdown(ctx)
+	}
+	if err := b.srv.Shutdown(ctx); err != nil {
+		b.log.Warn().Err(err).Msg("shutdown did not finish in time")
+	}
+}
+
+// reload takes a SIGHUP's new password file, ACL and certificates.
+func (b *running) reload() {
+	b.srv.ReloadAuth()
+	b.srv.ReloadCertificates()
 }
 
 // warnDataDirMode warns when group or others may enter the data directory. persist creates it
