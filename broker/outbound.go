@@ -278,7 +278,7 @@ func (c *conn) writeLoop() {
 		c.omu.Unlock()
 
 		if c.sess != nil {
-			out.Now, out.After, out.At = wbuf, out.After[:0], time.Now()
+			out.Now, out.After = wbuf, out.After[:0]
 			if c.aliasing() {
 				out.Aliases = roundAliases{c, round}
 			}
@@ -380,7 +380,11 @@ func (c *conn) submitSendState(out *session.Outgoing) {
 // connection, if a read fails or the connection is closing.
 func (c *conn) fill(out *session.Outgoing) bool {
 	for {
-		c.sess.lock().Fill(out)
+		m := c.sess.lock()
+		// Read under the lock: every message the session holds now was routed, and its expiry
+		// fixed, before this instant, so none goes out with more than its whole interval left.
+		out.At = time.Now()
+		m.Fill(out)
 		c.sess.unlock()
 		if !out.NeedLoad {
 			return true

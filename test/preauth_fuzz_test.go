@@ -332,7 +332,9 @@ func fuzzConn(t *testing.T, addr string, m int, rng *rand.Rand, tally *fuzzTally
 }
 
 // connectLevel returns the protocol level byte of the CONNECT at the start of b, or 0 when b does
-// not start with one long enough to hold it (the mutations send anything).
+// not start with one long enough to hold it (the mutations send anything), or when its protocol
+// name is not "MQTT": the broker reads "MQIsdp" with any level as MQTT 3.1 and answers a wrong
+// level in 3.x form (0x01), whatever the level byte says.
 func connectLevel(b []byte) byte {
 	if len(b) < 2 || b[0]>>4 != byte(codec.TypeConnect) {
 		return 0
@@ -345,11 +347,12 @@ func connectLevel(b []byte) byte {
 	if len(b) < i+2 {
 		return 0
 	}
-	i += 2 + int(binenc.BigEndian.Uint16(b[i:]))
-	if len(b) <= i {
+	n := int(binenc.BigEndian.Uint16(b[i:]))
+	i += 2
+	if len(b) <= i+n || string(b[i:i+n]) != codec.ProtocolName311 {
 		return 0
 	}
-	return b[i]
+	return b[i+n]
 }
 
 // headerLen returns the length of the fixed header at the start of a packet the test encoded.
