@@ -177,10 +177,12 @@ func (s *Store) Checkpoint() error {
 
 // Replace makes the store's content the backup stream r (Backup's format, a raft snapshot of
 // another node's store): Badger's content is dropped, r loaded, the applied index read from it,
-// Badger synced, and the writer's counters rebuilt. For a follower's store (cluster mode): it is
-// refused while requests wait for the writer. It runs on the writer, after every request submitted
-// before it. A failure once the old content is being dropped fails the store; a crash then leaves
-// the file holdfast.replacing, and the next Open empties the store (AppliedIndex 0).
+// Badger synced, and the writer's counters rebuilt. It runs on the writer, after every request
+// submitted before it. For a follower's store (cluster mode) only: a store whose writer has
+// replicated anything, or with requests waiting, is refused (and does not fail). A failure once
+// the old content is being dropped fails the store; a crash then leaves the file
+// holdfast.replacing, and the next Open empties the store (AppliedIndex 0). Never call it from
+// the FSM of the node whose store is replicating: it would wait for its own Replicate.
 func (s *Store) Replace(r io.Reader) error {
 	if s.opt.Replicator == nil {
 		return errors.New("persist: replace: only a store in cluster mode (with a Replicator) is replaced")
@@ -190,6 +192,11 @@ func (s *Store) Replace(r io.Reader) error {
 
 func (w *writer) replace(r io.Reader) error {
 	s := w.s
+	// A follower's store takes no requests: its writer has replicated nothing and has nothing
+	// waiting.
+	if w.handed > 0 || w.spilled {
+		return errors.New("persist: replace: this store's writer has replicated group commits (a leader's store)")
+	}
 	if n := len(s.reqCh); n > 0 {
 		return fmt.Errorf("persist: replace: %d requests wait for the writer (a follower's store takes none)", n)
 	}

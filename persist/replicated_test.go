@@ -498,6 +498,9 @@ func TestClusterCheckpointReplace(t *testing.T) {
 	if err := follower.ApplyReplicated(1, stale); err != nil {
 		t.Fatal(err)
 	}
+	if err := leader.Replace(bytes.NewReader(snap.Bytes())); err == nil || leader.Err() != nil {
+		t.Fatalf("Replace of a leader's store: %v, store error %v; want refused, not failed", err, leader.Err())
+	}
 	if err := follower.Replace(bytes.NewReader(snap.Bytes())); err != nil {
 		t.Fatalf("Replace: %v", err)
 	}

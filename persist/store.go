@@ -70,8 +70,8 @@ type Store struct {
 	failOnce sync.Once
 	failed   chan struct{} // closed at the first storage error
 	failErr  error         // that error, set before failed is closed
-	// diskFailed: a failure other than a failed Replicate (cluster mode), the first or a later
-	// one: Badger's state is in doubt, so nothing more goes to it.
+	// diskFailed: a failure that is not a soundError (a failed Replicate, a damaged snapshot
+	// stream), the first or a later one: Badger's state is in doubt, so nothing more goes to it.
 	diskFailed atomic.Bool
 
 	applied atomic.Uint64 // cluster mode: AppliedIndex
@@ -473,7 +473,8 @@ func loadIndex(txn *badger.Txn) (index, error) {
 // fail puts the store in its failed state after a storage error: every batch from now on
 // completes with ErrFailed, and Failed is closed so that the owner stops the process.
 func (s *Store) fail(err error) {
-	if _, ok := errors.AsType[*soundError](err); !ok {
+	_, sound := errors.AsType[*soundError](err)
+	if !sound {
 		s.diskFailed.Store(true)
 	}
 	s.failOnce.Do(func() {
@@ -482,13 +483,19 @@ func (s *Store) fail(err error) {
 		if s.wal != nil {
 			ev = ev.Str("wal", filepath.Join(s.opt.Dir, walName))
 		}
-		ev.Msg("storage error: the store writes and acknowledges nothing more (fail-stop)")
+		if sound {
+			ev.Msg("the store acknowledges nothing more (fail-stop); its data is sound")
+		} else {
+			ev.Msg("storage error: the store writes and acknowledges nothing more (fail-stop)")
+		}
 		close(s.failed)
 	})
 }
 
 // Failed is closed at the first storage error (see ErrFailed); Err then returns it. The broker
-// must stop: what is on disk is all that the store vouches for.
+// must stop: what is on disk is all that the store vouches for. (In cluster mode a failed
+// Replicate or a damaged snapshot stream fails the store too, but Close then closes Badger, and
+// the node may open the store again.)
 func (s *Store) Failed() <-chan struct{} { return s.failed }
 
 // Err returns the storage error that failed the store, or nil.

@@ -86,7 +86,8 @@ type writer struct {
 	landedCh chan struct{} // one slot: synced or landed moved
 	txnSees  uint64        // landed when the open transaction began
 
-	replays int // requests rerun in a fresh transaction (for tests)
+	replays int  // requests rerun in a fresh transaction (for tests)
+	spilled bool // cluster mode: a spill was replicated (Replace refuses the store)
 }
 
 // handedKeys is what one group commit handed to the syncer wrote of shared bodies' entries.
@@ -502,8 +503,9 @@ func (w *writer) commitSpill() error {
 	}
 	w.waitLanded() // Badger applies group commits in order
 	recs := w.records()
-	if r := w.s.opt.Replicator; r != nil {
+	if w.s.opt.Replicator != nil {
 		// Cluster mode: ApplyReplicated writes it, over as many transactions as it needs.
+		w.spilled = true
 		return w.s.replicate(appendPayload(nil, recs))
 	}
 	if l := w.s.wal; l != nil {
