@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/holdfast/holdfast/internal/syncbuf"
 
@@ -614,4 +615,62 @@ func TestClusterReplaysSingleNodeLog(t *testing.T) {
 	if !containsAll(logs.String(), "cluster mode", "removed", `"records":1`) {
 		t.Fatalf("no log line about the replayed log:\n%s", logs.String())
 	}
+}
+
+// The group commits the writer hands over while a Replicate runs are replicated together, in the
+// syncer's next round, as one payload: every one of them reaches both stores.
+func TestClusterRoundOfSeveralGroupCommits(t *testing.T) {
+	raft := &fakeRaft{}
+	oneOp := func(o *Options) { o.MaxBatchOps = 1 } // every batch its own group commit
+	leader := openCluster(t, t.TempDir(), raft, oneOp)
+	defer leader.Close()
+	follower := openCluster(t, t.TempDir(), notLeader{}, nil)
+	defer follower.Close()
+	raft.setMembers(leader, follower)
+	putSessions(t, leader, "a")
+
+	gate, entered := make(chan struct{}), make(chan struct{})
+	raft.mu.Lock()
+	raft.gate, raft.entered = gate, entered
+	calls := raft.calls
+	raft.mu.Unlock()
+	const n = 50
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		b := &Batch{}
+		b.PutSubscription("a", Subscription{Filter: fmt.Sprint("f/", i), SubOptions: SubOptions{QoS: 1}})
+		wg.Add(1)
+		leader.Submit(b, func(_ uint64, err error) {
+			if err != nil {
+				errs <- err
+			}
+			wg.Done()
+		})
+		if i == 0 {
+			<-entered
+		}
+	}
+	// Let the writer hand the others over, one group commit each, while the first round waits.
+	for queued := 0; queued < n-1; time.Sleep(time.Millisecond) {
+		leader.sync.mu.Lock()
+		queued = len(leader.sync.queue)
+		leader.sync.mu.Unlock()
+	}
+	close(gate)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	raft.mu.Lock()
+	calls = raft.calls - calls
+	raft.mu.Unlock()
+	if calls >= n {
+		t.Fatalf("%d Replicate calls for %d group commits: no round held several", calls, n)
+	}
+	if got := len(rawKeys(t, follower.db, famSub)); got != n {
+		t.Fatalf("the follower holds %d subscriptions, want %d", got, n)
+	}
+	sameContent(t, "rounds of several group commits", leader, follower)
 }
