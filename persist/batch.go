@@ -87,6 +87,9 @@ type Batch struct {
 	hasSeq    bool
 	result    error
 	applied   []rec
+	// payload (cluster mode): the entries of the group commit that this request opens, encoded
+	// for Replicate; the syncer replicates it before calling back (landAfterSync).
+	payload []byte
 }
 
 // OnApplied asks the writer to call fn once b has its place in the commit order: its Enqueue's

@@ -140,6 +140,35 @@
 // between a checkpoint and the new header replays the old epoch over a Badger
 // that holds it: the same store again, since replay is idempotent.
 //
+// # Cluster mode (replicated.go)
+//
+// With Options.Replicator set (durability Sync only) a group commit is made
+// durable by replication (the raft log) instead of holdfast.wal, which is not
+// used: Open replays and removes one left by single-node use, and logs it.
+// The writer encodes each group commit's entries as a log record's payload;
+// the syncer, where it would fdatasync, concatenates the payloads of its
+// round (entries delimit themselves: one valid payload) and calls
+// Replicate once. Replicate returns once the entry is committed and the raft
+// FSM has written it into this store with ApplyReplicated; the writer's
+// transaction only answered its reads of its own writes and is discarded. A
+// spill replicates its record the same way. A failed Replicate fails the
+// store (errors.Is finds its error through Err), but Badger is sound: Close
+// closes it, so that the node can open the store again (as a follower's),
+// and ApplyReplicated still writes what the cluster commits.
+//
+// ApplyReplicated, on every node, writes an entry's sets and deletes into
+// Badger (unsynced; over several transactions if it does not fit one) and
+// its raft index under 0x00 "raft-applied" (uint64) in the last of them; an
+// entry at or below that index is skipped, so replaying the raft log after a
+// crash is idempotent. A reader of the live store can see part of an entry
+// that needs several transactions (a spill, a round of large group commits),
+// never before it is committed. Checkpoint syncs Badger as a log checkpoint
+// does (for a raft snapshot, streamed with Backup). Replace, on a follower,
+// drops Badger's content and loads a Backup stream in its place between the
+// creation and the removal of the file holdfast.replacing, then checkpoints;
+// Open in cluster mode empties a store that still has the file (applied
+// index 0), and refuses it otherwise.
+//
 // # Keys
 //
 // The first byte of every key is its family. Client ids are length-prefixed
@@ -151,6 +180,7 @@
 //
 //	family  key                      value
 //	0x00    0x00 "schema"            format version uint32 | writer version string
+//	0x00    0x00 "raft-applied"      cluster mode: raft index of the last applied entry, uint64
 //	0x01    cid                      session record
 //	0x02    cid filter               subscription
 //	0x03    topic                    retained message

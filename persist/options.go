@@ -85,6 +85,10 @@ type Options struct {
 	MaxBatchBytes int64 // cap of key+value bytes per group commit, default MemTableSize/10
 	MaxPending    int   // capacity of the request channel, default DefaultMaxPending
 
+	// Replicator, if set, puts the store in cluster mode (see Replicator): group commits are made
+	// durable by replication instead of the write-ahead log. Durability must be Sync.
+	Replicator Replicator
+
 	// WriterVersion is stored next to the format version when a store is
 	// created (for humans and for inspect tools); default "holdfast".
 	WriterVersion string
@@ -146,6 +150,8 @@ func (o Options) withDefaults() (Options, error) {
 		return o, fmt.Errorf("persist: no data directory (durability %s needs one)", o.Durability)
 	case o.Durability == Async && o.AsyncInterval <= 0:
 		return o, fmt.Errorf("persist: AsyncInterval %v must be > 0 with durability async", o.AsyncInterval)
+	case o.Replicator != nil && o.Durability != Sync:
+		return o, fmt.Errorf("persist: cluster mode (a Replicator) needs durability sync, not %s", o.Durability)
 	case o.GCInterval < 0:
 		return o, fmt.Errorf("persist: negative GCInterval %v", o.GCInterval)
 	case o.GCInterval > 0 && (o.GCDiscardRatio <= 0 || o.GCDiscardRatio >= 1):

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -69,6 +70,11 @@ type Store struct {
 	failOnce sync.Once
 	failed   chan struct{} // closed at the first storage error
 	failErr  error         // that error, set before failed is closed
+	// diskFailed: a failure that is not a soundError (a failed Replicate, a damaged snapshot
+	// stream), the first or a later one: Badger's state is in doubt, so nothing more goes to it.
+	diskFailed atomic.Bool
+
+	applied atomic.Uint64 // cluster mode: AppliedIndex
 
 	stats stats
 	space space
@@ -125,6 +131,10 @@ func Open(o Options) (*Store, error) {
 		return nil, err
 	} else if err := checkBadgerLogsLocked(o.Dir); err != nil {
 		return nil, err
+	} else if o.Replicator == nil {
+		if err := checkNotReplacing(o.Dir); err != nil {
+			return nil, err
+		}
 	}
 	opening := time.Now()
 	db, err := badger.Open(bo)
@@ -147,7 +157,15 @@ func Open(o Options) (*Store, error) {
 	}
 	s.stats.init()
 	var replay time.Duration // replaying the write-ahead log, with its checkpoint
-	if o.Durability != None {
+	if o.Replicator != nil {
+		start := time.Now()
+		err := s.openCluster()
+		replay = time.Since(start)
+		if err != nil {
+			_ = db.Close()
+			return nil, err
+		}
+	} else if o.Durability != None {
 		if s.wal, err = openWAL(o.Dir); err != nil {
 			_ = db.Close()
 			return nil, err
@@ -175,6 +193,11 @@ func Open(o Options) (*Store, error) {
 		}
 	}
 	if err := s.checkSchema(); err != nil {
+		s.closeWAL()
+		_ = db.Close()
+		return nil, err
+	}
+	if err := s.readApplied(); err != nil {
 		s.closeWAL()
 		_ = db.Close()
 		return nil, err
@@ -226,6 +249,9 @@ func Open(o Options) (*Store, error) {
 	}
 	if o.Durability == Async {
 		ev = ev.Dur("async_interval", o.AsyncInterval)
+	}
+	if o.Replicator != nil {
+		ev = ev.Bool("cluster", true).Uint64("raft_applied", s.applied.Load())
 	}
 	if o.GCInterval > 0 && o.Durability != None {
 		ev = ev.Dur("gc_interval", o.GCInterval).Float64("gc_discard_ratio", o.GCDiscardRatio)
@@ -364,6 +390,13 @@ func (s *Store) writeSchema() error {
 	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(schemaKey, v) }); err != nil {
 		return fmt.Errorf("persist: write format version in %s: %w", s.opt.Dir, err)
 	}
+	if s.opt.Replicator != nil {
+		// Cluster mode has no log: each node writes its own, durable at once. (Not replicated:
+		// every node's store has one before it applies anything.)
+		if err := s.wal.checkpoint(s.db); err != nil {
+			return fmt.Errorf("persist: write format version in %s: %w", s.opt.Dir, err)
+		}
+	}
 	return nil
 }
 
@@ -440,16 +473,29 @@ func loadIndex(txn *badger.Txn) (index, error) {
 // fail puts the store in its failed state after a storage error: every batch from now on
 // completes with ErrFailed, and Failed is closed so that the owner stops the process.
 func (s *Store) fail(err error) {
+	_, sound := errors.AsType[*soundError](err)
+	if !sound {
+		s.diskFailed.Store(true)
+	}
 	s.failOnce.Do(func() {
 		s.failErr = err
-		s.log.Error().Err(err).Str("dir", s.opt.Dir).Str("wal", filepath.Join(s.opt.Dir, walName)).
-			Msg("storage error: the store writes and acknowledges nothing more (fail-stop)")
+		ev := s.log.Error().Err(err).Str("dir", s.opt.Dir)
+		if s.wal != nil {
+			ev = ev.Str("wal", filepath.Join(s.opt.Dir, walName))
+		}
+		if sound {
+			ev.Msg("the store acknowledges nothing more (fail-stop); its data is sound")
+		} else {
+			ev.Msg("storage error: the store writes and acknowledges nothing more (fail-stop)")
+		}
 		close(s.failed)
 	})
 }
 
 // Failed is closed at the first storage error (see ErrFailed); Err then returns it. The broker
-// must stop: what is on disk is all that the store vouches for.
+// must stop: what is on disk is all that the store vouches for. (In cluster mode a failed
+// Replicate or a damaged snapshot stream fails the store too, but Close then closes Badger, and
+// the node may open the store again.)
 func (s *Store) Failed() <-chan struct{} { return s.failed }
 
 // Err returns the storage error that failed the store, or nil.
@@ -578,16 +624,22 @@ func (s *Store) Close() error {
 		}
 		s.closeWAL()
 		if err := s.Err(); err != nil {
-			// Failed: nothing more goes to this disk. Badger's Close would flush its memtables
-			// there and retry a failed flush for ever; the process exits instead, which releases
-			// the directory lock, and the next start recovers from the log and Badger's files.
 			s.closeErr = s.failedErr()
-			return
+			if s.diskFailed.Load() {
+				// Failed: nothing more goes to this disk. Badger's Close would flush its
+				// memtables there and retry a failed flush for ever; the process exits instead,
+				// which releases the directory lock, and the next start recovers from the log
+				// and Badger's files.
+				return
+			}
+			// Badger is sound (cluster mode: a Replicate failed as this node lost its leadership,
+			// or a snapshot stream was damaged): it is closed, so that the node can open the store
+			// again.
 		}
 		s.dropOpenSnapshot()
 		s.readMu.Lock()
 		s.dbClosed = true
-		if err := s.db.Close(); err != nil {
+		if err := s.db.Close(); err != nil && s.closeErr == nil {
 			s.closeErr = fmt.Errorf("persist: close %s: %w", s.opt.Dir, err)
 		}
 		s.readMu.Unlock()
@@ -677,6 +729,8 @@ func (s *Store) gcLoop() {
 // file), so an iterator holds the file until a checkpoint has made the moved values durable. A
 // failed checkpoint fails the store and keeps the iterator open: the file stays on disk.
 func (s *Store) runGC() error {
+	s.readMu.RLock() // Replace's DropAll waits
+	defer s.readMu.RUnlock()
 	txn := s.db.NewTransaction(false)
 	it := txn.NewIterator(badger.IteratorOptions{})
 	err := s.db.RunValueLogGC(s.opt.GCDiscardRatio)

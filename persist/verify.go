@@ -537,6 +537,13 @@ func (a *audit) visit(txn *badger.Txn, k, v []byte) {
 	fam := k[0]
 	switch fam {
 	case famMeta:
+		if bytes.Equal(k, appliedKey) {
+			// A cluster member's applied index (ApplyReplicated).
+			if len(v) != 8 {
+				a.keyProblem(k, "value of %d bytes, want 8", len(v))
+			}
+			return
+		}
 		if !bytes.Equal(k, schemaKey) {
 			a.keyProblem(k, "unknown meta key")
 			return

@@ -166,24 +166,56 @@ func (l *wal) checksum(payload []byte) uint32 {
 	return crc32.Update(crc32.Checksum(e[:], castagnoli), castagnoli, payload)
 }
 
-// append writes one record holding recs (not yet synced).
-func (l *wal) append(recs [][]rec) error {
-	l.buf = append(l.buf[:0], make([]byte, walHeader)...)
+// appendPayload appends the entries of recs to buf as a record's payload: entries of kind (0 set,
+// 1 delete) | uvarint key length | key | (set) uvarint value length | value. Entries delimit
+// themselves, so payloads appended one after the other are one payload (cluster mode replicates
+// a round's group commits as one).
+func appendPayload(buf []byte, recs [][]rec) []byte {
 	for _, rs := range recs {
 		for _, r := range rs {
 			kind := byte(0)
 			if r.del {
 				kind = 1
 			}
-			l.buf = append(l.buf, kind)
-			l.buf = binary.AppendUvarint(l.buf, uint64(len(r.key)))
-			l.buf = append(l.buf, r.key...)
+			buf = append(buf, kind)
+			buf = binary.AppendUvarint(buf, uint64(len(r.key)))
+			buf = append(buf, r.key...)
 			if !r.del {
-				l.buf = binary.AppendUvarint(l.buf, uint64(len(r.val)))
-				l.buf = append(l.buf, r.val...)
+				buf = binary.AppendUvarint(buf, uint64(len(r.val)))
+				buf = append(buf, r.val...)
 			}
 		}
 	}
+	return buf
+}
+
+// decodePayload hands the entries of a record's payload (appendPayload) to fn, in order; a payload
+// that does not decode is ErrCorrupt (after fn has seen the entries before the damage).
+func decodePayload(p []byte, fn func(key, val []byte, del bool) error) error {
+	for len(p) > 0 {
+		del := p[0] == 1
+		p = p[1:]
+		key, rest, ok := walField(p)
+		if !ok {
+			return ErrCorrupt
+		}
+		p = rest
+		var val []byte
+		if !del {
+			if val, p, ok = walField(p); !ok {
+				return ErrCorrupt
+			}
+		}
+		if err := fn(key, val, del); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// append writes one record holding recs (not yet synced).
+func (l *wal) append(recs [][]rec) error {
+	l.buf = appendPayload(append(l.buf[:0], make([]byte, walHeader)...), recs)
 	payload := l.buf[walHeader:]
 	binary.BigEndian.PutUint32(l.buf[0:4], uint32(len(payload)))
 	binary.BigEndian.PutUint32(l.buf[4:8], l.checksum(payload))
@@ -230,8 +262,12 @@ func (l *wal) writeAt(b []byte, off int64, at step) error {
 	return err
 }
 
-// failpoint returns the error of the fault set at step, if any.
+// failpoint returns the error of the fault set at step, if any. A nil log (a store in cluster
+// mode, which has none) has no failpoints, so that checkpoint serves it too.
 func (l *wal) failpoint(at step) error {
+	if l == nil {
+		return nil
+	}
 	if f := l.faults[at].Load(); f != nil {
 		return f.err
 	}
@@ -330,25 +366,12 @@ func replayWAL(db *badger.DB, l *wal, dir string) (int, error) {
 	pw := partWriter{db: db}
 	defer pw.discard()
 	records, err := scanWAL(l, dir, func(p []byte) error {
-		for len(p) > 0 {
-			del := p[0] == 1
-			p = p[1:]
-			key, rest, ok := walField(p)
-			if !ok {
-				return ErrCorrupt
-			}
-			p = rest
-			var val []byte
-			if !del {
-				if val, p, ok = walField(p); !ok {
-					return ErrCorrupt
-				}
-			}
+		return decodePayload(p, func(key, val []byte, del bool) error {
 			if err := pw.write(key, val, del); err != nil {
 				return fmt.Errorf("persist: replay write-ahead log: %w", err)
 			}
-		}
-		return nil
+			return nil
+		})
 	})
 	if err != nil {
 		return records, err
@@ -564,15 +587,19 @@ func (y *syncer) run() {
 			// Let the goroutines the writer just woke (subscribers' writers, via OnApplied) run
 			// first: the fdatasync keeps this goroutine's P, and they would wait in its queue.
 			runtime.Gosched()
-			start := time.Now()
-			err := y.s.wal.sync()
-			d := time.Since(start)
-			y.s.stats.recordSync(d)
-			if d > slowThreshold {
-				y.s.log.Warn().Dur("took", d).Int("batches", len(round)).Msg("slow fdatasync of the write-ahead log")
-			}
-			if err != nil {
-				y.s.fail(err) // the commits it held are not acknowledged
+			if y.s.opt.Replicator != nil {
+				y.replicate(round)
+			} else {
+				start := time.Now()
+				err := y.s.wal.sync()
+				d := time.Since(start)
+				y.s.stats.recordSync(d)
+				if d > slowThreshold {
+					y.s.log.Warn().Dur("took", d).Int("batches", len(round)).Msg("slow fdatasync of the write-ahead log")
+				}
+				if err != nil {
+					y.s.fail(err) // the commits it held are not acknowledged
+				}
 			}
 		}
 		y.s.completeAll(round)

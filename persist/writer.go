@@ -86,7 +86,8 @@ type writer struct {
 	landedCh chan struct{} // one slot: synced or landed moved
 	txnSees  uint64        // landed when the open transaction began
 
-	replays int // requests rerun in a fresh transaction (for tests)
+	replays int  // requests rerun in a fresh transaction (for tests)
+	spilled bool // cluster mode: a spill was replicated (Replace refuses the store)
 }
 
 // handedKeys is what one group commit handed to the syncer wrote of shared bodies' entries.
@@ -297,7 +298,12 @@ func (w *writer) commit() error {
 		case w.spill != nil:
 			err = w.commitSpill()
 		case w.s.sync != nil:
-			err = w.append()
+			if w.s.opt.Replicator != nil {
+				// Replicated by the syncer instead of appended to the log.
+				w.pending[0].payload = appendPayload(nil, w.records())
+			} else {
+				err = w.append()
+			}
 			if err == nil {
 				w.landAfterSync(start, entries)
 				handed = true
@@ -342,7 +348,7 @@ func (w *writer) commit() error {
 	w.handOff(w.pending)
 	clear(w.pending)
 	w.pending = w.pending[:0]
-	if handed && w.s.wal.size() > w.s.wal.checkpointAt {
+	if handed && w.s.wal != nil && w.s.wal.size() > w.s.wal.checkpointAt {
 		// The group is acknowledged once the syncer has committed it: a checkpoint that fails now
 		// fails the batches after it.
 		w.waitLanded()
@@ -422,7 +428,14 @@ func (w *writer) landAfterSync(start time.Time, entries int) {
 	b.done = func(seq uint64, err error) {
 		w.synced.Add(1)
 		w.signal()
-		if s.Err() == nil {
+		if s.opt.Replicator != nil {
+			// Cluster mode: ApplyReplicated wrote the entries into Badger before Replicate
+			// returned; the transaction only answered the writer's reads of its own writes.
+			txn.Discard()
+			if s.Err() == nil {
+				s.noteCommit(start, entries, requests)
+			}
+		} else if s.Err() == nil {
 			cerr := s.wal.failpoint(stepCommit)
 			if cerr == nil {
 				cerr = txn.Commit()
@@ -490,6 +503,11 @@ func (w *writer) commitSpill() error {
 	}
 	w.waitLanded() // Badger applies group commits in order
 	recs := w.records()
+	if w.s.opt.Replicator != nil {
+		// Cluster mode: ApplyReplicated writes it, over as many transactions as it needs.
+		w.spilled = true
+		return w.s.replicate(appendPayload(nil, recs))
+	}
 	if l := w.s.wal; l != nil {
 		if err := l.appendSynced(recs); err != nil {
 			return err
