@@ -15,6 +15,7 @@
 package cluster
 
 import (
+	"cmp"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -73,6 +74,15 @@ type Config struct {
 	// Certificates, RootCAs, ClientCAs and ClientAuth
 	// (tls.RequireAndVerifyClientCert) for mutual TLS. Nil: plain TCP.
 	TLS *tls.Config
+
+	// Snapshots: raft snapshots the state (Checkpoint, Backup) every
+	// SnapshotInterval once SnapshotThreshold entries were appended since
+	// the last one, and keeps TrailingLogs entries behind it so a follower
+	// a little behind catches up from the log, not a whole snapshot. Zero:
+	// 30 s, 8192 and 4096.
+	SnapshotInterval  time.Duration
+	SnapshotThreshold uint64
+	TrailingLogs      uint64
 
 	Log zerolog.Logger
 }
@@ -215,9 +225,9 @@ func Start(cfg Config, sm StateMachine) (*Node, error) {
 	rc.LeaderLeaseTimeout = cfg.HeartbeatTimeout
 	rc.CommitTimeout = min(rc.CommitTimeout, cfg.HeartbeatTimeout/5)
 	rc.NoSnapshotRestoreOnStart = true
-	rc.SnapshotThreshold = 8192
-	rc.SnapshotInterval = 30 * time.Second
-	rc.TrailingLogs = 4096
+	rc.SnapshotThreshold = cmp.Or(cfg.SnapshotThreshold, 8192)
+	rc.SnapshotInterval = cmp.Or(cfg.SnapshotInterval, 30*time.Second)
+	rc.TrailingLogs = cmp.Or(cfg.TrailingLogs, 4096)
 	rc.BatchApplyCh = true
 	if err := raft.ValidateConfig(rc); err != nil {
 		return nil, fmt.Errorf("cluster: %w", err)
@@ -394,6 +404,15 @@ func (n *Node) AddVoter(id, addr string) error {
 func (n *Node) RemoveServer(id string) error {
 	if err := n.raft.RemoveServer(raft.ServerID(id), 0, 10*time.Second).Error(); err != nil {
 		return leaderErr(err)
+	}
+	return nil
+}
+
+// Snapshot takes a snapshot now and truncates the log behind it (keeping
+// TrailingLogs entries).
+func (n *Node) Snapshot() error {
+	if err := n.raft.Snapshot().Error(); err != nil {
+		return fmt.Errorf("cluster: snapshot: %w", err)
 	}
 	return nil
 }
