@@ -94,6 +94,12 @@ const (
 	DefaultElectionTimeout  = 250 * time.Millisecond
 )
 
+// rpcTimeout is the I/O deadline of a raft RPC (and of dialing a peer;
+// InstallSnapshot scales it with the snapshot's size). A peer that accepts
+// but does not answer, a stopped process or a black-holed link, holds a
+// replication goroutine this long, and so Shutdown at most this long.
+const rpcTimeout = 3 * time.Second
+
 // StateMachine is the store the cluster replicates into.
 type StateMachine interface {
 	// ApplyReplicated applies one committed entry with its raft index,
@@ -264,7 +270,7 @@ func Start(cfg Config, sm StateMachine) (*Node, error) {
 			Stream:                stream,
 			MaxPool:               3,
 			MaxRPCsInFlight:       1, // every AppendEntries through progressTransport
-			Timeout:               10 * time.Second,
+			Timeout:               rpcTimeout,
 		}),
 		progress: map[raft.ServerID]followerProgress{},
 	}
@@ -513,7 +519,9 @@ func (n *Node) sync() {
 	if err := n.fsm.err(); err != nil && !n.stopped {
 		n.stopped = true
 		n.log.Error().Err(err).Msg("stopping raft after a state-machine failure")
-		n.raft.Shutdown()
+		if err := n.raft.Shutdown().Error(); err != nil {
+			n.log.Warn().Err(err).Msg("raft shutdown")
+		}
 	}
 	state := n.raft.State()
 	if lt := n.leadTerm.Load(); lt != 0 {

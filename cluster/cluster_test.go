@@ -33,7 +33,10 @@ type fakeSM struct {
 	again    []uint64 // indexes handed to ApplyReplicated at or below applied
 	replaced int
 	checks   int
+	failOn   string // ApplyReplicated fails on this payload
 }
+
+var errFake = errors.New("fake state machine failure")
 
 type fakeEntry struct {
 	index   uint64
@@ -46,6 +49,9 @@ func (s *fakeSM) ApplyReplicated(index uint64, payload []byte) error {
 	if index <= s.applied {
 		s.again = append(s.again, index)
 		return nil
+	}
+	if s.failOn != "" && string(payload) == s.failOn {
+		return errFake
 	}
 	s.entries = append(s.entries, fakeEntry{index, string(payload)})
 	s.applied = index
@@ -427,6 +433,43 @@ func TestLeadershipLossFailsReplicate(t *testing.T) {
 	if err := ln.Replicate([]byte("x")); !errors.Is(err, ErrNotLeader) {
 		t.Fatalf("Replicate after stepping down: %v, want ErrNotLeader", err)
 	}
+	if st := ln.Status(); st.Leading || st.State == "Leader" {
+		t.Fatalf("status after stepping down: %+v", st)
+	}
+}
+
+func TestStateMachineFailureStopsTheNode(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	leader := c.settled(5 * time.Second)
+	c.replicate(leader, 0, 5)
+	c.sms[leader].mu.Lock()
+	c.sms[leader].failOn = "p0005"
+	c.sms[leader].mu.Unlock()
+	ln := c.nodes[leader]
+	if err := ln.Replicate([]byte("p0005")); !errors.Is(err, errFake) {
+		t.Fatalf("Replicate when the leader's state machine fails: %v", err)
+	}
+	if !errors.Is(ln.Err(), errFake) {
+		t.Fatalf("Err() = %v", ln.Err())
+	}
+	waitFor(t, 3*time.Second, "the failed node stops", func() error {
+		if st := ln.Status(); st.State != "Shutdown" || st.Leading || st.Err == "" {
+			return fmt.Errorf("status %+v", st)
+		}
+		if r := c.role(leader); r.Leader {
+			return fmt.Errorf("role %+v", r)
+		}
+		return nil
+	})
+	if err := ln.Replicate([]byte("p0006")); err == nil {
+		t.Fatal("a failed node replicated")
+	}
+	// The entry was committed: the other two applied it, and one of them
+	// leads now.
+	c.stop(leader)
+	next := c.settled(3 * time.Second)
+	c.replicate(next, 6, 8)
+	c.converged(wantPayloads(8), 5*time.Second)
 }
 
 func TestRestartCatchesUpWithoutReapplying(t *testing.T) {
@@ -436,6 +479,11 @@ func TestRestartCatchesUpWithoutReapplying(t *testing.T) {
 	c.converged(wantPayloads(20), 5*time.Second)
 
 	f := (leader + 1) % 3
+	// A snapshot on the follower: its restart replays the log only past it,
+	// so not the leader's announcement.
+	if err := c.nodes[f].Snapshot(); err != nil {
+		t.Fatal(err)
+	}
 	c.stop(f)
 	c.replicate(leader, 20, 40)
 	// Same Dir and the same state machine (its data survived): raft
