@@ -61,7 +61,7 @@ func ParsePeer(s string) (Peer, error) {
 // Config configures a Node.
 type Config struct {
 	NodeID      string
-	RaftAddress string // this node's raft listener
+	RaftAddress string // this node's raft listener; "": its own entry in Peers
 	Peers       []Peer // where this node dials each id, its own entry included
 	Dir         string // raft state: bolt log and stable store, snapshots
 	Advertise   string // this node's mqtt_advertise (see also SetAdvertise)
@@ -197,6 +197,9 @@ func Start(cfg Config, sm StateMachine) (*Node, error) {
 	}
 	if _, ok := peers[cfg.NodeID]; !ok {
 		return nil, fmt.Errorf("cluster: node %q is not among the peers", cfg.NodeID)
+	}
+	if cfg.RaftAddress == "" {
+		cfg.RaftAddress = peers[cfg.NodeID]
 	}
 	if cfg.HeartbeatTimeout == 0 {
 		cfg.HeartbeatTimeout = DefaultHeartbeatTimeout

@@ -614,6 +614,21 @@ func TestMutualTLS(t *testing.T) {
 	if err == nil {
 		t.Fatal("plain TCP got an answer from the TLS raft listener")
 	}
+
+	// A connection that never starts the handshake is dropped after the
+	// RPC timeout.
+	silent, err := net.Dial("tcp", c.cfgs[leader].RaftAddress)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	silent.SetDeadline(time.Now().Add(2 * rpcTimeout))
+	began := time.Now()
+	_, err = silent.Read(make([]byte, 1))
+	var ne net.Error
+	if err == nil || (errors.As(err, &ne) && ne.Timeout()) {
+		t.Fatalf("a silent connection was kept (read: %v after %v)", err, time.Since(began))
+	}
 }
 
 func newCA(t *testing.T, name string) (*x509.Certificate, *ecdsa.PrivateKey) {

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"crypto/tls"
 	"fmt"
 	"net"
@@ -37,14 +38,54 @@ func newStreamLayer(addr, id string, tlsConf *tls.Config) (*streamLayer, error) 
 	s := &streamLayer{ln: ln, id: id}
 	if tlsConf != nil {
 		s.tlsConf = tlsConf.Clone()
-		s.ln = tls.NewListener(ln, s.tlsConf)
 	}
 	return s, nil
 }
 
-func (s *streamLayer) Accept() (net.Conn, error) { return s.ln.Accept() }
-func (s *streamLayer) Close() error              { return s.ln.Close() }
-func (s *streamLayer) Addr() net.Addr            { return idAddr(s.id) }
+func (s *streamLayer) Accept() (net.Conn, error) {
+	conn, err := s.ln.Accept()
+	if err != nil || s.tlsConf == nil {
+		return conn, err
+	}
+	return &serverTLSConn{Conn: tls.Server(conn, s.tlsConf)}, nil
+}
+
+// serverTLSConn runs the server side of the TLS handshake on the first
+// Read or Write, in the connection's own goroutine (not the accept loop),
+// and gives it rpcTimeout: a peer that connects and says nothing, or
+// presents no certificate, is dropped.
+type serverTLSConn struct {
+	*tls.Conn
+	once sync.Once
+	err  error
+}
+
+func (c *serverTLSConn) handshake() error {
+	c.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), rpcTimeout)
+		defer cancel()
+		if err := c.Conn.HandshakeContext(ctx); err != nil {
+			c.err = fmt.Errorf("raft TLS handshake with %s: %w", c.RemoteAddr(), err)
+		}
+	})
+	return c.err
+}
+
+func (c *serverTLSConn) Read(b []byte) (int, error) {
+	if err := c.handshake(); err != nil {
+		return 0, err
+	}
+	return c.Conn.Read(b)
+}
+
+func (c *serverTLSConn) Write(b []byte) (int, error) {
+	if err := c.handshake(); err != nil {
+		return 0, err
+	}
+	return c.Conn.Write(b)
+}
+func (s *streamLayer) Close() error   { return s.ln.Close() }
+func (s *streamLayer) Addr() net.Addr { return idAddr(s.id) }
 
 // listenAddr is the address the listener is bound to (for tests that listen
 // on port 0).
