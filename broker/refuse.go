@@ -243,15 +243,5 @@ func (r *Refuser) Shutdown(ctx context.Context) error {
 	for _, l := range ls {
 		l.Close()
 	}
-	done := make(chan struct{})
-	go func() {
-		r.wg.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return waitUntil(ctx, &r.wg)
 }

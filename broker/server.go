@@ -450,9 +450,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 	}
 	s.mu.Unlock()
+	return waitUntil(ctx, &s.wg)
+}
+
+// waitUntil waits for wg until ctx ends, and returns ctx's error if it ends first.
+func waitUntil(ctx context.Context, wg *sync.WaitGroup) error {
 	done := make(chan struct{})
 	go func() {
-		s.wg.Wait()
+		wg.Wait()
 		close(done)
 	}()
 	select {
