@@ -246,37 +246,49 @@ func (s *Server) countQueues() {
 // returns once all listeners are open; accept loops run in the background.
 func (s *Server) ListenAndServe() error {
 	for i, lc := range s.cfg.Listeners {
-		l, err := listener.Open(listener.Config{
-			Type:              lc.Type,
-			Address:           lc.Address,
-			Path:              lc.Path,
-			CertFile:          lc.CertFile,
-			KeyFile:           lc.KeyFile,
-			ClientCAFile:      lc.ClientCAFile,
-			RequireClientCert: lc.RequireClientCert,
-			CertCNAsUsername:  lc.CertCNAsUsername,
-			MinTLSVersion:     lc.MinTLSVersion,
-			AllowedOrigins:    lc.AllowedOrigins,
-			BehindProxy:       lc.BehindProxy,
-			Gate:              s.gate,
-		}, s.log.With().Str("listener", lc.Type).Logger())
+		l, name, err := openListener(s.cfg, i, s.gate, s.log, "listening")
 		if err != nil {
-			return fmt.Errorf("listener[%d]: %w", i, err)
+			return err
 		}
-		ev := s.log.Info().Str("type", lc.Type).Str("address", l.Addr().String())
-		if lc.Path != "" {
-			ev = ev.Str("path", lc.Path)
-		}
-		ev.Msg("listening")
 		if !lc.Loopback() && s.cfg.Auth.Anonymous() {
 			s.log.Warn().Str("type", lc.Type).Str("address", lc.Address).Msg("listener open to the network with anonymous access (auth.allow_anonymous = true)")
 		}
-		if err := s.serve(l, lc.Type+" "+l.Addr().String()); err != nil {
+		if err := s.serve(l, name); err != nil {
 			l.Close()
 			return err
 		}
 	}
 	return nil
+}
+
+// openListener opens listener i of cfg with its sockets admitted through gate, logs msg with its
+// type and address, and returns it with its name for the operator (its type and address). The
+// Server and the Refuser bind the same listeners through it.
+func openListener(cfg *config.Config, i int, gate *listener.Gate, log zerolog.Logger, msg string) (listener.Listener, string, error) {
+	lc := cfg.Listeners[i]
+	l, err := listener.Open(listener.Config{
+		Type:              lc.Type,
+		Address:           lc.Address,
+		Path:              lc.Path,
+		CertFile:          lc.CertFile,
+		KeyFile:           lc.KeyFile,
+		ClientCAFile:      lc.ClientCAFile,
+		RequireClientCert: lc.RequireClientCert,
+		CertCNAsUsername:  lc.CertCNAsUsername,
+		MinTLSVersion:     lc.MinTLSVersion,
+		AllowedOrigins:    lc.AllowedOrigins,
+		BehindProxy:       lc.BehindProxy,
+		Gate:              gate,
+	}, log.With().Str("listener", lc.Type).Logger())
+	if err != nil {
+		return nil, "", fmt.Errorf("listener[%d]: %w", i, err)
+	}
+	ev := log.Info().Str("type", lc.Type).Str("address", l.Addr().String())
+	if lc.Path != "" {
+		ev = ev.Str("path", lc.Path)
+	}
+	ev.Msg(msg)
+	return l, lc.Type + " " + l.Addr().String(), nil
 }
 
 // ReloadCertificates re-reads the certificates of every TLS and WebSocket-over-TLS listener;
@@ -330,12 +342,18 @@ func (s *Server) Serving() bool {
 
 func (s *Server) acceptLoop(l net.Listener, name string) {
 	defer s.wg.Done()
+	acceptLoop(l, s.quit, s.log, func(nc net.Conn) { s.admit(nc, name) })
+}
+
+// acceptLoop hands every socket l accepts to admit until l is closed or quit is, backing off on
+// errors such as running out of file descriptors.
+func acceptLoop(l net.Listener, quit <-chan struct{}, log zerolog.Logger, admit func(net.Conn)) {
 	var backoff time.Duration
 	for {
 		nc, err := l.Accept()
 		if err != nil {
 			select {
-			case <-s.quit:
+			case <-quit:
 				return
 			default:
 			}
@@ -348,18 +366,16 @@ func (s *Server) acceptLoop(l net.Listener, name string) {
 			}
 			// Out of file descriptors and the like: back off instead of spinning.
 			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			s.log.Error().Err(err).Dur("retry_in", backoff).Msg("accept failed")
+			log.Error().Err(err).Dur("retry_in", backoff).Msg("accept failed")
 			select {
 			case <-time.After(backoff):
-			case <-s.quit:
+			case <-quit:
 				return
 			}
 			continue
 		}
 		backoff = 0
-		if !s.admit(nc, name) {
-			continue
-		}
+		admit(nc)
 	}
 }
 
@@ -434,9 +450,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 	}
 	s.mu.Unlock()
+	return waitUntil(ctx, &s.wg)
+}
+
+// waitUntil waits for wg until ctx ends, and returns ctx's error if it ends first.
+func waitUntil(ctx context.Context, wg *sync.WaitGroup) error {
 	done := make(chan struct{})
 	go func() {
-		s.wg.Wait()
+		wg.Wait()
 		close(done)
 	}()
 	select {
